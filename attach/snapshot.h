@@ -1,0 +1,37 @@
+// Snapshot: what attach/ hands to unwind/ — one thread's registers and a copy of the top of
+// its stack, both taken while the thread was stopped. It owns its bytes (STYLE 13); the
+// target has been resumed by the time anyone reads it.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace profctl {
+
+struct Snapshot {
+  pid_t pid = 0;  // thread group (address space) the thread belongs to
+  pid_t tid = 0;
+  user_regs_struct regs{};  // as PTRACE_GETREGS returned them; rip rewound past no breakpoint
+
+  // Copy of target memory [stack_base, stack_base + stack_size). stack_base is the
+  // thread's rsp at the stop (target address space).
+  uint64_t stack_base = 0;
+  size_t stack_size = 0;
+  std::unique_ptr<std::byte[]> stack_bytes;
+  // The end of the mapping that holds rsp (target address). stack_base + stack_size <
+  // stack_end means the copy was cut by --stack-bytes (or a short read): an unwind that
+  // runs off the copy is truncated, not finished.
+  uint64_t stack_end = 0;
+  bool stack_cut = false;       // the copy stopped before stack_end
+  std::string stack_cut_reason;  // why, for the report ("--stack-bytes 65536", "short read")
+
+  std::span<const std::byte> stack() const { return {stack_bytes.get(), stack_size}; }
+};
+
+}  // namespace profctl

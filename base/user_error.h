@@ -1,0 +1,31 @@
+// The one exception type (STYLE 17): a user-fatal error, caught only in main after
+// everything that touched the target has been restored and detached by RAII.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace profctl {
+
+// DESIGN.md "Exit codes".
+enum class ExitCode : int {
+  kOk = 0,
+  kUsage = 1,          // bad command line, unreadable/corrupt capture file
+  kAttach = 2,         // the target cannot be attached
+  kTargetGone = 3,     // the target went away during a capture
+  kInternal = 4,       // internal error; the target was detached and restored
+};
+
+class UserError : public std::runtime_error {
+ public:
+  UserError(ExitCode code, std::string message, std::string hint = {})
+      : std::runtime_error(std::move(message)), code_(code), hint_(std::move(hint)) {}
+  ExitCode code() const { return code_; }
+  const std::string& hint() const { return hint_; }
+
+ private:
+  ExitCode code_;
+  std::string hint_;
+};
+
+}  // namespace profctl

@@ -1,0 +1,97 @@
+// Capture: the in-memory form of capture.json ("profctl.capture/1", DESIGN.md "Output").
+// Writers take a finished Capture (STYLE 19); `profctl report` reads one back.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "symbolize/frame.h"
+
+namespace profctl {
+
+inline constexpr const char* kCaptureSchema = "profctl.capture/1";
+inline constexpr int kCaptureSchemaMajor = 1;
+
+struct CaptureTarget {
+  pid_t pid = 0;
+  std::string exe;
+  std::vector<std::string> cmdline;
+};
+
+struct CaptureWindow {
+  std::string start;  // RFC 3339 UTC, e.g. "2026-11-24T10:00:00Z"
+  double duration_s = 0;
+};
+
+// How long the target was held stopped (DESIGN "Performance principles").
+struct PauseStats {
+  uint64_t world_stopped_ns = 0;  // first interrupt to last resume
+  uint64_t stop_ns = 0;           // interrupting + waiting for every stop
+  uint64_t capture_ns = 0;        // registers + stack copies
+  uint64_t resume_ns = 0;         // resuming every thread
+  size_t threads = 0;
+  uint64_t stack_bytes = 0;       // bytes copied in all
+  // For sampling sessions: per-thread pauses, median and worst.
+  std::optional<uint64_t> median_ns;
+  std::optional<uint64_t> worst_ns;
+  std::optional<uint64_t> samples;
+};
+
+struct CaptureThread {
+  pid_t tid = 0;
+  std::string name;
+  std::string state;  // one letter as in /proc stat: R S D T t Z
+  std::optional<std::string> wait_syscall;   // syscall name when blocked in one ("futex")
+  std::optional<uint64_t> wait_address;      // futex address (first argument)
+  uint64_t cpu_ns = 0;
+  std::vector<Frame> frames;  // innermost first
+  bool truncated = false;
+  std::string truncated_reason;
+};
+
+struct SampleType {
+  std::string type;
+  std::string unit;
+};
+
+struct Sample {
+  std::vector<int64_t> values;
+  std::vector<Frame> frames;  // innermost first, inlined frames before their caller
+  std::map<std::string, std::string> labels;  // tid, thread_name, state, ...
+};
+
+struct Profile {
+  std::vector<SampleType> sample_types;
+  std::optional<SampleType> period_type;
+  int64_t period = 0;
+  std::vector<Sample> samples;
+  uint64_t dropped = 0;  // events lost (unwinding could not keep up, ring full, ...)
+};
+
+struct CaptureModule {
+  std::string path;
+  uint64_t start = 0;
+  uint64_t limit = 0;
+  uint64_t file_offset = 0;
+  std::string build_id;
+};
+
+struct Capture {
+  std::string schema = kCaptureSchema;
+  std::string tool_version;
+  CaptureTarget target;
+  CaptureWindow window;
+  std::map<std::string, std::string> options;  // the options the capture ran with
+  PauseStats pause;
+  std::vector<CaptureThread> threads;
+  std::map<std::string, Profile> profiles;  // kind -> profile
+  std::vector<CaptureModule> modules;
+  std::vector<std::string> warnings;        // e.g. "target exited during the capture"
+};
+
+}  // namespace profctl

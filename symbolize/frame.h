@@ -1,0 +1,22 @@
+// Frame: one symbolized frame, as capture.json's FRAME (DESIGN.md "Output").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace profctl {
+
+struct Frame {
+  uint64_t pc = 0;       // the unwound pc (a return address for caller frames)
+  std::string module;    // module path, "[vdso]", or "[unknown]"
+  uint64_t offset = 0;   // pc relative to the module's ELF load address (addr2line -e)
+  std::optional<std::string> function;  // demangled; nullopt when unknown
+  std::optional<std::string> file;
+  std::optional<int> line;
+  bool inlined = false;  // an inlined call, listed before the frame it was inlined into
+
+  bool operator==(const Frame&) const = default;
+};
+
+}  // namespace profctl

@@ -1,0 +1,26 @@
+// DwflUnwinder: libdwfl CFI unwinding from a Snapshot, never from live memory (LIBDWFL.md
+// b). libdwfl falls back to frame pointers by itself where a pc has no CFI.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "unwind/target_dwfl.h"
+#include "unwind/unwinder.h"
+
+namespace profctl {
+
+class DwflUnwinder : public Unwinder {
+ public:
+  // `dwfl` must outlive the unwinder. max_frames bounds a corrupt or cyclic stack; it is
+  // far above any real depth, so no real stack is cut (0 = the default, 65536).
+  explicit DwflUnwinder(TargetDwfl& dwfl, size_t max_frames = 0);
+  ~DwflUnwinder() override;
+  UnwindResult unwind(const Snapshot& snap) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace profctl

@@ -1,0 +1,58 @@
+// TargetDwfl: the one libdwfl session of a target address space (LIBDWFL.md a). Modules
+// are reported once from /proc/PID/maps and refreshed only when the maps change; ELF files
+// are opened through /proc/PID/root so a process in a container resolves its own files.
+// Shared by unwind/ (CFI) and symbolize/ (names, lines, inlines). Use from one thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+typedef struct Dwfl Dwfl;  // NOLINT: libdwfl's C handle
+
+namespace profctl {
+
+struct DwflOptions {
+  // Let libdwfl ask debuginfod (DEBUGINFOD_URLS) for missing debug info. Off by default:
+  // it can block for seconds on the network.
+  bool debuginfod = false;
+};
+
+struct ModuleInfo {
+  std::string path;      // as the target names it (/proc/PID/maps), or "[vdso]"
+  uint64_t start = 0;    // target address range of the module
+  uint64_t end = 0;
+  uint64_t file_offset = 0;  // file offset of the mapping at start (pprof Mapping.file_offset)
+  std::string build_id;  // hex, empty when none
+};
+
+class TargetDwfl {
+ public:
+  ~TargetDwfl();
+  TargetDwfl(const TargetDwfl&) = delete;
+  TargetDwfl& operator=(const TargetDwfl&) = delete;
+
+  // Reports the modules of live process `pid` and loads their ELF files at once (so a
+  // target that exits later still symbolizes).
+  static Result<std::unique_ptr<TargetDwfl>> for_process(pid_t pid, const DwflOptions& opts);
+  // Offline: ELF files with no process (tests, golden files).
+  static Result<std::unique_ptr<TargetDwfl>> for_files(const std::vector<std::string>& paths);
+
+  // Re-reads /proc/PID/maps if it changed since the last report (dlopen/dlclose).
+  Result<void> refresh();
+
+  Dwfl* get() const;
+  pid_t pid() const;
+  std::vector<ModuleInfo> modules() const;
+
+ private:
+  struct Impl;
+  explicit TargetDwfl(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace profctl
