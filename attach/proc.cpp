@@ -1,0 +1,293 @@
+#include "attach/proc.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <memory>
+
+#include "base/fd.h"
+
+namespace profctl {
+namespace {
+
+std::string_view next_token(std::string_view& s) {
+  size_t b = s.find_first_not_of(" \t\n");
+  if (b == std::string_view::npos) {
+    s = {};
+    return {};
+  }
+  size_t e = s.find_first_of(" \t\n", b);
+  std::string_view tok = s.substr(b, e == std::string_view::npos ? std::string_view::npos : e - b);
+  s = e == std::string_view::npos ? std::string_view{} : s.substr(e);
+  return tok;
+}
+
+template <class T>
+bool parse_num(std::string_view s, T& out, int base = 10) {
+  if (s.empty()) {
+    return false;
+  }
+  if (base == 16 && s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+    s.remove_prefix(2);
+  }
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out, base);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+std::string proc_path(pid_t pid, pid_t tid, const char* leaf) {
+  return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/" + leaf;
+}
+
+}  // namespace
+
+std::optional<TaskStat> parse_stat(std::string_view text) {
+  // "pid (comm) S ppid ..." — comm may hold spaces and parentheses: it ends at the LAST ')'.
+  size_t open = text.find('(');
+  size_t close = text.rfind(')');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open) {
+    return std::nullopt;
+  }
+  TaskStat st;
+  st.comm = std::string(text.substr(open + 1, close - open - 1));
+  std::string_view rest = text.substr(close + 1);
+  // Fields after comm, numbered from 3 (state) as in proc(5).
+  std::string_view state = next_token(rest);
+  if (state.size() != 1) {
+    return std::nullopt;
+  }
+  st.state = state[0];
+  for (int field = 4; field <= 15; ++field) {
+    std::string_view tok = next_token(rest);
+    if (tok.empty()) {
+      return std::nullopt;
+    }
+    if (field == 9 && !parse_num(tok, st.flags)) {
+      return std::nullopt;
+    }
+    if (field == 14 && !parse_num(tok, st.utime_ticks)) {
+      return std::nullopt;
+    }
+    if (field == 15 && !parse_num(tok, st.stime_ticks)) {
+      return std::nullopt;
+    }
+  }
+  return st;
+}
+
+std::optional<ProcStatus> parse_status(std::string_view text) {
+  ProcStatus st;
+  bool have_state = false;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) {
+      continue;
+    }
+    std::string_view key = line.substr(0, colon);
+    std::string_view val = line.substr(colon + 1);
+    std::string_view tok = next_token(val);
+    if (key == "State" && !tok.empty()) {
+      st.state = tok[0];
+      have_state = true;
+    } else if (key == "Tgid") {
+      parse_num(tok, st.tgid);
+    } else if (key == "PPid") {
+      parse_num(tok, st.ppid);
+    } else if (key == "TracerPid") {
+      parse_num(tok, st.tracer_pid);
+    }
+  }
+  if (!have_state) {
+    return std::nullopt;
+  }
+  return st;
+}
+
+std::optional<SyscallWait> parse_syscall(std::string_view text) {
+  // "nr a0 a1 a2 a3 a4 a5 sp pc" (hex args) when blocked; "running" or "-1 sp pc" otherwise.
+  std::string_view rest = text;
+  std::string_view nr_tok = next_token(rest);
+  SyscallWait w;
+  if (!parse_num(nr_tok, w.nr) || w.nr < 0) {
+    return std::nullopt;
+  }
+  for (auto& a : w.args) {
+    if (!parse_num(next_token(rest), a, 16)) {
+      return std::nullopt;
+    }
+  }
+  if (!parse_num(next_token(rest), w.sp, 16) || !parse_num(next_token(rest), w.pc, 16)) {
+    return std::nullopt;
+  }
+  return w;
+}
+
+std::vector<MapEntry> parse_maps(std::string_view text) {
+  std::vector<MapEntry> out;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    std::string_view rest = line;
+    std::string_view range = next_token(rest);
+    std::string_view perms = next_token(rest);
+    std::string_view offset = next_token(rest);
+    next_token(rest);  // dev
+    next_token(rest);  // inode
+    size_t dash = range.find('-');
+    MapEntry m;
+    if (dash == std::string_view::npos || perms.size() < 4 ||
+        !parse_num(range.substr(0, dash), m.start, 16) ||
+        !parse_num(range.substr(dash + 1), m.end, 16) || !parse_num(offset, m.offset, 16) ||
+        m.end < m.start) {
+      continue;
+    }
+    m.readable = perms[0] == 'r';
+    m.executable = perms[2] == 'x';
+    size_t b = rest.find_first_not_of(' ');
+    if (b != std::string_view::npos) {
+      m.path = std::string(rest.substr(b));
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr) {
+  auto it = std::upper_bound(maps.begin(), maps.end(), addr,
+                             [](uint64_t a, const MapEntry& m) { return a < m.start; });
+  if (it == maps.begin()) {
+    return nullptr;
+  }
+  --it;
+  return addr < it->end ? &*it : nullptr;
+}
+
+std::string syscall_name(long nr) {
+  switch (nr) {
+    case 0: return "read";
+    case 1: return "write";
+    case 7: return "poll";
+    case 23: return "select";
+    case 34: return "pause";
+    case 35: return "nanosleep";
+    case 43: return "accept";
+    case 45: return "recvfrom";
+    case 47: return "recvmsg";
+    case 61: return "wait4";
+    case 202: return "futex";
+    case 230: return "clock_nanosleep";
+    case 232: return "epoll_wait";
+    case 247: return "waitid";
+    case 270: return "pselect6";
+    case 271: return "ppoll";
+    case 281: return "epoll_pwait";
+    case 288: return "accept4";
+    case 441: return "epoll_pwait2";
+    case 449: return "futex_waitv";
+    default: return "syscall_" + std::to_string(nr);
+  }
+}
+
+Result<std::vector<pid_t>> list_tasks(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/task";
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(opendir(path.c_str()), closedir);
+  if (!dir) {
+    return errno_error("opendir " + path);
+  }
+  std::vector<pid_t> tids;
+  while (dirent* e = readdir(dir.get())) {
+    pid_t tid = 0;
+    if (parse_num(std::string_view(e->d_name), tid) && tid > 0) {
+      tids.push_back(tid);
+    }
+  }
+  std::sort(tids.begin(), tids.end());
+  return tids;
+}
+
+Result<TaskStat> read_task_stat(pid_t pid, pid_t tid) {
+  auto text = read_file(proc_path(pid, tid, "stat"));
+  if (!text) {
+    return text.error();
+  }
+  auto st = parse_stat(*text);
+  if (!st) {
+    return Error{"malformed " + proc_path(pid, tid, "stat")};
+  }
+  return *st;
+}
+
+Result<ProcStatus> read_status(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/status";
+  auto text = read_file(path);
+  if (!text) {
+    return text.error();
+  }
+  auto st = parse_status(*text);
+  if (!st) {
+    return Error{"malformed " + path};
+  }
+  return *st;
+}
+
+std::optional<SyscallWait> read_task_syscall(pid_t pid, pid_t tid) {
+  auto text = read_file(proc_path(pid, tid, "syscall"));
+  if (!text) {
+    return std::nullopt;
+  }
+  return parse_syscall(*text);
+}
+
+Result<std::string> read_maps_text(pid_t pid) {
+  return read_file("/proc/" + std::to_string(pid) + "/maps");
+}
+
+std::string read_exe(pid_t pid) {
+  std::string link = "/proc/" + std::to_string(pid) + "/exe";
+  char buf[4096];
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+std::vector<std::string> read_cmdline(pid_t pid) {
+  std::vector<std::string> out;
+  auto text = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+  if (!text) {
+    return out;
+  }
+  std::string_view s = *text;
+  while (!s.empty()) {
+    size_t z = s.find('\0');
+    out.emplace_back(s.substr(0, z));
+    if (z == std::string_view::npos) {
+      break;
+    }
+    s.remove_prefix(z + 1);
+  }
+  return out;
+}
+
+std::string read_comm(pid_t pid) {
+  auto text = read_file("/proc/" + std::to_string(pid) + "/comm");
+  if (!text) {
+    return {};
+  }
+  std::string s = std::move(*text);
+  while (!s.empty() && s.back() == '\n') {
+    s.pop_back();
+  }
+  return s;
+}
+
+uint64_t ticks_to_ns(uint64_t ticks) {
+  static const long hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
+  return ticks * (1000000000ULL / static_cast<uint64_t>(hz));
+}
+
+}  // namespace profctl

@@ -1,0 +1,69 @@
+// /proc readers. Everything here is untrusted input from the target: every parser checks
+// bounds and returns an error (or nullopt) rather than trusting a field to be there.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attach/thread_info.h"
+#include "base/result.h"
+
+namespace profctl {
+
+// One line of /proc/PID/maps.
+struct MapEntry {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  bool readable = false;
+  bool executable = false;
+  uint64_t offset = 0;
+  std::string path;  // may be empty (anonymous), "[stack]", "[vdso]", ...
+};
+
+// Fields of /proc/PID/task/TID/stat that profctl uses.
+struct TaskStat {
+  std::string comm;
+  char state = '?';
+  uint64_t flags = 0;       // PF_* (PF_KTHREAD = 0x00200000)
+  uint64_t utime_ticks = 0;
+  uint64_t stime_ticks = 0;
+};
+
+// Fields of /proc/PID/status.
+struct ProcStatus {
+  char state = '?';
+  pid_t tgid = 0;
+  pid_t ppid = 0;
+  pid_t tracer_pid = 0;
+};
+
+// Pure parsers (unit-tested on text).
+std::optional<TaskStat> parse_stat(std::string_view text);
+std::optional<ProcStatus> parse_status(std::string_view text);
+std::optional<SyscallWait> parse_syscall(std::string_view text);  // nullopt: running / none
+std::vector<MapEntry> parse_maps(std::string_view text);
+// The mapping holding `addr`, or nullptr. `maps` must be sorted by start (as the kernel
+// prints them).
+const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr);
+// Syscall name for an x86-64 syscall number ("futex", "read", ...), or "syscall_<nr>".
+std::string syscall_name(long nr);
+
+// Readers for a live process.
+Result<std::vector<pid_t>> list_tasks(pid_t pid);
+Result<TaskStat> read_task_stat(pid_t pid, pid_t tid);
+Result<ProcStatus> read_status(pid_t pid);
+std::optional<SyscallWait> read_task_syscall(pid_t pid, pid_t tid);
+Result<std::string> read_maps_text(pid_t pid);
+std::string read_exe(pid_t pid);                  // "" when unreadable
+std::vector<std::string> read_cmdline(pid_t pid);  // empty when unreadable
+std::string read_comm(pid_t pid);                  // "" when unreadable
+
+// Clock ticks -> nanoseconds (sysconf(_SC_CLK_TCK)).
+uint64_t ticks_to_ns(uint64_t ticks);
+
+}  // namespace profctl

@@ -1,0 +1,116 @@
+#include "attach/stack_reader.h"
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <string>
+
+#include "base/fd.h"
+
+namespace profctl {
+
+uint64_t StackReader::read_stacks(std::vector<Snapshot>& snaps, const std::vector<MapEntry>& maps,
+                                  size_t max_bytes) {
+  std::vector<iovec> local;
+  std::vector<iovec> remote;
+  std::vector<size_t> owner;  // snapshot index of each iovec
+  local.reserve(snaps.size());
+  remote.reserve(snaps.size());
+  for (size_t i = 0; i < snaps.size(); ++i) {
+    Snapshot& s = snaps[i];
+    uint64_t sp = s.regs.rsp;
+    s.stack_base = sp;
+    const MapEntry* m = find_mapping(maps, sp);
+    if (m == nullptr || !m->readable) {
+      // The mapping is new (created during the stop) or rsp is garbage. Copy what
+      // max_bytes allows; a short read below says how much was really there.
+      s.stack_end = sp + std::min<uint64_t>(max_bytes, 64 * 1024);
+      if (s.stack_end < sp) {
+        s.stack_end = UINT64_MAX;
+      }
+    } else {
+      s.stack_end = m->end;
+    }
+    uint64_t want = s.stack_end - sp;
+    if (want > max_bytes) {
+      want = max_bytes;
+      s.stack_cut = true;
+      s.stack_cut_reason = "stack copy limited to --stack-bytes " + std::to_string(max_bytes);
+    }
+    s.stack_size = static_cast<size_t>(want);
+    // Uninitialised on purpose: zero-filling megabytes would cost more than the copy.
+    s.stack_bytes = std::make_unique_for_overwrite<std::byte[]>(s.stack_size);
+    if (s.stack_size > 0) {
+      local.push_back({s.stack_bytes.get(), s.stack_size});
+      remote.push_back({reinterpret_cast<void*>(sp), s.stack_size});
+      owner.push_back(i);
+    }
+  }
+
+  // process_vm_readv stops at the first remote range it cannot read: walk the result to
+  // see which ranges completed, and fall back for the rest one by one.
+  uint64_t total = 0;
+  size_t next = 0;
+  while (next < local.size()) {
+    size_t n = std::min<size_t>(local.size() - next, IOV_MAX);
+    ssize_t got = process_vm_readv(pid_, &local[next], n, &remote[next], n, 0);
+    size_t done_bytes = got > 0 ? static_cast<size_t>(got) : 0;
+    size_t k = next;
+    while (k < next + n && done_bytes >= local[k].iov_len) {
+      done_bytes -= local[k].iov_len;
+      total += local[k].iov_len;
+      ++k;
+    }
+    if (k == next + n) {
+      next = k;
+      continue;
+    }
+    // iovec k is partial (done_bytes of it) or failed: finish it through /proc/PID/mem.
+    Snapshot& s = snaps[owner[k]];
+    size_t have = done_bytes;
+    if (have < local[k].iov_len) {
+      have += read_fallback(s.stack_base + have, s.stack_bytes.get() + have,
+                            local[k].iov_len - have);
+    }
+    if (have < s.stack_size) {
+      s.stack_size = have;
+      s.stack_cut = true;
+      s.stack_cut_reason = "short read of the stack at 0x" + [&] {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(s.stack_base + have));
+        return std::string(buf);
+      }();
+    }
+    total += have;
+    next = k + 1;
+  }
+  return total;
+}
+
+size_t StackReader::read_fallback(uint64_t addr, std::byte* dst, size_t len) {
+  if (!mem_.valid()) {
+    auto fd = Fd::open("/proc/" + std::to_string(pid_) + "/mem", O_RDONLY);
+    if (!fd) {
+      return 0;
+    }
+    mem_ = std::move(*fd);
+  }
+  size_t have = 0;
+  while (have < len) {
+    ssize_t r = pread(mem_.get(), dst + have, len - have, static_cast<off_t>(addr + have));
+    if (r <= 0) {
+      if (r < 0 && errno == EINTR) {
+        continue;
+      }
+      break;
+    }
+    have += static_cast<size_t>(r);
+  }
+  return have;
+}
+
+}  // namespace profctl

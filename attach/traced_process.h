@@ -1,0 +1,111 @@
+// TracedProcess: every thread of a target seized with PTRACE_SEIZE (never
+// PTRACE_O_EXITKILL: a crash of profctl must not kill a production process), stopped
+// together on demand, captured, and resumed at once. The destructor leaves every thread
+// detached and running (or group-stopped, as it was found), with every signal that arrived
+// meanwhile re-delivered.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <variant>
+#include <string>
+#include <vector>
+
+#include "attach/proc.h"
+#include "attach/snapshot.h"
+#include "attach/thread_info.h"
+#include "attach/waiter.h"
+#include "base/result.h"
+
+namespace profctl {
+
+// Why a target cannot be attached; cli maps every kind to exit code 2.
+enum class AttachFailure { kNoSuchProcess, kKernelThread, kZombie, kAlreadyTraced, kPermission, kSelf, kOther };
+
+struct AttachError {
+  AttachFailure kind = AttachFailure::kOther;
+  std::string message;  // one line: what is wrong
+  std::string hint;     // what to do about it (may be empty)
+};
+
+struct CaptureOptions {
+  // Upper bound of the stack copied per thread. Only the used part of a stack is copied
+  // (from rsp up to the end of its mapping), so a large bound costs nothing on shallow
+  // stacks; the default covers the default 8 MiB stack rlimit.
+  size_t stack_bytes = 8u << 20;
+  std::set<pid_t> only_tids;  // empty: every thread
+  bool detach = true;         // resume by detaching (one-shot `stack`) or by PTRACE_CONT
+  // How long to wait for a thread to reach its stop before giving up on it (a thread in
+  // uninterruptible sleep stops only when the kernel lets it).
+  std::chrono::milliseconds stop_timeout{1000};
+};
+
+struct ThreadCapture {
+  ThreadInfo info;                // from /proc, read before the stop
+  std::optional<Snapshot> snap;   // nullopt: the thread could not be stopped or read
+  std::string note;               // why there is no snapshot
+};
+
+struct PauseTimes {
+  uint64_t world_stopped_ns = 0;  // first PTRACE_INTERRUPT to last resume
+  uint64_t stop_ns = 0;           // interrupting and collecting every stop
+  uint64_t capture_ns = 0;        // registers and stack copies
+  uint64_t resume_ns = 0;         // resuming (or detaching) every thread
+  uint64_t stack_bytes = 0;       // bytes copied in all
+};
+
+struct WorldCapture {
+  std::vector<ThreadCapture> threads;  // sorted by tid
+  PauseTimes pause;
+  std::string maps_text;               // /proc/PID/maps just before the stop
+  std::vector<std::string> notes;      // events worth a line in the report
+};
+
+class TracedProcess {
+ public:
+  ~TracedProcess();
+  TracedProcess(const TracedProcess&) = delete;
+  TracedProcess& operator=(const TracedProcess&) = delete;
+
+  // Checks that `pid` can be traced (exists, not a kernel thread, not a zombie, not
+  // traced already) and seizes every thread, re-listing /proc/PID/task until no new
+  // thread appears. Nothing is stopped yet.
+  static std::variant<std::unique_ptr<TracedProcess>, AttachError> seize(pid_t pid);
+
+  // Stops every thread, reads registers and stacks, resumes (or detaches) every thread at
+  // once. Thread states and syscalls are read from /proc before the stop.
+  Result<WorldCapture> capture_world(const CaptureOptions& opts);
+
+  pid_t pid() const { return pid_; }
+  size_t thread_count() const { return threads_.size(); }
+
+ private:
+  struct Thread {
+    bool stopped = false;
+    bool group_stop = false;
+    int pending_signal = 0;  // to re-deliver when resuming
+  };
+
+  explicit TracedProcess(pid_t pid) : pid_(pid) {}
+  Result<void> seize_all();
+  bool seize_one(pid_t tid);
+  // Applies one wait status to the thread table; returns false for a status that is not
+  // about one of our threads (kept in the waiter).
+  bool on_status(const Waiter::Event& ev);
+  void resume_one(pid_t tid, Thread& t, bool detach);
+  void detach_all();
+
+  pid_t pid_;
+  std::map<pid_t, Thread> threads_;
+  std::set<pid_t> gone_;  // threads that exited while seized
+  Waiter waiter_;
+  bool attached_ = true;
+};
+
+}  // namespace profctl

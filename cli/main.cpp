@@ -1,0 +1,64 @@
+// profctl: parse the command line, run one subcommand, map errors to DESIGN's exit codes.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <vector>
+
+#include "base/user_error.h"
+#include "cli/stack_command.h"
+
+namespace {
+
+void print_error(const std::string& message, const std::string& hint) {
+  // One line: what went wrong, then what to do.
+  std::string line = "profctl: " + message;
+  if (!hint.empty()) {
+    line += " (" + hint + ")";
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using profctl::ExitCode;
+  CLI::App app{"profctl: profiles for native Linux processes, attached from outside with ptrace"};
+  app.set_version_flag("--version", PROFCTL_VERSION);
+  app.require_subcommand(1);
+  std::vector<std::function<int()>> commands;
+  commands.push_back(profctl::cli::add_stack_command(app));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    print_error(e.what(), "see profctl --help");
+    return static_cast<int>(ExitCode::kUsage);
+  }
+
+  try {
+    for (auto& run : commands) {
+      int rc = run();
+      if (rc >= 0) {
+        return rc;
+      }
+    }
+    print_error("no command given", "see profctl --help");
+    return static_cast<int>(ExitCode::kUsage);
+  } catch (const profctl::UserError& e) {
+    // Everything that touched the target was restored and detached by RAII on the way here.
+    print_error(e.what(), e.hint());
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    print_error(std::string("internal error: ") + e.what(),
+                "the target was detached; please report this");
+    return static_cast<int>(ExitCode::kInternal);
+  }
+}

@@ -1,0 +1,139 @@
+#include "cli/stack_command.h"
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "attach/traced_process.h"
+#include "base/log.h"
+#include "cli/common.h"
+#include "cli/dump_assembly.h"
+#include "report/json_writer.h"
+#include "report/stack_text.h"
+#include "unwind/dwfl_unwinder.h"
+
+namespace profctl::cli {
+namespace {
+
+struct StackOptions {
+  CommonOptions common;
+  std::string pid;
+  std::string format = "text";
+  std::string output;
+  std::vector<pid_t> tids;
+  bool no_inline = false;
+  bool no_source = false;
+  size_t stack_bytes = 8u << 20;
+};
+
+int run_stack(const StackOptions& o) {
+  apply_logging(o.common);
+  const pid_t pid = parse_pid(o.pid);
+  auto log = logger("cli");
+
+  std::ofstream file;
+  if (!o.output.empty()) {
+    file.open(o.output, std::ios::out | std::ios::trunc);
+    if (!file) {
+      throw UserError(ExitCode::kUsage, "cannot write " + o.output,
+                      "check the directory exists and is writable");
+    }
+  }
+
+  const std::string start = utc_now_rfc3339();
+  auto t_start = std::chrono::steady_clock::now();
+  auto seized = TracedProcess::seize(pid);
+  if (auto* err = std::get_if<AttachError>(&seized)) {
+    throw_attach_error(*err);
+  }
+  auto& tp = std::get<std::unique_ptr<TracedProcess>>(seized);
+
+  CaptureOptions copts;
+  copts.stack_bytes = o.stack_bytes;
+  copts.only_tids.insert(o.tids.begin(), o.tids.end());
+  copts.detach = true;
+  auto world = tp->capture_world(copts);
+  tp.reset();  // detached: the target runs on while we unwind and symbolize
+  if (!world) {
+    throw UserError(ExitCode::kTargetGone,
+                    "could not capture pid " + std::to_string(pid) + ": " + world.error().message());
+  }
+  for (pid_t tid : o.tids) {
+    bool found = false;
+    for (auto& t : world->threads) {
+      found = found || t.info.tid == tid;
+    }
+    if (!found) {
+      log->warn("thread {} is not a thread of pid {}", tid, pid);
+    }
+  }
+
+  DwflOptions dopts;
+  dopts.debuginfod = o.common.debuginfod;
+  auto dwfl = TargetDwfl::for_process(pid, dopts);
+  if (!dwfl) {
+    throw UserError(ExitCode::kTargetGone,
+                    "cannot read the modules of pid " + std::to_string(pid) + ": " +
+                        dwfl.error().message(),
+                    "the process may have exited during the dump");
+  }
+  SymbolizeOptions sopts;
+  sopts.inline_frames = !o.no_inline;
+  sopts.source = !o.no_source;
+
+  DumpInputs in;
+  in.pid = pid;
+  in.start = start;
+  in.options = {{"format", o.format},
+                {"stack_bytes", std::to_string(o.stack_bytes)},
+                {"inline", o.no_inline ? "false" : "true"},
+                {"source", o.no_source ? "false" : "true"}};
+  Capture capture = assemble_dump(in, *world, **dwfl, sopts);
+  capture.window.duration_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  log->debug("dump of {} threads took {:.1f} ms", capture.threads.size(),
+             capture.window.duration_s * 1e3);
+
+  std::ostream& out = o.output.empty() ? std::cout : file;
+  if (o.format == "json") {
+    write_capture_json(capture, out);
+  } else {
+    write_stack_text(capture, out);
+  }
+  out.flush();
+  if (!out) {
+    throw UserError(ExitCode::kInternal, "writing the dump failed",
+                    o.output.empty() ? "" : "check free space for " + o.output);
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> add_stack_command(CLI::App& app) {
+  auto o = std::make_shared<StackOptions>();
+  CLI::App* sub = app.add_subcommand("stack", "Dump the stack of every thread of a running process");
+  sub->add_option("PID", o->pid, "Process id")->required();
+  sub->add_option("--format", o->format, "Output format")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  sub->add_option("-o,--output", o->output, "Write to FILE instead of stdout");
+  sub->add_option("--tid", o->tids, "Only this thread (repeatable)");
+  sub->add_flag("--no-inline", o->no_inline, "Do not expand inlined frames");
+  sub->add_flag("--no-source", o->no_source, "Do not look up source file:line");
+  sub->add_option("--stack-bytes", o->stack_bytes,
+                  "Most stack bytes copied per thread (K/M suffixes allowed)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  add_common_options(*sub, o->common);
+  return [sub, o]() -> int {
+    if (!sub->parsed()) {
+      return -1;
+    }
+    return run_stack(*o);
+  };
+}
+
+}  // namespace profctl::cli
