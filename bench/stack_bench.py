@@ -39,6 +39,8 @@ IDLE_S = 0.25  # length of an "idle" interval (no tool) for the noise floor
 F_NAME = re.compile(r"^f([0-9]|[1-3][0-9])(?:\.[\w.]+)?(?:\(\))?$")
 # "f0" as a whole word in text output: not part of a hex number, a path or a longer name.
 F0_WORD = re.compile(r"(?<![\w./])f0(?![\w/])")
+# profctl's text header: "... N threads, world stopped 16.39 ms".
+TEXT_STOPPED = re.compile(r"world stopped ([0-9.]+) ms")
 
 
 class Target:
@@ -169,7 +171,8 @@ def make_tools(profctl, with_profctl, gdb_reps_512):
 def bench_threads(target_path, threads, tools, reps, spin, log):
     env = tool_env()
     results = {tool.name: {"wall": [], "gap": [], "complete": [], "stopped": [],
-                           "json_wall": [], "json_gap": [], "pause": [], "errors": []}
+                           "json_wall": [], "json_gap": [], "pause": [], "text_stopped": [],
+                           "errors": []}
                for tool in tools}
     target = Target(target_path, threads, spin)
     try:
@@ -202,6 +205,9 @@ def bench_threads(target_path, threads, tools, reps, spin, log):
                 if record:
                     res["complete"].append(count_f0_lines(text))
                 return
+            m = TEXT_STOPPED.search(text[:4096])
+            if record and m:
+                res["text_stopped"].append(float(m.group(1)) / 1e3)
             # The JSON companion run: completeness and profctl's own pause figures.
             target.gap_ns()
             jwall, jproc = timed_run(tool.profctl_json(target.pid), env)
@@ -283,16 +289,20 @@ def render(all_results, tools, reps, spin):
             for k in keys:
                 vals = [p[k] for p in r["pause"] if k in p]
                 m = median(vals)
-                parts.append(f"{k}={fmt_ms(m / 1e9) + ' ms' if k.endswith('_ns') else m}")
+                if k.endswith("_ns"):
+                    parts.append(f"{k[:-3]}={fmt_ms(m / 1e9)} ms")
+                else:
+                    parts.append(f"{k}={m:g}")
             detail.append(f"| {threads} | {tool.name} --format json | "
                           f"{fmt_ms(median(r['json_wall']))} | {fmt_ms(median(r['json_gap']))} "
-                          f"| {', '.join(parts)} |")
+                          f"| {', '.join(parts)} | {fmt_ms(median(r['text_stopped']))} |")
     if detail:
         lines.append("")
         lines.append("profctl JSON companion runs (medians; `.pause` as profctl reports it):")
         lines.append("")
-        lines.append("| threads | run | wall ms | target pause ms | .pause |")
-        lines.append("|---:|---|---:|---:|---|")
+        lines.append("| threads | run | wall ms | target pause ms | .pause "
+                     "| world stopped ms in the text runs' header |")
+        lines.append("|---:|---|---:|---:|---|---:|")
         lines.extend(detail)
     return "\n".join(lines)
 
@@ -362,11 +372,15 @@ def main():
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     tools = make_tools(os.path.abspath(args.profctl), with_profctl, args.gdb_reps_512)
     header = machine_header(args.profctl, with_profctl, args.spin, args.reps)
+    if os.getloadavg()[0] > 0.5:
+        log(f"warning: load average {os.getloadavg()[0]:.2f}: other work competes for the "
+            f"CPUs, wall times and pauses will be noisy")
     all_results = []
     for threads in [int(t) for t in args.threads.split(",")]:
         all_results.append((threads, bench_threads(target, threads, tools, args.reps,
                                                    args.spin, log)))
     table = render(all_results, tools, args.reps, args.spin)
+    header += f"\nLoad average at end: {os.getloadavg()[0]:.2f}  "
     print(header + "\n\n" + table)
     errors = [(t, name, e) for t, res in all_results for name, r in res.items()
               for e in r["errors"]]
