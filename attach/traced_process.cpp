@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <sstream>
 
 #include "attach/stack_reader.h"
 #include "base/log.h"
@@ -156,6 +157,7 @@ bool TracedProcess::seize_one(pid_t tid) {
 }
 
 Result<void> TracedProcess::seize_all() {
+  const size_t before = threads_.size();
   // Threads can be created while we seize: list again until a pass finds nothing new.
   for (int pass = 0;; ++pass) {
     auto tids = list_tasks(pid_);
@@ -203,7 +205,9 @@ Result<void> TracedProcess::seize_all() {
   if (threads_.empty()) {
     return Error{"pid " + std::to_string(pid_) + " has no threads left", ESRCH};
   }
-  logger("attach")->debug("seized {} threads of pid {}", threads_.size(), pid_);
+  if (threads_.size() != before) {
+    logger("attach")->debug("seized {} threads of pid {}", threads_.size(), pid_);
+  }
   return {};
 }
 
@@ -339,6 +343,11 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     }
     if (!on_status(*ev)) {
       foreign.push_back(*ev);
+    }
+    if (log->should_log(spdlog::level::trace)) {
+      std::ostringstream os;
+      os << ev->status;
+      log->trace("{:.1f} us: thread {} {}", (now_ns() - t0) / 1e3, ev->tid, os.str());
     }
   }
   for (auto& ev : foreign) {

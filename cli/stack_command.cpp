@@ -70,6 +70,11 @@ int run_stack(const StackOptions& o) {
     }
   }
 
+  auto ms_since = [](auto t) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+  };
+  log->debug("attach + capture: {:.1f} ms", ms_since(t_start));
+  auto t_dwfl = std::chrono::steady_clock::now();
   DwflOptions dopts;
   dopts.debuginfod = o.common.debuginfod;
   auto dwfl = TargetDwfl::for_process(pid, dopts);
@@ -90,9 +95,12 @@ int run_stack(const StackOptions& o) {
                 {"stack_bytes", std::to_string(o.stack_bytes)},
                 {"inline", o.no_inline ? "false" : "true"},
                 {"source", o.no_source ? "false" : "true"}};
+  log->debug("modules reported: {:.1f} ms", ms_since(t_dwfl));
+  auto t_sym = std::chrono::steady_clock::now();
   Capture capture = assemble_dump(in, *world, **dwfl, sopts);
   capture.window.duration_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  log->debug("unwind + symbolize: {:.1f} ms", ms_since(t_sym));
   log->debug("dump of {} threads took {:.1f} ms", capture.threads.size(),
              capture.window.duration_s * 1e3);
 
