@@ -1,0 +1,272 @@
+#include "symbolize/symbolizer.h"
+
+#include <cxxabi.h>
+#include <dwarf.h>
+#include <elfutils/libdwfl.h>
+
+#include <cstdlib>
+#include <string_view>
+#include <unordered_map>
+
+#include "base/log.h"
+
+namespace profctl {
+namespace {
+
+// "__libc_start_main@@GLIBC_2.34" -> "__libc_start_main"; then C++ (Itanium ABI)
+// demangling. A name that is not mangled comes back as it is.
+std::string demangle(std::string_view name) {
+  if (size_t at = name.find('@'); at != std::string_view::npos && at > 0) {
+    name = name.substr(0, at);
+  }
+  std::string s(name);
+  if (!s.starts_with("_Z")) {
+    return s;
+  }
+  int status = 0;
+  char* d = abi::__cxa_demangle(s.c_str(), nullptr, nullptr, &status);
+  if (d == nullptr) {
+    return s;
+  }
+  std::string out = status == 0 ? std::string(d) : s;
+  std::free(d);
+  return out;
+}
+
+// The mangled name of a subprogram or inlined subroutine, following DW_AT_abstract_origin
+// and DW_AT_specification (the declaration inside the class has it), demangled. nullopt
+// when the DIE has none (C functions, main).
+std::optional<std::string> linkage_name(Dwarf_Die* die) {
+  Dwarf_Attribute attr;
+  for (unsigned at : {DW_AT_linkage_name, DW_AT_MIPS_linkage_name}) {
+    if (dwarf_attr_integrate(die, at, &attr) != nullptr) {
+      if (const char* s = dwarf_formstring(&attr); s != nullptr && *s != '\0') {
+        return demangle(s);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+// The DIE's name qualified by its enclosing namespaces and classes: "ns::Klass::f". For
+// functions with no linkage name (an inlined function with internal linkage often has
+// none), so that the frame still says where the function lives. No parameter list.
+std::optional<std::string> short_name(Dwarf_Die* die) {
+  const char* s = dwarf_diename(die);  // integrates the abstract origin
+  if (s == nullptr || *s == '\0') {
+    return std::nullopt;
+  }
+  std::string name = s;
+  // The scopes of the declaration: a concrete (inlined or out-of-line) DIE names its
+  // abstract origin or declaration, which sits inside the namespace or class.
+  Dwarf_Die decl = *die;
+  Dwarf_Attribute attr;
+  for (int hops = 0; hops < 4; ++hops) {
+    Dwarf_Die next;
+    if ((dwarf_attr(&decl, DW_AT_abstract_origin, &attr) == nullptr &&
+         dwarf_attr(&decl, DW_AT_specification, &attr) == nullptr) ||
+        dwarf_formref_die(&attr, &next) == nullptr) {
+      break;
+    }
+    decl = next;
+  }
+  Dwarf_Die* scopes = nullptr;
+  int n = dwarf_getscopes_die(&decl, &scopes);
+  for (int i = 1; i < n; ++i) {
+    int tag = dwarf_tag(&scopes[i]);
+    if (tag == DW_TAG_namespace || tag == DW_TAG_class_type || tag == DW_TAG_structure_type ||
+        tag == DW_TAG_union_type) {
+      const char* scope = dwarf_diename(&scopes[i]);
+      name.insert(0, std::string(scope != nullptr ? scope : "(anonymous namespace)") + "::");
+    }
+  }
+  std::free(scopes);
+  return name;
+}
+
+std::optional<std::string> die_function_name(Dwarf_Die* die) {
+  if (auto n = linkage_name(die)) {
+    return n;
+  }
+  return short_name(die);
+}
+
+// The ELF symbol (.symtab, else .dynsym) that contains `addr`.
+std::optional<std::string> elf_symbol(Dwfl_Module* mod, Dwarf_Addr addr) {
+  GElf_Off off = 0;
+  GElf_Sym sym;
+  const char* name = dwfl_module_addrinfo(mod, addr, &off, &sym, nullptr, nullptr, nullptr);
+  if (name == nullptr || *name == '\0') {
+    return std::nullopt;
+  }
+  return demangle(name);
+}
+
+struct SourcePos {
+  std::optional<std::string> file;
+  std::optional<int> line;
+};
+
+// Where the inlined subroutine `die` was called from: DW_AT_call_file (an index into its
+// CU's file table) and DW_AT_call_line.
+SourcePos call_site(Dwarf_Die* die) {
+  SourcePos pos;
+  Dwarf_Attribute attr;
+  Dwarf_Word line = 0;
+  if (dwarf_attr(die, DW_AT_call_line, &attr) != nullptr && dwarf_formudata(&attr, &line) == 0 &&
+      line > 0 && line <= static_cast<Dwarf_Word>(INT32_MAX)) {
+    pos.line = static_cast<int>(line);
+  }
+  Dwarf_Word file_idx = 0;
+  Dwarf_Die cu;
+  Dwarf_Files* files = nullptr;
+  size_t nfiles = 0;
+  if (dwarf_attr(die, DW_AT_call_file, &attr) != nullptr &&
+      dwarf_formudata(&attr, &file_idx) == 0 &&
+      dwarf_diecu(die, &cu, nullptr, nullptr) != nullptr &&
+      dwarf_getsrcfiles(&cu, &files, &nfiles) == 0 && file_idx < nfiles) {
+    if (const char* f = dwarf_filesrc(files, file_idx, nullptr, nullptr); f != nullptr) {
+      pos.file = f;
+    }
+  }
+  return pos;
+}
+
+struct Key {
+  uint64_t pc;
+  bool activation;
+  bool operator==(const Key&) const = default;
+};
+
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    return std::hash<uint64_t>()(k.pc * 2 + (k.activation ? 1 : 0));
+  }
+};
+
+}  // namespace
+
+struct Symbolizer::Impl {
+  TargetDwfl& target;
+  SymbolizeOptions opts;
+  // Node-based, so references handed out stay valid as the cache grows.
+  std::unordered_map<Key, std::vector<Frame>, KeyHash> cache;
+
+  std::vector<Frame> compute(uint64_t pc, bool activation) const;
+};
+
+Symbolizer::Symbolizer(TargetDwfl& dwfl, SymbolizeOptions opts)
+    : impl_(std::make_unique<Impl>(Impl{dwfl, opts, {}})) {}
+
+Symbolizer::~Symbolizer() = default;
+
+const std::vector<Frame>& Symbolizer::symbolize(uint64_t pc, bool activation) {
+  Key key{pc, activation};
+  auto it = impl_->cache.find(key);
+  if (it == impl_->cache.end()) {
+    it = impl_->cache.emplace(key, impl_->compute(pc, activation)).first;
+  }
+  return it->second;
+}
+
+std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) const {
+  // A caller's pc is a return address: the call is the instruction before it, and the
+  // return address itself can belong to the next line or even the next function
+  // (LIBDWFL.md c.1).
+  const Dwarf_Addr a = activation || pc == 0 ? pc : pc - 1;
+  Frame phys;
+  phys.pc = pc;
+
+  Dwfl_Module* mod = dwfl_addrmodule(target.get(), a);
+  if (mod == nullptr) {
+    phys.module = "[unknown]";
+    phys.offset = pc;
+    return {std::move(phys)};
+  }
+  Dwarf_Addr start = 0;
+  const char* modname =
+      dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
+  std::string_view name = modname != nullptr ? modname : "";
+  phys.module = name.starts_with("[vdso") ? "[vdso]" : std::string(name);
+  Dwarf_Addr bias = 0;
+  if (dwfl_module_getelf(mod, &bias) == nullptr) {
+    bias = start;  // no ELF at all: the best offset there is is from the module's start
+  }
+  phys.offset = pc - bias;
+
+  std::vector<Frame> frames;
+  SourcePos pos;
+  if (opts.source) {
+    if (Dwfl_Line* l = dwfl_module_getsrc(mod, a); l != nullptr) {
+      int line = 0;
+      const char* file = dwfl_lineinfo(l, nullptr, &line, nullptr, nullptr, nullptr);
+      if (file != nullptr && line > 0) {
+        pos.file = file;
+        pos.line = line;
+      }
+    }
+  }
+
+  Dwarf_Addr dwbias = 0;
+  if (Dwarf_Die* cu = dwfl_module_addrdie(mod, a, &dwbias); cu != nullptr) {
+    Dwarf_Die* scopes = nullptr;
+    int n = dwarf_getscopes(cu, a - dwbias, &scopes);
+    Dwarf_Die fn;
+    bool found = false;
+    for (int i = 0; i < n; ++i) {
+      int tag = dwarf_tag(&scopes[i]);
+      if (tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine ||
+          tag == DW_TAG_entry_point) {
+        fn = scopes[i];
+        found = true;
+        break;
+      }
+    }
+    std::free(scopes);
+    // dwarf_getscopes follows the abstract origin past an inlined subroutine, to the
+    // abstract definition's parents. The concrete chain (inlined -> ... -> the function
+    // it was inlined into) comes from dwarf_getscopes_die on the innermost concrete DIE.
+    Dwarf_Die* chain = nullptr;
+    int m = found ? dwarf_getscopes_die(&fn, &chain) : 0;
+    for (int j = 0; j < m; ++j) {
+      Dwarf_Die* die = &chain[j];
+      int tag = dwarf_tag(die);
+      if (tag == DW_TAG_inlined_subroutine) {
+        if (opts.inline_frames) {
+          Frame f;
+          f.pc = pc;
+          f.module = phys.module;
+          f.offset = phys.offset;
+          f.function = die_function_name(die);
+          f.file = pos.file;
+          f.line = pos.line;
+          f.inlined = true;
+          frames.push_back(std::move(f));
+        }
+        if (opts.source) {
+          pos = call_site(die);  // the caller's position is where this call was made
+        }
+      } else if (tag == DW_TAG_subprogram || tag == DW_TAG_entry_point) {
+        phys.function = linkage_name(die);
+        if (!phys.function) {
+          // No linkage name (C, main): the ELF symbol, else the DIE's name.
+          phys.function = elf_symbol(mod, a);
+          if (!phys.function) {
+            phys.function = short_name(die);
+          }
+        }
+        break;
+      }
+    }
+    std::free(chain);
+  }
+  if (!phys.function) {
+    phys.function = elf_symbol(mod, a);
+  }
+  phys.file = std::move(pos.file);
+  phys.line = pos.line;
+  frames.push_back(std::move(phys));
+  return frames;
+}
+
+}  // namespace profctl

@@ -1,0 +1,248 @@
+// Offline symbolization of the symfix fixtures (no process): names, module+offset,
+// file:line, inlined frames, stripped files and unknown addresses.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "symbolize/symbolizer.h"
+#include "tests/unit/symfix_util.h"
+#include "unwind/target_dwfl.h"
+
+namespace profctl {
+namespace {
+
+using testing::basename_of;
+using testing::find_symbol;
+using testing::marker_line;
+
+std::unique_ptr<TargetDwfl> open_files(const std::string& path) {
+  auto t = TargetDwfl::for_files({path});
+  EXPECT_TRUE(t.ok()) << (t.ok() ? "" : t.error().message());
+  return t.ok() ? std::move(t).value() : nullptr;
+}
+
+std::string describe(const std::vector<Frame>& frames) {
+  std::string s;
+  for (const Frame& f : frames) {
+    s += (f.function ? *f.function : "?") + " at " + (f.file ? basename_of(*f.file) : "?") + ":" +
+         (f.line ? std::to_string(*f.line) : "?") + (f.inlined ? " (inlined)" : "") + " [" +
+         f.module + "+0x" + std::to_string(f.offset) + "]\n";
+  }
+  return s;
+}
+
+TEST(Symbolize, MethodNameModuleOffsetAndLine) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  auto sym = find_symbol(t->get(), "symfix", "_ZN2ns5Klass6methodEi");
+  ASSERT_TRUE(sym);
+  Symbolizer s(*t, {});
+  const int body = marker_line("method_body");
+  ASSERT_GT(body, 0);
+  bool saw_body = false;
+  for (uint64_t pc = sym->addr; pc < sym->addr + sym->size; ++pc) {
+    const std::vector<Frame>& frames = s.symbolize(pc, /*activation=*/true);
+    ASSERT_EQ(frames.size(), 1u) << describe(frames);
+    const Frame& f = frames[0];
+    EXPECT_EQ(f.pc, pc);
+    EXPECT_EQ(f.function, "ns::Klass::method(int)");
+    EXPECT_EQ(f.module, SYMFIX_PATH);
+    EXPECT_EQ(f.offset, sym->elf_addr + (pc - sym->addr));
+    EXPECT_FALSE(f.inlined);
+    ASSERT_TRUE(f.file && f.line) << describe(frames);
+    EXPECT_EQ(basename_of(*f.file), "symfix.cpp");
+    EXPECT_GE(*f.line, body - 2);
+    EXPECT_LE(*f.line, body + 2);
+    saw_body = saw_body || *f.line == body;
+  }
+  EXPECT_TRUE(saw_body);
+}
+
+TEST(Symbolize, ReturnAddressIsLookedUpOneByteBack) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  auto method = find_symbol(t->get(), "symfix", "_ZN2ns5Klass6methodEi");
+  ASSERT_TRUE(method);
+  Symbolizer s(*t, {});
+  // The address just past the end of method(), as a return address, is the return from a
+  // call that was the last instruction of method().
+  uint64_t end = method->addr + method->size;
+  const Frame& ret = s.symbolize(end, false).back();
+  EXPECT_EQ(ret.function, "ns::Klass::method(int)");
+  EXPECT_EQ(ret.pc, end);
+  EXPECT_EQ(ret.offset, method->elf_addr + method->size);  // the unadjusted pc
+}
+
+// Finds a pc in `caller` where the line is the `body` marker of a function inlined into it.
+std::optional<uint64_t> inlined_pc(TargetDwfl& t, Symbolizer& s,
+                                   const char* caller = "_Z10inl_calleri",
+                                   const char* marker = "inl_body") {
+  auto sym = find_symbol(t.get(), "symfix", caller);
+  if (!sym) {
+    return std::nullopt;
+  }
+  const int body = marker_line(marker);
+  for (uint64_t pc = sym->addr; pc < sym->addr + sym->size; ++pc) {
+    const auto& frames = s.symbolize(pc, true);
+    if (frames.size() == 2 && frames[0].line == body) {
+      return pc;
+    }
+  }
+  return std::nullopt;
+}
+
+TEST(Symbolize, InlinedFrameBeforeItsCaller) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  Symbolizer s(*t, {});
+  auto pc = inlined_pc(*t, s);
+  ASSERT_TRUE(pc) << "no pc in inl_caller maps to inl_helper's body";
+  const auto& frames = s.symbolize(*pc, true);
+  ASSERT_EQ(frames.size(), 2u) << describe(frames);
+  EXPECT_TRUE(frames[0].inlined);
+  EXPECT_EQ(frames[0].function, "inl_helper");
+  EXPECT_EQ(frames[0].line, marker_line("inl_body"));
+  ASSERT_TRUE(frames[0].file);
+  EXPECT_EQ(basename_of(*frames[0].file), "symfix.cpp");
+  EXPECT_FALSE(frames[1].inlined);
+  EXPECT_EQ(frames[1].function, "inl_caller(int)");
+  // The physical frame is at the call site of the inlined function (DW_AT_call_line).
+  EXPECT_EQ(frames[1].line, marker_line("inl_call"));
+  ASSERT_TRUE(frames[1].file);
+  EXPECT_EQ(basename_of(*frames[1].file), "symfix.cpp");
+  EXPECT_EQ(frames[0].module, frames[1].module);
+  EXPECT_EQ(frames[0].offset, frames[1].offset);
+  EXPECT_EQ(frames[0].pc, *pc);
+}
+
+// An inlined function with internal linkage has no DW_AT_linkage_name (GCC emits none when
+// no out-of-line copy exists): its frame is named by the DIE, qualified by its namespaces.
+TEST(Symbolize, InlinedFrameWithoutLinkageNameIsQualified) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  Symbolizer s(*t, {});
+  auto pc = inlined_pc(*t, s, "_Z13ns_inl_calleri", "scaled_body");
+  ASSERT_TRUE(pc) << "no pc in ns_inl_caller maps to scaled's body";
+  const auto& frames = s.symbolize(*pc, true);
+  ASSERT_EQ(frames.size(), 2u) << describe(frames);
+  EXPECT_TRUE(frames[0].inlined);
+  EXPECT_EQ(frames[0].function, "ns::detail::scaled");
+  EXPECT_EQ(frames[0].line, marker_line("scaled_body"));
+  EXPECT_EQ(frames[1].function, "ns_inl_caller(int)");
+  EXPECT_EQ(frames[1].line, marker_line("scaled_call"));
+}
+
+TEST(Symbolize, NoInlineGivesOnlyThePhysicalFrame) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  Symbolizer with(*t, {});
+  auto pc = inlined_pc(*t, with);
+  ASSERT_TRUE(pc);
+  Symbolizer without(*t, {.inline_frames = false, .source = true});
+  const auto& frames = without.symbolize(*pc, true);
+  ASSERT_EQ(frames.size(), 1u) << describe(frames);
+  EXPECT_FALSE(frames[0].inlined);
+  EXPECT_EQ(frames[0].function, "inl_caller(int)");
+  EXPECT_EQ(frames[0].line, marker_line("inl_call"));
+}
+
+TEST(Symbolize, NoSourceGivesNoFileOrLine) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  Symbolizer with(*t, {});
+  auto pc = inlined_pc(*t, with);
+  ASSERT_TRUE(pc);
+  Symbolizer s(*t, {.inline_frames = true, .source = false});
+  const auto& frames = s.symbolize(*pc, true);
+  ASSERT_EQ(frames.size(), 2u) << describe(frames);
+  EXPECT_EQ(frames[0].function, "inl_helper");
+  EXPECT_EQ(frames[1].function, "inl_caller(int)");
+  for (const Frame& f : frames) {
+    EXPECT_FALSE(f.file);
+    EXPECT_FALSE(f.line);
+  }
+}
+
+TEST(Symbolize, CFunctionAndMain) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  Symbolizer s(*t, {});
+  for (const char* name : {"chain_a", "chain_b", "chain_c", "main"}) {
+    auto sym = find_symbol(t->get(), "symfix", name);
+    ASSERT_TRUE(sym) << name;
+    EXPECT_EQ(s.symbolize(sym->addr, true).back().function, name);
+  }
+}
+
+TEST(Symbolize, StrippedFileStillGivesModuleAndOffset) {
+  auto full = open_files(SYMFIX_PATH);
+  auto stripped = open_files(SYMFIX_STRIPPED_PATH);
+  ASSERT_TRUE(full && stripped);
+  auto sym = find_symbol(full->get(), "symfix", "_ZN2ns5Klass6methodEi");
+  ASSERT_TRUE(sym);
+  uint64_t pc = sym->elf_addr + testing::module_bias(stripped->get(), "symfix_stripped");
+  Symbolizer s(*stripped, {});
+  const auto& frames = s.symbolize(pc, true);
+  ASSERT_EQ(frames.size(), 1u) << describe(frames);
+  EXPECT_EQ(frames[0].module, SYMFIX_STRIPPED_PATH);
+  EXPECT_EQ(frames[0].offset, sym->elf_addr);
+  EXPECT_EQ(frames[0].pc, pc);
+  // No .symtab and no DWARF: nothing names a local function (.dynsym might, for exports).
+  EXPECT_FALSE(frames[0].function.has_value()) << *frames[0].function;
+  EXPECT_FALSE(frames[0].file);
+  EXPECT_FALSE(frames[0].line);
+}
+
+TEST(Symbolize, UnknownAddress) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  Symbolizer s(*t, {});
+  for (uint64_t pc : {uint64_t{0}, uint64_t{0x10}, ~uint64_t{0} - 0xfff}) {
+    for (bool act : {true, false}) {
+      const auto& frames = s.symbolize(pc, act);
+      ASSERT_EQ(frames.size(), 1u);
+      EXPECT_EQ(frames[0].module, "[unknown]");
+      EXPECT_EQ(frames[0].offset, pc);
+      EXPECT_EQ(frames[0].pc, pc);
+      EXPECT_FALSE(frames[0].function);
+      EXPECT_FALSE(frames[0].file);
+    }
+  }
+}
+
+TEST(Symbolize, ResultsAreCachedPerPcAndActivation) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  auto sym = find_symbol(t->get(), "symfix", "main");
+  ASSERT_TRUE(sym);
+  Symbolizer s(*t, {});
+  const auto* first = &s.symbolize(sym->addr + 1, true);
+  for (uint64_t pc = sym->addr; pc < sym->addr + sym->size; ++pc) {
+    (void)s.symbolize(pc, false);
+  }
+  EXPECT_EQ(first, &s.symbolize(sym->addr + 1, true));
+}
+
+TEST(TargetDwfl, OfflineModules) {
+  auto t = open_files(SYMFIX_PATH);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->pid(), 0);
+  auto mods = t->modules();
+  ASSERT_EQ(mods.size(), 1u);
+  EXPECT_EQ(mods[0].path, SYMFIX_PATH);
+  EXPECT_LT(mods[0].start, mods[0].end);
+  EXPECT_FALSE(mods[0].build_id.empty());
+  EXPECT_EQ(mods[0].build_id.find_first_not_of("0123456789abcdef"), std::string::npos);
+  EXPECT_TRUE(t->refresh().ok());
+}
+
+TEST(TargetDwfl, MissingFileIsAnError) {
+  auto t = TargetDwfl::for_files({"/nonexistent/profctl-no-such-file"});
+  EXPECT_FALSE(t.ok());
+  auto p = TargetDwfl::for_process(-5, {});
+  EXPECT_FALSE(p.ok());
+}
+
+}  // namespace
+}  // namespace profctl

@@ -1,0 +1,297 @@
+#include "unwind/target_dwfl.h"
+
+#include <elfutils/libdwfl.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string_view>
+
+#include "base/fd.h"
+#include "base/log.h"
+
+namespace profctl {
+namespace {
+
+struct DwflDeleter {
+  void operator()(Dwfl* d) const { dwfl_end(d); }
+};
+using DwflPtr = std::unique_ptr<Dwfl, DwflDeleter>;
+
+// One line of /proc/PID/maps that names a file: what modules() and find_elf need.
+struct MapEntry {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  uint64_t offset = 0;
+};
+
+// The first mapping of every path in /proc/PID/maps text. Lines are untrusted: a line that
+// does not parse is skipped.
+std::map<std::string, MapEntry, std::less<>> parse_first_mappings(std::string_view text) {
+  std::map<std::string, MapEntry, std::less<>> out;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string line(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    uint64_t start = 0;
+    uint64_t end = 0;
+    uint64_t offset = 0;
+    int path_at = 0;
+    // start-end perms offset dev inode path
+    if (std::sscanf(line.c_str(), "%" SCNx64 "-%" SCNx64 " %*s %" SCNx64 " %*s %*u %n", &start,
+                    &end, &offset, &path_at) < 3 ||
+        path_at <= 0 || static_cast<size_t>(path_at) >= line.size()) {
+      continue;
+    }
+    std::string path = line.substr(static_cast<size_t>(path_at));
+    if (path.empty() || start >= end) {
+      continue;
+    }
+    out.try_emplace(std::move(path), MapEntry{start, end, offset});
+  }
+  return out;
+}
+
+// Separate debug files: dwfl_standard_find_debuginfo searches, for each directory here,
+// by build-id (DIR/.build-id/xx/yyyy.debug) and by .gnu_debuglink (beside the file, in
+// its .debug/, and under DIR + the file's directory). This is libdwfl's default path,
+// spelled out so that /usr/lib/debug is searched whatever libdwfl's build default is.
+char g_debuginfo_path[] = ":.debug:/usr/lib/debug";
+char* g_debuginfo_path_ptr = g_debuginfo_path;
+
+// debuginfod: dwfl_standard_find_debuginfo asks it (and can block on the network for
+// seconds) whenever DEBUGINFOD_URLS is set in the environment, with no per-Dwfl switch in
+// elfutils 0.188. So unless the user asked for it, the variable is removed from profctl's
+// own environment before any Dwfl looks for debug info. This is process-wide on purpose:
+// no Dwfl in profctl should go to the network behind the user's back.
+void apply_debuginfod_policy(bool debuginfod) {
+  if (!debuginfod) {
+    unsetenv("DEBUGINFOD_URLS");
+  }
+}
+
+std::string dwfl_error_text() { return dwfl_errmsg(-1); }
+
+// The state of one session. find_elf reaches it through each module's userdata slot.
+struct Session {
+  DwflPtr dwfl;
+  pid_t pid = 0;          // 0 for an offline session
+  std::string maps_text;  // /proc/PID/maps at the last report
+  std::map<std::string, MapEntry, std::less<>> first_mapping;
+
+  Result<void> report();
+  void load_all();
+};
+
+int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr base,
+             char** file_name, Elf** elfp);
+
+// find_elf for live targets. The module name is the path as the target sees it; the file
+// is opened through /proc/PID/root so that a target in another mount namespace (a
+// container) resolves its own file. "[vdso: PID]" and other bracketed names go to
+// libdwfl's own callback, which reads the vdso image from /proc/PID/mem.
+constexpr Dwfl_Callbacks kProcCallbacks{
+    .find_elf = find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = nullptr,
+    .debuginfo_path = &g_debuginfo_path_ptr,
+};
+
+constexpr Dwfl_Callbacks kOfflineCallbacks{
+    .find_elf = dwfl_build_id_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = dwfl_offline_section_address,
+    .debuginfo_path = &g_debuginfo_path_ptr,
+};
+
+constexpr std::string_view kDeleted = " (deleted)";
+
+int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr base,
+             char** file_name, Elf** elfp) {
+  auto* self = static_cast<Session*>(userdata != nullptr ? *userdata : nullptr);
+  if (self == nullptr || self->pid <= 0 || modname == nullptr || modname[0] != '/') {
+    return dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
+  }
+  std::string_view name(modname);
+  std::string path;
+  if (name.size() > kDeleted.size() && name.ends_with(kDeleted)) {
+    // The file was replaced or removed since it was mapped: map_files still holds the
+    // mapped inode, named by the range of the mapping.
+    auto it = self->first_mapping.find(name);
+    if (it == self->first_mapping.end()) {
+      return dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
+    }
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, self->pid,
+                  it->second.start, it->second.end);
+    path = buf;
+  } else {
+    path = "/proc/" + std::to_string(self->pid) + "/root" + std::string(name);
+  }
+  auto fd = Fd::open(path, O_RDONLY);
+  if (!fd) {
+    logger("unwind")->debug("find_elf {}: {}", modname, fd.error().message());
+    return -1;
+  }
+  // Device files can hang on read; only regular files are ELF images.
+  struct stat st {};
+  if (fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    logger("unwind")->debug("find_elf {}: not a regular file", modname);
+    return -1;
+  }
+  *file_name = strdup(path.c_str());
+  *elfp = nullptr;  // libdwfl opens the ELF from the fd and takes ownership of it
+  return fd->release();
+}
+
+// dwfl_getmodules callback: gives the module our Impl (for find_elf) and opens its ELF now,
+// while the target's files are still reachable.
+int load_module(Dwfl_Module* mod, void** userdata, const char* name, Dwarf_Addr /*start*/,
+                void* arg) {
+  if (*userdata == nullptr) {
+    *userdata = arg;
+  }
+  Dwarf_Addr bias = 0;
+  if (dwfl_module_getelf(mod, &bias) == nullptr) {
+    logger("unwind")->debug("no ELF for {}: {}", name, dwfl_error_text());
+  }
+  return DWARF_CB_OK;
+}
+
+Result<void> Session::report() {
+  auto maps = read_file("/proc/" + std::to_string(pid) + "/maps");
+  if (!maps) {
+    return maps.error();
+  }
+  maps_text = std::move(*maps);
+  first_mapping = parse_first_mappings(maps_text);
+
+  dwfl_report_begin(dwfl.get());
+  int rc = dwfl_linux_proc_report(dwfl.get(), pid);
+  if (dwfl_report_end(dwfl.get(), nullptr, nullptr) != 0) {
+    return Error{"dwfl_report_end " + std::to_string(pid) + ": " + dwfl_error_text()};
+  }
+  if (rc < 0) {
+    return Error{"dwfl_linux_proc_report " + std::to_string(pid) + ": " + dwfl_error_text()};
+  }
+  if (rc > 0) {
+    return errno_error("dwfl_linux_proc_report " + std::to_string(pid), rc);
+  }
+  load_all();
+  return {};
+}
+
+void Session::load_all() { dwfl_getmodules(dwfl.get(), load_module, this, 0); }
+
+}  // namespace
+
+struct TargetDwfl::Impl : Session {};
+
+TargetDwfl::TargetDwfl(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TargetDwfl::~TargetDwfl() = default;
+
+Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_process(pid_t pid, const DwflOptions& opts) {
+  if (pid <= 0) {
+    return Error{"bad pid " + std::to_string(pid)};
+  }
+  apply_debuginfod_policy(opts.debuginfod);
+  auto impl = std::make_unique<Impl>();
+  impl->pid = pid;
+  impl->dwfl.reset(dwfl_begin(&kProcCallbacks));
+  if (!impl->dwfl) {
+    return Error{"dwfl_begin: " + dwfl_error_text()};
+  }
+  if (auto r = impl->report(); !r) {
+    return r.error();
+  }
+  return std::unique_ptr<TargetDwfl>(new TargetDwfl(std::move(impl)));
+}
+
+Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_files(const std::vector<std::string>& paths) {
+  apply_debuginfod_policy(false);
+  auto impl = std::make_unique<Impl>();
+  impl->dwfl.reset(dwfl_begin(&kOfflineCallbacks));
+  if (!impl->dwfl) {
+    return Error{"dwfl_begin: " + dwfl_error_text()};
+  }
+  dwfl_report_begin(impl->dwfl.get());
+  for (const std::string& path : paths) {
+    // ET_DYN files are placed at distinct addresses by libdwfl (from 0x10000 up): use the
+    // module's bias (dwfl_module_getelf) to go from an ELF address to a Dwfl address.
+    if (dwfl_report_offline(impl->dwfl.get(), path.c_str(), path.c_str(), -1) == nullptr) {
+      std::string what = "dwfl_report_offline " + path + ": " + dwfl_error_text();
+      dwfl_report_end(impl->dwfl.get(), nullptr, nullptr);
+      return Error{std::move(what)};
+    }
+  }
+  if (dwfl_report_end(impl->dwfl.get(), nullptr, nullptr) != 0) {
+    return Error{"dwfl_report_end: " + dwfl_error_text()};
+  }
+  impl->load_all();
+  return std::unique_ptr<TargetDwfl>(new TargetDwfl(std::move(impl)));
+}
+
+Result<void> TargetDwfl::refresh() {
+  if (impl_->pid <= 0) {
+    return {};  // offline: nothing changes
+  }
+  auto maps = read_file("/proc/" + std::to_string(impl_->pid) + "/maps");
+  if (!maps) {
+    return maps.error();
+  }
+  if (*maps == impl_->maps_text) {
+    return {};
+  }
+  // Re-reporting on the same Dwfl keeps unchanged modules (name, start, end) with their
+  // loaded ELF and DWARF, frees the gone ones and adds the new ones (LIBDWFL.md a.3).
+  return impl_->report();
+}
+
+Dwfl* TargetDwfl::get() const { return impl_->dwfl.get(); }
+
+pid_t TargetDwfl::pid() const { return impl_->pid; }
+
+std::vector<ModuleInfo> TargetDwfl::modules() const {
+  struct Ctx {
+    const Session* impl;
+    std::vector<ModuleInfo> out;
+  } ctx{impl_.get(), {}};
+  auto cb = [](Dwfl_Module* mod, void**, const char* name, Dwarf_Addr, void* arg) -> int {
+    auto* c = static_cast<Ctx*>(arg);
+    ModuleInfo info;
+    Dwarf_Addr start = 0;
+    Dwarf_Addr end = 0;
+    dwfl_module_info(mod, nullptr, &start, &end, nullptr, nullptr, nullptr, nullptr);
+    info.start = start;
+    info.end = end;
+    std::string_view n = name != nullptr ? name : "";
+    if (n.starts_with("[vdso")) {
+      info.path = "[vdso]";
+    } else {
+      info.path = std::string(n);
+      if (auto it = c->impl->first_mapping.find(n); it != c->impl->first_mapping.end()) {
+        info.file_offset = it->second.offset;
+      }
+    }
+    const unsigned char* bits = nullptr;
+    GElf_Addr vaddr = 0;
+    int len = dwfl_module_build_id(mod, &bits, &vaddr);
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (int i = 0; i < len && bits != nullptr; ++i) {
+      info.build_id += kHex[bits[i] >> 4];
+      info.build_id += kHex[bits[i] & 0xf];
+    }
+    c->out.push_back(std::move(info));
+    return DWARF_CB_OK;
+  };
+  dwfl_getmodules(impl_->dwfl.get(), cb, &ctx, 0);
+  return std::move(ctx.out);
+}
+
+}  // namespace profctl
