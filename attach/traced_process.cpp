@@ -149,7 +149,8 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
 bool TracedProcess::seize_one(pid_t tid) {
   // TRACECLONE: a thread cloned by a seized thread is seized by the kernel at birth, so no
   // thread created during a stop escapes it.
-  if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACECLONE) == 0) {
+  // TRACEEXEC: an exec is reported as an event, not as a stray SIGTRAP.
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC) == 0) {
     threads_.emplace(tid, Thread{});
     return true;
   }
@@ -486,5 +487,14 @@ void TracedProcess::detach_all() {
 }
 
 TracedProcess::~TracedProcess() { detach_all(); }
+
+std::vector<pid_t> TracedProcess::tids() const {
+  std::vector<pid_t> out;
+  out.reserve(threads_.size());
+  for (auto& [tid, t] : threads_) {
+    out.push_back(tid);
+  }
+  return out;
+}
 
 }  // namespace profctl

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -84,6 +85,39 @@ class TracedProcess {
 
   pid_t pid() const { return pid_; }
   size_t thread_count() const { return threads_.size(); }
+  std::vector<pid_t> tids() const;
+
+  // ---- sampling sessions (traced_process_events.cpp) ----
+
+  // Starts argv[0] (PATH searched) stopped before its exec and seized, with EXITKILL: a
+  // program profctl started dies with it. The first TraceEvent::kExec is its exec.
+  static std::variant<std::unique_ptr<TracedProcess>, AttachError> launch(
+      const std::vector<std::string>& argv);
+
+  // Stops one thread alone, snapshots it, resumes it (DESIGN: each thread pauses only for
+  // its own snapshot). nullopt when the thread is gone or did not stop in time. pause_ns
+  // gets interrupt-to-resume time.
+  std::optional<Snapshot> snapshot_thread(pid_t tid, size_t stack_bytes, uint64_t* pause_ns);
+
+  // A high-level event of the traced process. Everything else (stale interrupt stops,
+  // signals for the target, new threads' first stops) is handled inside next_event().
+  struct TraceEvent {
+    enum class Kind { kThreadCreated, kThreadExited, kProcessExited, kExec, kSignal };
+    TraceEvent(Kind k, pid_t t, pid_t c = 0, int s = 0) : kind(k), tid(t), child(c), status(s) {}
+    Kind kind;
+    pid_t tid = 0;          // the creating / exiting / exec'ing / signalled thread
+    pid_t child = 0;        // kThreadCreated: the new thread
+    int status = 0;         // kProcessExited: raw wait status; kSignal: the signal
+    std::optional<Snapshot> creator;  // kThreadCreated: the creator, stopped at the clone
+  };
+  // Waits up to `timeout` for the next event. nullopt: nothing happened in time (or
+  // waitpid was interrupted by a signal to profctl).
+  std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
+  // Resumes a thread that next_event() left stopped (the exec'ing thread after kExec).
+  void resume(pid_t tid);
+  // Detaches every thread now (as the destructor would).
+  void detach() { detach_all(); }
+  bool exited() const { return exited_; }
 
  private:
   struct Thread {
@@ -101,8 +135,15 @@ class TracedProcess {
   void resume_one(pid_t tid, Thread& t, bool detach);
   void detach_all();
 
+  std::optional<Snapshot> snapshot_stopped(pid_t tid, size_t stack_bytes);
+  void rebuild_after_exec();
+
   pid_t pid_;
   std::map<pid_t, Thread> threads_;
+  std::vector<MapEntry> maps_;  // refreshed when a stack pointer falls outside them
+  std::deque<TraceEvent> events_;  // events seen while waiting for something else
+  bool exited_ = false;
+  bool launched_ = false;
   std::set<pid_t> gone_;  // threads that exited while seized
   Waiter waiter_;
   bool attached_ = true;

@@ -1,0 +1,236 @@
+#include "attach/sampling_session.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <thread>
+
+#include "attach/proc.h"
+#include "base/fd.h"
+#include "base/log.h"
+
+namespace profctl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+uint64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Per-thread /proc files kept open: a pread of an open file is far cheaper than an open.
+struct ThreadState {
+  Fd schedstat;
+  Fd stat;
+  std::string name;
+  char state = '?';
+  bool have_stack = false;
+  uint64_t last_run_ns = 0;      // schedstat run time at the last snapshot
+  uint64_t cpu_mark_ns = 0;      // run time already attributed to the cpu profile
+  uint64_t last_tick_ns = 0;
+};
+
+std::optional<std::string> pread_text(const Fd& fd) {
+  char buf[1024];
+  ssize_t n = pread(fd.get(), buf, sizeof buf - 1, 0);
+  if (n <= 0) {
+    return std::nullopt;
+  }
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::optional<uint64_t> read_run_ns(const Fd& fd) {
+  auto text = pread_text(fd);
+  if (!text) {
+    return std::nullopt;
+  }
+  // schedstat: "run_ns wait_ns timeslices"
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(text->c_str(), &end, 10);
+  if (end == text->c_str()) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+}  // namespace
+
+std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v) {
+  if (v.empty()) {
+    return {0, 0};
+  }
+  auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  uint64_t med = *mid;
+  uint64_t mx = *std::max_element(v.begin(), v.end());
+  return {med, mx};
+}
+
+SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
+  auto log = logger("attach");
+  SessionResult res;
+  const pid_t pid = tp_.pid();
+  std::map<pid_t, ThreadState> threads;
+
+  auto track = [&](pid_t tid) -> ThreadState* {
+    auto it = threads.find(tid);
+    if (it != threads.end()) {
+      return &it->second;
+    }
+    std::string base = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/";
+    auto ss = Fd::open(base + "schedstat", O_RDONLY);
+    auto st = Fd::open(base + "stat", O_RDONLY);
+    if (!ss || !st) {
+      return nullptr;
+    }
+    ThreadState ts;
+    ts.schedstat = std::move(*ss);
+    ts.stat = std::move(*st);
+    // CPU used before the session is not the session's.
+    ts.cpu_mark_ns = read_run_ns(ts.schedstat).value_or(0);
+    ts.last_tick_ns = mono_ns();
+    return &threads.emplace(tid, std::move(ts)).first->second;
+  };
+
+  const auto start = Clock::now();
+  const auto interval = std::chrono::nanoseconds(
+      static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
+  auto next_tick = start;
+  auto next_status = start;
+  auto finish = [&](SessionResult::End end) {
+    res.end = end;
+    res.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+    return res;
+  };
+
+  for (;;) {
+    if (stop.load(std::memory_order_relaxed)) {
+      return finish(SessionResult::End::kInterrupted);
+    }
+    auto now = Clock::now();
+    if (opts_.duration && now - start >= *opts_.duration) {
+      return finish(SessionResult::End::kDuration);
+    }
+    if (opts_.on_status && now >= next_status) {
+      auto [med, worst] = median_and_max(res.pauses_ns);
+      opts_.on_status({std::chrono::duration<double>(now - start).count(), res.samples,
+                       tp_.thread_count(), med, worst});
+      next_status = now + std::chrono::milliseconds(250);
+    }
+
+    // Serve the target's events until the next tick.
+    auto wake = opts_.sample ? next_tick : now + std::chrono::milliseconds(100);
+    if (opts_.duration) {
+      wake = std::min(wake, start + *opts_.duration);
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
+    auto ev = tp_.next_event(std::max(left, std::chrono::milliseconds(0)), opts_.stack_bytes);
+    if (ev) {
+      using EK = TracedProcess::TraceEvent::Kind;
+      switch (ev->kind) {
+        case EK::kThreadCreated: {
+          if (ev->creator) {
+            ThreadCreation c;
+            c.creator = ev->tid;
+            c.child = ev->child;
+            c.time_ns = mono_ns();
+            if (auto* ts = track(ev->tid)) {
+              if (ts->name.empty()) {
+                if (auto st = read_task_stat(pid, ev->tid)) {
+                  ts->name = st->comm;
+                }
+              }
+              c.creator_name = ts->name;
+            }
+            c.snap = std::move(*ev->creator);
+            sink_.on_thread_created(std::move(c));
+          }
+          break;
+        }
+        case EK::kThreadExited:
+          threads.erase(ev->tid);
+          sink_.on_thread_exited(ev->tid);
+          break;
+        case EK::kProcessExited:
+          res.exit_status = ev->status;
+          return finish(SessionResult::End::kTargetExited);
+        case EK::kExec:
+          return finish(SessionResult::End::kExec);
+        case EK::kSignal:
+          ++res.signals;
+          break;
+      }
+    }
+    now = Clock::now();
+    if (ev && (!opts_.sample || now < next_tick)) {
+      continue;  // more events may be waiting; a stream of them never starves the ticks
+    }
+    if (!opts_.sample || now < next_tick) {
+      if (opts_.sample && next_tick - now < std::chrono::milliseconds(1)) {
+        std::this_thread::sleep_until(next_tick);
+      }
+      continue;
+    }
+
+    // A tick: sample every thread that ran since its last sample.
+    ++res.ticks;
+    next_tick += interval;
+    if (next_tick < now) {
+      next_tick = now + interval;  // fell behind: skip ticks rather than burst
+    }
+    for (pid_t tid : tp_.tids()) {
+      ThreadState* ts = track(tid);
+      if (ts == nullptr) {
+        continue;
+      }
+      uint64_t t_now = mono_ns();
+      uint64_t wall = t_now - ts->last_tick_ns;
+      ts->last_tick_ns = t_now;
+      auto run_ns = read_run_ns(ts->schedstat);
+      if (!run_ns) {
+        continue;  // exiting
+      }
+      ThreadSample s;
+      s.tid = tid;
+      s.time_ns = t_now;
+      s.wall_ns = wall;
+      if (ts->have_stack && *run_ns == ts->last_run_ns) {
+        s.name = ts->name;
+        s.state = ts->state;
+        ++res.reused;
+        sink_.on_sample(std::move(s));
+        continue;
+      }
+      if (auto text = pread_text(ts->stat)) {
+        if (auto st = parse_stat(*text)) {
+          ts->name = st->comm;
+          ts->state = st->state;
+        }
+      }
+      uint64_t pause = 0;
+      auto snap = tp_.snapshot_thread(tid, opts_.stack_bytes, &pause);
+      if (!snap) {
+        ++res.lost;
+        continue;
+      }
+      ++res.samples;
+      res.pauses_ns.push_back(pause);
+      ts->have_stack = true;
+      ts->last_run_ns = *run_ns;
+      s.name = ts->name;
+      s.state = ts->state;
+      if (ts->state == 'R') {
+        s.cpu_ns = *run_ns - std::min(*run_ns, ts->cpu_mark_ns);
+        ts->cpu_mark_ns = *run_ns;
+      }
+      s.snap = std::move(*snap);
+      sink_.on_sample(std::move(s));
+    }
+  }
+}
+
+}  // namespace profctl
