@@ -1,0 +1,257 @@
+// `profctl stack` under load: 500 threads, threads created and joined constantly, and a stream of
+// signals that must all arrive exactly once.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "support/capture.h"
+#include "support/procfs.h"
+
+namespace profctl::testing {
+namespace {
+
+// many_threads 500: all 501 threads, each with its complete stack (tests/targets/many_threads.c).
+TEST(ManyThreads, AllFiveHundredThreadsWithCompleteStacks) {
+  PROFCTL_REQUIRE_PROFCTL();
+  constexpr int kThreads = 500;
+  Child child({TARGET_MANY_THREADS, std::to_string(kThreads)});
+  ASSERT_EQ(child.wait_ready(), "ready " + std::to_string(kThreads));
+
+  RunResult r = profctl_stack(child.pid(), {"--format", "json"}, milliseconds(90000));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(untouched(child.pid()));
+  EXPECT_EQ(child.command("ping"), "pong");
+  auto capture = parse_capture(r.out, child.pid());
+  ASSERT_TRUE(capture);
+  const Json& threads = (*capture)["threads"];
+  ASSERT_EQ(threads.size(), static_cast<size_t>(kThreads + 1));
+
+  auto tasks = task_ids(child.pid());
+  std::set<pid_t> dumped;
+  std::set<std::string> names;
+  const std::vector<Step> worker =
+      concat({{lib_run("pause"), exe("many_block"), exe("many_thread_main")}, thread_tail()});
+  int bad = 0;
+  for (const Json& t : threads) {
+    pid_t tid = t["tid"].get<pid_t>();
+    dumped.insert(tid);
+    if (tid == child.pid()) {
+      continue;
+    }
+    names.insert(t["name"].get<std::string>());
+    EXPECT_EQ(t["state"], "S") << "tid " << tid;
+    EXPECT_EQ(t.value("wait_syscall", Json()), "pause") << "tid " << tid;
+    auto match = stack_matches(t, TARGET_MANY_THREADS, worker);
+    if (!match && ++bad <= 3) {  // show the first few only
+      ADD_FAILURE() << match.message();
+    }
+  }
+  EXPECT_EQ(bad, 0) << "workers with a wrong stack";
+  EXPECT_EQ(dumped, std::set<pid_t>(tasks.begin(), tasks.end()));
+  EXPECT_EQ(names.size(), static_cast<size_t>(kThreads));
+  for (int i = 0; i < kThreads; ++i) {
+    EXPECT_TRUE(names.count("worker-" + std::to_string(i))) << "worker-" << i;
+  }
+  const Json* main_thread = thread_by_tid(*capture, child.pid());
+  ASSERT_NE(main_thread, nullptr);
+  std::string stack = describe_frames(*main_thread);
+  EXPECT_NE(stack.find("!many_command_loop"), std::string::npos) << stack;
+  EXPECT_EQ(main_thread->at("frames").back()["function"], "_start") << stack;
+}
+
+// Returns the N of "count N".
+long churn_count(Child& child) {
+  auto reply = child.command("count");
+  if (!reply || reply->rfind("count ", 0) != 0) {
+    ADD_FAILURE() << "bad reply to count: " << reply.value_or("<none>");
+    return -1;
+  }
+  return std::stol(reply->substr(6));
+}
+
+// Threads appear and exit during every stop: every run succeeds, none hangs, and the target keeps
+// running, untraced, afterwards.
+TEST(Churn, RepeatedDumpsWhileThreadsComeAndGo) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child child({TARGET_CHURN, "2"});
+  ASSERT_EQ(child.wait_ready(), "ready");
+  constexpr int kRuns = 30;
+  for (int i = 0; i < kRuns; ++i) {
+    SCOPED_TRACE("run " + std::to_string(i));
+    RunResult r = profctl_stack(child.pid(), {"--format", "json"}, milliseconds(20000));
+    ASSERT_FALSE(r.timed_out) << r.describe();
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    ASSERT_TRUE(child.alive()) << "target died, wait status " << child.wait_status().value_or(-1);
+    EXPECT_TRUE(untouched(child.pid()));
+    auto capture = parse_capture(r.out, child.pid());
+    ASSERT_TRUE(capture);
+    const Json* main_thread = thread_by_tid(*capture, child.pid());
+    ASSERT_NE(main_thread, nullptr);
+    EXPECT_NE(describe_frames(*main_thread).find("!churn_command_loop"), std::string::npos)
+        << describe_frames(*main_thread);
+    int churners = 0;
+    for (const Json& t : (*capture)["threads"]) {
+      if (t["name"] == "churner") {
+        ++churners;
+        ASSERT_FALSE(t["frames"].empty());
+        EXPECT_NE(describe_frames(t).find("!churner_main"), std::string::npos)
+            << describe_frames(t);
+      }
+    }
+    EXPECT_EQ(churners, 2);
+  }
+  // Still making progress.
+  long before = churn_count(child);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  long after = before;
+  while (after <= before + 100 && std::chrono::steady_clock::now() < deadline) {
+    after = churn_count(child);
+  }
+  EXPECT_GT(after, before + 100) << "churn stopped making progress";
+  EXPECT_TRUE(untouched(child.pid()));
+  EXPECT_TRUE(child.alive());
+}
+
+struct SignalCounts {
+  long usr1 = -1;
+  long rt = -1;
+};
+
+SignalCounts signal_counts(Child& child) {
+  SignalCounts c;
+  auto reply = child.command("count");
+  if (!reply || std::sscanf(reply->c_str(), "usr1=%ld rt=%ld", &c.usr1, &c.rt) != 2) {
+    ADD_FAILURE() << "bad reply to count: " << reply.value_or("<none>");
+  }
+  return c;
+}
+
+// Runs `profctl stack` on pid in a loop on its own thread until stopped; counts runs and failures.
+class DumpLoop {
+ public:
+  explicit DumpLoop(pid_t pid)
+      : thread_([this, pid] {
+          while (!stop_) {
+            RunResult r = profctl_stack(pid, {"--format", "json"}, milliseconds(20000));
+            if (r.exit_code != 0) {
+              std::lock_guard<std::mutex> lock(mutex_);
+              if (failures_.size() < 3) {
+                failures_.push_back(r.describe());
+              }
+            }
+            ++runs_;
+          }
+        }) {}
+  ~DumpLoop() { stop(); }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+  int runs() const { return runs_; }
+  std::vector<std::string> failures() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failures_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int> runs_{0};
+  std::mutex mutex_;
+  std::vector<std::string> failures_;
+  std::thread thread_;
+};
+
+// SIGUSR1, one at a time: the next is sent only after the target's handler echoed the previous one
+// (standard signals coalesce while pending), so the final count is exactly the number sent. A
+// signal that a stop swallows shows up as a missing echo.
+TEST(Signals, NoSignalLostOrDuplicatedDuringDumps) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child::Options options;
+  options.echo_pipe = true;
+  Child child({TARGET_SIGNALS, "3"}, options);
+  ASSERT_EQ(child.wait_ready(), "ready");
+
+  constexpr long kMinSignals = 2000;
+  constexpr int kMinRuns = 10;
+  long sent = 0;
+  {
+    DumpLoop dumps(child.pid());
+    while (sent < kMinSignals || dumps.runs() < kMinRuns) {
+      ASSERT_LT(sent, 1000000) << "profctl runs too slow: " << dumps.runs() << " runs";
+      ASSERT_EQ(::kill(child.pid(), SIGUSR1), 0);  // our child, by pid
+      ++sent;
+      ASSERT_TRUE(child.read_echo(1, milliseconds(10000)))
+          << "SIGUSR1 #" << sent << " was never handled (lost during a stop?) after "
+          << dumps.runs() << " dumps";
+      if (sent % 8 == 0) {  // small, varying gaps
+        std::this_thread::sleep_for(std::chrono::microseconds((sent / 8) % 5 * 100));
+      }
+    }
+    dumps.stop();
+    EXPECT_GE(dumps.runs(), kMinRuns);
+    for (const auto& f : dumps.failures()) {
+      ADD_FAILURE() << "profctl stack failed during the signal stream: " << f;
+    }
+  }
+  // Every echo came after its count: no waiting is needed, but nothing extra may arrive later.
+  EXPECT_EQ(signal_counts(child).usr1, sent);
+  EXPECT_FALSE(child.read_echo(1, milliseconds(200))) << "an extra SIGUSR1 was delivered";
+  EXPECT_EQ(signal_counts(child).usr1, sent);
+  EXPECT_TRUE(untouched(child.pid()));
+}
+
+// Real-time signals queue: bursts sent with sigqueue while dumps run are all counted exactly once.
+TEST(Signals, QueuedRealtimeSignalsAllArriveOnce) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child child({TARGET_SIGNALS});
+  ASSERT_EQ(child.wait_ready(), "ready");
+  constexpr int kBursts = 10;
+  constexpr int kPerBurst = 100;
+  long sent = 0;
+  {
+    DumpLoop dumps(child.pid());
+    for (int b = 0; b < kBursts; ++b) {
+      int runs_before = dumps.runs();
+      for (int i = 0; i < kPerBurst; ++i) {
+        union sigval value;
+        value.sival_int = static_cast<int>(sent);
+        ASSERT_EQ(::sigqueue(child.pid(), SIGRTMIN, value), 0) << "sigqueue #" << sent;
+        ++sent;
+      }
+      // Spread the bursts over several dumps.
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (dumps.runs() == runs_before && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(milliseconds(1));
+      }
+    }
+    dumps.stop();
+    for (const auto& f : dumps.failures()) {
+      ADD_FAILURE() << "profctl stack failed during the signal stream: " << f;
+    }
+  }
+  // Queued signals are delivered soon after; ask until the count stops changing.
+  long last = -1;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    long now = signal_counts(child).rt;
+    if (now == sent || std::chrono::steady_clock::now() > deadline) {
+      last = now;
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(last, sent);
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(signal_counts(child).rt, sent) << "more real-time signals than were sent";
+  EXPECT_TRUE(untouched(child.pid()));
+}
+
+}  // namespace
+}  // namespace profctl::testing
