@@ -21,11 +21,15 @@ struct CaptureTarget {
   pid_t pid = 0;
   std::string exe;
   std::vector<std::string> cmdline;
+
+  bool operator==(const CaptureTarget&) const = default;
 };
 
 struct CaptureWindow {
   std::string start;  // RFC 3339 UTC, e.g. "2026-11-24T10:00:00Z"
   double duration_s = 0;
+
+  bool operator==(const CaptureWindow&) const = default;
 };
 
 // How long the target was held stopped (DESIGN "Performance principles").
@@ -35,34 +39,42 @@ struct PauseStats {
   uint64_t capture_ns = 0;        // registers + stack copies
   uint64_t resume_ns = 0;         // resuming every thread
   size_t threads = 0;
-  uint64_t stack_bytes = 0;       // bytes copied in all
+  uint64_t stack_bytes = 0;  // bytes copied in all
   // For sampling sessions: per-thread pauses, median and worst.
   std::optional<uint64_t> median_ns;
   std::optional<uint64_t> worst_ns;
   std::optional<uint64_t> samples;
+
+  bool operator==(const PauseStats&) const = default;
 };
 
 struct CaptureThread {
   pid_t tid = 0;
   std::string name;
-  std::string state;  // one letter as in /proc stat: R S D T t Z
-  std::optional<std::string> wait_syscall;   // syscall name when blocked in one ("futex")
-  std::optional<uint64_t> wait_address;      // futex address (first argument)
+  std::string state;                        // one letter as in /proc stat: R S D T t Z
+  std::optional<std::string> wait_syscall;  // syscall name when blocked in one ("futex")
+  std::optional<uint64_t> wait_address;     // futex address (first argument)
   uint64_t cpu_ns = 0;
   std::vector<Frame> frames;  // innermost first
   bool truncated = false;
   std::string truncated_reason;
+
+  bool operator==(const CaptureThread&) const = default;
 };
 
 struct SampleType {
   std::string type;
   std::string unit;
+
+  bool operator==(const SampleType&) const = default;
 };
 
 struct Sample {
   std::vector<int64_t> values;
-  std::vector<Frame> frames;  // innermost first, inlined frames before their caller
+  std::vector<Frame> frames;                  // innermost first, inlined frames before their caller
   std::map<std::string, std::string> labels;  // tid, thread_name, state, ...
+
+  bool operator==(const Sample&) const = default;
 };
 
 struct Profile {
@@ -71,6 +83,8 @@ struct Profile {
   int64_t period = 0;
   std::vector<Sample> samples;
   uint64_t dropped = 0;  // events lost (unwinding could not keep up, ring full, ...)
+
+  bool operator==(const Profile&) const = default;
 };
 
 struct CaptureModule {
@@ -79,6 +93,8 @@ struct CaptureModule {
   uint64_t limit = 0;
   uint64_t file_offset = 0;
   std::string build_id;
+
+  bool operator==(const CaptureModule&) const = default;
 };
 
 struct Capture {
@@ -91,7 +107,9 @@ struct Capture {
   std::vector<CaptureThread> threads;
   std::map<std::string, Profile> profiles;  // kind -> profile
   std::vector<CaptureModule> modules;
-  std::vector<std::string> warnings;        // e.g. "target exited during the capture"
+  std::vector<std::string> warnings;  // e.g. "target exited during the capture"
+
+  bool operator==(const Capture&) const = default;
 };
 
 }  // namespace profctl

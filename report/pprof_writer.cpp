@@ -1,0 +1,300 @@
+#include "report/pprof_writer.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <optional>
+#include <unordered_map>
+
+#include "report/profile.pb.h"
+
+namespace profctl {
+namespace {
+
+namespace pb = perftools::profiles;
+
+// RFC 3339 ("2026-11-24T10:00:00Z", "2026-11-24T10:00:00.250+01:00") -> ns since the epoch.
+std::optional<int64_t> parse_rfc3339_ns(const std::string& s) {
+  int year, mon, day, hour, min, sec, used = 0;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &year, &mon, &day, &hour, &min,
+                  &sec, &used) != 6 ||
+      used == 0) {
+    return std::nullopt;
+  }
+  size_t i = static_cast<size_t>(used);
+  int64_t frac_ns = 0;
+  if (i < s.size() && s[i] == '.') {
+    int64_t scale = 100'000'000;
+    for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i, scale /= 10) {
+      frac_ns += (s[i] - '0') * scale;
+    }
+  }
+  int64_t offset_s = 0;
+  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+    ++i;
+  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+    int oh, om;
+    if (std::sscanf(s.c_str() + i + 1, "%2d:%2d", &oh, &om) != 2) {
+      return std::nullopt;
+    }
+    offset_s = (s[i] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+    i += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = mon - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_sec = sec;
+  const time_t t = timegm(&tm);
+  return (static_cast<int64_t>(t) - offset_s) * 1'000'000'000 + frac_ns;
+}
+
+std::optional<int64_t> parse_int(const std::string& s) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+class ProfileBuilder {
+ public:
+  ProfileBuilder(const Capture& c, const Profile& p) : capture_(c), profile_(p) {
+    str("");  // string_table[0] must be ""
+  }
+
+  pb::Profile build() {
+    for (const SampleType& st : profile_.sample_types) {
+      set_value_type(out_.add_sample_type(), st);
+    }
+    add_mappings();
+    for (const Sample& s : profile_.samples) {
+      add_sample(s);
+    }
+    finish_mappings();
+    if (profile_.period_type) {
+      set_value_type(out_.mutable_period_type(), *profile_.period_type);
+    }
+    out_.set_period(profile_.period);
+    if (auto t = parse_rfc3339_ns(capture_.window.start)) {
+      out_.set_time_nanos(*t);
+    }
+    out_.set_duration_nanos(static_cast<int64_t>(capture_.window.duration_s * 1e9));
+    if (profile_.dropped != 0) {
+      out_.add_comment(str("profctl: " + std::to_string(profile_.dropped) +
+                           " events were dropped and are not counted"));
+    }
+    for (const std::string& w : capture_.warnings) {
+      out_.add_comment(str("profctl: " + w));
+    }
+    return std::move(out_);
+  }
+
+ private:
+  struct MappingInfo {
+    uint64_t start, limit, id;
+    bool all_functions = true, all_files = true, all_lines = true, any_location = false;
+  };
+
+  int64_t str(const std::string& s) {
+    auto [it, added] = strings_.try_emplace(s, static_cast<int64_t>(strings_.size()));
+    if (added) {
+      out_.add_string_table(s);
+    }
+    return it->second;
+  }
+
+  void set_value_type(pb::ValueType* vt, const SampleType& st) {
+    vt->set_type(str(st.type));
+    vt->set_unit(str(st.unit));
+  }
+
+  void add_mappings() {
+    std::vector<const CaptureModule*> order;
+    for (const CaptureModule& m : capture_.modules) {
+      order.push_back(&m);
+    }
+    // pprof takes the first mapping for the main binary.
+    std::stable_partition(order.begin(), order.end(), [this](const CaptureModule* m) {
+      return m->path == capture_.target.exe;
+    });
+    for (const CaptureModule* m : order) {
+      pb::Mapping* pm = out_.add_mapping();
+      pm->set_id(static_cast<uint64_t>(out_.mapping_size()));
+      pm->set_memory_start(m->start);
+      pm->set_memory_limit(m->limit);
+      pm->set_file_offset(m->file_offset);
+      pm->set_filename(str(m->path));
+      pm->set_build_id(str(m->build_id));
+      mappings_.push_back(MappingInfo{m->start, m->limit, pm->id()});
+    }
+    std::sort(mappings_.begin(), mappings_.end(),
+              [](const MappingInfo& a, const MappingInfo& b) { return a.start < b.start; });
+  }
+
+  MappingInfo* mapping_for(uint64_t pc) {
+    auto it = std::upper_bound(mappings_.begin(), mappings_.end(), pc,
+                               [](uint64_t v, const MappingInfo& m) { return v < m.start; });
+    if (it == mappings_.begin()) {
+      return nullptr;
+    }
+    --it;
+    return pc < it->limit ? &*it : nullptr;
+  }
+
+  // has_functions & co promise pprof that nothing is left to symbolize in the mapping.
+  void finish_mappings() {
+    for (const MappingInfo& mi : mappings_) {
+      pb::Mapping* pm = out_.mutable_mapping(static_cast<int>(mi.id - 1));
+      const bool functions = mi.any_location && mi.all_functions;
+      pm->set_has_functions(functions);
+      pm->set_has_filenames(functions && mi.all_files);
+      pm->set_has_line_numbers(functions && mi.all_lines);
+      pm->set_has_inline_frames(functions);
+    }
+  }
+
+  uint64_t function_id(const std::string& name, const std::optional<std::string>& file) {
+    auto key = std::make_pair(name, file.value_or(""));
+    auto it = functions_.find(key);
+    if (it != functions_.end()) {
+      return it->second;
+    }
+    pb::Function* fn = out_.add_function();
+    fn->set_id(static_cast<uint64_t>(out_.function_size()));
+    fn->set_name(str(name));
+    fn->set_system_name(str(name));
+    fn->set_filename(str(key.second));
+    functions_.emplace(std::move(key), fn->id());
+    return fn->id();
+  }
+
+  // frames[first..last] share one pc: inlined calls, then the real frame they sit in.
+  uint64_t location_id(const std::vector<Frame>& frames, size_t first, size_t last) {
+    const Frame& real = frames[last];
+    auto key = std::make_pair(real.pc, real.module);
+    auto it = locations_.find(key);
+    if (it != locations_.end()) {
+      return it->second;
+    }
+    pb::Location* loc = out_.add_location();
+    loc->set_id(static_cast<uint64_t>(out_.location_size()));
+    loc->set_address(real.pc);
+    MappingInfo* mi = mapping_for(real.pc);
+    if (mi != nullptr) {
+      loc->set_mapping_id(mi->id);
+      mi->any_location = true;
+    }
+    for (size_t i = first; i <= last; ++i) {
+      const Frame& f = frames[i];
+      if (!f.function) {
+        if (mi != nullptr) {
+          mi->all_functions = false;
+        }
+        continue;
+      }
+      if (mi != nullptr) {
+        mi->all_files = mi->all_files && f.file.has_value();
+        mi->all_lines = mi->all_lines && f.line.has_value();
+      }
+      pb::Line* line = loc->add_line();
+      line->set_function_id(function_id(*f.function, f.file));
+      line->set_line(f.line.value_or(0));
+    }
+    locations_.emplace(std::move(key), loc->id());
+    return loc->id();
+  }
+
+  void add_sample(const Sample& s) {
+    pb::Sample* ps = out_.add_sample();
+    for (int64_t v : s.values) {
+      ps->add_value(v);
+    }
+    const std::vector<Frame>& frames = s.frames;
+    for (size_t first = 0; first < frames.size();) {
+      size_t last = first;
+      while (frames[last].inlined && last + 1 < frames.size() &&
+             frames[last + 1].pc == frames[first].pc) {
+        ++last;
+      }
+      ps->add_location_id(location_id(frames, first, last));
+      first = last + 1;
+    }
+    for (const auto& [key, value] : s.labels) {
+      pb::Label* label = ps->add_label();
+      label->set_key(str(key));
+      std::optional<int64_t> num = key == "tid" ? parse_int(value) : std::nullopt;
+      if (num) {
+        label->set_num(*num);
+      } else {
+        label->set_str(str(value));
+      }
+    }
+  }
+
+  const Capture& capture_;
+  const Profile& profile_;
+  pb::Profile out_;
+  std::unordered_map<std::string, int64_t> strings_;
+  std::vector<MappingInfo> mappings_;  // sorted by start
+  std::map<std::pair<std::string, std::string>, uint64_t> functions_;
+  std::map<std::pair<uint64_t, std::string>, uint64_t> locations_;
+};
+
+// gzip (not raw deflate, not zlib): windowBits 15 + 16 asks zlib for the gzip wrapper.
+Result<std::string> gzip(const std::string& in) {
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return Error{"gzip: deflateInit2 failed"};
+  }
+  std::string out(deflateBound(&zs, in.size()), '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(in.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  if (rc != Z_STREAM_END) {
+    return Error{"gzip: deflate failed"};
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<void> write_pprof(const Capture& c, const std::string& kind, std::ostream& out) {
+  auto it = c.profiles.find(kind);
+  if (it == c.profiles.end()) {
+    return Error{"no " + kind + " profile in the capture"};
+  }
+  pb::Profile profile = ProfileBuilder(c, it->second).build();
+  std::string bytes;
+  if (!profile.SerializeToString(&bytes)) {
+    return Error{"pprof: cannot serialize the " + kind + " profile"};
+  }
+  Result<std::string> packed = gzip(bytes);
+  if (!packed) {
+    return packed.error();
+  }
+  out.write(packed->data(), static_cast<std::streamsize>(packed->size()));
+  if (!out) {
+    return Error{"pprof: cannot write the " + kind + " profile"};
+  }
+  return {};
+}
+
+}  // namespace profctl

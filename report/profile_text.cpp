@@ -1,0 +1,191 @@
+#include "report/profile_text.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "report/units.h"
+
+namespace profctl {
+namespace {
+
+using report_detail::format_value;
+using report_detail::frame_name;
+using report_detail::hex;
+
+struct MergedStack {
+  const std::vector<Frame>* frames = nullptr;  // of the first sample seen with this stack
+  std::vector<int64_t> values;
+};
+
+struct FunctionCost {
+  int64_t flat = 0;
+  int64_t cum = 0;
+};
+
+std::string percent(int64_t v, int64_t total) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.2f%%",
+                total == 0 ? 0.0 : 100.0 * static_cast<double>(v) / static_cast<double>(total));
+  return buf;
+}
+
+std::string right(const std::string& s, size_t width) {
+  return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
+}
+
+// The identity of a stack for merging: pcs and the names at them (inlined calls share a pc).
+std::string stack_key(const std::vector<Frame>& frames) {
+  std::string key;
+  for (const Frame& f : frames) {
+    key += hex(f.pc);
+    key += f.inlined ? "i" : "";
+    key += '\x1f';
+    key += frame_name(f);
+    key += '\x1e';
+  }
+  return key;
+}
+
+std::string frame_line(const Frame& f) {
+  std::string s = f.function ? *f.function : "??";
+  if (f.file) {
+    s += "  at " + *f.file;
+    if (f.line) {
+      s += ":" + std::to_string(*f.line);
+    }
+  }
+  if (f.inlined) {
+    s += "  (inlined)";
+  } else {
+    s += "  (" + f.module + "+" + hex(f.offset) + ")";
+  }
+  return s;
+}
+
+void write_header(const Capture& c, const std::string& kind, const Profile& p,
+                  const std::vector<int64_t>& totals, size_t nstacks, std::ostream& out) {
+  out << "profctl " << kind << " profile: pid " << c.target.pid << " (" << c.target.exe
+      << "), start " << (c.window.start.empty() ? "unknown" : c.window.start) << ", duration "
+      << format_value(static_cast<int64_t>(c.window.duration_s * 1e9), "nanoseconds") << '\n';
+  out << "total:";
+  for (size_t i = 0; i < p.sample_types.size(); ++i) {
+    out << (i == 0 ? " " : ", ") << p.sample_types[i].type << ' '
+        << format_value(totals[i], p.sample_types[i].unit);
+  }
+  out << " (" << p.samples.size() << (p.samples.size() == 1 ? " entry, " : " entries, ") << nstacks
+      << (nstacks == 1 ? " distinct stack)" : " distinct stacks)") << '\n';
+  if (p.period_type) {
+    out << "period: " << p.period_type->type << ' ' << format_value(p.period, p.period_type->unit)
+        << '\n';
+  }
+  if (p.dropped != 0) {
+    out << "dropped: " << p.dropped << " events were lost and are not counted\n";
+  }
+  for (const std::string& w : c.warnings) {
+    out << "warning: " << w << '\n';
+  }
+}
+
+void write_top_stacks(const Profile& p, const std::vector<MergedStack>& stacks, size_t main,
+                      int64_t total, size_t top_n, std::ostream& out) {
+  const SampleType& st = p.sample_types[main];
+  out << "\ntop " << std::min(top_n, stacks.size()) << " of " << stacks.size() << " stacks by "
+      << st.type << ":\n";
+  for (size_t r = 0; r < stacks.size() && r < top_n; ++r) {
+    const MergedStack& s = stacks[r];
+    out << "\n  #" << r + 1 << "  " << st.type << ' ' << format_value(s.values[main], st.unit)
+        << " (" << percent(s.values[main], total) << ')';
+    for (size_t i = 0; i < p.sample_types.size(); ++i) {
+      if (i != main) {
+        out << ", " << p.sample_types[i].type << ' '
+            << format_value(s.values[i], p.sample_types[i].unit);
+      }
+    }
+    out << '\n';
+    if (s.frames->empty()) {
+      out << "        (no frames)\n";
+    }
+    for (const Frame& f : *s.frames) {
+      out << "        " << frame_line(f) << '\n';
+    }
+  }
+}
+
+void write_top_functions(const Profile& p, const std::vector<MergedStack>& stacks, size_t main,
+                         int64_t total, size_t top_n, std::ostream& out) {
+  std::map<std::string, FunctionCost> costs;
+  for (const MergedStack& s : stacks) {
+    const int64_t v = s.values[main];
+    if (!s.frames->empty()) {
+      costs[frame_name(s.frames->front())].flat += v;
+    }
+    std::set<std::string> seen;  // recursion counts once per stack toward cum
+    for (const Frame& f : *s.frames) {
+      if (std::string name = frame_name(f); seen.insert(name).second) {
+        costs[name].cum += v;
+      }
+    }
+  }
+  std::vector<std::pair<std::string, FunctionCost>> rows(costs.begin(), costs.end());
+  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    if (a.second.flat != b.second.flat) {
+      return a.second.flat > b.second.flat;
+    }
+    return a.second.cum > b.second.cum;
+  });
+  const std::string& unit = p.sample_types[main].unit;
+  out << "\ntop " << std::min(top_n, rows.size()) << " of " << rows.size() << " functions by "
+      << p.sample_types[main].type << ":\n";
+  out << right("flat", 12) << right("flat%", 8) << right("sum%", 8) << right("cum", 12)
+      << right("cum%", 8) << "  function\n";
+  int64_t sum = 0;
+  for (size_t r = 0; r < rows.size() && r < top_n; ++r) {
+    const auto& [name, cost] = rows[r];
+    sum += cost.flat;
+    out << right(format_value(cost.flat, unit), 12) << right(percent(cost.flat, total), 8)
+        << right(percent(sum, total), 8) << right(format_value(cost.cum, unit), 12)
+        << right(percent(cost.cum, total), 8) << "  " << name << '\n';
+  }
+}
+
+}  // namespace
+
+void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out,
+                        size_t top_n) {
+  auto it = c.profiles.find(kind);
+  if (it == c.profiles.end()) {
+    out << "profctl: no " << kind << " profile in this capture\n";
+    return;
+  }
+  const Profile& p = it->second;
+  const size_t ntypes = p.sample_types.size();
+
+  std::map<std::string, size_t> index;  // stack key -> position in `stacks`
+  std::vector<MergedStack> stacks;
+  std::vector<int64_t> totals(ntypes, 0);
+  for (const Sample& s : p.samples) {
+    auto [pos, added] = index.try_emplace(stack_key(s.frames), stacks.size());
+    if (added) {
+      stacks.push_back(MergedStack{&s.frames, std::vector<int64_t>(ntypes, 0)});
+    }
+    for (size_t i = 0; i < ntypes && i < s.values.size(); ++i) {
+      stacks[pos->second].values[i] += s.values[i];
+      totals[i] += s.values[i];
+    }
+  }
+  write_header(c, kind, p, totals, stacks.size(), out);
+  if (ntypes == 0) {
+    out << "(the profile has no sample types)\n";
+    return;
+  }
+  const size_t main = ntypes - 1;
+  std::stable_sort(stacks.begin(), stacks.end(), [main](const auto& a, const auto& b) {
+    return a.values[main] > b.values[main];
+  });
+  write_top_stacks(p, stacks, main, totals[main], top_n, out);
+  write_top_functions(p, stacks, main, totals[main], top_n, out);
+}
+
+}  // namespace profctl

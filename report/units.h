@@ -1,0 +1,22 @@
+// Small formatting helpers shared by the report writers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "symbolize/frame.h"
+
+namespace profctl::report_detail {
+
+// "0x7f3a2c001234": lowercase, no padding (capture.json's address and offset form).
+std::string hex(uint64_t v);
+
+// A frame's display name: the function, else "module+0xoff".
+std::string frame_name(const Frame& f);
+
+// A value in its unit, for people: nanoseconds -> "1.20s" / "35.00ms" / "12.50us" / "800ns",
+// bytes -> "3.00MiB" / "12.00KiB" / "512B", count -> "1234", anything else -> "12 unit"; zero is
+// "0" in every unit.
+std::string format_value(int64_t v, const std::string& unit);
+
+}  // namespace profctl::report_detail
