@@ -1,0 +1,80 @@
+// Collector: the sampling session's sink. Snapshots are queued and unwound on a worker
+// thread of their own (never on the stop path), interned, and aggregated into the cpu,
+// wall and threadcreate profiles. A full queue drops the sample and counts it; the count
+// is reported, never hidden.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <variant>
+
+#include "attach/sample_sink.h"
+#include "profile/profile_data.h"
+#include "profile/stack_table.h"
+#include "unwind/unwinder.h"
+
+namespace profctl {
+
+struct CollectorOptions {
+  std::set<std::string> kinds;  // of "cpu", "wall", "threadcreate"
+  int64_t period_ns = 0;        // sampling interval, the cpu/wall period
+  size_t max_queued = 4096;     // snapshots waiting to be unwound before samples are dropped
+};
+
+struct CollectorStats {
+  uint64_t unwound = 0;    // snapshots unwound
+  uint64_t dropped = 0;    // samples dropped because unwinding fell behind
+  uint64_t truncated = 0;  // stacks that did not reach their outermost frame
+  double unwind_s = 0;     // time the worker spent unwinding
+  size_t max_queue = 0;    // deepest the queue got
+};
+
+class Collector : public SampleSink {
+ public:
+  // The factory runs on the worker thread: the unwinder (and its Dwfl) is used from that
+  // thread alone until finish().
+  using UnwinderFactory = std::function<std::unique_ptr<Unwinder>()>;
+  Collector(UnwinderFactory factory, CollectorOptions opts);
+  ~Collector() override;
+
+  void on_sample(ThreadSample&& s) override;
+  void on_thread_created(ThreadCreation&& c) override;
+  void on_thread_exited(pid_t tid) override;
+
+  // Drains the queue and stops the worker. Results are valid afterwards.
+  void finish();
+
+  const StackTable& stacks() const { return stacks_; }
+  StackTable& stacks() { return stacks_; }
+  const std::map<std::string, ProfileData>& profiles() const { return profiles_; }
+  const CollectorStats& stats() const { return stats_; }
+
+ private:
+  using Item = std::variant<ThreadSample, ThreadCreation>;
+  void worker_main(UnwinderFactory factory);
+  void process(Unwinder& u, ThreadSample& s);
+  void process(Unwinder& u, ThreadCreation& c);
+  void push(Item&& item, bool droppable);
+
+  CollectorOptions opts_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;
+  bool done_ = false;
+  std::thread worker_;
+
+  // Worker-owned until finish().
+  StackTable stacks_;
+  std::map<std::string, ProfileData> profiles_;
+  std::map<pid_t, StackId> last_stack_;
+  CollectorStats stats_;
+};
+
+}  // namespace profctl

@@ -1,0 +1,52 @@
+// ProfileData: one profile kind's samples, aggregated by (stack, labels), as Go's
+// runtime/pprof keeps its buckets. Pure data; symbolized later, once per unique pc.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "profile/stack_table.h"
+
+namespace profctl {
+
+struct ValueType {
+  std::string type;
+  std::string unit;
+};
+
+class ProfileData {
+ public:
+  struct Row {
+    StackId stack = 0;
+    std::map<std::string, std::string> labels;
+    std::vector<int64_t> values;
+  };
+
+  ProfileData() = default;
+  ProfileData(std::vector<ValueType> types, ValueType period_type, int64_t period)
+      : types_(std::move(types)), period_type_(std::move(period_type)), period_(period) {}
+
+  // Adds `values` to the row of (stack, labels), creating it at zero.
+  void add(StackId stack, const std::map<std::string, std::string>& labels,
+           const std::vector<int64_t>& values);
+
+  const std::vector<ValueType>& types() const { return types_; }
+  const ValueType& period_type() const { return period_type_; }
+  int64_t period() const { return period_; }
+  const std::vector<Row>& rows() const { return rows_; }
+  uint64_t dropped = 0;
+
+ private:
+  std::vector<ValueType> types_;
+  ValueType period_type_;
+  int64_t period_ = 0;
+  std::vector<Row> rows_;
+  std::map<std::pair<StackId, std::map<std::string, std::string>>, size_t> index_;
+};
+
+// The word for a /proc state letter, as the wall profile's "state" label uses it.
+const char* state_word(char state);
+
+}  // namespace profctl
