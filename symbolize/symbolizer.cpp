@@ -99,7 +99,13 @@ std::optional<std::string> elf_symbol(Dwfl_Module* mod, Dwarf_Addr addr) {
   if (name == nullptr || *name == '\0') {
     return std::nullopt;
   }
-  return demangle(name);
+  // glibc's debug symtab names many functions by their internal hidden alias
+  // ("__GI___libc_read"); the alias without the prefix is the function's own name.
+  std::string_view n(name);
+  if (n.starts_with("__GI_") && n.size() > 5) {
+    n.remove_prefix(5);
+  }
+  return demangle(n);
 }
 
 struct SourcePos {
