@@ -292,7 +292,7 @@ def render(all_results, tools, reps, spin):
                 if k.endswith("_ns"):
                     parts.append(f"{k[:-3]}={fmt_ms(m / 1e9)} ms")
                 else:
-                    parts.append(f"{k}={m:g}")
+                    parts.append(f"{k}={int(m) if m == int(m) else round(m, 1)}")
             detail.append(f"| {threads} | {tool.name} --format json | "
                           f"{fmt_ms(median(r['json_wall']))} | {fmt_ms(median(r['json_gap']))} "
                           f"| {', '.join(parts)} | {fmt_ms(median(r['text_stopped']))} |")
