@@ -221,7 +221,7 @@ TEST_P(StackTargetTest, InlinedFrameComesBeforeItsCallerWithSourceLines) {
   EXPECT_EQ(frames[inl + 1]["inlined"], false);
 
   for (const auto& [fn, marker] : std::vector<std::pair<std::string, std::string>>{
-           {"recurser_wait", "MARK:recurser_block_call"}, {"level_4", "MARK:level_4_call"}}) {
+           {"recurser_wait", "// MARK:recurser_block_call"}, {"level_4", "// MARK:level_4_call"}}) {
     SCOPED_TRACE(fn);
     size_t at = index_of(fn);
     ASSERT_LT(at, frames.size()) << describe_frames(*t);

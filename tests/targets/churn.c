@@ -2,13 +2,16 @@
 // short-lived thread ("churn-worker") in a tight loop, for ever. Threads appear and exit all the
 // time, which is what a stop-the-world must survive.
 //
-// Protocol: "ready" on stdout once CHURNERS workers have been joined; then commands on
+// Protocol: "ready churners=T1,T2,..." on stdout (the churner tids) once CHURNERS workers have
+// been joined; then commands on
 // stdin, one line each:
 //   count -> "count N"   N = workers joined so far (grows while the process is healthy)
 //   ping  -> "pong"      quit -> exit. EOF also exits.
 //
-// Expected stacks: no exact stack (they change all the time); main is in
+// Expected stacks: workers have no exact stack (they come and go; a worker just created still has
+// its creator's name "churner" until pthread_setname_np runs, so tell churners by tid); main is in
 //   [libc: read], churn_command_loop, main, [libc], _start
+// and every churner has churner_main on its stack, then start_thread, __clone3.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,6 +23,7 @@
 #include "target_util.h"
 
 static atomic_ulong joined;
+static atomic_int churner_tids[64];
 static volatile unsigned long sink;
 
 NOINLINE void* churn_worker(void* arg) {
@@ -30,7 +34,7 @@ NOINLINE void* churn_worker(void* arg) {
 }
 
 NOINLINE void* churner_main(void* arg) {
-  (void)arg;
+  atomic_store(&churner_tids[(long)arg], target_gettid());
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 64 * 1024);
@@ -68,13 +72,13 @@ NOINLINE void churn_command_loop(void) {
 
 int main(int argc, char** argv) {
   long churners = argc > 1 ? strtol(argv[1], NULL, 10) : 2;
-  if (churners <= 0) {
-    fprintf(stderr, "usage: churn [CHURNERS>0]\n");
+  if (churners <= 0 || churners > 64) {
+    fprintf(stderr, "usage: churn [CHURNERS in 1..64]\n");
     return 1;
   }
   for (long i = 0; i < churners; ++i) {
     pthread_t t;
-    if (pthread_create(&t, NULL, churner_main, NULL) != 0) {
+    if (pthread_create(&t, NULL, churner_main, (void*)i) != 0) {
       perror("pthread_create");
       return 1;
     }
@@ -83,7 +87,15 @@ int main(int argc, char** argv) {
   while (atomic_load(&joined) < (unsigned long)churners) {
     sched_yield();
   }
-  target_say("ready");
+  printf("ready churners=");
+  for (long i = 0; i < churners; ++i) {
+    while (atomic_load(&churner_tids[i]) == 0) {
+      sched_yield();
+    }
+    printf("%s%d", i ? "," : "", atomic_load(&churner_tids[i]));
+  }
+  printf("\n");
+  fflush(stdout);
   churn_command_loop();
   KEEP_FRAME();
   return 0;

@@ -252,8 +252,17 @@ std::optional<Json> parse_capture(const std::string& json_text, pid_t pid) {
   return doc;
 }
 
+// The capture's thread array, by reference (value() would return a copy, and the pointers
+// returned below would dangle).
+const Json& threads_of(const Json& capture) {
+  static const Json empty = Json::array();
+  return capture.is_object() && capture.contains("threads") && capture["threads"].is_array()
+             ? capture["threads"]
+             : empty;
+}
+
 const Json* thread_by_tid(const Json& capture, pid_t tid) {
-  for (const Json& t : capture.value("threads", Json::array())) {
+  for (const Json& t : threads_of(capture)) {
     if (t.value("tid", Json()) == tid) {
       return &t;
     }
@@ -262,7 +271,7 @@ const Json* thread_by_tid(const Json& capture, pid_t tid) {
 }
 
 const Json* thread_by_name(const Json& capture, const std::string& name) {
-  for (const Json& t : capture.value("threads", Json::array())) {
+  for (const Json& t : threads_of(capture)) {
     if (t.value("name", Json()) == name) {
       return &t;
     }
