@@ -32,6 +32,8 @@ struct ThreadState {
   uint64_t last_run_ns = 0;      // schedstat run time at the last snapshot
   uint64_t cpu_mark_ns = 0;      // run time already attributed to the cpu profile
   uint64_t last_tick_ns = 0;
+  uint64_t last_sp = 0;  // rsp and rip of the last snapshot
+  uint64_t last_pc = 0;
 };
 
 std::optional<std::string> pread_text(const Fd& fd) {
@@ -211,6 +213,21 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
           ts->state = st->state;
         }
       }
+      // Our own stop makes a sleeping thread run briefly (it leaves its syscall for the
+      // ptrace-stop and restarts it), so its run time moves even when its code did not.
+      // Blocked again in a syscall at the very sp and pc of its last snapshot, it is on
+      // the same stack: reuse it without stopping it.
+      if (ts->have_stack && ts->state != 'R') {
+        if (auto sc = read_task_syscall(pid, tid);
+            sc && sc->sp == ts->last_sp && sc->pc == ts->last_pc) {
+          ts->last_run_ns = *run_ns;
+          s.name = ts->name;
+          s.state = ts->state;
+          ++res.reused;
+          sink_.on_sample(std::move(s));
+          continue;
+        }
+      }
       uint64_t pause = 0;
       auto snap = tp_.snapshot_thread(tid, opts_.stack_bytes, &pause);
       if (!snap) {
@@ -221,6 +238,8 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       res.pauses_ns.push_back(pause);
       ts->have_stack = true;
       ts->last_run_ns = *run_ns;
+      ts->last_sp = snap->regs.rsp;
+      ts->last_pc = snap->regs.rip;
       s.name = ts->name;
       s.state = ts->state;
       if (ts->state == 'R') {

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "base/user_error.h"
+#include "cli/capture_command.h"
+#include "cli/report_command.h"
 #include "cli/stack_command.h"
 
 namespace {
@@ -29,6 +31,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<std::function<int()>> commands;
   commands.push_back(profctl::cli::add_stack_command(app));
+  commands.push_back(profctl::cli::add_attach_command(app));
+  commands.push_back(profctl::cli::add_run_command(app));
+  commands.push_back(profctl::cli::add_report_command(app));
 
   try {
     app.parse(argc, argv);

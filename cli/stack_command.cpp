@@ -6,11 +6,13 @@
 #include <set>
 #include <vector>
 
+#include "attach/proc.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
 #include "cli/common.h"
-#include "cli/dump_assembly.h"
+#include "cli/capture_assembly.h"
 #include "report/json_writer.h"
+#include "report/profile_text.h"
 #include "report/stack_text.h"
 #include "unwind/dwfl_unwinder.h"
 
@@ -25,6 +27,7 @@ struct StackOptions {
   std::vector<pid_t> tids;
   bool no_inline = false;
   bool no_source = false;
+  bool group = false;
   size_t stack_bytes = 8u << 20;
 };
 
@@ -88,16 +91,24 @@ int run_stack(const StackOptions& o) {
   sopts.inline_frames = !o.no_inline;
   sopts.source = !o.no_source;
 
-  DumpInputs in;
-  in.pid = pid;
-  in.start = start;
-  in.options = {{"format", o.format},
-                {"stack_bytes", std::to_string(o.stack_bytes)},
-                {"inline", o.no_inline ? "false" : "true"},
-                {"source", o.no_source ? "false" : "true"}};
+  CaptureHeader h;
+  h.pid = pid;
+  h.exe = read_exe(pid);
+  h.cmdline = read_cmdline(pid);
+  h.start = start;
+  h.options = {{"format", o.format},
+               {"stack_bytes", std::to_string(o.stack_bytes)},
+               {"inline", o.no_inline ? "false" : "true"},
+               {"source", o.no_source ? "false" : "true"},
+               {"group", o.group ? "true" : "false"}};
   log->debug("modules reported: {:.1f} ms", ms_since(t_dwfl));
   auto t_sym = std::chrono::steady_clock::now();
-  Capture capture = assemble_dump(in, *world, **dwfl, sopts);
+  Capture capture = new_capture(h, **dwfl);
+  {
+    DwflUnwinder unwinder(**dwfl);
+    Symbolizer symbolizer(**dwfl, sopts);
+    add_world(capture, *world, unwinder, symbolizer, o.group);
+  }
   capture.window.duration_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   log->debug("unwind + symbolize: {:.1f} ms", ms_since(t_sym));
@@ -107,6 +118,8 @@ int run_stack(const StackOptions& o) {
   std::ostream& out = o.output.empty() ? std::cout : file;
   if (o.format == "json") {
     write_capture_json(capture, out);
+  } else if (o.group) {
+    write_profile_text(capture, "threads", out, 0);
   } else {
     write_stack_text(capture, out);
   }
@@ -131,6 +144,8 @@ std::function<int()> add_stack_command(CLI::App& app) {
   sub->add_option("--tid", o->tids, "Only this thread (repeatable)");
   sub->add_flag("--no-inline", o->no_inline, "Do not expand inlined frames");
   sub->add_flag("--no-source", o->no_source, "Do not look up source file:line");
+  sub->add_flag("--group", o->group,
+                "Group threads with identical stacks (the 'threads' profile, with their tids)");
   sub->add_option("--stack-bytes", o->stack_bytes,
                   "Most stack bytes copied per thread (K/M suffixes allowed)")
       ->transform(CLI::AsSizeValue(false))

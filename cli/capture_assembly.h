@@ -1,0 +1,40 @@
+// Turning what attach/ and profile/ collected into a symbolized Capture: unwind the
+// stop-the-world snapshots (after the target was resumed), symbolize each unique pc once,
+// fill the thread table and the profiles.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "attach/traced_process.h"
+#include "profile/collector.h"
+#include "report/capture.h"
+#include "symbolize/symbolizer.h"
+#include "unwind/target_dwfl.h"
+#include "unwind/unwinder.h"
+
+namespace profctl::cli {
+
+struct CaptureHeader {
+  pid_t pid = 0;
+  std::string exe;
+  std::vector<std::string> cmdline;
+  std::string start;
+  std::map<std::string, std::string> options;
+};
+
+// A Capture with target, window start, options, tool version and the module list.
+Capture new_capture(const CaptureHeader& h, const TargetDwfl& dwfl);
+
+// Symbolizes one stack, inlined frames expanded (as the Symbolizer's options say).
+std::vector<Frame> symbolize_stack(const std::vector<UnwoundFrame>& stack, Symbolizer& sym);
+
+// Fills c.threads from a stopped-world capture, and c.pause from its timings. With
+// `group`, also adds the "threads" profile: identical stacks grouped, with their tids.
+void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbolizer& sym,
+               bool group);
+
+// Adds the collector's profiles (cpu, wall, threadcreate), symbolized.
+void add_profiles(Capture& c, const Collector& col, Symbolizer& sym);
+
+}  // namespace profctl::cli

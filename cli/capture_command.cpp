@@ -1,0 +1,297 @@
+#include "cli/capture_command.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "attach/proc.h"
+#include "attach/sampling_session.h"
+#include "attach/traced_process.h"
+#include "base/log.h"
+#include "cli/capture_assembly.h"
+#include "cli/common.h"
+#include "cli/outputs.h"
+#include "cli/signals.h"
+#include "profile/collector.h"
+#include "unwind/dwfl_unwinder.h"
+
+namespace profctl::cli {
+namespace {
+
+const std::set<std::string> kSampled = {"cpu", "wall", "threadcreate", "threads"};
+const std::set<std::string> kProbed = {"heap", "block", "mutex"};
+
+struct CaptureOptionsCli {
+  CommonOptions common;
+  std::string pid;
+  std::vector<std::string> command;
+  std::string duration;
+  double rate = 99;
+  std::string profiles = "cpu,wall,threadcreate,threads";
+  std::string output;
+  std::string format = "all";
+  size_t stack_bytes = 8u << 20;
+  bool no_inline = false;
+  bool no_source = false;
+  size_t top = 10;
+};
+
+std::set<std::string> parse_profiles(const std::string& list) {
+  std::set<std::string> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item == "all") {
+      out.insert(kSampled.begin(), kSampled.end());
+      out.insert(kProbed.begin(), kProbed.end());
+    } else if (kSampled.count(item) || kProbed.count(item)) {
+      out.insert(item);
+    } else if (!item.empty()) {
+      throw UserError(ExitCode::kUsage, "unknown profile '" + item + "'",
+                      "use cpu,wall,threadcreate,threads (or all)");
+    }
+  }
+  if (out.empty()) {
+    throw UserError(ExitCode::kUsage, "--profiles is empty", "use cpu,wall,threadcreate,threads");
+  }
+  return out;
+}
+
+void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
+  sub.add_option("-d,--duration", o.duration, "How long to capture (30s, 500ms, 2m); default: until ^C");
+  sub.add_option("--rate", o.rate, "Stack samples per second per thread")
+      ->check(CLI::Range(0.1, 10000.0))
+      ->capture_default_str();
+  sub.add_option("--profiles", o.profiles, "cpu,wall,threadcreate,threads or all")
+      ->capture_default_str();
+  sub.add_option("-o,--output", o.output, "Write capture.json and per-profile files to DIR");
+  sub.add_option("--format", o.format, "With -o: json,pprof,text,folded or all")
+      ->capture_default_str();
+  sub.add_option("--stack-bytes", o.stack_bytes, "Most stack bytes copied per snapshot")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  sub.add_flag("--no-inline", o.no_inline, "Do not expand inlined frames");
+  sub.add_flag("--no-source", o.no_source, "Do not look up source file:line");
+  sub.add_option("--top", o.top, "Stacks per profile in text output")->capture_default_str();
+  add_common_options(sub, o.common);
+}
+
+std::string fmt_us(uint64_t ns) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0fus", static_cast<double>(ns) / 1e3);
+  return buf;
+}
+
+int run_capture(const CaptureOptionsCli& o, bool launch) {
+  apply_logging(o.common);
+  auto log = logger("cli");
+  std::set<std::string> kinds = parse_profiles(o.profiles);
+  std::set<std::string> formats = parse_formats(o.format);
+  std::optional<double> duration_s;
+  if (!o.duration.empty()) {
+    duration_s = parse_duration_s(o.duration);
+  }
+  std::vector<std::string> warnings;
+  for (const auto& k : kProbed) {
+    if (kinds.erase(k)) {
+      warnings.push_back("the " + k + " profile needs allocation/futex probes, which this "
+                         "profctl does not have yet: skipped");
+    }
+  }
+  if (kinds.empty()) {
+    throw UserError(ExitCode::kUsage, "none of the requested profiles is available",
+                    "use cpu,wall,threadcreate,threads");
+  }
+  for (const auto& w : warnings) {
+    log->warn("{}", w);
+  }
+
+  const std::string start = utc_now_rfc3339();
+  auto t_start = std::chrono::steady_clock::now();
+  auto seized = launch ? TracedProcess::launch(o.command) : TracedProcess::seize(parse_pid(o.pid));
+  if (auto* err = std::get_if<AttachError>(&seized)) {
+    if (launch) {
+      throw UserError(ExitCode::kUsage, err->message, err->hint);
+    }
+    throw_attach_error(*err);
+  }
+  auto& tp = std::get<std::unique_ptr<TracedProcess>>(seized);
+  const pid_t pid = tp->pid();
+  CaptureHeader h;
+  h.pid = pid;
+  h.start = start;
+  h.exe = read_exe(pid);
+  h.cmdline = read_cmdline(pid);
+  h.options = {{"rate_hz", std::to_string(o.rate)},
+               {"profiles", o.profiles},
+               {"duration", o.duration.empty() ? "until interrupted" : o.duration},
+               {"stack_bytes", std::to_string(o.stack_bytes)},
+               {"mode", launch ? "run" : "attach"}};
+
+  DwflOptions dopts;
+  dopts.debuginfod = o.common.debuginfod;
+  auto dwfl = TargetDwfl::for_process(pid, dopts);
+  if (!dwfl) {
+    throw UserError(ExitCode::kTargetGone,
+                    "cannot read the modules of pid " + std::to_string(pid) + ": " +
+                        dwfl.error().message());
+  }
+  TargetDwfl& td = **dwfl;
+
+  CollectorOptions copts;
+  for (const char* k : {"cpu", "wall", "threadcreate"}) {
+    if (kinds.count(k)) {
+      copts.kinds.insert(k);
+    }
+  }
+  copts.period_ns = static_cast<int64_t>(1e9 / o.rate);
+  // The worker unwinds with a Dwfl of its own: libdwfl attaches unwinding state once per
+  // Dwfl and is not thread-safe, and the main thread symbolizes with `td`.
+  auto worker_dwfl = TargetDwfl::for_process(pid, dopts);
+  if (!worker_dwfl) {
+    throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " +
+                                               std::to_string(pid) + ": " +
+                                               worker_dwfl.error().message());
+  }
+  TargetDwfl& wd = **worker_dwfl;
+  Collector collector(
+      [&wd]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(wd); }, copts);
+
+  SessionOptions sopts;
+  sopts.rate_hz = o.rate;
+  if (duration_s) {
+    sopts.duration = std::chrono::nanoseconds(static_cast<int64_t>(*duration_s * 1e9));
+  }
+  sopts.stack_bytes = o.stack_bytes;
+  sopts.sample = kinds.count("cpu") || kinds.count("wall");
+  const bool live = isatty(STDERR_FILENO) && o.common.verbose == 0;
+  if (live) {
+    sopts.on_status = [](const SessionStatus& s) {
+      std::fprintf(stderr, "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s",
+                   s.elapsed_s, static_cast<unsigned long long>(s.samples), s.threads,
+                   fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str());
+    };
+  }
+  install_capture_signals(launch ? pid : 0);
+  if (launch) {
+    tp->resume(pid);  // from its first instruction, now that clones are traced
+  }
+  SamplingSession session(*tp, sopts, collector);
+  SessionResult res = session.run(stop_requested());
+  if (live) {
+    std::fprintf(stderr, "\r\033[K");
+  }
+
+  // The thread table and the threads profile: one last stop of the world, then detach.
+  std::optional<WorldCapture> world;
+  if (res.end != SessionResult::End::kTargetExited && res.end != SessionResult::End::kExec) {
+    CaptureOptions wopts;
+    wopts.stack_bytes = o.stack_bytes;
+    wopts.detach = true;
+    if (auto w = tp->capture_world(wopts)) {
+      world = std::move(*w);
+    }
+  }
+  if (res.end == SessionResult::End::kExec) {
+    warnings.push_back("the target called exec: the capture stopped there");
+  }
+  tp.reset();  // detached (or reaped): the target runs on without us
+  collector.finish();
+
+  SymbolizeOptions symopts;
+  symopts.inline_frames = !o.no_inline;
+  symopts.source = !o.no_source;
+  Capture c = new_capture(h, td);
+  c.window.duration_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  {
+    Symbolizer sym(td, symopts);
+    if (world) {
+      DwflUnwinder unwinder(td);
+      add_world(c, *world, unwinder, sym, kinds.count("threads") > 0);
+    }
+    add_profiles(c, collector, sym);
+  }
+  auto [med, worst] = median_and_max(res.pauses_ns);
+  c.pause.median_ns = med;
+  c.pause.worst_ns = worst;
+  c.pause.samples = res.samples;
+  const CollectorStats& cs = collector.stats();
+  if (cs.dropped > 0) {
+    warnings.push_back(std::to_string(cs.dropped) +
+                       " samples were dropped: unwinding could not keep up (lower --rate)");
+  }
+  if (res.lost > 0) {
+    warnings.push_back(std::to_string(res.lost) +
+                       " thread samples were lost: the thread did not stop in time");
+  }
+  if (res.end == SessionResult::End::kTargetExited) {
+    warnings.push_back(launch ? "the program exited" : "the target exited during the capture");
+  }
+  c.warnings.insert(c.warnings.end(), warnings.begin(), warnings.end());
+  log->debug("{} ticks, {} snapshots, {} reused, {} signals re-delivered; unwound {} in {:.3f}s; "
+             "pause median {} worst {}",
+             res.ticks, res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med),
+             fmt_us(worst));
+
+  if (!o.output.empty()) {
+    write_output_dir(c, o.output, formats, o.top);
+    for (const auto& w : c.warnings) {
+      std::cerr << "profctl: note: " << w << "\n";
+    }
+  } else {
+    print_summary(c, "", o.top);
+  }
+
+  if (launch) {
+    int st = res.exit_status;
+    if (res.end != SessionResult::End::kTargetExited) {
+      return 0;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 0;
+  }
+  return res.end == SessionResult::End::kTargetExited ? static_cast<int>(ExitCode::kTargetGone) : 0;
+}
+
+}  // namespace
+
+double parse_duration_s(const std::string& text) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  std::string unit = text.substr(pos);
+  double scale = unit.empty() || unit == "s" ? 1 : unit == "ms" ? 1e-3 : unit == "m" ? 60 : unit == "h" ? 3600 : -1;
+  if (pos == 0 || scale < 0 || !(v > 0) || !std::isfinite(v)) {
+    throw UserError(ExitCode::kUsage, "bad duration '" + text + "'",
+                    "use e.g. 30s, 500ms, 2m, 1h or seconds");
+  }
+  return v * scale;
+}
+
+std::function<int()> add_attach_command(CLI::App& app) {
+  auto o = std::make_shared<CaptureOptionsCli>();
+  CLI::App* sub = app.add_subcommand("attach", "Profile a running process for a while");
+  sub->add_option("PID", o->pid, "Process id")->required();
+  add_shared_options(*sub, *o);
+  return [sub, o]() -> int { return sub->parsed() ? run_capture(*o, false) : -1; };
+}
+
+std::function<int()> add_run_command(CLI::App& app) {
+  auto o = std::make_shared<CaptureOptionsCli>();
+  CLI::App* sub = app.add_subcommand("run", "Start a command under profctl and profile it until it exits");
+  add_shared_options(*sub, *o);
+  sub->add_option("COMMAND", o->command, "The command and its arguments (after --)")->required();
+  sub->prefix_command(false);
+  return [sub, o]() -> int { return sub->parsed() ? run_capture(*o, true) : -1; };
+}
+
+}  // namespace profctl::cli

@@ -1,0 +1,63 @@
+#include "cli/report_command.h"
+
+#include <fstream>
+
+#include "cli/common.h"
+#include "cli/outputs.h"
+#include "report/json_reader.h"
+
+namespace profctl::cli {
+namespace {
+
+struct ReportOptions {
+  CommonOptions common;
+  std::string path;
+  std::string profile;
+  std::string format = "text";
+  std::string output;
+  size_t top = 10;
+};
+
+int run_report(const ReportOptions& o) {
+  apply_logging(o.common);
+  std::ifstream in(o.path, std::ios::binary);
+  if (!in) {
+    throw UserError(ExitCode::kUsage, "cannot open " + o.path, "give the path of a capture.json");
+  }
+  auto c = read_capture_json(in);
+  if (!c) {
+    throw UserError(ExitCode::kUsage, o.path + ": " + c.error().message());
+  }
+  if (!o.profile.empty()) {
+    auto it = c->profiles.find(o.profile);
+    if (it == c->profiles.end()) {
+      print_summary(*c, o.profile, o.top);  // throws with the list of profiles
+    }
+    Profile keep = it->second;
+    c->profiles.clear();
+    c->profiles[o.profile] = std::move(keep);
+  }
+  if (!o.output.empty()) {
+    write_output_dir(*c, o.output, parse_formats(o.format), o.top);
+  } else {
+    print_summary(*c, o.profile, o.top);
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> add_report_command(CLI::App& app) {
+  auto o = std::make_shared<ReportOptions>();
+  CLI::App* sub = app.add_subcommand("report", "Re-render a saved capture.json");
+  sub->add_option("CAPTURE", o->path, "capture.json written by profctl attach/run -o")->required();
+  sub->add_option("--profile", o->profile, "Only this profile kind");
+  sub->add_option("--format", o->format, "With -o: json,pprof,text,folded or all")
+      ->capture_default_str();
+  sub->add_option("-o,--output", o->output, "Write files to DIR instead of text on stdout");
+  sub->add_option("--top", o->top, "Stacks per profile in text output")->capture_default_str();
+  add_common_options(*sub, o->common);
+  return [sub, o]() -> int { return sub->parsed() ? run_report(*o) : -1; };
+}
+
+}  // namespace profctl::cli
