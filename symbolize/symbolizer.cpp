@@ -213,8 +213,11 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) const
     }
   }
 
+  // With neither inline frames nor source lines wanted, the ELF symbol table says all
+  // there is to say: do not load the module's DWARF at all (eu-stack's plain mode).
   Dwarf_Addr dwbias = 0;
-  if (Dwarf_Die* cu = dwfl_module_addrdie(mod, a, &dwbias); cu != nullptr) {
+  Dwarf_Die* cu = opts.inline_frames || opts.source ? dwfl_module_addrdie(mod, a, &dwbias) : nullptr;
+  if (cu != nullptr) {
     Dwarf_Die* scopes = nullptr;
     int n = dwarf_getscopes(cu, a - dwbias, &scopes);
     Dwarf_Die fn;
