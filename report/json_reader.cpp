@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -313,6 +314,13 @@ Capture read_fields(const Json& j) {
   return c;
 }
 
+// "an array", "a number": for nlohmann's type_name().
+std::string with_article(const char* type) {
+  const std::string_view t(type);
+  const bool vowel = !t.empty() && std::string_view("aeiou").find(t[0]) != std::string_view::npos;
+  return (vowel ? "an " : "a ") + std::string(t);
+}
+
 Error not_a_capture(const std::string& why) { return Error{"not a profctl capture: " + why}; }
 
 // "profctl.capture/N" -> ok for N == 1, a clear error otherwise.
@@ -356,17 +364,25 @@ std::string without_exception_tag(const char* what) {
 
 Result<Capture> read_capture_json(std::istream& in) {
   try {
+    const std::string text(std::istreambuf_iterator<char>(in), {});
+    if (in.bad()) {
+      return not_a_capture("cannot read the input");
+    }
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      return not_a_capture("empty input");
+    }
     Json j;
     try {
-      j = Json::parse(in);
+      j = Json::parse(text);
     } catch (const Json::parse_error& e) {
-      if (e.byte <= 1 && in.eof()) {
-        return not_a_capture("empty input");
+      const std::string why = without_exception_tag(e.what());
+      if (e.byte >= text.size() && why.find("unexpected end of input") != std::string::npos) {
+        return not_a_capture("truncated JSON (" + why + ")");
       }
-      return not_a_capture("not JSON: " + without_exception_tag(e.what()));
+      return not_a_capture("not JSON (" + why + ")");
     }
     if (!j.is_object()) {
-      return not_a_capture(std::string("top level is a ") + j.type_name() + ", not an object");
+      return not_a_capture("the top level is " + with_article(j.type_name()) + ", not an object");
     }
     if (Result<void> ok = check_schema(j); !ok) {
       return ok.error();

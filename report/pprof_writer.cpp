@@ -219,8 +219,9 @@ class ProfileBuilder {
 
   void add_sample(const Sample& s) {
     pb::Sample* ps = out_.add_sample();
-    for (int64_t v : s.values) {
-      ps->add_value(v);
+    // pprof rejects a sample whose value count differs from the sample types'.
+    for (size_t i = 0; i < profile_.sample_types.size(); ++i) {
+      ps->add_value(i < s.values.size() ? s.values[i] : 0);
     }
     const std::vector<Frame>& frames = s.frames;
     for (size_t first = 0; first < frames.size();) {

@@ -176,8 +176,9 @@ std::string error_of(const std::string& text) {
 
 TEST(ReportJsonReader, RejectsInputThatIsNotACapture) {
   EXPECT_EQ(error_of(""), "not a profctl capture: empty input");
-  EXPECT_EQ(error_of("[1, 2]"), "not a profctl capture: top level is a array, not an object");
-  EXPECT_EQ(error_of("42"), "not a profctl capture: top level is a number, not an object");
+  EXPECT_EQ(error_of(" \n\t"), "not a profctl capture: empty input");
+  EXPECT_EQ(error_of("[1, 2]"), "not a profctl capture: the top level is an array, not an object");
+  EXPECT_EQ(error_of("42"), "not a profctl capture: the top level is a number, not an object");
   EXPECT_EQ(error_of("{}"), "not a profctl capture: no \"schema\" field");
   EXPECT_EQ(error_of(R"({"schema": 1})"),
             "not a profctl capture: \"schema\" is a number, expected \"profctl.capture/1\"");
@@ -185,9 +186,14 @@ TEST(ReportJsonReader, RejectsInputThatIsNotACapture) {
             "not a profctl capture: unknown schema \"heaptrack/1\", expected "
             "\"profctl.capture/1\"");
   EXPECT_EQ(error_of(R"({"schema": "profctl.capture/1x"})").rfind("not a profctl capture", 0), 0u);
-  EXPECT_NE(error_of("{\"schema\": ").find("not a profctl capture: not JSON: "), std::string::npos);
-  EXPECT_NE(error_of("   \n").find("not a profctl capture"), std::string::npos);
-  EXPECT_NE(error_of("{} trailing").find("not JSON"), std::string::npos);
+  EXPECT_EQ(error_of("{\"schema\": "),
+            "not a profctl capture: truncated JSON (parse error at line 1, column 12: syntax "
+            "error while parsing value - unexpected end of input; expected '[', '{', or a "
+            "literal)");
+  EXPECT_EQ(error_of("{\"schema\" 1}").rfind("not a profctl capture: not JSON (parse error", 0),
+            0u);
+  EXPECT_EQ(error_of("{} trailing").rfind("not a profctl capture: not JSON (", 0), 0u);
+  EXPECT_EQ(error_of("\x89PNG\r\n").rfind("not a profctl capture: not JSON (", 0), 0u);
 }
 
 TEST(ReportJsonReader, RejectsANewerSchema) {
