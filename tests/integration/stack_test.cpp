@@ -131,6 +131,9 @@ struct Variant {
   const char* path;
 };
 
+// Test names end in /cfi, /fp, /nopie; this keeps raw bytes out of ctest's names.
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
+
 class StackTargetTest : public ::testing::TestWithParam<Variant> {
  protected:
   void SetUp() override {
@@ -144,7 +147,14 @@ class StackTargetTest : public ::testing::TestWithParam<Variant> {
 };
 
 TEST_P(StackTargetTest, EveryThreadHasItsExactStackStateAndWait) {
+  // Let the spinner burn some CPU first, so that cpu_ns is well above a clock tick (10 ms).
+  const pid_t spinner_tid = target_->tid("spinner");
+  while (task_cpu_ns(target_->pid(), spinner_tid) < 100'000'000) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  const long long cpu_before = task_cpu_ns(target_->pid(), spinner_tid);
   auto capture = json_capture(*target_);
+  const long long cpu_after = task_cpu_ns(target_->pid(), spinner_tid);
   ASSERT_TRUE(capture);
   const Json& doc = *capture;
   const pid_t pid = target_->pid();
@@ -178,9 +188,12 @@ TEST_P(StackTargetTest, EveryThreadHasItsExactStackStateAndWait) {
     EXPECT_TRUE(stack_matches(*t, target_->path(), stacks.at(key)));
   }
 
-  // The spinner has been burning CPU since before "ready".
-  const Json* spinner = thread_by_tid(doc, target_->tid("spinner"));
-  EXPECT_GT(spinner->value("cpu_ns", 0LL), 0);
+  // The spinner's CPU time, as /proc/PID/task/TID/schedstat said just before and after the dump;
+  // 20 ms of slack below for a source counted in clock ticks (/proc stat utime+stime).
+  const Json* spinner = thread_by_tid(doc, spinner_tid);
+  const long long cpu_ns = spinner->value("cpu_ns", -1LL);
+  EXPECT_GE(cpu_ns, cpu_before - 20'000'000) << "schedstat before the dump: " << cpu_before;
+  EXPECT_LE(cpu_ns, cpu_after) << "schedstat after the dump: " << cpu_after;
 
   // Futex waits: the address is inside the object waited on, and is what the kernel says.
   for (const auto& [name, object] : std::vector<std::pair<std::string, std::string>>{

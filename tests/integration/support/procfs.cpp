@@ -75,6 +75,14 @@ char process_state(pid_t pid) {
   return fields.empty() || fields[0].empty() ? '?' : fields[0][0];
 }
 
+long long task_cpu_ns(pid_t pid, pid_t tid) {
+  auto text = read_file(task_path(pid, tid, "schedstat"));
+  if (!text || text->empty()) {
+    return -1;
+  }
+  return std::stoll(*text);
+}
+
 std::optional<unsigned long> process_flags(pid_t pid) {
   auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
   if (!stat) {

@@ -19,6 +19,8 @@ char process_state(pid_t pid);
 // TracerPid from /proc/PID/task/TID/status (-1 if unreadable).
 pid_t tracer_pid(pid_t pid, pid_t tid);
 std::string task_comm(pid_t pid, pid_t tid);
+// Time on CPU in ns, first field of /proc/PID/task/TID/schedstat (-1 if unreadable).
+long long task_cpu_ns(pid_t pid, pid_t tid);
 // The stat "flags" field (PF_KTHREAD = 0x00200000).
 std::optional<unsigned long> process_flags(pid_t pid);
 
