@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,6 +68,9 @@ pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::pair<in
       }
     }
     ::signal(SIGPIPE, SIG_DFL);
+    // If the test runner dies (crash, ctest timeout), its children die with it. Targets also exit
+    // at EOF on stdin; this covers a stopped or traced one.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (uid) {
       gid_t gid = *uid;
       if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(*uid) != 0) {
