@@ -382,6 +382,13 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
       resume_one(tid, t, opts.detach);
     }
   }
+  // Seizing a group-stopped thread turns its /proc state from T into t; its group-stop
+  // report says how it was found.
+  for (auto& [tid, t] : threads_) {
+    if (auto it = infos.find(tid); t.group_stop && it != infos.end() && it->second.state == 't') {
+      it->second.state = 'T';
+    }
+  }
   const uint64_t t3 = now_ns();
   if (opts.detach) {
     // Detached threads are no longer ours; one that never stopped is detached below.
