@@ -1,5 +1,6 @@
 #include "cli/stack_command.h"
 
+#include <cstdint>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -119,7 +120,7 @@ int run_stack(const StackOptions& o) {
   if (o.format == "json") {
     write_capture_json(capture, out);
   } else if (o.group) {
-    write_profile_text(capture, "threads", out, 0);
+    write_profile_text(capture, "threads", out, SIZE_MAX);  // every group
   } else {
     write_stack_text(capture, out);
   }

@@ -17,6 +17,8 @@ using report_detail::hex;
 struct MergedStack {
   const std::vector<Frame>* frames = nullptr;  // of the first sample seen with this stack
   std::vector<int64_t> values;
+  std::string tids;   // the threads profile's groups: which threads share the stack
+  std::string names;
 };
 
 struct FunctionCost {
@@ -104,6 +106,9 @@ void write_top_stacks(const Profile& p, const std::vector<MergedStack>& stacks, 
       }
     }
     out << '\n';
+    if (!s.tids.empty()) {
+      out << "        threads " << s.tids << " (" << s.names << ")\n";
+    }
     if (s.frames->empty()) {
       out << "        (no frames)\n";
     }
@@ -168,7 +173,13 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   for (const Sample& s : p.samples) {
     auto [pos, added] = index.try_emplace(stack_key(s.frames), stacks.size());
     if (added) {
-      stacks.push_back(MergedStack{&s.frames, std::vector<int64_t>(ntypes, 0)});
+      stacks.push_back(MergedStack{&s.frames, std::vector<int64_t>(ntypes, 0), {}, {}});
+    }
+    MergedStack& m = stacks[pos->second];
+    if (auto t = s.labels.find("tids"); t != s.labels.end()) {
+      m.tids += (m.tids.empty() ? "" : ",") + t->second;
+      auto n = s.labels.find("thread_names");
+      m.names += (m.names.empty() ? "" : ",") + (n == s.labels.end() ? std::string() : n->second);
     }
     for (size_t i = 0; i < ntypes && i < s.values.size(); ++i) {
       stacks[pos->second].values[i] += s.values[i];
