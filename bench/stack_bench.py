@@ -331,7 +331,8 @@ def machine_header(profctl, with_profctl, spin, reps):
         f"Machine: {os.cpu_count()} CPUs (nproc), {cpu}, kernel {platform.release()}, "
         f"load average at start {os.getloadavg()[0]:.2f}",
         f"Tools: {first_line(['eu-stack', '--version'])}; {first_line(['gdb', '--version'])}"
-        + (f"; profctl {profctl} (repo at {rev})" if with_profctl else "; profctl not run"),
+        + (f"; profctl {first_line([profctl, '--version'])} at {profctl}" if with_profctl
+           else "; profctl not run") + f" (bench script at git {rev})",
         f"Target: stack_bench_target, workers {'spinning' if spin else 'blocked in read()'}, "
         f"40 frames each + a spinning watchdog thread; {reps} runs per tool (interleaved, "
         f"after one warm-up run), medians.",
