@@ -369,6 +369,20 @@ TEST_P(StackTargetTest, OutputFileGetsTheJson) {
   EXPECT_EQ((*capture)["threads"].size(), 7u);
 }
 
+// -v logs to stderr only: stdout stays one valid JSON document. --debuginfod with DEBUGINFOD_URLS
+// unset (as in every test) changes nothing and does not fail.
+TEST_P(StackTargetTest, VerboseAndDebuginfodKeepStdoutClean) {
+  for (const auto& option : {"-v", "--debuginfod"}) {
+    SCOPED_TRACE(option);
+    auto capture = json_capture(*target_, {option});
+    ASSERT_TRUE(capture);
+    EXPECT_EQ((*capture)["threads"].size(), 7u);
+    const Json* t = thread_by_tid(*capture, target_->tid("recurser"));
+    ASSERT_NE(t, nullptr);
+    EXPECT_TRUE(stack_matches(*t, target_->path(), expected_stacks(true).at("recurser")));
+  }
+}
+
 // A small stack copy may cut the unwind short: then the frames are a prefix of the full stack and
 // the thread says truncated.
 TEST_P(StackTargetTest, SmallStackBytesTruncates) {

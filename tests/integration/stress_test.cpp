@@ -147,17 +147,24 @@ SignalCounts signal_counts(Child& child) {
   return c;
 }
 
-// Runs `profctl stack` on pid in a loop on its own thread until stopped; counts runs and failures.
+// Runs `profctl stack` on pid in a loop on its own thread until stopped; counts runs and failures
+// (non-zero exit, or JSON that does not validate against the schema).
 class DumpLoop {
  public:
   explicit DumpLoop(pid_t pid)
       : thread_([this, pid] {
           while (!stop_) {
             RunResult r = profctl_stack(pid, {"--format", "json"}, milliseconds(20000));
+            std::string failure;
             if (r.exit_code != 0) {
+              failure = r.describe();
+            } else if (auto valid = schema_valid(r.out); !valid) {
+              failure = valid.message();
+            }
+            if (!failure.empty()) {
               std::lock_guard<std::mutex> lock(mutex_);
               if (failures_.size() < 3) {
-                failures_.push_back(r.describe());
+                failures_.push_back(failure);
               }
             }
             ++runs_;
