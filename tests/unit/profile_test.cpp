@@ -1,0 +1,133 @@
+// profile/: interning, aggregation, and the Collector with a fake unwinder (STYLE 14).
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "profile/collector.h"
+#include "profile/profile_data.h"
+#include "profile/stack_table.h"
+
+namespace profctl {
+namespace {
+
+TEST(StackTable, InternsEqualStacksOnce) {
+  StackTable t;
+  std::vector<UnwoundFrame> a{{0x10, true}, {0x20, false}};
+  std::vector<UnwoundFrame> b{{0x10, true}, {0x20, false}};
+  std::vector<UnwoundFrame> c{{0x10, false}, {0x20, false}};  // activation differs
+  std::vector<UnwoundFrame> d{{0x10, true}};
+  StackId ia = t.intern(a);
+  EXPECT_EQ(t.intern(b), ia);
+  EXPECT_NE(t.intern(c), ia);
+  EXPECT_NE(t.intern(d), ia);
+  EXPECT_EQ(t.size(), 3u);
+  EXPECT_EQ(t.get(ia).size(), 2u);
+  EXPECT_EQ(t.get(ia)[1].pc, 0x20u);
+}
+
+TEST(ProfileData, AddsByStackAndLabels) {
+  ProfileData p({{"samples", "count"}, {"cpu", "nanoseconds"}}, {"cpu", "nanoseconds"}, 10);
+  p.add(1, {{"tid", "5"}}, {1, 100});
+  p.add(1, {{"tid", "5"}}, {1, 50});
+  p.add(1, {{"tid", "6"}}, {1, 7});
+  p.add(2, {{"tid", "5"}}, {1, 1});
+  ASSERT_EQ(p.rows().size(), 3u);
+  EXPECT_EQ(p.rows()[0].values, (std::vector<int64_t>{2, 150}));
+  EXPECT_EQ(p.rows()[1].values, (std::vector<int64_t>{1, 7}));
+  EXPECT_EQ(p.rows()[2].stack, 2u);
+}
+
+// Unwinds a snapshot to a stack made of its rip and rsp: enough to tell snapshots apart.
+class FakeUnwinder : public Unwinder {
+ public:
+  explicit FakeUnwinder(std::atomic<int>* calls) : calls_(calls) {}
+  UnwindResult unwind(const Snapshot& s) override {
+    ++*calls_;
+    return {{{s.regs.rip, true}, {s.regs.rsp, false}}, false, {}};
+  }
+
+ private:
+  std::atomic<int>* calls_;
+};
+
+Snapshot snap(uint64_t rip, uint64_t rsp) {
+  Snapshot s;
+  s.regs.rip = rip;
+  s.regs.rsp = rsp;
+  return s;
+}
+
+TEST(Collector, CpuWallAndReusedStacks) {
+  std::atomic<int> calls{0};
+  CollectorOptions o;
+  o.kinds = {"cpu", "wall", "threadcreate"};
+  o.period_ns = 10'000'000;
+  Collector c([&] { return std::make_unique<FakeUnwinder>(&calls); }, o);
+
+  ThreadSample run{7, "spin", 'R', 1, 3000, 10'000'000, snap(0x100, 0x1000)};
+  c.on_sample(std::move(run));
+  ThreadSample sleep{8, "nap", 'S', 1, 0, 10'000'000, snap(0x200, 0x2000)};
+  c.on_sample(std::move(sleep));
+  // Thread 8 did not run: no snapshot, its last stack stands.
+  ThreadSample again{8, "nap", 'S', 2, 0, 10'000'000, std::nullopt};
+  c.on_sample(std::move(again));
+  ThreadCreation cr;
+  cr.creator = 7;
+  cr.creator_name = "spin";
+  cr.child = 9;
+  cr.snap = snap(0x300, 0x3000);
+  c.on_thread_created(std::move(cr));
+  c.finish();
+
+  EXPECT_EQ(calls.load(), 3);  // the reused sample was not unwound again
+  const auto& cpu = c.profiles().at("cpu");
+  ASSERT_EQ(cpu.rows().size(), 1u);  // only the running thread
+  EXPECT_EQ(cpu.rows()[0].values, (std::vector<int64_t>{1, 3000}));
+  EXPECT_EQ(cpu.rows()[0].labels.at("thread_name"), "spin");
+  const auto& wall = c.profiles().at("wall");
+  int64_t wall_ns = 0;
+  int64_t nap_samples = 0;
+  for (const auto& r : wall.rows()) {
+    wall_ns += r.values[1];
+    if (r.labels.at("tid") == "8") {
+      nap_samples += r.values[0];
+      EXPECT_EQ(r.labels.at("state"), "sleeping");
+    }
+  }
+  EXPECT_EQ(wall_ns, 30'000'000);
+  EXPECT_EQ(nap_samples, 2);
+  const auto& tc = c.profiles().at("threadcreate");
+  ASSERT_EQ(tc.rows().size(), 1u);
+  EXPECT_EQ(tc.rows()[0].labels.at("new_tid"), "9");
+  EXPECT_EQ(tc.rows()[0].labels.at("tid"), "7");
+  EXPECT_EQ(c.stacks().get(tc.rows()[0].stack)[0].pc, 0x300u);
+  EXPECT_EQ(c.stats().dropped, 0u);
+}
+
+TEST(Collector, FullQueueDropsAndCounts) {
+  std::atomic<int> calls{0};
+  std::atomic<bool> release{false};
+  CollectorOptions o;
+  o.kinds = {"wall"};
+  o.max_queued = 2;
+  // The worker blocks in the factory until released, so the queue fills.
+  Collector c(
+      [&]() -> std::unique_ptr<Unwinder> {
+        while (!release.load()) {
+          std::this_thread::yield();
+        }
+        return std::make_unique<FakeUnwinder>(&calls);
+      },
+      o);
+  for (int i = 0; i < 10; ++i) {
+    c.on_sample(ThreadSample{1, "t", 'S', 0, 0, 1, snap(0x100 + i, 0x1000)});
+  }
+  release = true;
+  c.finish();
+  EXPECT_EQ(c.stats().dropped, 8u);
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_EQ(c.profiles().at("wall").dropped, 8u);
+}
+
+}  // namespace
+}  // namespace profctl
