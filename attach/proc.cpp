@@ -285,6 +285,19 @@ std::string read_comm(pid_t pid) {
   return s;
 }
 
+std::optional<uint64_t> read_task_runtime_ns(pid_t pid, pid_t tid) {
+  auto text = read_file(proc_path(pid, tid, "schedstat"));
+  if (!text) {
+    return std::nullopt;
+  }
+  std::string_view rest = *text;
+  uint64_t ns = 0;
+  if (!parse_num(next_token(rest), ns)) {
+    return std::nullopt;
+  }
+  return ns;
+}
+
 uint64_t ticks_to_ns(uint64_t ticks) {
   static const long hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
   return ticks * (1000000000ULL / static_cast<uint64_t>(hz));

@@ -62,6 +62,8 @@ Result<std::string> read_maps_text(pid_t pid);
 std::string read_exe(pid_t pid);                  // "" when unreadable
 std::vector<std::string> read_cmdline(pid_t pid);  // empty when unreadable
 std::string read_comm(pid_t pid);                  // "" when unreadable
+// CPU time a thread has run, in ns (/proc/PID/task/TID/schedstat: exact, unlike stat's ticks).
+std::optional<uint64_t> read_task_runtime_ns(pid_t pid, pid_t tid);
 
 // Clock ticks -> nanoseconds (sysconf(_SC_CLK_TCK)).
 uint64_t ticks_to_ns(uint64_t ticks);

@@ -103,6 +103,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
   auto next_tick = start;
   auto next_status = start;
+  auto next_maps_check = start;
   auto finish = [&](SessionResult::End end) {
     res.end = end;
     res.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
@@ -124,6 +125,11 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       next_status = now + std::chrono::milliseconds(250);
     }
 
+    if (opts_.on_maps_check && now >= next_maps_check) {
+      opts_.on_maps_check();
+      next_maps_check = now + std::chrono::milliseconds(100);
+    }
+
     // Serve the target's events until the next tick.
     auto wake = opts_.sample ? next_tick : now + std::chrono::milliseconds(100);
     if (opts_.duration) {
@@ -135,6 +141,9 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       using EK = TracedProcess::TraceEvent::Kind;
       switch (ev->kind) {
         case EK::kThreadCreated: {
+          if (opts_.on_maps_check) {
+            opts_.on_maps_check();
+          }
           if (ev->creator) {
             ThreadCreation c;
             c.creator = ev->tid;
@@ -231,7 +240,11 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       uint64_t pause = 0;
       auto snap = tp_.snapshot_thread(tid, opts_.stack_bytes, &pause);
       if (!snap) {
-        ++res.lost;
+        // Gone (its exit is an event) or not stoppable in time (uninterruptible sleep).
+        auto tids = tp_.tids();
+        if (std::find(tids.begin(), tids.end(), tid) != tids.end()) {
+          ++res.lost;
+        }
         continue;
       }
       ++res.samples;

@@ -30,6 +30,9 @@ struct SessionOptions {
   size_t stack_bytes = 8u << 20;
   bool sample = true;  // false: serve events only (threadcreate alone needs no ticks)
   std::function<void(const SessionStatus&)> on_status;  // called ~4 times a second
+  // Called every 100 ms and at every thread creation, while the target is alive: the
+  // moment to notice new mappings (libraries loaded after exec, dlopen).
+  std::function<void()> on_maps_check;
 };
 
 struct SessionResult {

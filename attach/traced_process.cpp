@@ -307,7 +307,8 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     if (auto st = read_task_stat(pid_, tid)) {
       info.name = st->comm;
       info.state = st->state;
-      info.cpu_ns = ticks_to_ns(st->utime_ticks + st->stime_ticks);
+      info.cpu_ns = read_task_runtime_ns(pid_, tid).value_or(
+          ticks_to_ns(st->utime_ticks + st->stime_ticks));
       if (st->state != 'R') {
         info.syscall = read_task_syscall(pid_, tid);
       }

@@ -177,6 +177,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
                    fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str());
     };
   }
+  sopts.on_maps_check = [&td] { (void)td.refresh(); };
   install_capture_signals(launch ? pid : 0);
   if (launch) {
     tp->resume(pid);  // from its first instruction, now that clones are traced

@@ -1,5 +1,7 @@
 #include "unwind/dwfl_unwinder.h"
 
+#include <chrono>
+
 #include <elfutils/libdwfl.h>
 
 #include <cinttypes>
@@ -142,11 +144,13 @@ struct DwflUnwinder::Impl {
   size_t max_frames;
   UnwindCtx* ctx = nullptr;  // owned by the Dwfl once attached (deleted by `detach`)
   std::string attach_error;  // set when attaching failed; every unwind reports it
+  std::chrono::steady_clock::time_point last_refresh{};
+  UnwindResult unwind_once(const Snapshot& snap);
 };
 
 DwflUnwinder::DwflUnwinder(TargetDwfl& dwfl, size_t max_frames)
     : impl_(std::make_unique<Impl>(
-          Impl{dwfl, max_frames == 0 ? kDefaultMaxFrames : max_frames, nullptr, {}})) {}
+          Impl{dwfl, max_frames == 0 ? kDefaultMaxFrames : max_frames, nullptr, {}, {}})) {}
 
 DwflUnwinder::~DwflUnwinder() {
   // The context stays with the Dwfl (it cannot be detached); make sure nothing it points
@@ -157,7 +161,32 @@ DwflUnwinder::~DwflUnwinder() {
 }
 
 UnwindResult DwflUnwinder::unwind(const Snapshot& snap) {
+  UnwindResult out = impl_->unwind_once(snap);
+  TargetDwfl& target = impl_->target;
+  if (target.pid() <= 0 || impl_->ctx == nullptr) {
+    return out;
+  }
+  // A pc in no known module means the target mapped something since the modules were
+  // reported (ld.so loading libraries after exec, dlopen): re-read the maps, at most every
+  // 20 ms, and unwind again if they changed.
+  bool unknown = out.truncated;
+  for (const UnwoundFrame& f : out.frames) {
+    unknown = unknown || dwfl_addrmodule(target.get(), f.pc) == nullptr;
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (unknown && now - impl_->last_refresh >= std::chrono::milliseconds(20)) {
+    impl_->last_refresh = now;
+    uint64_t gen = target.generation();
+    if (target.refresh() && target.generation() != gen) {
+      out = impl_->unwind_once(snap);
+    }
+  }
+  return out;
+}
+
+UnwindResult DwflUnwinder::Impl::unwind_once(const Snapshot& snap) {
   UnwindResult out;
+  Impl* impl_ = this;
   Dwfl* dwfl = impl_->target.get();
   if (impl_->ctx == nullptr && impl_->attach_error.empty()) {
     // Once per Dwfl, after the modules are reported: with elf == nullptr libdwfl takes the

@@ -83,6 +83,7 @@ struct Session {
   DwflPtr dwfl;
   pid_t pid = 0;          // 0 for an offline session
   std::string maps_text;  // /proc/PID/maps at the last report
+  uint64_t generation = 0;  // bumped at every report
   std::map<std::string, MapEntry, std::less<>> first_mapping;
 
   Result<void> report();
@@ -170,6 +171,7 @@ Result<void> Session::report() {
     return maps.error();
   }
   maps_text = std::move(*maps);
+  ++generation;
   first_mapping = parse_first_mappings(maps_text);
 
   dwfl_report_begin(dwfl.get());
@@ -254,6 +256,8 @@ Result<void> TargetDwfl::refresh() {
 }
 
 Dwfl* TargetDwfl::get() const { return impl_->dwfl.get(); }
+
+uint64_t TargetDwfl::generation() const { return impl_->generation; }
 
 pid_t TargetDwfl::pid() const { return impl_->pid; }
 

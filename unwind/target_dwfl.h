@@ -46,6 +46,8 @@ class TargetDwfl {
   Result<void> refresh();
 
   Dwfl* get() const;
+  // Changes whenever the module list was re-reported (refresh() found new maps).
+  uint64_t generation() const;
   pid_t pid() const;
   std::vector<ModuleInfo> modules() const;
 
