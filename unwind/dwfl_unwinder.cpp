@@ -181,7 +181,47 @@ UnwindResult DwflUnwinder::unwind(const Snapshot& snap) {
       out = impl_->unwind_once(snap);
     }
   }
+  if (out.frames.size() == 1) {
+    out = retry_from_entry(snap, std::move(out));
+  }
   return out;
+}
+
+// A pc with no CFI that stops the walk at once is most often a syscall stub that ends its
+// FDE before the syscall: glibc's clone3.S and clone.S do ("in the child the unwind info
+// will be wrong"), so a thread stopped at its clone() — threadcreate's very moment — would
+// unwind to one frame. Such stubs push nothing before the syscall: [rsp] is the return
+// address, as at a function's entry. Unwind again from there; keep it only if it got
+// further and the return address lands in a known module.
+UnwindResult DwflUnwinder::retry_from_entry(const Snapshot& snap, UnwindResult first) {
+  if (snap.stack_size < 16 || impl_->ctx == nullptr) {
+    return first;
+  }
+  uint64_t ret = 0;
+  std::memcpy(&ret, snap.stack_bytes.get(), sizeof ret);
+  if (ret == 0 || dwfl_addrmodule(impl_->target.get(), ret - 1) == nullptr) {
+    return first;
+  }
+  Snapshot alt;
+  alt.pid = snap.pid;
+  alt.tid = snap.tid;
+  alt.regs = snap.regs;
+  alt.regs.rip = ret;
+  alt.regs.rsp = snap.regs.rsp + 8;
+  alt.stack_base = snap.stack_base + 8;
+  alt.stack_size = snap.stack_size - 8;
+  alt.stack_bytes = std::make_unique_for_overwrite<std::byte[]>(alt.stack_size);
+  std::memcpy(alt.stack_bytes.get(), snap.stack_bytes.get() + 8, alt.stack_size);
+  alt.stack_end = snap.stack_end;
+  alt.stack_cut = snap.stack_cut;
+  alt.stack_cut_reason = snap.stack_cut_reason;
+  UnwindResult second = impl_->unwind_once(alt);
+  if (second.frames.empty()) {
+    return first;
+  }
+  second.frames.front().activation = false;  // a return address, not the pc itself
+  second.frames.insert(second.frames.begin(), first.frames.front());
+  return second;
 }
 
 UnwindResult DwflUnwinder::Impl::unwind_once(const Snapshot& snap) {

@@ -19,6 +19,7 @@ class DwflUnwinder : public Unwinder {
   UnwindResult unwind(const Snapshot& snap) override;
 
  private:
+  UnwindResult retry_from_entry(const Snapshot& snap, UnwindResult first);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
