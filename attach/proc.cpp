@@ -170,27 +170,48 @@ const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr) {
 
 std::string syscall_name(long nr) {
   switch (nr) {
-    case 0: return "read";
-    case 1: return "write";
-    case 7: return "poll";
-    case 23: return "select";
-    case 34: return "pause";
-    case 35: return "nanosleep";
-    case 43: return "accept";
-    case 45: return "recvfrom";
-    case 47: return "recvmsg";
-    case 61: return "wait4";
-    case 202: return "futex";
-    case 230: return "clock_nanosleep";
-    case 232: return "epoll_wait";
-    case 247: return "waitid";
-    case 270: return "pselect6";
-    case 271: return "ppoll";
-    case 281: return "epoll_pwait";
-    case 288: return "accept4";
-    case 441: return "epoll_pwait2";
-    case 449: return "futex_waitv";
-    default: return "syscall_" + std::to_string(nr);
+    case 0:
+      return "read";
+    case 1:
+      return "write";
+    case 7:
+      return "poll";
+    case 23:
+      return "select";
+    case 34:
+      return "pause";
+    case 35:
+      return "nanosleep";
+    case 43:
+      return "accept";
+    case 45:
+      return "recvfrom";
+    case 47:
+      return "recvmsg";
+    case 61:
+      return "wait4";
+    case 202:
+      return "futex";
+    case 230:
+      return "clock_nanosleep";
+    case 232:
+      return "epoll_wait";
+    case 247:
+      return "waitid";
+    case 270:
+      return "pselect6";
+    case 271:
+      return "ppoll";
+    case 281:
+      return "epoll_pwait";
+    case 288:
+      return "accept4";
+    case 441:
+      return "epoll_pwait2";
+    case 449:
+      return "futex_waitv";
+    default:
+      return "syscall_" + std::to_string(nr);
   }
 }
 

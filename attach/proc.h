@@ -29,7 +29,7 @@ struct MapEntry {
 struct TaskStat {
   std::string comm;
   char state = '?';
-  uint64_t flags = 0;       // PF_* (PF_KTHREAD = 0x00200000)
+  uint64_t flags = 0;  // PF_* (PF_KTHREAD = 0x00200000)
   uint64_t utime_ticks = 0;
   uint64_t stime_ticks = 0;
 };
@@ -59,7 +59,7 @@ Result<TaskStat> read_task_stat(pid_t pid, pid_t tid);
 Result<ProcStatus> read_status(pid_t pid);
 std::optional<SyscallWait> read_task_syscall(pid_t pid, pid_t tid);
 Result<std::string> read_maps_text(pid_t pid);
-std::string read_exe(pid_t pid);                  // "" when unreadable
+std::string read_exe(pid_t pid);                   // "" when unreadable
 std::vector<std::string> read_cmdline(pid_t pid);  // empty when unreadable
 std::string read_comm(pid_t pid);                  // "" when unreadable
 // CPU time a thread has run, in ns (/proc/PID/task/TID/schedstat: exact, unlike stat's ticks).

@@ -15,10 +15,10 @@ namespace profctl {
 struct ThreadSample {
   pid_t tid = 0;
   std::string name;
-  char state = '?';        // from /proc stat, read before the stop
-  uint64_t time_ns = 0;    // CLOCK_MONOTONIC
-  uint64_t cpu_ns = 0;     // CPU time attributed to this stack (only when state is R)
-  uint64_t wall_ns = 0;    // wall time this sample stands for (the sampling interval)
+  char state = '?';      // from /proc stat, read before the stop
+  uint64_t time_ns = 0;  // CLOCK_MONOTONIC
+  uint64_t cpu_ns = 0;   // CPU time attributed to this stack (only when state is R)
+  uint64_t wall_ns = 0;  // wall time this sample stands for (the sampling interval)
   // The thread's registers and stack. nullopt: the thread has not run since its last
   // sample (its schedstat run time is unchanged), so it was not stopped: same stack.
   std::optional<Snapshot> snap;

@@ -29,8 +29,8 @@ struct ThreadState {
   std::string name;
   char state = '?';
   bool have_stack = false;
-  uint64_t last_run_ns = 0;      // schedstat run time at the last snapshot
-  uint64_t cpu_mark_ns = 0;      // run time already attributed to the cpu profile
+  uint64_t last_run_ns = 0;  // schedstat run time at the last snapshot
+  uint64_t cpu_mark_ns = 0;  // run time already attributed to the cpu profile
   uint64_t last_tick_ns = 0;
   uint64_t last_sp = 0;  // rsp and rip of the last snapshot
   uint64_t last_pc = 0;
@@ -99,8 +99,8 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   };
 
   const auto start = Clock::now();
-  const auto interval = std::chrono::nanoseconds(
-      static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
+  const auto interval =
+      std::chrono::nanoseconds(static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
   auto next_tick = start;
   auto next_status = start;
   auto next_maps_check = start;

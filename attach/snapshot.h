@@ -28,7 +28,7 @@ struct Snapshot {
   // stack_end means the copy was cut by --stack-bytes (or a short read): an unwind that
   // runs off the copy is truncated, not finished.
   uint64_t stack_end = 0;
-  bool stack_cut = false;       // the copy stopped before stack_end
+  bool stack_cut = false;        // the copy stopped before stack_end
   std::string stack_cut_reason;  // why, for the report ("--stack-bytes 65536", "short read")
 
   std::span<const std::byte> stack() const { return {stack_bytes.get(), stack_size}; }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cinttypes>
 #include <climits>
 #include <string>
 
@@ -73,17 +74,15 @@ uint64_t StackReader::read_stacks(std::vector<Snapshot>& snaps, const std::vecto
     Snapshot& s = snaps[owner[k]];
     size_t have = done_bytes;
     if (have < local[k].iov_len) {
-      have += read_fallback(s.stack_base + have, s.stack_bytes.get() + have,
-                            local[k].iov_len - have);
+      have +=
+          read_fallback(s.stack_base + have, s.stack_bytes.get() + have, local[k].iov_len - have);
     }
     if (have < s.stack_size) {
       s.stack_size = have;
       s.stack_cut = true;
-      s.stack_cut_reason = "short read of the stack at 0x" + [&] {
-        char buf[32];
-        snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(s.stack_base + have));
-        return std::string(buf);
-      }();
+      char buf[32];
+      snprintf(buf, sizeof buf, "%" PRIx64, s.stack_base + static_cast<uint64_t>(have));
+      s.stack_cut_reason = std::string("short read of the stack at 0x") + buf;
     }
     total += have;
     next = k + 1;

@@ -1,5 +1,6 @@
 #include "attach/traced_process.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
@@ -47,6 +48,38 @@ class TerminationSignalsBlocked {
   sigset_t old_{};
 };
 
+// Raises profctl's own thread to SCHED_FIFO for the stop window, so that the target
+// threads it wakes (to stop them, and to resume them) do not preempt it half way through
+// its interrupt and detach loops: the world stays stopped for profctl's work only. The
+// window is bounded (stop_timeout) and profctl blocks in waitpid meanwhile, so it never
+// takes a CPU away for long. Without CAP_SYS_NICE this silently does nothing.
+class ScopedRealtime {
+ public:
+  ScopedRealtime() {
+    if (getenv("PROFCTL_NO_REALTIME") != nullptr) {
+      return;
+    }
+    policy_ = sched_getscheduler(0);
+    if (policy_ >= 0 && sched_getparam(0, &old_) == 0) {
+      sched_param p{};
+      p.sched_priority = 1;
+      raised_ = sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &p) == 0;
+    }
+  }
+  ~ScopedRealtime() {
+    if (raised_) {
+      sched_setscheduler(0, policy_, &old_);
+    }
+  }
+  ScopedRealtime(const ScopedRealtime&) = delete;
+  ScopedRealtime& operator=(const ScopedRealtime&) = delete;
+
+ private:
+  int policy_ = -1;
+  sched_param old_{};
+  bool raised_ = false;
+};
+
 std::string comm_of(pid_t pid) {
   std::string c = read_comm(pid);
   return c.empty() ? std::string("?") : c;
@@ -62,8 +95,8 @@ AttachError ptrace_scope_error(pid_t pid) {
   }
   std::string hint = "run profctl as root or with CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep)";
   if (!scope.empty() && scope != "0") {
-    hint += ", or allow tracing non-children: sysctl kernel.yama.ptrace_scope=0 (it is " +
-            scope + ")";
+    hint +=
+        ", or allow tracing non-children: sysctl kernel.yama.ptrace_scope=0 (it is " + scope + ")";
   }
   return {AttachFailure::kPermission,
           "permission denied attaching to pid " + std::to_string(pid) + " (" + comm_of(pid) + ")",
@@ -83,14 +116,14 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
       return AttachError{AttachFailure::kNoSuchProcess, "no such process: pid " + spid,
                          "check the pid (ps -e)"};
     }
-    return AttachError{AttachFailure::kOther, "cannot read /proc/" + spid + "/status: " +
-                                                  status.error().message(), ""};
+    return AttachError{AttachFailure::kOther,
+                       "cannot read /proc/" + spid + "/status: " + status.error().message(), ""};
   }
   if (status->tgid != pid) {
-    return AttachError{AttachFailure::kOther,
-                       "pid " + spid + " is a thread of process " + std::to_string(status->tgid),
-                       "pass the process id: profctl stack " + std::to_string(status->tgid) +
-                           " --tid " + spid};
+    return AttachError{
+        AttachFailure::kOther,
+        "pid " + spid + " is a thread of process " + std::to_string(status->tgid),
+        "pass the process id: profctl stack " + std::to_string(status->tgid) + " --tid " + spid};
   }
   auto stat = read_task_stat(pid, pid);
   if (stat && (stat->flags & kPfKthread)) {
@@ -109,7 +142,8 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
     }
     if (!live) {
       return AttachError{AttachFailure::kZombie,
-                         "pid " + spid + " is a zombie: it has exited and waits for its parent (pid " +
+                         "pid " + spid +
+                             " is a zombie: it has exited and waits for its parent (pid " +
                              std::to_string(status->ppid) + ") to reap it",
                          "there is nothing left to dump"};
     }
@@ -117,8 +151,8 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
   if (status->tracer_pid != 0) {
     return AttachError{AttachFailure::kAlreadyTraced,
                        "pid " + spid + " is already traced by pid " +
-                           std::to_string(status->tracer_pid) + " (" +
-                           comm_of(status->tracer_pid) + ")",
+                           std::to_string(status->tracer_pid) + " (" + comm_of(status->tracer_pid) +
+                           ")",
                        "detach that tracer (gdb, strace, another profctl) first"};
   }
   std::unique_ptr<TracedProcess> tp(new TracedProcess(pid));
@@ -127,8 +161,8 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
     tp->detach_all();
     if (err == EPERM || err == EACCES) {
       // Recheck: a tracer may have attached between our check and our seize.
-      if (auto again = read_status(pid); again && again->tracer_pid != 0 &&
-                                         again->tracer_pid != getpid()) {
+      if (auto again = read_status(pid);
+          again && again->tracer_pid != 0 && again->tracer_pid != getpid()) {
         return AttachError{AttachFailure::kAlreadyTraced,
                            "pid " + spid + " is already traced by pid " +
                                std::to_string(again->tracer_pid) + " (" +
@@ -200,7 +234,8 @@ Result<void> TracedProcess::seize_all() {
       break;
     }
     if (pass > 10000) {
-      return Error{"threads of pid " + std::to_string(pid_) + " appear faster than they can be seized"};
+      return Error{"threads of pid " + std::to_string(pid_) +
+                   " appear faster than they can be seized"};
     }
   }
   if (threads_.empty()) {
@@ -307,8 +342,8 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     if (auto st = read_task_stat(pid_, tid)) {
       info.name = st->comm;
       info.state = st->state;
-      info.cpu_ns = read_task_runtime_ns(pid_, tid).value_or(
-          ticks_to_ns(st->utime_ticks + st->stime_ticks));
+      info.cpu_ns =
+          read_task_runtime_ns(pid_, tid).value_or(ticks_to_ns(st->utime_ticks + st->stime_ticks));
       if (st->state != 'R') {
         info.syscall = read_task_syscall(pid_, tid);
       }
@@ -317,6 +352,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   }
 
   TerminationSignalsBlocked blocked;
+  ScopedRealtime realtime;
   const uint64_t t0 = now_ns();
   // Interrupt everyone first, then collect the stops: the threads stop in parallel.
   for (auto& [tid, t] : threads_) {
@@ -444,10 +480,11 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   }
   std::sort(out.threads.begin(), out.threads.end(),
             [](const ThreadCapture& a, const ThreadCapture& b) { return a.info.tid < b.info.tid; });
-  log->debug("world stopped {:.3f} ms for {} threads (stop {:.3f}, capture {:.3f}, resume {:.3f}); "
-             "{} stack bytes",
-             out.pause.world_stopped_ns / 1e6, snaps.size(), out.pause.stop_ns / 1e6,
-             out.pause.capture_ns / 1e6, out.pause.resume_ns / 1e6, out.pause.stack_bytes);
+  log->debug(
+      "world stopped {:.3f} ms for {} threads (stop {:.3f}, capture {:.3f}, resume {:.3f}); "
+      "{} stack bytes",
+      out.pause.world_stopped_ns / 1e6, snaps.size(), out.pause.stop_ns / 1e6,
+      out.pause.capture_ns / 1e6, out.pause.resume_ns / 1e6, out.pause.stack_bytes);
   return out;
 }
 
@@ -494,7 +531,13 @@ void TracedProcess::detach_all() {
   threads_.clear();
 }
 
-TracedProcess::~TracedProcess() { detach_all(); }
+TracedProcess::~TracedProcess() {
+  try {
+    detach_all();
+  } catch (...) {
+    // Out of memory while detaching: profctl's exit lets the kernel detach the rest.
+  }
+}
 
 std::vector<pid_t> TracedProcess::tids() const {
   std::vector<pid_t> out;

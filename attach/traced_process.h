@@ -8,14 +8,14 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <deque>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
-#include <variant>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "attach/proc.h"
@@ -27,7 +27,15 @@
 namespace profctl {
 
 // Why a target cannot be attached; cli maps every kind to exit code 2.
-enum class AttachFailure { kNoSuchProcess, kKernelThread, kZombie, kAlreadyTraced, kPermission, kSelf, kOther };
+enum class AttachFailure {
+  kNoSuchProcess,
+  kKernelThread,
+  kZombie,
+  kAlreadyTraced,
+  kPermission,
+  kSelf,
+  kOther
+};
 
 struct AttachError {
   AttachFailure kind = AttachFailure::kOther;
@@ -48,9 +56,9 @@ struct CaptureOptions {
 };
 
 struct ThreadCapture {
-  ThreadInfo info;                // from /proc, read before the stop
-  std::optional<Snapshot> snap;   // nullopt: the thread could not be stopped or read
-  std::string note;               // why there is no snapshot
+  ThreadInfo info;               // from /proc, read before the stop
+  std::optional<Snapshot> snap;  // nullopt: the thread could not be stopped or read
+  std::string note;              // why there is no snapshot
 };
 
 struct PauseTimes {
@@ -64,8 +72,8 @@ struct PauseTimes {
 struct WorldCapture {
   std::vector<ThreadCapture> threads;  // sorted by tid
   PauseTimes pause;
-  std::string maps_text;               // /proc/PID/maps just before the stop
-  std::vector<std::string> notes;      // events worth a line in the report
+  std::string maps_text;           // /proc/PID/maps just before the stop
+  std::vector<std::string> notes;  // events worth a line in the report
 };
 
 class TracedProcess {
@@ -105,9 +113,9 @@ class TracedProcess {
     enum class Kind { kThreadCreated, kThreadExited, kProcessExited, kExec, kSignal };
     TraceEvent(Kind k, pid_t t, pid_t c = 0, int s = 0) : kind(k), tid(t), child(c), status(s) {}
     Kind kind;
-    pid_t tid = 0;          // the creating / exiting / exec'ing / signalled thread
-    pid_t child = 0;        // kThreadCreated: the new thread
-    int status = 0;         // kProcessExited: raw wait status; kSignal: the signal
+    pid_t tid = 0;                    // the creating / exiting / exec'ing / signalled thread
+    pid_t child = 0;                  // kThreadCreated: the new thread
+    int status = 0;                   // kProcessExited: raw wait status; kSignal: the signal
     std::optional<Snapshot> creator;  // kThreadCreated: the creator, stopped at the clone
   };
   // Waits up to `timeout` for the next event. nullopt: nothing happened in time (or
@@ -140,7 +148,7 @@ class TracedProcess {
 
   pid_t pid_;
   std::map<pid_t, Thread> threads_;
-  std::vector<MapEntry> maps_;  // refreshed when a stack pointer falls outside them
+  std::vector<MapEntry> maps_;     // refreshed when a stack pointer falls outside them
   std::deque<TraceEvent> events_;  // events seen while waiting for something else
   bool exited_ = false;
   bool launched_ = false;

@@ -37,6 +37,7 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
   Fd rd(pipefd[0]);
   Fd wr(pipefd[1]);
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (auto& a : argv) {
     cargv.push_back(const_cast<char*>(a.c_str()));
   }
@@ -149,8 +150,7 @@ std::optional<Snapshot> TracedProcess::snapshot_thread(pid_t tid, size_t stack_b
       return std::nullopt;
     }
     using K = WaitStatus::Kind;
-    if (ev->status.kind() == K::kPtraceEvent &&
-        ev->status.ptrace_event() == PTRACE_EVENT_CLONE) {
+    if (ev->status.kind() == K::kPtraceEvent && ev->status.ptrace_event() == PTRACE_EVENT_CLONE) {
       // Stopped at a clone of its own: that is a creation event too; queue it.
       waiter_.push_back(*ev);
       auto cev = next_event(std::chrono::milliseconds(0), stack_bytes);
@@ -167,15 +167,14 @@ std::optional<Snapshot> TracedProcess::snapshot_thread(pid_t tid, size_t stack_b
     on_status(*ev);
     it = threads_.find(tid);
     if (it == threads_.end()) {
-      events_.push_back(TraceEvent{TraceEvent::Kind::kThreadExited, tid});
+      events_.emplace_back(TraceEvent::Kind::kThreadExited, tid);
       if (tid == pid_) {
-        events_.push_back(TraceEvent{TraceEvent::Kind::kProcessExited, tid, 0, ev->status.raw()});
+        events_.emplace_back(TraceEvent::Kind::kProcessExited, tid, 0, ev->status.raw());
       }
       return std::nullopt;
     }
-    if (ev->status.kind() == K::kPtraceEvent &&
-        ev->status.ptrace_event() == PTRACE_EVENT_EXEC) {
-      events_.push_back(TraceEvent{TraceEvent::Kind::kExec, tid});
+    if (ev->status.kind() == K::kPtraceEvent && ev->status.ptrace_event() == PTRACE_EVENT_EXEC) {
+      events_.emplace_back(TraceEvent::Kind::kExec, tid);
       return std::nullopt;  // left stopped for the caller
     }
   }

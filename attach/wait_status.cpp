@@ -55,14 +55,22 @@ bool WaitStatus::stopped() const { return WIFSTOPPED(raw_); }
 
 std::ostream& operator<<(std::ostream& os, const WaitStatus& s) {
   switch (s.kind()) {
-    case WaitStatus::Kind::kExited: return os << "exited(" << s.exit_code() << ")";
-    case WaitStatus::Kind::kKilled: return os << "killed(sig " << s.signal() << ")";
-    case WaitStatus::Kind::kSignalStop: return os << "signal-stop(sig " << s.signal() << ")";
-    case WaitStatus::Kind::kGroupStop: return os << "group-stop(sig " << s.signal() << ")";
-    case WaitStatus::Kind::kEventStop: return os << "event-stop";
-    case WaitStatus::Kind::kPtraceEvent: return os << "ptrace-event(" << s.ptrace_event() << ")";
-    case WaitStatus::Kind::kSyscallStop: return os << "syscall-stop";
-    case WaitStatus::Kind::kUnknown: break;
+    case WaitStatus::Kind::kExited:
+      return os << "exited(" << s.exit_code() << ")";
+    case WaitStatus::Kind::kKilled:
+      return os << "killed(sig " << s.signal() << ")";
+    case WaitStatus::Kind::kSignalStop:
+      return os << "signal-stop(sig " << s.signal() << ")";
+    case WaitStatus::Kind::kGroupStop:
+      return os << "group-stop(sig " << s.signal() << ")";
+    case WaitStatus::Kind::kEventStop:
+      return os << "event-stop";
+    case WaitStatus::Kind::kPtraceEvent:
+      return os << "ptrace-event(" << s.ptrace_event() << ")";
+    case WaitStatus::Kind::kSyscallStop:
+      return os << "syscall-stop";
+    case WaitStatus::Kind::kUnknown:
+      break;
   }
   return os << "status(0x" << std::hex << s.raw() << std::dec << ")";
 }

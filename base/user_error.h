@@ -10,10 +10,10 @@ namespace profctl {
 // DESIGN.md "Exit codes".
 enum class ExitCode : int {
   kOk = 0,
-  kUsage = 1,          // bad command line, unreadable/corrupt capture file
-  kAttach = 2,         // the target cannot be attached
-  kTargetGone = 3,     // the target went away during a capture
-  kInternal = 4,       // internal error; the target was detached and restored
+  kUsage = 1,       // bad command line, unreadable/corrupt capture file
+  kAttach = 2,      // the target cannot be attached
+  kTargetGone = 3,  // the target went away during a capture
+  kInternal = 4,    // internal error; the target was detached and restored
 };
 
 class UserError : public std::runtime_error {

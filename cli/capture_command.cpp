@@ -63,7 +63,8 @@ std::set<std::string> parse_profiles(const std::string& list) {
 }
 
 void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
-  sub.add_option("-d,--duration", o.duration, "How long to capture (30s, 500ms, 2m); default: until ^C");
+  sub.add_option("-d,--duration", o.duration,
+                 "How long to capture (30s, 500ms, 2m); default: until ^C");
   sub.add_option("--rate", o.rate, "Stack samples per second per thread")
       ->check(CLI::Range(0.1, 10000.0))
       ->capture_default_str();
@@ -99,7 +100,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   std::vector<std::string> warnings;
   for (const auto& k : kProbed) {
     if (kinds.erase(k)) {
-      warnings.push_back("the " + k + " profile needs allocation/futex probes, which this "
+      warnings.push_back("the " + k +
+                         " profile needs allocation/futex probes, which this "
                          "profctl does not have yet: skipped");
     }
   }
@@ -137,9 +139,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   dopts.debuginfod = o.common.debuginfod;
   auto dwfl = TargetDwfl::for_process(pid, dopts);
   if (!dwfl) {
-    throw UserError(ExitCode::kTargetGone,
-                    "cannot read the modules of pid " + std::to_string(pid) + ": " +
-                        dwfl.error().message());
+    throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " + std::to_string(pid) +
+                                               ": " + dwfl.error().message());
   }
   TargetDwfl& td = **dwfl;
 
@@ -154,9 +155,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   // Dwfl and is not thread-safe, and the main thread symbolizes with `td`.
   auto worker_dwfl = TargetDwfl::for_process(pid, dopts);
   if (!worker_dwfl) {
-    throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " +
-                                               std::to_string(pid) + ": " +
-                                               worker_dwfl.error().message());
+    throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " + std::to_string(pid) +
+                                               ": " + worker_dwfl.error().message());
   }
   TargetDwfl& wd = **worker_dwfl;
   Collector collector(
@@ -172,7 +172,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   const bool live = isatty(STDERR_FILENO) && o.common.verbose == 0;
   if (live) {
     sopts.on_status = [](const SessionStatus& s) {
-      std::fprintf(stderr, "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s",
+      std::fprintf(stderr,
+                   "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s",
                    s.elapsed_s, static_cast<unsigned long long>(s.samples), s.threads,
                    fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str());
     };
@@ -199,7 +200,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     }
   }
   if (res.end == SessionResult::End::kExec) {
-    warnings.push_back("the target called exec: the capture stopped there");
+    warnings.emplace_back("the target called exec: the capture stopped there");
   }
   tp.reset();  // detached (or reaped): the target runs on without us
   collector.finish();
@@ -232,13 +233,14 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
                        " thread samples were lost: the thread did not stop in time");
   }
   if (res.end == SessionResult::End::kTargetExited) {
-    warnings.push_back(launch ? "the program exited" : "the target exited during the capture");
+    warnings.emplace_back(launch ? "the program exited" : "the target exited during the capture");
   }
   c.warnings.insert(c.warnings.end(), warnings.begin(), warnings.end());
-  log->debug("{} ticks, {} snapshots, {} reused, {} signals re-delivered; unwound {} in {:.3f}s; "
-             "pause median {} worst {}",
-             res.ticks, res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med),
-             fmt_us(worst));
+  log->debug(
+      "{} ticks, {} snapshots, {} reused, {} signals re-delivered; unwound {} in {:.3f}s; "
+      "pause median {} worst {}",
+      res.ticks, res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med),
+      fmt_us(worst));
 
   if (!o.output.empty()) {
     write_output_dir(c, o.output, formats, o.top);
@@ -270,7 +272,11 @@ double parse_duration_s(const std::string& text) {
     pos = 0;
   }
   std::string unit = text.substr(pos);
-  double scale = unit.empty() || unit == "s" ? 1 : unit == "ms" ? 1e-3 : unit == "m" ? 60 : unit == "h" ? 3600 : -1;
+  double scale = unit.empty() || unit == "s" ? 1
+                 : unit == "ms"              ? 1e-3
+                 : unit == "m"               ? 60
+                 : unit == "h"               ? 3600
+                                             : -1;
   if (pos == 0 || scale < 0 || !(v > 0) || !std::isfinite(v)) {
     throw UserError(ExitCode::kUsage, "bad duration '" + text + "'",
                     "use e.g. 30s, 500ms, 2m, 1h or seconds");
@@ -288,7 +294,8 @@ std::function<int()> add_attach_command(CLI::App& app) {
 
 std::function<int()> add_run_command(CLI::App& app) {
   auto o = std::make_shared<CaptureOptionsCli>();
-  CLI::App* sub = app.add_subcommand("run", "Start a command under profctl and profile it until it exits");
+  CLI::App* sub =
+      app.add_subcommand("run", "Start a command under profctl and profile it until it exits");
   add_shared_options(*sub, *o);
   sub->add_option("COMMAND", o->command, "The command and its arguments (after --)")->required();
   sub->prefix_command(false);

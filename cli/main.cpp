@@ -1,6 +1,5 @@
 // profctl: parse the command line, run one subcommand, map errors to DESIGN's exit codes.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -24,7 +23,7 @@ void print_error(const std::string& message, const std::string& hint) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_main(int argc, char** argv) {
   using profctl::ExitCode;
   CLI::App app{"profctl: profiles for native Linux processes, attached from outside with ptrace"};
   app.set_version_flag("--version", PROFCTL_VERSION);
@@ -65,5 +64,14 @@ int main(int argc, char** argv) {
     print_error(std::string("internal error: ") + e.what(),
                 "the target was detached; please report this");
     return static_cast<int>(ExitCode::kInternal);
+  }
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (...) {
+    std::fprintf(stderr, "profctl: internal error while starting up\n");
+    return static_cast<int>(profctl::ExitCode::kInternal);
   }
 }

@@ -51,8 +51,8 @@ std::set<std::string> parse_formats(const std::string& list) {
   return out;
 }
 
-void write_output_dir(const Capture& c, const std::string& dir, const std::set<std::string>& formats,
-                      size_t top_n) {
+void write_output_dir(const Capture& c, const std::string& dir,
+                      const std::set<std::string>& formats, size_t top_n) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     throw UserError(ExitCode::kInternal, "cannot create " + dir + ": " + std::strerror(errno),
                     "check the parent directory");
@@ -101,14 +101,15 @@ void print_summary(const Capture& c, const std::string& only_kind, size_t top_n)
     any = true;
   }
   if (!only_kind.empty() && !any) {
-    throw UserError(ExitCode::kUsage, "the capture has no '" + only_kind + "' profile",
-                    "profiles in it: " + [&] {
-                      std::string s;
-                      for (auto& [k, p] : c.profiles) {
-                        s += (s.empty() ? "" : ",") + k;
-                      }
-                      return s.empty() ? std::string("none") : s;
-                    }());
+    throw UserError(
+        ExitCode::kUsage, "the capture has no '" + only_kind + "' profile",
+        "profiles in it: " + [&] {
+          std::string s;
+          for (auto& [k, p] : c.profiles) {
+            s += (s.empty() ? "" : ",") + k;
+          }
+          return s.empty() ? std::string("none") : s;
+        }());
   }
   if (!any && !c.threads.empty()) {
     write_stack_text(c, std::cout);

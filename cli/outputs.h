@@ -14,8 +14,8 @@ std::set<std::string> parse_formats(const std::string& list);
 
 // Writes DIR/capture.json (with "json") and DIR/<kind>.{pb.gz,txt,folded} for every
 // profile in the capture. Throws UserError when a file cannot be written.
-void write_output_dir(const Capture& c, const std::string& dir, const std::set<std::string>& formats,
-                      size_t top_n);
+void write_output_dir(const Capture& c, const std::string& dir,
+                      const std::set<std::string>& formats, size_t top_n);
 
 // The human summary: top stacks of each profile (or of one kind).
 void print_summary(const Capture& c, const std::string& only_kind, size_t top_n);

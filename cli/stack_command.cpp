@@ -10,8 +10,8 @@
 #include "attach/proc.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
-#include "cli/common.h"
 #include "cli/capture_assembly.h"
+#include "cli/common.h"
 #include "report/json_writer.h"
 #include "report/profile_text.h"
 #include "report/stack_text.h"
@@ -61,8 +61,8 @@ int run_stack(const StackOptions& o) {
   auto world = tp->capture_world(copts);
   tp.reset();  // detached: the target runs on while we unwind and symbolize
   if (!world) {
-    throw UserError(ExitCode::kTargetGone,
-                    "could not capture pid " + std::to_string(pid) + ": " + world.error().message());
+    throw UserError(ExitCode::kTargetGone, "could not capture pid " + std::to_string(pid) + ": " +
+                                               world.error().message());
   }
   for (pid_t tid : o.tids) {
     bool found = false;
@@ -83,10 +83,10 @@ int run_stack(const StackOptions& o) {
   dopts.debuginfod = o.common.debuginfod;
   auto dwfl = TargetDwfl::for_process(pid, dopts);
   if (!dwfl) {
-    throw UserError(ExitCode::kTargetGone,
-                    "cannot read the modules of pid " + std::to_string(pid) + ": " +
-                        dwfl.error().message(),
-                    "the process may have exited during the dump");
+    throw UserError(
+        ExitCode::kTargetGone,
+        "cannot read the modules of pid " + std::to_string(pid) + ": " + dwfl.error().message(),
+        "the process may have exited during the dump");
   }
   SymbolizeOptions sopts;
   sopts.inline_frames = !o.no_inline;
@@ -136,7 +136,8 @@ int run_stack(const StackOptions& o) {
 
 std::function<int()> add_stack_command(CLI::App& app) {
   auto o = std::make_shared<StackOptions>();
-  CLI::App* sub = app.add_subcommand("stack", "Dump the stack of every thread of a running process");
+  CLI::App* sub =
+      app.add_subcommand("stack", "Dump the stack of every thread of a running process");
   sub->add_option("PID", o->pid, "Process id")->required();
   sub->add_option("--format", o->format, "Output format")
       ->check(CLI::IsMember({"text", "json"}))

@@ -17,7 +17,7 @@ Collector::Collector(UnwinderFactory factory, CollectorOptions opts) : opts_(std
     profiles_["threadcreate"] =
         ProfileData({{"threadcreate", "count"}}, {"threadcreate", "count"}, 1);
   }
-  worker_ = std::thread([this, f = std::move(factory)]() mutable { worker_main(std::move(f)); });
+  worker_ = std::thread([this, f = std::move(factory)] { worker_main(f); });
 }
 
 Collector::~Collector() { finish(); }
@@ -91,7 +91,7 @@ void Collector::process(Unwinder& u, ThreadCreation& c) {
                                 {1});
 }
 
-void Collector::worker_main(UnwinderFactory factory) {
+void Collector::worker_main(const UnwinderFactory& factory) {
   std::unique_ptr<Unwinder> u = factory();
   for (;;) {
     std::unique_lock lock(mu_);

@@ -58,7 +58,7 @@ class Collector : public SampleSink {
 
  private:
   using Item = std::variant<ThreadSample, ThreadCreation>;
-  void worker_main(UnwinderFactory factory);
+  void worker_main(const UnwinderFactory& factory);
   void process(Unwinder& u, ThreadSample& s);
   void process(Unwinder& u, ThreadCreation& c);
   void push(Item&& item, bool droppable);

@@ -22,15 +22,24 @@ void ProfileData::add(StackId stack, const std::map<std::string, std::string>& l
 
 const char* state_word(char state) {
   switch (state) {
-    case 'R': return "running";
-    case 'S': return "sleeping";
-    case 'D': return "disk";
-    case 'T': return "stopped";
-    case 't': return "tracing-stop";
-    case 'Z': return "zombie";
-    case 'X': return "dead";
-    case 'I': return "idle";
-    default: return "unknown";
+    case 'R':
+      return "running";
+    case 'S':
+      return "sleeping";
+    case 'D':
+      return "disk";
+    case 'T':
+      return "stopped";
+    case 't':
+      return "tracing-stop";
+    case 'Z':
+      return "zombie";
+    case 'X':
+      return "dead";
+    case 'I':
+      return "idle";
+    default:
+      return "unknown";
   }
 }
 
