@@ -1,0 +1,175 @@
+// The cpu and wall profiles: CPU time charged to the right functions in the right proportion and
+// in the right total, and wall time for every thread, sleeping or not, with its tid, name and
+// state. Targets: sampling_burn.c (burn_a : burn_b = 3 : 1 of CPU) and sampling_sleep_spin.c.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cmath>
+#include <set>
+
+#include "sampling_support.h"
+#include "support/procfs.h"
+
+namespace profctl::testing::sampling {
+namespace {
+
+TEST(Cpu, BurnAandBurnBGetTheirThreeToOneShareAndTheTotalIsTheCpuUsed) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({SAMPLING_BURN});
+  auto ready = target.wait_ready();
+  ASSERT_TRUE(ready) << "sampling_burn did not say ready";
+  auto kv = parse_key_values(*ready);
+  const pid_t pid = target.pid();
+
+  TempDir dir;
+  BgProcess profctl_run(attach_argv(pid, {"-d", "3s", "--profiles", "cpu", "-o", dir.path()}));
+  // The CPU the target used while it was traced, from the kernel's own per-thread accounting.
+  ASSERT_TRUE(wait_traced(pid)) << "profctl never attached: " << profctl_run.err();
+  const long long cpu_at_attach = process_cpu_ns(pid);
+  ASSERT_TRUE(wait_untraced(pid)) << "profctl never detached: " << profctl_run.err();
+  const long long cpu_at_detach = process_cpu_ns(pid);
+  auto status = profctl_run.wait_exit(milliseconds(60000));
+  ASSERT_TRUE(status) << "profctl attach -d 3s did not end\n" << profctl_run.err();
+  ASSERT_EQ(exit_code_of(*status), 0) << profctl_run.describe_status() << "\n" << profctl_run.err();
+  EXPECT_TRUE(untouched(pid));
+
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* p = profile_of(*capture, "cpu");
+  ASSERT_NE(p, nullptr);
+  const int cpu = value_index(*p, "cpu");
+  ASSERT_GE(cpu, 0);
+  const std::string samples = describe_samples(*p, 30);
+  auto in_a = [](const Json& s) { return has_function(s, "burn_a"); };
+  auto in_b = [](const Json& s) { return has_function(s, "burn_b"); };
+  const long long a = sum_values(*p, cpu, in_a);
+  const long long b = sum_values(*p, cpu, in_b);
+  const long long total = sum_values(*p, cpu);
+  ASSERT_GT(b, 0) << "no cpu time under burn_b\n" << samples;
+  // Each burner's stacks all contain its function, and the profile charges a thread's CPU time
+  // since its last sample: the ratio is 3 up to the CPU used after each thread's last sample
+  // (one period, ~10 ms of ~2 s): +-5% is generous.
+  const double ratio = static_cast<double>(a) / static_cast<double>(b);
+  EXPECT_GE(ratio, 2.85) << "cpu ns under burn_a " << a << " / burn_b " << b << "\n" << samples;
+  EXPECT_LE(ratio, 3.15) << "cpu ns under burn_a " << a << " / burn_b " << b << "\n" << samples;
+  for (const Json& s : p->at("samples")) {
+    if (in_a(s)) {
+      EXPECT_EQ(label(s, "tid"), kv.at("a")) << s.dump();
+      EXPECT_EQ(label(s, "thread_name"), "burner-a");
+    }
+    if (in_b(s)) {
+      EXPECT_EQ(label(s, "tid"), kv.at("b")) << s.dump();
+      EXPECT_EQ(label(s, "thread_name"), "burner-b");
+    }
+  }
+  // Almost all of the target's CPU is in the burners.
+  EXPECT_GE(a + b, total * 95 / 100)
+      << "cpu ns: burn_a " << a << " burn_b " << b << " all " << total << "\n"
+      << samples;
+
+  // The total is the CPU the kernel says the target used between attach and detach, less what
+  // it used before the first and after the last sample.
+  const long long used = cpu_at_detach - cpu_at_attach;
+  ASSERT_GT(used, 0);
+  const double share = static_cast<double>(total) / static_cast<double>(used);
+  EXPECT_GE(share, 0.88) << "cpu profile total " << total << " ns, the target used " << used
+                         << " ns while traced (schedstat)";
+  EXPECT_LE(share, 1.02) << "cpu profile total " << total << " ns, the target used " << used
+                         << " ns while traced (schedstat): more CPU than was used is charged "
+                            "(CPU from before the attach?)";
+  EXPECT_TRUE(outputs_valid(dir.path(), {{"cpu", {"burn_a", "burn_b"}}}));
+}
+
+TEST(WallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({SAMPLING_SLEEP_SPIN});
+  auto ready = target.wait_ready();
+  ASSERT_TRUE(ready) << "sampling_sleep_spin did not say ready";
+  auto kv = parse_key_values(*ready);
+  const pid_t pid = target.pid();
+  const std::string sleeper = kv.at("sleeper");
+  const std::string spinner = kv.at("spinner");
+  // What the kernel calls every thread, to check the labels against.
+  std::map<std::string, std::string> comm;
+  for (pid_t tid : task_ids(pid)) {
+    comm[std::to_string(tid)] = task_comm(pid, tid);
+  }
+  ASSERT_EQ(comm.size(), 3u);
+  ASSERT_EQ(comm.at(sleeper), "sleeper");
+  ASSERT_EQ(comm.at(spinner), "spinner");
+
+  TempDir dir;
+  RunResult r = profctl(
+      {"attach", std::to_string(pid), "-d", "2s", "--profiles", "cpu,wall", "-o", dir.path()});
+  ASSERT_FALSE(r.timed_out) << r.describe();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(untouched(pid));
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+
+  const Json* wall = profile_of(*capture, "wall");
+  ASSERT_NE(wall, nullptr);
+  const int wall_ns = value_index(*wall, "wall");
+  const int wall_n = value_index(*wall, "samples");
+  ASSERT_GE(wall_ns, 0);
+  ASSERT_GE(wall_n, 0);
+  const std::string wall_samples = describe_samples(*wall, 30);
+  auto tid_is = [](const std::string& tid) {
+    return [tid](const Json& s) { return label(s, "tid") == tid; };
+  };
+  for (const Json& s : wall->at("samples")) {
+    const std::string tid = label(s, "tid");
+    ASSERT_TRUE(comm.count(tid)) << "wall sample of an unknown tid " << s.dump();
+    EXPECT_EQ(label(s, "thread_name"), comm.at(tid)) << s.dump();
+    if (has_function(s, "sleeper_loop")) {
+      EXPECT_EQ(tid, sleeper) << s.dump();
+      EXPECT_EQ(label(s, "state"), "sleeping") << s.dump();
+    }
+    if (has_function(s, "spin_loop")) {
+      EXPECT_EQ(tid, spinner) << s.dump();
+      EXPECT_EQ(label(s, "state"), "running") << s.dump();
+    }
+    if (tid == sleeper) {
+      EXPECT_TRUE(has_function(s, "sleeper_loop")) << "sleeper sampled elsewhere " << s.dump();
+    }
+    if (tid == spinner) {
+      EXPECT_TRUE(has_function(s, "spin_loop")) << "spinner sampled elsewhere " << s.dump();
+    }
+  }
+  const long long sleeper_wall = sum_values(*wall, wall_ns, tid_is(sleeper));
+  const long long spinner_wall = sum_values(*wall, wall_ns, tid_is(spinner));
+  const long long sleeper_ticks = sum_values(*wall, wall_n, tid_is(sleeper));
+  const long long spinner_ticks = sum_values(*wall, wall_n, tid_is(spinner));
+  EXPECT_GT(sleeper_ticks, 0) << "no wall sample of the sleeper\n" << wall_samples;
+  EXPECT_GT(spinner_ticks, 0) << "no wall sample of the spinner\n" << wall_samples;
+  // Every thread is sampled at every tick: both threads lived through the whole capture, so they
+  // have the same wall time, within a couple of ticks (~10 ms each of ~2 s).
+  EXPECT_LE(std::llabs(sleeper_wall - spinner_wall), (sleeper_wall + spinner_wall) / 2 / 50)
+      << "wall ns: sleeper " << sleeper_wall << " (" << sleeper_ticks << " samples), spinner "
+      << spinner_wall << " (" << spinner_ticks << " samples)";
+  EXPECT_LE(std::llabs(sleeper_ticks - spinner_ticks), 3)
+      << "wall samples: sleeper " << sleeper_ticks << " spinner " << spinner_ticks;
+
+  const Json* cpu = profile_of(*capture, "cpu");
+  ASSERT_NE(cpu, nullptr);
+  const int cpu_n = value_index(*cpu, "samples");
+  const std::string cpu_samples = describe_samples(*cpu, 30);
+  for (const Json& s : cpu->at("samples")) {
+    EXPECT_FALSE(has_function(s, "sleeper_loop")) << "a sleeping thread in the cpu profile\n"
+                                                  << s.dump();
+    EXPECT_NE(label(s, "tid"), sleeper) << s.dump();
+    const std::string tid = label(s, "tid");
+    ASSERT_TRUE(comm.count(tid)) << "cpu sample of an unknown tid " << s.dump();
+    EXPECT_EQ(label(s, "thread_name"), comm.at(tid)) << s.dump();
+  }
+  auto spin = [&](const Json& s) { return has_function(s, "spin_loop"); };
+  EXPECT_GT(sum_values(*cpu, cpu_n, spin), 0) << "the spinner is not in the cpu profile\n"
+                                              << cpu_samples;
+  EXPECT_EQ(sum_values(*cpu, cpu_n, spin), sum_values(*cpu, cpu_n, tid_is(spinner))) << cpu_samples;
+  EXPECT_TRUE(
+      outputs_valid(dir.path(), {{"wall", {"sleeper_loop", "spin_loop"}}, {"cpu", {"spin_loop"}}}));
+  EXPECT_EQ(target.command("ping"), "pong");
+}
+
+}  // namespace
+}  // namespace profctl::testing::sampling
