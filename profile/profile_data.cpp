@@ -1,5 +1,7 @@
 #include "profile/profile_data.h"
 
+#include "base/thread_state.h"
+
 namespace profctl {
 
 void ProfileData::add(StackId stack, const std::map<std::string, std::string>& labels,
@@ -21,26 +23,8 @@ void ProfileData::add(StackId stack, const std::map<std::string, std::string>& l
 }
 
 const char* state_word(char state) {
-  switch (state) {
-    case 'R':
-      return "running";
-    case 'S':
-      return "sleeping";
-    case 'D':
-      return "disk";
-    case 'T':
-      return "stopped";
-    case 't':
-      return "tracing-stop";
-    case 'Z':
-      return "zombie";
-    case 'X':
-      return "dead";
-    case 'I':
-      return "idle";
-    default:
-      return "unknown";
-  }
+  const char* w = thread_state_word(state);
+  return w != nullptr ? w : "unknown";
 }
 
 }  // namespace profctl

@@ -1,5 +1,7 @@
 #include "report/stack_text.h"
 
+#include "base/thread_state.h"
+
 #include <cinttypes>
 #include <cstdio>
 
@@ -94,29 +96,11 @@ void write_frames(const std::vector<Frame>& frames, std::ostream& out) {
 }  // namespace
 
 std::string thread_state_name(const std::string& state) {
-  if (state.size() != 1) {
-    return state.empty() ? "unknown" : state;
+  const char* w = state.size() == 1 ? thread_state_word(state[0]) : nullptr;
+  if (w != nullptr) {
+    return w;
   }
-  switch (state[0]) {
-    case 'R':
-      return "running";
-    case 'S':
-      return "sleeping";
-    case 'D':
-      return "disk (uninterruptible)";
-    case 'T':
-      return "stopped";
-    case 't':
-      return "tracing stop";
-    case 'Z':
-      return "zombie";
-    case 'X':
-      return "dead";
-    case 'I':
-      return "idle";
-    default:
-      return state;
-  }
+  return state.empty() ? "unknown" : state;
 }
 
 void write_stack_text(const Capture& c, std::ostream& out) {

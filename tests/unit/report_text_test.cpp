@@ -49,7 +49,7 @@ thread 4243 "worker-1" [running, cpu 5.00ms]:
   #1  0x000055d0c0a01234 in Worker::run()  at src/worker.cpp:42  (/usr/bin/app+0x1234)
   ... (truncated: stack copy limit (64 KiB) reached)
 
-thread 4244 "io \"disk\"" [disk (uninterruptible), cpu 0]:
+thread 4244 "io \"disk\"" [disk, cpu 0]:
   (no frames)
 )");
 }
@@ -77,7 +77,7 @@ TEST(ReportStackText, WaitsStatesAndWideFrameNumbers) {
   c.threads = {t, u};
   EXPECT_EQ(stack_text(c), R"(profctl stack: pid 7 (/bin/x) — 2 threads, world stopped 1.23 ms
 
-thread 7 "x\x09name" [tracing stop, in epoll_wait, cpu 2.50s]:
+thread 7 "x\x09name" [tracing-stop, in epoll_wait, cpu 2.50s]:
   #0   0x0000000000001000 in f0  at x.c  (/bin/x+0x1000)
   #1   0x0000000000001001 in f1  at x.c  (/bin/x+0x1001)
   #2   0x0000000000001002 in f2  at x.c  (/bin/x+0x1002)
@@ -98,9 +98,9 @@ thread 8 "" [Q, waiting on 0xabc, cpu 0]:
 TEST(ReportStackText, StateNames) {
   EXPECT_EQ(thread_state_name("R"), "running");
   EXPECT_EQ(thread_state_name("S"), "sleeping");
-  EXPECT_EQ(thread_state_name("D"), "disk (uninterruptible)");
+  EXPECT_EQ(thread_state_name("D"), "disk");
   EXPECT_EQ(thread_state_name("T"), "stopped");
-  EXPECT_EQ(thread_state_name("t"), "tracing stop");
+  EXPECT_EQ(thread_state_name("t"), "tracing-stop");
   EXPECT_EQ(thread_state_name("Z"), "zombie");
   EXPECT_EQ(thread_state_name("X"), "dead");
   EXPECT_EQ(thread_state_name("I"), "idle");
