@@ -255,6 +255,15 @@ bool wait_untraced(pid_t pid, milliseconds timeout) {
   return wait_until([&] { return tracer_of(pid) <= 0; }, timeout, milliseconds(1));
 }
 
+bool catches(pid_t pid, int sig) {
+  auto text = read_text("/proc/" + std::to_string(pid) + "/status");
+  auto at = text ? text->find("SigCgt:") : std::string::npos;
+  if (at == std::string::npos) {
+    return false;
+  }
+  return (std::stoull(text->substr(at + 7), nullptr, 16) >> (sig - 1)) & 1;
+}
+
 std::vector<std::string> attach_argv(pid_t pid, const std::vector<std::string>& args) {
   std::vector<std::string> argv = {profctl_path(), "attach", std::to_string(pid)};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -272,6 +281,30 @@ std::vector<std::string> run_argv(const std::vector<std::string>& args,
 
 std::string comm_of_exe(const std::string& path) {
   return fs::path(path).filename().string().substr(0, 15);
+}
+
+std::string describe_tasks(pid_t pid) {
+  std::ostringstream s;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    const std::string dir = entry.path().string();
+    auto trim = [](std::optional<std::string> t) {
+      std::string v = t.value_or("?");
+      while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) {
+        v.pop_back();
+      }
+      return v;
+    };
+    std::string stat = trim(read_text(dir + "/stat"));
+    auto close = stat.rfind(')');
+    std::string state =
+        close != std::string::npos && close + 2 < stat.size() ? stat.substr(close + 2, 1) : "?";
+    std::string syscall = trim(read_text(dir + "/syscall"));
+    s << entry.path().filename().string() << " " << state << " " << trim(read_text(dir + "/comm"))
+      << " wchan=" << trim(read_text(dir + "/wchan"))
+      << " syscall=" << syscall.substr(0, syscall.find(' ')) << "; ";
+  }
+  return s.str();
 }
 
 long long process_cpu_ns(pid_t pid) {

@@ -82,12 +82,16 @@ pid_t tracer_of(pid_t pid);
 bool wait_traced(pid_t pid, milliseconds timeout = milliseconds(30000));
 // Polls until pid is no longer traced (TracerPid 0 or gone); false on timeout.
 bool wait_untraced(pid_t pid, milliseconds timeout = milliseconds(60000));
+// True when /proc/PID/status SigCgt has `sig`: the process has a handler for it.
+bool catches(pid_t pid, int sig);
 // argv of `profctl attach PID ARGS...` / `profctl run ARGS... -- COMMAND...`.
 std::vector<std::string> attach_argv(pid_t pid, const std::vector<std::string>& args);
 std::vector<std::string> run_argv(const std::vector<std::string>& args,
                                   const std::vector<std::string>& command);
 // Main-thread name of a program as the kernel sets it at exec: the file name, cut to 15 bytes.
 std::string comm_of_exe(const std::string& path);
+// "tid state comm wchan syscall-nr; ..." for every thread of pid, for failure messages.
+std::string describe_tasks(pid_t pid);
 // Sum of the first field of /proc/PID/task/*/schedstat (ns of CPU of the live threads).
 long long process_cpu_ns(pid_t pid);
 
