@@ -48,9 +48,11 @@ struct RunCase {
   int exit_code;
 };
 
-class RunExitStatus : public ::testing::TestWithParam<RunCase> {};
+void PrintTo(const RunCase& c, std::ostream* os) { *os << c.name; }
 
-TEST_P(RunExitStatus, IsTheProgramsAndFilesAreWritten) {
+class SamplingRunExitStatus : public ::testing::TestWithParam<RunCase> {};
+
+TEST_P(SamplingRunExitStatus, IsTheProgramsAndFilesAreWritten) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
   std::vector<std::string> command = {SAMPLING_RUN_MODES};
@@ -63,7 +65,7 @@ TEST_P(RunExitStatus, IsTheProgramsAndFilesAreWritten) {
   EXPECT_TRUE(outputs_valid(dir.path()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, RunExitStatus,
+INSTANTIATE_TEST_SUITE_P(Modes, SamplingRunExitStatus,
                          ::testing::Values(RunCase{"Exit7", {"exit", "7"}, 7},
                                            RunCase{"Exit0", {"exit", "0"}, 0},
                                            RunCase{"Abort", {"abort"}, 128 + SIGABRT}),
@@ -90,17 +92,17 @@ void term_during_run(const std::string& mode, int expected_exit, bool expect_got
   EXPECT_TRUE(outputs_valid(dir.path()));
 }
 
-TEST(Run, SigtermToProfctlIsForwardedToTheProgramThatHandlesIt) {
+TEST(SamplingRun, SigtermToProfctlIsForwardedToTheProgramThatHandlesIt) {
   PROFCTL_REQUIRE_PROFCTL();
   term_during_run("term", 0, true);
 }
 
-TEST(Run, SigtermToProfctlKillsAProgramWithTheDefaultAction) {
+TEST(SamplingRun, SigtermToProfctlKillsAProgramWithTheDefaultAction) {
   PROFCTL_REQUIRE_PROFCTL();
   term_during_run("term-default", 128 + SIGTERM, false);
 }
 
-TEST(Attach, TargetExitingMidCaptureGivesExit3AWarningAndTheProfiles) {
+TEST(SamplingAttach, TargetExitingMidCaptureGivesExit3AWarningAndTheProfiles) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({SAMPLING_SLEEP_SPIN});
   ASSERT_TRUE(target.wait_ready()) << "sampling_sleep_spin did not say ready";
@@ -188,12 +190,12 @@ void sigint_ends_capture(bool wait_for_progress) {
   EXPECT_EQ(target.command("ping"), "pong");
 }
 
-TEST(Attach, SigintMidCaptureWritesFilesExits0AndLeavesTheTargetRunning) {
+TEST(SamplingAttach, SigintMidCaptureWritesFilesExits0AndLeavesTheTargetRunning) {
   PROFCTL_REQUIRE_PROFCTL();
   sigint_ends_capture(/*wait_for_progress=*/true);
 }
 
-TEST(Attach, SigintRightAfterTheSeizeIsHandledTheSameWay) {
+TEST(SamplingAttach, SigintRightAfterTheSeizeIsHandledTheSameWay) {
   PROFCTL_REQUIRE_PROFCTL();
   sigint_ends_capture(/*wait_for_progress=*/false);
 }

@@ -25,7 +25,7 @@ long churn_count(Child& target) {
   return std::stol(reply->substr(6));
 }
 
-TEST(Churn, EveryThreadCreatedDuringA499HzCaptureIsCounted) {
+TEST(SamplingChurn, EveryThreadCreatedDuringA499HzCaptureIsCounted) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({SAMPLING_CHURN});
   auto ready = target.wait_ready();
@@ -120,7 +120,7 @@ std::optional<std::pair<long, long>> signal_counts(Child& target) {
   return std::make_pair(std::stol(kv["usr1"]), std::stol(kv["rt"]));
 }
 
-TEST(Signals, EveryQueuedSignalSentDuringA499HzCaptureArrivesOnce) {
+TEST(SamplingSignals, EveryQueuedSignalSentDuringA499HzCaptureArrivesOnce) {
   PROFCTL_REQUIRE_PROFCTL();
   constexpr long kSignals = 2000;
   Child target({SAMPLING_SIGNALS});

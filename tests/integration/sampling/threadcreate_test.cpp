@@ -82,7 +82,7 @@ void expect_threadcreate(const Json& capture, const Creations& c) {
   }
 }
 
-TEST(ThreadCreate, AttachCountsEachCreationWithTheCreatorsStackAndTid) {
+TEST(SamplingThreadCreate, AttachCountsEachCreationWithTheCreatorsStackAndTid) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({SAMPLING_THREADCREATE});
   auto ready = target.wait_ready();
@@ -111,7 +111,7 @@ TEST(ThreadCreate, AttachCountsEachCreationWithTheCreatorsStackAndTid) {
   EXPECT_EQ(target.command("ping"), "pong") << "target does not answer after the capture";
 }
 
-TEST(ThreadCreate, RunCountsCreationsFromTheFirstInstruction) {
+TEST(SamplingThreadCreate, RunCountsCreationsFromTheFirstInstruction) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
   RunResult r = run(run_argv({"--profiles", "threadcreate", "-o", dir.path()},
