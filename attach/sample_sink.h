@@ -19,6 +19,7 @@ struct ThreadSample {
   uint64_t time_ns = 0;  // CLOCK_MONOTONIC
   uint64_t cpu_ns = 0;   // CPU time attributed to this stack (only when state is R)
   uint64_t wall_ns = 0;  // wall time this sample stands for (the sampling interval)
+  uint64_t ticks = 1;    // how many ticks it stands for (reused samples are merged)
   // The thread's registers and stack. nullopt: the thread has not run since its last
   // sample (its schedstat run time is unchanged), so it was not stopped: same stack.
   std::optional<Snapshot> snap;

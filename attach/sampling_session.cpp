@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "attach/proc.h"
+#include "attach/realtime.h"
 #include "base/fd.h"
 #include "base/log.h"
 
@@ -98,6 +99,68 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     return &threads.emplace(tid, std::move(ts)).first->second;
   };
 
+  // Samples asked for and not yet taken: the thread has not reached its stop yet.
+  struct Pending {
+    ThreadSample sample;
+    uint64_t run_ns = 0;
+  };
+  std::map<pid_t, Pending> pending;
+  auto complete = [&](TracedProcess::TraceEvent& ev) {
+    auto p = pending.find(ev.tid);
+    auto t = threads.find(ev.tid);
+    if (p == pending.end() || t == threads.end()) {
+      return;
+    }
+    ThreadSample s = std::move(p->second.sample);
+    const uint64_t run_ns = p->second.run_ns;
+    pending.erase(p);
+    ThreadState* ts = &t->second;
+    if (!ev.sample) {
+      ++res.lost;
+      return;
+    }
+    ++res.samples;
+    res.pauses_ns.push_back(ev.held_ns);
+    res.stop_latencies_ns.push_back(ev.stop_ns);
+    ts->have_stack = true;
+    ts->last_run_ns = run_ns;
+    ts->last_sp = ev.sample->regs.rsp;
+    ts->last_pc = ev.sample->regs.rip;
+    if (s.state == 'R') {
+      s.cpu_ns = run_ns - std::min(run_ns, ts->cpu_mark_ns);
+      ts->cpu_mark_ns = run_ns;
+    }
+    s.snap = std::move(ev.sample);
+    sink_.on_sample(std::move(s));
+  };
+  // At the end, samples still on their way are given a moment to arrive; what is still
+  // in flight after that is the capture's edge, not a loss.
+  auto finish_pending = [&](bool target_alive) {
+    auto until = Clock::now() + std::chrono::milliseconds(100);
+    while (target_alive && !pending.empty() && Clock::now() < until) {
+      auto ev = tp_.next_event(std::chrono::milliseconds(10), opts_.stack_bytes);
+      if (!ev) {
+        continue;
+      }
+      using EK = TracedProcess::TraceEvent::Kind;
+      if (ev->kind == EK::kSample) {
+        complete(*ev);
+      } else if (ev->kind == EK::kThreadExited) {
+        pending.erase(ev->tid);
+      } else if (ev->kind == EK::kSignal) {
+        ++res.signals;
+      } else if (ev->kind == EK::kProcessExited || ev->kind == EK::kExec) {
+        tp_.push_event(std::move(*ev));  // the caller sees the end for itself
+        break;
+      }
+    }
+    pending.clear();
+  };
+  tp_.set_stack_bytes(opts_.stack_bytes);
+
+  // The sampling thread blocks in waitpid or sleeps; at FIFO priority the stop of a
+  // thread it interrupted wakes it at once, instead of after some busy thread's slice.
+  ScopedRealtime realtime;
   const auto start = Clock::now();
   const auto interval =
       std::chrono::nanoseconds(static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
@@ -105,6 +168,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   auto next_status = start;
   auto next_maps_check = start;
   auto finish = [&](SessionResult::End end) {
+    finish_pending(end == SessionResult::End::kDuration || end == SessionResult::End::kInterrupted);
     res.end = end;
     res.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
     return res;
@@ -164,6 +228,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
         }
         case EK::kThreadExited:
           threads.erase(ev->tid);
+          pending.erase(ev->tid);
           sink_.on_thread_exited(ev->tid);
           break;
         case EK::kProcessExited:
@@ -173,6 +238,9 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
           return finish(SessionResult::End::kExec);
         case EK::kSignal:
           ++res.signals;
+          break;
+        case EK::kSample:
+          complete(*ev);
           break;
       }
     }
@@ -193,6 +261,9 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     if (next_tick < now) {
       next_tick = now + interval;  // fell behind: skip ticks rather than burst
     }
+    // Which threads ran since their last sample: only those are stopped. Their stops are
+    // asked for all at once and taken as they arrive (next_event), so a tick never waits
+    // for a thread that is waiting for a CPU.
     for (pid_t tid : tp_.tids()) {
       ThreadState* ts = track(tid);
       if (ts == nullptr) {
@@ -201,6 +272,10 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       uint64_t t_now = mono_ns();
       uint64_t wall = t_now - ts->last_tick_ns;
       ts->last_tick_ns = t_now;
+      if (auto p = pending.find(tid); p != pending.end()) {
+        p->second.sample.wall_ns += wall;  // still on its way to the stop: same stack
+        continue;
+      }
       auto run_ns = read_run_ns(ts->schedstat);
       if (!run_ns) {
         continue;  // exiting
@@ -237,30 +312,12 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
           continue;
         }
       }
-      uint64_t pause = 0;
-      auto snap = tp_.snapshot_thread(tid, opts_.stack_bytes, &pause);
-      if (!snap) {
-        // Gone (its exit is an event) or not stoppable in time (uninterruptible sleep).
-        auto tids = tp_.tids();
-        if (std::find(tids.begin(), tids.end(), tid) != tids.end()) {
-          ++res.lost;
-        }
-        continue;
-      }
-      ++res.samples;
-      res.pauses_ns.push_back(pause);
-      ts->have_stack = true;
-      ts->last_run_ns = *run_ns;
-      ts->last_sp = snap->regs.rsp;
-      ts->last_pc = snap->regs.rip;
       s.name = ts->name;
       s.state = ts->state;
-      if (ts->state == 'R') {
-        s.cpu_ns = *run_ns - std::min(*run_ns, ts->cpu_mark_ns);
-        ts->cpu_mark_ns = *run_ns;
+      pending[tid] = Pending{std::move(s), *run_ns};
+      if (!tp_.request_sample(tid)) {
+        pending.erase(tid);  // gone: its exit arrives as an event
       }
-      s.snap = std::move(*snap);
-      sink_.on_sample(std::move(s));
     }
   }
 }

@@ -41,11 +41,12 @@ struct SessionResult {
   int exit_status = 0;  // raw wait status when the target exited
   double elapsed_s = 0;
   uint64_t ticks = 0;
-  uint64_t samples = 0;             // threads stopped and snapshotted
-  uint64_t reused = 0;              // thread samples that needed no stop
-  uint64_t signals = 0;             // signals for the target seen and re-delivered
-  uint64_t lost = 0;                // threads that could not be stopped for a sample
-  std::vector<uint64_t> pauses_ns;  // one per snapshot: interrupt to resume
+  uint64_t samples = 0;                     // threads stopped and snapshotted
+  uint64_t reused = 0;                      // thread samples that needed no stop
+  uint64_t signals = 0;                     // signals for the target seen and re-delivered
+  uint64_t lost = 0;                        // threads that could not be stopped for a sample
+  std::vector<uint64_t> pauses_ns;          // one per snapshot: stop to resume (the thread held)
+  std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
 
 class SamplingSession {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "attach/realtime.h"
 #include "attach/stack_reader.h"
 #include "base/log.h"
 
@@ -46,38 +47,6 @@ class TerminationSignalsBlocked {
 
  private:
   sigset_t old_{};
-};
-
-// Raises profctl's own thread to SCHED_FIFO for the stop window, so that the target
-// threads it wakes (to stop them, and to resume them) do not preempt it half way through
-// its interrupt and detach loops: the world stays stopped for profctl's work only. The
-// window is bounded (stop_timeout) and profctl blocks in waitpid meanwhile, so it never
-// takes a CPU away for long. Without CAP_SYS_NICE this silently does nothing.
-class ScopedRealtime {
- public:
-  ScopedRealtime() {
-    if (getenv("PROFCTL_NO_REALTIME") != nullptr) {
-      return;
-    }
-    policy_ = sched_getscheduler(0);
-    if (policy_ >= 0 && sched_getparam(0, &old_) == 0) {
-      sched_param p{};
-      p.sched_priority = 1;
-      raised_ = sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &p) == 0;
-    }
-  }
-  ~ScopedRealtime() {
-    if (raised_) {
-      sched_setscheduler(0, policy_, &old_);
-    }
-  }
-  ScopedRealtime(const ScopedRealtime&) = delete;
-  ScopedRealtime& operator=(const ScopedRealtime&) = delete;
-
- private:
-  int policy_ = -1;
-  sched_param old_{};
-  bool raised_ = false;
 };
 
 std::string comm_of(pid_t pid) {

@@ -102,25 +102,33 @@ class TracedProcess {
   static std::variant<std::unique_ptr<TracedProcess>, AttachError> launch(
       const std::vector<std::string>& argv);
 
-  // Stops one thread alone, snapshots it, resumes it (DESIGN: each thread pauses only for
-  // its own snapshot). nullopt when the thread is gone or did not stop in time. pause_ns
-  // gets interrupt-to-resume time.
-  std::optional<Snapshot> snapshot_thread(pid_t tid, size_t stack_bytes, uint64_t* pause_ns);
+  // Asks for a sample of `tid`: interrupts it and returns at once. When its stop arrives,
+  // next_event() snapshots it, resumes it and returns a kSample event: the caller never
+  // waits for a thread to reach its stop (on a busy machine a runnable thread may wait a
+  // scheduler slice for a CPU before it can). False when the thread is gone.
+  bool request_sample(pid_t tid);
+  bool sample_pending(pid_t tid) const;
 
   // A high-level event of the traced process. Everything else (stale interrupt stops,
   // signals for the target, new threads' first stops) is handled inside next_event().
   struct TraceEvent {
-    enum class Kind { kThreadCreated, kThreadExited, kProcessExited, kExec, kSignal };
+    enum class Kind { kThreadCreated, kThreadExited, kProcessExited, kExec, kSignal, kSample };
     TraceEvent(Kind k, pid_t t, pid_t c = 0, int s = 0) : kind(k), tid(t), child(c), status(s) {}
     Kind kind;
     pid_t tid = 0;                    // the creating / exiting / exec'ing / signalled thread
     pid_t child = 0;                  // kThreadCreated: the new thread
     int status = 0;                   // kProcessExited: raw wait status; kSignal: the signal
     std::optional<Snapshot> creator;  // kThreadCreated: the creator, stopped at the clone
+    std::optional<Snapshot> sample;   // kSample: the thread's snapshot
+    uint64_t stop_ns = 0;  // kSample: from the request to the stop (mostly waiting for a CPU)
+    uint64_t held_ns = 0;  // kSample: from the stop to the resume: what it cost the thread
   };
   // Waits up to `timeout` for the next event. nullopt: nothing happened in time (or
   // waitpid was interrupted by a signal to profctl).
   std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
+  void set_stack_bytes(size_t n) { stack_bytes_ = n; }
+  // Puts an event back, to be returned first by next_event().
+  void push_event(TraceEvent e) { events_.push_front(std::move(e)); }
   // Resumes a thread that next_event() left stopped (the exec'ing thread after kExec).
   void resume(pid_t tid);
   // Detaches every thread now (as the destructor would).
@@ -131,7 +139,8 @@ class TracedProcess {
   struct Thread {
     bool stopped = false;
     bool group_stop = false;
-    int pending_signal = 0;  // to re-deliver when resuming
+    int pending_signal = 0;            // to re-deliver when resuming
+    uint64_t sample_requested_ns = 0;  // nonzero: a sample was asked for at that time
   };
 
   explicit TracedProcess(pid_t pid) : pid_(pid) {}
@@ -144,6 +153,8 @@ class TracedProcess {
   void detach_all();
 
   std::optional<Snapshot> snapshot_stopped(pid_t tid, size_t stack_bytes);
+  std::optional<TraceEvent> handle_status(const Waiter::Event& ev, size_t stack_bytes);
+  TraceEvent take_sample(pid_t tid, Thread& t);
   void rebuild_after_exec();
 
   pid_t pid_;
@@ -152,7 +163,8 @@ class TracedProcess {
   std::deque<TraceEvent> events_;  // events seen while waiting for something else
   bool exited_ = false;
   bool launched_ = false;
-  std::set<pid_t> gone_;  // threads that exited while seized
+  size_t stack_bytes_ = 8u << 20;  // for snapshots taken by next_event()
+  std::set<pid_t> gone_;           // threads that exited while seized
   Waiter waiter_;
   bool attached_ = true;
 };

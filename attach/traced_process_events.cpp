@@ -132,59 +132,42 @@ std::optional<Snapshot> TracedProcess::snapshot_stopped(pid_t tid, size_t stack_
   return std::move(one[0]);
 }
 
-std::optional<Snapshot> TracedProcess::snapshot_thread(pid_t tid, size_t stack_bytes,
-                                                       uint64_t* pause_ns) {
+bool TracedProcess::request_sample(pid_t tid) {
   auto it = threads_.find(tid);
   if (it == threads_.end()) {
-    return std::nullopt;
-  }
-  const uint64_t t0 = mono_ns();
-  if (!it->second.stopped && ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
-    return std::nullopt;  // ESRCH: gone; its exit status arrives through next_event()
-  }
-  while (!it->second.stopped) {
-    auto ev = waiter_.next_for(tid, std::chrono::milliseconds(1000));
-    if (!ev) {
-      // Uninterruptible sleep: the interrupt stays pending and the stop it causes later is
-      // resumed by next_event() as a stale stop.
-      return std::nullopt;
-    }
-    using K = WaitStatus::Kind;
-    if (ev->status.kind() == K::kPtraceEvent && ev->status.ptrace_event() == PTRACE_EVENT_CLONE) {
-      // Stopped at a clone of its own: that is a creation event too; queue it.
-      waiter_.push_back(*ev);
-      auto cev = next_event(std::chrono::milliseconds(0), stack_bytes);
-      if (cev) {
-        events_.push_back(std::move(*cev));
-      }
-      // next_event resumed it; interrupt again.
-      it = threads_.find(tid);
-      if (it == threads_.end() || ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
-        return std::nullopt;
-      }
-      continue;
-    }
-    on_status(*ev);
-    it = threads_.find(tid);
-    if (it == threads_.end()) {
-      events_.emplace_back(TraceEvent::Kind::kThreadExited, tid);
-      if (tid == pid_) {
-        events_.emplace_back(TraceEvent::Kind::kProcessExited, tid, 0, ev->status.raw());
-      }
-      return std::nullopt;
-    }
-    if (ev->status.kind() == K::kPtraceEvent && ev->status.ptrace_event() == PTRACE_EVENT_EXEC) {
-      events_.emplace_back(TraceEvent::Kind::kExec, tid);
-      return std::nullopt;  // left stopped for the caller
-    }
+    return false;
   }
   Thread& t = it->second;
-  auto snap = snapshot_stopped(tid, stack_bytes);
-  resume_one(tid, t, /*detach=*/false);
-  if (pause_ns != nullptr) {
-    *pause_ns = mono_ns() - t0;
+  if (t.sample_requested_ns != 0) {
+    return true;
   }
-  return snap;
+  t.sample_requested_ns = mono_ns();
+  if (t.stopped) {
+    // Held at an event right now (rare): its stop is here already.
+    events_.push_back(take_sample(tid, t));
+    return true;
+  }
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
+    t.sample_requested_ns = 0;
+    return false;
+  }
+  return true;
+}
+
+bool TracedProcess::sample_pending(pid_t tid) const {
+  auto it = threads_.find(tid);
+  return it != threads_.end() && it->second.sample_requested_ns != 0;
+}
+
+TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, Thread& t) {
+  const uint64_t t_stop = mono_ns();
+  TraceEvent out(TraceEvent::Kind::kSample, tid);
+  out.sample = snapshot_stopped(tid, stack_bytes_);
+  out.stop_ns = t_stop - t.sample_requested_ns;
+  t.sample_requested_ns = 0;
+  resume_one(tid, t, /*detach=*/false);
+  out.held_ns = mono_ns() - t_stop;
+  return out;
 }
 
 void TracedProcess::rebuild_after_exec() {
@@ -205,8 +188,6 @@ void TracedProcess::resume(pid_t tid) {
 
 std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
     std::chrono::milliseconds timeout, size_t stack_bytes) {
-  using K = WaitStatus::Kind;
-  using EK = TraceEvent::Kind;
   if (!events_.empty()) {
     TraceEvent e = std::move(events_.front());
     events_.pop_front();
@@ -216,6 +197,14 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
   if (!ev) {
     return std::nullopt;
   }
+  return handle_status(*ev, stack_bytes);
+}
+
+std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Waiter::Event& e,
+                                                                      size_t stack_bytes) {
+  using K = WaitStatus::Kind;
+  using EK = TraceEvent::Kind;
+  const Waiter::Event* ev = &e;
   const pid_t tid = ev->tid;
   auto it = threads_.find(tid);
   if (it == threads_.end()) {
@@ -234,7 +223,16 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
     return std::nullopt;  // an exit of a thread already forgotten (after exec)
   }
   Thread& t = it->second;
-  switch (ev->status.kind()) {
+  const K kind = ev->status.kind();
+  if (t.sample_requested_ns != 0 && (kind == K::kEventStop || kind == K::kSignalStop ||
+                                     kind == K::kGroupStop || kind == K::kSyscallStop)) {
+    on_status(*ev);  // records a signal to re-deliver, a group-stop to keep
+    if (kind == K::kSignalStop) {
+      events_.emplace_back(EK::kSignal, tid, 0, ev->status.signal());
+    }
+    return take_sample(tid, t);
+  }
+  switch (kind) {
     case K::kExited:
     case K::kKilled:
       threads_.erase(it);

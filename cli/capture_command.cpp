@@ -232,15 +232,26 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     warnings.push_back(std::to_string(res.lost) +
                        " thread samples were lost: the thread did not stop in time");
   }
+  if (sopts.sample && res.elapsed_s >= 1.0 && res.ticks < 0.8 * o.rate * res.elapsed_s) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf,
+                  "sampled at %.1f Hz instead of %.0f Hz: the machine's CPUs were too busy for the "
+                  "threads to reach their stops in time",
+                  res.ticks / res.elapsed_s, o.rate);
+    warnings.emplace_back(buf);
+  }
   if (res.end == SessionResult::End::kTargetExited) {
     warnings.emplace_back(launch ? "the program exited" : "the target exited during the capture");
   }
   c.warnings.insert(c.warnings.end(), warnings.begin(), warnings.end());
+  auto [stop_med, stop_worst] = median_and_max(res.stop_latencies_ns);
   log->debug(
-      "{} ticks, {} snapshots, {} reused, {} signals re-delivered; unwound {} in {:.3f}s; "
-      "pause median {} worst {}",
-      res.ticks, res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med),
-      fmt_us(worst));
+      "{} ticks ({:.1f}/s), {} snapshots, {} reused, {} signals re-delivered; unwound {} in "
+      "{:.3f}s; pause (stop to resume) median {} worst {}; interrupt to stop median {} "
+      "worst {}",
+      res.ticks, res.elapsed_s > 0 ? res.ticks / res.elapsed_s : 0.0, res.samples, res.reused,
+      res.signals, cs.unwound, cs.unwind_s, fmt_us(med), fmt_us(worst), fmt_us(stop_med),
+      fmt_us(stop_worst));
 
   if (!o.output.empty()) {
     write_output_dir(c, o.output, formats, o.top);

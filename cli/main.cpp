@@ -16,7 +16,7 @@ void print_error(const std::string& message, const std::string& hint) {
   // One line: what went wrong, then what to do.
   std::string line = "profctl: " + message;
   if (!hint.empty()) {
-    line += " (" + hint + ")";
+    line += "; " + hint;
   }
   std::fprintf(stderr, "%s\n", line.c_str());
 }

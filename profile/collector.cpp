@@ -34,14 +34,38 @@ void Collector::push(Item&& item, bool droppable) {
   cv_.notify_one();
 }
 
+void Collector::flush_reused(pid_t tid) {
+  auto it = reused_.find(tid);
+  if (it != reused_.end()) {
+    push(Item(std::move(it->second)), /*droppable=*/false);
+    reused_.erase(it);
+  }
+}
+
 void Collector::on_sample(ThreadSample&& s) {
   bool wanted = profiles_.count("wall") || (profiles_.count("cpu") && s.state == 'R');
   if (!wanted && !s.snap) {
     return;
   }
-  // A sample without a snapshot is cheap and keeps its place in order: never dropped.
-  bool droppable = s.snap.has_value();
-  push(Item(std::move(s)), droppable);
+  if (!s.snap) {
+    // Same stack as the thread's last snapshot: merge with the thread's other such samples
+    // (same name and state), in order.
+    auto it = reused_.find(s.tid);
+    if (it != reused_.end() && (it->second.state != s.state || it->second.name != s.name)) {
+      flush_reused(s.tid);
+      it = reused_.end();
+    }
+    if (it == reused_.end()) {
+      reused_.emplace(s.tid, std::move(s));
+    } else {
+      it->second.ticks += s.ticks;
+      it->second.wall_ns += s.wall_ns;
+      it->second.cpu_ns += s.cpu_ns;
+    }
+    return;
+  }
+  flush_reused(s.tid);  // they refer to the stack before this one
+  push(Item(std::move(s)), /*droppable=*/true);
 }
 
 void Collector::on_thread_created(ThreadCreation&& c) {
@@ -50,9 +74,7 @@ void Collector::on_thread_created(ThreadCreation&& c) {
   }
 }
 
-void Collector::on_thread_exited(pid_t tid) {
-  (void)tid;  // last_stack_ is worker-owned; a reused tid gets a fresh snapshot first
-}
+void Collector::on_thread_exited(pid_t tid) { flush_reused(tid); }
 
 void Collector::process(Unwinder& u, ThreadSample& s) {
   StackId id;
@@ -72,11 +94,11 @@ void Collector::process(Unwinder& u, ThreadSample& s) {
   std::map<std::string, std::string> labels{{"tid", std::to_string(s.tid)},
                                             {"thread_name", s.name}};
   if (auto it = profiles_.find("cpu"); it != profiles_.end() && s.state == 'R') {
-    it->second.add(id, labels, {1, static_cast<int64_t>(s.cpu_ns)});
+    it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.cpu_ns)});
   }
   if (auto it = profiles_.find("wall"); it != profiles_.end()) {
     labels["state"] = state_word(s.state);
-    it->second.add(id, labels, {1, static_cast<int64_t>(s.wall_ns)});
+    it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.wall_ns)});
   }
 }
 
@@ -112,6 +134,9 @@ void Collector::worker_main(const UnwinderFactory& factory) {
 }
 
 void Collector::finish() {
+  while (!reused_.empty()) {
+    flush_reused(reused_.begin()->first);
+  }
   {
     std::lock_guard lock(mu_);
     if (done_) {

@@ -62,6 +62,7 @@ class Collector : public SampleSink {
   void process(Unwinder& u, ThreadSample& s);
   void process(Unwinder& u, ThreadCreation& c);
   void push(Item&& item, bool droppable);
+  void flush_reused(pid_t tid);
 
   CollectorOptions opts_;
   std::mutex mu_;
@@ -69,6 +70,10 @@ class Collector : public SampleSink {
   std::deque<Item> queue_;
   bool done_ = false;
   std::thread worker_;
+  // Producer side (the sampling thread only): samples of threads that did not run, merged
+  // per thread until that thread's next snapshot, so that tens of thousands of them a
+  // second never crowd the queue of snapshots waiting to be unwound.
+  std::map<pid_t, ThreadSample> reused_;
 
   // Worker-owned until finish().
   StackTable stacks_;

@@ -64,12 +64,12 @@ TEST(Collector, CpuWallAndReusedStacks) {
   o.period_ns = 10'000'000;
   Collector c([&] { return std::make_unique<FakeUnwinder>(&calls); }, o);
 
-  ThreadSample run{7, "spin", 'R', 1, 3000, 10'000'000, snap(0x100, 0x1000)};
+  ThreadSample run{7, "spin", 'R', 1, 3000, 10'000'000, 1, snap(0x100, 0x1000)};
   c.on_sample(std::move(run));
-  ThreadSample sleep{8, "nap", 'S', 1, 0, 10'000'000, snap(0x200, 0x2000)};
+  ThreadSample sleep{8, "nap", 'S', 1, 0, 10'000'000, 1, snap(0x200, 0x2000)};
   c.on_sample(std::move(sleep));
   // Thread 8 did not run: no snapshot, its last stack stands.
-  ThreadSample again{8, "nap", 'S', 2, 0, 10'000'000, std::nullopt};
+  ThreadSample again{8, "nap", 'S', 2, 0, 10'000'000, 1, std::nullopt};
   c.on_sample(std::move(again));
   ThreadCreation cr;
   cr.creator = 7;
@@ -120,7 +120,7 @@ TEST(Collector, FullQueueDropsAndCounts) {
       },
       o);
   for (int i = 0; i < 10; ++i) {
-    c.on_sample(ThreadSample{1, "t", 'S', 0, 0, 1, snap(0x100 + i, 0x1000)});
+    c.on_sample(ThreadSample{1, "t", 'S', 0, 0, 1, 1, snap(0x100 + i, 0x1000)});
   }
   release = true;
   c.finish();
