@@ -113,6 +113,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     log->warn("{}", w);
   }
 
+  // Handlers first: a SIGINT that arrives while modules load must end the capture
+  // cleanly (detach, write), not kill profctl with the target seized.
+  install_capture_signals(0);
   const std::string start = utc_now_rfc3339();
   auto t_start = std::chrono::steady_clock::now();
   auto seized = launch ? TracedProcess::launch(o.command) : TracedProcess::seize(parse_pid(o.pid));
@@ -179,8 +182,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     };
   }
   sopts.on_maps_check = [&td] { (void)td.refresh(); };
-  install_capture_signals(launch ? pid : 0);
   if (launch) {
+    set_forward_pid(pid);
     tp->resume(pid);  // from its first instruction, now that clones are traced
   }
   SamplingSession session(*tp, sopts, collector);

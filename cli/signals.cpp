@@ -36,6 +36,8 @@ void install_capture_signals(pid_t forward_to) {
   signal(SIGPIPE, SIG_IGN);  // a closed stdout is a write error, not a death mid-capture
 }
 
+void set_forward_pid(pid_t pid) { g_forward.store(pid); }
+
 const std::atomic<bool>& stop_requested() { return g_stop; }
 int last_stop_signal() { return g_signal.load(); }
 

@@ -13,6 +13,8 @@ namespace profctl::cli {
 // forward_to > 0: signals sent by another process are forwarded to that pid instead of
 // ending the capture; a terminal's ^C already reaches the child itself.
 void install_capture_signals(pid_t forward_to);
+// Starts forwarding (run mode, once the command exists).
+void set_forward_pid(pid_t pid);
 const std::atomic<bool>& stop_requested();
 int last_stop_signal();
 
