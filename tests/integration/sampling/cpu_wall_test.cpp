@@ -162,10 +162,20 @@ TEST(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
   // Every thread is sampled at every tick: both threads lived through the whole capture, so they
   // have the same wall time, within a couple of ticks (~10 ms each of ~2 s).
   EXPECT_LE(std::llabs(sleeper_wall - spinner_wall), (sleeper_wall + spinner_wall) / 2 / 50)
-      << "wall ns: sleeper " << sleeper_wall << " (" << sleeper_ticks << " samples), spinner "
-      << spinner_wall << " (" << spinner_ticks << " samples)";
-  EXPECT_LE(std::llabs(sleeper_ticks - spinner_ticks), 3)
-      << "wall samples: sleeper " << sleeper_ticks << " spinner " << spinner_ticks;
+      << "wall ns (within 2%): sleeper " << sleeper_wall << " (" << sleeper_ticks
+      << " samples), spinner " << spinner_wall << " (" << spinner_ticks << " samples)";
+  // A thread that does not stop in time loses its sample, and the capture says how many were
+  // lost ("N thread samples were lost"): every other tick is a sample of both threads.
+  long long lost = 0;
+  for (const Json& w : capture->value("warnings", Json::array())) {
+    const std::string text = w.is_string() ? w.get<std::string>() : "";
+    if (text.find("samples were lost") != std::string::npos) {
+      lost += std::stoll(text);
+    }
+  }
+  EXPECT_LE(std::llabs(sleeper_ticks - spinner_ticks), 3 + lost)
+      << "wall samples: sleeper " << sleeper_ticks << " spinner " << spinner_ticks
+      << "; warnings: " << capture->value("warnings", Json()).dump();
 
   const Json* cpu = profile_of(*capture, "cpu");
   ASSERT_NE(cpu, nullptr);

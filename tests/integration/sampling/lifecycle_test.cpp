@@ -132,6 +132,9 @@ TEST(SamplingAttach, TargetExitingMidCaptureGivesExit3AWarningAndTheProfiles) {
     ASSERT_NE(p, nullptr) << kind;
     EXPECT_GT(sum_values(*p, value_index(*p, "samples")), 0) << kind << " profile is empty";
   }
+  // Symbolized although the target is gone by the time the reports are written.
+  EXPECT_FALSE(capture->value("modules", Json::array()).empty())
+      << "capture.json has no modules after the target exited: no frame is symbolized";
   // The main thread spun in exit_countdown() for 1 s while traced.
   const Json* cpu = profile_of(*capture, "cpu");
   EXPECT_GT(sum_values(*cpu, value_index(*cpu, "samples"),
