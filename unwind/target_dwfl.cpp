@@ -250,6 +250,11 @@ Result<void> TargetDwfl::refresh() {
   if (*maps == impl_->maps_text) {
     return {};
   }
+  if (maps->empty()) {
+    // An exiting or zombie process has no address space left to show: keep the modules
+    // it had, which are what its snapshots refer to.
+    return {};
+  }
   // Re-reporting on the same Dwfl keeps unchanged modules (name, start, end) with their
   // loaded ELF and DWARF, frees the gone ones and adds the new ones (LIBDWFL.md a.3).
   return impl_->report();
