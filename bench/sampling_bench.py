@@ -39,10 +39,10 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# "profctl[cli] debug: 198 ticks, 243 snapshots, 1143 reused, 0 signals re-delivered;
-#  unwound 243 in 0.006s; pause median 17us worst 7990us"
+# "profctl[cli] debug: 198 ticks (99.0/s), 243 snapshots, 1143 reused, 0 signals re-delivered;
+#  unwound 243 in 0.006s; pause (stop to resume) median 4us worst 57us; interrupt to stop ..."
 DEBUG_LINE = re.compile(
-    r"(\d+) ticks, (\d+) snapshots, (\d+) reused, (\d+) signals re-delivered; "
+    r"(\d+) ticks(?: \([0-9.]+/s\))?, (\d+) snapshots, (\d+) reused, (\d+) signals re-delivered; "
     r"unwound (\d+) in ([0-9.]+)s")
 
 
