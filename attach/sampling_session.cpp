@@ -33,7 +33,9 @@ struct ThreadState {
   uint64_t last_run_ns = 0;  // schedstat run time at the last snapshot
   uint64_t cpu_mark_ns = 0;  // run time already attributed to the cpu profile
   uint64_t last_tick_ns = 0;
-  uint64_t last_sp = 0;  // rsp and rip of the last snapshot
+  uint64_t idle_skip = 0;    // ticks to skip before the next look at an idle thread
+  uint64_t idle_streak = 0;  // consecutive looks that found it had not run
+  uint64_t last_sp = 0;      // rsp and rip of the last snapshot
   uint64_t last_pc = 0;
 };
 
@@ -165,6 +167,9 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   const auto interval =
       std::chrono::nanoseconds(static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
   auto next_tick = start;
+  constexpr auto kIdleRecheck = std::chrono::milliseconds(25);
+  const uint64_t max_idle_skip =
+      static_cast<uint64_t>(std::max<int64_t>(0, kIdleRecheck / interval - 1));
   auto next_status = start;
   auto next_maps_check = start;
   auto finish = [&](SessionResult::End end) {
@@ -276,21 +281,36 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
         p->second.sample.wall_ns += wall;  // still on its way to the stop: same stack
         continue;
       }
-      auto run_ns = read_run_ns(ts->schedstat);
-      if (!run_ns) {
-        continue;  // exiting
-      }
       ThreadSample s;
       s.tid = tid;
       s.time_ns = t_now;
       s.wall_ns = wall;
-      if (ts->have_stack && *run_ns == ts->last_run_ns) {
+      // A thread that keeps not running is looked at less and less often (every 2nd,
+      // 4th... tick, at most kIdleRecheck apart): 56 idle threads then cost next to
+      // nothing. One that wakes is seen within kIdleRecheck; its CPU is charged exactly
+      // anyway (schedstat deltas).
+      if (ts->have_stack && ts->idle_skip > 0) {
+        --ts->idle_skip;
         s.name = ts->name;
         s.state = ts->state;
         ++res.reused;
         sink_.on_sample(std::move(s));
         continue;
       }
+      auto run_ns = read_run_ns(ts->schedstat);
+      if (!run_ns) {
+        continue;  // exiting
+      }
+      if (ts->have_stack && *run_ns == ts->last_run_ns) {
+        ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
+        ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip);
+        s.name = ts->name;
+        s.state = ts->state;
+        ++res.reused;
+        sink_.on_sample(std::move(s));
+        continue;
+      }
+      ts->idle_streak = 0;
       if (auto text = pread_text(ts->stat)) {
         if (auto st = parse_stat(*text)) {
           ts->name = st->comm;
