@@ -35,6 +35,12 @@ uint64_t StackReader::read_stacks(std::vector<Snapshot>& snaps, const std::vecto
       }
     } else {
       s.stack_end = m->end;
+      // A pthread's stack mapping holds its struct pthread (the TCB, ~2.3 KB) at the top,
+      // where fs_base (the thread pointer) points, with static TLS just below it: no
+      // frame lives at or above fs_base, so the copy stops there.
+      if (s.regs.fs_base > sp && s.regs.fs_base < m->end) {
+        s.stack_end = s.regs.fs_base;
+      }
     }
     uint64_t want = s.stack_end - sp;
     if (want > max_bytes) {

@@ -329,6 +329,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
       gone_.insert(tid);
     }
   }
+  // Recounted only when a status arrives (threads can appear and go meanwhile).
   auto pending = [&] {
     size_t n = 0;
     for (auto& [tid, t] : threads_) {
@@ -336,9 +337,10 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     }
     return n;
   };
+  size_t not_stopped = pending();
   auto deadline = std::chrono::steady_clock::now() + opts.stop_timeout;
   std::vector<Waiter::Event> foreign;  // not ours: kept for whoever owns that child
-  while (pending() > 0) {
+  while (not_stopped > 0) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -351,6 +353,10 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     if (!on_status(*ev)) {
       foreign.push_back(*ev);
     }
+    auto it = threads_.find(ev->tid);
+    bool simple = it != threads_.end() && it->second.stopped &&
+                  ev->status.kind() != WaitStatus::Kind::kPtraceEvent;
+    not_stopped = simple && not_stopped > 0 ? not_stopped - 1 : pending();
     if (log->should_log(spdlog::level::trace)) {
       std::ostringstream os;
       os << ev->status;
