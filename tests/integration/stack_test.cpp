@@ -140,6 +140,14 @@ class StackTargetTest : public ::testing::TestWithParam<Variant> {
     PROFCTL_REQUIRE_PROFCTL();
     target_ = std::make_unique<StackTarget>(GetParam().path);
     ASSERT_TRUE(target_->ready()) << GetParam().path << " did not say ready";
+    // The target says "ready" before its main thread blocks in read(): wait for that too,
+    // so that every thread is in its expected state when a test dumps it.
+    const pid_t main_tid = target_->tid("main");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (task_state(target_->pid(), main_tid) != 'S' &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
   void TearDown() override { target_.reset(); }  // SIGKILL + waitpid by pid
 
