@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -268,7 +269,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   if (launch) {
     int st = res.exit_status;
     if (res.end != SessionResult::End::kTargetExited) {
-      return 0;
+      // Detached early (exec, or profctl was told to stop): the command is still our
+      // child, so its exit status is still ours to report.
+      while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 0;
   }
