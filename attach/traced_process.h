@@ -107,7 +107,6 @@ class TracedProcess {
   // waits for a thread to reach its stop (on a busy machine a runnable thread may wait a
   // scheduler slice for a CPU before it can). False when the thread is gone.
   bool request_sample(pid_t tid);
-  bool sample_pending(pid_t tid) const;
 
   // A high-level event of the traced process. Everything else (stale interrupt stops,
   // signals for the target, new threads' first stops) is handled inside next_event().
@@ -131,9 +130,6 @@ class TracedProcess {
   void push_event(TraceEvent e) { events_.push_front(std::move(e)); }
   // Resumes a thread that next_event() left stopped (the exec'ing thread after kExec).
   void resume(pid_t tid);
-  // Detaches every thread now (as the destructor would).
-  void detach() { detach_all(); }
-  bool exited() const { return exited_; }
 
  private:
   struct Thread {
@@ -161,8 +157,6 @@ class TracedProcess {
   std::map<pid_t, Thread> threads_;
   std::vector<MapEntry> maps_;     // refreshed when a stack pointer falls outside them
   std::deque<TraceEvent> events_;  // events seen while waiting for something else
-  bool exited_ = false;
-  bool launched_ = false;
   size_t stack_bytes_ = 8u << 20;  // for snapshots taken by next_event()
   std::set<pid_t> gone_;           // threads that exited while seized
   Waiter waiter_;

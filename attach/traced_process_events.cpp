@@ -61,7 +61,6 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
     return AttachError{AttachFailure::kOther, "the command did not start", ""};
   }
   std::unique_ptr<TracedProcess> tp(new TracedProcess(pid));
-  tp->launched_ = true;
   // EXITKILL is right here and only here: the program exists because profctl ran it.
   if (ptrace(PTRACE_SEIZE, pid, nullptr,
              PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL) != 0) {
@@ -89,7 +88,6 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
       case K::kKilled: {
         tp->threads_.clear();
         tp->attached_ = false;
-        tp->exited_ = true;
         int err = 0;
         if (read(rd.get(), &err, sizeof err) == sizeof err) {
           return AttachError{AttachFailure::kOther,
@@ -154,11 +152,6 @@ bool TracedProcess::request_sample(pid_t tid) {
   return true;
 }
 
-bool TracedProcess::sample_pending(pid_t tid) const {
-  auto it = threads_.find(tid);
-  return it != threads_.end() && it->second.sample_requested_ns != 0;
-}
-
 TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, Thread& t) {
   const uint64_t t_stop = mono_ns();
   TraceEvent out(TraceEvent::Kind::kSample, tid);
@@ -173,9 +166,8 @@ TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, Thread& t) {
 void TracedProcess::rebuild_after_exec() {
   // ptrace(2): after an exec every other thread is gone and the exec'ing thread has taken
   // the leader's tid.
-  bool leader_stopped = true;
   threads_.clear();
-  threads_.emplace(pid_, Thread{leader_stopped, false, 0});
+  threads_[pid_].stopped = true;  // held at its PTRACE_EVENT_EXEC
   maps_.clear();
 }
 
@@ -237,7 +229,6 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Wait
     case K::kKilled:
       threads_.erase(it);
       if (tid == pid_) {
-        exited_ = true;
         attached_ = !threads_.empty();
         return TraceEvent{EK::kProcessExited, tid, 0, ev->status.raw()};
       }

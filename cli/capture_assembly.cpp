@@ -3,6 +3,7 @@
 #include <unordered_map>
 
 #include "attach/proc.h"
+#include "profile/thread_groups.h"
 
 namespace profctl::cli {
 
@@ -41,7 +42,7 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
   c.warnings.insert(c.warnings.end(), world.notes.begin(), world.notes.end());
 
   StackTable table;
-  std::vector<std::pair<StackId, const ThreadInfo*>> ids;
+  std::vector<ThreadStackRef> refs;
   for (const ThreadCapture& tc : world.threads) {
     CaptureThread ct;
     ct.tid = tc.info.tid;
@@ -57,73 +58,41 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
       ct.truncated = r.truncated;
       ct.truncated_reason = std::move(r.reason);
       ct.frames = symbolize_stack(r.frames, sym);
-      ids.emplace_back(table.intern(r.frames), &tc.info);
+      refs.push_back({table.intern(r.frames), tc.info.tid, tc.info.name});
     } else {
       ct.truncated = true;
       ct.truncated_reason = tc.note;
     }
     c.threads.push_back(std::move(ct));
   }
-  if (!group) {
-    return;
+  if (group) {
+    add_profile(c, "threads", group_threads(refs), table, sym);
   }
-  // Go's goroutine profile for threads: one sample per distinct stack, its count, and
-  // the threads that share it.
-  struct Group {
-    std::string tids;
-    std::string names;
-    pid_t first = 0;
-    std::string first_name;
-    int64_t count = 0;
-  };
-  std::map<StackId, Group> groups;
-  for (auto& [id, info] : ids) {
-    Group& g = groups[id];
-    if (g.count == 0) {
-      g.first = info->tid;
-      g.first_name = info->name;
-    }
-    g.tids += (g.tids.empty() ? "" : ",") + std::to_string(info->tid);
-    g.names += (g.names.empty() ? "" : ",") + info->name;
-    ++g.count;
-  }
+}
+
+void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
+                 const StackTable& stacks, Symbolizer& sym) {
   Profile p;
-  p.sample_types = {{"threads", "count"}};
-  p.period_type = SampleType{"threads", "count"};
-  p.period = 1;
-  for (auto& [id, g] : groups) {
-    Sample s;
-    s.values = {g.count};
-    s.frames = symbolize_stack(table.get(id), sym);
-    s.labels = {{"tid", std::to_string(g.first)},
-                {"thread_name", g.first_name},
-                {"tids", g.tids},
-                {"thread_names", g.names}};
-    p.samples.push_back(std::move(s));
+  for (const auto& t : data.types()) {
+    p.sample_types.push_back({t.type, t.unit});
   }
-  std::stable_sort(p.samples.begin(), p.samples.end(),
-                   [](const Sample& a, const Sample& b) { return a.values[0] > b.values[0]; });
-  c.profiles["threads"] = std::move(p);
+  p.period_type = SampleType{data.period_type().type, data.period_type().unit};
+  p.period = data.period();
+  p.dropped = data.dropped;
+  std::unordered_map<StackId, std::vector<Frame>> cache;
+  for (const auto& row : data.rows()) {
+    auto it = cache.find(row.stack);
+    if (it == cache.end()) {
+      it = cache.emplace(row.stack, symbolize_stack(stacks.get(row.stack), sym)).first;
+    }
+    p.samples.push_back({row.values, it->second, row.labels});
+  }
+  c.profiles[kind] = std::move(p);
 }
 
 void add_profiles(Capture& c, const Collector& col, Symbolizer& sym) {
-  std::unordered_map<StackId, std::vector<Frame>> cache;
   for (const auto& [kind, data] : col.profiles()) {
-    Profile p;
-    for (const auto& t : data.types()) {
-      p.sample_types.push_back({t.type, t.unit});
-    }
-    p.period_type = SampleType{data.period_type().type, data.period_type().unit};
-    p.period = data.period();
-    p.dropped = data.dropped;
-    for (const auto& row : data.rows()) {
-      auto it = cache.find(row.stack);
-      if (it == cache.end()) {
-        it = cache.emplace(row.stack, symbolize_stack(col.stacks().get(row.stack), sym)).first;
-      }
-      p.samples.push_back({row.values, it->second, row.labels});
-    }
-    c.profiles[kind] = std::move(p);
+    add_profile(c, kind, data, col.stacks(), sym);
   }
 }
 

@@ -34,6 +34,10 @@ std::vector<Frame> symbolize_stack(const std::vector<UnwoundFrame>& stack, Symbo
 void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbolizer& sym,
                bool group);
 
+// Adds one profile, symbolized (each stack once).
+void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
+                 const StackTable& stacks, Symbolizer& sym);
+
 // Adds the collector's profiles (cpu, wall, threadcreate), symbolized.
 void add_profiles(Capture& c, const Collector& col, Symbolizer& sym);
 

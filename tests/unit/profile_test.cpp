@@ -6,6 +6,7 @@
 #include "profile/collector.h"
 #include "profile/profile_data.h"
 #include "profile/stack_table.h"
+#include "profile/thread_groups.h"
 
 namespace profctl {
 namespace {
@@ -35,6 +36,20 @@ TEST(ProfileData, AddsByStackAndLabels) {
   EXPECT_EQ(p.rows()[0].values, (std::vector<int64_t>{2, 150}));
   EXPECT_EQ(p.rows()[1].values, (std::vector<int64_t>{1, 7}));
   EXPECT_EQ(p.rows()[2].stack, 2u);
+}
+
+TEST(GroupThreads, LargestGroupFirstWithEveryTid) {
+  ProfileData p = group_threads({{5, 10, "main"}, {7, 11, "w-1"}, {7, 12, "w-2"}, {7, 13, "w-3"}});
+  ASSERT_EQ(p.types().size(), 1u);
+  EXPECT_EQ(p.types()[0].type, "threads");
+  ASSERT_EQ(p.rows().size(), 2u);
+  EXPECT_EQ(p.rows()[0].stack, 7u);
+  EXPECT_EQ(p.rows()[0].values, (std::vector<int64_t>{3}));
+  EXPECT_EQ(p.rows()[0].labels.at("tids"), "11,12,13");
+  EXPECT_EQ(p.rows()[0].labels.at("thread_names"), "w-1,w-2,w-3");
+  EXPECT_EQ(p.rows()[0].labels.at("tid"), "11");
+  EXPECT_EQ(p.rows()[1].values, (std::vector<int64_t>{1}));
+  EXPECT_EQ(p.rows()[1].labels.at("thread_name"), "main");
 }
 
 // Unwinds a snapshot to a stack made of its rip and rsp: enough to tell snapshots apart.
