@@ -2,7 +2,9 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <linux/kcmp.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <unistd.h>
@@ -12,9 +14,11 @@
 #include <climits>
 #include <cstring>
 #include <sstream>
+#include <thread>
 
 #include "attach/realtime.h"
 #include "attach/stack_reader.h"
+#include "attach/stopped_world.h"
 #include "base/log.h"
 
 namespace profctl {
@@ -129,14 +133,19 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
     int err = r.error().err;
     tp->detach_all();
     if (err == EPERM || err == EACCES) {
-      // Recheck: a tracer may have attached between our check and our seize.
-      if (auto again = read_status(pid);
-          again && again->tracer_pid != 0 && again->tracer_pid != getpid()) {
-        return AttachError{AttachFailure::kAlreadyTraced,
-                           "pid " + spid + " is already traced by pid " +
-                               std::to_string(again->tracer_pid) + " (" +
-                               comm_of(again->tracer_pid) + ")",
-                           "detach that tracer first"};
+      // Recheck: a tracer may have attached between our check and our seize, to the
+      // process or to one of its threads only (strace -p TID).
+      pid_t who = tp->failed_tid_ != 0 ? tp->failed_tid_ : pid;
+      for (pid_t id : {pid, who}) {
+        if (auto again = read_status(id);
+            again && again->tracer_pid != 0 && again->tracer_pid != getpid()) {
+          std::string what = id == pid ? "pid " + spid : "thread " + std::to_string(id) + " of pid " + spid;
+          return AttachError{AttachFailure::kAlreadyTraced,
+                             what + " is already traced by pid " +
+                                 std::to_string(again->tracer_pid) + " (" +
+                                 comm_of(again->tracer_pid) + ")",
+                             "detach that tracer (gdb, strace, another profctl) first"};
+        }
       }
       return ptrace_scope_error(pid);
     }
@@ -149,19 +158,23 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
   return tp;
 }
 
-bool TracedProcess::seize_one(pid_t tid) {
+
+Result<void> TracedProcess::seize_one(pid_t tid) {
   // TRACECLONE: a thread cloned by a seized thread is seized by the kernel at birth, so no
-  // thread created during a stop escapes it.
-  // TRACEEXEC: an exec is reported as an event, not as a stray SIGTRAP.
-  if (ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC) == 0) {
-    threads_.emplace(tid, Thread{});
-    return true;
+  // thread created during a stop escapes it. TRACEFORK/TRACEVFORK: a process the target
+  // creates is held at its first stop, so it can be cleaned of probes before it runs, and
+  // detached. TRACEEXEC: an exec is reported as an event, not as a stray SIGTRAP.
+  constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
+                            PTRACE_O_TRACEEXEC;
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, kOptions) == 0) {
+    table_.add(tid, TState::kRunning);
+    return {};
   }
-  return false;
+  return errno_error("PTRACE_SEIZE " + std::to_string(tid));
 }
 
 Result<void> TracedProcess::seize_all() {
-  const size_t before = threads_.size();
+  const size_t before = table_.size();
   // Threads can be created while we seize: list again until a pass finds nothing new.
   for (int pass = 0;; ++pass) {
     auto tids = list_tasks(pid_);
@@ -170,34 +183,33 @@ Result<void> TracedProcess::seize_all() {
     }
     bool any_new = false;
     for (pid_t tid : *tids) {
-      if (threads_.count(tid) || gone_.count(tid)) {
+      if (table_.find(tid) != nullptr || table_.gone(tid) || (tid == pid_ && leader_gone_)) {
         continue;
       }
       any_new = true;
-      if (seize_one(tid)) {
+      auto r = seize_one(tid);
+      if (r) {
         continue;
       }
-      int err = errno;
-      if (err == ESRCH) {
-        gone_.insert(tid);  // exited meanwhile: not an error
+      const int err = r.error().err;
+      auto st = read_status(tid);
+      if (err == ESRCH || !st) {
+        table_.apply(tid, WaitStatus(0));  // exited meanwhile: not an error
         continue;
       }
-      if (err == EPERM && !threads_.empty()) {
-        // Already ours: cloned by a seized thread and auto-attached (TRACECLONE).
-        auto st = read_status(tid);
-        if (st && st->tracer_pid == getpid()) {
-          threads_.emplace(tid, Thread{});
-          continue;
-        }
-        if (!st) {
-          gone_.insert(tid);
-          continue;
-        }
+      if (err == EPERM && st->tracer_pid == getpid()) {
+        // Already ours: cloned by a seized thread and seized at birth (TRACECLONE).
+        table_.add(tid, TState::kNew);
+        continue;
       }
-      if (threads_.empty() || err == EPERM) {
-        return errno_error("PTRACE_SEIZE " + std::to_string(tid), err);
+      if (err == EPERM && tid == pid_ && (st->state == 'Z' || st->state == 'X')) {
+        // The main thread called pthread_exit: a zombie leader cannot be traced, but the
+        // process lives on in its other threads.
+        leader_gone_ = true;
+        continue;
       }
-      gone_.insert(tid);
+      failed_tid_ = tid;
+      return r.error();
     }
     if (!any_new) {
       break;
@@ -207,85 +219,231 @@ Result<void> TracedProcess::seize_all() {
                    " appear faster than they can be seized"};
     }
   }
-  if (threads_.empty()) {
+  if (table_.empty()) {
     return Error{"pid " + std::to_string(pid_) + " has no threads left", ESRCH};
   }
-  if (threads_.size() != before) {
-    logger("attach")->debug("seized {} threads of pid {}", threads_.size(), pid_);
+  if (table_.size() != before) {
+    logger("attach")->debug("seized {} threads of pid {}{}", table_.size(), pid_,
+                            leader_gone_ ? " (its main thread has exited)" : "");
   }
   return {};
 }
 
-bool TracedProcess::on_status(const Waiter::Event& ev) {
-  auto it = threads_.find(ev.tid);
-  using K = WaitStatus::Kind;
-  if (it == threads_.end()) {
-    // A thread born to a seized thread during the stop reports its first stop, possibly
-    // before its parent's PTRACE_EVENT_CLONE. It is ours if it is in our thread group.
-    if (ev.status.kind() == K::kEventStop) {
-      auto st = read_status(ev.tid);
-      if (st && st->tgid == pid_) {
-        threads_.emplace(ev.tid, Thread{true, false, 0});
-        return true;
-      }
+pid_t TracedProcess::space_pid() const {
+  if (!leader_gone_) {
+    return pid_;
+  }
+  for (const auto& [tid, t] : table_.all()) {
+    if (t.state != TState::kExiting) {
+      return tid;
     }
-    return false;
   }
-  Thread& t = it->second;
-  switch (ev.status.kind()) {
-    case K::kExited:
-    case K::kKilled:
-      threads_.erase(it);
-      gone_.insert(ev.tid);
-      return true;
-    case K::kGroupStop:
-      t.stopped = true;
-      t.group_stop = true;
-      return true;
-    case K::kEventStop:
-      t.stopped = true;
-      return true;
-    case K::kSignalStop:
-      // A signal for the target arrived: it is held here and must be re-delivered.
-      t.stopped = true;
-      t.pending_signal = ev.status.signal();
-      return true;
-    case K::kPtraceEvent:
-      t.stopped = true;
-      if (ev.status.ptrace_event() == PTRACE_EVENT_CLONE) {
-        unsigned long child = 0;
-        if (ptrace(PTRACE_GETEVENTMSG, ev.tid, nullptr, &child) == 0 && child > 0 &&
-            !threads_.count(static_cast<pid_t>(child))) {
-          threads_.emplace(static_cast<pid_t>(child), Thread{});
-        }
-      }
-      return true;
-    case K::kSyscallStop:
-    case K::kUnknown:
-      t.stopped = true;
-      return true;
-  }
-  return true;
+  return pid_;
 }
 
-void TracedProcess::resume_one(pid_t tid, Thread& t, bool detach) {
-  long sig = t.pending_signal;
+Transition TracedProcess::on_status(const Waiter::Event& ev) {
+  std::optional<bool> same_group;
+  if (table_.find(ev.tid) == nullptr && ev.status.stopped()) {
+    auto st = read_status(ev.tid);
+    same_group = st && st->tgid == pid_;
+  }
+  Transition tr = table_.apply(ev.tid, ev.status, same_group);
+  using W = Transition::What;
+  if (tr.what == W::kNotOurs && ev.status.stopped() && same_group.has_value()) {
+    // The first stop of a process a traced thread created; its creator's event may not
+    // have arrived yet.
+    on_child_process(ev.tid, 0, 0, /*first_stop=*/true);
+    return tr;
+  }
+  if (tr.what == W::kExited) {
+    children_.erase(ev.tid);
+    return tr;
+  }
+  if (tr.what != W::kPtraceEvent) {
+    return tr;
+  }
+  switch (tr.event) {
+    case PTRACE_EVENT_CLONE:
+    case PTRACE_EVENT_FORK:
+    case PTRACE_EVENT_VFORK: {
+      unsigned long msg = 0;
+      if (ptrace(PTRACE_GETEVENTMSG, ev.tid, nullptr, &msg) != 0 || msg == 0) {
+        break;
+      }
+      const auto child = static_cast<pid_t>(msg);
+      bool thread = false;
+      if (tr.event == PTRACE_EVENT_CLONE) {
+        // clone() without CLONE_THREAD makes a process, not a thread of ours.
+        auto st = read_status(child);
+        thread = !st || st->tgid == pid_;
+      }
+      if (thread) {
+        table_.add_clone_child(child);
+      } else {
+        on_child_process(child, ev.tid, tr.event, false);
+      }
+      break;
+    }
+    case PTRACE_EVENT_EXEC:
+      rebuild_after_exec();
+      break;
+    default:
+      break;
+  }
+  return tr;
+}
+
+void TracedProcess::on_child_process(pid_t child, pid_t parent_tid, int event, bool first_stop) {
+  ChildProcess& c = children_[child];
+  c.pid = child;
+  if (parent_tid != 0) {
+    c.parent_tid = parent_tid;
+    c.event = event;
+  }
+  c.first_stop = c.first_stop || first_stop;
+  if (c.first_stop && c.parent_tid != 0) {
+    settle_child(c);
+    children_.erase(child);
+  }
+}
+
+void TracedProcess::settle_child(ChildProcess& c) {
+  ChildHookArgs args;
+  args.pid = c.pid;
+  args.parent_tid = c.parent_tid;
+  args.event = c.event;
+  // kcmp tells for sure whether the child runs in the target's memory (vfork, CLONE_VM).
+  args.shares_vm = c.event == PTRACE_EVENT_VFORK ||
+                   ::syscall(SYS_kcmp, c.pid, space_pid(), KCMP_VM, 0, 0) == 0;
+  if (child_hook_) {
+    StoppedWorld child(*this, c.pid, {c.pid}, {}, /*resume_at_end=*/false);
+    try {
+      child_hook_(args, child);
+    } catch (const std::exception& e) {
+      logger("attach")->warn("cleaning child process {}: {}", c.pid, e.what());
+    }
+  }
+  // Detached at once: it runs unhindered, as it would without profctl (its SIGSTOP-free
+  // first stop needs no signal).
+  if (ptrace(PTRACE_DETACH, c.pid, nullptr, nullptr) != 0) {
+    logger("attach")->debug("detaching child process {}: {}", c.pid, std::strerror(errno));
+  }
+  logger("attach")->trace("child process {} of thread {} (event {}{}) detached", c.pid,
+                          c.parent_tid, c.event, args.shares_vm ? ", shares memory" : "");
+}
+
+void TracedProcess::resume_one(pid_t tid, bool detach) {
+  TracedThread* t = table_.find(tid);
+  if (t == nullptr || t->state != TState::kStopped) {
+    return;
+  }
+  const long sig = t->pending_signal;
   long r;
+  bool listening = false;
   if (detach) {
     // A group-stopped thread detached with no signal stays in group-stop (the kernel
     // re-instates the stop on detach), so a SIGSTOPped target is left as it was found.
     r = ptrace(PTRACE_DETACH, tid, nullptr, sig);
-  } else if (t.group_stop && sig == 0) {
+  } else if (t->group_stop && sig == 0) {
     r = ptrace(PTRACE_LISTEN, tid, nullptr, nullptr);
+    listening = true;
   } else {
     r = ptrace(PTRACE_CONT, tid, nullptr, sig);
   }
   if (r == 0) {
-    t.pending_signal = 0;
-    t.stopped = false;
+    if (detach) {
+      table_.forget(tid);
+    } else {
+      table_.resumed(tid, listening);
+    }
   } else if (errno == ESRCH) {
-    t.stopped = false;  // gone (or never stopped): nothing to resume
+    table_.exiting(tid);  // killed meanwhile: its exit status is on its way
   }
+}
+
+void TracedProcess::interrupt_one(pid_t tid) {
+  TracedThread* t = table_.find(tid);
+  if (t == nullptr || (t->state != TState::kRunning && t->state != TState::kListening)) {
+    return;
+  }
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0) {
+    table_.interrupted(tid);
+  } else if (errno == ESRCH) {
+    table_.exiting(tid);
+  }
+}
+
+void TracedProcess::redeliver_and_restop(pid_t tid) {
+  // Holding a signal while the world is stopped would put it at risk: if profctl died
+  // (SIGKILL) before re-injecting it, the kernel would drop it. So it is re-injected now,
+  // and the thread is stopped again right after (its handler may run first).
+  resume_one(tid, false);
+  interrupt_one(tid);
+}
+
+std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
+  auto log = logger("attach");
+  const uint64_t t0 = now_ns();
+  // Interrupt everyone first, then collect the stops: the threads stop in parallel.
+  for (pid_t tid : table_.tids()) {
+    interrupt_one(tid);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (table_.awaiting_stop() > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      break;
+    }
+    auto ev = waiter_.next(left);
+    if (!ev) {
+      break;
+    }
+    Transition tr = on_status(*ev);
+    if (log->should_log(spdlog::level::trace)) {
+      std::ostringstream os;
+      os << ev->status;
+      log->trace("{:.1f} us: thread {} {}", (now_ns() - t0) / 1e3, ev->tid, os.str());
+    }
+    using W = Transition::What;
+    if (tr.what == W::kSignal) {
+      redeliver_and_restop(ev->tid);
+    } else if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
+      // Every other thread vanished; the exec'ing one is stopped: the world is this one.
+      break;
+    }
+  }
+  std::vector<pid_t> missing;
+  for (const auto& [tid, t] : table_.all()) {
+    if (t.state != TState::kStopped) {
+      missing.push_back(tid);
+    }
+  }
+  return missing;
+}
+
+void TracedProcess::resume_all(bool detach) {
+  for (pid_t tid : table_.tids()) {
+    resume_one(tid, detach);
+  }
+}
+
+Result<std::unique_ptr<StoppedWorld>> TracedProcess::stop_world(std::chrono::milliseconds timeout) {
+  if (!attached_) {
+    return Error{"pid " + std::to_string(pid_) + " is no longer traced"};
+  }
+  if (auto r = seize_all(); !r) {
+    return r.error();
+  }
+  std::vector<pid_t> missing = stop_all(timeout);
+  std::vector<pid_t> stopped;
+  for (const auto& [tid, t] : table_.all()) {
+    if (t.state == TState::kStopped) {
+      stopped.push_back(tid);
+    }
+  }
+  return std::unique_ptr<StoppedWorld>(
+      new StoppedWorld(*this, space_pid(), std::move(stopped), std::move(missing), true));
 }
 
 Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
@@ -296,7 +454,8 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   if (auto r = seize_all(); !r) {
     return r.error();
   }
-  auto maps_text = read_maps_text(pid_);
+  const pid_t space = space_pid();
+  auto maps_text = read_maps_text(space);
   if (!maps_text) {
     return maps_text.error();
   }
@@ -305,7 +464,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
 
   // Thread state before the stop, and what a blocked thread waits in.
   std::map<pid_t, ThreadInfo> infos;
-  for (auto& [tid, t] : threads_) {
+  for (pid_t tid : table_.tids()) {
     ThreadInfo info;
     info.tid = tid;
     if (auto st = read_task_stat(pid_, tid)) {
@@ -319,64 +478,22 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     }
     infos.emplace(tid, std::move(info));
   }
+  std::map<pid_t, bool> was_group_stopped;
 
   TerminationSignalsBlocked blocked;
   ScopedRealtime realtime;
   const uint64_t t0 = now_ns();
-  // Interrupt everyone first, then collect the stops: the threads stop in parallel.
-  for (auto& [tid, t] : threads_) {
-    if (!t.stopped && ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno == ESRCH) {
-      gone_.insert(tid);
-    }
-  }
-  // Recounted only when a status arrives (threads can appear and go meanwhile).
-  auto pending = [&] {
-    size_t n = 0;
-    for (auto& [tid, t] : threads_) {
-      n += t.stopped ? 0 : 1;
-    }
-    return n;
-  };
-  size_t not_stopped = pending();
-  auto deadline = std::chrono::steady_clock::now() + opts.stop_timeout;
-  std::vector<Waiter::Event> foreign;  // not ours: kept for whoever owns that child
-  while (not_stopped > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      break;
-    }
-    auto ev = waiter_.next(left);
-    if (!ev) {
-      break;
-    }
-    if (!on_status(*ev)) {
-      foreign.push_back(*ev);
-    }
-    auto it = threads_.find(ev->tid);
-    bool simple = it != threads_.end() && it->second.stopped &&
-                  ev->status.kind() != WaitStatus::Kind::kPtraceEvent;
-    not_stopped = simple && not_stopped > 0 ? not_stopped - 1 : pending();
-    if (log->should_log(spdlog::level::trace)) {
-      std::ostringstream os;
-      os << ev->status;
-      log->trace("{:.1f} us: thread {} {}", (now_ns() - t0) / 1e3, ev->tid, os.str());
-    }
-  }
-  for (auto& ev : foreign) {
-    waiter_.push_back(ev);
-  }
-  // A new thread whose parent reported PTRACE_EVENT_CLONE was interrupted by nobody: it
-  // stops by itself (auto-attach stop), which the loop above has already collected.
+  std::vector<pid_t> missing = stop_all(opts.stop_timeout);
   const uint64_t t1 = now_ns();
 
   // Registers, then every stack in one batched read.
   std::vector<Snapshot> snaps;
-  snaps.reserve(threads_.size());
-  for (auto& [tid, t] : threads_) {
-    if (!t.stopped) {
+  snaps.reserve(table_.size());
+  for (const auto& [tid, t] : table_.all()) {
+    if (t.state != TState::kStopped) {
       continue;
     }
+    was_group_stopped[tid] = t.group_stop;
     Snapshot s;
     s.pid = pid_;
     s.tid = tid;
@@ -385,31 +502,26 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     }
     snaps.push_back(std::move(s));
   }
-  StackReader reader(pid_);
+  StackReader reader(space);
   out.pause.stack_bytes = reader.read_stacks(snaps, maps, opts.stack_bytes);
   const uint64_t t2 = now_ns();
 
-  for (auto& [tid, t] : threads_) {
-    if (t.stopped) {
-      resume_one(tid, t, opts.detach);
-    }
-  }
+  // Detach hooks (probes) must run before the last detach: resume now, detach after.
+  const bool detach_now = opts.detach && detach_hooks_.empty();
+  resume_all(detach_now);
   // Seizing a group-stopped thread turns its /proc state from T into t; its group-stop
   // report says how it was found.
-  for (auto& [tid, t] : threads_) {
-    if (auto it = infos.find(tid); t.group_stop && it != infos.end() && it->second.state == 't') {
+  for (auto& [tid, gs] : was_group_stopped) {
+    if (auto it = infos.find(tid); gs && it != infos.end() && it->second.state == 't') {
       it->second.state = 'T';
     }
   }
   const uint64_t t3 = now_ns();
-  if (opts.detach) {
-    // Detached threads are no longer ours; one that never stopped is detached below.
-    for (auto it = threads_.begin(); it != threads_.end();) {
-      it = it->second.stopped ? std::next(it) : threads_.erase(it);
-    }
-    if (threads_.empty()) {
-      attached_ = false;
-    }
+  if (opts.detach && !detach_now) {
+    detach_all();
+  }
+  if (opts.detach && table_.empty()) {
+    attached_ = false;
   }
 
   out.pause.stop_ns = t1 - t0;
@@ -429,7 +541,8 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     tc.info = std::move(info);
     if (auto it = by_tid.find(tid); it != by_tid.end()) {
       tc.snap = std::move(*it->second);
-    } else if (gone_.count(tid)) {
+    } else if (table_.gone(tid) ||
+               std::find(missing.begin(), missing.end(), tid) == missing.end()) {
       continue;  // exited during the stop: dropped, not an error
     } else {
       tc.note = "thread did not stop within " + std::to_string(opts.stop_timeout.count()) +
@@ -463,47 +576,60 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   return out;
 }
 
+void TracedProcess::detach() { detach_all(); }
+
 void TracedProcess::detach_all() {
   if (!attached_) {
     return;
   }
   attached_ = false;
-  // PTRACE_DETACH needs a stopped tracee: stop the running ones first (the signals they
-  // report meanwhile are held in pending_signal and re-delivered by the detach).
-  for (auto& [tid, t] : threads_) {
-    if (!t.stopped) {
-      ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+  TerminationSignalsBlocked blocked;
+  // PTRACE_DETACH needs a stopped tracee: stop every thread first. Detach hooks run in
+  // that last stopped world; one that needs the target to run a little (a thread inside
+  // code it must not remove yet) gets the world resumed and stopped again, a bounded
+  // number of times.
+  std::vector<DetachHook> hooks = std::move(detach_hooks_);
+  detach_hooks_.clear();
+  std::vector<bool> done(hooks.size(), false);
+  for (int round = 0;; ++round) {
+    stop_all(std::chrono::milliseconds(2000));
+    bool all_done = true;
+    if (!hooks.empty()) {
+      StoppedWorld world(*this, space_pid(), {}, {}, /*resume_at_end=*/false);
+      for (const auto& [tid, t] : table_.all()) {
+        if (t.state == TState::kStopped) {
+          world.stopped_.push_back(tid);
+        }
+      }
+      for (size_t i = 0; i < hooks.size(); ++i) {
+        if (done[i]) {
+          continue;
+        }
+        try {
+          done[i] = hooks[i](world) || round >= 200;
+        } catch (const std::exception& e) {
+          logger("attach")->warn("detach hook: {}", e.what());
+          done[i] = true;
+        }
+        all_done = all_done && done[i];
+      }
     }
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  std::vector<Waiter::Event> foreign;
-  for (;;) {
-    bool all = true;
-    for (auto& [tid, t] : threads_) {
-      all = all && t.stopped;
-    }
-    if (all || std::chrono::steady_clock::now() >= deadline) {
+    if (all_done || table_.empty()) {
       break;
     }
-    auto ev = waiter_.next(std::chrono::milliseconds(200));
-    if (!ev) {
-      continue;
-    }
-    if (!on_status(*ev)) {
-      foreign.push_back(*ev);
-    }
+    resume_all(false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  for (auto& ev : foreign) {
-    waiter_.push_back(ev);
+  resume_all(/*detach=*/true);
+  // Child processes still waiting for their first stop or their creator's event: detach
+  // whatever has stopped (the rest are detached by the kernel when profctl exits).
+  for (auto& [cpid, c] : children_) {
+    ptrace(PTRACE_DETACH, cpid, nullptr, nullptr);
   }
-  for (auto& [tid, t] : threads_) {
-    if (t.stopped) {
-      resume_one(tid, t, /*detach=*/true);
-    }
-  }
+  children_.clear();
   // A thread that never stopped stays traced until profctl exits; the kernel detaches it
   // then (exit_ptrace), with nothing patched and no signal held.
-  threads_.clear();
+  table_.clear();
 }
 
 TracedProcess::~TracedProcess() {
@@ -512,15 +638,6 @@ TracedProcess::~TracedProcess() {
   } catch (...) {
     // Out of memory while detaching: profctl's exit lets the kernel detach the rest.
   }
-}
-
-std::vector<pid_t> TracedProcess::tids() const {
-  std::vector<pid_t> out;
-  out.reserve(threads_.size());
-  for (auto& [tid, t] : threads_) {
-    out.push_back(tid);
-  }
-  return out;
 }
 
 }  // namespace profctl

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "attach/proc.h"
 #include "attach/snapshot.h"
 #include "attach/thread_info.h"
+#include "attach/thread_table.h"
 #include "attach/waiter.h"
 #include "base/result.h"
 
@@ -76,6 +78,17 @@ struct WorldCapture {
   std::vector<std::string> notes;  // events worth a line in the report
 };
 
+class StoppedWorld;
+
+// The memory and registers of a process profctl has seized, for code that runs while its
+// threads are stopped (a StoppedWorld, or a forked child at its first stop).
+struct ChildHookArgs {
+  pid_t pid = 0;         // the new process
+  pid_t parent_tid = 0;  // the thread that created it
+  int event = 0;         // PTRACE_EVENT_FORK / _VFORK / _CLONE
+  bool shares_vm = false;  // vfork, clone(CLONE_VM): it runs in the target's own memory
+};
+
 class TracedProcess {
  public:
   ~TracedProcess();
@@ -91,9 +104,33 @@ class TracedProcess {
   // once. Thread states and syscalls are read from /proc before the stop.
   Result<WorldCapture> capture_world(const CaptureOptions& opts);
 
+  // Stops every thread and returns a scope in which their registers and the target's
+  // memory can be read and written and syscalls run in the target; every thread resumes
+  // when it ends. The same stop path as capture_world.
+  Result<std::unique_ptr<StoppedWorld>> stop_world(
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(1000));
+
   pid_t pid() const { return pid_; }
-  size_t thread_count() const { return threads_.size(); }
-  std::vector<pid_t> tids() const;
+  // A live thread's id, for /proc/ID/maps, /proc/ID/mem and process_vm_readv: the leader
+  // once it has exited (pthread_exit from main) has no memory map to read.
+  pid_t space_pid() const;
+  size_t thread_count() const { return table_.size(); }
+  std::vector<pid_t> tids() const { return table_.tids(); }
+
+  // Runs for every process a traced thread creates (fork, vfork, clone without
+  // CLONE_THREAD) while it is held at its first stop, before it runs a single
+  // instruction; it is detached afterwards (it runs free of profctl). `mem` gives the hook
+  // the child's memory and a syscall in it.
+  using ChildHook = std::function<void(const ChildHookArgs&, StoppedWorld& child)>;
+  void set_child_hook(ChildHook hook) { child_hook_ = std::move(hook); }
+  // Runs inside the last stopped world before every thread is detached, on every exit
+  // path that detaches (normal end, error, exception unwinding through the destructor).
+  // Returns false to ask for the target to run briefly and be stopped again (a thread was
+  // inside code the hook must not remove yet); bounded at about a second.
+  using DetachHook = std::function<bool(StoppedWorld&)>;
+  void add_detach_hook(DetachHook hook) { detach_hooks_.push_back(std::move(hook)); }
+  // Detaches every thread now (the destructor does the same).
+  void detach();
 
   // ---- sampling sessions (traced_process_events.cpp) ----
 
@@ -122,8 +159,7 @@ class TracedProcess {
     uint64_t stop_ns = 0;  // kSample: from the request to the stop (mostly waiting for a CPU)
     uint64_t held_ns = 0;  // kSample: from the stop to the resume: what it cost the thread
   };
-  // Waits up to `timeout` for the next event. nullopt: nothing happened in time (or
-  // waitpid was interrupted by a signal to profctl).
+  // Waits up to `timeout` for the next event. nullopt: nothing happened in time.
   std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
   void set_stack_bytes(size_t n) { stack_bytes_ = n; }
   // Puts an event back, to be returned first by next_event().
@@ -132,35 +168,51 @@ class TracedProcess {
   void resume(pid_t tid);
 
  private:
-  struct Thread {
-    bool stopped = false;
-    bool group_stop = false;
-    int pending_signal = 0;            // to re-deliver when resuming
-    uint64_t sample_requested_ns = 0;  // nonzero: a sample was asked for at that time
-  };
-
+  friend class StoppedWorld;
   explicit TracedProcess(pid_t pid) : pid_(pid) {}
   Result<void> seize_all();
-  bool seize_one(pid_t tid);
-  // Applies one wait status to the thread table; returns false for a status that is not
-  // about one of our threads (kept in the waiter).
-  bool on_status(const Waiter::Event& ev);
-  void resume_one(pid_t tid, Thread& t, bool detach);
+  Result<void> seize_one(pid_t tid);
+
+  // The one status handler: applies a wait status to the thread table and does what the
+  // kernel requires whatever the caller's purpose (new threads and child processes at
+  // their events, exec). The caller decides when to resume the thread.
+  Transition on_status(const Waiter::Event& ev);
+  void on_child_process(pid_t child, pid_t parent_tid, int event, bool first_stop);
+  void settle_child(ChildProcess& c);
+
+  // Resumes a stopped thread (with its pending signal; PTRACE_LISTEN if it is
+  // group-stopped with none) or detaches it.
+  void resume_one(pid_t tid, bool detach);
+  // Sends PTRACE_INTERRUPT to a thread that is running or listening.
+  void interrupt_one(pid_t tid);
+  // A signal-delivery stop that arrived while the world is being stopped: re-deliver it
+  // at once (never hold it) and stop the thread again.
+  void redeliver_and_restop(pid_t tid);
+  // Interrupts every running thread and collects their stops (every thread stopped, or
+  // gone, or the deadline passed). Returns the tids that did not stop.
+  std::vector<pid_t> stop_all(std::chrono::milliseconds timeout);
+  void resume_all(bool detach);
   void detach_all();
 
   std::optional<Snapshot> snapshot_stopped(pid_t tid, size_t stack_bytes);
   std::optional<TraceEvent> handle_status(const Waiter::Event& ev, size_t stack_bytes);
-  TraceEvent take_sample(pid_t tid, Thread& t);
+  TraceEvent take_sample(pid_t tid);
   void rebuild_after_exec();
 
   pid_t pid_;
-  std::map<pid_t, Thread> threads_;
+  ThreadTable table_;
+  std::map<pid_t, ChildProcess> children_;  // child processes not settled yet
   std::vector<MapEntry> maps_;     // refreshed when a stack pointer falls outside them
   std::deque<TraceEvent> events_;  // events seen while waiting for something else
   size_t stack_bytes_ = 8u << 20;  // for snapshots taken by next_event()
-  std::set<pid_t> gone_;           // threads that exited while seized
   Waiter waiter_;
+  ChildHook child_hook_;
+  std::vector<DetachHook> detach_hooks_;
   bool attached_ = true;
+  bool leader_gone_ = false;  // the main thread exited (pthread_exit): it is not traced
+  pid_t failed_tid_ = 0;      // the thread PTRACE_SEIZE refused
+  uint64_t syscall_insn_ = 0;  // a `syscall` instruction in the target (remote syscalls)
+  pid_t syscall_insn_pid_ = 0;
 };
 
 }  // namespace profctl

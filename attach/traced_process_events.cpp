@@ -48,7 +48,11 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
   }
   if (pid == 0) {
     // Child: wait, stopped, until the parent has seized us; then exec. Only async-signal-
-    // safe calls from here on.
+    // safe calls from here on. profctl blocks SIGCHLD (and, mid-stop, termination
+    // signals); the command starts with none blocked.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     raise(SIGSTOP);
     execvp(cargv[0], cargv.data());
     int err = errno;
@@ -63,14 +67,15 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
   std::unique_ptr<TracedProcess> tp(new TracedProcess(pid));
   // EXITKILL is right here and only here: the program exists because profctl ran it.
   if (ptrace(PTRACE_SEIZE, pid, nullptr,
-             PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL) != 0) {
+             PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
+                 PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL) != 0) {
     int err = errno;
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
     return AttachError{AttachFailure::kPermission,
                        std::string("cannot trace the command: ") + std::strerror(err), ""};
   }
-  tp->threads_.emplace(pid, Thread{});
+  tp->table_.add(pid, TState::kRunning);
   kill(pid, SIGCONT);
   // Walk the child from its stop to its exec: group-stop trap, SIGCONT, then the exec.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -86,7 +91,7 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
     switch (ev->status.kind()) {
       case K::kExited:
       case K::kKilled: {
-        tp->threads_.clear();
+        tp->table_.clear();
         tp->attached_ = false;
         int err = 0;
         if (read(rd.get(), &err, sizeof err) == sizeof err) {
@@ -98,7 +103,7 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
       }
       case K::kPtraceEvent:
         if (ev->status.ptrace_event() == PTRACE_EVENT_EXEC) {
-          tp->threads_[pid].stopped = true;
+          tp->table_.apply(pid, ev->status);
           return tp;  // stopped at its first instruction; the caller resumes it
         }
         ptrace(PTRACE_CONT, pid, nullptr, nullptr);
@@ -121,62 +126,63 @@ std::optional<Snapshot> TracedProcess::snapshot_stopped(pid_t tid, size_t stack_
     return std::nullopt;
   }
   if (maps_.empty() || find_mapping(maps_, one[0].regs.rsp) == nullptr) {
-    if (auto text = read_maps_text(pid_)) {
+    if (auto text = read_maps_text(space_pid())) {
       maps_ = parse_maps(*text);
     }
   }
-  StackReader reader(pid_);
+  StackReader reader(space_pid());
   reader.read_stacks(one, maps_, stack_bytes);
   return std::move(one[0]);
 }
 
 bool TracedProcess::request_sample(pid_t tid) {
-  auto it = threads_.find(tid);
-  if (it == threads_.end()) {
+  TracedThread* t = table_.find(tid);
+  if (t == nullptr || t->state == TState::kExiting) {
     return false;
   }
-  Thread& t = it->second;
-  if (t.sample_requested_ns != 0) {
+  if (t->sample_requested_ns != 0) {
     return true;
   }
-  t.sample_requested_ns = mono_ns();
-  if (t.stopped) {
+  t->sample_requested_ns = mono_ns();
+  if (t->state == TState::kStopped) {
     // Held at an event right now (rare): its stop is here already.
-    events_.push_back(take_sample(tid, t));
+    events_.push_back(take_sample(tid));
     return true;
   }
-  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
-    t.sample_requested_ns = 0;
-    return false;
+  if (t->state == TState::kRunning || t->state == TState::kListening) {
+    interrupt_one(tid);
+    if (table_.find(tid) == nullptr || table_.find(tid)->state == TState::kExiting) {
+      return false;
+    }
   }
-  return true;
+  return true;  // kNew / kInterrupted: a stop is on its way
 }
 
-TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, Thread& t) {
+TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid) {
   const uint64_t t_stop = mono_ns();
+  TracedThread* t = table_.find(tid);
   TraceEvent out(TraceEvent::Kind::kSample, tid);
   out.sample = snapshot_stopped(tid, stack_bytes_);
-  out.stop_ns = t_stop - t.sample_requested_ns;
-  t.sample_requested_ns = 0;
-  resume_one(tid, t, /*detach=*/false);
+  out.stop_ns = t != nullptr ? t_stop - t->sample_requested_ns : 0;
+  if (t != nullptr) {
+    t->sample_requested_ns = 0;
+  }
+  resume_one(tid, /*detach=*/false);
   out.held_ns = mono_ns() - t_stop;
   return out;
 }
 
 void TracedProcess::rebuild_after_exec() {
   // ptrace(2): after an exec every other thread is gone and the exec'ing thread has taken
-  // the leader's tid.
-  threads_.clear();
-  threads_[pid_].stopped = true;  // held at its PTRACE_EVENT_EXEC
+  // the leader's tid; it is held at its PTRACE_EVENT_EXEC.
+  table_.clear();
+  table_.add(pid_, TState::kStopped);
+  leader_gone_ = false;
   maps_.clear();
+  syscall_insn_ = 0;
 }
 
-void TracedProcess::resume(pid_t tid) {
-  auto it = threads_.find(tid);
-  if (it != threads_.end() && it->second.stopped) {
-    resume_one(tid, it->second, /*detach=*/false);
-  }
-}
+void TracedProcess::resume(pid_t tid) { resume_one(tid, /*detach=*/false); }
 
 std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
     std::chrono::milliseconds timeout, size_t stack_bytes) {
@@ -192,96 +198,75 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
   return handle_status(*ev, stack_bytes);
 }
 
-std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Waiter::Event& e,
+std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Waiter::Event& ev,
                                                                       size_t stack_bytes) {
-  using K = WaitStatus::Kind;
+  using W = Transition::What;
   using EK = TraceEvent::Kind;
-  const Waiter::Event* ev = &e;
-  const pid_t tid = ev->tid;
-  auto it = threads_.find(tid);
-  if (it == threads_.end()) {
-    if (ev->status.kind() == K::kEventStop || ev->status.kind() == K::kSignalStop) {
-      // First stop of a thread seized at birth, before its parent's clone event arrived.
-      auto st = read_status(tid);
-      if (st && st->tgid == pid_) {
-        auto& t = threads_[tid];
-        t.stopped = true;
-        if (ev->status.kind() == K::kSignalStop) {
-          t.pending_signal = ev->status.signal();
-        }
-        resume_one(tid, t, false);
-      }
-    }
-    return std::nullopt;  // an exit of a thread already forgotten (after exec)
+  const pid_t tid = ev.tid;
+  const Transition tr = on_status(ev);
+  if (tr.what == W::kNotOurs) {
+    return std::nullopt;  // a child process: settled (or waiting for its creator's event)
   }
-  Thread& t = it->second;
-  const K kind = ev->status.kind();
-  if (t.sample_requested_ns != 0 && (kind == K::kEventStop || kind == K::kSignalStop ||
-                                     kind == K::kGroupStop || kind == K::kSyscallStop)) {
-    on_status(*ev);  // records a signal to re-deliver, a group-stop to keep
-    if (kind == K::kSignalStop) {
-      events_.emplace_back(EK::kSignal, tid, 0, ev->status.signal());
+  if (tr.what == W::kExited) {
+    // A traced leader's exit is reported once the whole group is gone; without the leader
+    // (it exited early by pthread_exit) the last traced thread's exit ends the process.
+    if (tid == pid_ || (leader_gone_ && table_.empty())) {
+      table_.clear();
+      attached_ = false;
+      return TraceEvent{EK::kProcessExited, tid, 0, ev.status.raw()};
     }
-    return take_sample(tid, t);
+    return TraceEvent{EK::kThreadExited, tid};
   }
-  switch (kind) {
-    case K::kExited:
-    case K::kKilled:
-      threads_.erase(it);
-      if (tid == pid_) {
-        attached_ = !threads_.empty();
-        return TraceEvent{EK::kProcessExited, tid, 0, ev->status.raw()};
-      }
-      return TraceEvent{EK::kThreadExited, tid};
-    case K::kGroupStop:
-      // The target was stopped (SIGSTOP & co): keep it stopped without resuming it.
-      t.stopped = true;
-      t.group_stop = true;
-      resume_one(tid, t, false);  // PTRACE_LISTEN
-      return std::nullopt;
-    case K::kSignalStop: {
-      int sig = ev->status.signal();
-      t.stopped = true;
-      t.group_stop = false;
-      t.pending_signal = sig;
-      resume_one(tid, t, false);  // re-delivered at once, never held for a sample
-      return TraceEvent{EK::kSignal, tid, 0, sig};
+  TracedThread* t = table_.find(tid);
+  if (t == nullptr) {
+    return std::nullopt;
+  }
+  if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
+    return TraceEvent{EK::kExec, pid_};  // held; the caller ends the capture
+  }
+  if (t->sample_requested_ns != 0 && tr.what != W::kPtraceEvent) {
+    // The stop we asked for (or a signal / group-stop that came first: same place).
+    if (tr.what == W::kSignal) {
+      events_.emplace_back(EK::kSignal, tid, 0, tr.signal);
     }
-    case K::kPtraceEvent: {
-      t.stopped = true;
-      int event = ev->status.ptrace_event();
-      if (event == PTRACE_EVENT_EXEC) {
-        rebuild_after_exec();
-        return TraceEvent{EK::kExec, pid_};
-      }
-      if (event == PTRACE_EVENT_CLONE) {
+    return take_sample(tid);
+  }
+  switch (tr.what) {
+    case W::kSignal: {
+      resume_one(tid, false);  // re-delivered at once, never held for a sample
+      return TraceEvent{EK::kSignal, tid, 0, tr.signal};
+    }
+    case W::kPtraceEvent: {
+      if (tr.event == PTRACE_EVENT_CLONE && table_.find(tid) != nullptr) {
         unsigned long child = 0;
         ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child);
-        TraceEvent out{EK::kThreadCreated, tid, static_cast<pid_t>(child)};
-        // The creator is stopped right at its clone: its stack is the creation stack.
-        out.creator = snapshot_stopped(tid, stack_bytes);
-        if (child > 0 && !threads_.count(static_cast<pid_t>(child))) {
-          threads_.emplace(static_cast<pid_t>(child), Thread{});
+        if (table_.find(static_cast<pid_t>(child)) != nullptr ||
+            table_.gone(static_cast<pid_t>(child))) {
+          TraceEvent out{EK::kThreadCreated, tid, static_cast<pid_t>(child)};
+          // The creator is stopped right at its clone: its stack is the creation stack.
+          out.creator = snapshot_stopped(tid, stack_bytes);
+          if (table_.find(tid)->sample_requested_ns != 0) {
+            events_.push_back(take_sample(tid));
+          } else {
+            resume_one(tid, false);
+          }
+          return out;
         }
-        auto again = threads_.find(tid);
-        if (again != threads_.end()) {
-          resume_one(tid, again->second, false);
-        }
-        return out;
       }
-      resume_one(tid, t, false);
+      if (table_.find(tid) != nullptr && table_.find(tid)->sample_requested_ns != 0) {
+        return take_sample(tid);
+      }
+      resume_one(tid, false);
       return std::nullopt;
     }
-    case K::kEventStop:
-    case K::kSyscallStop:
-    case K::kUnknown:
-      // A new thread's first stop, or an interrupt that outlived its sample: resume.
-      t.stopped = true;
-      t.group_stop = false;
-      resume_one(tid, t, false);
+    case W::kGroupStop:
+    case W::kStopped:
+    default:
+      // A new thread's first stop, the end of a listening group-stop, a job-control stop
+      // (PTRACE_LISTEN keeps it stopped), or an interrupt that outlived its sample.
+      resume_one(tid, false);
       return std::nullopt;
   }
-  return std::nullopt;
 }
 
 }  // namespace profctl

@@ -1,90 +1,104 @@
 #include "attach/waiter.h"
 
-#include <sys/time.h>
 #include <sys/wait.h>
 
 #include <cerrno>
 #include <csignal>
+#include <ctime>
 
 namespace profctl {
 namespace {
 
-extern "C" void on_wait_alarm(int) {}
-
-// Arms a periodic SIGALRM for the duration of one blocking waitpid, so that the wait
-// returns EINTR instead of hanging on a thread that never stops (uninterruptible sleep).
-// Periodic, so an alarm that fires just before waitpid blocks is followed by another.
-class WaitAlarm {
- public:
-  explicit WaitAlarm(std::chrono::milliseconds period) {
-    struct sigaction sa {};
-    sa.sa_handler = on_wait_alarm;  // no SA_RESTART: waitpid must return EINTR
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGALRM, &sa, &old_sa_);
-    long us = std::max<long>(1000, static_cast<long>(period.count()) * 1000);
-    itimerval t{};
-    t.it_value.tv_sec = us / 1000000;
-    t.it_value.tv_usec = us % 1000000;
-    t.it_interval = t.it_value;
-    setitimer(ITIMER_REAL, &t, &old_timer_);
+// waitid's si_status of a stop carries the whole stop word (signal | event << 8), as
+// waitpid's status does shifted by 8; rebuild the waitpid encoding so there is one decoder.
+WaitStatus status_from(const siginfo_t& si) {
+  switch (si.si_code) {
+    case CLD_EXITED:
+      return WaitStatus((si.si_status & 0xff) << 8);
+    case CLD_KILLED:
+      return WaitStatus(si.si_status & 0x7f);
+    case CLD_DUMPED:
+      return WaitStatus((si.si_status & 0x7f) | 0x80);
+    case CLD_TRAPPED:
+    case CLD_STOPPED:
+      return WaitStatus(((si.si_status & 0xffff) << 8) | 0x7f);
+    default:
+      return WaitStatus(0xffff);  // CLD_CONTINUED: not requested, decodes as unknown
   }
-  ~WaitAlarm() {
-    setitimer(ITIMER_REAL, &old_timer_, nullptr);
-    sigaction(SIGALRM, &old_sa_, nullptr);
-  }
-  WaitAlarm(const WaitAlarm&) = delete;
-  WaitAlarm& operator=(const WaitAlarm&) = delete;
-
- private:
-  struct sigaction old_sa_ {};
-  itimerval old_timer_{};
-};
+}
 
 }  // namespace
 
-std::optional<Waiter::Event> Waiter::wait_raw(pid_t which, std::chrono::milliseconds timeout) {
-  int status = 0;
-  pid_t r = waitpid(which, &status, __WALL | WNOHANG);
-  if (r > 0) {
-    return Event{r, WaitStatus(status)};
+void Waiter::block_sigchld() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+Waiter::Waiter() { block_sigchld(); }
+
+std::optional<Waiter::Event> Waiter::peek(idtype_t which, pid_t id, bool* none_left) {
+  siginfo_t si{};
+  *none_left = false;
+  if (waitid(which, static_cast<id_t>(id), &si, WEXITED | WSTOPPED | __WALL | WNOHANG | WNOWAIT) !=
+      0) {
+    *none_left = errno == ECHILD;
+    return std::nullopt;
   }
-  if (r < 0 || timeout.count() <= 0) {
-    return std::nullopt;  // ECHILD: nothing to wait for
+  if (si.si_pid == 0) {
+    return std::nullopt;  // children exist, none has a status
   }
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  WaitAlarm alarm(timeout);
+  Event e{si.si_pid, status_from(si), false};
+  if (e.status.kind() == WaitStatus::Kind::kSignalStop) {
+    e.pending_in_kernel = true;  // the caller re-injects it (or consumes it)
+  } else {
+    consume(e);
+  }
+  return e;
+}
+
+void Waiter::consume(const Event& e) {
+  int st = 0;
+  while (waitpid(e.tid, &st, __WALL | WNOHANG) < 0 && errno == EINTR) {
+  }
+}
+
+std::optional<Waiter::Event> Waiter::wait_one(idtype_t which, pid_t id,
+                                               std::chrono::milliseconds timeout) {
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    r = waitpid(which, &status, __WALL);
-    if (r > 0) {
-      return Event{r, WaitStatus(status)};
+    bool none_left = false;
+    if (auto e = peek(which, id, &none_left)) {
+      return e;
     }
-    if (r < 0 && errno != EINTR) {
+    if (none_left) {
       return std::nullopt;
     }
-    if (std::chrono::steady_clock::now() >= deadline) {
+    auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::nanoseconds(0)) {
       return std::nullopt;
     }
+    // SIGCHLD is coalesced, but a status that arrives after the peek above leaves it
+    // pending, so this never sleeps through one. Bounded at 50 ms in case another thread
+    // of this process left SIGCHLD unblocked and took it.
+    auto slice = std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(50));
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(slice.count() / 1000000000);
+    ts.tv_nsec = static_cast<long>(slice.count() % 1000000000);
+    (void)sigtimedwait(&chld, nullptr, &ts);
   }
 }
 
 std::optional<Waiter::Event> Waiter::next(std::chrono::milliseconds timeout) {
-  if (!kept_.empty()) {
-    Event e = kept_.front();
-    kept_.pop_front();
-    return e;
-  }
-  return wait_raw(-1, timeout);
+  return wait_one(P_ALL, 0, timeout);
 }
 
 std::optional<Waiter::Event> Waiter::next_for(pid_t tid, std::chrono::milliseconds timeout) {
-  for (auto it = kept_.begin(); it != kept_.end(); ++it) {
-    if (it->tid == tid) {
-      Event e = *it;
-      kept_.erase(it);
-      return e;
-    }
-  }
-  return wait_raw(tid, timeout);
+  return wait_one(P_PID, tid, timeout);
 }
 
 }  // namespace profctl

@@ -1,4 +1,5 @@
 // profctl: parse the command line, run one subcommand, map errors to DESIGN's exit codes.
+#include "attach/waiter.h"
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>
@@ -68,6 +69,9 @@ int run_main(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  // Tracee stops are waited for with sigtimedwait(SIGCHLD) (attach/waiter.h): block it
+  // before any thread starts so every thread inherits the mask and none discards it.
+  profctl::Waiter::block_sigchld();
   try {
     return run_main(argc, argv);
   } catch (...) {
