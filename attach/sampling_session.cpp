@@ -23,22 +23,6 @@ uint64_t mono_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// Per-thread /proc files kept open: a pread of an open file is far cheaper than an open.
-struct ThreadState {
-  Fd schedstat;
-  Fd stat;
-  std::string name;
-  char state = '?';
-  bool have_stack = false;
-  uint64_t last_run_ns = 0;  // schedstat run time at the last snapshot
-  uint64_t cpu_mark_ns = 0;  // run time already attributed to the cpu profile
-  uint64_t last_tick_ns = 0;
-  uint64_t idle_skip = 0;    // ticks to skip before the next look at an idle thread
-  uint64_t idle_streak = 0;  // consecutive looks that found it had not run
-  uint64_t last_sp = 0;      // rsp and rip of the last snapshot
-  uint64_t last_pc = 0;
-};
-
 std::optional<std::string> pread_text(const Fd& fd) {
   char buf[1024];
   ssize_t n = pread(fd.get(), buf, sizeof buf - 1, 0);
@@ -75,125 +59,239 @@ std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v) {
   return {med, mx};
 }
 
-SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
-  auto log = logger("attach");
-  SessionResult res;
-  const pid_t pid = tp_.pid();
-  std::map<pid_t, ThreadState> threads;
+SamplingSession::ThreadState* SamplingSession::track(pid_t tid) {
+  auto it = threads_.find(tid);
+  if (it != threads_.end()) {
+    return &it->second;
+  }
+  std::string base =
+      "/proc/" + std::to_string(tp_.pid()) + "/task/" + std::to_string(tid) + "/";
+  auto ss = Fd::open(base + "schedstat", O_RDONLY);
+  auto st = Fd::open(base + "stat", O_RDONLY);
+  if (!ss || !st) {
+    return nullptr;
+  }
+  ThreadState ts;
+  ts.schedstat = std::move(*ss);
+  ts.stat = std::move(*st);
+  // CPU used before the session is not the session's.
+  ts.cpu_mark_ns = read_run_ns(ts.schedstat).value_or(0);
+  ts.last_tick_ns = mono_ns();
+  return &threads_.emplace(tid, std::move(ts)).first->second;
+}
 
-  auto track = [&](pid_t tid) -> ThreadState* {
-    auto it = threads.find(tid);
-    if (it != threads.end()) {
-      return &it->second;
-    }
-    std::string base = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/";
-    auto ss = Fd::open(base + "schedstat", O_RDONLY);
-    auto st = Fd::open(base + "stat", O_RDONLY);
-    if (!ss || !st) {
-      return nullptr;
-    }
-    ThreadState ts;
-    ts.schedstat = std::move(*ss);
-    ts.stat = std::move(*st);
-    // CPU used before the session is not the session's.
-    ts.cpu_mark_ns = read_run_ns(ts.schedstat).value_or(0);
-    ts.last_tick_ns = mono_ns();
-    return &threads.emplace(tid, std::move(ts)).first->second;
-  };
+void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
+  auto p = pending_.find(ev.tid);
+  auto t = threads_.find(ev.tid);
+  if (p == pending_.end() || t == threads_.end()) {
+    return;
+  }
+  ThreadSample s = std::move(p->second.sample);
+  const uint64_t run_ns = p->second.run_ns;
+  pending_.erase(p);
+  ThreadState* ts = &t->second;
+  if (!ev.sample) {
+    ++res_.lost;
+    return;
+  }
+  ++res_.samples;
+  res_.pauses_ns.push_back(ev.held_ns);
+  res_.stop_latencies_ns.push_back(ev.stop_ns);
+  ts->have_stack = true;
+  ts->last_run_ns = run_ns;
+  ts->last_sp = ev.sample->regs.rsp;
+  ts->last_pc = ev.sample->regs.rip;
+  if (s.state == 'R') {
+    s.cpu_ns = run_ns - std::min(run_ns, ts->cpu_mark_ns);
+    ts->cpu_mark_ns = run_ns;
+  }
+  s.snap = std::move(ev.sample);
+  sink_.on_sample(std::move(s));
+}
 
-  // Samples asked for and not yet taken: the thread has not reached its stop yet.
-  struct Pending {
-    ThreadSample sample;
-    uint64_t run_ns = 0;
-  };
-  std::map<pid_t, Pending> pending;
-  auto complete = [&](TracedProcess::TraceEvent& ev) {
-    auto p = pending.find(ev.tid);
-    auto t = threads.find(ev.tid);
-    if (p == pending.end() || t == threads.end()) {
-      return;
+void SamplingSession::reuse(pid_t /*tid*/, ThreadSample& s, const ThreadState& ts) {
+  s.name = ts.name;
+  s.state = ts.state;
+  ++res_.reused;
+  sink_.on_sample(std::move(s));
+}
+
+SessionResult SamplingSession::finish(SessionResult::End end) {
+  // Samples still on their way are given a moment to arrive; what is still in flight after
+  // that is the capture's edge, not a loss.
+  const bool target_alive =
+      end == SessionResult::End::kDuration || end == SessionResult::End::kInterrupted;
+  auto until = Clock::now() + std::chrono::milliseconds(100);
+  while (target_alive && !pending_.empty() && Clock::now() < until) {
+    auto ev = tp_.next_event(std::chrono::milliseconds(10), opts_.stack_bytes);
+    if (!ev) {
+      continue;
     }
-    ThreadSample s = std::move(p->second.sample);
-    const uint64_t run_ns = p->second.run_ns;
-    pending.erase(p);
-    ThreadState* ts = &t->second;
-    if (!ev.sample) {
-      ++res.lost;
-      return;
+    using EK = TracedProcess::TraceEvent::Kind;
+    if (ev->kind == EK::kSample) {
+      complete(*ev);
+    } else if (ev->kind == EK::kThreadExited) {
+      pending_.erase(ev->tid);
+    } else if (ev->kind == EK::kSignal) {
+      ++res_.signals;
+    } else if (ev->kind == EK::kProcessExited || ev->kind == EK::kExec) {
+      tp_.push_event(std::move(*ev));  // the caller sees the end for itself
+      break;
     }
-    ++res.samples;
-    res.pauses_ns.push_back(ev.held_ns);
-    res.stop_latencies_ns.push_back(ev.stop_ns);
-    ts->have_stack = true;
-    ts->last_run_ns = run_ns;
-    ts->last_sp = ev.sample->regs.rsp;
-    ts->last_pc = ev.sample->regs.rip;
-    if (s.state == 'R') {
-      s.cpu_ns = run_ns - std::min(run_ns, ts->cpu_mark_ns);
-      ts->cpu_mark_ns = run_ns;
+  }
+  pending_.clear();
+  res_.end = end;
+  res_.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
+  return res_;
+}
+
+std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::TraceEvent& ev) {
+  using EK = TracedProcess::TraceEvent::Kind;
+  switch (ev.kind) {
+    case EK::kThreadCreated: {
+      if (opts_.on_maps_check) {
+        opts_.on_maps_check();
+      }
+      if (ev.creator) {
+        ThreadCreation c;
+        c.creator = ev.tid;
+        c.child = ev.child;
+        c.time_ns = mono_ns();
+        if (auto* ts = track(ev.tid)) {
+          if (ts->name.empty()) {
+            if (auto st = read_task_stat(tp_.pid(), ev.tid)) {
+              ts->name = st->comm;
+            }
+          }
+          c.creator_name = ts->name;
+        }
+        c.snap = std::move(*ev.creator);
+        sink_.on_thread_created(std::move(c));
+      }
+      break;
     }
-    s.snap = std::move(ev.sample);
-    sink_.on_sample(std::move(s));
-  };
-  // At the end, samples still on their way are given a moment to arrive; what is still
-  // in flight after that is the capture's edge, not a loss.
-  auto finish_pending = [&](bool target_alive) {
-    auto until = Clock::now() + std::chrono::milliseconds(100);
-    while (target_alive && !pending.empty() && Clock::now() < until) {
-      auto ev = tp_.next_event(std::chrono::milliseconds(10), opts_.stack_bytes);
-      if (!ev) {
+    case EK::kThreadExited:
+      threads_.erase(ev.tid);
+      pending_.erase(ev.tid);
+      sink_.on_thread_exited(ev.tid);
+      break;
+    case EK::kProcessExited:
+      res_.exit_status = ev.status;
+      return SessionResult::End::kTargetExited;
+    case EK::kExec:
+      return SessionResult::End::kExec;
+    case EK::kSignal:
+      ++res_.signals;
+      break;
+    case EK::kSample:
+      complete(ev);
+      break;
+  }
+  return std::nullopt;
+}
+
+void SamplingSession::tick() {
+  ++res_.ticks;
+  // Which threads ran since their last sample: only those are stopped. Their stops are
+  // asked for all at once and taken as they arrive (next_event), so a tick never waits
+  // for a thread that is waiting for a CPU.
+  for (pid_t tid : tp_.tids()) {
+    ThreadState* ts = track(tid);
+    if (ts == nullptr) {
+      continue;
+    }
+    uint64_t t_now = mono_ns();
+    uint64_t wall = t_now - ts->last_tick_ns;
+    ts->last_tick_ns = t_now;
+    if (auto p = pending_.find(tid); p != pending_.end()) {
+      p->second.sample.wall_ns += wall;  // still on its way to the stop: same stack
+      continue;
+    }
+    ThreadSample s;
+    s.tid = tid;
+    s.time_ns = t_now;
+    s.wall_ns = wall;
+    // A thread that keeps not running is looked at less and less often (every 2nd,
+    // 4th... tick, at most kIdleRecheck apart): 56 idle threads then cost next to
+    // nothing. One that wakes is seen within kIdleRecheck; its CPU is charged exactly
+    // anyway (schedstat deltas).
+    if (ts->have_stack && ts->idle_skip > 0) {
+      --ts->idle_skip;
+      reuse(tid, s, *ts);
+      continue;
+    }
+    auto run_ns = read_run_ns(ts->schedstat);
+    if (!run_ns) {
+      continue;  // exiting
+    }
+    if (ts->have_stack && *run_ns == ts->last_run_ns) {
+      ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
+      ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip_);
+      reuse(tid, s, *ts);
+      continue;
+    }
+    ts->idle_streak = 0;
+    if (auto text = pread_text(ts->stat)) {
+      if (auto st = parse_stat(*text)) {
+        ts->name = st->comm;
+        ts->state = st->state;
+      }
+    }
+    // Our own stop makes a sleeping thread run briefly (it leaves its syscall for the
+    // ptrace-stop and restarts it), so its run time moves even when its code did not.
+    // Blocked again in a syscall at the very sp and pc of its last snapshot, it is on
+    // the same stack: reuse it without stopping it. A job-control-stopped thread ('t'
+    // between our samples: it listens) runs no code at all: same.
+    if (ts->have_stack && (ts->state == 't' || ts->state == 'T')) {
+      ts->last_run_ns = *run_ns;
+      reuse(tid, s, *ts);
+      continue;
+    }
+    if (ts->have_stack && ts->state != 'R') {
+      if (auto sc = read_task_syscall(tp_.pid(), tid);
+          sc && sc->sp == ts->last_sp && sc->pc == ts->last_pc) {
+        ts->last_run_ns = *run_ns;
+        reuse(tid, s, *ts);
         continue;
       }
-      using EK = TracedProcess::TraceEvent::Kind;
-      if (ev->kind == EK::kSample) {
-        complete(*ev);
-      } else if (ev->kind == EK::kThreadExited) {
-        pending.erase(ev->tid);
-      } else if (ev->kind == EK::kSignal) {
-        ++res.signals;
-      } else if (ev->kind == EK::kProcessExited || ev->kind == EK::kExec) {
-        tp_.push_event(std::move(*ev));  // the caller sees the end for itself
-        break;
-      }
     }
-    pending.clear();
-  };
-  tp_.set_stack_bytes(opts_.stack_bytes);
+    s.name = ts->name;
+    s.state = ts->state;
+    pending_[tid] = Pending{std::move(s), *run_ns};
+    if (!tp_.request_sample(tid)) {
+      pending_.erase(tid);  // gone: its exit arrives as an event
+    }
+  }
+}
 
-  // The sampling thread blocks in waitpid or sleeps; at FIFO priority the stop of a
+SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
+  tp_.set_stack_bytes(opts_.stack_bytes);
+  // The sampling thread blocks in its wait or sleeps; at FIFO priority the stop of a
   // thread it interrupted wakes it at once, instead of after some busy thread's slice.
   ScopedRealtime realtime;
-  const auto start = Clock::now();
+  start_ = Clock::now();
   const auto interval =
       std::chrono::nanoseconds(static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
-  auto next_tick = start;
+  auto next_tick = start_;
   constexpr auto kIdleRecheck = std::chrono::milliseconds(25);
-  const uint64_t max_idle_skip =
-      static_cast<uint64_t>(std::max<int64_t>(0, kIdleRecheck / interval - 1));
-  auto next_status = start;
-  auto next_maps_check = start;
-  auto finish = [&](SessionResult::End end) {
-    finish_pending(end == SessionResult::End::kDuration || end == SessionResult::End::kInterrupted);
-    res.end = end;
-    res.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
-    return res;
-  };
+  max_idle_skip_ = static_cast<uint64_t>(std::max<int64_t>(0, kIdleRecheck / interval - 1));
+  auto next_status = start_;
+  auto next_maps_check = start_;
 
   for (;;) {
     if (stop.load(std::memory_order_relaxed)) {
       return finish(SessionResult::End::kInterrupted);
     }
     auto now = Clock::now();
-    if (opts_.duration && now - start >= *opts_.duration) {
+    if (opts_.duration && now - start_ >= *opts_.duration) {
       return finish(SessionResult::End::kDuration);
     }
     if (opts_.on_status && now >= next_status) {
-      auto [med, worst] = median_and_max(res.pauses_ns);
-      opts_.on_status({std::chrono::duration<double>(now - start).count(), res.samples,
+      auto [med, worst] = median_and_max(res_.pauses_ns);
+      opts_.on_status({std::chrono::duration<double>(now - start_).count(), res_.samples,
                        tp_.thread_count(), med, worst});
       next_status = now + std::chrono::milliseconds(250);
     }
-
     if (opts_.on_maps_check && now >= next_maps_check) {
       opts_.on_maps_check();
       next_maps_check = now + std::chrono::milliseconds(100);
@@ -202,51 +300,13 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     // Serve the target's events until the next tick.
     auto wake = opts_.sample ? next_tick : now + std::chrono::milliseconds(100);
     if (opts_.duration) {
-      wake = std::min(wake, start + *opts_.duration);
+      wake = std::min(wake, start_ + *opts_.duration);
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
     auto ev = tp_.next_event(std::max(left, std::chrono::milliseconds(0)), opts_.stack_bytes);
     if (ev) {
-      using EK = TracedProcess::TraceEvent::Kind;
-      switch (ev->kind) {
-        case EK::kThreadCreated: {
-          if (opts_.on_maps_check) {
-            opts_.on_maps_check();
-          }
-          if (ev->creator) {
-            ThreadCreation c;
-            c.creator = ev->tid;
-            c.child = ev->child;
-            c.time_ns = mono_ns();
-            if (auto* ts = track(ev->tid)) {
-              if (ts->name.empty()) {
-                if (auto st = read_task_stat(pid, ev->tid)) {
-                  ts->name = st->comm;
-                }
-              }
-              c.creator_name = ts->name;
-            }
-            c.snap = std::move(*ev->creator);
-            sink_.on_thread_created(std::move(c));
-          }
-          break;
-        }
-        case EK::kThreadExited:
-          threads.erase(ev->tid);
-          pending.erase(ev->tid);
-          sink_.on_thread_exited(ev->tid);
-          break;
-        case EK::kProcessExited:
-          res.exit_status = ev->status;
-          return finish(SessionResult::End::kTargetExited);
-        case EK::kExec:
-          return finish(SessionResult::End::kExec);
-        case EK::kSignal:
-          ++res.signals;
-          break;
-        case EK::kSample:
-          complete(*ev);
-          break;
+      if (auto end = dispatch(*ev)) {
+        return finish(*end);
       }
     }
     now = Clock::now();
@@ -259,86 +319,11 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       }
       continue;
     }
-
-    // A tick: sample every thread that ran since its last sample.
-    ++res.ticks;
     next_tick += interval;
     if (next_tick < now) {
       next_tick = now + interval;  // fell behind: skip ticks rather than burst
     }
-    // Which threads ran since their last sample: only those are stopped. Their stops are
-    // asked for all at once and taken as they arrive (next_event), so a tick never waits
-    // for a thread that is waiting for a CPU.
-    for (pid_t tid : tp_.tids()) {
-      ThreadState* ts = track(tid);
-      if (ts == nullptr) {
-        continue;
-      }
-      uint64_t t_now = mono_ns();
-      uint64_t wall = t_now - ts->last_tick_ns;
-      ts->last_tick_ns = t_now;
-      if (auto p = pending.find(tid); p != pending.end()) {
-        p->second.sample.wall_ns += wall;  // still on its way to the stop: same stack
-        continue;
-      }
-      ThreadSample s;
-      s.tid = tid;
-      s.time_ns = t_now;
-      s.wall_ns = wall;
-      // A thread that keeps not running is looked at less and less often (every 2nd,
-      // 4th... tick, at most kIdleRecheck apart): 56 idle threads then cost next to
-      // nothing. One that wakes is seen within kIdleRecheck; its CPU is charged exactly
-      // anyway (schedstat deltas).
-      if (ts->have_stack && ts->idle_skip > 0) {
-        --ts->idle_skip;
-        s.name = ts->name;
-        s.state = ts->state;
-        ++res.reused;
-        sink_.on_sample(std::move(s));
-        continue;
-      }
-      auto run_ns = read_run_ns(ts->schedstat);
-      if (!run_ns) {
-        continue;  // exiting
-      }
-      if (ts->have_stack && *run_ns == ts->last_run_ns) {
-        ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
-        ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip);
-        s.name = ts->name;
-        s.state = ts->state;
-        ++res.reused;
-        sink_.on_sample(std::move(s));
-        continue;
-      }
-      ts->idle_streak = 0;
-      if (auto text = pread_text(ts->stat)) {
-        if (auto st = parse_stat(*text)) {
-          ts->name = st->comm;
-          ts->state = st->state;
-        }
-      }
-      // Our own stop makes a sleeping thread run briefly (it leaves its syscall for the
-      // ptrace-stop and restarts it), so its run time moves even when its code did not.
-      // Blocked again in a syscall at the very sp and pc of its last snapshot, it is on
-      // the same stack: reuse it without stopping it.
-      if (ts->have_stack && ts->state != 'R') {
-        if (auto sc = read_task_syscall(pid, tid);
-            sc && sc->sp == ts->last_sp && sc->pc == ts->last_pc) {
-          ts->last_run_ns = *run_ns;
-          s.name = ts->name;
-          s.state = ts->state;
-          ++res.reused;
-          sink_.on_sample(std::move(s));
-          continue;
-        }
-      }
-      s.name = ts->name;
-      s.state = ts->state;
-      pending[tid] = Pending{std::move(s), *run_ns};
-      if (!tp_.request_sample(tid)) {
-        pending.erase(tid);  // gone: its exit arrives as an event
-      }
-    }
+    tick();
   }
 }
 

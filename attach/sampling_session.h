@@ -8,10 +8,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "attach/sample_sink.h"
+#include "base/fd.h"
 #include "attach/traced_process.h"
 
 namespace profctl {
@@ -59,11 +62,48 @@ class SamplingSession {
   SessionResult run(const std::atomic<bool>& stop);
 
  private:
+  // Per-thread /proc files kept open (a pread of an open file is far cheaper than an
+  // open), and what the thread's last sample saw.
+  struct ThreadState {
+    Fd schedstat;
+    Fd stat;
+    std::string name;
+    char state = '?';
+    bool have_stack = false;
+    uint64_t last_run_ns = 0;  // schedstat run time at the last snapshot
+    uint64_t cpu_mark_ns = 0;  // run time already attributed to the cpu profile
+    uint64_t last_tick_ns = 0;
+    uint64_t idle_skip = 0;    // ticks to skip before the next look at an idle thread
+    uint64_t idle_streak = 0;  // consecutive looks that found it had not run
+    uint64_t last_sp = 0;      // rsp and rip of the last snapshot
+    uint64_t last_pc = 0;
+  };
+  // A sample asked for whose stop has not arrived yet.
+  struct Pending {
+    ThreadSample sample;
+    uint64_t run_ns = 0;
+  };
+
+  ThreadState* track(pid_t tid);
+  // The ticker: asks for a sample of every thread that ran since its last one.
+  void tick();
+  // Event dispatch: one event of the target (clone, exit, exec, signal, sample taken).
+  // Returns the end of the capture when the event ends it.
+  std::optional<SessionResult::End> dispatch(TracedProcess::TraceEvent& ev);
+  void complete(TracedProcess::TraceEvent& ev);
+  void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts);
+  // End-of-capture flush: samples still on their way get a moment to arrive.
+  SessionResult finish(SessionResult::End end);
+
   TracedProcess& tp_;
   SessionOptions opts_;
   SampleSink& sink_;
+  SessionResult res_;
+  std::map<pid_t, ThreadState> threads_;
+  std::map<pid_t, Pending> pending_;
+  std::chrono::steady_clock::time_point start_;
+  uint64_t max_idle_skip_ = 0;
 };
-
 // Median and maximum of a set of durations (0 when empty).
 std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v);
 

@@ -2,6 +2,8 @@
 
 #include <sys/ptrace.h>
 
+#include <sstream>
+
 #include "base/log.h"
 
 namespace profctl {
@@ -118,8 +120,10 @@ Transition ThreadTable::apply(pid_t tid, const WaitStatus& st, std::optional<boo
   }
   auto log = logger("attach");
   if (log->should_log(spdlog::level::trace)) {
-    log->trace("thread {}: {} -> {}{}", tid, tstate_name(tr.before), tstate_name(t.state),
-               t.group_stop ? " (group-stop)" : "");
+    std::ostringstream os;
+    os << st;
+    log->trace("thread {}: {} -> {} on {}", tid, tstate_name(tr.before), tstate_name(t.state),
+               os.str());
   }
   return tr;
 }

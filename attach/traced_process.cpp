@@ -238,6 +238,14 @@ pid_t TracedProcess::space_pid() const {
       return tid;
     }
   }
+  // Detached already: any live thread will do.
+  if (auto tids = list_tasks(pid_)) {
+    for (pid_t tid : *tids) {
+      if (auto st = read_task_stat(pid_, tid); st && st->state != 'Z' && st->state != 'X') {
+        return tid;
+      }
+    }
+  }
   return pid_;
 }
 
@@ -350,6 +358,9 @@ void TracedProcess::resume_one(pid_t tid, bool detach) {
   } else {
     r = ptrace(PTRACE_CONT, tid, nullptr, sig);
   }
+  logger("attach")->trace("thread {}: {} (signal {}){}", tid,
+                          detach ? "detach" : listening ? "listen" : "cont", sig,
+                          r == 0 ? "" : " failed");
   if (r == 0) {
     if (detach) {
       table_.forget(tid);

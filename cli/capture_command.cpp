@@ -141,7 +141,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
 
   DwflOptions dopts;
   dopts.debuginfod = o.common.debuginfod;
-  auto dwfl = TargetDwfl::for_process(pid, dopts);
+  auto dwfl = TargetDwfl::for_process(tp->space_pid(), dopts);
   if (!dwfl) {
     throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " + std::to_string(pid) +
                                                ": " + dwfl.error().message());
@@ -157,7 +157,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   copts.period_ns = static_cast<int64_t>(1e9 / o.rate);
   // The worker unwinds with a Dwfl of its own: libdwfl attaches unwinding state once per
   // Dwfl and is not thread-safe, and the main thread symbolizes with `td`.
-  auto worker_dwfl = TargetDwfl::for_process(pid, dopts);
+  auto worker_dwfl = TargetDwfl::for_process(tp->space_pid(), dopts);
   if (!worker_dwfl) {
     throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " + std::to_string(pid) +
                                                ": " + worker_dwfl.error().message());

@@ -59,6 +59,7 @@ int run_stack(const StackOptions& o) {
   copts.only_tids.insert(o.tids.begin(), o.tids.end());
   copts.detach = true;
   auto world = tp->capture_world(copts);
+  const pid_t space_pid = tp->space_pid();  // a live thread when the main thread has exited
   tp.reset();  // detached: the target runs on while we unwind and symbolize
   if (!world) {
     throw UserError(ExitCode::kTargetGone, "could not capture pid " + std::to_string(pid) + ": " +
@@ -81,7 +82,7 @@ int run_stack(const StackOptions& o) {
   auto t_dwfl = std::chrono::steady_clock::now();
   DwflOptions dopts;
   dopts.debuginfod = o.common.debuginfod;
-  auto dwfl = TargetDwfl::for_process(pid, dopts);
+  auto dwfl = TargetDwfl::for_process(space_pid, dopts);
   if (!dwfl) {
     throw UserError(
         ExitCode::kTargetGone,
