@@ -1,5 +1,6 @@
 #include "probe/shared_area.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -45,6 +46,10 @@ Result<SharedArea> SharedArea::create(const SharedAreaOptions& o) {
   }
   if (ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return errno_error("ftruncate probe shared area to " + std::to_string(size));
+  }
+  if (o.prefault_ring &&
+      fallocate(fd.get(), 0, static_cast<off_t>(ring_off), static_cast<off_t>(ring)) != 0) {
+    return errno_error("fallocate probe ring (" + std::to_string(ring) + " bytes)");
   }
   void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (base == MAP_FAILED) {

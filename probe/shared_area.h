@@ -26,6 +26,10 @@ struct SharedAreaOptions {
   uint64_t thread_capacity = 4096;         // thread slots; rounded up to a power of two
   uint32_t max_probe = 16;                 // linear-probing bound in both tables
   pid_t owner_pid = 0;                     // the target's pid (records of other pids are foreign)
+  // Allocate the ring's pages up front (fallocate on the memfd): the target's first pass
+  // over the ring then maps existing pages instead of allocating and zeroing them on its
+  // record path. Costs ring_bytes of memory from the start.
+  bool prefault_ring = true;
 };
 
 // A snapshot of probe_ctl.counters.
