@@ -57,7 +57,9 @@ const char* patch_method_name(PatchMethod m) {
 }
 
 size_t code_area_size(size_t site_count) {
-  return align_up(align_up(blob_image().size(), 16) + site_count * kOriginalPathReserve, kPage);
+  size_t code =
+      align_up(align_up(blob_image().size(), 16) + site_count * kOriginalPathReserve, kPage);
+  return code + kPage;  // + the process token page
 }
 
 Result<ProbeImage> build_probe_image(uint64_t code_address, size_t code_capacity,
@@ -82,6 +84,8 @@ Result<ProbeImage> build_probe_image(uint64_t code_address, size_t code_capacity
   image.code.assign(blob.begin(), blob.end());
   image.code.resize(align_up(image.code.size(), 16), 0xCC);
   put_u64(image.code, PROBE_BLOB_SHARED_AREA_OFFSET, shared_address);
+  image.process_token = code_address + code_capacity / kPage * kPage - kPage;
+  put_u64(image.code, PROBE_BLOB_PROCESS_TOKEN_OFFSET, image.process_token);
 
   uint32_t next_index = 0;
   for (size_t n = 0; n < sites.size(); ++n) {
@@ -169,7 +173,7 @@ Result<ProbeImage> build_probe_image(uint64_t code_address, size_t code_capacity
     ++next_index;
     image.sites.push_back(std::move(patch));
   }
-  if (image.code.size() > code_capacity) {
+  if (code_address + image.code.size() > image.process_token) {
     return Error{
         "probe image: " + std::to_string(image.code.size()) + " bytes do not fit the code area", 0};
   }

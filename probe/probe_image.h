@@ -47,14 +47,19 @@ struct SitePatch {
 struct ProbeImage {
   uint64_t code_address = 0;
   uint64_t shared_address = 0;
-  std::vector<uint8_t> code;     // write at code_address, then make the area r-x
+  std::vector<uint8_t> code;     // write at code_address; [code_address, process_token) r-x
   std::vector<SitePatch> sites;  // one per input site, same order
+  // The last page of the code area (target address): stays rw. Mark it MADV_WIPEONFORK
+  // and, only if that succeeded, write the owner pid as a u64 here: the record path then
+  // needs no getpid() (a forked child reads 0 and asks the kernel). Left 0, it still works.
+  uint64_t process_token = 0;
 };
 
 // Bytes of relocated code reserved per site in the code area (instructions + jump back).
 inline constexpr size_t kOriginalPathReserve = 128;
 
-// Bytes to map for the code area of `site_count` sites (a page multiple).
+// Bytes to map for the code area of `site_count` sites (a page multiple, the process token
+// page included).
 size_t code_area_size(size_t site_count);
 
 // Builds the image for a code area at `code_address` (`code_capacity` bytes mapped) and a

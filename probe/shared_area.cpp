@@ -137,7 +137,8 @@ probe_thread_slot* SharedArea::find_slot(uint64_t tp, bool claim) const {
   return nullptr;
 }
 
-Result<void> SharedArea::register_thread(uint64_t tp, uint64_t stack_lo, uint64_t stack_hi) {
+Result<void> SharedArea::register_thread(uint64_t tp, uint64_t stack_lo, uint64_t stack_hi,
+                                         pid_t tid) {
   if (tp == 0 || stack_lo >= stack_hi) {
     return Error{"register_thread: bad thread pointer or stack bounds", 0};
   }
@@ -150,12 +151,14 @@ Result<void> SharedArea::register_thread(uint64_t tp, uint64_t stack_lo, uint64_
   at(s->stack_hi).store(0, std::memory_order_release);
   at(s->stack_lo).store(stack_lo, std::memory_order_release);
   at(s->stack_hi).store(stack_hi, std::memory_order_release);
+  at(s->tid).store(tid, std::memory_order_release);
   return {};
 }
 
 void SharedArea::forget_thread(uint64_t tp) {
   if (probe_thread_slot* s = find_slot(tp, false)) {
     at(s->stack_hi).store(0, std::memory_order_release);
+    at(s->tid).store(0, std::memory_order_release);
   }
 }
 

@@ -67,11 +67,14 @@ class SharedArea {
   void set_mem_rate(int64_t rate);
   void set_owner_pid(pid_t pid);
 
-  // Records a thread's stack bounds [stack_lo, stack_hi) (target addresses) under its
-  // thread pointer (fs_base), claiming its slot if the thread has not run a probe yet.
-  // With bounds the record path copies the stack with memcpy instead of a syscall.
-  Result<void> register_thread(uint64_t thread_pointer, uint64_t stack_lo, uint64_t stack_hi);
-  // Forgets a thread's bounds (call on thread exit: glibc reuses TCB addresses).
+  // Records a thread's stack bounds [stack_lo, stack_hi) (target addresses) and its tid
+  // under its thread pointer (fs_base), claiming its slot if the thread has not run a probe
+  // yet. With them the record path copies the stack with memcpy and takes the tid from the
+  // slot, instead of two syscalls. tid 0 = let the blob ask gettid().
+  Result<void> register_thread(uint64_t thread_pointer, uint64_t stack_lo, uint64_t stack_hi,
+                               pid_t tid = 0);
+  // Forgets a thread's bounds and tid. Call it on thread exit, before a new thread can
+  // reuse the TCB (glibc caches thread stacks, so a new thread often gets the same fs_base).
   void forget_thread(uint64_t thread_pointer);
 
   ProbeCounters counters() const;

@@ -16,7 +16,7 @@
 #define PROFCTL_PROBE_ABI_H
 
 #define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
-#define PROBE_ABI_VERSION 1
+#define PROBE_ABI_VERSION 2
 
 /* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
 #define PROBE_KIND_NONE 0
@@ -58,6 +58,7 @@
 #define PROBE_STUB_STRIDE 128 /* bytes between the entry stubs of consecutive sites */
 #define PROBE_BLOB_HEADER_SIZE 1088
 #define PROBE_BLOB_SHARED_AREA_OFFSET 32
+#define PROBE_BLOB_PROCESS_TOKEN_OFFSET 40
 #define PROBE_BLOB_SITES_OFFSET 64
 #define PROBE_BLOB_SITE_SIZE 32
 #define PROBE_BLOB_SITE_ORIGINAL_OFFSET 0
@@ -110,7 +111,12 @@ struct probe_blob_header {
   uint32_t stubs_offset; /* entry stub of site i: code area + stubs_offset + i*stub_stride */
   uint32_t stub_stride;  /* PROBE_STUB_STRIDE */
   uint64_t shared_area;  /* filled at install: target address of struct probe_ctl */
-  uint64_t reserved[3];
+  /* Target address of the process token: a u64 on a private page marked MADV_WIPEONFORK
+   * (the last page of the code area). profctl writes the owner pid there only after the
+   * madvise succeeded; a forked child then reads 0. Non-zero: the record path uses it as
+   * its pid without a syscall; 0: it asks getpid(). */
+  uint64_t process_token;
+  uint64_t reserved[2];
   struct probe_blob_site sites[PROBE_MAX_SITES];
 };
 
@@ -123,7 +129,9 @@ struct probe_thread_slot {
   uint64_t rng;       /* xorshift64* state; 0 = not seeded yet */
   uint64_t stack_lo;  /* [stack_lo, stack_hi): the thread's stack, set by profctl */
   uint64_t stack_hi;  /*   (stack_hi is written last; 0 = unknown) */
-  uint64_t reserved[2];
+  int32_t tid;        /* set by profctl with the bounds; 0 = unknown (the blob asks gettid) */
+  int32_t reserved32;
+  uint64_t reserved;
 };
 
 /* Counters: bumped with atomic adds by the target, read by profctl. */
@@ -194,6 +202,8 @@ PROBE_STATIC_ASSERT(sizeof(struct probe_blob_site) == PROBE_BLOB_SITE_SIZE, "sit
 PROBE_STATIC_ASSERT(sizeof(struct probe_blob_header) == PROBE_BLOB_HEADER_SIZE, "header size");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, shared_area) ==
                         PROBE_BLOB_SHARED_AREA_OFFSET, "shared_area offset");
+PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, process_token) ==
+                        PROBE_BLOB_PROCESS_TOKEN_OFFSET, "process_token offset");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, sites) == PROBE_BLOB_SITES_OFFSET,
                     "sites offset");
 PROBE_STATIC_ASSERT(sizeof(struct probe_thread_slot) == 64, "slot is one cache line");

@@ -326,7 +326,8 @@ static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame*
   r->flags = (uint16_t)flags;
   r->site = site;
   r->pid = (int32_t)f->call.pid;
-  r->tid = (int32_t)syscall0(SYS_gettid_);
+  int32_t tid = LOAD(&slot->tid);
+  r->tid = tid ? tid : (int32_t)syscall0(SYS_gettid_);
   r->tsc = rdtsc();
   r->value = f->call.value;
   r->ptr = ptr;
@@ -374,9 +375,17 @@ static inline int sample_alloc(struct probe_ctl* c, struct probe_thread_slot* s,
 
 /* Commits to a call-through: the events of another process (a child that inherited the
  * patched code and the shared ring) are counted, not recorded. */
+/* This process's pid: the token profctl left on a wipe-on-fork page (no syscall), or, when
+ * there is none or this is a forked child (the page reads 0 there), the kernel's word. */
+static long current_pid(void) {
+  const uint64_t* token = (const uint64_t*)(uintptr_t)LOAD(&probe_blob_header.process_token);
+  long pid = token ? (long)LOAD(token) : 0;
+  return pid ? pid : syscall0(SYS_getpid_);
+}
+
 static int begin_call(struct probe_ctl* c, struct probe_call* call, struct probe_thread_slot* s,
                       uint64_t state, uint64_t value) {
-  long pid = syscall0(SYS_getpid_);
+  long pid = current_pid();
   if (pid != LOAD(&c->owner_pid)) {
     COUNT(c, foreign_pid_events);
     return 0;

@@ -26,7 +26,8 @@ probe_blob_header:
         .long probe_stubs - probe_blob_header         /* stubs_offset */
         .long PROBE_STUB_STRIDE
         .quad 0                                       /* shared_area (filled at install) */
-        .quad 0, 0, 0                                 /* reserved */
+        .quad 0                                       /* process_token (filled at install) */
+        .quad 0, 0                                    /* reserved */
         .fill PROBE_MAX_SITES * PROBE_BLOB_SITE_SIZE, 1, 0
         .if (. - probe_blob_header) != PROBE_BLOB_HEADER_SIZE
         .error "probe_blob_header size does not match probe_abi.h"

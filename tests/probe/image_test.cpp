@@ -59,6 +59,10 @@ TEST(ProbeImage, JumpPatchAliasRefusalAndInt3) {
   probe_blob_header h;
   std::memcpy(&h, image->code.data(), sizeof h);
   EXPECT_EQ(h.shared_area, kShared);
+  // The process token is the last page of the code area, outside the written bytes.
+  EXPECT_EQ(image->process_token, kCode + code_area_size(sites.size()) - 4096);
+  EXPECT_EQ(h.process_token, image->process_token);
+  EXPECT_LE(kCode + image->code.size(), image->process_token);
 
   const SitePatch& m = image->sites[0];
   ASSERT_EQ(m.method, PatchMethod::Jump) << m.reason;

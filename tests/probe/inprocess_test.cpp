@@ -122,7 +122,7 @@ void run_exact_sequence(bool register_stack) {
   auto [stack_lo, stack_hi] = main_stack();
   if (register_stack) {
     ASSERT_TRUE(probes->area().register_thread(
-        reinterpret_cast<uint64_t>(__builtin_thread_pointer()), stack_lo, stack_hi));
+        reinterpret_cast<uint64_t>(__builtin_thread_pointer()), stack_lo, stack_hi, gettid_()));
   }
   void* unsampled = g_malloc(4321);  // before enabling: its free must not be recorded
 
@@ -221,6 +221,37 @@ void run_exact_sequence(bool register_stack) {
 TEST(ProbeInProcess, ExactRecordsWithStackCopiedByProcessVmReadv) { run_exact_sequence(false); }
 
 TEST(ProbeInProcess, ExactRecordsWithRegisteredStackBounds) { run_exact_sequence(true); }
+
+// With the tid registered and the process token written, the record path makes no
+// syscall for them: the record carries what profctl registered.
+TEST(ProbeInProcess, RegisteredTidAndProcessTokenAreUsed) {
+  auto probes = install_or_fail({{"malloc", PROBE_KIND_MALLOC}}, options(1, 256));
+  ASSERT_TRUE(probes);
+  EXPECT_EQ(*reinterpret_cast<const uint64_t*>(probes->image().process_token),
+            static_cast<uint64_t>(getpid()));
+  auto [stack_lo, stack_hi] = main_stack();
+  pid_t fake_tid = gettid_() + 1000000;  // not a real tid: only the slot can say it
+  ASSERT_TRUE(probes->area().register_thread(reinterpret_cast<uint64_t>(__builtin_thread_pointer()),
+                                             stack_lo, stack_hi, fake_tid));
+  probes->area().set_enabled(true);
+  void* p = g_malloc(24680);
+  probes->area().set_enabled(false);
+  probes->area().forget_thread(reinterpret_cast<uint64_t>(__builtin_thread_pointer()));
+  probes->area().set_enabled(true);
+  void* q = g_malloc(24681);
+  probes->area().set_enabled(false);
+  probes->remove();
+  free(p);
+  free(q);
+  RingReader reader(probes->area());
+  auto records = reader.drain_records();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].tid, fake_tid);
+  EXPECT_EQ(records[0].pid, getpid());
+  EXPECT_TRUE(records[0].flags & PROBE_REC_STACK_BOUNDS);
+  EXPECT_EQ(records[1].tid, gettid_());  // forgotten: the kernel's word again
+  EXPECT_TRUE(records[1].flags & PROBE_REC_STACK_VMREADV);
+}
 
 TEST(ProbeInProcess, DisabledTakesTheOriginalPath) {
   auto probes = install_or_fail(all_allocation_sites(), options(1));

@@ -151,8 +151,14 @@ Result<std::unique_ptr<LibcProbes>> LibcProbes::install(const std::vector<LibcSi
   }
   p->image_ = std::move(*image);
   std::memcpy(code, p->image_.code.data(), p->image_.code.size());
-  if (mprotect(code, p->code_size_, PROT_READ | PROT_EXEC) != 0) {
+  uint64_t rx = p->image_.process_token - reinterpret_cast<uint64_t>(code);
+  if (mprotect(code, rx, PROT_READ | PROT_EXEC) != 0) {
     return errno_error("mprotect code area r-x");
+  }
+  // The process token: our pid, on a page a forked child sees zeroed.
+  auto* token = reinterpret_cast<uint64_t*>(p->image_.process_token);
+  if (madvise(token, kPage, MADV_WIPEONFORK) == 0) {
+    *token = static_cast<uint64_t>(getpid());
   }
 
   bool any_int3 = false;
