@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstring>
@@ -37,7 +38,9 @@ Result<SharedArea> SharedArea::create(const SharedAreaOptions& o) {
   uint64_t ring = std::bit_ceil(o.ring_bytes);
   uint64_t threads_off = page_up(sizeof(probe_ctl));
   uint64_t ptrs_off = page_up(threads_off + threads * sizeof(probe_thread_slot));
-  uint64_t ring_off = page_up(ptrs_off + ptrs * sizeof(uint64_t));
+  uint64_t filter_off = page_up(ptrs_off + ptrs * sizeof(uint64_t));
+  uint64_t filters = std::max<uint64_t>(ptrs / 64, 1024);  // 2^22 pointers: 256 KiB
+  uint64_t ring_off = page_up(filter_off + filters * sizeof(uint32_t));
   uint64_t size = ring_off + ring;
 
   Fd fd(memfd_create("profctl-probe", MFD_CLOEXEC));
@@ -47,11 +50,11 @@ Result<SharedArea> SharedArea::create(const SharedAreaOptions& o) {
   if (ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return errno_error("ftruncate probe shared area to " + std::to_string(size));
   }
-  if (o.prefault_ring &&
-      fallocate(fd.get(), 0, static_cast<off_t>(ring_off), static_cast<off_t>(ring)) != 0) {
-    return errno_error("fallocate probe ring (" + std::to_string(ring) + " bytes)");
+  if (o.prefault && fallocate(fd.get(), 0, 0, static_cast<off_t>(size)) != 0) {
+    return errno_error("fallocate probe shared area (" + std::to_string(size) + " bytes)");
   }
-  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | (o.prefault ? MAP_POPULATE : 0), fd.get(), 0);
   if (base == MAP_FAILED) {
     return errno_error("mmap probe shared area");
   }
@@ -64,6 +67,8 @@ Result<SharedArea> SharedArea::create(const SharedAreaOptions& o) {
   c->threads_capacity = threads;
   c->ptrs_offset = ptrs_off;
   c->ptrs_capacity = ptrs;
+  c->filter_offset = filter_off;
+  c->filter_capacity = filters;
   c->ring_offset = ring_off;
   c->ring_size = ring;
   c->max_probe = o.max_probe;

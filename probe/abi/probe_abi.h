@@ -166,7 +166,13 @@ struct probe_ctl {
   uint32_t enabled;       /* 0: every trampoline takes the original path at once */
   uint64_t block_rate_ns; /* reserved for the block profile */
   uint64_t mutex_fraction; /* reserved for the mutex profile */
-  uint64_t reserved0[18];
+  /* Counting filter in front of the pointer table: u32 counters indexed by a hash of the
+   * pointer's 4 KiB page, each the number of live sampled pointers in the pages that hash
+   * there. A free whose counter is 0 is not sampled; consecutive frees in one page hit the
+   * same counter, so the common free costs an L1 hit instead of a miss in the big table. */
+  uint64_t filter_offset;
+  uint64_t filter_capacity; /* power of two; uint32_t counters */
+  uint64_t reserved0[16];
   /* offset 256 */
   uint64_t ring_head; /* bytes ever reserved (writers, CAS) */
   uint64_t pad_head[7];

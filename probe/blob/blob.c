@@ -199,13 +199,28 @@ static inline uint64_t* ptr_table(struct probe_ctl* c) {
   return (uint64_t*)((char*)c + c->ptrs_offset);
 }
 
+static inline uint32_t* ptr_filter(struct probe_ctl* c, uint64_t p) {
+  uint64_t i = mix(p >> 12) & (c->filter_capacity - 1);
+  return (uint32_t*)((char*)c + c->filter_offset) + i;
+}
+
+static inline uint64_t ptr_home(struct probe_ctl* c, uint64_t p) {
+  return mix(p >> 4) & (c->ptrs_capacity - 1);
+}
+
+/* The filter counter goes up before the pointer is visible in the table and down after it
+ * left it, so a zero counter always means "not in the table". */
 static int ptr_insert(struct probe_ctl* c, uint64_t p) {
   uint64_t* t = ptr_table(c);
   uint64_t mask = c->ptrs_capacity - 1;
-  uint64_t i = mix(p >> 4) & mask;
+  uint64_t home = ptr_home(c, p);
+  uint32_t* counter = ptr_filter(c, p);
+  __atomic_fetch_add(counter, 1, __ATOMIC_ACQ_REL);
+  uint64_t i = home;
   for (uint32_t n = 0; n < c->max_probe; ++n, i = (i + 1) & mask) {
     uint64_t k = LOAD_ACQ(&t[i]);
     if (k == p) {
+      __atomic_fetch_sub(counter, 1, __ATOMIC_ACQ_REL); /* already there */
       return 1;
     }
     while (k == PTR_EMPTY || k == PTR_TOMB) {
@@ -214,16 +229,21 @@ static int ptr_insert(struct probe_ctl* c, uint64_t p) {
       }
     }
   }
+  __atomic_fetch_sub(counter, 1, __ATOMIC_ACQ_REL);
   COUNT(c, dropped_ptr_table_full);
   return 0;
 }
 
-/* Index of p in the table, or -1. The common "not sampled" free stops at the first empty
- * entry. */
+/* Index of p in the table, or -1. The common "not sampled" free stops at its filter
+ * counter, else at the first empty entry. */
 static int64_t ptr_find(struct probe_ctl* c, uint64_t p) {
+  if (LIKELY(LOAD_ACQ(ptr_filter(c, p)) == 0)) {
+    return -1;
+  }
+  uint64_t home = ptr_home(c, p);
   uint64_t* t = ptr_table(c);
   uint64_t mask = c->ptrs_capacity - 1;
-  uint64_t i = mix(p >> 4) & mask;
+  uint64_t i = home;
   for (uint32_t n = 0; n < c->max_probe; ++n, i = (i + 1) & mask) {
     uint64_t k = LOAD_ACQ(&t[i]);
     if (k == p) {
@@ -238,7 +258,11 @@ static int64_t ptr_find(struct probe_ctl* c, uint64_t p) {
 
 static int ptr_remove_at(struct probe_ctl* c, int64_t i, uint64_t p) {
   uint64_t expected = p;
-  return CAS(&ptr_table(c)[i], &expected, PTR_TOMB);
+  if (!CAS(&ptr_table(c)[i], &expected, PTR_TOMB)) {
+    return 0;
+  }
+  __atomic_fetch_sub(ptr_filter(c, p), 1, __ATOMIC_ACQ_REL);
+  return 1;
 }
 
 /* ---- ring --------------------------------------------------------------------------- */
