@@ -97,6 +97,12 @@ TEST(ProbeImage, JumpPatchAliasRefusalAndInt3) {
 
   EXPECT_EQ(image->sites[3].method, PatchMethod::Refused);
   EXPECT_NE(image->sites[3].reason.find("kind"), std::string::npos);
+  // Reserved kinds are refused until the blob handles them.
+  std::vector<ProbeSite> reserved = {
+      {"lock", PROBE_KIND_MUTEX, {f1, kMallocLike, kMallocLike.size()}}};
+  auto r = build_probe_image(kCode, code_area_size(1), kShared, reserved);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->sites[0].method, PatchMethod::Refused);
   EXPECT_LE(image->code.size(), code_area_size(sites.size()));
 }
 

@@ -343,6 +343,57 @@ TEST(ProbeInProcess, EightThreadsRateOne) {
   }
 }
 
+// More threads than slots: the threads without a slot take the original path and are
+// counted; the others are recorded; nothing breaks.
+TEST(ProbeInProcess, ThreadTableFullTakesTheOriginalPath) {
+  SharedAreaOptions o = options(1, 256);
+  o.thread_capacity = 2;
+  o.max_probe = 2;
+  auto probes = install_or_fail({{"malloc", PROBE_KIND_MALLOC}, {"free", PROBE_KIND_FREE}}, o);
+  ASSERT_TRUE(probes);
+  constexpr int kThreads = 6;
+  constexpr int kIterations = 100;
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      while (!go.load(std::memory_order_acquire)) {
+      }
+      for (int n = 0; n < kIterations; ++n) {
+        void* p = g_malloc(333333);
+        if (p != nullptr) {
+          ok.fetch_add(1);
+        }
+        g_free(p);
+      }
+    });
+  }
+  probes->area().set_enabled(true);
+  go.store(true, std::memory_order_release);
+  for (auto& th : threads) {
+    th.join();
+  }
+  probes->area().set_enabled(false);
+  probes->remove();
+  ProbeCounters k = probes->area().counters();
+  RingReader reader(probes->area());
+  uint64_t allocs = 0;
+  std::set<pid_t> recorded_tids;
+  reader.drain([&](const RecordView& v) {
+    if (v.rec.kind == PROBE_KIND_MALLOC && v.rec.value == 333333) {
+      ++allocs;
+      recorded_tids.insert(v.rec.tid);
+    }
+  });
+  EXPECT_EQ(ok.load(), kThreads * kIterations);
+  EXPECT_LE(recorded_tids.size(), 2u);  // at most one thread per slot
+  EXPECT_GE(recorded_tids.size(), 1u);
+  EXPECT_EQ(allocs, recorded_tids.size() * kIterations);
+  // Each slotless thread counts one drop per malloc; its frees find no sampled pointer.
+  EXPECT_EQ(k.dropped_thread_table_full, (kThreads - recorded_tids.size()) * kIterations);
+}
+
 uint64_t thread_cpu_ns() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
