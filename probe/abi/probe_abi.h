@@ -1,0 +1,227 @@
+/* probe_abi.h: the one contract between the in-target trampoline blob (freestanding C and
+ * GNU as, probe/blob/) and profctl (C++20, probe/). Plain C11, also valid C++20 and, for
+ * the constants only, GNU as (guarded by __ASSEMBLER__).
+ *
+ * Two areas live in the target:
+ *  - the CODE area (private anonymous, r-x, within +-2 GiB of the probed module): the blob
+ *    image, starting with struct probe_blob_header, then the relocated original paths;
+ *  - the SHARED area (a memfd mapped MAP_SHARED in the target and in profctl): struct
+ *    probe_ctl, the thread slot table, the sampled-pointer table and the record ring.
+ *
+ * Every field is naturally aligned and fixed-size; the offsets are asserted below so a
+ * layout change cannot go unnoticed. Bump PROBE_ABI_VERSION on any change: profctl refuses
+ * a blob whose version differs (both are built from this header, so that only happens if
+ * a stale blob is embedded). */
+#ifndef PROFCTL_PROBE_ABI_H
+#define PROFCTL_PROBE_ABI_H
+
+#define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
+#define PROBE_ABI_VERSION 2
+
+/* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
+#define PROBE_KIND_NONE 0
+#define PROBE_KIND_MALLOC 1         /* void* malloc(size_t n) */
+#define PROBE_KIND_CALLOC 2         /* void* calloc(size_t k, size_t n) */
+#define PROBE_KIND_REALLOC 3        /* void* realloc(void* old, size_t n) */
+#define PROBE_KIND_REALLOCARRAY 4   /* void* reallocarray(void* old, size_t k, size_t n) */
+#define PROBE_KIND_POSIX_MEMALIGN 5 /* int posix_memalign(void** out, size_t align, size_t n) */
+#define PROBE_KIND_ALIGNED_ALLOC 6  /* void* aligned_alloc(size_t align, size_t n) */
+#define PROBE_KIND_MEMALIGN 7       /* void* memalign(size_t align, size_t n) */
+#define PROBE_KIND_VALLOC 8         /* void* valloc(size_t n) */
+#define PROBE_KIND_PVALLOC 9        /* void* pvalloc(size_t n) */
+#define PROBE_KIND_FREE 10          /* void free(void* p) */
+/* Reserved for the block/mutex issue: call-through with timestamps around the wait
+ * (record.value = delay in TSC ticks, args[0] = the lock/futex address). The blob takes
+ * the original path for these kinds until their handlers exist. */
+#define PROBE_KIND_BLOCK 16
+#define PROBE_KIND_MUTEX 17
+#define PROBE_KIND_LAST 17
+
+/* ---- record header states and flags -------------------------------------------------- */
+/* probe_record.header = len | (state << 32). Ring bytes are zero until a writer reserves
+ * them, so state 0 means "reserved, header not written yet". */
+#define PROBE_REC_STATE_EMPTY 0u
+#define PROBE_REC_STATE_WRITING 1u   /* len is valid, body is being written */
+#define PROBE_REC_STATE_COMMITTED 2u /* release-stored after the body: safe to read */
+#define PROBE_REC_STATE_PADDING 3u   /* skip len bytes: the record did not fit before the end */
+
+#define PROBE_REC_ALLOC 0x1u         /* ptr is a sampled allocation of value bytes */
+#define PROBE_REC_FREED 0x2u         /* args[0] was a sampled pointer and is now freed */
+#define PROBE_REC_STACK_BOUNDS 0x4u  /* stack copied with memcpy inside registered bounds */
+#define PROBE_REC_STACK_VMREADV 0x8u /* stack copied with process_vm_readv (bounds unknown) */
+#define PROBE_REC_STACK_FAILED 0x10u /* process_vm_readv failed: no stack bytes */
+#define PROBE_REC_STACK_CUT 0x20u    /* the copy stopped at ctl.stack_bytes, not at the end */
+#define PROBE_REC_PTR_NOT_TRACKED 0x40u /* pointer table full: this pointer's free is not seen */
+
+/* ---- blob header layout --------------------------------------------------------------- */
+#define PROBE_MAX_SITES 32
+#define PROBE_STUB_STRIDE 128 /* bytes between the entry stubs of consecutive sites */
+#define PROBE_BLOB_HEADER_SIZE 1088
+#define PROBE_BLOB_SHARED_AREA_OFFSET 32
+#define PROBE_BLOB_PROCESS_TOKEN_OFFSET 40
+#define PROBE_BLOB_SITES_OFFSET 64
+#define PROBE_BLOB_SITE_SIZE 32
+#define PROBE_BLOB_SITE_ORIGINAL_OFFSET 0
+
+/* ---- stub frame layout (shared by stubs.S and blob.c) -------------------------------- */
+/* The entry stub pushes rdi rsi rdx rcx r8 r9 rax r10 r11 (9) and reserves
+ * PROBE_CALL_SCRATCH bytes; the call-through path then pushes rbx rbp r12 r13 r14 r15.
+ * 9 + 6 + 6 = 21 quadwords (odd): the original function sees the same rsp alignment as
+ * at the probed entry. */
+#define PROBE_CALL_SCRATCH 48
+#define PROBE_FRAME_CALLEE_SAVED 48 /* r15 r14 r13 r12 rbp rbx below struct probe_call */
+#define PROBE_FRAME_RAX (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 16)
+#define PROBE_FRAME_R10 (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 8)
+#define PROBE_FRAME_R9 (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 24)
+#define PROBE_FRAME_R8 (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 32)
+#define PROBE_FRAME_RCX (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 40)
+#define PROBE_FRAME_RDX (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 48)
+#define PROBE_FRAME_RSI (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 56)
+#define PROBE_FRAME_RDI (PROBE_FRAME_CALLEE_SAVED + PROBE_CALL_SCRATCH + 64)
+
+#ifndef __ASSEMBLER__
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+#define PROBE_STATIC_ASSERT(c, m) static_assert(c, m)
+extern "C" {
+#else
+#define PROBE_STATIC_ASSERT(c, m) _Static_assert(c, m)
+#endif
+
+/* One probed function, in the code area's header. Written by profctl's image builder
+ * before the code area is written to the target; read-only at run time. */
+struct probe_blob_site {
+  uint64_t original; /* target address of the relocated original path (0: site unused) */
+  uint64_t function; /* target address of the probed function (records' rip) */
+  uint32_t kind;     /* PROBE_KIND_* */
+  uint32_t flags;    /* reserved, 0 */
+  uint64_t reserved;
+};
+
+/* At offset 0 of the blob image (and so of the code area). */
+struct probe_blob_header {
+  uint64_t magic;        /* PROBE_ABI_MAGIC */
+  uint32_t abi_version;  /* PROBE_ABI_VERSION */
+  uint32_t header_size;  /* sizeof(struct probe_blob_header) */
+  uint32_t image_size;   /* bytes of the flat image; free code-area space starts after it */
+  uint32_t max_sites;    /* PROBE_MAX_SITES */
+  uint32_t stubs_offset; /* entry stub of site i: code area + stubs_offset + i*stub_stride */
+  uint32_t stub_stride;  /* PROBE_STUB_STRIDE */
+  uint64_t shared_area;  /* filled at install: target address of struct probe_ctl */
+  /* Target address of the process token: a u64 on a private page marked MADV_WIPEONFORK
+   * (the last page of the code area). profctl writes the owner pid there only after the
+   * madvise succeeded; a forked child then reads 0. Non-zero: the record path uses it as
+   * its pid without a syscall; 0: it asks getpid(). */
+  uint64_t process_token;
+  uint64_t reserved[2];
+  struct probe_blob_site sites[PROBE_MAX_SITES];
+};
+
+/* Per-thread state, keyed by the thread pointer (%fs:0, the TCB self pointer). 64 bytes:
+ * one cache line, so threads never share a line. */
+struct probe_thread_slot {
+  uint64_t key;       /* thread pointer; 0 = free. Claimed with CAS, never released */
+  uint64_t depth;     /* > 0 while inside a call-through: nested probes take the original */
+  int64_t countdown;  /* bytes left before the next sampled allocation */
+  uint64_t rng;       /* xorshift64* state; 0 = not seeded yet */
+  uint64_t stack_lo;  /* [stack_lo, stack_hi): the thread's stack, set by profctl */
+  uint64_t stack_hi;  /*   (stack_hi is written last; 0 = unknown) */
+  int32_t tid;        /* set by profctl with the bounds; 0 = unknown (the blob asks gettid) */
+  int32_t reserved32;
+  uint64_t reserved;
+};
+
+/* Counters: bumped with atomic adds by the target, read by profctl. */
+struct probe_counters {
+  uint64_t records_written;           /* committed records */
+  uint64_t dropped_ring_full;         /* records that found no room */
+  uint64_t dropped_ptr_table_full;    /* sampled pointers not tracked (their free is lost) */
+  uint64_t dropped_thread_table_full; /* probe hits from a thread that found no slot */
+  uint64_t foreign_pid_events;        /* sampled events in another process (a forked child) */
+  uint64_t stack_copy_failed;         /* process_vm_readv failed outright */
+  uint64_t inflight;                  /* threads inside a call-through right now */
+  uint64_t reserved[9];
+};
+
+/* At offset 0 of the shared area. Everything after the first line is written by profctl
+ * once (layout) or rarely (enabled, mem_rate); the ring indices have their own lines. */
+struct probe_ctl {
+  uint64_t magic;        /* PROBE_ABI_MAGIC */
+  uint32_t abi_version;  /* PROBE_ABI_VERSION */
+  uint32_t ctl_size;     /* sizeof(struct probe_ctl) */
+  uint64_t area_size;    /* bytes of the whole shared area */
+  uint64_t threads_offset;
+  uint64_t threads_capacity; /* power of two; struct probe_thread_slot entries */
+  uint64_t ptrs_offset;
+  uint64_t ptrs_capacity; /* power of two; uint64_t entries: 0 empty, 1 tombstone, else a pointer */
+  uint64_t ring_offset;
+  uint64_t ring_size;     /* power of two, bytes */
+  uint32_t max_probe;     /* bound on linear probing in both tables */
+  uint32_t stack_bytes;   /* budget of each stack copy (multiple of 8) */
+  int64_t mem_rate;       /* Go MemProfileRate: mean bytes between samples; 1 all; 0 none */
+  int32_t owner_pid;      /* the profiled process; records of other pids are foreign */
+  uint32_t enabled;       /* 0: every trampoline takes the original path at once */
+  uint64_t block_rate_ns; /* reserved for the block profile */
+  uint64_t mutex_fraction; /* reserved for the mutex profile */
+  /* Counting filter in front of the pointer table: u32 counters indexed by a hash of the
+   * pointer's 4 KiB page, each the number of live sampled pointers in the pages that hash
+   * there. A free whose counter is 0 is not sampled; consecutive frees in one page hit the
+   * same counter, so the common free costs an L1 hit instead of a miss in the big table. */
+  uint64_t filter_offset;
+  uint64_t filter_capacity; /* power of two; uint32_t counters */
+  uint64_t reserved0[16];
+  /* offset 256 */
+  uint64_t ring_head; /* bytes ever reserved (writers, CAS) */
+  uint64_t pad_head[7];
+  /* offset 320 */
+  uint64_t ring_tail; /* bytes ever consumed (profctl, release store) */
+  uint64_t pad_tail[7];
+  /* offset 384 */
+  struct probe_counters counters;
+  uint64_t reserved1[48];
+};
+
+/* One ring entry; the stack copy (stack_len bytes) follows it. len is a multiple of 8 and
+ * counts the header, the stack copy and any slack after it. */
+struct probe_record {
+  uint64_t header; /* len | state << 32 (PROBE_REC_STATE_*) */
+  uint16_t kind;   /* PROBE_KIND_* */
+  uint16_t flags;  /* PROBE_REC_* */
+  uint32_t site;   /* index into probe_blob_header.sites */
+  int32_t pid;
+  int32_t tid;
+  uint64_t tsc;    /* rdtsc when the event completed */
+  uint64_t value;  /* alloc kinds: bytes requested; block/mutex: delay in TSC ticks */
+  uint64_t ptr;    /* alloc kinds: the allocated pointer (also for posix_memalign) */
+  uint64_t args[4];
+  uint64_t ret;    /* rax after the call */
+  /* Registers at the probed function's entry: rip = the function, rsp points at the
+   * return address. */
+  uint64_t rip, rsp, rbp, rbx, r12, r13, r14, r15;
+  uint64_t stack_len; /* valid bytes of the copy of [rsp, rsp + stack_len) that follows */
+};
+
+PROBE_STATIC_ASSERT(sizeof(struct probe_blob_site) == PROBE_BLOB_SITE_SIZE, "site size");
+PROBE_STATIC_ASSERT(sizeof(struct probe_blob_header) == PROBE_BLOB_HEADER_SIZE, "header size");
+PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, shared_area) ==
+                        PROBE_BLOB_SHARED_AREA_OFFSET, "shared_area offset");
+PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, process_token) ==
+                        PROBE_BLOB_PROCESS_TOKEN_OFFSET, "process_token offset");
+PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, sites) == PROBE_BLOB_SITES_OFFSET,
+                    "sites offset");
+PROBE_STATIC_ASSERT(sizeof(struct probe_thread_slot) == 64, "slot is one cache line");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_head) == 256, "head line");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_tail) == 320, "tail line");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, counters) == 384, "counters line");
+PROBE_STATIC_ASSERT(sizeof(struct probe_ctl) == 896, "ctl size");
+PROBE_STATIC_ASSERT(sizeof(struct probe_record) == 160, "record size");
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* __ASSEMBLER__ */
+#endif /* PROFCTL_PROBE_ABI_H */

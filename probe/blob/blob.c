@@ -1,0 +1,582 @@
+/* The in-target half of the probes: what runs inside the profiled process when a probed
+ * function is entered. Freestanding: no libc (it may be the very thing we probe), no
+ * writable data (the code area is r-x; all state lives in the shared area), no floating
+ * point or SSE (-mgeneral-regs-only: the stubs save only integer registers), and no
+ * absolute addresses (the image is position-independent; the build checks it has no
+ * relocations).
+ *
+ * Entry: stubs.S calls probe_enter(call, site) with the caller-saved registers saved in
+ * *call. 0 = take the original path (the stub restores them and jumps); 1 = call through:
+ * the stub calls the original, then probe_exit(frame, site) with the result in the frame.
+ *
+ * Adding a site kind: one enter_* and one exit_* function below plus a case in each
+ * switch; the stubs are kind-agnostic. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "probe/abi/probe_abi.h"
+
+#define HIDDEN __attribute__((visibility("hidden")))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* The stub's saved registers and per-call scratch (layout fixed by stubs.S). */
+struct probe_call {
+  uint64_t state; /* PROBE_REC_ALLOC / PROBE_REC_FREED decided at entry */
+  uint64_t value; /* bytes requested */
+  uint64_t slot;  /* struct probe_thread_slot* of this thread */
+  uint64_t pid;   /* getpid() at entry (the record path needs it anyway) */
+  uint64_t tsc0;  /* reserved for block/mutex: rdtsc before the wait */
+  uint64_t spare;
+  uint64_t r11, r10, rax, r9, r8, rcx, rdx, rsi, rdi;
+  uint64_t ret_addr; /* the caller's return address: &ret_addr is rsp at entry */
+};
+
+struct probe_frame {
+  uint64_t r15, r14, r13, r12, rbp, rbx; /* entry values, pushed by the call-through path */
+  struct probe_call call;
+};
+
+_Static_assert(sizeof(struct probe_call) == PROBE_CALL_SCRATCH + 8 * 10, "stub layout");
+_Static_assert(offsetof(struct probe_frame, call.rax) == PROBE_FRAME_RAX, "stub layout");
+_Static_assert(offsetof(struct probe_frame, call.rdx) == PROBE_FRAME_RDX, "stub layout");
+_Static_assert(offsetof(struct probe_frame, call.rdi) == PROBE_FRAME_RDI, "stub layout");
+_Static_assert(offsetof(struct probe_frame, call.r10) == PROBE_FRAME_R10, "stub layout");
+
+/* Defined in stubs.S at offset 0 of the image; filled by profctl's image builder. */
+extern struct probe_blob_header probe_blob_header HIDDEN;
+
+int probe_enter(struct probe_call* call, uint32_t site) HIDDEN;
+void probe_exit(struct probe_frame* frame, uint32_t site) HIDDEN;
+
+/* ---- primitives -------------------------------------------------------------------- */
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define CAS(p, expected, desired)                                                       \
+  __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_ACQ_REL, \
+                              __ATOMIC_ACQUIRE)
+#define COUNT(c, field) __atomic_fetch_add(&(c)->counters.field, 1, __ATOMIC_RELAXED)
+
+static inline uint64_t thread_pointer(void) {
+  uint64_t tp;
+  __asm__("mov %%fs:0, %0" : "=r"(tp));
+  return tp;
+}
+
+static inline uint64_t rdtsc(void) {
+  uint32_t lo, hi;
+  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return ((uint64_t)hi << 32) | lo;
+}
+
+static inline long syscall0(long nr) {
+  long ret;
+  __asm__ volatile("syscall" : "=a"(ret) : "a"(nr) : "rcx", "r11", "memory");
+  return ret;
+}
+
+static inline long syscall6(long nr, long a, long b, long c, long d, long e, long f) {
+  long ret;
+  register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
+  register long r9 __asm__("r9") = f;
+  __asm__ volatile("syscall"
+                   : "=a"(ret)
+                   : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                   : "rcx", "r11", "memory");
+  return ret;
+}
+
+#define SYS_getpid_ 39
+#define SYS_gettid_ 186
+#define SYS_process_vm_readv_ 310
+
+struct iovec_ {
+  void* base;
+  uint64_t len;
+};
+
+static inline void copy_bytes(void* dst, const void* src, uint64_t n) {
+  __asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+/* The compiler may still emit calls to these for struct copies; keep them local. */
+void* memcpy(void* dst, const void* src, size_t n) HIDDEN;
+void* memset(void* dst, int c, size_t n) HIDDEN;
+void* memcpy(void* dst, const void* src, size_t n) {
+  copy_bytes(dst, src, n);
+  return dst;
+}
+void* memset(void* dst, int c, size_t n) {
+  void* d = dst;
+  __asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+  return dst;
+}
+
+static inline struct probe_ctl* ctl_area(void) {
+  return (struct probe_ctl*)(uintptr_t)LOAD(&probe_blob_header.shared_area);
+}
+
+static inline uint64_t mix(uint64_t x) { return (x * 0x9E3779B97F4A7C15ULL) >> 29; }
+
+/* ---- random sampling distance (Go's MemProfileRate) --------------------------------- */
+
+static uint64_t rng_next(uint64_t* state) {
+  uint64_t x = *state;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *state = x;
+  return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* log2(u) in Q16 for 1 <= u < 2^32, integer only (no FPU in the blob). */
+static uint64_t log2_q16(uint64_t u) {
+  int ip = 63 - __builtin_clzll(u);
+  uint64_t m = u << (31 - ip); /* mantissa in [2^31, 2^32): Q31 in [1, 2) */
+  uint64_t frac = 0;
+  for (int b = 15; b >= 0; --b) {
+    m = (m * m) >> 31;
+    if (m >= (2ULL << 31)) {
+      m >>= 1;
+      frac |= 1ULL << b;
+    }
+  }
+  return ((uint64_t)ip << 16) | frac;
+}
+
+/* Bytes until the next sample: exponential with mean `rate` (Go's fastexprand), so
+ * sampling is a Poisson process over allocated bytes. */
+static int64_t next_sample_distance(int64_t rate, uint64_t* rng) {
+  if (rate <= 1) {
+    return 0;
+  }
+  uint64_t u = (rng_next(rng) >> 38) + 1;    /* uniform in [1, 2^26] */
+  uint64_t q = (26ULL << 16) - log2_q16(u);  /* -log2(u / 2^26) in Q16, >= 0 */
+  unsigned __int128 d = (unsigned __int128)(uint64_t)rate * q * 45426ULL; /* ln2 in Q16 */
+  return (int64_t)(uint64_t)(d >> 32) + 1;
+}
+
+/* ---- thread slots ------------------------------------------------------------------- */
+
+static struct probe_thread_slot* thread_slot(struct probe_ctl* c) {
+  uint64_t tp = thread_pointer();
+  struct probe_thread_slot* table = (struct probe_thread_slot*)((char*)c + c->threads_offset);
+  uint64_t mask = c->threads_capacity - 1;
+  uint64_t limit = c->max_probe < c->threads_capacity ? c->max_probe : c->threads_capacity;
+  uint64_t i = mix(tp) & mask;
+  for (uint64_t n = 0; n < limit; ++n, i = (i + 1) & mask) {
+    uint64_t key = LOAD_ACQ(&table[i].key);
+    if (LIKELY(key == tp)) {
+      return &table[i];
+    }
+    if (key == 0) {
+      uint64_t expected = 0;
+      if (CAS(&table[i].key, &expected, tp) || expected == tp) {
+        return &table[i];
+      }
+    }
+  }
+  COUNT(c, dropped_thread_table_full);
+  return 0;
+}
+
+static void seed_slot(struct probe_ctl* c, struct probe_thread_slot* s) {
+  uint64_t seed = rdtsc() ^ (s->key * 0xD1B54A32D192ED03ULL);
+  s->rng = seed ? seed : 1;
+  s->countdown = next_sample_distance(LOAD(&c->mem_rate), &s->rng);
+}
+
+/* ---- sampled-pointer table ---------------------------------------------------------- */
+
+#define PTR_EMPTY 0ULL
+#define PTR_TOMB 1ULL
+
+static inline uint64_t* ptr_table(struct probe_ctl* c) {
+  return (uint64_t*)((char*)c + c->ptrs_offset);
+}
+
+static inline uint32_t* ptr_filter(struct probe_ctl* c, uint64_t p) {
+  uint64_t i = mix(p >> 12) & (c->filter_capacity - 1);
+  return (uint32_t*)((char*)c + c->filter_offset) + i;
+}
+
+static inline uint64_t ptr_home(struct probe_ctl* c, uint64_t p) {
+  return mix(p >> 4) & (c->ptrs_capacity - 1);
+}
+
+/* The filter counter goes up before the pointer is visible in the table and down after it
+ * left it, so a zero counter always means "not in the table". */
+static int ptr_insert(struct probe_ctl* c, uint64_t p) {
+  uint64_t* t = ptr_table(c);
+  uint64_t mask = c->ptrs_capacity - 1;
+  uint64_t home = ptr_home(c, p);
+  uint32_t* counter = ptr_filter(c, p);
+  __atomic_fetch_add(counter, 1, __ATOMIC_ACQ_REL);
+  uint64_t i = home;
+  for (uint32_t n = 0; n < c->max_probe; ++n, i = (i + 1) & mask) {
+    uint64_t k = LOAD_ACQ(&t[i]);
+    if (k == p) {
+      __atomic_fetch_sub(counter, 1, __ATOMIC_ACQ_REL); /* already there */
+      return 1;
+    }
+    while (k == PTR_EMPTY || k == PTR_TOMB) {
+      if (CAS(&t[i], &k, p)) {
+        return 1;
+      }
+    }
+  }
+  __atomic_fetch_sub(counter, 1, __ATOMIC_ACQ_REL);
+  COUNT(c, dropped_ptr_table_full);
+  return 0;
+}
+
+/* Index of p in the table, or -1. The common "not sampled" free stops at its filter
+ * counter, else at the first empty entry. */
+static int64_t ptr_find(struct probe_ctl* c, uint64_t p) {
+  if (LIKELY(LOAD_ACQ(ptr_filter(c, p)) == 0)) {
+    return -1;
+  }
+  uint64_t home = ptr_home(c, p);
+  uint64_t* t = ptr_table(c);
+  uint64_t mask = c->ptrs_capacity - 1;
+  uint64_t i = home;
+  for (uint32_t n = 0; n < c->max_probe; ++n, i = (i + 1) & mask) {
+    uint64_t k = LOAD_ACQ(&t[i]);
+    if (k == p) {
+      return (int64_t)i;
+    }
+    if (k == PTR_EMPTY) {
+      return -1;
+    }
+  }
+  return -1;
+}
+
+static int ptr_remove_at(struct probe_ctl* c, int64_t i, uint64_t p) {
+  uint64_t expected = p;
+  if (!CAS(&ptr_table(c)[i], &expected, PTR_TOMB)) {
+    return 0;
+  }
+  __atomic_fetch_sub(ptr_filter(c, p), 1, __ATOMIC_ACQ_REL);
+  return 1;
+}
+
+/* ---- ring --------------------------------------------------------------------------- */
+
+static struct probe_record* ring_reserve(struct probe_ctl* c, uint64_t len) {
+  char* ring = (char*)c + c->ring_offset;
+  uint64_t size = c->ring_size;
+  if (len > size / 2) {
+    return 0;
+  }
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    uint64_t head = LOAD_ACQ(&c->ring_head);
+    uint64_t tail = LOAD_ACQ(&c->ring_tail);
+    if (UNLIKELY(tail > head)) {
+      continue; /* stale head: another writer and the reader moved on */
+    }
+    uint64_t off = head & (size - 1);
+    uint64_t room = size - off;
+    uint64_t total = len <= room ? len : room + len; /* a record never wraps */
+    if (head + total - tail > size) {
+      return 0;
+    }
+    if (CAS(&c->ring_head, &head, head + total)) {
+      if (total != len) {
+        STORE_REL((uint64_t*)(ring + off), room | ((uint64_t)PROBE_REC_STATE_PADDING << 32));
+        off = 0;
+      }
+      struct probe_record* r = (struct probe_record*)(ring + off);
+      STORE(&r->header, len | ((uint64_t)PROBE_REC_STATE_WRITING << 32));
+      return r;
+    }
+  }
+  return 0;
+}
+
+/* Writes one record for the call in `f`. with_stack: copy the caller's stack too. */
+static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame* f,
+                         uint32_t kind, uint32_t flags, uint64_t ptr, int with_stack) {
+  struct probe_thread_slot* slot = (struct probe_thread_slot*)f->call.slot;
+  uint64_t rsp = (uint64_t)&f->call.ret_addr;
+  uint64_t want = 0;
+  if (with_stack) {
+    want = LOAD(&c->stack_bytes) & ~7ULL;
+    uint64_t hi = LOAD_ACQ(&slot->stack_hi);
+    uint64_t lo = LOAD(&slot->stack_lo);
+    if (hi != 0 && lo <= rsp && rsp < hi && LOAD_ACQ(&slot->stack_hi) == hi) {
+      flags |= PROBE_REC_STACK_BOUNDS;
+      if (hi - rsp < want) {
+        want = hi - rsp;
+      } else {
+        flags |= PROBE_REC_STACK_CUT;
+      }
+    } else {
+      flags |= PROBE_REC_STACK_VMREADV;
+    }
+  }
+  uint64_t len = sizeof(struct probe_record) + ((want + 7) & ~7ULL);
+  struct probe_record* r = ring_reserve(c, len);
+  if (!r) {
+    COUNT(c, dropped_ring_full);
+    return;
+  }
+  uint64_t got = 0;
+  if (flags & PROBE_REC_STACK_BOUNDS) {
+    copy_bytes(r + 1, (const void*)rsp, want);
+    got = want;
+  } else if (flags & PROBE_REC_STACK_VMREADV) {
+    /* Bounds unknown: let the kernel copy, so an unmapped page ends the copy instead of
+     * faulting the target. */
+    struct iovec_ local = {r + 1, want};
+    struct iovec_ remote = {(void*)rsp, want};
+    long n = syscall6(SYS_process_vm_readv_, (long)f->call.pid, (long)&local, 1,
+                      (long)&remote, 1, 0);
+    if (n < 0) {
+      flags |= PROBE_REC_STACK_FAILED;
+      COUNT(c, stack_copy_failed);
+      n = 0;
+    } else if ((uint64_t)n == want) {
+      flags |= PROBE_REC_STACK_CUT;
+    }
+    got = (uint64_t)n;
+  }
+  const struct probe_blob_site* s = &probe_blob_header.sites[site];
+  r->kind = (uint16_t)kind;
+  r->flags = (uint16_t)flags;
+  r->site = site;
+  r->pid = (int32_t)f->call.pid;
+  int32_t tid = LOAD(&slot->tid);
+  r->tid = tid ? tid : (int32_t)syscall0(SYS_gettid_);
+  r->tsc = rdtsc();
+  r->value = f->call.value;
+  r->ptr = ptr;
+  r->args[0] = f->call.rdi;
+  r->args[1] = f->call.rsi;
+  r->args[2] = f->call.rdx;
+  r->args[3] = f->call.rcx;
+  r->ret = f->call.rax;
+  r->rip = LOAD(&s->function);
+  r->rsp = rsp;
+  r->rbp = f->rbp;
+  r->rbx = f->rbx;
+  r->r12 = f->r12;
+  r->r13 = f->r13;
+  r->r14 = f->r14;
+  r->r15 = f->r15;
+  r->stack_len = got;
+  STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
+  COUNT(c, records_written);
+}
+
+/* ---- decisions shared by the kinds ------------------------------------------------- */
+
+/* Go's rule: a sample when the allocation reaches the countdown. Fast path: one
+ * subtraction on the thread's own cache line. */
+static inline int sample_alloc(struct probe_ctl* c, struct probe_thread_slot* s,
+                               uint64_t size) {
+  int64_t rate = LOAD(&c->mem_rate);
+  if (rate <= 0) {
+    return 0;
+  }
+  if (rate == 1) {
+    return 1;
+  }
+  if (UNLIKELY(s->rng == 0)) {
+    seed_slot(c, s);
+  }
+  if (s->countdown > 0 && size < (uint64_t)s->countdown) {
+    s->countdown -= (int64_t)size;
+    return 0;
+  }
+  s->countdown = next_sample_distance(rate, &s->rng);
+  return 1;
+}
+
+/* Commits to a call-through: the events of another process (a child that inherited the
+ * patched code and the shared ring) are counted, not recorded. */
+/* This process's pid: the token profctl left on a wipe-on-fork page (no syscall), or, when
+ * there is none or this is a forked child (the page reads 0 there), the kernel's word. */
+static long current_pid(void) {
+  const uint64_t* token = (const uint64_t*)(uintptr_t)LOAD(&probe_blob_header.process_token);
+  long pid = token ? (long)LOAD(token) : 0;
+  return pid ? pid : syscall0(SYS_getpid_);
+}
+
+static int begin_call(struct probe_ctl* c, struct probe_call* call, struct probe_thread_slot* s,
+                      uint64_t state, uint64_t value) {
+  long pid = current_pid();
+  if (pid != LOAD(&c->owner_pid)) {
+    COUNT(c, foreign_pid_events);
+    return 0;
+  }
+  __atomic_fetch_add(&s->depth, 1, __ATOMIC_ACQ_REL);
+  COUNT(c, inflight);
+  call->state = state;
+  call->value = value;
+  call->slot = (uint64_t)s;
+  call->pid = (uint64_t)pid;
+  return 1;
+}
+
+static inline int mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+  return __builtin_mul_overflow(a, b, out);
+}
+
+/* ---- per kind: entry ---------------------------------------------------------------- */
+
+static int enter_alloc(struct probe_ctl* c, struct probe_call* call, uint64_t size) {
+  struct probe_thread_slot* s = thread_slot(c);
+  if (!s || s->depth != 0 || !sample_alloc(c, s, size)) {
+    return 0;
+  }
+  return begin_call(c, call, s, PROBE_REC_ALLOC, size);
+}
+
+static int enter_free(struct probe_ctl* c, struct probe_call* call) {
+  uint64_t p = call->rdi;
+  if (p == 0) {
+    return 0;
+  }
+  int64_t at = ptr_find(c, p);
+  if (LIKELY(at < 0)) {
+    return 0;
+  }
+  struct probe_thread_slot* s = thread_slot(c);
+  if (!s || s->depth != 0) {
+    return 0;
+  }
+  /* Remove before the memory is released: afterwards another thread may get the same
+   * address and insert it again. */
+  if (!begin_call(c, call, s, PROBE_REC_FREED, 0)) {
+    return 0;
+  }
+  if (!ptr_remove_at(c, at, p)) {
+    call->state = 0; /* another thread freed it first (a double free): no record */
+  }
+  return 1;
+}
+
+/* realloc and reallocarray. glibc's realloc(NULL, n) enters malloc and realloc(p, 0)
+ * enters free; reallocarray enters realloc. Those calls go through a frame even when not
+ * sampled, so the depth counter keeps the nested probe quiet: the event is recorded once,
+ * as the outer call. */
+static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t old,
+                         uint64_t size, int always_nests) {
+  struct probe_thread_slot* s = thread_slot(c);
+  if (!s || s->depth != 0) {
+    return 0;
+  }
+  int64_t at = old ? ptr_find(c, old) : -1;
+  int sampled = size != 0 && size != UINT64_MAX && sample_alloc(c, s, size);
+  uint64_t state = (at >= 0 ? PROBE_REC_FREED : 0) | (sampled ? PROBE_REC_ALLOC : 0);
+  if (state == 0 && !always_nests && old != 0 && size != 0) {
+    return 0;
+  }
+  if (state != 0) {
+    if (!begin_call(c, call, s, state, size)) {
+      return 0;
+    }
+  } else {
+    /* Only the depth guard: no pid check, no record. */
+    __atomic_fetch_add(&s->depth, 1, __ATOMIC_ACQ_REL);
+    COUNT(c, inflight);
+    call->state = 0;
+    call->value = size;
+    call->slot = (uint64_t)s;
+  }
+  if (at >= 0 && !ptr_remove_at(c, at, old)) {
+    call->state &= ~(uint64_t)PROBE_REC_FREED;
+  }
+  return 1;
+}
+
+int probe_enter(struct probe_call* call, uint32_t site) {
+  struct probe_ctl* c = ctl_area();
+  if (UNLIKELY(c == 0) || !LOAD(&c->enabled) || site >= PROBE_MAX_SITES) {
+    return 0;
+  }
+  uint64_t n;
+  switch (LOAD(&probe_blob_header.sites[site].kind)) {
+    case PROBE_KIND_MALLOC:
+    case PROBE_KIND_VALLOC:
+    case PROBE_KIND_PVALLOC:
+      return enter_alloc(c, call, call->rdi);
+    case PROBE_KIND_CALLOC:
+      return mul_overflows(call->rdi, call->rsi, &n) ? 0 : enter_alloc(c, call, n);
+    case PROBE_KIND_ALIGNED_ALLOC:
+    case PROBE_KIND_MEMALIGN:
+      return enter_alloc(c, call, call->rsi);
+    case PROBE_KIND_POSIX_MEMALIGN:
+      return enter_alloc(c, call, call->rdx);
+    case PROBE_KIND_FREE:
+      return enter_free(c, call);
+    case PROBE_KIND_REALLOC:
+      return enter_realloc(c, call, call->rdi, call->rsi, 0);
+    case PROBE_KIND_REALLOCARRAY:
+      n = mul_overflows(call->rsi, call->rdx, &n) ? UINT64_MAX : n;
+      return enter_realloc(c, call, call->rdi, n, 1);
+    default: /* PROBE_KIND_BLOCK, PROBE_KIND_MUTEX: not yet */
+      return 0;
+  }
+}
+
+/* ---- per kind: exit ----------------------------------------------------------------- */
+
+static void exit_alloc(struct probe_ctl* c, uint32_t site, struct probe_frame* f,
+                       uint32_t kind, uint64_t ptr) {
+  uint32_t flags = 0;
+  uint64_t state = f->call.state;
+  if ((state & PROBE_REC_ALLOC) && ptr != 0) {
+    flags |= PROBE_REC_ALLOC;
+    if (!ptr_insert(c, ptr)) {
+      flags |= PROBE_REC_PTR_NOT_TRACKED;
+    }
+  }
+  if (state & PROBE_REC_FREED) {
+    flags |= PROBE_REC_FREED;
+  }
+  if (flags != 0) {
+    write_record(c, site, f, kind, flags, ptr, (flags & PROBE_REC_ALLOC) != 0);
+  }
+}
+
+void probe_exit(struct probe_frame* f, uint32_t site) {
+  struct probe_ctl* c = ctl_area();
+  uint32_t kind = LOAD(&probe_blob_header.sites[site].kind);
+  uint64_t ret = f->call.rax;
+  switch (kind) {
+    case PROBE_KIND_FREE:
+      if (f->call.state & PROBE_REC_FREED) {
+        write_record(c, site, f, kind, PROBE_REC_FREED, 0, 0);
+      }
+      break;
+    case PROBE_KIND_POSIX_MEMALIGN: {
+      uint64_t ptr = 0;
+      if ((uint32_t)ret == 0 && f->call.rdi != 0) {
+        ptr = *(const uint64_t*)f->call.rdi; /* written by the call that just succeeded */
+      }
+      exit_alloc(c, site, f, kind, ptr);
+      break;
+    }
+    case PROBE_KIND_REALLOC:
+    case PROBE_KIND_REALLOCARRAY:
+      if ((f->call.state & PROBE_REC_FREED) && ret == 0 && f->call.value != 0) {
+        /* Failed: the old block is still live and still sampled. */
+        ptr_insert(c, f->call.rdi);
+        f->call.state &= ~(uint64_t)PROBE_REC_FREED;
+      }
+      exit_alloc(c, site, f, kind, ret);
+      break;
+    default:
+      exit_alloc(c, site, f, kind, ret);
+      break;
+  }
+  struct probe_thread_slot* s = (struct probe_thread_slot*)f->call.slot;
+  __atomic_fetch_sub(&s->depth, 1, __ATOMIC_ACQ_REL);
+  __atomic_fetch_sub(&c->counters.inflight, 1, __ATOMIC_RELEASE);
+}

@@ -1,0 +1,124 @@
+/* Entry stubs of the probe blob (GNU as, AT&T syntax). See blob.c for the contract.
+ *
+ * The image starts with struct probe_blob_header (probe_abi.h); then one entry stub per
+ * site, PROBE_STUB_STRIDE bytes apart, each with its site index built in (a fixed array:
+ * nothing is patched in the code at install, only the header's site table is filled).
+ *
+ * A patched function F jumps to its stub with every register as at F's entry and rsp
+ * pointing at the caller's return address. The stub must hand F's original path exactly
+ * that state (fast path), or call it with the same arguments and return its rax:rdx with
+ * the callee-saved registers intact (call-through). Nothing here touches the red zone of
+ * the caller (a call already overwrote it) or any SSE register (the C code is built with
+ * -mgeneral-regs-only, so x/y/zmm and the MXCSR reach F untouched).
+ */
+#include "probe/abi/probe_abi.h"
+
+        .section .blob_header, "ax", @progbits
+        .balign 64
+        .globl probe_blob_header
+        .hidden probe_blob_header
+probe_blob_header:
+        .quad PROBE_ABI_MAGIC
+        .long PROBE_ABI_VERSION
+        .long PROBE_BLOB_HEADER_SIZE
+        .long probe_blob_end - probe_blob_header      /* image_size */
+        .long PROBE_MAX_SITES
+        .long probe_stubs - probe_blob_header         /* stubs_offset */
+        .long PROBE_STUB_STRIDE
+        .quad 0                                       /* shared_area (filled at install) */
+        .quad 0                                       /* process_token (filled at install) */
+        .quad 0, 0                                    /* reserved */
+        .fill PROBE_MAX_SITES * PROBE_BLOB_SITE_SIZE, 1, 0
+        .if (. - probe_blob_header) != PROBE_BLOB_HEADER_SIZE
+        .error "probe_blob_header size does not match probe_abi.h"
+        .endif
+
+        .text
+        .balign PROBE_STUB_STRIDE
+        .globl probe_stubs
+        .hidden probe_stubs
+probe_stubs:
+        .irp i, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+        .balign PROBE_STUB_STRIDE
+probe_stub_\i:
+        endbr64
+        /* Save what the original path or the caller may rely on and C may clobber. */
+        push %rdi
+        push %rsi
+        push %rdx
+        push %rcx
+        push %r8
+        push %r9
+        push %rax
+        push %r10
+        push %r11
+        sub $PROBE_CALL_SCRATCH, %rsp
+        mov %rsp, %rdi                 /* struct probe_call* */
+        mov $\i, %esi
+        call probe_enter
+        test %eax, %eax
+        jnz 1f
+        /* Not sampled: restore everything and continue in the original path, leaving no
+         * frame behind. */
+        add $PROBE_CALL_SCRATCH, %rsp
+        pop %r11
+        pop %r10
+        pop %rax
+        pop %r9
+        pop %r8
+        pop %rcx
+        pop %rdx
+        pop %rsi
+        pop %rdi
+        jmp *(probe_blob_header + PROBE_BLOB_SITES_OFFSET + \i * PROBE_BLOB_SITE_SIZE + PROBE_BLOB_SITE_ORIGINAL_OFFSET)(%rip)
+1:      mov $\i, %esi
+        jmp probe_callthrough
+        .endr
+        .globl probe_stub_last
+        .hidden probe_stub_last
+        .set probe_stub_last, probe_stub_31   /* blob.ld checks the stubs stayed in stride */
+
+/* Call-through: rsp = struct probe_call, esi = site. Calls the original path with the
+ * saved arguments, then probe_exit(frame, site), then returns the original's rax:rdx to
+ * the caller with rbx rbp r12-r15 as they were at F's entry. */
+        .balign 16
+probe_callthrough:
+        push %rbx
+        push %rbp
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        mov %rsp, %rbx                 /* struct probe_frame*; callee-saved from here on */
+        mov %esi, %r12d                /* site index; callee-saved */
+        lea probe_blob_header(%rip), %r11
+        mov %r12, %r10
+        shl $5, %r10                   /* * PROBE_BLOB_SITE_SIZE */
+        mov (PROBE_BLOB_SITES_OFFSET + PROBE_BLOB_SITE_ORIGINAL_OFFSET)(%r11,%r10), %r11
+        mov PROBE_FRAME_RDI(%rbx), %rdi
+        mov PROBE_FRAME_RSI(%rbx), %rsi
+        mov PROBE_FRAME_RDX(%rbx), %rdx
+        mov PROBE_FRAME_RCX(%rbx), %rcx
+        mov PROBE_FRAME_R8(%rbx), %r8
+        mov PROBE_FRAME_R9(%rbx), %r9
+        mov PROBE_FRAME_RAX(%rbx), %rax
+        mov PROBE_FRAME_R10(%rbx), %r10
+        call *%r11
+        mov %rax, PROBE_FRAME_RAX(%rbx)
+        mov %rdx, PROBE_FRAME_RDX(%rbx)
+        mov %rbx, %rdi
+        mov %r12d, %esi
+        call probe_exit
+        mov PROBE_FRAME_RAX(%rbx), %rax
+        mov PROBE_FRAME_RDX(%rbx), %rdx
+        mov %rbx, %rsp
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %rbp
+        pop %rbx
+        add $(PROBE_CALL_SCRATCH + 9 * 8), %rsp
+        ret
+
+        .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,135 @@
+#include "probe/elf_symbols.h"
+
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+
+#include <algorithm>
+#include <memory>
+#include <set>
+
+#include "base/fd.h"
+
+namespace profctl::probe {
+namespace {
+
+struct ElfDeleter {
+  void operator()(Elf* e) const { elf_end(e); }
+};
+using ElfPtr = std::unique_ptr<Elf, ElfDeleter>;
+
+constexpr uint64_t kPage = 4096;
+
+Error elf_error(const std::string& path, const std::string& what) {
+  const char* msg = elf_errmsg(-1);
+  return Error{path + ": " + what + (msg != nullptr ? std::string(": ") + msg : ""), 0};
+}
+
+}  // namespace
+
+Result<ElfModuleSymbols> read_elf_functions(const std::string& path,
+                                            std::span<const std::string> names) {
+  if (elf_version(EV_CURRENT) == EV_NONE) {
+    return Error{"libelf: version mismatch", 0};
+  }
+  auto fd = Fd::open(path, O_RDONLY);
+  if (!fd) {
+    return fd.error();
+  }
+  ElfPtr elf(elf_begin(fd->get(), ELF_C_READ, nullptr));
+  if (!elf || elf_kind(elf.get()) != ELF_K_ELF) {
+    return elf_error(path, "not an ELF file");
+  }
+  GElf_Ehdr eh;
+  if (gelf_getehdr(elf.get(), &eh) == nullptr || gelf_getclass(elf.get()) != ELFCLASS64 ||
+      eh.e_machine != EM_X86_64) {
+    return Error{path + ": not an x86-64 ELF64 file", 0};
+  }
+  ElfModuleSymbols out;
+  out.pie_or_shared = eh.e_type == ET_DYN;
+
+  size_t phnum = 0;
+  if (elf_getphdrnum(elf.get(), &phnum) != 0) {
+    return elf_error(path, "no program headers");
+  }
+  for (size_t i = 0; i < phnum; ++i) {
+    GElf_Phdr ph;
+    if (gelf_getphdr(elf.get(), static_cast<int>(i), &ph) == nullptr) {
+      return elf_error(path, "bad program header");
+    }
+    if (ph.p_type == PT_LOAD) {
+      out.segments.push_back(
+          {ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz, (ph.p_flags & PF_X) != 0});
+    }
+  }
+
+  std::set<std::string_view> wanted(names.begin(), names.end());
+  auto in_executable_segment = [&](uint64_t value, uint64_t size) {
+    return std::any_of(out.segments.begin(), out.segments.end(), [&](const ElfLoadSegment& s) {
+      return s.executable && value >= s.vaddr && value - s.vaddr < s.filesz &&
+             size <= s.filesz - (value - s.vaddr);
+    });
+  };
+  // .symtab after .dynsym: it may carry sizes a stripped .dynsym lacks, never replaces a
+  // sized entry.
+  for (Elf64_Word type : {SHT_DYNSYM, SHT_SYMTAB}) {
+    for (Elf_Scn* scn = elf_nextscn(elf.get(), nullptr); scn != nullptr;
+         scn = elf_nextscn(elf.get(), scn)) {
+      GElf_Shdr sh;
+      if (gelf_getshdr(scn, &sh) == nullptr) {
+        return elf_error(path, "bad section header");
+      }
+      if (sh.sh_type != type) {
+        continue;
+      }
+      if (sh.sh_entsize != sizeof(Elf64_Sym)) {
+        return Error{path + ": symbol table with entry size " + std::to_string(sh.sh_entsize), 0};
+      }
+      Elf_Data* data = elf_getdata(scn, nullptr);
+      if (data == nullptr) {
+        return elf_error(path, "unreadable symbol table");
+      }
+      size_t count = data->d_size / sizeof(Elf64_Sym);
+      for (size_t i = 0; i < count; ++i) {
+        GElf_Sym sym;
+        if (gelf_getsym(data, static_cast<int>(i), &sym) == nullptr) {
+          return elf_error(path, "bad symbol");
+        }
+        int st_type = GELF_ST_TYPE(sym.st_info);
+        if (sym.st_shndx == SHN_UNDEF || (st_type != STT_FUNC && st_type != STT_GNU_IFUNC)) {
+          continue;
+        }
+        const char* name = elf_strptr(elf.get(), sh.sh_link, sym.st_name);
+        if (name == nullptr || !wanted.contains(name)) {
+          continue;
+        }
+        if (!in_executable_segment(sym.st_value, sym.st_size)) {
+          return Error{path + ": symbol " + name + " lies outside the executable segments", 0};
+        }
+        auto [it, inserted] = out.functions.try_emplace(name);
+        if (inserted || (it->second.size == 0 && it->second.value == sym.st_value)) {
+          it->second = ElfFunction{sym.st_value, sym.st_size, st_type == STT_GNU_IFUNC};
+        }
+      }
+    }
+  }
+  return out;
+}
+
+Result<uint64_t> load_bias(const ElfModuleSymbols& module, const std::vector<MapEntry>& maps,
+                           std::string_view path) {
+  if (!module.pie_or_shared) {
+    return uint64_t{0};
+  }
+  for (const ElfLoadSegment& seg : module.segments) {
+    uint64_t file_page = seg.offset / kPage * kPage;
+    for (const MapEntry& m : maps) {
+      if (m.path == path && m.offset == file_page) {
+        return m.start - seg.vaddr / kPage * kPage;
+      }
+    }
+  }
+  return Error{std::string(path) + ": not mapped (no PT_LOAD segment found in the maps)", 0};
+}
+
+}  // namespace profctl::probe

@@ -1,0 +1,182 @@
+#include "probe/probe_image.h"
+
+#include <cstring>
+
+#include "probe/abi/probe_abi.h"
+#include "probe/blob_image.h"
+
+namespace profctl::probe {
+namespace {
+
+constexpr size_t kPage = 4096;
+
+size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+Result<probe_blob_header> checked_header(std::span<const uint8_t> blob) {
+  probe_blob_header h{};
+  if (blob.size() < sizeof h) {
+    return Error{"probe blob: smaller than its header", 0};
+  }
+  std::memcpy(&h, blob.data(), sizeof h);
+  if (h.magic != PROBE_ABI_MAGIC || h.abi_version != PROBE_ABI_VERSION ||
+      h.header_size != sizeof h || h.max_sites != PROBE_MAX_SITES || h.image_size != blob.size() ||
+      h.stub_stride != PROBE_STUB_STRIDE ||
+      h.stubs_offset + size_t{PROBE_MAX_SITES} * h.stub_stride > blob.size()) {
+    return Error{"probe blob: header does not match probe_abi.h (stale build?)", 0};
+  }
+  return h;
+}
+
+// Kinds the blob has handlers for. PROBE_KIND_BLOCK and PROBE_KIND_MUTEX are reserved:
+// until blob.c handles them a patch would only cost the target time.
+bool valid_kind(uint32_t kind) { return kind >= PROBE_KIND_MALLOC && kind <= PROBE_KIND_FREE; }
+
+void put_u64(std::vector<uint8_t>& code, size_t offset, uint64_t v) {
+  std::memcpy(code.data() + offset, &v, sizeof v);
+}
+
+void put_u32(std::vector<uint8_t>& code, size_t offset, uint32_t v) {
+  std::memcpy(code.data() + offset, &v, sizeof v);
+}
+
+}  // namespace
+
+const char* patch_method_name(PatchMethod m) {
+  switch (m) {
+    case PatchMethod::Jump:
+      return "jump";
+    case PatchMethod::Int3:
+      return "int3";
+    case PatchMethod::Alias:
+      return "alias";
+    case PatchMethod::Refused:
+      return "refused";
+  }
+  return "?";
+}
+
+size_t code_area_size(size_t site_count) {
+  size_t code =
+      align_up(align_up(blob_image().size(), 16) + site_count * kOriginalPathReserve, kPage);
+  return code + kPage;  // + the process token page
+}
+
+Result<ProbeImage> build_probe_image(uint64_t code_address, size_t code_capacity,
+                                     uint64_t shared_address, std::span<const ProbeSite> sites) {
+  std::span<const uint8_t> blob = blob_image();
+  auto header = checked_header(blob);
+  if (!header) {
+    return header.error();
+  }
+  if (code_address % kPage != 0 || shared_address % kPage != 0 || shared_address == 0) {
+    return Error{"probe image: code and shared areas must be page-aligned and non-null", 0};
+  }
+  if (code_capacity < code_area_size(sites.size())) {
+    return Error{"probe image: code area of " + std::to_string(code_capacity) +
+                     " bytes is too small for " + std::to_string(sites.size()) + " sites",
+                 0};
+  }
+
+  ProbeImage image;
+  image.code_address = code_address;
+  image.shared_address = shared_address;
+  image.code.assign(blob.begin(), blob.end());
+  image.code.resize(align_up(image.code.size(), 16), 0xCC);
+  put_u64(image.code, PROBE_BLOB_SHARED_AREA_OFFSET, shared_address);
+  image.process_token = code_address + code_capacity / kPage * kPage - kPage;
+  put_u64(image.code, PROBE_BLOB_PROCESS_TOKEN_OFFSET, image.process_token);
+
+  uint32_t next_index = 0;
+  for (size_t n = 0; n < sites.size(); ++n) {
+    const ProbeSite& site = sites[n];
+    SitePatch patch;
+    patch.function = site.code.address;
+    auto refuse = [&](std::string why) {
+      patch.method = PatchMethod::Refused;
+      patch.reason = site.name + ": " + std::move(why);
+      image.sites.push_back(std::move(patch));
+    };
+    if (!valid_kind(site.kind)) {
+      refuse("site kind " + std::to_string(site.kind) + " has no handler in this blob");
+      continue;
+    }
+    bool aliased = false;
+    for (size_t m = 0; m < n; ++m) {
+      const SitePatch& earlier = image.sites[m];
+      if (earlier.function == site.code.address && earlier.method != PatchMethod::Refused) {
+        patch = earlier;
+        patch.method = PatchMethod::Alias;
+        patch.original_bytes.clear();
+        patch.new_bytes.clear();
+        patch.reason = site.name + ": same address as " + sites[m].name;
+        aliased = true;
+        break;
+      }
+    }
+    if (aliased) {
+      image.sites.push_back(std::move(patch));
+      continue;
+    }
+    if (next_index >= PROBE_MAX_SITES) {
+      refuse("more than " + std::to_string(PROBE_MAX_SITES) + " sites");
+      continue;
+    }
+    uint32_t index = next_index;
+    uint64_t stub = code_address + header->stubs_offset + uint64_t{index} * header->stub_stride;
+    uint64_t path = code_address + image.code.size();
+
+    // Prefer a jmp over the first >= 5 bytes; else an int3 over the first instruction.
+    auto reloc = relocate_entry(site.code, 5, path);
+    std::string jump_refusal;
+    if (reloc && !rel32_reaches(reloc->patch_address + 5, stub)) {
+      jump_refusal = "the code area is out of jmp rel32 reach";
+    } else if (!reloc) {
+      jump_refusal = reloc.error().what;
+    }
+    if (!jump_refusal.empty()) {
+      reloc = relocate_entry(site.code, 1, path);
+      if (!reloc) {
+        refuse("no jump (" + jump_refusal + "), no int3 (" + reloc.error().what + ")");
+        continue;
+      }
+      patch.method = PatchMethod::Int3;
+      patch.reason = site.name + ": int3 fallback: " + jump_refusal;
+    } else {
+      patch.method = PatchMethod::Jump;
+    }
+    std::vector<uint8_t> code = reloc->code;
+    std::vector<uint8_t> back = encode_jump(path + code.size(), reloc->resume_address);
+    code.insert(code.end(), back.begin(), back.end());
+    if (code.size() > kOriginalPathReserve) {
+      refuse("relocated entry needs " + std::to_string(code.size()) + " bytes");
+      continue;
+    }
+    size_t patch_off = reloc->patch_address - site.code.address;
+    size_t patch_len = patch.method == PatchMethod::Jump ? 5 : 1;
+    patch.site_index = index;
+    patch.patch_address = reloc->patch_address;
+    patch.original_bytes.assign(site.code.bytes.begin() + patch_off,
+                                site.code.bytes.begin() + patch_off + patch_len);
+    patch.new_bytes = patch.method == PatchMethod::Jump ? encode_jump(reloc->patch_address, stub)
+                                                        : std::vector<uint8_t>{0xCC};
+    patch.trampoline_entry = stub;
+    patch.original_path = path;
+    patch.resume_address = reloc->resume_address;
+
+    image.code.insert(image.code.end(), code.begin(), code.end());
+    image.code.resize(align_up(image.code.size(), 16), 0xCC);
+    size_t slot = PROBE_BLOB_SITES_OFFSET + size_t{index} * PROBE_BLOB_SITE_SIZE;
+    put_u64(image.code, slot + offsetof(probe_blob_site, original), path);
+    put_u64(image.code, slot + offsetof(probe_blob_site, function), site.code.address);
+    put_u32(image.code, slot + offsetof(probe_blob_site, kind), site.kind);
+    ++next_index;
+    image.sites.push_back(std::move(patch));
+  }
+  if (code_address + image.code.size() > image.process_token) {
+    return Error{
+        "probe image: " + std::to_string(image.code.size()) + " bytes do not fit the code area", 0};
+  }
+  return image;
+}
+
+}  // namespace profctl::probe

@@ -1,0 +1,97 @@
+// SharedArea: profctl's side of the memfd shared with the target (probe/abi/probe_abi.h):
+// the control block, the thread slot table, the sampled-pointer table and the ring.
+// profctl creates and maps it here; attach/ maps the same memfd into the target (remote
+// mmap of /proc/<profctl pid>/fd/<fd()>, MAP_SHARED, PROT_READ|PROT_WRITE).
+//
+// All fields the target also touches are accessed with atomics (std::atomic_ref): the
+// other side is another process running concurrently.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/fd.h"
+#include "base/result.h"
+#include "probe/abi/probe_abi.h"
+
+namespace profctl::probe {
+
+struct SharedAreaOptions {
+  int64_t mem_rate = 512 * 1024;           // Go's MemProfileRate; 1 = every allocation; 0 = none
+  uint32_t stack_bytes = 16 * 1024;        // stack copy budget per record (rounded down to 8)
+  uint64_t ring_bytes = 64ULL << 20;       // rounded up to a power of two
+  uint64_t pointer_capacity = 1ULL << 22;  // sampled pointers; rounded up to a power of two
+  uint64_t thread_capacity = 4096;         // thread slots; rounded up to a power of two
+  uint32_t max_probe = 16;                 // linear-probing bound in both tables
+  pid_t owner_pid = 0;                     // the target's pid (records of other pids are foreign)
+  // Allocate every page of the area up front (fallocate on the memfd) and map it populated
+  // in profctl: the target's first touch of a ring or table page is then a minor fault
+  // that maps an existing page, never an allocation and zeroing on its probe path (on the
+  // test VMs a first touch costs tens of microseconds). Map it with MAP_POPULATE in the
+  // target too and it takes no fault at all. Costs the whole area's memory from the start
+  // (~100 MiB with the defaults).
+  bool prefault = true;
+};
+
+// A snapshot of probe_ctl.counters.
+struct ProbeCounters {
+  uint64_t records_written = 0;
+  uint64_t dropped_ring_full = 0;
+  uint64_t dropped_ptr_table_full = 0;
+  uint64_t dropped_thread_table_full = 0;
+  uint64_t foreign_pid_events = 0;
+  uint64_t stack_copy_failed = 0;
+  uint64_t inflight = 0;  // threads inside a call-through now: do not unmap while > 0
+};
+
+class SharedArea {
+ public:
+  // memfd_create + ftruncate + mmap, then the control block for `options`. The area is
+  // created disabled.
+  static Result<SharedArea> create(const SharedAreaOptions& options);
+
+  SharedArea(SharedArea&& other) noexcept;
+  SharedArea& operator=(SharedArea&& other) noexcept;
+  SharedArea(const SharedArea&) = delete;
+  SharedArea& operator=(const SharedArea&) = delete;
+  ~SharedArea();
+
+  int fd() const { return fd_.get(); }  // the memfd, to be mapped into the target
+  size_t size() const { return size_; }
+  std::byte* data() const { return static_cast<std::byte*>(base_); }  // profctl's mapping
+  probe_ctl* ctl() const { return static_cast<probe_ctl*>(base_); }
+
+  // enabled == 0 makes every trampoline take the original path at once. Clear it before
+  // unpatching.
+  void set_enabled(bool on);
+  bool enabled() const;
+  void set_mem_rate(int64_t rate);
+  void set_owner_pid(pid_t pid);
+
+  // Records a thread's stack bounds [stack_lo, stack_hi) (target addresses) and its tid
+  // under its thread pointer (fs_base), claiming its slot if the thread has not run a probe
+  // yet. With them the record path copies the stack with memcpy and takes the tid from the
+  // slot, instead of two syscalls. tid 0 = let the blob ask gettid().
+  Result<void> register_thread(uint64_t thread_pointer, uint64_t stack_lo, uint64_t stack_hi,
+                               pid_t tid = 0);
+  // Forgets a thread's bounds and tid. Call it on thread exit, before a new thread can
+  // reuse the TCB (glibc caches thread stacks, so a new thread often gets the same fs_base).
+  void forget_thread(uint64_t thread_pointer);
+
+  ProbeCounters counters() const;
+
+ private:
+  SharedArea(Fd fd, void* base, size_t size) : fd_(std::move(fd)), base_(base), size_(size) {}
+  probe_thread_slot* find_slot(uint64_t thread_pointer, bool claim) const;
+
+  Fd fd_;
+  void* base_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The slot hash shared with blob.c (must stay identical).
+inline uint64_t probe_hash(uint64_t x) { return (x * 0x9E3779B97F4A7C15ULL) >> 29; }
+
+}  // namespace profctl::probe
