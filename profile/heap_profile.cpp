@@ -50,10 +50,13 @@ std::pair<int64_t, int64_t> scale_heap_sample(int64_t count, int64_t bytes, uint
           sat_trunc(static_cast<double>(bytes) * scale)};
 }
 
+// splitmix64's finalizer over both fields: sizes are small multiples of 8 and stack ids are
+// dense, so the raw bits would cluster.
 size_t HeapTracker::BucketKeyHash::operator()(const BucketKey& k) const {
-  uint64_t h = k.size * 0x9e3779b97f4a7c15ULL;
-  h ^= (static_cast<uint64_t>(k.stack) + 0x632be59bd9b4e019ULL) + (h << 6) + (h >> 2);
-  return static_cast<size_t>(h);
+  uint64_t x = k.size ^ (static_cast<uint64_t>(k.stack) * 0x9e3779b97f4a7c15ULL);
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return static_cast<size_t>(x ^ (x >> 31));
 }
 
 HeapTracker::HeapTracker(uint64_t mem_rate) : rate_(mem_rate == 0 ? 1 : mem_rate) {}
