@@ -79,6 +79,9 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
   p.period_type = SampleType{data.period_type().type, data.period_type().unit};
   p.period = data.period();
   p.dropped = data.dropped;
+  if (!data.default_type.empty()) {
+    p.default_sample_type = data.default_type;
+  }
   std::unordered_map<StackId, std::vector<Frame>> cache;
   for (const auto& row : data.rows()) {
     auto it = cache.find(row.stack);
@@ -88,6 +91,50 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
     p.samples.push_back({row.values, it->second, row.labels});
   }
   c.profiles[kind] = std::move(p);
+}
+
+namespace {
+
+std::map<std::string, uint64_t> heap_counters(const HeapCounters& k) {
+  return {{"sampled_allocs", k.sampled_allocs}, {"sampled_frees", k.sampled_frees},
+          {"unknown_frees", k.unknown_frees},   {"missed_frees", k.missed_frees},
+          {"live_at_end", k.live_at_end},       {"ring_dropped", k.ring_dropped},
+          {"table_dropped", k.table_dropped}};
+}
+
+CaptureHeapSet heap_set(const HeapStackSet& set, const StackTable& stacks, Symbolizer& sym,
+                        bool ages) {
+  CaptureHeapSet out{set.objects, set.bytes, set.raw_objects, set.raw_bytes, {}};
+  for (const HeapStackUse& s : set.stacks) {
+    CaptureHeapStack cs{s.objects, s.bytes, s.raw_objects, s.raw_bytes,
+                        symbolize_stack(stacks.get(s.stack), sym)};
+    if (ages) {
+      cs.oldest_age_ns = s.oldest_age_ns;
+      cs.oldest_tid = s.oldest_tid;
+    }
+    out.stacks.push_back(std::move(cs));
+  }
+  return out;
+}
+
+}  // namespace
+
+void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stacks,
+                      Symbolizer& sym) {
+  add_profile(c, "heap", heap.profile, stacks, sym);
+  Profile& p = c.profiles["heap"];
+  // heap.raw has the same rows in the same order (HeapTracker::result).
+  const auto& raw = heap.raw.rows();
+  for (size_t i = 0; i < p.samples.size() && i < raw.size(); ++i) {
+    p.samples[i].raw_values = raw[i].values;
+  }
+  CaptureHeap h;
+  h.counters = heap_counters(heap.counters);
+  h.peak_at_ns = heap.peak.at_ns;
+  h.peak = heap_set(heap.peak, stacks, sym, false);
+  h.leak_min_age_ns = heap.leaks.min_age_ns;
+  h.leaks = heap_set(heap.leaks, stacks, sym, true);
+  p.heap = std::move(h);
 }
 
 void add_profiles(Capture& c, const Collector& col, Symbolizer& sym) {

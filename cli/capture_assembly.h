@@ -8,6 +8,7 @@
 
 #include "attach/traced_process.h"
 #include "profile/collector.h"
+#include "profile/heap_profile.h"
 #include "report/capture.h"
 #include "symbolize/symbolizer.h"
 #include "unwind/target_dwfl.h"
@@ -37,6 +38,13 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
 // Adds one profile, symbolized (each stack once).
 void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
                  const StackTable& stacks, Symbolizer& sym);
+
+// Adds the heap profile from HeapTracker::result(): Go's four sample types (scaled, with
+// the raw values beside them), default_sample_type inuse_space, the peak and long-lived
+// sections and the counters; each stack symbolized once. `stacks` is the table the
+// tracker's StackIds come from.
+void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stacks,
+                      Symbolizer& sym);
 
 // Adds the collector's profiles (cpu, wall, threadcreate), symbolized.
 void add_profiles(Capture& c, const Collector& col, Symbolizer& sym);

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "cli/capture_assembly.h"
 #include "cli/common.h"
+#include "cli/heap_options.h"
 #include "cli/outputs.h"
 #include "cli/signals.h"
 #include "profile/collector.h"
@@ -40,6 +41,7 @@ struct CaptureOptionsCli {
   bool no_inline = false;
   bool no_source = false;
   size_t top = 10;
+  HeapOptionsCli heap;  // --mem-rate, --leak-age, --sample-index
 };
 
 std::set<std::string> parse_profiles(const std::string& list) {
@@ -80,6 +82,7 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
   sub.add_flag("--no-inline", o.no_inline, "Do not expand inlined frames");
   sub.add_flag("--no-source", o.no_source, "Do not look up source file:line");
   sub.add_option("--top", o.top, "Stacks per profile in text output")->capture_default_str();
+  add_heap_capture_options(sub, o.heap);
   add_common_options(sub, o.common);
 }
 
@@ -94,6 +97,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   auto log = logger("cli");
   std::set<std::string> kinds = parse_profiles(o.profiles);
   std::set<std::string> formats = parse_formats(o.format);
+  // The heap profile's options, checked before attaching (a bad value is a usage error).
+  const HeapOptions heap = resolve_heap_options(o.heap);
+  const bool heap_requested = kinds.count("heap") > 0;
   std::optional<double> duration_s;
   if (!o.duration.empty()) {
     duration_s = parse_duration_s(o.duration);
@@ -138,6 +144,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
                {"duration", o.duration.empty() ? "until interrupted" : o.duration},
                {"stack_bytes", std::to_string(o.stack_bytes)},
                {"mode", launch ? "run" : "attach"}};
+  if (heap_requested) {
+    h.options["mem_rate"] = std::to_string(heap.mem_rate);
+    h.options["leak_age_ns"] = std::to_string(heap.leak_age_ns);
+  }
 
   DwflOptions dopts;
   dopts.debuginfod = o.common.debuginfod;
@@ -258,12 +268,12 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       fmt_us(stop_worst));
 
   if (!o.output.empty()) {
-    write_output_dir(c, o.output, formats, o.top);
+    write_output_dir(c, o.output, formats, o.top, heap.sample_index);
     for (const auto& w : c.warnings) {
       std::cerr << "profctl: note: " << w << "\n";
     }
   } else {
-    print_summary(c, "", o.top);
+    print_summary(c, "", o.top, heap.sample_index);
   }
 
   if (launch) {

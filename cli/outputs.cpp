@@ -27,6 +27,12 @@ void write_file(const std::string& path, const std::string& data) {
   }
 }
 
+// The folded value: --sample-index where the profile has that type, else the profile's
+// default type (heap: inuse_space), else the first (samples for cpu and wall).
+size_t folded_index(const Profile& p, const std::string& sample_index) {
+  return find_sample_type(p, sample_index).value_or(find_sample_type(p, "").value_or(0));
+}
+
 }  // namespace
 
 std::set<std::string> parse_formats(const std::string& list) {
@@ -52,7 +58,8 @@ std::set<std::string> parse_formats(const std::string& list) {
 }
 
 void write_output_dir(const Capture& c, const std::string& dir,
-                      const std::set<std::string>& formats, size_t top_n) {
+                      const std::set<std::string>& formats, size_t top_n,
+                      const std::string& sample_index) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     throw UserError(ExitCode::kInternal, "cannot create " + dir + ": " + std::strerror(errno),
                     "check the parent directory");
@@ -72,12 +79,12 @@ void write_output_dir(const Capture& c, const std::string& dir,
     }
     if (formats.count("text")) {
       std::ostringstream os;
-      write_profile_text(c, kind, os, top_n);
+      write_profile_text(c, kind, os, top_n, sample_index);
       write_file(dir + "/" + kind + ".txt", os.str());
     }
     if (formats.count("folded")) {
       std::ostringstream os;
-      write_folded(c, kind, os);
+      write_folded(c, kind, os, folded_index(p, sample_index));
       write_file(dir + "/" + kind + ".folded", os.str());
     }
   }
@@ -88,7 +95,8 @@ void write_output_dir(const Capture& c, const std::string& dir,
   }
 }
 
-void print_summary(const Capture& c, const std::string& only_kind, size_t top_n) {
+void print_summary(const Capture& c, const std::string& only_kind, size_t top_n,
+                   const std::string& sample_index) {
   bool any = false;
   for (const auto& [kind, p] : c.profiles) {
     if (!only_kind.empty() && kind != only_kind) {
@@ -97,7 +105,7 @@ void print_summary(const Capture& c, const std::string& only_kind, size_t top_n)
     if (any) {
       std::cout << "\n";
     }
-    write_profile_text(c, kind, std::cout, top_n);
+    write_profile_text(c, kind, std::cout, top_n, sample_index);
     any = true;
   }
   if (!only_kind.empty() && !any) {

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "cli/common.h"
+#include "cli/heap_options.h"
 #include "cli/outputs.h"
 #include "report/json_reader.h"
 
@@ -16,10 +17,12 @@ struct ReportOptions {
   std::string format = "text";
   std::string output;
   size_t top = 10;
+  std::string sample_index = "inuse_space";
 };
 
 int run_report(const ReportOptions& o) {
   apply_logging(o.common);
+  const std::string& sample_index = check_sample_index(o.sample_index);
   std::ifstream in(o.path, std::ios::binary);
   if (!in) {
     throw UserError(ExitCode::kUsage, "cannot open " + o.path, "give the path of a capture.json");
@@ -38,9 +41,9 @@ int run_report(const ReportOptions& o) {
     c->profiles[o.profile] = std::move(keep);
   }
   if (!o.output.empty()) {
-    write_output_dir(*c, o.output, parse_formats(o.format), o.top);
+    write_output_dir(*c, o.output, parse_formats(o.format), o.top, sample_index);
   } else {
-    print_summary(*c, o.profile, o.top);
+    print_summary(*c, o.profile, o.top, sample_index);
   }
   return 0;
 }
@@ -56,6 +59,7 @@ std::function<int()> add_report_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("-o,--output", o->output, "Write files to DIR instead of text on stdout");
   sub->add_option("--top", o->top, "Stacks per profile in text output")->capture_default_str();
+  add_sample_index_option(*sub, o->sample_index);
   add_common_options(*sub, o->common);
   return [sub, o]() -> int { return sub->parsed() ? run_report(*o) : -1; };
 }

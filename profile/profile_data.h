@@ -37,6 +37,9 @@ class ProfileData {
   int64_t period() const { return period_; }
   const std::vector<Row>& rows() const { return rows_; }
   uint64_t dropped = 0;
+  // The sample type a viewer shows first (pprof's default_sample_type), e.g. the heap
+  // profile's "inuse_space"; empty: the viewer's choice (pprof takes the last type).
+  std::string default_type;
 
  private:
   std::vector<ValueType> types_;

@@ -73,8 +73,52 @@ struct Sample {
   std::vector<int64_t> values;
   std::vector<Frame> frames;                  // innermost first, inlined frames before their caller
   std::map<std::string, std::string> labels;  // tid, thread_name, state, ...
+  // Sampled profiles that scale their values (heap): the unscaled values, one per sample
+  // type, as Go's debug=1 text prints them. Empty for every other profile.
+  std::vector<int64_t> raw_values = {};  // "= {}": no -Wmissing-field-initializers at {v, f, l}
 
   bool operator==(const Sample&) const = default;
+};
+
+// One stack of the heap profile's peak or long-lived section. "Scaled" values are estimates
+// for the whole program (Go's scaleHeapSample); raw ones count the sampled allocations.
+struct CaptureHeapStack {
+  int64_t objects = 0;      // scaled
+  int64_t bytes = 0;        // scaled
+  int64_t raw_objects = 0;  // sampled allocations
+  int64_t raw_bytes = 0;
+  std::vector<Frame> frames;
+  // Long-lived section only: the age at the end of the capture of the stack's oldest
+  // allocation, and the thread that made it.
+  std::optional<uint64_t> oldest_age_ns = {};
+  std::optional<pid_t> oldest_tid = {};
+
+  bool operator==(const CaptureHeapStack&) const = default;
+};
+
+// Totals and stacks (largest scaled bytes first) of the peak or long-lived section.
+struct CaptureHeapSet {
+  int64_t objects = 0;
+  int64_t bytes = 0;
+  int64_t raw_objects = 0;
+  int64_t raw_bytes = 0;
+  std::vector<CaptureHeapStack> stacks;
+
+  bool operator==(const CaptureHeapSet&) const = default;
+};
+
+// What the heap profile has beyond Go's: the peak of in-use memory during the capture with
+// the stacks that held it, the allocations still live and older than min_age at the end
+// (leak candidates), and the tracker's counters (sampled_allocs, sampled_frees,
+// unknown_frees, missed_frees, live_at_end, ring_dropped, table_dropped).
+struct CaptureHeap {
+  uint64_t peak_at_ns = 0;  // since the start of the capture
+  CaptureHeapSet peak;
+  uint64_t leak_min_age_ns = 0;
+  CaptureHeapSet leaks;
+  std::map<std::string, uint64_t> counters;
+
+  bool operator==(const CaptureHeap&) const = default;
 };
 
 struct Profile {
@@ -83,9 +127,24 @@ struct Profile {
   int64_t period = 0;
   std::vector<Sample> samples;
   uint64_t dropped = 0;  // events lost (unwinding could not keep up, ring full, ...)
+  // The sample type viewers show first (pprof's default_sample_type), e.g. "inuse_space".
+  std::optional<std::string> default_sample_type;
+  std::optional<CaptureHeap> heap;  // the heap profile only
 
   bool operator==(const Profile&) const = default;
 };
+
+// The position of sample type `name` in p.sample_types; with an empty name, of p's
+// default_sample_type. nullopt when there is no such type.
+inline std::optional<size_t> find_sample_type(const Profile& p, const std::string& name) {
+  const std::string& want = name.empty() ? p.default_sample_type.value_or("") : name;
+  for (size_t i = 0; i < p.sample_types.size() && !want.empty(); ++i) {
+    if (p.sample_types[i].type == want) {
+      return i;
+    }
+  }
+  return std::nullopt;
+}
 
 struct CaptureModule {
   std::string path;

@@ -1,11 +1,13 @@
 #include "report/json_reader.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <exception>
 #include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string_view>
 
 namespace profctl {
@@ -226,11 +228,76 @@ Sample read_sample(const Json& j, const std::string& path) {
   for (size_t i = 0; i < values.size(); ++i) {
     s.values.push_back(integer<int64_t>(values[i], index(values_path, i)));
   }
+  if (const Json* v = maybe(j, "raw_values")) {
+    const std::string raw_path = child(path, "raw_values");
+    for (size_t i = 0; i < array(*v, raw_path).size(); ++i) {
+      s.raw_values.push_back(integer<int64_t>((*v)[i], index(raw_path, i)));
+    }
+  }
   s.frames = read_frames(need(j, "frames", path), child(path, "frames"));
   if (const Json* v = maybe(j, "labels")) {
     s.labels = string_map(*v, child(path, "labels"));
   }
   return s;
+}
+
+CaptureHeapStack read_heap_stack(const Json& j, const std::string& path) {
+  object(j, path);
+  CaptureHeapStack s;
+  s.objects = integer<int64_t>(need(j, "objects", path), child(path, "objects"));
+  s.bytes = integer<int64_t>(need(j, "bytes", path), child(path, "bytes"));
+  s.raw_objects = integer<int64_t>(need(j, "raw_objects", path), child(path, "raw_objects"));
+  s.raw_bytes = integer<int64_t>(need(j, "raw_bytes", path), child(path, "raw_bytes"));
+  if (const Json* v = maybe(j, "oldest_age_ns")) {
+    s.oldest_age_ns = integer<uint64_t>(*v, child(path, "oldest_age_ns"));
+  }
+  if (const Json* v = maybe(j, "oldest_tid")) {
+    s.oldest_tid = integer<pid_t>(*v, child(path, "oldest_tid"));
+  }
+  s.frames = read_frames(need(j, "frames", path), child(path, "frames"));
+  return s;
+}
+
+// The peak or long-lived section; `when` names its time field (at_ns, min_age_ns).
+CaptureHeapSet read_heap_set(const Json& j, const std::string& path, const char* when,
+                             uint64_t& when_value) {
+  object(j, path);
+  CaptureHeapSet set;
+  when_value = integer<uint64_t>(need(j, when, path), child(path, when));
+  set.objects = integer<int64_t>(need(j, "objects", path), child(path, "objects"));
+  set.bytes = integer<int64_t>(need(j, "bytes", path), child(path, "bytes"));
+  set.raw_objects = integer<int64_t>(need(j, "raw_objects", path), child(path, "raw_objects"));
+  set.raw_bytes = integer<int64_t>(need(j, "raw_bytes", path), child(path, "raw_bytes"));
+  const std::string stacks_path = child(path, "stacks");
+  const Json& stacks = array(need(j, "stacks", path), stacks_path);
+  for (size_t i = 0; i < stacks.size(); ++i) {
+    set.stacks.push_back(read_heap_stack(stacks[i], index(stacks_path, i)));
+  }
+  return set;
+}
+
+// counters, peak and leaks: present (all three, as profctl writes them) in a heap profile.
+std::optional<CaptureHeap> read_heap(const Json& j, const std::string& path) {
+  const Json* counters = maybe(j, "counters");
+  const Json* peak = maybe(j, "peak");
+  const Json* leaks = maybe(j, "leaks");
+  if (counters == nullptr && peak == nullptr && leaks == nullptr) {
+    return std::nullopt;
+  }
+  CaptureHeap h;
+  if (counters != nullptr) {
+    const std::string counters_path = child(path, "counters");
+    for (const auto& [k, v] : object(*counters, counters_path).items()) {
+      h.counters[k] = integer<uint64_t>(v, child(counters_path, k));
+    }
+  }
+  if (peak != nullptr) {
+    h.peak = read_heap_set(*peak, child(path, "peak"), "at_ns", h.peak_at_ns);
+  }
+  if (leaks != nullptr) {
+    h.leaks = read_heap_set(*leaks, child(path, "leaks"), "min_age_ns", h.leak_min_age_ns);
+  }
+  return h;
 }
 
 Profile read_profile(const Json& j, const std::string& path) {
@@ -240,6 +307,16 @@ Profile read_profile(const Json& j, const std::string& path) {
   const Json& types = array(need(j, "sample_types", path), types_path);
   for (size_t i = 0; i < types.size(); ++i) {
     p.sample_types.push_back(read_value_type(types[i], index(types_path, i)));
+  }
+  if (const Json* v = maybe(j, "default_sample_type")) {
+    const std::string type = string(*v, child(path, "default_sample_type"));
+    const bool known = std::any_of(p.sample_types.begin(), p.sample_types.end(),
+                                   [&](const SampleType& st) { return st.type == type; });
+    if (!known) {
+      throw FieldError{child(path, "default_sample_type"),
+                       "\"" + type + "\" is not one of the sample types"};
+    }
+    p.default_sample_type = type;
   }
   if (const Json* v = maybe(j, "period_type")) {
     p.period_type = read_value_type(*v, child(path, "period_type"));
@@ -259,8 +336,14 @@ Profile read_profile(const Json& j, const std::string& path) {
                        "has " + std::to_string(s.values.size()) + " values for " +
                            std::to_string(p.sample_types.size()) + " sample types"};
     }
+    if (!s.raw_values.empty() && s.raw_values.size() != p.sample_types.size()) {
+      throw FieldError{index(samples_path, i) + ".raw_values",
+                       "has " + std::to_string(s.raw_values.size()) + " values for " +
+                           std::to_string(p.sample_types.size()) + " sample types"};
+    }
     p.samples.push_back(std::move(s));
   }
+  p.heap = read_heap(j, path);
   return p;
 }
 

@@ -72,6 +72,44 @@ Json thread_json(const CaptureThread& t) {
 
 Json value_type_json(const SampleType& st) { return Json{{"type", st.type}, {"unit", st.unit}}; }
 
+Json heap_stack_json(const CaptureHeapStack& s) {
+  Json j = Json::object();
+  j["objects"] = s.objects;
+  j["bytes"] = s.bytes;
+  j["raw_objects"] = s.raw_objects;
+  j["raw_bytes"] = s.raw_bytes;
+  if (s.oldest_age_ns) {
+    j["oldest_age_ns"] = *s.oldest_age_ns;
+  }
+  if (s.oldest_tid) {
+    j["oldest_tid"] = *s.oldest_tid;
+  }
+  j["frames"] = frames_json(s.frames);
+  return j;
+}
+
+// `j` comes with {"at_ns": ...} for the peak, {"min_age_ns": ...} for the long-lived section.
+Json heap_set_json(Json j, const CaptureHeapSet& set) {
+  j["objects"] = set.objects;
+  j["bytes"] = set.bytes;
+  j["raw_objects"] = set.raw_objects;
+  j["raw_bytes"] = set.raw_bytes;
+  j["stacks"] = Json::array();
+  for (const CaptureHeapStack& s : set.stacks) {
+    j["stacks"].push_back(heap_stack_json(s));
+  }
+  return j;
+}
+
+void add_heap_json(Json& j, const CaptureHeap& h) {
+  j["counters"] = Json::object();
+  for (const auto& [k, v] : h.counters) {
+    j["counters"][k] = v;
+  }
+  j["peak"] = heap_set_json(Json{{"at_ns", h.peak_at_ns}}, h.peak);
+  j["leaks"] = heap_set_json(Json{{"min_age_ns", h.leak_min_age_ns}}, h.leaks);
+}
+
 Json profile_json(const Profile& p) {
   Json j = Json::object();
   Json types = Json::array();
@@ -79,6 +117,9 @@ Json profile_json(const Profile& p) {
     types.push_back(value_type_json(st));
   }
   j["sample_types"] = std::move(types);
+  if (p.default_sample_type) {
+    j["default_sample_type"] = *p.default_sample_type;
+  }
   if (p.period_type) {
     j["period_type"] = value_type_json(*p.period_type);
   }
@@ -88,6 +129,9 @@ Json profile_json(const Profile& p) {
   for (const Sample& s : p.samples) {
     Json js = Json::object();
     js["values"] = s.values;
+    if (!s.raw_values.empty()) {
+      js["raw_values"] = s.raw_values;
+    }
     js["frames"] = frames_json(s.frames);
     js["labels"] = Json::object();
     for (const auto& [k, v] : s.labels) {
@@ -96,6 +140,9 @@ Json profile_json(const Profile& p) {
     samples.push_back(std::move(js));
   }
   j["samples"] = std::move(samples);
+  if (p.heap) {
+    add_heap_json(j, *p.heap);
+  }
   return j;
 }
 

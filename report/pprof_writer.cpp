@@ -88,6 +88,9 @@ class ProfileBuilder {
       set_value_type(out_.mutable_period_type(), *profile_.period_type);
     }
     out_.set_period(profile_.period);
+    if (profile_.default_sample_type) {
+      out_.set_default_sample_type(str(*profile_.default_sample_type));
+    }
     if (auto t = parse_rfc3339_ns(capture_.window.start)) {
       out_.set_time_nanos(*t);
     }
@@ -95,6 +98,9 @@ class ProfileBuilder {
     if (profile_.dropped != 0) {
       out_.add_comment(str("profctl: " + std::to_string(profile_.dropped) +
                            " events were dropped and are not counted"));
+    }
+    if (profile_.heap) {
+      add_heap_comments(*profile_.heap);
     }
     for (const std::string& w : capture_.warnings) {
       out_.add_comment(str("profctl: " + w));
@@ -107,6 +113,21 @@ class ProfileBuilder {
     uint64_t start, limit, id;
     bool all_functions = true, all_files = true, all_lines = true, any_location = false;
   };
+
+  // What pprof's views cannot show of a heap profile: what was not charged, and the peak.
+  void add_heap_comments(const CaptureHeap& h) {
+    auto counter = [&h](const char* name) {
+      auto it = h.counters.find(name);
+      return it == h.counters.end() ? uint64_t{0} : it->second;
+    };
+    out_.add_comment(str("profctl: memory allocated before the attach is not in this profile; " +
+                         std::to_string(counter("unknown_frees")) +
+                         " frees of pointers it does not know (allocated before the attach, or "
+                         "not sampled) were not charged"));
+    out_.add_comment(str("profctl: peak in use " + std::to_string(h.peak.bytes) + " bytes (" +
+                         std::to_string(h.peak.objects) + " objects, scaled) at +" +
+                         std::to_string(h.peak_at_ns) + " ns"));
+  }
 
   int64_t str(const std::string& s) {
     auto [it, added] = strings_.try_emplace(s, static_cast<int64_t>(strings_.size()));

@@ -5,19 +5,22 @@
 #include <map>
 #include <set>
 
+#include "report/heap_text.h"
 #include "report/units.h"
 
 namespace profctl {
 namespace {
 
 using report_detail::format_value;
+using report_detail::frame_line;
 using report_detail::frame_name;
 using report_detail::hex;
+using report_detail::percent;
 
 struct MergedStack {
   const std::vector<Frame>* frames = nullptr;  // of the first sample seen with this stack
   std::vector<int64_t> values;
-  std::string tids;   // the threads profile's groups: which threads share the stack
+  std::string tids;  // the threads profile's groups: which threads share the stack
   std::string names;
 };
 
@@ -25,13 +28,6 @@ struct FunctionCost {
   int64_t flat = 0;
   int64_t cum = 0;
 };
-
-std::string percent(int64_t v, int64_t total) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%.2f%%",
-                total == 0 ? 0.0 : 100.0 * static_cast<double>(v) / static_cast<double>(total));
-  return buf;
-}
 
 std::string right(const std::string& s, size_t width) {
   return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
@@ -48,22 +44,6 @@ std::string stack_key(const std::vector<Frame>& frames) {
     key += '\x1e';
   }
   return key;
-}
-
-std::string frame_line(const Frame& f) {
-  std::string s = f.function ? *f.function : "??";
-  if (f.file) {
-    s += "  at " + *f.file;
-    if (f.line) {
-      s += ":" + std::to_string(*f.line);
-    }
-  }
-  if (f.inlined) {
-    s += "  (inlined)";
-  } else {
-    s += "  (" + f.module + "+" + hex(f.offset) + ")";
-  }
-  return s;
 }
 
 void write_header(const Capture& c, const std::string& kind, const Profile& p,
@@ -157,8 +137,12 @@ void write_top_functions(const Profile& p, const std::vector<MergedStack>& stack
 
 }  // namespace
 
-void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out,
-                        size_t top_n) {
+void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out, size_t top_n,
+                        const std::string& sample_index) {
+  if (kind == "heap") {
+    write_heap_text(c, out, HeapTextOptions{top_n, sample_index, true});
+    return;
+  }
   auto it = c.profiles.find(kind);
   if (it == c.profiles.end()) {
     out << "profctl: no " << kind << " profile in this capture\n";

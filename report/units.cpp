@@ -19,6 +19,29 @@ std::string frame_name(const Frame& f) {
   return f.module + "+" + hex(f.offset);
 }
 
+std::string frame_line(const Frame& f) {
+  std::string s = f.function ? *f.function : "??";
+  if (f.file) {
+    s += "  at " + *f.file;
+    if (f.line) {
+      s += ":" + std::to_string(*f.line);
+    }
+  }
+  if (f.inlined) {
+    s += "  (inlined)";
+  } else {
+    s += "  (" + f.module + "+" + hex(f.offset) + ")";
+  }
+  return s;
+}
+
+std::string percent(int64_t v, int64_t total) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f%%",
+                total == 0 ? 0.0 : 100.0 * static_cast<double>(v) / static_cast<double>(total));
+  return buf;
+}
+
 namespace {
 
 std::string scaled(int64_t v, const char* const* names, const double* factors, int n) {

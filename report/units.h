@@ -14,6 +14,13 @@ std::string hex(uint64_t v);
 // A frame's display name: the function, else "module+0xoff".
 std::string frame_name(const Frame& f);
 
+// A frame for people: "function  at file:line  (module+0xoff)", "(inlined)" instead of the
+// module for an inlined call, "??" for an unknown function.
+std::string frame_line(const Frame& f);
+
+// v as a share of total: "12.50%" ("0.00%" when total is 0).
+std::string percent(int64_t v, int64_t total);
+
 // A value in its unit, for people: nanoseconds -> "1.20s" / "35.00ms" / "12.50us" / "800ns",
 // bytes -> "3.00MiB" / "12.00KiB" / "512B", count -> "1234", anything else -> "12 unit"; zero is
 // "0" in every unit.

@@ -43,6 +43,47 @@ inline Frame unknown_in_app() { return frame(0x55d0c0a02000, kApp, 0x2000, std::
 // In no module of Capture::modules.
 inline Frame vdso_clock() { return frame(0x7ffd12345678, "[vdso]", 0x678, "__vdso_clock_gettime"); }
 
+// A heap profile at --mem-rate 1024 whose scaled values are Go's scaleHeapSample of the raw
+// ones (golden values from Go 1.19: (3, 300) -> (32, 3224), (2, 200) -> (21, 2149),
+// (1, 4096) -> (1, 4172)).
+inline Profile heap_profile() {
+  Profile heap;
+  heap.sample_types = {{"alloc_objects", "count"},
+                       {"alloc_space", "bytes"},
+                       {"inuse_objects", "count"},
+                       {"inuse_space", "bytes"}};
+  heap.default_sample_type = "inuse_space";
+  heap.period_type = SampleType{"space", "bytes"};
+  heap.period = 1024;
+  heap.samples = {
+      {{32, 3224, 21, 2149}, {worker_run(), app_main()}, {}, {3, 300, 2, 200}},
+      {{1, 4172, 1, 4172},
+       {helper_inlined(), worker_run_at_helper(), app_main()},
+       {},
+       {1, 4096, 1, 4096}},
+      {{21, 2149, 0, 0}, {burn(), worker_run(), app_main()}, {}, {2, 200, 0, 0}},
+  };
+  CaptureHeap h;
+  h.peak_at_ns = 1'500'000'000;
+  h.peak = {33, 7396, 4, 4396, {}};
+  h.peak.stacks = {{1, 4172, 1, 4096, {helper_inlined(), worker_run_at_helper(), app_main()}},
+                   {32, 3224, 3, 300, {worker_run(), app_main()}}};
+  h.leak_min_age_ns = 10'000'000'000;
+  h.leaks = {1, 4172, 1, 4096, {}};
+  h.leaks.stacks = {{1,
+                     4172,
+                     1,
+                     4096,
+                     {helper_inlined(), worker_run_at_helper(), app_main()},
+                     25'000'000'000,
+                     4243}};
+  h.counters = {{"sampled_allocs", 6}, {"sampled_frees", 3}, {"unknown_frees", 7},
+                {"missed_frees", 0},   {"live_at_end", 3},   {"ring_dropped", 0},
+                {"table_dropped", 0}};
+  heap.heap = h;
+  return heap;
+}
+
 inline Capture rich_capture() {
   Capture c;
   c.tool_version = "0.1.0";
@@ -88,18 +129,7 @@ inline Capture rich_capture() {
       {{1, 10'101'010}, {unknown_in_app(), app_main()}, {{"tid", "4242"}}},
       {{4, 40'404'040}, {vdso_clock(), burn(), worker_run(), app_main()}, {}},
   };
-  Profile heap;
-  heap.sample_types = {{"alloc_objects", "count"},
-                       {"alloc_space", "bytes"},
-                       {"inuse_objects", "count"},
-                       {"inuse_space", "bytes"}};
-  heap.period_type = SampleType{"space", "bytes"};
-  heap.period = 524288;
-  heap.samples = {
-      {{3, 3072, 1, 1024}, {worker_run(), app_main()}, {}},
-      {{1, 4194304, 1, 4194304}, {helper_inlined(), worker_run_at_helper(), app_main()}, {}},
-  };
-  c.profiles = {{"cpu", cpu}, {"heap", heap}};
+  c.profiles = {{"cpu", cpu}, {"heap", heap_profile()}};
 
   c.modules = {
       {kLibc, 0x7f3a2c027000, 0x7f3a2c1bc000, 0x28000, "b7f1c3d2e4a5968778695a4b3c2d1e0f"},

@@ -142,30 +142,34 @@ top 3 of 6 functions by cpu:
 )");
 }
 
-TEST(ReportProfileText, HeapUsesTheLastSampleTypeAndBytes) {
+TEST(ReportProfileText, OtherProfilesUseTheLastSampleTypeAndBytes) {
+  // The heap profile's numbers under another kind go through the generic writer.
+  Capture c = rich_capture();
+  c.profiles["allocs"] = c.profiles.at("heap");
+  c.profiles["allocs"].default_sample_type.reset();
+  c.profiles["allocs"].heap.reset();
   EXPECT_EQ(
-      profile_text(rich_capture(), "heap", 10),
-      R"(profctl heap profile: pid 4242 (/usr/bin/app), start 2026-11-24T10:00:00Z, duration 30.50s
-total: alloc_objects 4, alloc_space 4.00MiB, inuse_objects 2, inuse_space 4.00MiB (2 entries, 2 distinct stacks)
-period: space 512.00KiB
+      profile_text(c, "allocs", 2),
+      R"(profctl allocs profile: pid 4242 (/usr/bin/app), start 2026-11-24T10:00:00Z, duration 30.50s
+total: alloc_objects 54, alloc_space 9.32KiB, inuse_objects 22, inuse_space 6.17KiB (3 entries, 3 distinct stacks)
+period: space 1.00KiB
 warning: target exited during the capture
 
-top 2 of 2 stacks by inuse_space:
+top 2 of 3 stacks by inuse_space:
 
-  #1  inuse_space 4.00MiB (99.98%), alloc_objects 1, alloc_space 4.00MiB, inuse_objects 1
+  #1  inuse_space 4.07KiB (66.00%), alloc_objects 1, alloc_space 4.07KiB, inuse_objects 1
         helper()  at src/worker.h:10  (inlined)
         Worker::run()  at src/worker.cpp:45  (/usr/bin/app+0x1300)
         main  at src/main.cpp:12  (/usr/bin/app+0xf00)
 
-  #2  inuse_space 1.00KiB (0.02%), alloc_objects 3, alloc_space 3.00KiB, inuse_objects 1
+  #2  inuse_space 2.10KiB (34.00%), alloc_objects 32, alloc_space 3.15KiB, inuse_objects 21
         Worker::run()  at src/worker.cpp:42  (/usr/bin/app+0x1234)
         main  at src/main.cpp:12  (/usr/bin/app+0xf00)
 
-top 3 of 3 functions by inuse_space:
+top 2 of 4 functions by inuse_space:
         flat   flat%    sum%         cum    cum%  function
-     4.00MiB  99.98%  99.98%     4.00MiB  99.98%  helper()
-     1.00KiB   0.02% 100.00%     4.00MiB 100.00%  Worker::run()
-           0   0.00% 100.00%     4.00MiB 100.00%  main
+     4.07KiB  66.00%  66.00%     4.07KiB  66.00%  helper()
+     2.10KiB  34.00% 100.00%     6.17KiB 100.00%  Worker::run()
 )");
 }
 
