@@ -265,7 +265,29 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
   }
   if (tr.what == W::kExited) {
     children_.erase(ev.tid);
+    if (hooks_.on_thread_exit) {
+      hooks_.on_thread_exit(ev.tid);
+    }
     return tr;
+  }
+  if (tr.what == W::kSignal && tr.signal == SIGTRAP && hooks_.on_trap && hooks_.on_trap(ev.tid)) {
+    // profctl's own breakpoint, already handled: the trap is not the target's signal.
+    if (ev.pending_in_kernel) {
+      waiter_.consume(ev);
+    }
+    if (TracedThread* t = table_.find(ev.tid)) {
+      t->pending_signal = 0;
+      t->signal_in_kernel = false;
+    }
+    tr.what = W::kStopped;
+    tr.signal = 0;
+    return tr;
+  }
+  if (tr.first_stop && tr.what != W::kExited && hooks_.on_new_thread) {
+    user_regs_struct regs{};
+    if (ptrace(PTRACE_GETREGS, ev.tid, nullptr, &regs) == 0) {
+      hooks_.on_new_thread(ev.tid, regs);
+    }
   }
   if (tr.what != W::kPtraceEvent) {
     return tr;
@@ -294,6 +316,9 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
     }
     case PTRACE_EVENT_EXEC:
       rebuild_after_exec();
+      if (hooks_.on_exec) {
+        hooks_.on_exec();
+      }
       break;
     default:
       break;

@@ -132,6 +132,17 @@ class TracedProcess {
   // Detaches every thread now (the destructor does the same).
   void detach();
 
+  // Called from the status handler, whatever the caller's purpose, while the thread is
+  // stopped. on_trap: a SIGTRAP signal-stop; return true when it was profctl's own
+  // breakpoint and the hook has moved rip on (the signal is then not delivered).
+  struct ThreadHooks {
+    std::function<void(pid_t tid, const user_regs_struct& regs)> on_new_thread;
+    std::function<void(pid_t tid)> on_thread_exit;
+    std::function<bool(pid_t tid)> on_trap;
+    std::function<void()> on_exec;
+  };
+  void set_thread_hooks(ThreadHooks hooks) { hooks_ = std::move(hooks); }
+
   // ---- sampling sessions (traced_process_events.cpp) ----
 
   // Starts argv[0] (PATH searched) stopped before its exec and seized, with EXITKILL: a
@@ -166,6 +177,10 @@ class TracedProcess {
   void push_event(TraceEvent e) { events_.push_front(std::move(e)); }
   // Resumes a thread that next_event() left stopped (the exec'ing thread after kExec).
   void resume(pid_t tid);
+  // For a program held at its exec (launch): runs it to its entry point (auxv AT_ENTRY),
+  // where the dynamic linker has loaded its libraries and nothing of the program has run,
+  // and leaves it stopped there.
+  Result<void> run_to_entry();
 
  private:
   friend class StoppedWorld;
@@ -208,6 +223,7 @@ class TracedProcess {
   Waiter waiter_;
   ChildHook child_hook_;
   std::vector<DetachHook> detach_hooks_;
+  ThreadHooks hooks_;
   bool attached_ = true;
   bool leader_gone_ = false;  // the main thread exited (pthread_exit): it is not traced
   pid_t failed_tid_ = 0;      // the thread PTRACE_SEIZE refused

@@ -1,6 +1,8 @@
 // TracedProcess, the sampling side: per-thread snapshots and the event pump (clone, exit,
 // exec, signals for the target). Stop-the-world lives in traced_process.cpp.
+#include <elf.h>
 #include <fcntl.h>
+#include <sys/user.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
@@ -183,6 +185,71 @@ void TracedProcess::rebuild_after_exec() {
 }
 
 void TracedProcess::resume(pid_t tid) { resume_one(tid, /*detach=*/false); }
+
+Result<void> TracedProcess::run_to_entry() {
+  auto auxv = read_file("/proc/" + std::to_string(pid_) + "/auxv");
+  if (!auxv) {
+    return auxv.error();
+  }
+  uint64_t entry = 0;
+  for (size_t off = 0; off + 16 <= auxv->size(); off += 16) {
+    uint64_t key = 0;
+    uint64_t val = 0;
+    std::memcpy(&key, auxv->data() + off, 8);
+    std::memcpy(&val, auxv->data() + off + 8, 8);
+    if (key == AT_ENTRY) {
+      entry = val;
+    }
+  }
+  if (entry == 0) {
+    return Error{"no AT_ENTRY in the auxiliary vector of pid " + std::to_string(pid_)};
+  }
+  auto mem = Fd::open("/proc/" + std::to_string(pid_) + "/mem", O_RDWR);
+  if (!mem) {
+    return mem.error();
+  }
+  uint8_t original = 0;
+  const uint8_t int3 = 0xcc;
+  if (pread(mem->get(), &original, 1, static_cast<off_t>(entry)) != 1 ||
+      pwrite(mem->get(), &int3, 1, static_cast<off_t>(entry)) != 1) {
+    return errno_error("breakpoint at the entry point");
+  }
+  auto restore = [&] { (void)!pwrite(mem->get(), &original, 1, static_cast<off_t>(entry)); };
+  resume_one(pid_, false);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto ev = waiter_.next(std::chrono::milliseconds(200));
+    if (!ev) {
+      continue;
+    }
+    if (ev->tid == pid_ && ev->status.kind() == WaitStatus::Kind::kSignalStop &&
+        ev->status.signal() == SIGTRAP) {
+      user_regs_struct regs{};
+      if (ptrace(PTRACE_GETREGS, pid_, nullptr, &regs) == 0 && regs.rip == entry + 1) {
+        waiter_.consume(*ev);
+        table_.apply(pid_, WaitStatus(0x7f | (SIGSTOP << 8)));  // stopped, signal below
+        if (TracedThread* t = table_.find(pid_)) {
+          t->pending_signal = 0;
+          t->signal_in_kernel = false;
+          t->group_stop = false;
+        }
+        restore();
+        regs.rip = entry;
+        ptrace(PTRACE_SETREGS, pid_, nullptr, &regs);
+        return {};
+      }
+    }
+    auto tr = on_status(*ev);
+    if (tr.what == Transition::What::kExited && ev->tid == pid_) {
+      return Error{"the program exited before its entry point"};
+    }
+    if (table_.find(ev->tid) != nullptr && table_.find(ev->tid)->state == TState::kStopped) {
+      resume_one(ev->tid, false);
+    }
+  }
+  restore();
+  return Error{"the program did not reach its entry point"};
+}
 
 std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
     std::chrono::milliseconds timeout, size_t stack_bytes) {

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "cli/capture_assembly.h"
 #include "cli/common.h"
+#include "capture/heap_capture.h"
 #include "cli/heap_options.h"
 #include "cli/outputs.h"
 #include "cli/signals.h"
@@ -106,10 +107,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   }
   std::vector<std::string> warnings;
   for (const auto& k : kProbed) {
-    if (kinds.erase(k)) {
+    if (k != "heap" && kinds.erase(k)) {
       warnings.push_back("the " + k +
-                         " profile needs allocation/futex probes, which this "
-                         "profctl does not have yet: skipped");
+                         " profile needs futex-wait probes, which this profctl does not have "
+                         "yet: skipped");
     }
   }
   if (kinds.empty()) {
@@ -149,6 +150,13 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     h.options["leak_age_ns"] = std::to_string(heap.leak_age_ns);
   }
 
+  if (launch && heap_requested) {
+    // Allocations are recorded from the program's entry point: its libraries are loaded
+    // (the allocator can be found and probed) and none of its code has run yet.
+    if (auto r = tp->run_to_entry(); !r) {
+      throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
+    }
+  }
   DwflOptions dopts;
   dopts.debuginfod = o.common.debuginfod;
   auto dwfl = TargetDwfl::for_process(tp->space_pid(), dopts);
@@ -176,6 +184,37 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   Collector collector(
       [&wd]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(wd); }, copts);
 
+  // The heap profile: probes in the target, their ring drained beside the session. Its
+  // unwinder has a Dwfl of its own too (one thread per Dwfl).
+  std::unique_ptr<TargetDwfl> heap_dwfl;
+  std::unique_ptr<HeapCapture> heap_capture;
+  if (heap_requested) {
+    auto hd = TargetDwfl::for_process(tp->space_pid(), dopts);
+    if (!hd) {
+      throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " +
+                                                 std::to_string(pid) + ": " + hd.error().message());
+    }
+    heap_dwfl = std::move(*hd);
+    probe::HeapProbeOptions hopts;
+    hopts.mem_rate = static_cast<int64_t>(heap.mem_rate);
+    hopts.stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);
+    TargetDwfl* hdp = heap_dwfl.get();
+    auto hc = HeapCapture::start(
+        *tp, hopts, [hdp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*hdp); });
+    if (!hc) {
+      warnings.push_back("heap profile: " + hc.error().message());
+      log->warn("heap profile unavailable: {}", hc.error().message());
+    } else {
+      heap_capture = std::move(*hc);
+      for (const auto& n : heap_capture->notes()) {
+        log->info("heap: {}", n);
+      }
+    }
+  }
+  if (kinds.size() == 1 && heap_requested && !heap_capture) {
+    throw UserError(ExitCode::kTargetGone, "the heap profile could not be set up: nothing to capture");
+  }
+
   SessionOptions sopts;
   sopts.rate_hz = o.rate;
   if (duration_s) {
@@ -185,11 +224,18 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   sopts.sample = kinds.count("cpu") || kinds.count("wall");
   const bool live = isatty(STDERR_FILENO) && o.common.verbose == 0;
   if (live) {
-    sopts.on_status = [](const SessionStatus& s) {
+    HeapCapture* hcp = heap_capture.get();
+    sopts.on_status = [hcp](const SessionStatus& s) {
+      std::string heap_part;
+      if (hcp != nullptr) {
+        heap_part = "  allocs " + std::to_string(hcp->records()) + " recorded " +
+                    std::to_string(hcp->dropped()) + " dropped";
+      }
       std::fprintf(stderr,
-                   "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s",
+                   "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s%s",
                    s.elapsed_s, static_cast<unsigned long long>(s.samples), s.threads,
-                   fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str());
+                   fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str(),
+                   heap_part.c_str());
     };
   }
   sopts.on_maps_check = [&td] { (void)td.refresh(); };
@@ -216,6 +262,17 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   if (res.end == SessionResult::End::kExec) {
     warnings.emplace_back("the target called exec: the capture stopped there");
   }
+  if (tp) {
+    tp->detach();  // the probes are removed in the last stopped world
+  }
+  uint64_t heap_end_ns = 0;
+  if (heap_capture) {
+    heap_end_ns = heap_capture->now_ns();
+    heap_capture->finish();
+    if (heap_capture->gone_by_exec()) {
+      warnings.emplace_back("the target called exec: the heap profile ends there");
+    }
+  }
   tp.reset();  // detached (or reaped): the target runs on without us
   collector.finish();
 
@@ -232,6 +289,23 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       add_world(c, *world, unwinder, sym, kinds.count("threads") > 0);
     }
     add_profiles(c, collector, sym);
+    if (heap_capture) {
+      HeapResult hr = heap_capture->collector().tracker().result(heap_end_ns, heap.leak_age_ns);
+      add_heap_profile(c, hr, heap_capture->collector().stacks(), sym);
+      HeapCaptureStats hs = heap_capture->stats();
+      if (hs.ring_dropped > 0) {
+        warnings.push_back("heap: " + std::to_string(hs.ring_dropped) +
+                           " allocation records were dropped: the probe ring was full");
+      }
+      if (hs.table_dropped > 0) {
+        warnings.push_back("heap: " + std::to_string(hs.table_dropped) +
+                           " sampled allocations could not be tracked (pointer table full): "
+                           "their frees are not seen");
+      }
+      for (const auto& n : heap_capture->notes()) {
+        warnings.push_back("heap: " + n);
+      }
+    }
   }
   auto [med, worst] = median_and_max(res.pauses_ns);
   c.pause.median_ns = med;

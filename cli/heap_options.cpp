@@ -29,6 +29,9 @@ void add_heap_capture_options(CLI::App& app, HeapOptionsCli& o) {
                  "heap: allocations still live at the end and this old are listed as "
                  "long-lived")
       ->capture_default_str();
+  app.add_option("--probe-stack-bytes", o.probe_stack_bytes,
+                 "heap: bytes of stack copied per recorded allocation (512 to 1M)")
+      ->capture_default_str();
   add_sample_index_option(app, o.sample_index);
 }
 
@@ -44,6 +47,12 @@ HeapOptions resolve_heap_options(const HeapOptionsCli& o) {
   h.mem_rate = parse_mem_rate(o.mem_rate);
   h.leak_age_ns = parse_leak_age_ns(o.leak_age);
   h.sample_index = check_sample_index(o.sample_index);
+  const uint64_t psb = parse_mem_rate(o.probe_stack_bytes);
+  if (psb < 512 || psb > (1u << 20)) {
+    throw UserError(ExitCode::kUsage, "bad --probe-stack-bytes '" + o.probe_stack_bytes + "'",
+                    "use 512 to 1M (e.g. 16K)");
+  }
+  h.probe_stack_bytes = psb;
   return h;
 }
 

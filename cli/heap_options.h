@@ -16,12 +16,14 @@ struct HeapOptions {
   uint64_t mem_rate = kDefaultMemRate;       // bytes between samples on average; 1 = all
   uint64_t leak_age_ns = kDefaultLeakAgeNs;  // long-lived: live at the end and this old
   std::string sample_index = "inuse_space";  // folded values and text ranking
+  uint64_t probe_stack_bytes = 16 * 1024;    // stack copied per recorded event
 };
 
 // The command line's text, before validation.
 struct HeapOptionsCli {
   std::string mem_rate = "512K";
   std::string leak_age = "10s";
+  std::string probe_stack_bytes = "16K";
   std::string sample_index = "inuse_space";
 };
 

@@ -24,7 +24,7 @@ std::atomic_ref<T> at(T& field) {
 
 }  // namespace
 
-Result<SharedArea> SharedArea::create(const SharedAreaOptions& o) {
+Result<SharedArea> SharedArea::create(const SharedAreaOptions& o, Fd existing) {
   if (o.thread_capacity == 0 || o.pointer_capacity == 0 || o.ring_bytes < 2 * kPage ||
       o.max_probe == 0) {
     return Error{"probe shared area: capacities must be non-zero, ring >= 8 KiB", 0};
@@ -43,7 +43,8 @@ Result<SharedArea> SharedArea::create(const SharedAreaOptions& o) {
   uint64_t ring_off = page_up(filter_off + filters * sizeof(uint32_t));
   uint64_t size = ring_off + ring;
 
-  Fd fd(memfd_create("profctl-probe", MFD_CLOEXEC));
+  // A memfd the target created (attach/ opens it through /proc/PID/fd) or one of our own.
+  Fd fd = existing.valid() ? std::move(existing) : Fd(memfd_create("profctl-probe", MFD_CLOEXEC));
   if (!fd.valid()) {
     return errno_error("memfd_create profctl-probe");
   }

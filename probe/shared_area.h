@@ -50,8 +50,11 @@ class SharedArea {
  public:
   // memfd_create + ftruncate + mmap, then the control block for `options`. The area is
   // created disabled.
-  static Result<SharedArea> create(const SharedAreaOptions& options);
+  // With `existing`, that memfd (created by the target, so that it needs no access to
+  // profctl's fds) is sized and mapped instead of a new one.
+  static Result<SharedArea> create(const SharedAreaOptions& options, Fd existing = Fd());
 
+  SharedArea() = default;  // empty: nothing mapped
   SharedArea(SharedArea&& other) noexcept;
   SharedArea& operator=(SharedArea&& other) noexcept;
   SharedArea(const SharedArea&) = delete;

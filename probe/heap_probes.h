@@ -1,0 +1,95 @@
+// HeapProbes: the probe engine's install and removal for the heap profile, run inside
+// attach/'s stopped world. It finds the allocator's entry points (the first module in
+// link order that defines each: a statically linked allocator in the executable wins over
+// libc), maps a code area next to each such module and one shared area (a memfd the target
+// creates, so that it never needs access to profctl's files) into the target with remote
+// syscalls, writes the trampolines, registers every thread's stack, and patches the entries.
+//
+// Everything it changes is journaled, and undone in the last stopped world of the capture
+// (a TracedProcess detach hook, so every path that detaches restores): the enabled flag
+// cleared, every patched byte rewritten with the file's, and both areas unmapped once no
+// thread is inside a trampoline (a thread blocked in a call-through keeps them mapped, with
+// the jumps gone: harmless). A child the target forks gets its bytes restored and the
+// areas unmapped before it runs. After an exec the probes are gone with the old image.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attach/traced_process.h"
+#include "base/result.h"
+#include "probe/probe_image.h"
+#include "probe/shared_area.h"
+
+namespace profctl::probe {
+
+struct HeapProbeOptions {
+  int64_t mem_rate = 512 * 1024;
+  uint32_t stack_bytes = 16 * 1024;
+  uint64_t ring_bytes = 64ULL << 20;
+  uint64_t pointer_capacity = 1ULL << 22;
+};
+
+class HeapProbes {
+ public:
+  // Installs the probes; the world is stopped for the duration. On failure nothing is left
+  // in the target.
+  static Result<std::shared_ptr<HeapProbes>> install(TracedProcess& tp,
+                                                     const HeapProbeOptions& options);
+  ~HeapProbes();
+  HeapProbes(const HeapProbes&) = delete;
+  HeapProbes& operator=(const HeapProbes&) = delete;
+
+  SharedArea& area() { return area_; }
+  // Lines for the report: which functions are probed and how, which could not be.
+  const std::vector<std::string>& notes() const { return notes_; }
+  size_t probed() const { return probed_; }
+  // True once the target exec'd: the probes went with the old image.
+  bool gone_by_exec() const { return exec_.load(); }
+  // True once removed from the target (detach).
+  bool removed() const { return removed_; }
+
+ private:
+  struct Patch {
+    uint64_t address = 0;
+    std::vector<uint8_t> original;
+    std::vector<uint8_t> patched;
+    PatchMethod method = PatchMethod::Jump;
+    uint64_t trampoline = 0;  // Int3: where a trap at address + 1 continues
+  };
+  struct Area {
+    uint64_t address = 0;
+    size_t size = 0;
+  };
+
+  HeapProbes() = default;
+  Result<void> install_in(StoppedWorld& world, TracedProcess& tp, const HeapProbeOptions& o);
+  void register_thread(pid_t tid, const user_regs_struct& regs);
+  bool on_trap(pid_t tid);
+  // The detach hook: true when the target is clean.
+  bool remove(StoppedWorld& world);
+  void clean_child(StoppedWorld& child);
+  void unmap_all(StoppedWorld& world);
+
+  SharedArea area_;
+  pid_t pid_ = 0;
+  std::vector<Patch> patches_;
+  std::vector<Area> code_areas_;
+  Area shared_{};
+  std::map<pid_t, uint64_t> thread_pointers_;  // tid -> fs_base, to forget at exit
+  std::vector<MapEntry> maps_;                 // for new threads' stacks
+  std::vector<std::string> notes_;
+  size_t probed_ = 0;
+  std::atomic<bool> exec_{false};
+  bool removed_ = false;
+  bool restored_ = false;
+  int remove_attempts_ = 0;
+  SharedAreaOptions options_;
+};
+
+}  // namespace profctl::probe
