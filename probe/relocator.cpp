@@ -130,17 +130,21 @@ void emit_jmp(std::vector<uint8_t>& out, uint64_t at, uint64_t target) {
   out.insert(out.end(), j.begin(), j.end());
 }
 
-void emit_call(std::vector<uint8_t>& out, uint64_t at, uint64_t target) {
-  if (rel32_reaches(at + 5, target)) {
-    out.push_back(0xE8);
-    put_u32(out, static_cast<uint32_t>(rel32(at + 5, target)));
-    return;
-  }
-  // call *2(%rip); jmp +8; .quad target — returns to the jmp, which skips the address.
-  for (uint8_t b : {0xFF, 0x15, 0x02, 0x00, 0x00, 0x00, 0xEB, 0x08}) {
+// A call relocated as "push the original return address; jmp target": the callee returns
+// straight into the original function (at the resume address) and anything that reads the
+// return address (an unwinder, a call/pop idiom) sees the original one. Registers and
+// flags are unchanged:
+//   lea -8(%rsp),%rsp; push %rax; movabs $ret,%rax; mov %rax,8(%rsp); pop %rax; jmp target
+void emit_call_as_push_jmp(std::vector<uint8_t>& out, uint64_t at, uint64_t return_address,
+                           uint64_t target) {
+  for (uint8_t b : {0x48, 0x8D, 0x64, 0x24, 0xF8, 0x50, 0x48, 0xB8}) {
     out.push_back(b);
   }
-  put_u64(out, target);
+  put_u64(out, return_address);
+  for (uint8_t b : {0x48, 0x89, 0x44, 0x24, 0x08, 0x58}) {
+    out.push_back(b);
+  }
+  emit_jmp(out, at + 5 + 1 + 10 + 5 + 1, target);
 }
 
 void emit_jcc(std::vector<uint8_t>& out, uint64_t at, uint8_t cond, uint64_t target) {
@@ -258,7 +262,12 @@ Result<Relocation> relocate_entry(const FunctionCode& fn, size_t min_bytes, uint
       if (i.ins.mnemonic == ZYDIS_MNEMONIC_JMP) {
         emit_jmp(r.code, dst, *target);
       } else if (i.ins.mnemonic == ZYDIS_MNEMONIC_CALL) {
-        emit_call(r.code, dst, *target);
+        if (off + len - start < min_bytes) {
+          // Its return would have to come back into the relocated code, where no unwinder
+          // finds CFI; the int3 fallback relocates it alone, as the last instruction.
+          return refuse("call before the end of the patched range", at);
+        }
+        emit_call_as_push_jmp(r.code, dst, at + len, *target);
       } else if (is_jcc(i)) {
         emit_jcc(r.code, dst, static_cast<uint8_t>(i.ins.opcode & 0x0F), *target);
       } else {

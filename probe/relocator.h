@@ -38,9 +38,10 @@ struct Relocation {
 // Relocates the instructions at the patch address (the entry, or entry+4 when the entry is
 // endbr64, which stays in place: an indirect call still lands on it) that cover at least
 // `min_bytes` (5 for a jmp rel32 patch, 1 for an int3), for execution at `new_address`.
-// RIP-relative operands and relative jmp/jcc/call are rewritten. Refused (Error.what says
-// why): undecodable bytes; int3/ud2/hlt in the range; ret or an unconditional jmp before
-// min_bytes (the function is too short); loop/jrcxz/xbegin; a displacement that no longer
+// RIP-relative operands and relative jmp/jcc are rewritten; a call becomes "push the
+// original return address; jmp" (allowed only as the last relocated instruction). Refused
+// (Error.what says why): undecodable bytes; int3/ud2/hlt in the range; ret or an unconditional jmp
+// before min_bytes (the function is too short); loop/jrcxz/xbegin; a displacement that no longer
 // fits rel32; a branch of the function (a jmp or jcc, from its bytes: all of them when
 // the size is known, else kUnknownSizeScanWindow bytes) into [entry, resume_address).
 Result<Relocation> relocate_entry(const FunctionCode& fn, size_t min_bytes, uint64_t new_address);

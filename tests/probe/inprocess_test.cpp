@@ -267,11 +267,11 @@ TEST(ProbeInProcess, DisabledTakesTheOriginalPath) {
 
 // 8 threads at rate 1, drained concurrently: every event is either recorded or counted as
 // dropped, none is lost or corrupted.
-TEST(ProbeInProcess, EightThreadsRateOne) {
+void run_threads_at_rate_one(uint64_t ring_bytes) {
   constexpr int kThreads = 8;
   constexpr int kIterations = 20000;
   constexpr uint64_t kBase = 900000;  // marker sizes kBase + t
-  auto probes = install_or_fail(all_allocation_sites(), options(1, 512));
+  auto probes = install_or_fail(all_allocation_sites(), options(1, 512, ring_bytes));
   ASSERT_TRUE(probes);
   RingReader reader(probes->area());
   std::atomic<bool> go{false};
@@ -324,9 +324,14 @@ TEST(ProbeInProcess, EightThreadsRateOne) {
   for (uint64_t a : allocs) {
     recorded += a;
   }
-  std::printf("8 threads x %d malloc+free at rate 1: %llu recorded, %llu dropped (ring full)\n",
-              kIterations, static_cast<unsigned long long>(recorded),
-              static_cast<unsigned long long>(k.dropped_ring_full));
+  std::printf(
+      "8 threads x %d malloc+free at rate 1, %llu KiB ring: %llu recorded, %llu dropped "
+      "(ring full)\n",
+      kIterations, static_cast<unsigned long long>(ring_bytes >> 10),
+      static_cast<unsigned long long>(recorded),
+      static_cast<unsigned long long>(k.dropped_ring_full));
+  EXPECT_EQ(reader.stats().corrupt, 0u);
+  EXPECT_EQ(reader.stats().abandoned, 0u);
   EXPECT_EQ(bad, 0u);
   EXPECT_EQ(other, 0u);
   EXPECT_EQ(k.dropped_thread_table_full, 0u);
@@ -342,6 +347,12 @@ TEST(ProbeInProcess, EightThreadsRateOne) {
     }
   }
 }
+
+TEST(ProbeInProcess, EightThreadsRateOne) { run_threads_at_rate_one(64ULL << 20); }
+
+// The same with a 64 KiB ring: writers contend for little room, wrap and pad constantly,
+// and drop; every event is still recorded intact or counted.
+TEST(ProbeInProcess, EightThreadsRateOneSmallRing) { run_threads_at_rate_one(64 << 10); }
 
 // More threads than slots: the threads without a slot take the original path and are
 // counted; the others are recorded; nothing breaks.

@@ -87,7 +87,9 @@ Result<std::unique_ptr<LibcProbes>> LibcProbes::install(const std::vector<LibcSi
   }
   std::vector<std::string> names;
   for (const LibcSite& s : sites) {
-    names.push_back(s.name);
+    if (s.address == 0) {
+      names.push_back(s.name);
+    }
   }
   auto elf = read_elf_functions(libc, names);
   if (!elf) {
@@ -131,18 +133,21 @@ Result<std::unique_ptr<LibcProbes>> LibcProbes::install(const std::vector<LibcSi
 
   std::vector<ProbeSite> probe_sites;
   for (const LibcSite& s : sites) {
-    auto it = elf->functions.find(s.name);
-    if (it == elf->functions.end() || it->second.ifunc || it->second.size == 0) {
-      return Error{"libc has no plain sized function " + s.name, 0};
+    uint64_t address = s.address;
+    uint64_t size = s.size;
+    if (address == 0) {
+      auto it = elf->functions.find(s.name);
+      if (it == elf->functions.end() || it->second.ifunc || it->second.size == 0) {
+        return Error{"libc has no plain sized function " + s.name, 0};
+      }
+      address = *bias + it->second.value;
+      size = it->second.size;
     }
-    uint64_t address = *bias + it->second.value;
     p->addresses_[s.name] = address;
     // Our own text: readable in place.
     probe_sites.push_back(
         {s.name, s.kind,
-         FunctionCode{address,
-                      {reinterpret_cast<const uint8_t*>(address), it->second.size},
-                      it->second.size}});
+         FunctionCode{address, {reinterpret_cast<const uint8_t*>(address), size}, size}});
   }
   auto image = build_probe_image(reinterpret_cast<uint64_t>(code), p->code_size_,
                                  reinterpret_cast<uint64_t>(p->area_.data()), probe_sites);

@@ -22,6 +22,8 @@ namespace profctl::probe::testing {
 struct LibcSite {
   std::string name;
   uint32_t kind;
+  uint64_t address = 0;  // 0: look `name` up in libc; else a function of this process
+  uint64_t size = 0;     // with address: the function's size
 };
 
 // The allocation functions of glibc with their kinds (aligned_alloc before memalign: they

@@ -3,6 +3,7 @@
 #include "probe/relocator.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstring>
 #include <vector>
@@ -94,22 +95,32 @@ TEST(ProbeRelocator, JccOutOfReachBecomesInvertedJccOverAbsoluteJmp) {
   EXPECT_EQ(read_u64(r->code, 11), kFn + 5 + 0x10);
 }
 
-TEST(ProbeRelocator, CallRel32IsRetargeted) {
+TEST(ProbeRelocator, CallPushesTheOriginalReturnAddress) {
   // call +0x100 ; ret
   std::vector<uint8_t> f = {0xe8, 0x00, 0x01, 0x00, 0x00, 0xc3};
   auto r = reloc(f, f.size(), kNear);
   ASSERT_TRUE(r) << r.error().what;
-  ASSERT_EQ(r->code.size(), 5u);
-  EXPECT_EQ(r->code[0], 0xe8);
-  EXPECT_EQ(kNear + 5 + static_cast<int64_t>(read_i32(r->code, 1)), kFn + 5 + 0x100);
+  EXPECT_EQ(r->resume_address, kFn + 5);
+  // lea -8(%rsp),%rsp; push %rax; movabs $kFn+5,%rax; mov %rax,8(%rsp); pop %rax; jmp
+  ASSERT_EQ(r->code.size(), 22u + 5u);
+  EXPECT_EQ(std::vector<uint8_t>(r->code.begin(), r->code.begin() + 8),
+            (std::vector<uint8_t>{0x48, 0x8d, 0x64, 0x24, 0xf8, 0x50, 0x48, 0xb8}));
+  EXPECT_EQ(read_u64(r->code, 8), kFn + 5);  // the callee returns into the function
+  EXPECT_EQ(std::vector<uint8_t>(r->code.begin() + 16, r->code.begin() + 22),
+            (std::vector<uint8_t>{0x48, 0x89, 0x44, 0x24, 0x08, 0x58}));
+  EXPECT_EQ(r->code[22], 0xe9);
+  EXPECT_EQ(kNear + 27 + static_cast<int64_t>(read_i32(r->code, 23)), kFn + 5 + 0x100);
 
-  auto far = reloc(f, f.size(), kFar);  // call *2(%rip); jmp +8; .quad target
+  auto far = reloc(f, f.size(), kFar);  // the jmp becomes absolute
   ASSERT_TRUE(far) << far.error().what;
-  ASSERT_EQ(far->code.size(), 16u);
-  EXPECT_EQ(far->code[0], 0xff);
-  EXPECT_EQ(far->code[1], 0x15);
-  EXPECT_EQ(far->code[6], 0xeb);
-  EXPECT_EQ(read_u64(far->code, 8), kFn + 5 + 0x100);
+  ASSERT_EQ(far->code.size(), 22u + 14u);
+  EXPECT_EQ(read_u64(far->code, 28), kFn + 5 + 0x100);
+
+  // A call that does not end the range would return into relocated code: refused (the
+  // int3 fallback relocates it alone).
+  std::vector<uint8_t> g = {0xe8, 0x00, 0x01, 0x00, 0x00, 0x90, 0xc3};
+  EXPECT_FALSE(reloc(g, g.size(), kNear, 6));
+  EXPECT_TRUE(reloc(g, g.size(), kNear, 1));
 }
 
 TEST(ProbeRelocator, RetBeforeFiveBytesIsRefused) {
@@ -205,6 +216,72 @@ TEST(ProbeRelocator, EncodeJump) {
   auto far = encode_jump(kFn, kFar);
   ASSERT_EQ(far.size(), 14u);
   EXPECT_EQ(read_u64(far, 6), kFar);
+}
+
+}  // namespace
+}  // namespace profctl::probe
+
+namespace profctl::probe {
+namespace {
+
+// Executable scratch: functions are written in it, relocated elsewhere in it (followed by
+// the jump back), and the relocated entry is called: the behaviour must be the original's.
+class Scratch {
+ public:
+  Scratch() {
+    mem_ = static_cast<uint8_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  }
+  ~Scratch() { munmap(mem_, 4096); }
+  bool ok() const { return mem_ != MAP_FAILED; }
+  uint64_t at(size_t off) const { return reinterpret_cast<uint64_t>(mem_) + off; }
+  void put(size_t off, const std::vector<uint8_t>& b) {
+    std::memcpy(mem_ + off, b.data(), b.size());
+  }
+  std::span<const uint8_t> bytes(size_t off, size_t n) const { return {mem_ + off, n}; }
+
+  // Relocates the function at `off` (size `n`) to `dest` and returns the new entry.
+  uint64_t relocate(size_t off, size_t n, size_t dest, size_t min_bytes = 5) {
+    auto r = relocate_entry(FunctionCode{at(off), bytes(off, n), n}, min_bytes, at(dest));
+    EXPECT_TRUE(r) << (r ? "" : r.error().what);
+    if (!r) {
+      return 0;
+    }
+    std::vector<uint8_t> code = r->code;
+    auto back = encode_jump(at(dest) + code.size(), r->resume_address);
+    code.insert(code.end(), back.begin(), back.end());
+    put(dest, code);
+    return at(dest);
+  }
+
+ private:
+  uint8_t* mem_ = nullptr;
+};
+
+TEST(ProbeRelocator, RelocatedCodeRuns) {
+  Scratch s;
+  ASSERT_TRUE(s.ok());
+  // callee at 0x100: mov $42,%eax ; ret
+  s.put(0x100, {0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3});
+  // f1 at 0x000: call 0x100 ; add $1,%eax ; ret      -> 43
+  s.put(0x000, {0xe8, 0xfb, 0x00, 0x00, 0x00, 0x83, 0xc0, 0x01, 0xc3});
+  // f2 at 0x020: lea 0x59(%rip),%rax (-> 0x80) ; ret
+  s.put(0x020, {0x48, 0x8d, 0x05, 0x59, 0x00, 0x00, 0x00, 0xc3});
+  // f3 at 0x040: test %rdi,%rdi ; je +3 ; mov %rdi,%rax ; ret ; (je:) mov $7,%eax ; ret
+  s.put(0x040,
+        {0x48, 0x85, 0xff, 0x74, 0x04, 0x48, 0x89, 0xf8, 0xc3, 0xb8, 0x07, 0x00, 0x00, 0x00, 0xc3});
+  // (f3's je +4 targets 0x049: mov $7,%eax)
+
+  auto f1 = reinterpret_cast<int (*)()>(s.relocate(0x000, 9, 0x200));
+  auto f2 = reinterpret_cast<uint64_t (*)()>(s.relocate(0x020, 8, 0x240));
+  auto f3 = reinterpret_cast<uint64_t (*)(uint64_t)>(s.relocate(0x040, 15, 0x280));
+  auto f1_int3 = reinterpret_cast<int (*)()>(s.relocate(0x000, 9, 0x2c0, 1));
+  ASSERT_TRUE(f1 && f2 && f3 && f1_int3);
+  EXPECT_EQ(f1(), 43);
+  EXPECT_EQ(f1_int3(), 43);
+  EXPECT_EQ(f2(), s.at(0x80));
+  EXPECT_EQ(f3(0), 7u);
+  EXPECT_EQ(f3(99), 99u);
 }
 
 }  // namespace
