@@ -84,10 +84,29 @@ void HeapCapture::finish() {
   collector_->tracker().note_table_dropped(s.table_dropped);
   collector_->tracker().note_dropped(s.ring_dropped);
   collector_->finish();
-  logger("probe")->debug("heap: {} records, {} dropped (ring full), {} untracked pointers, {} "
-                         "unwound, {} truncated stacks",
-                         s.records, s.ring_dropped, s.table_dropped,
-                         collector_->stats().unwound, collector_->stats().truncated);
+  auto c = probes_->area().counters();
+  const auto& rs = reader_->stats();
+  if (logger("probe")->should_log(spdlog::level::trace)) {
+    probe_ctl* ctl = probes_->area().ctl();
+    auto* slots = reinterpret_cast<probe_thread_slot*>(probes_->area().data() + ctl->threads_offset);
+    for (uint64_t i = 0; i < ctl->threads_capacity; ++i) {
+      if (slots[i].key != 0) {
+        logger("probe")->trace("slot {}: tp {:#x} depth {} countdown {} tid {} stack [{:#x}, {:#x})",
+                               i, slots[i].key, slots[i].depth, slots[i].countdown, slots[i].tid,
+                               slots[i].stack_lo, slots[i].stack_hi);
+      }
+    }
+    logger("probe")->trace("mem_rate {} enabled {} inflight {} foreign {} stack copy failed {}",
+                           ctl->mem_rate, ctl->enabled, c.inflight, c.foreign_pid_events,
+                           c.stack_copy_failed);
+  }
+  logger("probe")->debug(
+      "heap: {} records read ({} written by the target), {} dropped (ring full), {} untracked "
+      "pointers, {} threads without a slot, {} foreign, {} abandoned, {} corrupt; {} unwound, {} "
+      "truncated stacks",
+      s.records, c.records_written, s.ring_dropped, s.table_dropped, c.dropped_thread_table_full,
+      rs.foreign_pid, rs.abandoned, rs.corrupt, collector_->stats().unwound,
+      collector_->stats().truncated);
 }
 
 uint64_t HeapCapture::dropped() const {

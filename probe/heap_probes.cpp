@@ -342,7 +342,9 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp, const He
       if (sp.method == PatchMethod::Int3) {
         notes_.push_back(what + " probed with a breakpoint (each call traps): " + sp.reason);
       }
-      log->debug("probe {} at {}: {}", what, hex(lo), patch_method_name(sp.method));
+      log->debug("probe {} at {}: {} (site {}, stub {}, original path {}, code {})", what, hex(lo),
+                 patch_method_name(sp.method), sp.site_index, hex(sp.trampoline_entry),
+                 hex(sp.original_path), hex(code.address));
     }
   }
   if (patches_.empty()) {

@@ -1,0 +1,139 @@
+// heap_target MODE: allocations the heap tests know exactly.
+// Protocol: "ready pid=P" on stdout; commands on stdin, one line each:
+//   run      -> one round of the exact workload below, then "done round=N"
+//   churn N  -> N threads x 100000 malloc(64)+free in a tight loop, then "done churn"
+//   fork N   -> forks N children, one every 2 ms, each allocating and exiting 0 unless its
+//               allocations go wrong; then "done fork ok=K" (K children exited 0)
+//   exec     -> execs /bin/true (the heap profile must end cleanly)
+//   quit / EOF -> exit 0
+// The exact workload of one round ("run"), from functions named for what they do:
+//   alloc_small:    100 x malloc(100)   kept (live at the end)
+//   alloc_freed:    50  x malloc(4096)  all freed
+//   alloc_calloc:   20  x calloc(8, 32) (256 bytes) kept
+//   alloc_realloc:  10  x malloc(64) then realloc to 8192 (kept)
+//   alloc_aligned:  5   x posix_memalign(64, 1000) kept
+//   alloc_thread:   on a second thread: 30 x malloc(200) kept
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sampling_util.h"
+
+static void* keep[1 << 16];
+static size_t nkeep;
+static void hold(void* p) {
+  if (nkeep < sizeof keep / sizeof keep[0]) {
+    keep[nkeep++] = p;
+  }
+}
+
+NOINLINE void alloc_small(void) {
+  for (int i = 0; i < 100; ++i) hold(malloc(100));
+  KEEP_FRAME();
+}
+NOINLINE void alloc_freed(void) {
+  void* p[50];
+  for (int i = 0; i < 50; ++i) p[i] = malloc(4096);
+  for (int i = 0; i < 50; ++i) free(p[i]);
+  KEEP_FRAME();
+}
+NOINLINE void alloc_calloc(void) {
+  for (int i = 0; i < 20; ++i) hold(calloc(8, 32));
+  KEEP_FRAME();
+}
+NOINLINE void alloc_realloc(void) {
+  for (int i = 0; i < 10; ++i) {
+    void* p = malloc(64);
+    hold(realloc(p, 8192));
+  }
+  KEEP_FRAME();
+}
+NOINLINE void alloc_aligned(void) {
+  for (int i = 0; i < 5; ++i) {
+    void* p = NULL;
+    if (posix_memalign(&p, 64, 1000) == 0) hold(p);
+  }
+  KEEP_FRAME();
+}
+NOINLINE static void* alloc_thread(void* arg) {
+  (void)arg;
+  for (int i = 0; i < 30; ++i) hold(malloc(200));
+  KEEP_FRAME();
+  return NULL;
+}
+
+NOINLINE static void* churn_loop(void* arg) {
+  (void)arg;
+  for (int i = 0; i < 100000; ++i) {
+    void* p = malloc(64);
+    *(volatile char*)p = 1;
+    free(p);
+  }
+  return NULL;
+}
+
+static int fork_children(int n) {
+  int ok = 0;
+  for (int i = 0; i < n; ++i) {
+    pid_t c = fork();
+    if (c == 0) {
+      // The child allocates and checks its memory: a probe left half-installed in it would
+      // crash it or break malloc.
+      for (int k = 0; k < 1000; ++k) {
+        char* p = malloc(32 + k);
+        memset(p, k, 32 + k);
+        if (p[31] != (char)k) _exit(3);
+        free(p);
+      }
+      _exit(0);
+    }
+    int st = 0;
+    if (c > 0 && waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0) ++ok;
+    usleep(2000);
+  }
+  return ok;
+}
+
+int main(void) {
+  sampling_die_with_parent();
+  char line[256];
+  snprintf(line, sizeof line, "ready pid=%d", (int)getpid());
+  target_say(line);
+  struct target_lines in = {0};
+  int rounds = 0;
+  while (target_next_line(&in, line, sizeof line) != NULL) {
+    char out[128];
+    if (strcmp(line, "run") == 0) {
+      alloc_small();
+      alloc_freed();
+      alloc_calloc();
+      alloc_realloc();
+      alloc_aligned();
+      pthread_t t;
+      pthread_create(&t, NULL, alloc_thread, NULL);
+      pthread_join(t, NULL);
+      snprintf(out, sizeof out, "done round=%d", ++rounds);
+      target_say(out);
+    } else if (strncmp(line, "churn ", 6) == 0) {
+      int n = atoi(line + 6);
+      pthread_t t[64];
+      for (int i = 0; i < n && i < 64; ++i) pthread_create(&t[i], NULL, churn_loop, NULL);
+      for (int i = 0; i < n && i < 64; ++i) pthread_join(t[i], NULL);
+      target_say("done churn");
+    } else if (strncmp(line, "fork ", 5) == 0) {
+      snprintf(out, sizeof out, "done fork ok=%d", fork_children(atoi(line + 5)));
+      target_say(out);
+    } else if (strcmp(line, "exec") == 0) {
+      execl("/bin/true", "true", (char*)NULL);
+      target_say("exec failed");
+    } else if (strcmp(line, "quit") == 0) {
+      break;
+    }
+  }
+  return 0;
+}
