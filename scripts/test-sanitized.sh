@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite under sanitizers: configures build-sanitized/ (or $BUILD_DIR) with
-# -DPROFCTL_SANITIZE=${SANITIZE:-undefined} (e.g. SANITIZE=address,undefined), builds it and runs
+# -DPROFCTL_SANITIZE=${SANITIZE:-undefined,float-cast-overflow} (e.g. SANITIZE=address,undefined), builds it and runs
 # ctest. The first sanitizer report aborts the process that made it, so the test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-sanitize=${SANITIZE:-undefined}
+sanitize=${SANITIZE:-undefined,float-cast-overflow}
 build=${BUILD_DIR:-build-sanitized}
 jobs=${JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPROFCTL_SANITIZE="$sanitize" >/dev/null
