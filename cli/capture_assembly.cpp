@@ -79,6 +79,7 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
   p.period_type = SampleType{data.period_type().type, data.period_type().unit};
   p.period = data.period();
   p.dropped = data.dropped;
+  p.detail_omitted = data.detail_omitted;
   std::unordered_map<StackId, std::vector<Frame>> cache;
   for (const auto& row : data.rows()) {
     auto it = cache.find(row.stack);

@@ -37,6 +37,9 @@ class ProfileData {
   int64_t period() const { return period_; }
   const std::vector<Row>& rows() const { return rows_; }
   uint64_t dropped = 0;
+  // Events counted in their stack's row without the labels of their own (past a detail
+  // cap, e.g. the threadcreate profile's creator and new_tid): counted, only less detailed.
+  uint64_t detail_omitted = 0;
 
  private:
   std::vector<ValueType> types_;

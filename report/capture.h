@@ -83,6 +83,8 @@ struct Profile {
   int64_t period = 0;
   std::vector<Sample> samples;
   uint64_t dropped = 0;  // events lost (unwinding could not keep up, ring full, ...)
+  // Events counted in their stack's row without per-event labels (past the detail cap).
+  uint64_t detail_omitted = 0;
 
   bool operator==(const Profile&) const = default;
 };
