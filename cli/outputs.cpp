@@ -36,14 +36,15 @@ Fd create_file(const std::string& path, int extra_flags) {
   return fd;
 }
 
-void write_all(const Fd& fd, std::string_view data, const std::string& path) {
+// `what`: the path, or "to standard output", for the message.
+void write_all(int fd, std::string_view data, const std::string& what) {
   while (!data.empty()) {
-    const ssize_t n = ::write(fd.get(), data.data(), data.size());
+    const ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0 && errno == EINTR) {
       continue;
     }
     if (n <= 0) {
-      throw_write_error("cannot write " + path, n < 0 ? errno : EIO);
+      throw_write_error("cannot write " + what, n < 0 ? errno : EIO);
     }
     data.remove_prefix(static_cast<size_t>(n));
   }
@@ -85,7 +86,7 @@ void prepare_output_dir(const std::string& dir) {
   const std::string probe = dir + "/.profctl-probe-" + std::to_string(::getpid());
   Fd fd = create_file(probe, O_EXCL);
   try {
-    write_all(fd, "probe\n", probe);
+    write_all(fd.get(), "probe\n", probe);
     close_checked(fd, probe);
   } catch (...) {
     ::unlink(probe.c_str());
@@ -103,8 +104,14 @@ void prepare_output_file(const std::string& path) {
 
 void write_output_file(const std::string& path, const std::string& data) {
   Fd fd = create_file(path, O_TRUNC);
-  write_all(fd, data, path);
+  write_all(fd.get(), data, path);
   close_checked(fd, path);
+}
+
+void write_stdout(std::string_view data) {
+  flush_stdout();
+  // Not through stdio: a FILE buffer reports a failed write later, and without its errno.
+  write_all(STDOUT_FILENO, data, "to standard output");
 }
 
 void flush_stdout() {
@@ -177,15 +184,16 @@ void write_output_dir(const Capture& c, const std::string& dir,
 }
 
 void print_summary(const Capture& c, const std::string& only_kind, size_t top_n) {
+  std::ostringstream out;
   bool any = false;
   for (const auto& [kind, p] : c.profiles) {
     if (!only_kind.empty() && kind != only_kind) {
       continue;
     }
     if (any) {
-      std::cout << "\n";
+      out << "\n";
     }
-    write_profile_text(c, kind, std::cout, top_n);
+    write_profile_text(c, kind, out, top_n);
     any = true;
   }
   if (!only_kind.empty() && !any) {
@@ -200,8 +208,9 @@ void print_summary(const Capture& c, const std::string& only_kind, size_t top_n)
         }());
   }
   if (!any && !c.threads.empty()) {
-    write_stack_text(c, std::cout);
+    write_stack_text(c, out);
   }
+  write_stdout(out.view());
   for (const auto& w : c.warnings) {
     std::cerr << "profctl: note: " << w << "\n";
   }

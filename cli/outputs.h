@@ -3,6 +3,7 @@
 
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "report/capture.h"
@@ -21,6 +22,10 @@ void prepare_output_file(const std::string& path);
 // Writes `data` to `path` (created or truncated), checking every write and the close.
 // Throws UserError(kUsage) naming the path and the errno.
 void write_output_file(const std::string& path, const std::string& data);
+
+// Writes `data` to standard output (fd 1, after anything std::cout still buffers), checking
+// every write: a failure says which errno (a full disk, /dev/full) as UserError(kUsage).
+void write_stdout(std::string_view data);
 
 // Flushes std::cout and stdout: output still in a buffer is written (and can fail, e.g. on
 // a full disk or /dev/full) only here, so a command's results are not complete before.

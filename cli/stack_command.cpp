@@ -121,7 +121,7 @@ int run_stack(const StackOptions& o) {
     write_stack_text(capture, out);
   }
   if (o.output.empty()) {
-    std::cout << out.view();  // main flushes stdout and reports a failed write
+    write_stdout(out.view());
   } else {
     write_output_file(o.output, out.str());
   }
