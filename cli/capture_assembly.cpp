@@ -82,6 +82,7 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
   if (!data.default_type.empty()) {
     p.default_sample_type = data.default_type;
   }
+  p.detail_omitted = data.detail_omitted;
   std::unordered_map<StackId, std::vector<Frame>> cache;
   for (const auto& row : data.rows()) {
     auto it = cache.find(row.stack);

@@ -68,9 +68,10 @@ std::set<std::string> parse_profiles(const std::string& list) {
 
 void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
   sub.add_option("-d,--duration", o.duration,
-                 "How long to capture (30s, 500ms, 2m); default: until ^C");
+                 "How long to capture (30s, 500ms, 2m); default: until ^C")
+      ->check(duration_value());
   sub.add_option("--rate", o.rate, "Stack samples per second per thread")
-      ->check(CLI::Range(0.1, 10000.0))
+      ->check(rate_value())
       ->capture_default_str();
   sub.add_option("--profiles", o.profiles, "cpu,wall,threadcreate,threads or all")
       ->capture_default_str();
@@ -78,11 +79,13 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
   sub.add_option("--format", o.format, "With -o: json,pprof,text,folded or all")
       ->capture_default_str();
   sub.add_option("--stack-bytes", o.stack_bytes, "Most stack bytes copied per snapshot")
-      ->transform(CLI::AsSizeValue(false))
+      ->transform(stack_bytes_value())
       ->capture_default_str();
   sub.add_flag("--no-inline", o.no_inline, "Do not expand inlined frames");
   sub.add_flag("--no-source", o.no_source, "Do not look up source file:line");
-  sub.add_option("--top", o.top, "Stacks per profile in text output")->capture_default_str();
+  sub.add_option("--top", o.top, "Stacks per profile in text output")
+      ->check(top_value())
+      ->capture_default_str();
   add_heap_capture_options(sub, o.heap);
   add_common_options(sub, o.common);
 }
@@ -101,6 +104,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   // The heap profile's options, checked before attaching (a bad value is a usage error).
   const HeapOptions heap = resolve_heap_options(o.heap);
   const bool heap_requested = kinds.count("heap") > 0;
+  if (!o.output.empty()) {
+    prepare_output_dir(o.output);  // before the target is touched: found now, not after
+  }
   std::optional<double> duration_s;
   if (!o.duration.empty()) {
     duration_s = parse_duration_s(o.duration);
@@ -316,6 +322,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     warnings.push_back(std::to_string(cs.dropped) +
                        " samples were dropped: unwinding could not keep up (lower --rate)");
   }
+  if (cs.dropped_creations > 0) {
+    warnings.push_back(std::to_string(cs.dropped_creations) +
+                       " thread creations were not counted: unwinding could not keep up");
+  }
   if (res.lost > 0) {
     warnings.push_back(std::to_string(res.lost) +
                        " thread samples were lost: the thread did not stop in time");
@@ -364,27 +374,6 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
 }
 
 }  // namespace
-
-double parse_duration_s(const std::string& text) {
-  size_t pos = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  std::string unit = text.substr(pos);
-  double scale = unit.empty() || unit == "s" ? 1
-                 : unit == "ms"              ? 1e-3
-                 : unit == "m"               ? 60
-                 : unit == "h"               ? 3600
-                                             : -1;
-  if (pos == 0 || scale < 0 || !(v > 0) || !std::isfinite(v)) {
-    throw UserError(ExitCode::kUsage, "bad duration '" + text + "'",
-                    "use e.g. 30s, 500ms, 2m, 1h or seconds");
-  }
-  return v * scale;
-}
 
 std::function<int()> add_attach_command(CLI::App& app) {
   auto o = std::make_shared<CaptureOptionsCli>();

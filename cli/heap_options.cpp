@@ -6,6 +6,7 @@
 
 #include "base/user_error.h"
 #include "cli/capture_command.h"
+#include "cli/common.h"
 
 namespace profctl::cli {
 namespace {

@@ -8,6 +8,7 @@
 
 #include "base/user_error.h"
 #include "cli/capture_command.h"
+#include "cli/outputs.h"
 #include "cli/report_command.h"
 #include "cli/stack_command.h"
 
@@ -52,6 +53,9 @@ int run_main(int argc, char** argv) {
     for (auto& run : commands) {
       int rc = run();
       if (rc >= 0) {
+        // Results still buffered for stdout are written now: a failure here (a full disk,
+        // /dev/full) is an error even when the command itself succeeded.
+        profctl::cli::flush_stdout();
         return rc;
       }
     }

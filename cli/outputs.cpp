@@ -1,13 +1,17 @@
 #include "cli/outputs.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <sstream>
+#include <string_view>
 
+#include "base/fd.h"
 #include "base/user_error.h"
 #include "report/folded_writer.h"
 #include "report/json_writer.h"
@@ -18,12 +22,59 @@
 namespace profctl::cli {
 namespace {
 
-void write_file(const std::string& path, const std::string& data) {
-  std::ofstream f(path, std::ios::out | std::ios::trunc | std::ios::binary);
-  f << data;
-  f.close();
-  if (!f) {
-    throw UserError(ExitCode::kInternal, "cannot write " + path, "check space and permissions");
+[[noreturn]] void throw_write_error(const std::string& what, int err) {
+  throw UserError(ExitCode::kUsage, what + ": " + std::strerror(err),
+                  "check the path, its permissions and free space");
+}
+
+// Creates `path` (or truncates it), 0644 less the umask.
+Fd create_file(const std::string& path, int extra_flags) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | extra_flags, 0644));
+  if (!fd.valid()) {
+    throw_write_error("cannot create " + path, errno);
+  }
+  return fd;
+}
+
+// `what`: the path, or "to standard output", for the message.
+void write_all(int fd, std::string_view data, const std::string& what) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw_write_error("cannot write " + what, n < 0 ? errno : EIO);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+// close(2) is where some filesystems (NFS, a full quota) report a failed write.
+void close_checked(Fd& fd, const std::string& path) {
+  if (Result<void> r = fd.close(); !r) {
+    throw UserError(ExitCode::kUsage, "cannot write " + path + ": " + r.error().message(),
+                    "check the path, its permissions and free space");
+  }
+}
+
+// mkdir -p: each missing component in turn; an existing non-directory is ENOTDIR.
+void make_dirs(const std::string& dir) {
+  for (size_t slash = dir.find('/', 1);; slash = dir.find('/', slash + 1)) {
+    const std::string part = dir.substr(0, slash);
+    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw_write_error("cannot create the output directory " + part, errno);
+    }
+    if (slash == std::string::npos) {
+      break;
+    }
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    throw_write_error("cannot use the output directory " + dir, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    throw_write_error("cannot use " + dir + " as the output directory", ENOTDIR);
   }
 }
 
@@ -34,6 +85,53 @@ size_t folded_index(const Profile& p, const std::string& sample_index) {
 }
 
 }  // namespace
+
+void prepare_output_dir(const std::string& dir) {
+  make_dirs(dir);
+  // Permission bits say little as root or on a read-only mount: only a real file tells.
+  const std::string probe = dir + "/.profctl-probe-" + std::to_string(::getpid());
+  Fd fd = create_file(probe, O_EXCL);
+  try {
+    write_all(fd.get(), "probe\n", probe);
+    close_checked(fd, probe);
+  } catch (...) {
+    ::unlink(probe.c_str());
+    throw;
+  }
+  if (::unlink(probe.c_str()) != 0) {
+    throw_write_error("cannot remove " + probe, errno);
+  }
+}
+
+void prepare_output_file(const std::string& path) {
+  Fd fd = create_file(path, O_TRUNC);
+  close_checked(fd, path);
+}
+
+void write_output_file(const std::string& path, const std::string& data) {
+  Fd fd = create_file(path, O_TRUNC);
+  write_all(fd.get(), data, path);
+  close_checked(fd, path);
+}
+
+void write_stdout(std::string_view data) {
+  flush_stdout();
+  // Not through stdio: a FILE buffer reports a failed write later, and without its errno.
+  write_all(STDOUT_FILENO, data, "to standard output");
+}
+
+void flush_stdout() {
+  std::cout.flush();
+  errno = 0;
+  const bool ok = std::cout.good() && std::fflush(stdout) == 0 && !std::ferror(stdout);
+  if (!ok) {
+    const int err = errno != 0 ? errno : EIO;
+    std::clearerr(stdout);
+    throw UserError(ExitCode::kUsage,
+                    std::string("cannot write to standard output: ") + std::strerror(err),
+                    "the output is incomplete; check where stdout goes (a full disk?)");
+  }
+}
 
 std::set<std::string> parse_formats(const std::string& list) {
   std::set<std::string> out;
@@ -60,14 +158,11 @@ std::set<std::string> parse_formats(const std::string& list) {
 void write_output_dir(const Capture& c, const std::string& dir,
                       const std::set<std::string>& formats, size_t top_n,
                       const std::string& sample_index) {
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    throw UserError(ExitCode::kInternal, "cannot create " + dir + ": " + std::strerror(errno),
-                    "check the parent directory");
-  }
+  make_dirs(dir);
   if (formats.count("json")) {
     std::ostringstream os;
     write_capture_json(c, os);
-    write_file(dir + "/capture.json", os.str());
+    write_output_file(dir + "/capture.json", os.str());
   }
   for (const auto& [kind, p] : c.profiles) {
     if (formats.count("pprof")) {
@@ -75,37 +170,38 @@ void write_output_dir(const Capture& c, const std::string& dir,
       if (auto r = write_pprof(c, kind, os); !r) {
         throw UserError(ExitCode::kInternal, "pprof " + kind + ": " + r.error().message());
       }
-      write_file(dir + "/" + kind + ".pb.gz", os.str());
+      write_output_file(dir + "/" + kind + ".pb.gz", os.str());
     }
     if (formats.count("text")) {
       std::ostringstream os;
       write_profile_text(c, kind, os, top_n, sample_index);
-      write_file(dir + "/" + kind + ".txt", os.str());
+      write_output_file(dir + "/" + kind + ".txt", os.str());
     }
     if (formats.count("folded")) {
       std::ostringstream os;
       write_folded(c, kind, os, folded_index(p, sample_index));
-      write_file(dir + "/" + kind + ".folded", os.str());
+      write_output_file(dir + "/" + kind + ".folded", os.str());
     }
   }
   if (formats.count("text") && !c.threads.empty()) {
     std::ostringstream os;
     write_stack_text(c, os);
-    write_file(dir + "/stacks.txt", os.str());
+    write_output_file(dir + "/stacks.txt", os.str());
   }
 }
 
 void print_summary(const Capture& c, const std::string& only_kind, size_t top_n,
                    const std::string& sample_index) {
+  std::ostringstream out;
   bool any = false;
   for (const auto& [kind, p] : c.profiles) {
     if (!only_kind.empty() && kind != only_kind) {
       continue;
     }
     if (any) {
-      std::cout << "\n";
+      out << "\n";
     }
-    write_profile_text(c, kind, std::cout, top_n, sample_index);
+    write_profile_text(c, kind, out, top_n, sample_index);
     any = true;
   }
   if (!only_kind.empty() && !any) {
@@ -120,8 +216,9 @@ void print_summary(const Capture& c, const std::string& only_kind, size_t top_n,
         }());
   }
   if (!any && !c.threads.empty()) {
-    write_stack_text(c, std::cout);
+    write_stack_text(c, out);
   }
+  write_stdout(out.view());
   for (const auto& w : c.warnings) {
     std::cerr << "profctl: note: " << w << "\n";
   }

@@ -3,11 +3,34 @@
 
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "report/capture.h"
 
 namespace profctl::cli {
+
+// Checks, before anything is attached, that `dir` (-o DIR) can take the outputs: creates it
+// and its missing parents, then creates, writes and removes a probe file in it, so that a
+// regular file, a read-only or full filesystem or a permission problem is found at once
+// rather than after the capture. Throws UserError(kUsage) naming the path and the errno.
+void prepare_output_dir(const std::string& dir);
+
+// The same for `stack -o FILE`: the file is created (truncated) now, written at the end.
+void prepare_output_file(const std::string& path);
+
+// Writes `data` to `path` (created or truncated), checking every write and the close.
+// Throws UserError(kUsage) naming the path and the errno.
+void write_output_file(const std::string& path, const std::string& data);
+
+// Writes `data` to standard output (fd 1, after anything std::cout still buffers), checking
+// every write: a failure says which errno (a full disk, /dev/full) as UserError(kUsage).
+void write_stdout(std::string_view data);
+
+// Flushes std::cout and stdout: output still in a buffer is written (and can fail, e.g. on
+// a full disk or /dev/full) only here, so a command's results are not complete before.
+// Throws UserError(kUsage) with the errno when a write to standard output failed.
+void flush_stdout();
 
 // Formats named by --format: json, pprof, text, folded (and "all").
 std::set<std::string> parse_formats(const std::string& list);
@@ -15,7 +38,8 @@ std::set<std::string> parse_formats(const std::string& list);
 // Writes DIR/capture.json (with "json") and DIR/<kind>.{pb.gz,txt,folded} for every
 // profile in the capture. `sample_index` names the sample type of the folded values and of
 // the text ranking where a profile has it (the heap profile's --sample-index); elsewhere,
-// or when empty, each profile's default. Throws UserError when a file cannot be written.
+// or when empty, each profile's default. Throws UserError(kUsage) when a file cannot be
+// written.
 void write_output_dir(const Capture& c, const std::string& dir,
                       const std::set<std::string>& formats, size_t top_n,
                       const std::string& sample_index = {});

@@ -23,6 +23,9 @@ struct ReportOptions {
 int run_report(const ReportOptions& o) {
   apply_logging(o.common);
   const std::string& sample_index = check_sample_index(o.sample_index);
+  if (!o.output.empty()) {
+    prepare_output_dir(o.output);
+  }
   std::ifstream in(o.path, std::ios::binary);
   if (!in) {
     throw UserError(ExitCode::kUsage, "cannot open " + o.path, "give the path of a capture.json");
@@ -58,7 +61,9 @@ std::function<int()> add_report_command(CLI::App& app) {
   sub->add_option("--format", o->format, "With -o: json,pprof,text,folded or all")
       ->capture_default_str();
   sub->add_option("-o,--output", o->output, "Write files to DIR instead of text on stdout");
-  sub->add_option("--top", o->top, "Stacks per profile in text output")->capture_default_str();
+  sub->add_option("--top", o->top, "Stacks per profile in text output")
+      ->check(top_value())
+      ->capture_default_str();
   add_sample_index_option(*sub, o->sample_index);
   add_common_options(*sub, o->common);
   return [sub, o]() -> int { return sub->parsed() ? run_report(*o) : -1; };

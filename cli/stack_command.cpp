@@ -1,10 +1,10 @@
 #include "cli/stack_command.h"
 
 #include <cstdint>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "attach/proc.h"
@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "cli/capture_assembly.h"
 #include "cli/common.h"
+#include "cli/outputs.h"
 #include "report/json_writer.h"
 #include "report/profile_text.h"
 #include "report/stack_text.h"
@@ -37,13 +38,8 @@ int run_stack(const StackOptions& o) {
   const pid_t pid = parse_pid(o.pid);
   auto log = logger("cli");
 
-  std::ofstream file;
   if (!o.output.empty()) {
-    file.open(o.output, std::ios::out | std::ios::trunc);
-    if (!file) {
-      throw UserError(ExitCode::kUsage, "cannot write " + o.output,
-                      "check the directory exists and is writable");
-    }
+    prepare_output_file(o.output);  // before the target is touched
   }
 
   const std::string start = utc_now_rfc3339();
@@ -117,7 +113,7 @@ int run_stack(const StackOptions& o) {
   log->debug("dump of {} threads took {:.1f} ms", capture.threads.size(),
              capture.window.duration_s * 1e3);
 
-  std::ostream& out = o.output.empty() ? std::cout : file;
+  std::ostringstream out;
   if (o.format == "json") {
     write_capture_json(capture, out);
   } else if (o.group) {
@@ -125,10 +121,10 @@ int run_stack(const StackOptions& o) {
   } else {
     write_stack_text(capture, out);
   }
-  out.flush();
-  if (!out) {
-    throw UserError(ExitCode::kInternal, "writing the dump failed",
-                    o.output.empty() ? "" : "check free space for " + o.output);
+  if (o.output.empty()) {
+    write_stdout(out.view());
+  } else {
+    write_output_file(o.output, out.str());
   }
   return 0;
 }
@@ -144,14 +140,14 @@ std::function<int()> add_stack_command(CLI::App& app) {
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
   sub->add_option("-o,--output", o->output, "Write to FILE instead of stdout");
-  sub->add_option("--tid", o->tids, "Only this thread (repeatable)");
+  sub->add_option("--tid", o->tids, "Only this thread (repeatable)")->check(tid_value());
   sub->add_flag("--no-inline", o->no_inline, "Do not expand inlined frames");
   sub->add_flag("--no-source", o->no_source, "Do not look up source file:line");
   sub->add_flag("--group", o->group,
                 "Group threads with identical stacks (the 'threads' profile, with their tids)");
   sub->add_option("--stack-bytes", o->stack_bytes,
                   "Most stack bytes copied per thread (K/M suffixes allowed)")
-      ->transform(CLI::AsSizeValue(false))
+      ->transform(stack_bytes_value())
       ->capture_default_str();
   add_common_options(*sub, o->common);
   return [sub, o]() -> int {

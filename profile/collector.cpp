@@ -3,6 +3,12 @@
 #include <chrono>
 
 namespace profctl {
+namespace {
+
+size_t stack_bytes_of(const ThreadSample& s) { return s.snap ? s.snap->stack_size : 0; }
+size_t stack_bytes_of(const ThreadCreation& c) { return c.snap.stack_size; }
+
+}  // namespace
 
 Collector::Collector(UnwinderFactory factory, CollectorOptions opts) : opts_(std::move(opts)) {
   if (opts_.kinds.count("cpu")) {
@@ -22,16 +28,19 @@ Collector::Collector(UnwinderFactory factory, CollectorOptions opts) : opts_(std
 
 Collector::~Collector() { finish(); }
 
-void Collector::push(Item&& item, bool droppable) {
+bool Collector::push(Item&& item, bool droppable) {
+  const size_t bytes = std::visit([](const auto& x) { return stack_bytes_of(x); }, item);
   std::unique_lock lock(mu_);
-  if (droppable && queue_.size() >= opts_.max_queued) {
-    ++stats_.dropped;  // counted under mu_, reported at the end
-    return;
+  if (droppable &&
+      (queue_.size() >= opts_.max_queued || queued_bytes_ + bytes > opts_.max_queued_bytes)) {
+    return false;
   }
   queue_.push_back(std::move(item));
+  queued_bytes_ += bytes;
   stats_.max_queue = std::max(stats_.max_queue, queue_.size());
   lock.unlock();
   cv_.notify_one();
+  return true;
 }
 
 void Collector::flush_reused(pid_t tid) {
@@ -65,12 +74,18 @@ void Collector::on_sample(ThreadSample&& s) {
     return;
   }
   flush_reused(s.tid);  // they refer to the stack before this one
-  push(Item(std::move(s)), /*droppable=*/true);
+  if (!push(Item(std::move(s)), /*droppable=*/true)) {
+    std::lock_guard lock(mu_);
+    ++stats_.dropped;  // counted under mu_ (the worker reads stats_), reported at the end
+  }
 }
 
 void Collector::on_thread_created(ThreadCreation&& c) {
-  if (profiles_.count("threadcreate")) {
-    push(Item(std::move(c)), /*droppable=*/false);  // exact counts: never dropped
+  // Droppable too: at tens of thousands of creations a second a starved worker would
+  // otherwise queue snapshots without bound. A dropped creation is counted and reported.
+  if (profiles_.count("threadcreate") && !push(Item(std::move(c)), /*droppable=*/true)) {
+    std::lock_guard lock(mu_);
+    ++stats_.dropped_creations;
   }
 }
 
@@ -105,12 +120,21 @@ void Collector::process(Unwinder& u, ThreadSample& s) {
 void Collector::process(Unwinder& u, ThreadCreation& c) {
   UnwindResult r = u.unwind(c.snap);
   ++stats_.unwound;
-  StackId id = stacks_.intern(r.frames);
-  profiles_["threadcreate"].add(id,
-                                {{"tid", std::to_string(c.creator)},
-                                 {"thread_name", c.creator_name},
-                                 {"new_tid", std::to_string(c.child)}},
-                                {1});
+  stats_.truncated += r.truncated ? 1 : 0;
+  const StackId id = stacks_.intern(r.frames);
+  ProfileData& p = profiles_["threadcreate"];
+  if (creations_detailed_ < opts_.threadcreate_detail_cap) {
+    ++creations_detailed_;
+    p.add(id,
+          {{"tid", std::to_string(c.creator)},
+           {"thread_name", c.creator_name},
+           {"new_tid", std::to_string(c.child)}},
+          {1});
+    return;
+  }
+  // Past the cap: the profile is counts per stack, one unlabelled row per stack.
+  p.add(id, {}, {1});
+  ++p.detail_omitted;
 }
 
 void Collector::worker_main(const UnwinderFactory& factory) {
@@ -123,6 +147,7 @@ void Collector::worker_main(const UnwinderFactory& factory) {
     }
     Item item = std::move(queue_.front());
     queue_.pop_front();
+    queued_bytes_ -= std::visit([](const auto& x) { return stack_bytes_of(x); }, item);
     lock.unlock();
     if (!u) {
       continue;
@@ -149,9 +174,7 @@ void Collector::finish() {
     worker_.join();
   }
   for (auto& [kind, p] : profiles_) {
-    if (kind != "threadcreate") {
-      p.dropped = stats_.dropped;
-    }
+    p.dropped = kind == "threadcreate" ? stats_.dropped_creations : stats_.dropped;
   }
 }
 

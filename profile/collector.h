@@ -1,7 +1,9 @@
 // Collector: the sampling session's sink. Snapshots are queued and unwound on a worker
 // thread of their own (never on the stop path), interned, and aggregated into the cpu,
-// wall and threadcreate profiles. A full queue drops the sample and counts it; the count
-// is reported, never hidden.
+// wall and threadcreate profiles. A full queue drops the sample (or creation) and counts
+// it; the count is reported, never hidden. Memory stays bounded whatever the event rate:
+// the queue is bounded in items and in stack bytes, and thread creations are aggregated
+// per stack once the per-creation detail cap is reached.
 #pragma once
 
 #include <condition_variable>
@@ -26,14 +28,22 @@ struct CollectorOptions {
   std::set<std::string> kinds;  // of "cpu", "wall", "threadcreate"
   int64_t period_ns = 0;        // sampling interval, the cpu/wall period
   size_t max_queued = 4096;     // snapshots waiting to be unwound before samples are dropped
+  // Stack bytes held by queued snapshots before samples and creations are dropped: a deep
+  // stack copy is up to --stack-bytes, so an item count alone does not bound memory.
+  size_t max_queued_bytes = size_t{128} << 20;
+  // The first creations each get a row of their own, labelled with the creator (tid,
+  // thread_name) and the new thread (new_tid); every later one is only added to its
+  // stack's count, so a thread-churning target costs one row per stack, not per creation.
+  size_t threadcreate_detail_cap = 1000;
 };
 
 struct CollectorStats {
-  uint64_t unwound = 0;    // snapshots unwound
-  uint64_t dropped = 0;    // samples dropped because unwinding fell behind
-  uint64_t truncated = 0;  // stacks that did not reach their outermost frame
-  double unwind_s = 0;     // time the worker spent unwinding
-  size_t max_queue = 0;    // deepest the queue got
+  uint64_t unwound = 0;            // snapshots unwound
+  uint64_t dropped = 0;            // samples dropped because unwinding fell behind
+  uint64_t dropped_creations = 0;  // thread creations dropped for the same reason
+  uint64_t truncated = 0;          // stacks that did not reach their outermost frame
+  double unwind_s = 0;             // time the worker spent unwinding
+  size_t max_queue = 0;            // deepest the queue got
 };
 
 class Collector : public SampleSink {
@@ -61,13 +71,15 @@ class Collector : public SampleSink {
   void worker_main(const UnwinderFactory& factory);
   void process(Unwinder& u, ThreadSample& s);
   void process(Unwinder& u, ThreadCreation& c);
-  void push(Item&& item, bool droppable);
+  // False when the item was dropped (a droppable item and a full queue).
+  bool push(Item&& item, bool droppable);
   void flush_reused(pid_t tid);
 
   CollectorOptions opts_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> queue_;
+  size_t queued_bytes_ = 0;  // stack bytes of the snapshots in queue_
   bool done_ = false;
   std::thread worker_;
   // Producer side (the sampling thread only): samples of threads that did not run, merged
@@ -79,6 +91,7 @@ class Collector : public SampleSink {
   StackTable stacks_;
   std::map<std::string, ProfileData> profiles_;
   std::map<pid_t, StackId> last_stack_;
+  size_t creations_detailed_ = 0;  // creations with a row of their own (<= the detail cap)
   CollectorStats stats_;
 };
 

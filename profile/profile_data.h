@@ -40,6 +40,9 @@ class ProfileData {
   // The sample type a viewer shows first (pprof's default_sample_type), e.g. the heap
   // profile's "inuse_space"; empty: the viewer's choice (pprof takes the last type).
   std::string default_type;
+  // Events counted in their stack's row without the labels of their own (past a detail
+  // cap, e.g. the threadcreate profile's creator and new_tid): counted, only less detailed.
+  uint64_t detail_omitted = 0;
 
  private:
   std::vector<ValueType> types_;

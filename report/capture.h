@@ -130,6 +130,8 @@ struct Profile {
   // The sample type viewers show first (pprof's default_sample_type), e.g. "inuse_space".
   std::optional<std::string> default_sample_type;
   std::optional<CaptureHeap> heap;  // the heap profile only
+  // Events counted in their stack's row without per-event labels (past the detail cap).
+  uint64_t detail_omitted = 0;
 
   bool operator==(const Profile&) const = default;
 };

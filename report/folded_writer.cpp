@@ -40,7 +40,9 @@ void write_folded(const Capture& c, const std::string& kind, std::ostream& out,
     if (key.empty()) {
       key = "[no frames]";
     }
-    stacks[key] += value_index < s.values.size() ? s.values[value_index] : 0;
+    int64_t& value = stacks[key];
+    value = report_detail::saturating_add(
+        value, value_index < s.values.size() ? s.values[value_index] : 0);
   }
   for (const auto& [stack, value] : stacks) {
     out << stack << ' ' << value << '\n';

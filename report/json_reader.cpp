@@ -104,6 +104,16 @@ T integer(const Json& j, const std::string& path) {
   return j.get<T>();
 }
 
+// A finite number of seconds in [0, kMaxSeconds]: a capture longer than ~31 years is not one.
+double seconds(const Json& j, const std::string& path) {
+  constexpr double kMaxSeconds = 1e9;
+  const double v = number(j, path);
+  if (!(v >= 0 && v <= kMaxSeconds)) {
+    throw FieldError{path, "out of range (" + j.dump() + "; must be 0 to 1e9 seconds)"};
+  }
+  return v;
+}
+
 // "0x1f": the form write_capture_json gives addresses and offsets.
 uint64_t hex(const Json& j, const std::string& path) {
   if (!j.is_string()) {
@@ -226,6 +236,8 @@ Sample read_sample(const Json& j, const std::string& path) {
   const std::string values_path = child(path, "values");
   const Json& values = array(need(j, "values", path), values_path);
   for (size_t i = 0; i < values.size(); ++i) {
+    // Any int64, negative too (pprof allows them, e.g. in a difference of two profiles):
+    // the writers saturate their sums rather than trust them to fit.
     s.values.push_back(integer<int64_t>(values[i], index(values_path, i)));
   }
   if (const Json* v = maybe(j, "raw_values")) {
@@ -327,6 +339,9 @@ Profile read_profile(const Json& j, const std::string& path) {
   if (const Json* v = maybe(j, "dropped")) {
     p.dropped = integer<uint64_t>(*v, child(path, "dropped"));
   }
+  if (const Json* v = maybe(j, "detail_omitted")) {
+    p.detail_omitted = integer<uint64_t>(*v, child(path, "detail_omitted"));
+  }
   const std::string samples_path = child(path, "samples");
   const Json& samples = array(need(j, "samples", path), samples_path);
   for (size_t i = 0; i < samples.size(); ++i) {
@@ -371,7 +386,7 @@ Capture read_fields(const Json& j) {
 
   const Json& window = object(need(j, "window", ""), "window");
   c.window.start = string(need(window, "start", "window"), "window.start");
-  c.window.duration_s = number(need(window, "duration_s", "window"), "window.duration_s");
+  c.window.duration_s = seconds(need(window, "duration_s", "window"), "window.duration_s");
 
   if (const Json* v = maybe(j, "options")) {
     c.options = string_map(*v, "options");

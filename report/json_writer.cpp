@@ -125,6 +125,9 @@ Json profile_json(const Profile& p) {
   }
   j["period"] = p.period;
   j["dropped"] = p.dropped;
+  if (p.detail_omitted != 0) {
+    j["detail_omitted"] = p.detail_omitted;
+  }
   Json samples = Json::array();
   for (const Sample& s : p.samples) {
     Json js = Json::object();

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "report/profile.pb.h"
+#include "report/units.h"
 
 namespace profctl {
 namespace {
@@ -57,7 +58,14 @@ std::optional<int64_t> parse_rfc3339_ns(const std::string& s) {
   tm.tm_min = min;
   tm.tm_sec = sec;
   const time_t t = timegm(&tm);
-  return (static_cast<int64_t>(t) - offset_s) * 1'000'000'000 + frac_ns;
+  // Years past 2262 do not fit in int64 nanoseconds: no timestamp rather than an overflow.
+  int64_t ns = 0;
+  if (t == static_cast<time_t>(-1) ||
+      __builtin_mul_overflow(static_cast<int64_t>(t) - offset_s, int64_t{1'000'000'000}, &ns) ||
+      __builtin_add_overflow(ns, frac_ns, &ns)) {
+    return std::nullopt;
+  }
+  return ns;
 }
 
 std::optional<int64_t> parse_int(const std::string& s) {
@@ -94,13 +102,17 @@ class ProfileBuilder {
     if (auto t = parse_rfc3339_ns(capture_.window.start)) {
       out_.set_time_nanos(*t);
     }
-    out_.set_duration_nanos(static_cast<int64_t>(capture_.window.duration_s * 1e9));
+    out_.set_duration_nanos(report_detail::seconds_to_ns(capture_.window.duration_s));
     if (profile_.dropped != 0) {
       out_.add_comment(str("profctl: " + std::to_string(profile_.dropped) +
                            " events were dropped and are not counted"));
     }
     if (profile_.heap) {
       add_heap_comments(*profile_.heap);
+    }
+    if (profile_.detail_omitted != 0) {
+      out_.add_comment(str("profctl: " + std::to_string(profile_.detail_omitted) +
+                           " events are counted per stack without labels (detail cap)"));
     }
     for (const std::string& w : capture_.warnings) {
       out_.add_comment(str("profctl: " + w));

@@ -16,6 +16,8 @@ using report_detail::frame_line;
 using report_detail::frame_name;
 using report_detail::hex;
 using report_detail::percent;
+using report_detail::saturating_add;
+using report_detail::seconds_to_ns;
 
 struct MergedStack {
   const std::vector<Frame>* frames = nullptr;  // of the first sample seen with this stack
@@ -50,7 +52,7 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
                   const std::vector<int64_t>& totals, size_t nstacks, std::ostream& out) {
   out << "profctl " << kind << " profile: pid " << c.target.pid << " (" << c.target.exe
       << "), start " << (c.window.start.empty() ? "unknown" : c.window.start) << ", duration "
-      << format_value(static_cast<int64_t>(c.window.duration_s * 1e9), "nanoseconds") << '\n';
+      << format_value(seconds_to_ns(c.window.duration_s), "nanoseconds") << '\n';
   out << "total:";
   for (size_t i = 0; i < p.sample_types.size(); ++i) {
     out << (i == 0 ? " " : ", ") << p.sample_types[i].type << ' '
@@ -64,6 +66,10 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
   }
   if (p.dropped != 0) {
     out << "dropped: " << p.dropped << " events were lost and are not counted\n";
+  }
+  if (p.detail_omitted != 0) {
+    out << "detail: " << p.detail_omitted
+        << " events past the per-event detail cap are counted per stack, without labels\n";
   }
   for (const std::string& w : c.warnings) {
     out << "warning: " << w << '\n';
@@ -104,12 +110,13 @@ void write_top_functions(const Profile& p, const std::vector<MergedStack>& stack
   for (const MergedStack& s : stacks) {
     const int64_t v = s.values[main];
     if (!s.frames->empty()) {
-      costs[frame_name(s.frames->front())].flat += v;
+      int64_t& flat = costs[frame_name(s.frames->front())].flat;
+      flat = saturating_add(flat, v);
     }
     std::set<std::string> seen;  // recursion counts once per stack toward cum
     for (const Frame& f : *s.frames) {
       if (std::string name = frame_name(f); seen.insert(name).second) {
-        costs[name].cum += v;
+        costs[name].cum = saturating_add(costs[name].cum, v);
       }
     }
   }
@@ -128,7 +135,7 @@ void write_top_functions(const Profile& p, const std::vector<MergedStack>& stack
   int64_t sum = 0;
   for (size_t r = 0; r < rows.size() && r < top_n; ++r) {
     const auto& [name, cost] = rows[r];
-    sum += cost.flat;
+    sum = saturating_add(sum, cost.flat);
     out << right(format_value(cost.flat, unit), 12) << right(percent(cost.flat, total), 8)
         << right(percent(sum, total), 8) << right(format_value(cost.cum, unit), 12)
         << right(percent(cost.cum, total), 8) << "  " << name << '\n';
@@ -166,8 +173,9 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
       m.names += (m.names.empty() ? "" : ",") + (n == s.labels.end() ? std::string() : n->second);
     }
     for (size_t i = 0; i < ntypes && i < s.values.size(); ++i) {
-      stacks[pos->second].values[i] += s.values[i];
-      totals[i] += s.values[i];
+      int64_t& value = stacks[pos->second].values[i];
+      value = saturating_add(value, s.values[i]);
+      totals[i] = saturating_add(totals[i], s.values[i]);
     }
   }
   write_header(c, kind, p, totals, stacks.size(), out);

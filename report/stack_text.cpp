@@ -1,10 +1,11 @@
 #include "report/stack_text.h"
 
-#include "base/thread_state.h"
-
+#include <algorithm>
 #include <cinttypes>
+#include <cstdint>
 #include <cstdio>
 
+#include "base/thread_state.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -54,7 +55,10 @@ std::string thread_summary(const CaptureThread& t) {
   } else if (t.wait_address) {
     s += ", waiting on " + hex(*t.wait_address);
   }
-  s += ", cpu " + report_detail::format_value(static_cast<int64_t>(t.cpu_ns), "nanoseconds") + "]";
+  s += ", cpu " +
+       report_detail::format_value(static_cast<int64_t>(std::min<uint64_t>(t.cpu_ns, INT64_MAX)),
+                                   "nanoseconds") +
+       "]";
   return s;
 }
 

@@ -1,8 +1,9 @@
 #include "report/units.h"
 
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
-#include <cstdlib>
+#include <limits>
 
 namespace profctl::report_detail {
 
@@ -10,6 +11,29 @@ std::string hex(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
   return buf;
+}
+
+int64_t saturating_add(int64_t a, int64_t b) {
+  int64_t sum = 0;
+  if (__builtin_add_overflow(a, b, &sum)) {
+    return b > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  }
+  return sum;
+}
+
+int64_t seconds_to_ns(double seconds) {
+  const double ns = seconds * 1e9;
+  if (std::isnan(ns)) {
+    return 0;
+  }
+  // 2^63 is exactly representable; every double below it converts without overflow.
+  if (ns >= 9223372036854775808.0) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  if (ns <= -9223372036854775808.0) {
+    return std::numeric_limits<int64_t>::min();
+  }
+  return static_cast<int64_t>(ns);
 }
 
 std::string frame_name(const Frame& f) {
@@ -45,7 +69,8 @@ std::string percent(int64_t v, int64_t total) {
 namespace {
 
 std::string scaled(int64_t v, const char* const* names, const double* factors, int n) {
-  const double a = std::llabs(v);
+  // In double: the magnitude of INT64_MIN has no int64 (llabs of it is undefined).
+  const double a = std::fabs(static_cast<double>(v));
   for (int i = n - 1; i > 0; --i) {
     if (a >= factors[i]) {
       char buf[48];

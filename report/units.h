@@ -20,6 +20,13 @@ std::string frame_line(const Frame& f);
 
 // v as a share of total: "12.50%" ("0.00%" when total is 0).
 std::string percent(int64_t v, int64_t total);
+// a + b, clamped to [INT64_MIN, INT64_MAX]: a capture file can hold any int64 values (a
+// corrupt or hostile one too), and totals over them must be printed, not overflow.
+int64_t saturating_add(int64_t a, int64_t b);
+
+// Seconds (a double read from capture.json) as nanoseconds, clamped to the int64 range;
+// NaN is 0. A plain cast of an out-of-range double is undefined behaviour.
+int64_t seconds_to_ns(double seconds);
 
 // A value in its unit, for people: nanoseconds -> "1.20s" / "35.00ms" / "12.50us" / "800ns",
 // bytes -> "3.00MiB" / "12.00KiB" / "512B", count -> "1234", anything else -> "12 unit"; zero is

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
+#include <thread>
 
 #include "profile/collector.h"
 #include "profile/profile_data.h"
@@ -142,6 +144,68 @@ TEST(Collector, FullQueueDropsAndCounts) {
   EXPECT_EQ(c.stats().dropped, 8u);
   EXPECT_EQ(calls.load(), 2);
   EXPECT_EQ(c.profiles().at("wall").dropped, 8u);
+}
+
+ThreadCreation creation(pid_t creator, pid_t child, uint64_t rip, size_t stack_size = 0) {
+  ThreadCreation c;
+  c.creator = creator;
+  c.creator_name = "maker";
+  c.child = child;
+  c.snap = snap(rip, 0x1000);
+  c.snap.stack_size = stack_size;  // only counted against the queue's byte budget here
+  return c;
+}
+
+TEST(Collector, ThreadCreationsPastTheDetailCapAreCountedPerStack) {
+  std::atomic<int> calls{0};
+  CollectorOptions o;
+  o.kinds = {"threadcreate"};
+  o.threadcreate_detail_cap = 3;
+  Collector c([&] { return std::make_unique<FakeUnwinder>(&calls); }, o);
+  for (pid_t i = 0; i < 1000; ++i) {
+    c.on_thread_created(creation(7 + i % 5, 100 + i, i % 2 == 0 ? 0x300 : 0x400));
+  }
+  c.finish();
+
+  const ProfileData& tc = c.profiles().at("threadcreate");
+  size_t labelled = 0;
+  std::map<uint64_t, int64_t> per_pc;
+  for (const auto& row : tc.rows()) {
+    labelled += row.labels.count("new_tid");
+    per_pc[c.stacks().get(row.stack)[0].pc] += row.values[0];
+  }
+  EXPECT_EQ(labelled, 3u);
+  EXPECT_EQ(tc.rows().size(), 3u + 2u) << "the detailed rows, then one row per stack";
+  EXPECT_EQ(per_pc[0x300], 500);
+  EXPECT_EQ(per_pc[0x400], 500);
+  EXPECT_EQ(tc.detail_omitted, 997u);
+  EXPECT_EQ(tc.dropped, 0u);
+}
+
+TEST(Collector, CreationsAreDroppedAndCountedWhenTheQueueIsFull) {
+  std::atomic<int> calls{0};
+  std::atomic<bool> release{false};
+  CollectorOptions o;
+  o.kinds = {"threadcreate"};
+  o.max_queued = 4;
+  o.max_queued_bytes = 2500;  // two creations of 1000 stack bytes, then a third would not fit
+  Collector c(
+      [&]() -> std::unique_ptr<Unwinder> {
+        while (!release.load()) {
+          std::this_thread::yield();
+        }
+        return std::make_unique<FakeUnwinder>(&calls);
+      },
+      o);
+  for (pid_t i = 0; i < 10; ++i) {
+    c.on_thread_created(creation(7, 100 + i, 0x300, 1000));
+  }
+  release = true;
+  c.finish();
+  EXPECT_EQ(c.stats().dropped_creations, 8u);
+  EXPECT_EQ(c.stats().dropped, 0u);
+  EXPECT_EQ(c.profiles().at("threadcreate").dropped, 8u);
+  EXPECT_EQ(c.profiles().at("threadcreate").rows().size(), 2u);
 }
 
 }  // namespace

@@ -263,6 +263,17 @@ TEST(ReportJsonReader, NamesTheMissingOrMistypedField) {
        "malformed profctl capture: options.rate: expected a string, got number"},
       {[](auto& j) { j["warnings"] = "x"; },
        "malformed profctl capture: warnings: expected an array, got string"},
+      // Impossible numbers: a clear error rather than a report that wraps or overflows.
+      {[](auto& j) { j["window"]["duration_s"] = 1e308; },
+       "malformed profctl capture: window.duration_s: out of range (1e+308; must be 0 to 1e9 "
+       "seconds)"},
+      {[](auto& j) { j["window"]["duration_s"] = -1.5; },
+       "malformed profctl capture: window.duration_s: out of range (-1.5; must be 0 to 1e9 "
+       "seconds)"},
+      {[](auto& j) { j["profiles"]["cpu"]["samples"][1]["values"][0] = 9223372036854775808u; },
+       "malformed profctl capture: profiles.cpu.samples[1].values[0]: integer out of range"},
+      {[](auto& j) { j["profiles"]["cpu"]["detail_omitted"] = -1; },
+       "malformed profctl capture: profiles.cpu.detail_omitted: integer out of range"},
   };
   for (const Case& c : cases) {
     nlohmann::json j = good;

@@ -2,6 +2,8 @@
 // folded stacks, each compared with the exact expected text.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <limits>
 #include <sstream>
 
 #include "report/folded_writer.h"
@@ -210,6 +212,50 @@ TEST(ReportFolded, EscapesSeparatorsAndHandlesEdgeCases) {
   EXPECT_EQ(folded(c, "wall"), "[no frames] 3\na:b c 2\n");
   EXPECT_EQ(folded(c, "wall", 1), "");
   EXPECT_EQ(folded(c, "cpu"), "");
+}
+
+// Hostile numbers (a corrupt or crafted capture.json holds any int64): sums saturate instead
+// of overflowing (two INT64_MAX samples used to print "samples -2"), INT64_MIN is formatted
+// without negating it, and a huge duration prints as the largest one rather than wrapping.
+Capture hostile_capture(int64_t a, int64_t b, double duration_s) {
+  Capture c;
+  c.target.pid = 1;
+  c.target.exe = "/x";
+  c.window.duration_s = duration_s;
+  Profile p;
+  p.sample_types = {{"samples", "count"}, {"cpu", "nanoseconds"}};
+  using testing::burn;
+  using testing::worker_run;
+  p.samples = {{{a, a}, {burn()}, {}}, {{b, b}, {worker_run()}, {}}, {{b, b}, {burn()}, {}}};
+  c.profiles["cpu"] = p;
+  return c;
+}
+
+TEST(ReportHostileNumbers, TotalsSaturateAtInt64Max) {
+  const Capture c = hostile_capture(INT64_MAX, INT64_MAX, 1e308);
+  const std::string text = profile_text(c, "cpu", 10);
+  EXPECT_NE(text.find("duration 9223372036.85s\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("total: samples 9223372036854775807, cpu 9223372036.85s"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("-"), std::string::npos) << "a negative number from an overflow\n" << text;
+  EXPECT_EQ(folded(c, "cpu"),
+            "Worker::run() 9223372036854775807\n"
+            "burn() 9223372036854775807\n")
+      << "folded sums saturate too";
+}
+
+TEST(ReportHostileNumbers, NegativeValuesSaturateAtInt64Min) {
+  const Capture c = hostile_capture(INT64_MIN, -1, -1e308);
+  const std::string text = profile_text(c, "cpu", 10);
+  EXPECT_NE(text.find("total: samples -9223372036854775808, cpu -9223372036.85s"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(folded(c, "cpu").find("burn() -9223372036854775808\n"), std::string::npos);
+}
+
+TEST(ReportHostileNumbers, NanDurationIsZero) {
+  const Capture c = hostile_capture(1, 1, std::numeric_limits<double>::quiet_NaN());
+  EXPECT_NE(profile_text(c, "cpu", 10).find("duration 0\n"), std::string::npos);
 }
 
 }  // namespace

@@ -103,7 +103,10 @@ TEST(SamplingChurn, EveryThreadCreatedDuringA499HzCaptureIsCounted) {
       << traced_to << ")";
   for (const Json& s : p->at("samples")) {
     EXPECT_TRUE(has_function(s, "churn_create_one")) << s.dump();
-    EXPECT_TRUE(churners.count(label(s, "tid"))) << "creator is not a churner: " << s.dump();
+    // Past the detail cap a row is one stack's count, without the creator's tid.
+    const std::string creator = label(s, "tid");
+    EXPECT_TRUE(creator.empty() || churners.count(creator))
+        << "creator is not a churner: " << s.dump();
   }
   EXPECT_TRUE(outputs_valid(dir.path(), {{"threadcreate", {"churn_create_one"}}}));
 }

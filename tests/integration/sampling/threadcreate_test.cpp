@@ -4,10 +4,12 @@
 // main thread, 3 from create_from_beta() on "beta-creator").
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "sampling_support.h"
 #include "support/procfs.h"
@@ -133,6 +135,100 @@ TEST(SamplingThreadCreate, RunCountsCreationsFromTheFirstInstruction) {
   expect_threadcreate(*capture, {pid, comm_of_exe(SAMPLING_THREADCREATE), creator,
                                  split_set(kv["alpha"]), split_set(kv["beta"]), true});
   EXPECT_TRUE(outputs_valid(dir.path(), {{"threadcreate", {"create_from_beta"}}}));
+}
+
+// "stopped count=N" -> N, or -1.
+long stopped_count(const std::optional<std::string>& reply) {
+  if (!reply || reply->rfind("stopped count=", 0) != 0) {
+    return -1;
+  }
+  return std::stol(reply->substr(14));
+}
+
+// Every thread of pid is traced by `tracer` (a seize is complete, not only the main thread's).
+bool all_tasks_traced_by(pid_t pid, pid_t tracer) {
+  for (pid_t tid : task_ids(pid)) {
+    if (tracer_pid(pid, tid) != tracer) {
+      return false;
+    }
+  }
+  return true;
+}
+
+long long file_size(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<long long>(st.st_size) : -1;
+}
+
+// A target that creates threads as fast as it can (sampling_churn, paused while profctl seizes
+// it, so that the target's own count of creations is exactly what profctl saw): the profile
+// counts every creation, but keeps a row per creation only for the first 1000 (the documented
+// detail cap) and one row per stack for the rest, so capture.json stays small.
+TEST(SamplingThreadCreate, ChurnIsCountedPerStackWithBoundedDetail) {
+  PROFCTL_REQUIRE_PROFCTL();
+  constexpr long kDetailCap = 1000;
+  Child target({SAMPLING_CHURN});
+  ASSERT_TRUE(target.wait_ready()) << "sampling_churn did not say ready";
+  const long from = stopped_count(target.command("stop"));
+  ASSERT_GE(from, 0);
+
+  TempDir dir;
+  BgProcess profctl_run(
+      attach_argv(target.pid(), {"--profiles", "threadcreate", "-o", dir.path()}));
+  ASSERT_TRUE(wait_until([&] { return all_tasks_traced_by(target.pid(), profctl_run.pid()); },
+                         milliseconds(30000)))
+      << "profctl never seized every thread: " << describe_tasks(target.pid()) << "\n"
+      << profctl_run.err();
+  ASSERT_EQ(target.command("resume"), "resumed");
+  // A capture window of churn, not a wait for readiness.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const long to = stopped_count(target.command("stop", milliseconds(20000)));
+  ASSERT_GE(to, 0) << "the churners did not pause: " << describe_tasks(target.pid());
+  const long created = to - from;
+  ASSERT_TRUE(wait_until([&] { return catches(profctl_run.pid(), SIGINT); }, milliseconds(30000)));
+  ASSERT_TRUE(profctl_run.signal(SIGINT));
+  auto status = profctl_run.wait_exit(milliseconds(60000));
+  ASSERT_TRUE(status) << "profctl attach did not end within 60 s of SIGINT\n" << profctl_run.err();
+  EXPECT_EQ(exit_code_of(*status), 0) << profctl_run.describe_status() << "\n" << profctl_run.err();
+  EXPECT_TRUE(untouched(target.pid()));
+  ASSERT_GT(created, 2 * kDetailCap) << "the target hardly created threads while traced";
+
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* p = profile_of(*capture, "threadcreate");
+  ASSERT_NE(p, nullptr);
+  const int count = value_index(*p, "threadcreate");
+  const long long total = sum_values(*p, count);
+  const long long dropped = p->value("dropped", 0LL);
+  // Exact: every creation is counted, or counted as dropped (and then said so).
+  EXPECT_EQ(total + dropped, created)
+      << "threadcreate total " << total << " + dropped " << dropped << " vs the target's count";
+  EXPECT_LE(dropped, created / 10) << "unwinding fell far behind";
+  size_t labelled = 0;
+  std::set<std::string> unlabelled_stacks;
+  for (const Json& s : p->at("samples")) {
+    if (label(s, "new_tid").empty()) {
+      EXPECT_TRUE(unlabelled_stacks.insert(s.at("frames").dump()).second)
+          << "two unlabelled rows for one stack";
+    } else {
+      ++labelled;
+    }
+    EXPECT_TRUE(has_function(s, "churn_create_one")) << s.dump();
+  }
+  EXPECT_EQ(labelled, static_cast<size_t>(kDetailCap)) << "rows with per-creation detail";
+  EXPECT_LE(unlabelled_stacks.size(), 4u) << "rows past the detail cap are one per stack";
+  EXPECT_EQ(p->value("detail_omitted", 0LL), total - kDetailCap);
+  // 1000 detailed rows of ~8 symbolized frames each: a few MB, whatever the creation rate.
+  const long long json_bytes = file_size(dir.file("capture.json"));
+  EXPECT_GT(json_bytes, 0);
+  EXPECT_LT(json_bytes, 8LL << 20) << "capture.json for " << created << " creations";
+  auto text = read_text(dir.file("threadcreate.txt"));
+  ASSERT_TRUE(text);
+  EXPECT_NE(text->find("detail: " + std::to_string(total - kDetailCap) + " events"),
+            std::string::npos)
+      << *text;
+  EXPECT_TRUE(outputs_valid(dir.path(), {{"threadcreate", {"churn_create_one"}}}));
+  EXPECT_EQ(target.command("resume"), "resumed");
 }
 
 }  // namespace
