@@ -117,6 +117,8 @@ class HeapTracker {
   // least `leak_age_ns` old are the long-lived candidates. Can be called more than once.
   HeapResult result(uint64_t end_ns, uint64_t leak_age_ns = kDefaultLeakAgeNs) const;
 
+  // So far (live_at_end is not filled in: see live_pointers()); for a status line.
+  const HeapCounters& counters() const { return counters_; }
   uint64_t mem_rate() const { return rate_; }
   size_t live_pointers() const { return live_.size(); }
   size_t buckets() const { return buckets_.size(); }
