@@ -33,8 +33,10 @@
 
 namespace profctl {
 
-inline constexpr uint64_t kDefaultMemRate = 512 * 1024;        // Go's MemProfileRate
-inline constexpr uint64_t kDefaultLeakAgeNs = 10'000'000'000;  // 10 s
+inline constexpr uint64_t kDefaultMemRate = 512 * 1024;  // Go's MemProfileRate
+// 10 s: memory that a request or a batch holds for milliseconds to seconds drops out, and a
+// capture of the usual 30 s still leaves two thirds of its length for candidates to appear.
+inline constexpr uint64_t kDefaultLeakAgeNs = 10'000'000'000;
 
 // Go's scaleHeapSample: (count, bytes) of sampled allocations of one size -> estimated
 // (count, bytes) of all allocations. rate <= 1 means every allocation was recorded (no

@@ -85,6 +85,12 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
          "use at the end [allocated during the capture], as Go's debug=1 heap profile does\n"
          "(heap/N after the header is twice the rate, as Go writes it). The totals and stacks\n"
          "in these comments are scaled to estimate the whole program, as in heap.pb.gz.\n";
+  const bool all_raw = std::all_of(p.samples.begin(), p.samples.end(),
+                                   [](const Sample& s) { return !s.raw_values.empty(); });
+  if (!all_raw) {
+    out << "(this capture has no raw values for some stacks: their records show scaled values, "
+           "which pprof would scale again)\n";
+  }
   std::vector<int64_t> totals(p.sample_types.size(), 0);
   for (const Sample& s : p.samples) {
     for (size_t i = 0; i < totals.size() && i < s.values.size(); ++i) {

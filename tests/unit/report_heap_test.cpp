@@ -157,6 +157,16 @@ TEST(ReportHeapText, UnknownFramesNoLeaksAndRateOne) {
   }
 }
 
+TEST(ReportHeapText, SaysWhenRawValuesAreMissing) {
+  Capture c = rich_capture();
+  c.profiles["heap"].samples[0].raw_values.clear();
+  const std::string text = heap_text(c);
+  EXPECT_NE(text.find("# (this capture has no raw values for some stacks"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\n21: 2149 [32: 3224] @ 0x55d0c0a01234"), std::string::npos) << text;
+  EXPECT_EQ(heap_text(rich_capture()).find("no raw values"), std::string::npos);
+}
+
 TEST(ReportHeapText, HostileNumbersDoNotOverflow) {
   Capture c;
   Profile p = testing::heap_profile();
