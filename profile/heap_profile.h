@@ -130,6 +130,7 @@ class HeapTracker {
   struct Bucket {
     StackId stack = 0;
     uint64_t size = 0;
+    int64_t estimate = 0;  // one allocation's scaled bytes (exp() once per bucket, not per record)
     uint64_t allocs = 0;
     uint64_t frees = 0;
   };
