@@ -99,10 +99,12 @@ struct HeapResult {
 
 class HeapTracker {
  public:
+  // mem_rate: the rate the target samples with (--mem-rate); 0 is taken as 1.
   explicit HeapTracker(uint64_t mem_rate);
 
-  // The capture's start on the records' clock; the peak's time is given from it. Without
-  // it, from the first record.
+  // The capture's start on the records' clock (every time_ns here is on the one clock the
+  // ring records carry); the peak's time is given from it. Without it, from the first
+  // record.
   void set_start(uint64_t time_ns);
 
   // A sampled allocation of `size` bytes at `ptr` (target address) made on `stack` by
