@@ -99,9 +99,6 @@ void HeapCapture::finish() {
     logger("probe")->trace("mem_rate {} enabled {} inflight {} foreign {} stack copy failed {}",
                            ctl->mem_rate, ctl->enabled, c.inflight, c.foreign_pid_events,
                            c.stack_copy_failed);
-    logger("probe")->trace("DBG enter {} alloc {} noslot {} depth {} nosample {} begin {} beginfail {} exit {} retnull {}",
-      ctl->counters.reserved[0], ctl->counters.reserved[1], ctl->counters.reserved[2], ctl->counters.reserved[3],
-      ctl->counters.reserved[4], ctl->counters.reserved[5], ctl->counters.reserved[6], ctl->counters.reserved[7], ctl->counters.reserved[8]);
   }
   logger("probe")->debug(
       "heap: {} records read ({} written by the target), {} dropped (ring full), {} untracked "

@@ -67,7 +67,7 @@ uint32_t HeapTracker::bucket_for(StackId stack, uint64_t size) {
   auto [it, added] =
       bucket_index_.try_emplace(BucketKey{stack, size}, static_cast<uint32_t>(buckets_.size()));
   if (added) {
-    buckets_.push_back(Bucket{stack, size, 0, 0});
+    buckets_.push_back(Bucket{stack, size, estimate(size), 0, 0});
   }
   return it->second;
 }
@@ -96,7 +96,7 @@ void HeapTracker::on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t 
   const uint32_t b = bucket_for(stack, size);
   buckets_[b].allocs = sat_add(buckets_[b].allocs, uint64_t{1});
   live_.emplace(ptr, Live{time_ns, b, tid});
-  inuse_estimate_ = sat_add(inuse_estimate_, estimate(size));
+  inuse_estimate_ = sat_add(inuse_estimate_, buckets_[b].estimate);
   changed(b, +1, time_ns);
 }
 
@@ -113,7 +113,7 @@ void HeapTracker::on_free(uint64_t ptr, uint64_t time_ns) {
 
 void HeapTracker::release(uint32_t b, uint64_t time_ns) {
   buckets_[b].frees = sat_add(buckets_[b].frees, uint64_t{1});
-  inuse_estimate_ = sat_sub(inuse_estimate_, estimate(buckets_[b].size));
+  inuse_estimate_ = sat_sub(inuse_estimate_, buckets_[b].estimate);
   changed(b, -1, time_ns);
 }
 

@@ -33,8 +33,10 @@
 
 namespace profctl {
 
-inline constexpr uint64_t kDefaultMemRate = 512 * 1024;        // Go's MemProfileRate
-inline constexpr uint64_t kDefaultLeakAgeNs = 10'000'000'000;  // 10 s
+inline constexpr uint64_t kDefaultMemRate = 512 * 1024;  // Go's MemProfileRate
+// 10 s: memory that a request or a batch holds for milliseconds to seconds drops out, and a
+// capture of the usual 30 s still leaves two thirds of its length for candidates to appear.
+inline constexpr uint64_t kDefaultLeakAgeNs = 10'000'000'000;
 
 // Go's scaleHeapSample: (count, bytes) of sampled allocations of one size -> estimated
 // (count, bytes) of all allocations. rate <= 1 means every allocation was recorded (no
@@ -97,10 +99,12 @@ struct HeapResult {
 
 class HeapTracker {
  public:
+  // mem_rate: the rate the target samples with (--mem-rate); 0 is taken as 1.
   explicit HeapTracker(uint64_t mem_rate);
 
-  // The capture's start on the records' clock; the peak's time is given from it. Without
-  // it, from the first record.
+  // The capture's start on the records' clock (every time_ns here is on the one clock the
+  // ring records carry); the peak's time is given from it. Without it, from the first
+  // record.
   void set_start(uint64_t time_ns);
 
   // A sampled allocation of `size` bytes at `ptr` (target address) made on `stack` by
@@ -117,6 +121,8 @@ class HeapTracker {
   // least `leak_age_ns` old are the long-lived candidates. Can be called more than once.
   HeapResult result(uint64_t end_ns, uint64_t leak_age_ns = kDefaultLeakAgeNs) const;
 
+  // So far (live_at_end is not filled in: see live_pointers()); for a status line.
+  const HeapCounters& counters() const { return counters_; }
   uint64_t mem_rate() const { return rate_; }
   size_t live_pointers() const { return live_.size(); }
   size_t buckets() const { return buckets_.size(); }
@@ -126,6 +132,7 @@ class HeapTracker {
   struct Bucket {
     StackId stack = 0;
     uint64_t size = 0;
+    int64_t estimate = 0;  // one allocation's scaled bytes (exp() once per bucket, not per record)
     uint64_t allocs = 0;
     uint64_t frees = 0;
   };

@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "base/saturating.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -40,9 +41,8 @@ void write_folded(const Capture& c, const std::string& kind, std::ostream& out,
     if (key.empty()) {
       key = "[no frames]";
     }
-    int64_t& value = stacks[key];
-    value = report_detail::saturating_add(
-        value, value_index < s.values.size() ? s.values[value_index] : 0);
+    int64_t& v = stacks[key];  // saturating: the values may come from a user's capture.json
+    v = sat_add(v, value_index < s.values.size() ? s.values[value_index] : int64_t{0});
   }
   for (const auto& [stack, value] : stacks) {
     out << stack << ' ' << value << '\n';

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "base/saturating.h"
+#include "report/top_functions.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -43,6 +44,12 @@ uint64_t counter(const CaptureHeap* h, const char* name) {
   return it == h->counters.end() ? 0 : it->second;
 }
 
+// "1 object", "3 objects".
+template <class N>
+std::string count(N n, const char* word) {
+  return std::to_string(n) + ' ' + word + (n == 1 ? "" : "s");
+}
+
 std::string bytes(int64_t v) { return format_value(v, "bytes"); }
 std::string duration(uint64_t ns) { return format_value(sat_i64(ns), "nanoseconds"); }
 
@@ -78,6 +85,12 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
          "use at the end [allocated during the capture], as Go's debug=1 heap profile does\n"
          "(heap/N after the header is twice the rate, as Go writes it). The totals and stacks\n"
          "in these comments are scaled to estimate the whole program, as in heap.pb.gz.\n";
+  const bool all_raw = std::all_of(p.samples.begin(), p.samples.end(),
+                                   [](const Sample& s) { return !s.raw_values.empty(); });
+  if (!all_raw) {
+    out << "(this capture has no raw values for some stacks: their records show scaled values, "
+           "which pprof would scale again)\n";
+  }
   std::vector<int64_t> totals(p.sample_types.size(), 0);
   for (const Sample& s : p.samples) {
     for (size_t i = 0; i < totals.size() && i < s.values.size(); ++i) {
@@ -93,12 +106,11 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
 
   const CaptureHeap* h = p.heap ? &*p.heap : nullptr;
   if (h != nullptr) {
-    out << "sampled: " << counter(h, "sampled_allocs") << " allocations, "
-        << counter(h, "sampled_frees") << " frees, " << counter(h, "live_at_end")
+    out << "sampled: " << count(counter(h, "sampled_allocs"), "allocation") << ", "
+        << count(counter(h, "sampled_frees"), "free") << ", " << counter(h, "live_at_end")
         << " still live at the end\n";
-    out << "not charged: " << counter(h, "unknown_frees")
-        << " frees of pointers profctl did not know (allocated before the attach, or not "
-           "sampled)\n";
+    out << "not charged: " << count(counter(h, "unknown_frees"), "free")
+        << " of pointers profctl did not know (allocated before the attach, or not sampled)\n";
     if (uint64_t n = counter(h, "missed_frees")) {
       out << "missed: " << n
           << " frees were lost (their addresses were allocated again); charged late\n";
@@ -148,6 +160,11 @@ void write_top(const Profile& p, size_t main, size_t top_n, std::ostream& out) {
     out << '\n';
     write_frames(out, s.frames);
   }
+  std::vector<RankedStack> ranked;
+  for (const Sample* s : order) {
+    ranked.push_back({&s->frames, at(s->values, main)});
+  }
+  write_top_functions(ranked, st, total, top_n, out);
 }
 
 std::string sampled(const CaptureHeapStack& s) {
@@ -158,7 +175,7 @@ void write_stacks(const CaptureHeapSet& set, size_t top_n, bool ages, std::ostre
   for (size_t r = 0; r < set.stacks.size() && r < top_n; ++r) {
     const CaptureHeapStack& s = set.stacks[r];
     out << "\n  #" << r + 1 << "  " << bytes(s.bytes) << " (" << percent(s.bytes, set.bytes)
-        << "), " << s.objects << " objects (" << sampled(s) << ')';
+        << "), " << count(s.objects, "object") << " (" << sampled(s) << ')';
     if (ages && s.oldest_age_ns) {
       out << ", oldest " << duration(*s.oldest_age_ns);
       if (s.oldest_tid) {
@@ -174,10 +191,10 @@ void write_stacks(const CaptureHeapSet& set, size_t top_n, bool ages, std::ostre
 }
 
 void write_peak_and_leaks(const CaptureHeap& h, size_t top_n, std::ostream& out) {
-  out << "\npeak in use: " << bytes(h.peak.bytes) << ", " << h.peak.objects << " objects (sampled "
-      << h.peak.raw_objects << ": " << bytes(h.peak.raw_bytes) << ") at +" << duration(h.peak_at_ns)
-      << ", in " << h.peak.stacks.size() << (h.peak.stacks.size() == 1 ? " stack" : " stacks")
-      << '\n';
+  out << "\npeak in use: " << bytes(h.peak.bytes) << ", " << count(h.peak.objects, "object")
+      << " (sampled " << h.peak.raw_objects << ": " << bytes(h.peak.raw_bytes) << ") at +"
+      << duration(h.peak_at_ns) << ", in " << h.peak.stacks.size()
+      << (h.peak.stacks.size() == 1 ? " stack" : " stacks") << '\n';
   write_stacks(h.peak, top_n, false, out);
 
   if (h.leaks.stacks.empty()) {
@@ -186,7 +203,7 @@ void write_peak_and_leaks(const CaptureHeap& h, size_t top_n, std::ostream& out)
     return;
   }
   out << "\nlong-lived (still live at the end and older than " << duration(h.leak_min_age_ns)
-      << "): " << bytes(h.leaks.bytes) << ", " << h.leaks.objects << " objects (sampled "
+      << "): " << bytes(h.leaks.bytes) << ", " << count(h.leaks.objects, "object") << " (sampled "
       << h.leaks.raw_objects << ": " << bytes(h.leaks.raw_bytes) << "), in "
       << h.leaks.stacks.size() << (h.leaks.stacks.size() == 1 ? " stack" : " stacks") << '\n';
   write_stacks(h.leaks, top_n, true, out);

@@ -136,9 +136,11 @@ class ProfileBuilder {
                          std::to_string(counter("unknown_frees")) +
                          " frees of pointers it does not know (allocated before the attach, or "
                          "not sampled) were not charged"));
+    char at[48];
+    std::snprintf(at, sizeof at, "%.3f", static_cast<double>(h.peak_at_ns) / 1e9);
     out_.add_comment(str("profctl: peak in use " + std::to_string(h.peak.bytes) + " bytes (" +
-                         std::to_string(h.peak.objects) + " objects, scaled) at +" +
-                         std::to_string(h.peak_at_ns) + " ns"));
+                         std::to_string(h.peak.objects) + " objects, scaled) at +" + at +
+                         "s; see heap.txt or capture.json for its stacks"));
   }
 
   int64_t str(const std::string& s) {

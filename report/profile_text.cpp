@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
-#include <set>
 
+#include "base/saturating.h"
 #include "report/heap_text.h"
+#include "report/top_functions.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -25,15 +26,6 @@ struct MergedStack {
   std::string tids;  // the threads profile's groups: which threads share the stack
   std::string names;
 };
-
-struct FunctionCost {
-  int64_t flat = 0;
-  int64_t cum = 0;
-};
-
-std::string right(const std::string& s, size_t width) {
-  return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
-}
 
 // The identity of a stack for merging: pcs and the names at them (inlined calls share a pc).
 std::string stack_key(const std::vector<Frame>& frames) {
@@ -104,44 +96,6 @@ void write_top_stacks(const Profile& p, const std::vector<MergedStack>& stacks, 
   }
 }
 
-void write_top_functions(const Profile& p, const std::vector<MergedStack>& stacks, size_t main,
-                         int64_t total, size_t top_n, std::ostream& out) {
-  std::map<std::string, FunctionCost> costs;
-  for (const MergedStack& s : stacks) {
-    const int64_t v = s.values[main];
-    if (!s.frames->empty()) {
-      int64_t& flat = costs[frame_name(s.frames->front())].flat;
-      flat = saturating_add(flat, v);
-    }
-    std::set<std::string> seen;  // recursion counts once per stack toward cum
-    for (const Frame& f : *s.frames) {
-      if (std::string name = frame_name(f); seen.insert(name).second) {
-        costs[name].cum = saturating_add(costs[name].cum, v);
-      }
-    }
-  }
-  std::vector<std::pair<std::string, FunctionCost>> rows(costs.begin(), costs.end());
-  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
-    if (a.second.flat != b.second.flat) {
-      return a.second.flat > b.second.flat;
-    }
-    return a.second.cum > b.second.cum;
-  });
-  const std::string& unit = p.sample_types[main].unit;
-  out << "\ntop " << std::min(top_n, rows.size()) << " of " << rows.size() << " functions by "
-      << p.sample_types[main].type << ":\n";
-  out << right("flat", 12) << right("flat%", 8) << right("sum%", 8) << right("cum", 12)
-      << right("cum%", 8) << "  function\n";
-  int64_t sum = 0;
-  for (size_t r = 0; r < rows.size() && r < top_n; ++r) {
-    const auto& [name, cost] = rows[r];
-    sum = saturating_add(sum, cost.flat);
-    out << right(format_value(cost.flat, unit), 12) << right(percent(cost.flat, total), 8)
-        << right(percent(sum, total), 8) << right(format_value(cost.cum, unit), 12)
-        << right(percent(cost.cum, total), 8) << "  " << name << '\n';
-  }
-}
-
 }  // namespace
 
 void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out, size_t top_n,
@@ -173,9 +127,9 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
       m.names += (m.names.empty() ? "" : ",") + (n == s.labels.end() ? std::string() : n->second);
     }
     for (size_t i = 0; i < ntypes && i < s.values.size(); ++i) {
-      int64_t& value = stacks[pos->second].values[i];
-      value = saturating_add(value, s.values[i]);
-      totals[i] = saturating_add(totals[i], s.values[i]);
+      // Saturating: the values may come from a user's capture.json.
+      stacks[pos->second].values[i] = sat_add(stacks[pos->second].values[i], s.values[i]);
+      totals[i] = sat_add(totals[i], s.values[i]);
     }
   }
   write_header(c, kind, p, totals, stacks.size(), out);
@@ -188,7 +142,11 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
     return a.values[main] > b.values[main];
   });
   write_top_stacks(p, stacks, main, totals[main], top_n, out);
-  write_top_functions(p, stacks, main, totals[main], top_n, out);
+  std::vector<RankedStack> ranked;
+  for (const MergedStack& m : stacks) {
+    ranked.push_back({m.frames, m.values[main]});
+  }
+  write_top_functions(ranked, p.sample_types[main], totals[main], top_n, out);
 }
 
 }  // namespace profctl

@@ -49,7 +49,6 @@ extern struct probe_blob_header probe_blob_header HIDDEN;
 int probe_enter(struct probe_call* call, uint32_t site) HIDDEN;
 void probe_exit(struct probe_frame* frame, uint32_t site) HIDDEN;
 
-#define DBG(c, i) __atomic_fetch_add(&(c)->counters.reserved[i], 1, __ATOMIC_RELAXED)
 /* ---- primitives -------------------------------------------------------------------- */
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
@@ -432,13 +431,10 @@ static inline int mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
 
 static int enter_alloc(struct probe_ctl* c, struct probe_call* call, uint64_t size) {
   struct probe_thread_slot* s = thread_slot(c);
-  DBG(c, 1);
-  if (!s) { DBG(c, 2); return 0; }
-  if (s->depth != 0) { DBG(c, 3); return 0; }
-  if (!sample_alloc(c, s, size)) { DBG(c, 4); return 0; }
-  int r = begin_call(c, call, s, PROBE_REC_ALLOC, size);
-  if (r) DBG(c, 5); else DBG(c, 6);
-  return r;
+  if (!s || s->depth != 0 || !sample_alloc(c, s, size)) {
+    return 0;
+  }
+  return begin_call(c, call, s, PROBE_REC_ALLOC, size);
 }
 
 static int enter_free(struct probe_ctl* c, struct probe_call* call) {
@@ -501,7 +497,6 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
 
 int probe_enter(struct probe_call* call, uint32_t site) {
   struct probe_ctl* c = ctl_area();
-  if (c) DBG(c, 0);
   if (UNLIKELY(c == 0) || !LOAD(&c->enabled) || site >= PROBE_MAX_SITES) {
     return 0;
   }
@@ -552,8 +547,6 @@ static void exit_alloc(struct probe_ctl* c, uint32_t site, struct probe_frame* f
 
 void probe_exit(struct probe_frame* f, uint32_t site) {
   struct probe_ctl* c = ctl_area();
-  DBG(c, 7);
-  if (f->call.rax == 0) DBG(c, 8);
   uint32_t kind = LOAD(&probe_blob_header.sites[site].kind);
   uint64_t ret = f->call.rax;
   switch (kind) {

@@ -56,6 +56,29 @@ TEST(HeapCli, BadSampleIndexListsTheValidNames) {
                      "unknown --sample-index 'inuse'");
 }
 
+TEST(HeapCli, ValidValuesAreRecordedInTheCapture) {
+  PROFCTL_REQUIRE_PROFCTL();  // runs /bin/true under profctl
+  const fs::path dir =
+      fs::temp_directory_path() / ("profctl-heap-opts-" + std::to_string(getpid()));
+  struct Case {
+    const char* mem_rate;
+    const char* bytes;
+  };
+  for (const Case& c : {Case{"1", "1"}, Case{"4096", "4096"}, Case{"64K", "65536"},
+                        Case{"2KiB", "2048"}, Case{"1M", "1048576"}}) {
+    SCOPED_TRACE(c.mem_rate);
+    const RunResult r = profctl({"run", "-o", dir.string(), "--format", "json", "--profiles",
+                                 "cpu,heap", "--mem-rate", c.mem_rate, "--leak-age", "500ms",
+                                 "--sample-index", "alloc_space", "--", "/bin/true"});
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    std::ifstream in(dir / "capture.json");
+    const Json j = Json::parse(in);
+    EXPECT_EQ(j["options"]["mem_rate"], c.bytes);
+    EXPECT_EQ(j["options"]["leak_age_ns"], "500000000");
+  }
+  fs::remove_all(dir);
+}
+
 // A heap profile as profctl writes it (period 1024; scaled values are Go's scaleHeapSample of
 // the raw ones).
 constexpr const char* kHeapCapture = R"({

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <random>
 
 namespace profctl {
 namespace {
@@ -164,6 +166,65 @@ TEST(HeapTracker, PeakSurvivesLongChurnAfterIt) {
   EXPECT_EQ(r2.peak.bytes, 1024 + (1 << 20));
   ASSERT_EQ(r2.peak.stacks.size(), 2u);
   EXPECT_EQ(r2.peak.stacks[0].stack, 4u);
+}
+
+// Against a brute force that copies the whole state at every new maximum: random churn long
+// enough after each peak that the tracker's journal overflows and the peak state is
+// materialized, then a new peak that must replace it.
+TEST(HeapTracker, PeakMatchesBruteForceOnRandomChurn) {
+  constexpr uint64_t kRate = 4096;
+  HeapTracker t(kRate);
+  std::mt19937_64 rng(42);
+  std::map<std::pair<StackId, uint64_t>, uint64_t> live_counts;  // (stack, size) -> live
+  std::vector<std::tuple<uint64_t, StackId, uint64_t>> live;     // ptr, stack, size
+  int64_t running = 0, best = 0;
+  uint64_t best_time = 0;
+  std::map<std::pair<StackId, uint64_t>, uint64_t> at_best;
+  uint64_t next_ptr = 0x1000;
+  for (uint64_t i = 1; i <= 400'000; ++i) {
+    // Cycles of 150k records: 30k that grow (a new peak each time), then 120k that shrink
+    // slowly, longer than the journal's 65536 changes.
+    const uint64_t grow = i % 150'000 < 30'000 ? 600 : 480;
+    const bool alloc = live.empty() || rng() % 1000 < grow;
+    if (alloc) {
+      const StackId stack = static_cast<StackId>(rng() % 40);
+      const uint64_t size = 64 << (rng() % 6);
+      t.on_alloc(next_ptr, size, stack, i, 1);
+      live.emplace_back(next_ptr, stack, size);
+      next_ptr += 16;
+      ++live_counts[{stack, size}];
+      running += scale_heap_sample(1, static_cast<int64_t>(size), kRate).second;
+    } else {
+      const size_t k = rng() % live.size();
+      const auto [ptr, stack, size] = live[k];
+      t.on_free(ptr, i);
+      live[k] = live.back();
+      live.pop_back();
+      --live_counts[{stack, size}];
+      running -= scale_heap_sample(1, static_cast<int64_t>(size), kRate).second;
+    }
+    if (running > best) {
+      best = running;
+      best_time = i;
+      at_best = live_counts;
+    }
+  }
+  std::map<StackId, std::pair<int64_t, int64_t>> expected;  // stack -> (objects, bytes)
+  for (const auto& [key, n] : at_best) {
+    if (n > 0) {
+      auto [o, b] =
+          scale_heap_sample(static_cast<int64_t>(n), static_cast<int64_t>(n * key.second), kRate);
+      expected[key.first].first += o;
+      expected[key.first].second += b;
+    }
+  }
+  const HeapResult r = t.result(400'001);
+  EXPECT_EQ(r.peak.at_ns, best_time - 1);  // since the first record, at time 1
+  ASSERT_EQ(r.peak.stacks.size(), expected.size());
+  for (const HeapStackUse& s : r.peak.stacks) {
+    EXPECT_EQ(s.objects, expected[s.stack].first) << "stack " << s.stack;
+    EXPECT_EQ(s.bytes, expected[s.stack].second) << "stack " << s.stack;
+  }
 }
 
 TEST(HeapTracker, PeakIsScaledAboveRateOne) {

@@ -69,9 +69,16 @@ TEST(ReportHeapText, GoDebug1WithASummaryInComments) {
 #         Worker::run()  at src/worker.cpp:42  (/usr/bin/app+0x1234)
 #         main  at src/main.cpp:12  (/usr/bin/app+0xf00)
 #
+# top 4 of 4 functions by inuse_space:
+#         flat   flat%    sum%         cum    cum%  function
+#      4.07KiB  66.00%  66.00%     4.07KiB  66.00%  helper()
+#      2.10KiB  34.00% 100.00%     6.17KiB 100.00%  Worker::run()
+#            0   0.00% 100.00%     6.17KiB 100.00%  main
+#            0   0.00% 100.00%           0   0.00%  burn()
+#
 # peak in use: 7.22KiB, 33 objects (sampled 4: 4.29KiB) at +1.50s, in 2 stacks
 #
-#   #1  4.07KiB (56.41%), 1 objects (sampled 1: 4.00KiB)
+#   #1  4.07KiB (56.41%), 1 object (sampled 1: 4.00KiB)
 #         helper()  at src/worker.h:10  (inlined)
 #         Worker::run()  at src/worker.cpp:45  (/usr/bin/app+0x1300)
 #         main  at src/main.cpp:12  (/usr/bin/app+0xf00)
@@ -80,9 +87,9 @@ TEST(ReportHeapText, GoDebug1WithASummaryInComments) {
 #         Worker::run()  at src/worker.cpp:42  (/usr/bin/app+0x1234)
 #         main  at src/main.cpp:12  (/usr/bin/app+0xf00)
 #
-# long-lived (still live at the end and older than 10.00s): 4.07KiB, 1 objects (sampled 1: 4.00KiB), in 1 stack
+# long-lived (still live at the end and older than 10.00s): 4.07KiB, 1 object (sampled 1: 4.00KiB), in 1 stack
 #
-#   #1  4.07KiB (100.00%), 1 objects (sampled 1: 4.00KiB), oldest 25.00s (thread 4243)
+#   #1  4.07KiB (100.00%), 1 object (sampled 1: 4.00KiB), oldest 25.00s (thread 4243)
 #         helper()  at src/worker.h:10  (inlined)
 #         Worker::run()  at src/worker.cpp:45  (/usr/bin/app+0x1300)
 #         main  at src/main.cpp:12  (/usr/bin/app+0xf00)
@@ -150,6 +157,16 @@ TEST(ReportHeapText, UnknownFramesNoLeaksAndRateOne) {
   }
 }
 
+TEST(ReportHeapText, SaysWhenRawValuesAreMissing) {
+  Capture c = rich_capture();
+  c.profiles["heap"].samples[0].raw_values.clear();
+  const std::string text = heap_text(c);
+  EXPECT_NE(text.find("# (this capture has no raw values for some stacks"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\n21: 2149 [32: 3224] @ 0x55d0c0a01234"), std::string::npos) << text;
+  EXPECT_EQ(heap_text(rich_capture()).find("no raw values"), std::string::npos);
+}
+
 TEST(ReportHeapText, HostileNumbersDoNotOverflow) {
   Capture c;
   Profile p = testing::heap_profile();
@@ -165,6 +182,19 @@ TEST(ReportHeapText, HostileNumbersDoNotOverflow) {
                        0),
             0u)
       << text;
+}
+
+TEST(ReportProfileTextSaturates, HostileTotalsStickAtTheLimit) {
+  // Values from a user's capture.json: sums must not overflow (undefined behaviour).
+  Capture c;
+  Profile& p = c.profiles["block"];
+  p.sample_types = {{"contentions", "count"}};
+  p.samples = {{{INT64_MAX}, {testing::burn()}, {}}, {{INT64_MAX}, {testing::burn()}, {}}};
+  std::ostringstream out;
+  write_profile_text(c, "block", out, 10);
+  EXPECT_NE(out.str().find("total: contentions 9223372036854775807 "), std::string::npos)
+      << out.str();
+  EXPECT_NE(out.str().find("9223372036854775807 100.00% 100.00%"), std::string::npos) << out.str();
 }
 
 TEST(ReportHeapFolded, ValueOfTheChosenSampleType) {

@@ -208,7 +208,8 @@ TEST(ReportPprof, HeapSampleTypesDefaultAndPeriod) {
             "pointers it does not know (allocated before the attach, or not sampled) were not "
             "charged");
   EXPECT_EQ(v.str(v.p.comment(1)),
-            "profctl: peak in use 7396 bytes (33 objects, scaled) at +1500000000 ns");
+            "profctl: peak in use 7396 bytes (33 objects, scaled) at +1.500s; see heap.txt or "
+            "capture.json for its stacks");
   // Profiles without a default type leave the field unset.
   EXPECT_EQ(decode(write(rich_capture(), "cpu")).default_sample_type(), 0);
 }
