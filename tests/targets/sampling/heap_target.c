@@ -24,9 +24,17 @@
 
 #include "sampling_util.h"
 
+// Every allocation of the workload must really happen. GCC deletes a malloc whose result
+// is unused, and a pointer stored only into a static array that nothing reads is unused
+// (the array is write-only, so the stores go first): without this, malloc(100), calloc and
+// the thread's malloc(200) were all compiled away. The empty asm takes the pointer as an
+// input and may read memory, so neither the call nor the store can be dropped.
+static inline void escape(void* p) { asm volatile("" : : "r"(p) : "memory"); }
+
 static void* keep[1 << 16];
 static size_t nkeep;
 static void hold(void* p) {
+  escape(p);
   if (nkeep < sizeof keep / sizeof keep[0]) {
     keep[nkeep++] = p;
   }
@@ -38,7 +46,10 @@ NOINLINE void alloc_small(void) {
 }
 NOINLINE void alloc_freed(void) {
   void* p[50];
-  for (int i = 0; i < 50; ++i) p[i] = malloc(4096);
+  for (int i = 0; i < 50; ++i) {
+    p[i] = malloc(4096);
+    escape(p[i]);
+  }
   for (int i = 0; i < 50; ++i) free(p[i]);
   KEEP_FRAME();
 }
@@ -87,6 +98,7 @@ static int fork_children(int n) {
       for (int k = 0; k < 1000; ++k) {
         char* p = malloc(32 + k);
         memset(p, k, 32 + k);
+        escape(p);
         if (p[31] != (char)k) _exit(3);
         free(p);
       }
