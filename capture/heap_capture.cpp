@@ -23,6 +23,7 @@ Result<std::unique_ptr<HeapCapture>> HeapCapture::start(TracedProcess& tp,
                                                    static_cast<uint64_t>(options.mem_rate));
   hc->collector_->tracker().set_start(hc->now_ns());
   hc->drainer_ = std::thread([p = hc.get()] { p->drain_loop(); });
+  logger("probe")->debug("heap probes installed: {} functions", hc->probes_->probed());
   return hc;
 }
 

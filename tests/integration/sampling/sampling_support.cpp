@@ -445,6 +445,10 @@ std::map<std::string, long long> pprof_raw_totals(const std::string& raw) {
       std::istringstream words(line);
       std::string w;
       while (words >> w) {
+        // pprof marks the default sample type: "inuse_space/bytes[dflt]".
+        if (w.size() > 6 && w.compare(w.size() - 6, 6, "[dflt]") == 0) {
+          w.resize(w.size() - 6);
+        }
         types.push_back(w);
         out[w] = 0;
       }

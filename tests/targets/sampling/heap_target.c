@@ -1,7 +1,8 @@
 // heap_target MODE: allocations the heap tests know exactly.
 // Protocol: "ready pid=P" on stdout; commands on stdin, one line each:
 //   run      -> one round of the exact workload below, then "done round=N"
-//   churn N  -> N threads x 100000 malloc(64)+free in a tight loop, then "done churn"
+//   churn N [C] -> N threads x C (default 100000) malloc(64)+free in a tight loop, then
+//               "done churn"
 //   fork N   -> forks N children, one every 2 ms, each allocating and exiting 0 unless its
 //               allocations go wrong; then "done fork ok=K" (K children exited 0)
 //   exec     -> execs /bin/true (the heap profile must end cleanly)
@@ -78,9 +79,10 @@ NOINLINE static void* alloc_thread(void* arg) {
   return NULL;
 }
 
+static int churn_count = 100000;
 NOINLINE static void* churn_loop(void* arg) {
   (void)arg;
-  for (int i = 0; i < 100000; ++i) {
+  for (int i = 0; i < churn_count; ++i) {
     void* p = malloc(64);
     *(volatile char*)p = 1;
     free(p);
@@ -133,6 +135,8 @@ int main(void) {
       target_say(out);
     } else if (strncmp(line, "churn ", 6) == 0) {
       int n = atoi(line + 6);
+      const char* count = strchr(line + 6, ' ');
+      churn_count = count ? atoi(count + 1) : 100000;
       pthread_t t[64];
       for (int i = 0; i < n && i < 64; ++i) pthread_create(&t[i], NULL, churn_loop, NULL);
       for (int i = 0; i < n && i < 64; ++i) pthread_join(t[i], NULL);
