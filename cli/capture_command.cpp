@@ -40,6 +40,7 @@ struct CaptureOptionsCli {
   bool no_inline = false;
   bool no_source = false;
   size_t top = 10;
+  bool lines = false;
 };
 
 std::set<std::string> parse_profiles(const std::string& list) {
@@ -80,6 +81,7 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
   sub.add_flag("--no-inline", o.no_inline, "Do not expand inlined frames");
   sub.add_flag("--no-source", o.no_source, "Do not look up source file:line");
   sub.add_option("--top", o.top, "Stacks per profile in text output")->capture_default_str();
+  sub.add_flag("--lines", o.lines, "Text and folded output: group by source line, not by function");
   add_common_options(sub, o.common);
 }
 
@@ -258,12 +260,12 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       fmt_us(stop_worst));
 
   if (!o.output.empty()) {
-    write_output_dir(c, o.output, formats, o.top);
+    write_output_dir(c, o.output, formats, {o.top, o.lines});
     for (const auto& w : c.warnings) {
       std::cerr << "profctl: note: " << w << "\n";
     }
   } else {
-    print_summary(c, "", o.top);
+    print_summary(c, "", {o.top, o.lines});
   }
 
   if (launch) {

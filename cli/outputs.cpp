@@ -52,7 +52,7 @@ std::set<std::string> parse_formats(const std::string& list) {
 }
 
 void write_output_dir(const Capture& c, const std::string& dir,
-                      const std::set<std::string>& formats, size_t top_n) {
+                      const std::set<std::string>& formats, const TextOptions& text) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     throw UserError(ExitCode::kInternal, "cannot create " + dir + ": " + std::strerror(errno),
                     "check the parent directory");
@@ -72,12 +72,12 @@ void write_output_dir(const Capture& c, const std::string& dir,
     }
     if (formats.count("text")) {
       std::ostringstream os;
-      write_profile_text(c, kind, os, top_n);
+      write_profile_text(c, kind, os, text);
       write_file(dir + "/" + kind + ".txt", os.str());
     }
     if (formats.count("folded")) {
       std::ostringstream os;
-      write_folded(c, kind, os);
+      write_folded(c, kind, os, 0, text.lines);
       write_file(dir + "/" + kind + ".folded", os.str());
     }
   }
@@ -88,7 +88,7 @@ void write_output_dir(const Capture& c, const std::string& dir,
   }
 }
 
-void print_summary(const Capture& c, const std::string& only_kind, size_t top_n) {
+void print_summary(const Capture& c, const std::string& only_kind, const TextOptions& text) {
   bool any = false;
   for (const auto& [kind, p] : c.profiles) {
     if (!only_kind.empty() && kind != only_kind) {
@@ -97,7 +97,7 @@ void print_summary(const Capture& c, const std::string& only_kind, size_t top_n)
     if (any) {
       std::cout << "\n";
     }
-    write_profile_text(c, kind, std::cout, top_n);
+    write_profile_text(c, kind, std::cout, text);
     any = true;
   }
   if (!only_kind.empty() && !any) {

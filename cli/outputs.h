@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "report/capture.h"
+#include "report/profile_text.h"
 
 namespace profctl::cli {
 
@@ -14,10 +15,11 @@ std::set<std::string> parse_formats(const std::string& list);
 
 // Writes DIR/capture.json (with "json") and DIR/<kind>.{pb.gz,txt,folded} for every
 // profile in the capture. Throws UserError when a file cannot be written.
+// `text` says how text and folded files group frames (by function, or by line).
 void write_output_dir(const Capture& c, const std::string& dir,
-                      const std::set<std::string>& formats, size_t top_n);
+                      const std::set<std::string>& formats, const TextOptions& text);
 
 // The human summary: top stacks of each profile (or of one kind).
-void print_summary(const Capture& c, const std::string& only_kind, size_t top_n);
+void print_summary(const Capture& c, const std::string& only_kind, const TextOptions& text);
 
 }  // namespace profctl::cli

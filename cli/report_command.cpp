@@ -16,6 +16,7 @@ struct ReportOptions {
   std::string format = "text";
   std::string output;
   size_t top = 10;
+  bool lines = false;
 };
 
 int run_report(const ReportOptions& o) {
@@ -31,16 +32,16 @@ int run_report(const ReportOptions& o) {
   if (!o.profile.empty()) {
     auto it = c->profiles.find(o.profile);
     if (it == c->profiles.end()) {
-      print_summary(*c, o.profile, o.top);  // throws with the list of profiles
+      print_summary(*c, o.profile, {o.top, o.lines});  // throws with the list of profiles
     }
     Profile keep = it->second;
     c->profiles.clear();
     c->profiles[o.profile] = std::move(keep);
   }
   if (!o.output.empty()) {
-    write_output_dir(*c, o.output, parse_formats(o.format), o.top);
+    write_output_dir(*c, o.output, parse_formats(o.format), {o.top, o.lines});
   } else {
-    print_summary(*c, o.profile, o.top);
+    print_summary(*c, o.profile, {o.top, o.lines});
   }
   return 0;
 }
@@ -56,6 +57,8 @@ std::function<int()> add_report_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("-o,--output", o->output, "Write files to DIR instead of text on stdout");
   sub->add_option("--top", o->top, "Stacks per profile in text output")->capture_default_str();
+  sub->add_flag("--lines", o->lines,
+                "Text and folded output: group by source line, not by function");
   add_common_options(*sub, o->common);
   return [sub, o]() -> int { return sub->parsed() ? run_report(*o) : -1; };
 }

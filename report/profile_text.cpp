@@ -12,12 +12,11 @@ namespace {
 
 using report_detail::format_value;
 using report_detail::frame_name;
-using report_detail::hex;
 
 struct MergedStack {
   const std::vector<Frame>* frames = nullptr;  // of the first sample seen with this stack
   std::vector<int64_t> values;
-  std::string tids;   // the threads profile's groups: which threads share the stack
+  std::string tids;  // the threads profile's groups: which threads share the stack
   std::string names;
 };
 
@@ -37,31 +36,36 @@ std::string right(const std::string& s, size_t width) {
   return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
 }
 
-// The identity of a stack for merging: pcs and the names at them (inlined calls share a pc).
-std::string stack_key(const std::vector<Frame>& frames) {
+// The identity of a stack for merging: the identities of its frames, in order.
+std::string stack_key(const std::vector<Frame>& frames, bool lines) {
   std::string key;
   for (const Frame& f : frames) {
-    key += hex(f.pc);
-    key += f.inlined ? "i" : "";
-    key += '\x1f';
-    key += frame_name(f);
+    key += frame_identity(f, lines);
+    key += f.inlined ? "\x1di" : "";
     key += '\x1e';
   }
   return key;
 }
 
-std::string frame_line(const Frame& f) {
-  std::string s = f.function ? *f.function : "??";
+// A frame of a merged stack. Merged stacks hold many pcs, so no pc or offset is shown: the
+// function, its source file (and line with --lines), and the module.
+std::string frame_line(const Frame& f, bool lines) {
+  std::string s = frame_name(f);
   if (f.file) {
     s += "  at " + *f.file;
-    if (f.line) {
+    if (lines && f.line) {
       s += ":" + std::to_string(*f.line);
     }
   }
-  if (f.inlined) {
-    s += "  (inlined)";
-  } else {
-    s += "  (" + f.module + "+" + hex(f.offset) + ")";
+  s += f.inlined ? "  (inlined)" : "  (" + f.module + ")";
+  return s;
+}
+
+// What the top-functions table calls a row: the function, and with --lines its file:line.
+std::string row_name(const Frame& f, bool lines) {
+  std::string s = frame_name(f);
+  if (lines && f.file) {
+    s += " " + *f.file + (f.line ? ":" + std::to_string(*f.line) : "");
   }
   return s;
 }
@@ -91,7 +95,8 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
 }
 
 void write_top_stacks(const Profile& p, const std::vector<MergedStack>& stacks, size_t main,
-                      int64_t total, size_t top_n, std::ostream& out) {
+                      int64_t total, const TextOptions& opts, std::ostream& out) {
+  const size_t top_n = opts.top_n;
   const SampleType& st = p.sample_types[main];
   out << "\ntop " << std::min(top_n, stacks.size()) << " of " << stacks.size() << " stacks by "
       << st.type << ":\n";
@@ -113,27 +118,33 @@ void write_top_stacks(const Profile& p, const std::vector<MergedStack>& stacks, 
       out << "        (no frames)\n";
     }
     for (const Frame& f : *s.frames) {
-      out << "        " << frame_line(f) << '\n';
+      out << "        " << frame_line(f, opts.lines) << '\n';
     }
   }
 }
 
 void write_top_functions(const Profile& p, const std::vector<MergedStack>& stacks, size_t main,
-                         int64_t total, size_t top_n, std::ostream& out) {
-  std::map<std::string, FunctionCost> costs;
+                         int64_t total, const TextOptions& opts, std::ostream& out) {
+  const size_t top_n = opts.top_n;
+  std::map<std::string, FunctionCost> costs;  // by frame identity
+  std::map<std::string, std::string> names;   // identity -> row name
   for (const MergedStack& s : stacks) {
     const int64_t v = s.values[main];
     if (!s.frames->empty()) {
-      costs[frame_name(s.frames->front())].flat += v;
+      costs[frame_identity(s.frames->front(), opts.lines)].flat += v;
     }
     std::set<std::string> seen;  // recursion counts once per stack toward cum
     for (const Frame& f : *s.frames) {
-      if (std::string name = frame_name(f); seen.insert(name).second) {
-        costs[name].cum += v;
+      if (std::string id = frame_identity(f, opts.lines); seen.insert(id).second) {
+        costs[id].cum += v;
+        names.try_emplace(std::move(id), row_name(f, opts.lines));
       }
     }
   }
-  std::vector<std::pair<std::string, FunctionCost>> rows(costs.begin(), costs.end());
+  std::vector<std::pair<std::string, FunctionCost>> rows;
+  for (const auto& [id, cost] : costs) {
+    rows.emplace_back(names[id], cost);
+  }
   std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
     if (a.second.flat != b.second.flat) {
       return a.second.flat > b.second.flat;
@@ -157,8 +168,19 @@ void write_top_functions(const Profile& p, const std::vector<MergedStack>& stack
 
 }  // namespace
 
+std::string frame_identity(const Frame& f, bool lines) {
+  std::string id = report_detail::function_key(f);
+  if (lines) {
+    id += '\x1f';
+    id += f.file.value_or("");
+    id += ':';
+    id += f.line ? std::to_string(*f.line) : "";
+  }
+  return id;
+}
+
 void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out,
-                        size_t top_n) {
+                        const TextOptions& opts) {
   auto it = c.profiles.find(kind);
   if (it == c.profiles.end()) {
     out << "profctl: no " << kind << " profile in this capture\n";
@@ -171,7 +193,7 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   std::vector<MergedStack> stacks;
   std::vector<int64_t> totals(ntypes, 0);
   for (const Sample& s : p.samples) {
-    auto [pos, added] = index.try_emplace(stack_key(s.frames), stacks.size());
+    auto [pos, added] = index.try_emplace(stack_key(s.frames, opts.lines), stacks.size());
     if (added) {
       stacks.push_back(MergedStack{&s.frames, std::vector<int64_t>(ntypes, 0), {}, {}});
     }
@@ -195,8 +217,8 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   std::stable_sort(stacks.begin(), stacks.end(), [main](const auto& a, const auto& b) {
     return a.values[main] > b.values[main];
   });
-  write_top_stacks(p, stacks, main, totals[main], top_n, out);
-  write_top_functions(p, stacks, main, totals[main], top_n, out);
+  write_top_stacks(p, stacks, main, totals[main], opts, out);
+  write_top_functions(p, stacks, main, totals[main], opts, out);
 }
 
 }  // namespace profctl

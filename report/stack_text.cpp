@@ -1,10 +1,9 @@
 #include "report/stack_text.h"
 
-#include "base/thread_state.h"
-
 #include <cinttypes>
 #include <cstdio>
 
+#include "base/thread_state.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -79,7 +78,7 @@ void write_frames(const std::vector<Frame>& frames, std::ostream& out) {
     } else {
       out << padded_pc(f.pc);
     }
-    out << " in " << (f.function ? *f.function : "??");
+    out << " in " << report_detail::frame_name(f);
     if (f.file) {
       out << "  at " << *f.file;
       if (f.line) {

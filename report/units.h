@@ -11,8 +11,13 @@ namespace profctl::report_detail {
 // "0x7f3a2c001234": lowercase, no padding (capture.json's address and offset form).
 std::string hex(uint64_t v);
 
-// A frame's display name: the function, else "module+0xoff".
+// A frame's display name: the function, else "<module file name>+0x<function start>" (the
+// start from the CFI, so every pc of one unnamed function has one name), else
+// "<module file name>+0x<offset>".
 std::string frame_name(const Frame& f);
+
+// The identity of the function a frame is in, for grouping: its display name and module.
+std::string function_key(const Frame& f);
 
 // A value in its unit, for people: nanoseconds -> "1.20s" / "35.00ms" / "12.50us" / "800ns",
 // bytes -> "3.00MiB" / "12.00KiB" / "512B", count -> "1234", anything else -> "12 unit"; zero is

@@ -22,7 +22,7 @@ std::string stack_text(const Capture& c) {
 
 std::string profile_text(const Capture& c, const std::string& kind, size_t top_n) {
   std::ostringstream out;
-  write_profile_text(c, kind, out, top_n);
+  write_profile_text(c, kind, out, TextOptions{top_n, false});
   return out.str();
 }
 
@@ -41,7 +41,7 @@ thread 4242 "app" [sleeping, futex wait 0x7f3a2c0041a0, cpu 1.20s]:
   #0  0x00007f3a2c0b1234 in __futex_abstimed_wait_common  (/usr/lib/x86_64-linux-gnu/libc.so.6+0x8a234)
   #1  (inlined)          in helper()  at src/worker.h:10
   #1  0x000055d0c0a01300 in Worker::run()  at src/worker.cpp:45  (/usr/bin/app+0x1300)
-  #2  0x000055d0c0a02000 in ??  (/usr/bin/app+0x2000)
+  #2  0x000055d0c0a02000 in app+0x2000  (/usr/bin/app+0x2000)
   #3  0x000055d0c0a00f00 in main  at src/main.cpp:12  (/usr/bin/app+0xf00)
 
 thread 4243 "worker-1" [running, cpu 5.00ms]:
@@ -119,26 +119,26 @@ warning: target exited during the capture
 top 3 of 4 stacks by cpu:
 
   #1  cpu 50.51ms (45.45%), samples 5
-        burn()  at src/burn.cpp:7  (/usr/bin/app+0x1100)
-        Worker::run()  at src/worker.cpp:42  (/usr/bin/app+0x1234)
-        main  at src/main.cpp:12  (/usr/bin/app+0xf00)
+        burn()  at src/burn.cpp  (/usr/bin/app)
+        Worker::run()  at src/worker.cpp  (/usr/bin/app)
+        main  at src/main.cpp  (/usr/bin/app)
 
   #2  cpu 40.40ms (36.36%), samples 4
-        __vdso_clock_gettime  ([vdso]+0x678)
-        burn()  at src/burn.cpp:7  (/usr/bin/app+0x1100)
-        Worker::run()  at src/worker.cpp:42  (/usr/bin/app+0x1234)
-        main  at src/main.cpp:12  (/usr/bin/app+0xf00)
+        __vdso_clock_gettime  ([vdso])
+        burn()  at src/burn.cpp  (/usr/bin/app)
+        Worker::run()  at src/worker.cpp  (/usr/bin/app)
+        main  at src/main.cpp  (/usr/bin/app)
 
   #3  cpu 10.10ms (9.09%), samples 1
-        helper()  at src/worker.h:10  (inlined)
-        Worker::run()  at src/worker.cpp:45  (/usr/bin/app+0x1300)
-        main  at src/main.cpp:12  (/usr/bin/app+0xf00)
+        helper()  at src/worker.h  (inlined)
+        Worker::run()  at src/worker.cpp  (/usr/bin/app)
+        main  at src/main.cpp  (/usr/bin/app)
 
 top 3 of 6 functions by cpu:
         flat   flat%    sum%         cum    cum%  function
      50.51ms  45.45%  45.45%     90.91ms  81.82%  burn()
      40.40ms  36.36%  81.82%     40.40ms  36.36%  __vdso_clock_gettime
-     10.10ms   9.09%  90.91%     10.10ms   9.09%  /usr/bin/app+0x2000
+     10.10ms   9.09%  90.91%     10.10ms   9.09%  app+0x2000
 )");
 }
 
@@ -153,13 +153,13 @@ warning: target exited during the capture
 top 2 of 2 stacks by inuse_space:
 
   #1  inuse_space 4.00MiB (99.98%), alloc_objects 1, alloc_space 4.00MiB, inuse_objects 1
-        helper()  at src/worker.h:10  (inlined)
-        Worker::run()  at src/worker.cpp:45  (/usr/bin/app+0x1300)
-        main  at src/main.cpp:12  (/usr/bin/app+0xf00)
+        helper()  at src/worker.h  (inlined)
+        Worker::run()  at src/worker.cpp  (/usr/bin/app)
+        main  at src/main.cpp  (/usr/bin/app)
 
   #2  inuse_space 1.00KiB (0.02%), alloc_objects 3, alloc_space 3.00KiB, inuse_objects 1
-        Worker::run()  at src/worker.cpp:42  (/usr/bin/app+0x1234)
-        main  at src/main.cpp:12  (/usr/bin/app+0xf00)
+        Worker::run()  at src/worker.cpp  (/usr/bin/app)
+        main  at src/main.cpp  (/usr/bin/app)
 
 top 3 of 3 functions by inuse_space:
         flat   flat%    sum%         cum    cum%  function
@@ -167,6 +167,46 @@ top 3 of 3 functions by inuse_space:
      1.00KiB   0.02% 100.00%     4.00MiB 100.00%  Worker::run()
            0   0.00% 100.00%     4.00MiB 100.00%  main
 )");
+}
+
+// Samples at different pcs of one function are one stack and one row; --lines splits them
+// by source line. An unnamed function is one row for all its pcs (named by its start).
+TEST(ReportProfileText, GroupsByFunctionAndByLineWithLines) {
+  Capture c;
+  c.target = {1, "/bin/x", {}};
+  Profile p;
+  p.sample_types = {{"samples", "count"}};
+  Frame a1 = testing::frame(0x1010, "/bin/x", 0x1010, "work", "x.c", 10);
+  Frame a2 = testing::frame(0x1020, "/bin/x", 0x1020, "work", "x.c", 11);
+  Frame caller = testing::frame(0x2000, "/bin/x", 0x2000, "main", "x.c", 20);
+  Frame lib1 = testing::frame(0x7000, "/lib/libs.so", 0x5010, std::nullopt);
+  Frame lib2 = testing::frame(0x7020, "/lib/libs.so", 0x5030, std::nullopt);
+  lib1.function_start = lib2.function_start = 0x5000;
+  p.samples = {{{3}, {a1, caller}, {}},
+               {{2}, {a2, caller}, {}},
+               {{1}, {lib1, a1, caller}, {}},
+               {{1}, {lib2, a2, caller}, {}}};
+  c.profiles["cpu"] = p;
+  const std::string by_function = profile_text(c, "cpu", 10);
+  EXPECT_NE(by_function.find("(4 entries, 2 distinct stacks)"), std::string::npos) << by_function;
+  EXPECT_NE(by_function.find("  #1  samples 5 (71.43%)\n        work  at x.c  (/bin/x)\n"),
+            std::string::npos)
+      << by_function;
+  EXPECT_NE(by_function.find("top 3 of 3 functions by samples:"), std::string::npos) << by_function;
+  EXPECT_NE(by_function.find("28.57%  libs.so+0x5000\n"), std::string::npos) << by_function;
+
+  std::ostringstream lines;
+  write_profile_text(c, "cpu", lines, TextOptions{10, true});
+  EXPECT_NE(lines.str().find("(4 entries, 4 distinct stacks)"), std::string::npos) << lines.str();
+  EXPECT_NE(lines.str().find("work  at x.c:11  (/bin/x)"), std::string::npos) << lines.str();
+  EXPECT_NE(lines.str().find("  work x.c:10\n"), std::string::npos) << lines.str();
+
+  EXPECT_EQ(folded(c, "cpu"), "main;work 5\nmain;work;libs.so+0x5000 2\n");
+  std::ostringstream folded_lines;
+  write_folded(c, "cpu", folded_lines, 0, true);
+  EXPECT_EQ(folded_lines.str(),
+            "main x.c:20;work x.c:10 3\nmain x.c:20;work x.c:10;libs.so+0x5000 1\n"
+            "main x.c:20;work x.c:11 2\nmain x.c:20;work x.c:11;libs.so+0x5000 1\n");
 }
 
 TEST(ReportProfileText, MissingOrEmptyProfile) {
@@ -186,15 +226,15 @@ top 0 of 0 functions by delay:
 }
 
 TEST(ReportFolded, MergesSortsAndKeepsInlinedFrames) {
-  EXPECT_EQ(folded(rich_capture(), "cpu"), R"(main;/usr/bin/app+0x2000 1
-main;Worker::run();burn() 5
+  EXPECT_EQ(folded(rich_capture(), "cpu"), R"(main;Worker::run();burn() 5
 main;Worker::run();burn();__vdso_clock_gettime 4
 main;Worker::run();helper() 1
+main;app+0x2000 1
 )");
-  EXPECT_EQ(folded(rich_capture(), "cpu", 1), R"(main;/usr/bin/app+0x2000 10101010
-main;Worker::run();burn() 50505050
+  EXPECT_EQ(folded(rich_capture(), "cpu", 1), R"(main;Worker::run();burn() 50505050
 main;Worker::run();burn();__vdso_clock_gettime 40404040
 main;Worker::run();helper() 10101010
+main;app+0x2000 10101010
 )");
 }
 
