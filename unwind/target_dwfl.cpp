@@ -78,12 +78,14 @@ void apply_debuginfod_policy(bool debuginfod) {
 
 std::string dwfl_error_text() { return dwfl_errmsg(-1); }
 
-constexpr uint64_t kPage = 4096;
-
-// The executable PT_LOADs of `mod`'s ELF, where the target has them. The program headers
-// are untrusted input: a segment that wraps around or is empty is skipped, and a segment
-// whose address and offset disagree modulo the page (no loader would map it) keeps its exact
-// bounds instead of the page-aligned ones.
+// The executable PT_LOADs of `mod`'s ELF, where the target has them: the segment's own
+// address (moved by the load bias), size and file offset, not the page-aligned mapping
+// /proc/PID/maps shows. Both kinds of pprof reader are right with these: google/pprof maps
+// an address to a file offset (pc - start + offset, consistent either way), while
+// `go tool pprof` takes pc - start + p_vaddr of the first executable PT_LOAD, which is only
+// right when start is that segment's exact address (lld puts .text at 0x1780 in a page
+// that starts at 0x1000). The program headers are untrusted input: a segment that is empty
+// or wraps around is skipped.
 std::vector<ModuleSegment> exec_segments(Dwfl_Module* mod) {
   std::vector<ModuleSegment> out;
   GElf_Addr bias = 0;
@@ -103,12 +105,7 @@ std::vector<ModuleSegment> exec_segments(Dwfl_Module* mod) {
     if (end <= start || ph.p_vaddr + ph.p_memsz < ph.p_vaddr) {
       continue;
     }
-    if (start % kPage == ph.p_offset % kPage) {
-      const uint64_t limit = (end + kPage - 1) / kPage * kPage;
-      out.push_back({start / kPage * kPage, limit == 0 ? end : limit, ph.p_offset / kPage * kPage});
-    } else {
-      out.push_back({start, end, ph.p_offset});
-    }
+    out.push_back({start, end, ph.p_offset});
   }
   return out;
 }

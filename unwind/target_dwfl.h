@@ -22,8 +22,8 @@ struct DwflOptions {
   bool debuginfod = false;
 };
 
-// One executable PT_LOAD of a module, in the target's address space, page-aligned as
-// /proc/PID/maps shows it: file_offset is the file offset of `start`.
+// One executable PT_LOAD of a module in the target's address space: [p_vaddr, p_vaddr +
+// p_memsz) moved by the load bias, and file_offset = p_offset, the file offset of `start`.
 struct ModuleSegment {
   uint64_t start = 0;
   uint64_t limit = 0;

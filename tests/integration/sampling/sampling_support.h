@@ -124,9 +124,12 @@ std::optional<Json> load_capture(const std::string& dir);
     const std::string& dir,
     const std::map<std::string, std::vector<std::string>>& expect_functions = {});
 
-// `go tool pprof -raw FILE` (HOME and GOCACHE in a temporary directory); nullopt when go is not
-// installed. The result's out is pprof's output.
+// `go tool pprof ARGS...` (HOME and GOCACHE in a temporary directory); nullopt when go is not
+// installed, which callers report as a failure (kNoGo): golang-go is a dependency.
+std::optional<RunResult> go_pprof(const std::vector<std::string>& args);
+// `go tool pprof -raw FILE`.
 std::optional<RunResult> pprof_raw(const std::string& file);
+extern const char* const kNoGo;
 // Totals of the "Samples:" section of `pprof -raw` output, "type/unit" -> sum.
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw);
 
