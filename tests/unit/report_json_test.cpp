@@ -139,7 +139,7 @@ TEST(ReportJsonReader, RoundTripsEveryField) {
 TEST(ReportJsonReader, RoundTripsEdgeValues) {
   Capture c;
   c.window.duration_s = 0.1 + 0.2;  // not representable in a short decimal
-  Frame f{UINT64_MAX, "[unknown]", UINT64_MAX, std::nullopt, std::nullopt, 0, false};
+  Frame f{UINT64_MAX, "[unknown]", UINT64_MAX, std::nullopt, std::nullopt, 0, false, {}};
   CaptureThread t;
   t.frames = {f};
   t.cpu_ns = UINT64_MAX;
