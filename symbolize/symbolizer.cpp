@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "base/log.h"
+#include "symbolize/cu_index.h"
 #include "symbolize/elf_names.h"
 
 namespace profctl {
@@ -203,13 +204,15 @@ struct Symbolizer::Impl {
   std::unordered_map<Key, std::vector<Frame>, KeyHash> cache;
   // Per module, by name and start: a Dwfl_Module* dies when a refresh drops the module.
   std::unordered_map<std::string, std::unique_ptr<ModuleNames>> names;
+  std::unordered_map<std::string, std::unique_ptr<CuIndex>> cu_indexes;
 
   const ModuleNames& module_names(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
+  const CuIndex& cu_index(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
   std::vector<Frame> compute(uint64_t pc, bool activation);
 };
 
 Symbolizer::Symbolizer(TargetDwfl& dwfl, SymbolizeOptions opts)
-    : impl_(std::make_unique<Impl>(Impl{dwfl, opts, {}, {}})) {}
+    : impl_(std::make_unique<Impl>(Impl{dwfl, opts, {}, {}, {}})) {}
 
 Symbolizer::~Symbolizer() = default;
 
@@ -228,6 +231,16 @@ const ModuleNames& Symbolizer::Impl::module_names(Dwfl_Module* mod, std::string_
   auto it = names.find(key);
   if (it == names.end()) {
     it = names.emplace(std::move(key), std::make_unique<ModuleNames>(mod)).first;
+  }
+  return *it->second;
+}
+
+const CuIndex& Symbolizer::Impl::cu_index(Dwfl_Module* mod, std::string_view name,
+                                          Dwarf_Addr start) {
+  std::string key = std::string(name) + '\0' + std::to_string(start);
+  auto it = cu_indexes.find(key);
+  if (it == cu_indexes.end()) {
+    it = cu_indexes.emplace(std::move(key), std::make_unique<CuIndex>(mod)).first;
   }
   return *it->second;
 }
@@ -289,6 +302,28 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
   Dwarf_Addr dwbias = 0;
   Dwarf_Die* cu =
       opts.inline_frames || opts.source ? dwfl_module_addrdie(mod, a, &dwbias) : nullptr;
+  Dwarf_Die cu_by_ranges;
+  if (cu == nullptr && (opts.inline_frames || opts.source)) {
+    // No .debug_aranges (Go): find the CU by its own ranges, then its line table.
+    const CuIndex& index = cu_index(mod, name, start);
+    if (a >= index.bias()) {
+      if (auto found = index.find(mod, a - index.bias())) {
+        cu_by_ranges = *found;
+        cu = &cu_by_ranges;
+        dwbias = index.bias();
+      }
+    }
+    if (cu != nullptr && opts.source && !pos.line) {
+      if (Dwarf_Line* l = dwarf_getsrc_die(cu, a - dwbias); l != nullptr) {
+        int line = 0;
+        const char* file = dwarf_linesrc(l, nullptr, nullptr);
+        if (file != nullptr && dwarf_lineno(l, &line) == 0 && line > 0) {
+          pos.file = file;
+          pos.line = line;
+        }
+      }
+    }
+  }
   if (cu != nullptr) {
     Dwarf_Die* scopes = nullptr;
     int n = dwarf_getscopes(cu, a - dwbias, &scopes);
