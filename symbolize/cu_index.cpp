@@ -19,6 +19,13 @@ CuIndex::CuIndex(Dwfl_Module* mod) {
     return;
   }
   bias_ = bias;
+  // With .debug_aranges libdwfl's own lookup is complete: a pc it places in no CU has no
+  // CU (hand-written assembly in libc), and indexing libc's thousands of CUs would be waste.
+  Dwarf_Aranges* aranges = nullptr;
+  size_t naranges = 0;
+  if (dwarf_getaranges(dw, &aranges, &naranges) == 0 && naranges > 0) {
+    return;
+  }
   Dwarf_Off off = 0;
   Dwarf_Off next = 0;
   size_t header = 0;

@@ -19,7 +19,7 @@ namespace profctl {
 class CuIndex {
  public:
   // Reads the ranges of every CU of `mod`'s DWARF (untrusted: empty or inverted ranges are
-  // skipped, and the walk is bounded).
+  // skipped, and the walk is bounded); indexes nothing when the module has .debug_aranges.
   explicit CuIndex(Dwfl_Module* mod);
 
   // The CU whose ranges hold `addr` (a DWARF address: target address minus `bias()`), as a
