@@ -278,7 +278,7 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
     return {std::move(phys)};
   }
   const std::optional<ElfSymbol> sym = elf_symbol(mod, elf_names, a);
-  if (sym) {
+  if (sym && sym->start >= bias) {
     phys.function_start = sym->start - bias;
   } else if (auto cfi_start = cfi_function_start(mod, elf_names, a, bias)) {
     phys.function_start = *cfi_start - bias;

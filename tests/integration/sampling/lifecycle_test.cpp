@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "sampling_support.h"
 #include "support/procfs.h"
@@ -206,6 +207,9 @@ void sigint_ends_capture(bool wait_for_progress) {
     ASSERT_GE(before, 0);
     ASSERT_TRUE(wait_until([&] { return spin_count(target) > before + 1000; }, milliseconds(30000)))
         << "the spinner makes no progress while traced";
+    // A capture window of 30 ticks at 99 Hz (not a wait for readiness): the cpu profile must
+    // have the spinner, whole stack, below.
+    std::this_thread::sleep_for(milliseconds(300));
   }
   const bool had_handler = catches(profctl_run.pid(), SIGINT);
   ASSERT_TRUE(profctl_run.signal(SIGINT));
