@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "base/fd.h"
+#include "base/syscall_names.h"
 
 namespace profctl {
 namespace {
@@ -169,50 +170,10 @@ const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr) {
 }
 
 std::string syscall_name(long nr) {
-  switch (nr) {
-    case 0:
-      return "read";
-    case 1:
-      return "write";
-    case 7:
-      return "poll";
-    case 23:
-      return "select";
-    case 34:
-      return "pause";
-    case 35:
-      return "nanosleep";
-    case 43:
-      return "accept";
-    case 45:
-      return "recvfrom";
-    case 47:
-      return "recvmsg";
-    case 61:
-      return "wait4";
-    case 202:
-      return "futex";
-    case 230:
-      return "clock_nanosleep";
-    case 232:
-      return "epoll_wait";
-    case 247:
-      return "waitid";
-    case 270:
-      return "pselect6";
-    case 271:
-      return "ppoll";
-    case 281:
-      return "epoll_pwait";
-    case 288:
-      return "accept4";
-    case 441:
-      return "epoll_pwait2";
-    case 449:
-      return "futex_waitv";
-    default:
-      return "syscall_" + std::to_string(nr);
+  if (auto name = x86_64_syscall_name(nr)) {
+    return std::string(*name);
   }
+  return "syscall_" + std::to_string(nr);
 }
 
 Result<std::vector<pid_t>> list_tasks(pid_t pid) {

@@ -16,7 +16,11 @@ Capture new_capture(const CaptureHeader& h, const TargetDwfl& dwfl) {
   c.window.start = h.start;
   c.options = h.options;
   for (const auto& m : dwfl.modules()) {
-    c.modules.push_back({m.path, m.start, m.end, m.file_offset, m.build_id});
+    CaptureModule cm{m.path, m.start, m.end, m.file_offset, m.build_id, {}};
+    for (const ModuleSegment& seg : m.exec_segments) {
+      cm.exec_segments.push_back({seg.start, seg.limit, seg.file_offset});
+    }
+    c.modules.push_back(std::move(cm));
   }
   return c;
 }

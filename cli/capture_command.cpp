@@ -43,6 +43,7 @@ struct CaptureOptionsCli {
   bool no_source = false;
   size_t top = 10;
   HeapOptionsCli heap;  // --mem-rate, --leak-age, --sample-index
+  bool lines = false;
 };
 
 std::set<std::string> parse_profiles(const std::string& list) {
@@ -86,6 +87,7 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
   sub.add_option("--top", o.top, "Stacks per profile in text output")
       ->check(top_value())
       ->capture_default_str();
+  sub.add_flag("--lines", o.lines, "Text and folded output: group by source line, not by function");
   add_heap_capture_options(sub, o.heap);
   add_common_options(sub, o.common);
 }
@@ -352,12 +354,12 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       fmt_us(stop_worst));
 
   if (!o.output.empty()) {
-    write_output_dir(c, o.output, formats, o.top, heap.sample_index);
+    write_output_dir(c, o.output, formats, {o.top, o.lines, heap.sample_index});
     for (const auto& w : c.warnings) {
       std::cerr << "profctl: note: " << w << "\n";
     }
   } else {
-    print_summary(c, "", o.top, heap.sample_index);
+    print_summary(c, "", {o.top, o.lines, heap.sample_index});
   }
 
   if (launch) {

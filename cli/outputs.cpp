@@ -156,8 +156,7 @@ std::set<std::string> parse_formats(const std::string& list) {
 }
 
 void write_output_dir(const Capture& c, const std::string& dir,
-                      const std::set<std::string>& formats, size_t top_n,
-                      const std::string& sample_index) {
+                      const std::set<std::string>& formats, const TextOptions& text) {
   make_dirs(dir);
   if (formats.count("json")) {
     std::ostringstream os;
@@ -174,12 +173,12 @@ void write_output_dir(const Capture& c, const std::string& dir,
     }
     if (formats.count("text")) {
       std::ostringstream os;
-      write_profile_text(c, kind, os, top_n, sample_index);
+      write_profile_text(c, kind, os, text);
       write_output_file(dir + "/" + kind + ".txt", os.str());
     }
     if (formats.count("folded")) {
       std::ostringstream os;
-      write_folded(c, kind, os, folded_index(p, sample_index));
+      write_folded(c, kind, os, folded_index(p, text.sample_index), text.lines);
       write_output_file(dir + "/" + kind + ".folded", os.str());
     }
   }
@@ -190,8 +189,7 @@ void write_output_dir(const Capture& c, const std::string& dir,
   }
 }
 
-void print_summary(const Capture& c, const std::string& only_kind, size_t top_n,
-                   const std::string& sample_index) {
+void print_summary(const Capture& c, const std::string& only_kind, const TextOptions& text) {
   std::ostringstream out;
   bool any = false;
   for (const auto& [kind, p] : c.profiles) {
@@ -201,7 +199,7 @@ void print_summary(const Capture& c, const std::string& only_kind, size_t top_n,
     if (any) {
       out << "\n";
     }
-    write_profile_text(c, kind, out, top_n, sample_index);
+    write_profile_text(c, kind, out, text);
     any = true;
   }
   if (!only_kind.empty() && !any) {

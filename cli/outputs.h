@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "report/capture.h"
+#include "report/profile_text.h"
 
 namespace profctl::cli {
 
@@ -36,16 +37,13 @@ void flush_stdout();
 std::set<std::string> parse_formats(const std::string& list);
 
 // Writes DIR/capture.json (with "json") and DIR/<kind>.{pb.gz,txt,folded} for every
-// profile in the capture. `sample_index` names the sample type of the folded values and of
-// the text ranking where a profile has it (the heap profile's --sample-index); elsewhere,
-// or when empty, each profile's default. Throws UserError(kUsage) when a file cannot be
-// written.
+// profile in the capture. `text` says how text and folded files group frames (by function,
+// or by line) and, for the heap profile, which sample type ranks the text and fills the
+// folded values. Throws UserError(kUsage) when a file cannot be written.
 void write_output_dir(const Capture& c, const std::string& dir,
-                      const std::set<std::string>& formats, size_t top_n,
-                      const std::string& sample_index = {});
+                      const std::set<std::string>& formats, const TextOptions& text);
 
 // The human summary: top stacks of each profile (or of one kind).
-void print_summary(const Capture& c, const std::string& only_kind, size_t top_n,
-                   const std::string& sample_index = {});
+void print_summary(const Capture& c, const std::string& only_kind, const TextOptions& text);
 
 }  // namespace profctl::cli

@@ -18,6 +18,7 @@ struct ReportOptions {
   std::string output;
   size_t top = 10;
   std::string sample_index = "inuse_space";
+  bool lines = false;
 };
 
 int run_report(const ReportOptions& o) {
@@ -37,16 +38,16 @@ int run_report(const ReportOptions& o) {
   if (!o.profile.empty()) {
     auto it = c->profiles.find(o.profile);
     if (it == c->profiles.end()) {
-      print_summary(*c, o.profile, o.top);  // throws with the list of profiles
+      print_summary(*c, o.profile, {o.top, o.lines});  // throws with the list of profiles
     }
     Profile keep = it->second;
     c->profiles.clear();
     c->profiles[o.profile] = std::move(keep);
   }
   if (!o.output.empty()) {
-    write_output_dir(*c, o.output, parse_formats(o.format), o.top, sample_index);
+    write_output_dir(*c, o.output, parse_formats(o.format), {o.top, o.lines, sample_index});
   } else {
-    print_summary(*c, o.profile, o.top, sample_index);
+    print_summary(*c, o.profile, {o.top, o.lines, sample_index});
   }
   return 0;
 }
@@ -64,6 +65,8 @@ std::function<int()> add_report_command(CLI::App& app) {
   sub->add_option("--top", o->top, "Stacks per profile in text output")
       ->check(top_value())
       ->capture_default_str();
+  sub->add_flag("--lines", o->lines,
+                "Text and folded output: group by source line, not by function");
   add_sample_index_option(*sub, o->sample_index);
   add_common_options(*sub, o->common);
   return [sub, o]() -> int { return sub->parsed() ? run_report(*o) : -1; };

@@ -117,7 +117,8 @@ int run_stack(const StackOptions& o) {
   if (o.format == "json") {
     write_capture_json(capture, out);
   } else if (o.group) {
-    write_profile_text(capture, "threads", out, SIZE_MAX);  // every group
+    // Every group; by line, since a dump is about where each thread is.
+    write_profile_text(capture, "threads", out, TextOptions{SIZE_MAX, true});
   } else {
     write_stack_text(capture, out);
   }

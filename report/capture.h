@@ -136,6 +136,15 @@ struct Profile {
   bool operator==(const Profile&) const = default;
 };
 
+// An executable segment of a module in the target's address space (page-aligned, as
+// /proc/PID/maps shows it): pprof's Mapping.
+struct CaptureSegment {
+  uint64_t start = 0;
+  uint64_t limit = 0;
+  uint64_t file_offset = 0;  // file offset of `start`
+
+  bool operator==(const CaptureSegment&) const = default;
+};
 // The position of sample type `name` in p.sample_types; with an empty name, of p's
 // default_sample_type. nullopt when there is no such type.
 inline std::optional<size_t> find_sample_type(const Profile& p, const std::string& name) {
@@ -150,10 +159,13 @@ inline std::optional<size_t> find_sample_type(const Profile& p, const std::strin
 
 struct CaptureModule {
   std::string path;
-  uint64_t start = 0;
+  uint64_t start = 0;  // the whole module, first to last mapping
   uint64_t limit = 0;
   uint64_t file_offset = 0;
   std::string build_id;
+  // The executable segments (PF_X PT_LOADs), where its code is. Empty in captures written
+  // before they were recorded, and when the module's ELF could not be read.
+  std::vector<CaptureSegment> exec_segments;
 
   bool operator==(const CaptureModule&) const = default;
 };

@@ -9,8 +9,11 @@ namespace profctl {
 namespace {
 
 // ';' separates frames and a newline ends the line, so neither may appear inside a name.
-std::string folded_name(const Frame& f) {
+std::string folded_name(const Frame& f, bool lines) {
   std::string s = report_detail::frame_name(f);
+  if (lines && f.file) {
+    s += " " + *f.file + (f.line ? ":" + std::to_string(*f.line) : "");
+  }
   for (char& ch : s) {
     if (ch == ';') {
       ch = ':';
@@ -23,8 +26,8 @@ std::string folded_name(const Frame& f) {
 
 }  // namespace
 
-void write_folded(const Capture& c, const std::string& kind, std::ostream& out,
-                  size_t value_index) {
+void write_folded(const Capture& c, const std::string& kind, std::ostream& out, size_t value_index,
+                  bool lines) {
   auto it = c.profiles.find(kind);
   if (it == c.profiles.end() || value_index >= it->second.sample_types.size()) {
     return;
@@ -36,7 +39,7 @@ void write_folded(const Capture& c, const std::string& kind, std::ostream& out,
       if (!key.empty()) {
         key += ';';
       }
-      key += folded_name(*f);
+      key += folded_name(*f, lines);
     }
     if (key.empty()) {
       key = "[no frames]";

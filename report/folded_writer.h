@@ -11,11 +11,12 @@
 namespace profctl {
 
 // One line per distinct stack of profile `kind`, root first, inlined calls included as
-// their own frames; a frame is its function, else "module+0xoff" (';' in a name becomes
-// ':'). Identical stacks are merged and their values[value_index] summed. Lines are sorted
-// by stack for determinism. Writes nothing when the capture has no such profile or the
-// index is past the profile's sample types.
+// their own frames; a frame is its function (report_detail::frame_name: an unnamed function
+// is "libfoo.so+0x<its start>"), never a pc, and with `lines` its "file:line" after a space
+// (';' in a name becomes ':'). Stacks with the same names are merged and their
+// values[value_index] summed. Lines are sorted by stack for determinism. Writes nothing when
+// the capture has no such profile or the index is past the profile's sample types.
 void write_folded(const Capture& capture, const std::string& kind, std::ostream& out,
-                  size_t value_index = 0);
+                  size_t value_index = 0, bool lines = false);
 
 }  // namespace profctl

@@ -166,6 +166,9 @@ Frame read_frame(const Json& j, const std::string& path) {
     f.line = integer<int>(line, child(path, "line"));
   }
   f.inlined = boolean(need(j, "inlined", path), child(path, "inlined"));
+  if (const Json* v = maybe(j, "function_start")) {
+    f.function_start = hex(*v, child(path, "function_start"));
+  }
   return f;
 }
 
@@ -370,6 +373,22 @@ CaptureModule read_module(const Json& j, const std::string& path) {
   m.limit = hex(need(j, "limit", path), child(path, "limit"));
   m.file_offset = hex(need(j, "file_offset", path), child(path, "file_offset"));
   m.build_id = string(need(j, "build_id", path), child(path, "build_id"));
+  if (const Json* v = maybe(j, "exec_segments")) {
+    const std::string where = child(path, "exec_segments");
+    for (size_t i = 0; i < array(*v, where).size(); ++i) {
+      const Json& s = (*v)[i];
+      const std::string at = index(where, i);
+      object(s, at);
+      CaptureSegment seg;
+      seg.start = hex(need(s, "start", at), child(at, "start"));
+      seg.limit = hex(need(s, "limit", at), child(at, "limit"));
+      seg.file_offset = hex(need(s, "file_offset", at), child(at, "file_offset"));
+      if (seg.limit <= seg.start) {
+        throw FieldError{child(at, "limit"), "not above start"};
+      }
+      m.exec_segments.push_back(seg);
+    }
+  }
   return m;
 }
 

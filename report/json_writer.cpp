@@ -19,6 +19,9 @@ Json frame_json(const Frame& f) {
   j["file"] = f.file ? Json(*f.file) : Json(nullptr);
   j["line"] = f.line ? Json(*f.line) : Json(nullptr);
   j["inlined"] = f.inlined;
+  if (f.function_start) {
+    j["function_start"] = hex(*f.function_start);
+  }
   return j;
 }
 
@@ -172,11 +175,17 @@ void write_capture_json(const Capture& c, std::ostream& out) {
   }
   j["modules"] = Json::array();
   for (const CaptureModule& m : c.modules) {
+    Json segments = Json::array();
+    for (const CaptureSegment& s : m.exec_segments) {
+      segments.push_back(Json{
+          {"start", hex(s.start)}, {"limit", hex(s.limit)}, {"file_offset", hex(s.file_offset)}});
+    }
     j["modules"].push_back(Json{{"path", m.path},
                                 {"start", hex(m.start)},
                                 {"limit", hex(m.limit)},
                                 {"file_offset", hex(m.file_offset)},
-                                {"build_id", m.build_id}});
+                                {"build_id", m.build_id},
+                                {"exec_segments", std::move(segments)}});
   }
   j["warnings"] = c.warnings;
   // replace: a non-UTF-8 path must not make dump() throw.

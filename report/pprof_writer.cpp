@@ -123,7 +123,10 @@ class ProfileBuilder {
  private:
   struct MappingInfo {
     uint64_t start, limit, id;
-    bool all_functions = true, all_files = true, all_lines = true, any_location = false;
+    // What every location in the mapping carries (Mapping.has_*): pprof re-symbolizes a
+    // mapping from the file on disk unless it is told that nothing is missing.
+    // Every location has functions (see location_id), so has_functions needs only one.
+    bool all_files = true, all_lines = true, any_location = false;
   };
 
   // What pprof's views cannot show of a heap profile: what was not charged, and the peak.
@@ -156,6 +159,23 @@ class ProfileBuilder {
     vt->set_unit(str(st.unit));
   }
 
+  void add_mapping(const CaptureModule& m, uint64_t start, uint64_t limit, uint64_t offset) {
+    pb::Mapping* pm = out_.add_mapping();
+    pm->set_id(static_cast<uint64_t>(out_.mapping_size()));
+    pm->set_memory_start(start);
+    pm->set_memory_limit(limit);
+    pm->set_file_offset(offset);
+    pm->set_filename(str(m.path));
+    pm->set_build_id(str(m.build_id));
+    mappings_.push_back(MappingInfo{start, limit, pm->id()});
+  }
+
+  // One Mapping per executable segment, with the segment's own start, limit and file offset:
+  // a reader that symbolizes from the file (pprof does, for any mapping whose has_functions
+  // is false, or with -symbolize=force) computes a pc's file offset as
+  // pc - memory_start + file_offset, and from it the ELF address. A mapping that began at the
+  // module's first (read-only) segment with offset 0 sent it 0xf5000 bytes astray in
+  // libpython. Captures without segments get one mapping for the whole module.
   void add_mappings() {
     std::vector<const CaptureModule*> order;
     for (const CaptureModule& m : capture_.modules) {
@@ -166,14 +186,12 @@ class ProfileBuilder {
       return m->path == capture_.target.exe;
     });
     for (const CaptureModule* m : order) {
-      pb::Mapping* pm = out_.add_mapping();
-      pm->set_id(static_cast<uint64_t>(out_.mapping_size()));
-      pm->set_memory_start(m->start);
-      pm->set_memory_limit(m->limit);
-      pm->set_file_offset(m->file_offset);
-      pm->set_filename(str(m->path));
-      pm->set_build_id(str(m->build_id));
-      mappings_.push_back(MappingInfo{m->start, m->limit, pm->id()});
+      if (m->exec_segments.empty()) {
+        add_mapping(*m, m->start, m->limit, m->file_offset);
+      }
+      for (const CaptureSegment& seg : m->exec_segments) {
+        add_mapping(*m, seg.start, seg.limit, seg.file_offset);
+      }
     }
     std::sort(mappings_.begin(), mappings_.end(),
               [](const MappingInfo& a, const MappingInfo& b) { return a.start < b.start; });
@@ -189,15 +207,19 @@ class ProfileBuilder {
     return pc < it->limit ? &*it : nullptr;
   }
 
-  // has_functions & co promise pprof that nothing is left to symbolize in the mapping.
+  // has_functions & co promise pprof that nothing is left to symbolize in the mapping, so
+  // each is set exactly when every location in it carries that piece. Inline frames can only
+  // be known where there is DWARF (file and line), and only when they were expanded.
   void finish_mappings() {
+    auto opt = capture_.options.find("inline");
+    const bool inlines_expanded = opt == capture_.options.end() || opt->second != "false";
     for (const MappingInfo& mi : mappings_) {
       pb::Mapping* pm = out_.mutable_mapping(static_cast<int>(mi.id - 1));
-      const bool functions = mi.any_location && mi.all_functions;
+      const bool functions = mi.any_location;
       pm->set_has_functions(functions);
       pm->set_has_filenames(functions && mi.all_files);
       pm->set_has_line_numbers(functions && mi.all_lines);
-      pm->set_has_inline_frames(functions);
+      pm->set_has_inline_frames(functions && mi.all_files && mi.all_lines && inlines_expanded);
     }
   }
 
@@ -233,19 +255,17 @@ class ProfileBuilder {
       mi->any_location = true;
     }
     for (size_t i = first; i <= last; ++i) {
+      // Every frame gets a Line named as profctl's own reports name it: an unnamed function
+      // is "libfoo.so+0x15ae0" (its CFI start), which pprof groups like any function, rather
+      // than no Line, which would make pprof symbolize the whole mapping again by itself.
       const Frame& f = frames[i];
-      if (!f.function) {
-        if (mi != nullptr) {
-          mi->all_functions = false;
-        }
-        continue;
-      }
+      const std::string name = report_detail::frame_name(f);
       if (mi != nullptr) {
         mi->all_files = mi->all_files && f.file.has_value();
         mi->all_lines = mi->all_lines && f.line.has_value();
       }
       pb::Line* line = loc->add_line();
-      line->set_function_id(function_id(*f.function, f.file));
+      line->set_function_id(function_id(name, f.file));
       line->set_line(f.line.value_or(0));
     }
     locations_.emplace(std::move(key), loc->id());

@@ -1,24 +1,19 @@
 #include "report/profile_text.h"
 
+#include "report/heap_text.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <set>
 
-#include "base/saturating.h"
-#include "report/heap_text.h"
-#include "report/top_functions.h"
 #include "report/units.h"
 
 namespace profctl {
 namespace {
 
 using report_detail::format_value;
-using report_detail::frame_line;
 using report_detail::frame_name;
-using report_detail::hex;
-using report_detail::percent;
-using report_detail::saturating_add;
-using report_detail::seconds_to_ns;
 
 struct MergedStack {
   const std::vector<Frame>* frames = nullptr;  // of the first sample seen with this stack
@@ -27,24 +22,61 @@ struct MergedStack {
   std::string names;
 };
 
-// The identity of a stack for merging: pcs and the names at them (inlined calls share a pc).
-std::string stack_key(const std::vector<Frame>& frames) {
+struct FunctionCost {
+  int64_t flat = 0;
+  int64_t cum = 0;
+};
+
+std::string percent(int64_t v, int64_t total) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.2f%%",
+                total == 0 ? 0.0 : 100.0 * static_cast<double>(v) / static_cast<double>(total));
+  return buf;
+}
+
+std::string right(const std::string& s, size_t width) {
+  return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
+}
+
+// The identity of a stack for merging: the identities of its frames, in order.
+std::string stack_key(const std::vector<Frame>& frames, bool lines) {
   std::string key;
   for (const Frame& f : frames) {
-    key += hex(f.pc);
-    key += f.inlined ? "i" : "";
-    key += '\x1f';
-    key += frame_name(f);
+    key += frame_identity(f, lines);
+    key += f.inlined ? "\x1di" : "";
     key += '\x1e';
   }
   return key;
+}
+
+// A frame of a merged stack. Merged stacks hold many pcs, so no pc or offset is shown: the
+// function, its source file (and line with --lines), and the module.
+std::string frame_line(const Frame& f, bool lines) {
+  std::string s = frame_name(f);
+  if (f.file) {
+    s += "  at " + *f.file;
+    if (lines && f.line) {
+      s += ":" + std::to_string(*f.line);
+    }
+  }
+  s += f.inlined ? "  (inlined)" : "  (" + f.module + ")";
+  return s;
+}
+
+// What the top-functions table calls a row: the function, and with --lines its file:line.
+std::string row_name(const Frame& f, bool lines) {
+  std::string s = frame_name(f);
+  if (lines && f.file) {
+    s += " " + *f.file + (f.line ? ":" + std::to_string(*f.line) : "");
+  }
+  return s;
 }
 
 void write_header(const Capture& c, const std::string& kind, const Profile& p,
                   const std::vector<int64_t>& totals, size_t nstacks, std::ostream& out) {
   out << "profctl " << kind << " profile: pid " << c.target.pid << " (" << c.target.exe
       << "), start " << (c.window.start.empty() ? "unknown" : c.window.start) << ", duration "
-      << format_value(seconds_to_ns(c.window.duration_s), "nanoseconds") << '\n';
+      << format_value(static_cast<int64_t>(c.window.duration_s * 1e9), "nanoseconds") << '\n';
   out << "total:";
   for (size_t i = 0; i < p.sample_types.size(); ++i) {
     out << (i == 0 ? " " : ", ") << p.sample_types[i].type << ' '
@@ -59,17 +91,14 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
   if (p.dropped != 0) {
     out << "dropped: " << p.dropped << " events were lost and are not counted\n";
   }
-  if (p.detail_omitted != 0) {
-    out << "detail: " << p.detail_omitted
-        << " events past the per-event detail cap are counted per stack, without labels\n";
-  }
   for (const std::string& w : c.warnings) {
     out << "warning: " << w << '\n';
   }
 }
 
 void write_top_stacks(const Profile& p, const std::vector<MergedStack>& stacks, size_t main,
-                      int64_t total, size_t top_n, std::ostream& out) {
+                      int64_t total, const TextOptions& opts, std::ostream& out) {
+  const size_t top_n = opts.top_n;
   const SampleType& st = p.sample_types[main];
   out << "\ntop " << std::min(top_n, stacks.size()) << " of " << stacks.size() << " stacks by "
       << st.type << ":\n";
@@ -91,17 +120,75 @@ void write_top_stacks(const Profile& p, const std::vector<MergedStack>& stacks, 
       out << "        (no frames)\n";
     }
     for (const Frame& f : *s.frames) {
-      out << "        " << frame_line(f) << '\n';
+      out << "        " << frame_line(f, opts.lines) << '\n';
     }
+  }
+}
+
+void write_top_functions(const Profile& p, const std::vector<MergedStack>& stacks, size_t main,
+                         int64_t total, const TextOptions& opts, std::ostream& out) {
+  const size_t top_n = opts.top_n;
+  std::map<std::string, FunctionCost> costs;  // by frame identity
+  std::map<std::string, std::string> names;   // identity -> row name
+  for (const MergedStack& s : stacks) {
+    const int64_t v = s.values[main];
+    if (!s.frames->empty()) {
+      {
+        int64_t& flat = costs[frame_identity(s.frames->front(), opts.lines)].flat;
+        flat = report_detail::saturating_add(flat, v);
+      }
+    }
+    std::set<std::string> seen;  // recursion counts once per stack toward cum
+    for (const Frame& f : *s.frames) {
+      if (std::string id = frame_identity(f, opts.lines); seen.insert(id).second) {
+        costs[id].cum = report_detail::saturating_add(costs[id].cum, v);
+        names.try_emplace(std::move(id), row_name(f, opts.lines));
+      }
+    }
+  }
+  std::vector<std::pair<std::string, FunctionCost>> rows;
+  for (const auto& [id, cost] : costs) {
+    rows.emplace_back(names[id], cost);
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    if (a.second.flat != b.second.flat) {
+      return a.second.flat > b.second.flat;
+    }
+    return a.second.cum > b.second.cum;
+  });
+  const std::string& unit = p.sample_types[main].unit;
+  out << "\ntop " << std::min(top_n, rows.size()) << " of " << rows.size() << " functions by "
+      << p.sample_types[main].type << ":\n";
+  out << right("flat", 12) << right("flat%", 8) << right("sum%", 8) << right("cum", 12)
+      << right("cum%", 8) << "  function\n";
+  int64_t sum = 0;
+  for (size_t r = 0; r < rows.size() && r < top_n; ++r) {
+    const auto& [name, cost] = rows[r];
+    sum = report_detail::saturating_add(sum, cost.flat);
+    out << right(format_value(cost.flat, unit), 12) << right(percent(cost.flat, total), 8)
+        << right(percent(sum, total), 8) << right(format_value(cost.cum, unit), 12)
+        << right(percent(cost.cum, total), 8) << "  " << name << '\n';
   }
 }
 
 }  // namespace
 
-void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out, size_t top_n,
-                        const std::string& sample_index) {
+std::string frame_identity(const Frame& f, bool lines) {
+  std::string id = report_detail::function_key(f);
+  if (lines) {
+    id += '\x1f';
+    id += f.file.value_or("");
+    id += ':';
+    id += f.line ? std::to_string(*f.line) : "";
+  }
+  return id;
+}
+
+void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out,
+                        const TextOptions& opts) {
   if (kind == "heap") {
-    write_heap_text(c, out, HeapTextOptions{top_n, sample_index, true});
+    // Go's debug=1 heap profile with a summary in comments (report/heap_text.h).
+    write_heap_text(c, out, HeapTextOptions{opts.top_n, opts.sample_index, true});
     return;
   }
   auto it = c.profiles.find(kind);
@@ -116,7 +203,7 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   std::vector<MergedStack> stacks;
   std::vector<int64_t> totals(ntypes, 0);
   for (const Sample& s : p.samples) {
-    auto [pos, added] = index.try_emplace(stack_key(s.frames), stacks.size());
+    auto [pos, added] = index.try_emplace(stack_key(s.frames, opts.lines), stacks.size());
     if (added) {
       stacks.push_back(MergedStack{&s.frames, std::vector<int64_t>(ntypes, 0), {}, {}});
     }
@@ -127,9 +214,9 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
       m.names += (m.names.empty() ? "" : ",") + (n == s.labels.end() ? std::string() : n->second);
     }
     for (size_t i = 0; i < ntypes && i < s.values.size(); ++i) {
-      // Saturating: the values may come from a user's capture.json.
-      stacks[pos->second].values[i] = sat_add(stacks[pos->second].values[i], s.values[i]);
-      totals[i] = sat_add(totals[i], s.values[i]);
+      stacks[pos->second].values[i] =
+          report_detail::saturating_add(stacks[pos->second].values[i], s.values[i]);
+      totals[i] = report_detail::saturating_add(totals[i], s.values[i]);
     }
   }
   write_header(c, kind, p, totals, stacks.size(), out);
@@ -141,12 +228,8 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   std::stable_sort(stacks.begin(), stacks.end(), [main](const auto& a, const auto& b) {
     return a.values[main] > b.values[main];
   });
-  write_top_stacks(p, stacks, main, totals[main], top_n, out);
-  std::vector<RankedStack> ranked;
-  for (const MergedStack& m : stacks) {
-    ranked.push_back({m.frames, m.values[main]});
-  }
-  write_top_functions(ranked, p.sample_types[main], totals[main], top_n, out);
+  write_top_stacks(p, stacks, main, totals[main], opts, out);
+  write_top_functions(p, stacks, main, totals[main], opts, out);
 }
 
 }  // namespace profctl

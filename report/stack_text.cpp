@@ -1,8 +1,6 @@
 #include "report/stack_text.h"
 
-#include <algorithm>
 #include <cinttypes>
-#include <cstdint>
 #include <cstdio>
 
 #include "base/thread_state.h"
@@ -55,10 +53,7 @@ std::string thread_summary(const CaptureThread& t) {
   } else if (t.wait_address) {
     s += ", waiting on " + hex(*t.wait_address);
   }
-  s += ", cpu " +
-       report_detail::format_value(static_cast<int64_t>(std::min<uint64_t>(t.cpu_ns, INT64_MAX)),
-                                   "nanoseconds") +
-       "]";
+  s += ", cpu " + report_detail::format_value(static_cast<int64_t>(t.cpu_ns), "nanoseconds") + "]";
   return s;
 }
 
@@ -83,7 +78,7 @@ void write_frames(const std::vector<Frame>& frames, std::ostream& out) {
     } else {
       out << padded_pc(f.pc);
     }
-    out << " in " << (f.function ? *f.function : "??");
+    out << " in " << report_detail::frame_name(f);
     if (f.file) {
       out << "  at " << *f.file;
       if (f.line) {

@@ -40,7 +40,16 @@ std::string frame_name(const Frame& f) {
   if (f.function) {
     return *f.function;
   }
-  return f.module + "+" + hex(f.offset);
+  const size_t slash = f.module.rfind('/');
+  const std::string base = slash == std::string::npos ? f.module : f.module.substr(slash + 1);
+  return base + "+" + hex(f.function_start.value_or(f.offset));
+}
+
+std::string function_key(const Frame& f) {
+  std::string key = frame_name(f);
+  key += '\x1f';
+  key += f.module;
+  return key;
 }
 
 std::string frame_line(const Frame& f) {

@@ -9,6 +9,8 @@
 #include <unordered_map>
 
 #include "base/log.h"
+#include "symbolize/cu_index.h"
+#include "symbolize/elf_names.h"
 
 namespace profctl {
 namespace {
@@ -84,6 +86,18 @@ std::optional<std::string> short_name(Dwarf_Die* die) {
   return name;
 }
 
+// True when the DIE's linkage name is an Itanium C++ mangled name.
+bool is_mangled(Dwarf_Die* die) {
+  Dwarf_Attribute attr;
+  for (unsigned at : {DW_AT_linkage_name, DW_AT_MIPS_linkage_name}) {
+    if (dwarf_attr_integrate(die, at, &attr) != nullptr) {
+      const char* s = dwarf_formstring(&attr);
+      return s != nullptr && std::string_view(s).starts_with("_Z");
+    }
+  }
+  return false;
+}
+
 std::optional<std::string> die_function_name(Dwarf_Die* die) {
   if (auto n = linkage_name(die)) {
     return n;
@@ -91,21 +105,52 @@ std::optional<std::string> die_function_name(Dwarf_Die* die) {
   return short_name(die);
 }
 
-// The ELF symbol (.symtab, else .dynsym) that contains `addr`.
-std::optional<std::string> elf_symbol(Dwfl_Module* mod, Dwarf_Addr addr) {
+struct ElfSymbol {
+  std::string name;  // demangled, version suffix stripped
+  uint64_t start;    // target address
+};
+
+// The ELF symbol (.symtab, else .dynsym) that contains `addr`, under its preferred alias
+// (ModuleNames::preferred_alias): glibc's debug symtab has up to four names for one function
+// ("__GI___libc_read", "__libc_read", "__read", "read") and libdwfl returns whichever it
+// meets first; people and perf say "read".
+std::optional<ElfSymbol> elf_symbol(Dwfl_Module* mod, const ModuleNames& names, Dwarf_Addr addr) {
   GElf_Off off = 0;
   GElf_Sym sym;
   const char* name = dwfl_module_addrinfo(mod, addr, &off, &sym, nullptr, nullptr, nullptr);
-  if (name == nullptr || *name == '\0') {
+  if (name == nullptr || *name == '\0' || off > addr) {
     return std::nullopt;
   }
-  // glibc's debug symtab names many functions by their internal hidden alias
-  // ("__GI___libc_read"); the alias without the prefix is the function's own name.
-  std::string_view n(name);
-  if (n.starts_with("__GI_") && n.size() > 5) {
-    n.remove_prefix(5);
+  const uint64_t start = addr - off;
+  std::string best = names.preferred_alias(start).value_or(name);
+  return ElfSymbol{demangle(best), start};
+}
+
+// Where the .eh_frame FDE that covers `addr` starts: the start of the function in a module
+// that has no symbol for it (a stripped library keeps .eh_frame, as unwinding needs it). libdw
+// finds the FDE (so a pc between functions gets none) but tells only where its CFI row
+// starts; the FDE's own start comes from .eh_frame_hdr's table. A target address.
+std::optional<uint64_t> cfi_function_start(Dwfl_Module* mod, const ModuleNames& names,
+                                           Dwarf_Addr addr, Dwarf_Addr elf_bias) {
+  Dwarf_Addr bias = 0;
+  Dwarf_CFI* cfi = dwfl_module_eh_cfi(mod, &bias);
+  Dwarf_Frame* frame = nullptr;
+  if (cfi == nullptr || addr < bias || dwarf_cfi_addrframe(cfi, addr - bias, &frame) != 0) {
+    return std::nullopt;
   }
-  return demangle(n);
+  Dwarf_Addr row_start = 0;
+  Dwarf_Addr row_end = 0;
+  const int ra = dwarf_frame_info(frame, &row_start, &row_end, nullptr);
+  std::free(frame);
+  if (ra < 0 || addr < elf_bias) {
+    return std::nullopt;
+  }
+  // The FDE holds its first row, so its start is the last table entry at or before it.
+  auto start = names.fde_start(row_start + bias - elf_bias);
+  if (!start) {
+    return std::nullopt;
+  }
+  return *start + elf_bias;
 }
 
 struct SourcePos {
@@ -157,12 +202,17 @@ struct Symbolizer::Impl {
   SymbolizeOptions opts;
   // Node-based, so references handed out stay valid as the cache grows.
   std::unordered_map<Key, std::vector<Frame>, KeyHash> cache;
+  // Per module, by name and start: a Dwfl_Module* dies when a refresh drops the module.
+  std::unordered_map<std::string, std::unique_ptr<ModuleNames>> names;
+  std::unordered_map<std::string, std::unique_ptr<CuIndex>> cu_indexes;
 
-  std::vector<Frame> compute(uint64_t pc, bool activation) const;
+  const ModuleNames& module_names(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
+  const CuIndex& cu_index(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
+  std::vector<Frame> compute(uint64_t pc, bool activation);
 };
 
 Symbolizer::Symbolizer(TargetDwfl& dwfl, SymbolizeOptions opts)
-    : impl_(std::make_unique<Impl>(Impl{dwfl, opts, {}})) {}
+    : impl_(std::make_unique<Impl>(Impl{dwfl, opts, {}, {}, {}})) {}
 
 Symbolizer::~Symbolizer() = default;
 
@@ -175,7 +225,27 @@ const std::vector<Frame>& Symbolizer::symbolize(uint64_t pc, bool activation) {
   return it->second;
 }
 
-std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) const {
+const ModuleNames& Symbolizer::Impl::module_names(Dwfl_Module* mod, std::string_view name,
+                                                  Dwarf_Addr start) {
+  std::string key = std::string(name) + '\0' + std::to_string(start);
+  auto it = names.find(key);
+  if (it == names.end()) {
+    it = names.emplace(std::move(key), std::make_unique<ModuleNames>(mod)).first;
+  }
+  return *it->second;
+}
+
+const CuIndex& Symbolizer::Impl::cu_index(Dwfl_Module* mod, std::string_view name,
+                                          Dwarf_Addr start) {
+  std::string key = std::string(name) + '\0' + std::to_string(start);
+  auto it = cu_indexes.find(key);
+  if (it == cu_indexes.end()) {
+    it = cu_indexes.emplace(std::move(key), std::make_unique<CuIndex>(mod)).first;
+  }
+  return *it->second;
+}
+
+std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
   // A caller's pc is a return address: the call is the instruction before it, and the
   // return address itself can belong to the next line or even the next function
   // (LIBDWFL.md c.1).
@@ -199,6 +269,20 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) const
     bias = start;  // no ELF at all: the best offset there is is from the module's start
   }
   phys.offset = pc - bias;
+  const ModuleNames& elf_names = module_names(mod, name, start);
+
+  // A PLT entry has neither a symbol nor DWARF: the relocation it jumps through names it.
+  if (const NamedRange* plt = elf_names.plt_entry(a - bias); plt != nullptr) {
+    phys.function = plt->name;
+    phys.function_start = plt->start;
+    return {std::move(phys)};
+  }
+  const std::optional<ElfSymbol> sym = elf_symbol(mod, elf_names, a);
+  if (sym && sym->start >= bias) {
+    phys.function_start = sym->start - bias;
+  } else if (auto cfi_start = cfi_function_start(mod, elf_names, a, bias)) {
+    phys.function_start = *cfi_start - bias;
+  }
 
   std::vector<Frame> frames;
   SourcePos pos;
@@ -216,7 +300,30 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) const
   // With neither inline frames nor source lines wanted, the ELF symbol table says all
   // there is to say: do not load the module's DWARF at all (eu-stack's plain mode).
   Dwarf_Addr dwbias = 0;
-  Dwarf_Die* cu = opts.inline_frames || opts.source ? dwfl_module_addrdie(mod, a, &dwbias) : nullptr;
+  Dwarf_Die* cu =
+      opts.inline_frames || opts.source ? dwfl_module_addrdie(mod, a, &dwbias) : nullptr;
+  Dwarf_Die cu_by_ranges;
+  if (cu == nullptr && (opts.inline_frames || opts.source)) {
+    // No .debug_aranges (Go): find the CU by its own ranges, then its line table.
+    const CuIndex& index = cu_index(mod, name, start);
+    if (a >= index.bias()) {
+      if (auto found = index.find(mod, a - index.bias())) {
+        cu_by_ranges = *found;
+        cu = &cu_by_ranges;
+        dwbias = index.bias();
+      }
+    }
+    if (cu != nullptr && opts.source && !pos.line) {
+      if (Dwarf_Line* l = dwarf_getsrc_die(cu, a - dwbias); l != nullptr) {
+        int line = 0;
+        const char* file = dwarf_linesrc(l, nullptr, nullptr);
+        if (file != nullptr && dwarf_lineno(l, &line) == 0 && line > 0) {
+          pos.file = file;
+          pos.line = line;
+        }
+      }
+    }
+  }
   if (cu != nullptr) {
     Dwarf_Die* scopes = nullptr;
     int n = dwarf_getscopes(cu, a - dwbias, &scopes);
@@ -256,21 +363,26 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) const
           pos = call_site(die);  // the caller's position is where this call was made
         }
       } else if (tag == DW_TAG_subprogram || tag == DW_TAG_entry_point) {
-        phys.function = linkage_name(die);
+        // A C++ function: its mangled DW_AT_linkage_name, demangled (the ELF symbol is the
+        // same name). A C function has no linkage name, or one that only says which asm
+        // name it got: glibc declares its functions under internal aliases, so DWARF says
+        // "__GI___clock_nanosleep" (linkage name) or "__libc_read" (DW_AT_name). There the
+        // ELF symbol's public alias wins: it is the name the program calls, the one perf
+        // shows and the one a person searches for; file:line still say where the code is.
+        phys.function = is_mangled(die) ? linkage_name(die) : std::nullopt;
+        if (!phys.function && sym) {
+          phys.function = sym->name;
+        }
         if (!phys.function) {
-          // No linkage name (C, main): the ELF symbol, else the DIE's name.
-          phys.function = elf_symbol(mod, a);
-          if (!phys.function) {
-            phys.function = short_name(die);
-          }
+          phys.function = short_name(die);
         }
         break;
       }
     }
     std::free(chain);
   }
-  if (!phys.function) {
-    phys.function = elf_symbol(mod, a);
+  if (!phys.function && sym) {
+    phys.function = sym->name;
   }
   phys.file = std::move(pos.file);
   phys.line = pos.line;

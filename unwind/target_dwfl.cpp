@@ -78,11 +78,43 @@ void apply_debuginfod_policy(bool debuginfod) {
 
 std::string dwfl_error_text() { return dwfl_errmsg(-1); }
 
+// The executable PT_LOADs of `mod`'s ELF, where the target has them: the segment's own
+// address (moved by the load bias), size and file offset, not the page-aligned mapping
+// /proc/PID/maps shows. Both kinds of pprof reader are right with these: google/pprof maps
+// an address to a file offset (pc - start + offset, consistent either way), while
+// `go tool pprof` takes pc - start + p_vaddr of the first executable PT_LOAD, which is only
+// right when start is that segment's exact address (lld puts .text at 0x1780 in a page
+// that starts at 0x1000). The program headers are untrusted input: a segment that is empty
+// or wraps around is skipped.
+std::vector<ModuleSegment> exec_segments(Dwfl_Module* mod) {
+  std::vector<ModuleSegment> out;
+  GElf_Addr bias = 0;
+  Elf* elf = dwfl_module_getelf(mod, &bias);
+  size_t nphdr = 0;
+  if (elf == nullptr || elf_getphdrnum(elf, &nphdr) != 0) {
+    return out;
+  }
+  for (size_t i = 0; i < nphdr && i < 4096; ++i) {
+    GElf_Phdr ph;
+    if (gelf_getphdr(elf, static_cast<int>(i), &ph) == nullptr || ph.p_type != PT_LOAD ||
+        (ph.p_flags & PF_X) == 0 || ph.p_memsz == 0) {
+      continue;
+    }
+    const uint64_t start = ph.p_vaddr + bias;
+    const uint64_t end = start + ph.p_memsz;
+    if (end <= start || ph.p_vaddr + ph.p_memsz < ph.p_vaddr) {
+      continue;
+    }
+    out.push_back({start, end, ph.p_offset});
+  }
+  return out;
+}
+
 // The state of one session. find_elf reaches it through each module's userdata slot.
 struct Session {
   DwflPtr dwfl;
-  pid_t pid = 0;          // 0 for an offline session
-  std::string maps_text;  // /proc/PID/maps at the last report
+  pid_t pid = 0;            // 0 for an offline session
+  std::string maps_text;    // /proc/PID/maps at the last report
   uint64_t generation = 0;  // bumped at every report
   std::map<std::string, MapEntry, std::less<>> first_mapping;
 
@@ -296,6 +328,7 @@ std::vector<ModuleInfo> TargetDwfl::modules() const {
       info.build_id += kHex[bits[i] >> 4];
       info.build_id += kHex[bits[i] & 0xf];
     }
+    info.exec_segments = exec_segments(mod);
     c->out.push_back(std::move(info));
     return DWARF_CB_OK;
   };

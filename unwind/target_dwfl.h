@@ -22,12 +22,23 @@ struct DwflOptions {
   bool debuginfod = false;
 };
 
+// One executable PT_LOAD of a module in the target's address space: [p_vaddr, p_vaddr +
+// p_memsz) moved by the load bias, and file_offset = p_offset, the file offset of `start`.
+struct ModuleSegment {
+  uint64_t start = 0;
+  uint64_t limit = 0;
+  uint64_t file_offset = 0;
+};
+
 struct ModuleInfo {
-  std::string path;      // as the target names it (/proc/PID/maps), or "[vdso]"
-  uint64_t start = 0;    // target address range of the module
+  std::string path;    // as the target names it (/proc/PID/maps), or "[vdso]"
+  uint64_t start = 0;  // target address range of the module
   uint64_t end = 0;
   uint64_t file_offset = 0;  // file offset of the mapping at start (pprof Mapping.file_offset)
-  std::string build_id;  // hex, empty when none
+  std::string build_id;      // hex, empty when none
+  // The executable segments from the ELF program headers (PF_X PT_LOADs) moved by the
+  // module's load bias. Empty when the ELF could not be read.
+  std::vector<ModuleSegment> exec_segments;
 };
 
 class TargetDwfl {

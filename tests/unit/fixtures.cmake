@@ -31,5 +31,9 @@ if(TARGET unit_tests)
       SYMFIX_FP_PATH="$<TARGET_FILE:symfix_fp>"
       SYMFIX_NOCFI_PATH="$<TARGET_FILE:symfix_nocfi>"
       SYMFIX_STRIPPED_PATH="${_symfix_stripped}"
-      SYMFIX_SOURCE="${_symfix_src}")
+      SYMFIX_SOURCE="${_symfix_src}"
+      PLT_TARGET_PATH="$<TARGET_FILE:plt_target>"
+      PLT_TARGET_IBT_PATH="$<TARGET_FILE:plt_target_ibt>"
+      OBJDUMP_PATH="${CMAKE_OBJDUMP}")
+  add_dependencies(unit_tests plt_target plt_target_ibt)
 endif()

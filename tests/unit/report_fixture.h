@@ -20,7 +20,7 @@ inline constexpr const char* kLibc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
 inline Frame frame(uint64_t pc, const std::string& module, uint64_t offset,
                    std::optional<std::string> function, std::optional<std::string> file = {},
                    std::optional<int> line = {}, bool inlined = false) {
-  return Frame{pc, module, offset, std::move(function), std::move(file), line, inlined};
+  return Frame{pc, module, offset, std::move(function), std::move(file), line, inlined, {}};
 }
 
 // The app is loaded at 0x55d0c0a00000, libc at 0x7f3a2c027000 (file offset 0x28000).
@@ -132,8 +132,8 @@ inline Capture rich_capture() {
   c.profiles = {{"cpu", cpu}, {"heap", heap_profile()}};
 
   c.modules = {
-      {kLibc, 0x7f3a2c027000, 0x7f3a2c1bc000, 0x28000, "b7f1c3d2e4a5968778695a4b3c2d1e0f"},
-      {kApp, 0x55d0c0a00000, 0x55d0c0a40000, 0, "0123456789abcdef0123456789abcdef01234567"}};
+      {kLibc, 0x7f3a2c027000, 0x7f3a2c1bc000, 0x28000, "b7f1c3d2e4a5968778695a4b3c2d1e0f", {}},
+      {kApp, 0x55d0c0a00000, 0x55d0c0a40000, 0, "0123456789abcdef0123456789abcdef01234567", {}}};
   c.warnings = {"target exited during the capture"};
   return c;
 }

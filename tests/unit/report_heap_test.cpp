@@ -113,7 +113,7 @@ TEST(ReportHeapText, GoDebug1WithASummaryInComments) {
 )");
   // write_profile_text gives the same for "heap".
   std::ostringstream via_profile_text;
-  write_profile_text(rich_capture(), "heap", via_profile_text, 10);
+  write_profile_text(rich_capture(), "heap", via_profile_text, TextOptions{10});
   EXPECT_EQ(via_profile_text.str(), heap_text(rich_capture()));
 }
 
@@ -191,7 +191,7 @@ TEST(ReportProfileTextSaturates, HostileTotalsStickAtTheLimit) {
   p.sample_types = {{"contentions", "count"}};
   p.samples = {{{INT64_MAX}, {testing::burn()}, {}}, {{INT64_MAX}, {testing::burn()}, {}}};
   std::ostringstream out;
-  write_profile_text(c, "block", out, 10);
+  write_profile_text(c, "block", out, TextOptions{10});
   EXPECT_NE(out.str().find("total: contentions 9223372036854775807 "), std::string::npos)
       << out.str();
   EXPECT_NE(out.str().find("9223372036854775807 100.00% 100.00%"), std::string::npos) << out.str();

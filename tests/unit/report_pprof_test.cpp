@@ -103,8 +103,12 @@ TEST(ReportPprof, MappingsComeFromModulesExeFirst) {
   EXPECT_EQ(app.memory_limit(), 0x55d0c0a40000u);
   EXPECT_EQ(app.file_offset(), 0u);
   EXPECT_EQ(v.str(app.build_id()), "0123456789abcdef0123456789abcdef01234567");
-  // One app frame has no function: pprof may still symbolize that mapping itself.
-  EXPECT_FALSE(app.has_functions());
+  // Every location is named, the unnamed function by its report name: pprof has nothing to
+  // symbolize. One frame has no file: has_filenames (and inline frames) say so.
+  EXPECT_TRUE(app.has_functions());
+  EXPECT_FALSE(app.has_filenames());
+  EXPECT_FALSE(app.has_line_numbers());
+  EXPECT_FALSE(app.has_inline_frames());
   const pb::Mapping& libc = v.p.mapping(1);
   EXPECT_EQ(v.str(libc.filename()), testing::kLibc);
   EXPECT_EQ(libc.file_offset(), 0x28000u);
@@ -115,6 +119,36 @@ TEST(ReportPprof, MappingsComeFromModulesExeFirst) {
   EXPECT_TRUE(heap.p.mapping(0).has_filenames());
   EXPECT_TRUE(heap.p.mapping(0).has_line_numbers());
   EXPECT_TRUE(heap.p.mapping(0).has_inline_frames());
+}
+
+// With its executable segments recorded, a module is one Mapping per segment with the
+// segment's own start, limit and file offset, so that pprof's address -> file offset -> ELF
+// address arithmetic lands where profctl's did.
+TEST(ReportPprof, OneMappingPerExecutableSegment) {
+  Capture c = rich_capture();
+  for (CaptureModule& m : c.modules) {
+    if (m.path == "/usr/bin/app") {
+      m.exec_segments = {{0x55d0c0a01000, 0x55d0c0a03000, 0x1000},
+                         {0x55d0c0a20000, 0x55d0c0a21000, 0x1f000}};
+    }
+  }
+  const View v{decode(write(c, "cpu"))};
+  ASSERT_EQ(v.p.mapping_size(), 3);  // app's two segments first, then libc's whole range
+  EXPECT_EQ(v.str(v.p.mapping(0).filename()), "/usr/bin/app");
+  EXPECT_EQ(v.p.mapping(0).memory_start(), 0x55d0c0a01000u);
+  EXPECT_EQ(v.p.mapping(0).memory_limit(), 0x55d0c0a03000u);
+  EXPECT_EQ(v.p.mapping(0).file_offset(), 0x1000u);
+  EXPECT_EQ(v.str(v.p.mapping(0).build_id()), "0123456789abcdef0123456789abcdef01234567");
+  EXPECT_EQ(v.p.mapping(1).memory_start(), 0x55d0c0a20000u);
+  EXPECT_EQ(v.p.mapping(1).file_offset(), 0x1f000u);
+  EXPECT_EQ(v.str(v.p.mapping(2).filename()), testing::kLibc);
+  // burn() at 0x55d0c0a01100 is in the first segment; main at 0xf00 in no executable
+  // segment: no mapping rather than a wrong one.
+  const pb::Sample& s0 = v.p.sample(0);
+  EXPECT_EQ(v.loc(s0.location_id(0)).mapping_id(), 1u);
+  EXPECT_EQ(v.loc(s0.location_id(2)).mapping_id(), 0u);
+  // The second segment has no location: nothing to promise about it.
+  EXPECT_FALSE(v.p.mapping(1).has_functions());
 }
 
 TEST(ReportPprof, SamplesLocationsAndInlinedLines) {
@@ -148,11 +182,14 @@ TEST(ReportPprof, SamplesLocationsAndInlinedLines) {
   EXPECT_EQ(v.loc(s0.location_id(1)).line(0).function_id(), inl.line(1).function_id());
   EXPECT_EQ(v.loc(s0.location_id(1)).line(0).line(), 42);
 
-  // Unknown function: a location with its address and mapping and no line.
+  // Unknown function: a location with its address and mapping and a line named as
+  // profctl's text names it (module file name + offset), with no file.
   const pb::Location& unknown = v.loc(v.p.sample(3).location_id(0));
   EXPECT_EQ(unknown.address(), 0x55d0c0a02000u);
   EXPECT_EQ(unknown.mapping_id(), 1u);
-  EXPECT_EQ(unknown.line_size(), 0);
+  ASSERT_EQ(unknown.line_size(), 1);
+  EXPECT_EQ(v.line_name(unknown.line(0)), "app+0x2000");
+  EXPECT_EQ(v.str(v.fn(unknown.line(0).function_id()).filename()), "");
 
   // A pc in no module gets mapping 0.
   const pb::Location& vdso = v.loc(v.p.sample(4).location_id(0));
@@ -167,7 +204,7 @@ TEST(ReportPprof, SamplesLocationsAndInlinedLines) {
   }
   EXPECT_EQ(v.p.location_size(), 6);  // burn, run@42, main, run@45(+helper), unknown, vdso
   // Functions are unique per (name, file).
-  EXPECT_EQ(v.p.function_size(), 5);  // burn, Worker::run, main, helper, vdso
+  EXPECT_EQ(v.p.function_size(), 6);  // burn, Worker::run, main, helper, app+0x2000, vdso
 }
 
 TEST(ReportPprof, Labels) {

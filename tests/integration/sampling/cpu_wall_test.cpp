@@ -69,6 +69,11 @@ TEST(SamplingCpu, BurnAandBurnBGetTheirThreeToOneShareAndTheTotalIsTheCpuUsed) {
       << samples;
   EXPECT_GE(ratio, 2.85) << why.str();
   EXPECT_LE(ratio, 3.15) << why.str();
+  // Every sample has its thread's whole stack: a burner's from burn_x to clone3, the main
+  // thread's from burn_command_loop to _start (an unwinder that stops early fails here).
+  const auto stack_a = then({"burn_a", "burner_a_main"}, thread_root());
+  const auto stack_b = then({"burn_b", "burner_b_main"}, thread_root());
+  const auto stack_main = then({"burn_command_loop"}, main_root());
   for (const Json& s : p->at("samples")) {
     if (in_a(s)) {
       EXPECT_EQ(label(s, "tid"), kv.at("a")) << s.dump();
@@ -77,6 +82,14 @@ TEST(SamplingCpu, BurnAandBurnBGetTheirThreeToOneShareAndTheTotalIsTheCpuUsed) {
     if (in_b(s)) {
       EXPECT_EQ(label(s, "tid"), kv.at("b")) << s.dump();
       EXPECT_EQ(label(s, "thread_name"), "burner-b");
+    }
+    const std::string tid = label(s, "tid");
+    if (tid == kv.at("a")) {
+      EXPECT_TRUE(stack_ends_with(s, stack_a));
+    } else if (tid == kv.at("b")) {
+      EXPECT_TRUE(stack_ends_with(s, stack_b));
+    } else {
+      EXPECT_TRUE(stack_ends_with(s, stack_main)) << "tid " << tid;
     }
   }
   // Almost all of the target's CPU is in the burners.
@@ -146,11 +159,13 @@ TEST(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
       EXPECT_EQ(tid, spinner) << s.dump();
       EXPECT_EQ(label(s, "state"), "running") << s.dump();
     }
+    // Whole stacks, each thread's own (a truncated or misplaced stack fails).
     if (tid == sleeper) {
-      EXPECT_TRUE(has_function(s, "sleeper_loop")) << "sleeper sampled elsewhere " << s.dump();
-    }
-    if (tid == spinner) {
-      EXPECT_TRUE(has_function(s, "spin_loop")) << "spinner sampled elsewhere " << s.dump();
+      EXPECT_TRUE(stack_ends_with(s, then({"sleeper_loop", "sleeper_main"}, thread_root())));
+    } else if (tid == spinner) {
+      EXPECT_TRUE(stack_ends_with(s, then({"spin_loop", "spinner_main"}, thread_root())));
+    } else {
+      EXPECT_TRUE(stack_ends_with(s, then({"sleep_spin_command_loop"}, main_root())));
     }
   }
   const long long sleeper_wall = sum_values(*wall, wall_ns, tid_is(sleeper));
@@ -186,6 +201,9 @@ TEST(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
                                                   << s.dump();
     EXPECT_NE(label(s, "tid"), sleeper) << s.dump();
     const std::string tid = label(s, "tid");
+    if (tid == spinner) {
+      EXPECT_TRUE(stack_ends_with(s, then({"spin_loop", "spinner_main"}, thread_root())));
+    }
     ASSERT_TRUE(comm.count(tid)) << "cpu sample of an unknown tid " << s.dump();
     EXPECT_EQ(label(s, "thread_name"), comm.at(tid)) << s.dump();
   }

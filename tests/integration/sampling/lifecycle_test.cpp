@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "sampling_support.h"
 #include "support/procfs.h"
@@ -50,6 +51,43 @@ struct RunCase {
 
 void PrintTo(const RunCase& c, std::ostream* os) { *os << c.name; }
 
+// The profiles of a `profctl run` of sampling_run_modes are not empty: work() spent 100 ms of
+// CPU on the main thread, and its samples have the whole stack, work up to _start. (Exit status
+// and files alone would pass with empty profiles.)
+::testing::AssertionResult work_was_profiled(const std::string& dir) {
+  auto capture = load_capture(dir);
+  if (!capture) {
+    return ::testing::AssertionFailure() << "no capture.json";
+  }
+  const Json* cpu = profile_of(*capture, "cpu");
+  const Json* wall = profile_of(*capture, "wall");
+  if (cpu == nullptr || wall == nullptr) {
+    return ::testing::AssertionFailure() << "cpu or wall profile missing";
+  }
+  if (sum_values(*wall, value_index(*wall, "samples")) <= 0) {
+    return ::testing::AssertionFailure() << "the wall profile is empty";
+  }
+  const std::vector<std::string> work = then({"work"}, main_root());
+  const long long in_work = sum_values(*cpu, value_index(*cpu, "cpu"), [&](const Json& s) {
+    return has_function(s, "work") && stack_ends_with(s, work);
+  });
+  // 100 ms of CPU, charged at the samples: at least half of it lands in full work() stacks.
+  if (in_work < 50'000'000) {
+    ::testing::AssertionResult why = ::testing::AssertionFailure();
+    why << "cpu ns in full work() < main < ... < _start stacks: " << in_work
+        << " (expected >= 50 ms of the 100 ms work() used)\n"
+        << describe_samples(*cpu);
+    for (const Json& s : cpu->at("samples")) {
+      if (has_function(s, "work")) {
+        why << stack_ends_with(s, work).message() << "\n";
+        break;
+      }
+    }
+    return why;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 class SamplingRunExitStatus : public ::testing::TestWithParam<RunCase> {};
 
 TEST_P(SamplingRunExitStatus, IsTheProgramsAndFilesAreWritten) {
@@ -62,7 +100,8 @@ TEST_P(SamplingRunExitStatus, IsTheProgramsAndFilesAreWritten) {
   EXPECT_EQ(r.term_signal, 0) << r.describe();
   EXPECT_EQ(r.exit_code, GetParam().exit_code) << r.describe();
   EXPECT_TRUE(files_written(dir.path(), {"cpu", "wall"}));
-  EXPECT_TRUE(outputs_valid(dir.path()));
+  EXPECT_TRUE(outputs_valid(dir.path(), {{"cpu", {"work", "main"}}}));
+  EXPECT_TRUE(work_was_profiled(dir.path()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, SamplingRunExitStatus,
@@ -89,7 +128,8 @@ void term_during_run(const std::string& mode, int expected_exit, bool expect_got
   EXPECT_EQ(exit_code_of(*status), expected_exit) << profctl_run.describe_status() << "\n"
                                                   << profctl_run.err();
   EXPECT_TRUE(files_written(dir.path(), {"cpu", "wall"}));
-  EXPECT_TRUE(outputs_valid(dir.path()));
+  EXPECT_TRUE(outputs_valid(dir.path(), {{"cpu", {"work", "main"}}}));
+  EXPECT_TRUE(work_was_profiled(dir.path()));
 }
 
 TEST(SamplingRun, SigtermToProfctlIsForwardedToTheProgramThatHandlesIt) {
@@ -167,6 +207,9 @@ void sigint_ends_capture(bool wait_for_progress) {
     ASSERT_GE(before, 0);
     ASSERT_TRUE(wait_until([&] { return spin_count(target) > before + 1000; }, milliseconds(30000)))
         << "the spinner makes no progress while traced";
+    // A capture window of 30 ticks at 99 Hz (not a wait for readiness): the cpu profile must
+    // have the spinner, whole stack, below.
+    std::this_thread::sleep_for(milliseconds(300));
   }
   const bool had_handler = catches(profctl_run.pid(), SIGINT);
   ASSERT_TRUE(profctl_run.signal(SIGINT));
@@ -179,6 +222,18 @@ void sigint_ends_capture(bool wait_for_progress) {
   EXPECT_TRUE(files_written(dir.path(), {"cpu", "wall", "threadcreate", "threads"}));
   EXPECT_TRUE(fs::exists(dir.path() + "/stacks.txt"));
   EXPECT_TRUE(outputs_valid(dir.path()));
+  if (wait_for_progress) {
+    // The spinner ran while traced: the cpu profile has it, with its whole stack.
+    auto capture = load_capture(dir.path());
+    ASSERT_TRUE(capture);
+    const Json* cpu = profile_of(*capture, "cpu");
+    ASSERT_NE(cpu, nullptr);
+    const std::vector<std::string> spin = then({"spin_loop", "spinner_main"}, thread_root());
+    EXPECT_GT(sum_values(*cpu, value_index(*cpu, "samples"),
+                         [&](const Json& s) { return bool(stack_ends_with(s, spin)); }),
+              0)
+        << describe_samples(*cpu);
+  }
 
   // Untraced, no thread stopped, and every thread still where it was; the spinner keeps going.
   EXPECT_TRUE(untouched(target.pid()));

@@ -345,6 +345,89 @@ bool has_function(const Json& sample, const std::string& function) {
   return false;
 }
 
+namespace {
+
+std::string function_name(const Json& f) {
+  return f.value("function", Json()).is_string() ? f["function"].get<std::string>() : "";
+}
+
+bool in_system_module(const Json& f) {
+  const std::string m = f.value("module", "");
+  const std::string base = fs::path(m).filename().string();
+  return base.starts_with("libc.so") || base.starts_with("ld-linux") || m == "[vdso]";
+}
+
+bool name_matches(const std::string& expected, const std::string& actual) {
+  if (expected == "clone*") {
+    return actual.starts_with("clone") || actual.starts_with("__clone");
+  }
+  return expected == actual;
+}
+
+std::string stack_text(const Json& sample) {
+  std::string s;
+  for (const Json& f : sample.value("frames", Json::array())) {
+    s += "  " + (function_name(f).empty() ? "<null>" : function_name(f)) +
+         (f.value("inlined", false) ? " [inlined]" : "") + "  " + f.value("module", "") + "\n";
+  }
+  return s;
+}
+
+}  // namespace
+
+std::vector<std::string> thread_root() { return {"start_thread", "clone*"}; }
+std::vector<std::string> main_root() {
+  return {"main", "__libc_start_call_main", "__libc_start_main", "_start"};
+}
+
+std::vector<std::string> then(std::vector<std::string> functions,
+                              const std::vector<std::string>& root) {
+  functions.insert(functions.end(), root.begin(), root.end());
+  return functions;
+}
+
+::testing::AssertionResult stack_ends_with(const Json& sample,
+                                           const std::vector<std::string>& outer) {
+  const Json frames = sample.value("frames", Json::array());
+  size_t at = frames.size();
+  for (size_t i = 0; i < frames.size(); ++i) {
+    if (!outer.empty() && name_matches(outer.front(), function_name(frames[i])) &&
+        !frames[i].value("inlined", false)) {
+      at = i;
+      break;
+    }
+  }
+  std::string want;
+  for (const auto& o : outer) {
+    want += " " + o;
+  }
+  auto fail = [&](const std::string& why) {
+    return ::testing::AssertionFailure()
+           << why << "; expected the stack to end with" << want << ", got:\n"
+           << stack_text(sample);
+  };
+  if (at == frames.size()) {
+    return fail("no " + (outer.empty() ? std::string("frame") : outer.front()));
+  }
+  for (size_t i = 0; i < at; ++i) {
+    if (!in_system_module(frames[i]) && !frames[i].value("inlined", false)) {
+      return fail("frame " + std::to_string(i) + " (" + function_name(frames[i]) + ") is inside " +
+                  outer.front() + " but in no system module");
+    }
+  }
+  if (frames.size() - at != outer.size()) {
+    return fail(std::to_string(frames.size() - at) + " frames from " + outer.front() + ", not " +
+                std::to_string(outer.size()));
+  }
+  for (size_t k = 0; k < outer.size(); ++k) {
+    if (!name_matches(outer[k], function_name(frames[at + k]))) {
+      return fail("frame " + std::to_string(at + k) + " is " + function_name(frames[at + k]) +
+                  ", not " + outer[k]);
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 std::string label(const Json& sample, const std::string& key) {
   const Json labels = sample.value("labels", Json::object());
   return labels.contains(key) && labels[key].is_string() ? labels[key].get<std::string>() : "";
@@ -406,18 +489,32 @@ std::optional<Json> load_capture(const std::string& dir) {
   }
 }
 
-std::optional<RunResult> pprof_raw(const std::string& file) {
+std::optional<RunResult> go_pprof(const std::vector<std::string>& args) {
   if (::access("/usr/bin/go", X_OK) != 0) {
     return std::nullopt;
   }
   TempDir home;
   RunOptions options;
   options.timeout = milliseconds(60000);
-  // run() takes no environment: env(1) sets it (HOME, GOCACHE: no writes to the real home).
-  return run({"/usr/bin/env", "HOME=" + home.path(), "GOCACHE=" + home.file("cache"),
-              "GOTOOLCHAIN=local", "/usr/bin/go", "tool", "pprof", "-raw", file},
-             options);
+  // run() takes no environment: env(1) sets it (HOME, GOCACHE, PPROF_TMPDIR: no writes to
+  // the real home; no PPROF_BINARY_PATH, so pprof finds binaries by the mappings' paths).
+  std::vector<std::string> argv = {"/usr/bin/env",
+                                   "HOME=" + home.path(),
+                                   "GOCACHE=" + home.file("cache"),
+                                   "PPROF_TMPDIR=" + home.path(),
+                                   "GOTOOLCHAIN=local",
+                                   "/usr/bin/go",
+                                   "tool",
+                                   "pprof"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, options);
 }
+
+std::optional<RunResult> pprof_raw(const std::string& file) { return go_pprof({"-raw", file}); }
+
+const char* const kNoGo =
+    "/usr/bin/go is missing: golang-go is a test dependency (scripts/install-deps.sh); "
+    "without it the pprof files are not checked, which is a failure, not a skip";
 
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw) {
   // Samples:
@@ -501,7 +598,7 @@ std::map<std::string, long long> pprof_raw_totals(const std::string& raw) {
     }
     auto raw = pprof_raw(file);
     if (!raw) {
-      continue;  // no go here: nothing more to check
+      return ::testing::AssertionFailure() << kNoGo;
     }
     if (raw->exit_code != 0) {
       return ::testing::AssertionFailure()

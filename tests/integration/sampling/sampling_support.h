@@ -104,6 +104,20 @@ const Json* profile_of(const Json& capture, const std::string& kind);
 int value_index(const Json& profile, const std::string& type);
 // True when one of the sample's frames has function == `function`.
 bool has_function(const Json& sample, const std::string& function);
+// The whole stack of a sample from `outer.front()` outwards is exactly `outer` (function
+// names; an entry "clone*" matches any name that starts with "clone" or "__clone", as glibc
+// names its thread entry clone3 or __clone3), and whatever is inside outer.front() is only
+// frames of libc, ld.so or the vdso, or inlined frames: a truncated stack (an unwinder that
+// stops early) or a stack with frames missing or misplaced fails. Without `outer.front()`
+// in the stack, fails too.
+::testing::AssertionResult stack_ends_with(const Json& sample,
+                                           const std::vector<std::string>& outer);
+// The outer frames of every thread created by pthread_create, and of the main thread.
+std::vector<std::string> thread_root();
+std::vector<std::string> main_root();
+// `functions` then `root`: {"spin_loop", "spinner_main"} + thread_root().
+std::vector<std::string> then(std::vector<std::string> functions,
+                              const std::vector<std::string>& root);
 // The label (a string) or "" when missing.
 std::string label(const Json& sample, const std::string& key);
 // Sum of values[index] over the samples that pass `keep` (all when keep is empty).
@@ -124,9 +138,12 @@ std::optional<Json> load_capture(const std::string& dir);
     const std::string& dir,
     const std::map<std::string, std::vector<std::string>>& expect_functions = {});
 
-// `go tool pprof -raw FILE` (HOME and GOCACHE in a temporary directory); nullopt when go is not
-// installed. The result's out is pprof's output.
+// `go tool pprof ARGS...` (HOME and GOCACHE in a temporary directory); nullopt when go is not
+// installed, which callers report as a failure (kNoGo): golang-go is a dependency.
+std::optional<RunResult> go_pprof(const std::vector<std::string>& args);
+// `go tool pprof -raw FILE`.
 std::optional<RunResult> pprof_raw(const std::string& file);
+extern const char* const kNoGo;
 // Totals of the "Samples:" section of `pprof -raw` output, "type/unit" -> sum.
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw);
 

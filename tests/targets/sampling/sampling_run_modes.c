@@ -1,5 +1,6 @@
 // sampling_run_modes MODE: how a program ends, for `profctl run` (whose exit status is the
-// program's). Every mode first does a little work in work() so that there is something to sample.
+// program's). Every mode first spends 100 ms of CPU in work() (stack: work, main, [libc], _start)
+// so that the profiles cannot be empty.
 //   exit N        -> returns N from main
 //   abort         -> abort(): killed by SIGABRT (a shell would say 134)
 //   term          -> handles SIGTERM: prints "ready", waits in sigsuspend(); on SIGTERM prints
@@ -19,7 +20,7 @@ static volatile unsigned long sink;
 static volatile sig_atomic_t got_term;
 
 NOINLINE void work(void) {
-  long long end = sampling_clock_ns(CLOCK_THREAD_CPUTIME_ID) + 20000000LL;  // 20 ms of CPU
+  long long end = sampling_clock_ns(CLOCK_THREAD_CPUTIME_ID) + 100000000LL;  // 100 ms of CPU
   while (sampling_clock_ns(CLOCK_THREAD_CPUTIME_ID) < end) {
     for (int i = 0; i < 10000; ++i) {
       sink += (unsigned long)i;
