@@ -118,7 +118,7 @@ int run_stack(const StackOptions& o) {
     write_capture_json(capture, out);
   } else if (o.group) {
     // Every group; by line, since a dump is about where each thread is.
-    write_profile_text(capture, "threads", out, TextOptions{SIZE_MAX, true});
+    write_profile_text(capture, "threads", out, TextOptions{SIZE_MAX, true, ""});
   } else {
     write_stack_text(capture, out);
   }

@@ -76,7 +76,7 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
                   const std::vector<int64_t>& totals, size_t nstacks, std::ostream& out) {
   out << "profctl " << kind << " profile: pid " << c.target.pid << " (" << c.target.exe
       << "), start " << (c.window.start.empty() ? "unknown" : c.window.start) << ", duration "
-      << format_value(static_cast<int64_t>(c.window.duration_s * 1e9), "nanoseconds") << '\n';
+      << format_value(report_detail::seconds_to_ns(c.window.duration_s), "nanoseconds") << '\n';
   out << "total:";
   for (size_t i = 0; i < p.sample_types.size(); ++i) {
     out << (i == 0 ? " " : ", ") << p.sample_types[i].type << ' '
@@ -90,6 +90,10 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
   }
   if (p.dropped != 0) {
     out << "dropped: " << p.dropped << " events were lost and are not counted\n";
+  }
+  if (p.detail_omitted != 0) {
+    out << "detail: " << p.detail_omitted
+        << " events past the per-event detail cap are counted per stack, without labels\n";
   }
   for (const std::string& w : c.warnings) {
     out << "warning: " << w << '\n';

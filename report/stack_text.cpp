@@ -1,5 +1,6 @@
 #include "report/stack_text.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
@@ -53,7 +54,10 @@ std::string thread_summary(const CaptureThread& t) {
   } else if (t.wait_address) {
     s += ", waiting on " + hex(*t.wait_address);
   }
-  s += ", cpu " + report_detail::format_value(static_cast<int64_t>(t.cpu_ns), "nanoseconds") + "]";
+  s += ", cpu " +
+       report_detail::format_value(static_cast<int64_t>(std::min<uint64_t>(t.cpu_ns, INT64_MAX)),
+                                   "nanoseconds") +
+       "]";
   return s;
 }
 
