@@ -38,7 +38,7 @@ int run_report(const ReportOptions& o) {
   if (!o.profile.empty()) {
     auto it = c->profiles.find(o.profile);
     if (it == c->profiles.end()) {
-      print_summary(*c, o.profile, {o.top, o.lines});  // throws with the list of profiles
+      print_summary(*c, o.profile, {o.top, o.lines, sample_index});  // throws: lists the profiles
     }
     Profile keep = it->second;
     c->profiles.clear();

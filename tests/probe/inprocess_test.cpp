@@ -649,8 +649,11 @@ TEST(ProbeInProcess, RecordBecomesSnapshot) {
   EXPECT_EQ(s.pid, getpid());
   EXPECT_EQ(s.regs.rip, probes->address("malloc"));
   EXPECT_EQ(s.stack_base, s.regs.rsp);
-  EXPECT_EQ(s.stack_size, 4096u);
-  EXPECT_TRUE(s.stack_cut);
+  // The copy stops at the --probe-stack-bytes budget, or earlier at the stack's end (a
+  // shallow main thread in a small environment has less than 4 KiB above its rsp).
+  EXPECT_LE(s.stack_size, 4096u);
+  EXPECT_GE(s.stack_size, 64u);
+  EXPECT_EQ(s.stack_cut, s.stack_size == 4096u);
   uint64_t first = 0;
   std::memcpy(&first, s.stack().data(), 8);
   EXPECT_EQ(first, ret);
