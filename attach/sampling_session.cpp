@@ -64,8 +64,7 @@ SamplingSession::ThreadState* SamplingSession::track(pid_t tid) {
   if (it != threads_.end()) {
     return &it->second;
   }
-  std::string base =
-      "/proc/" + std::to_string(tp_.pid()) + "/task/" + std::to_string(tid) + "/";
+  std::string base = "/proc/" + std::to_string(tp_.pid()) + "/task/" + std::to_string(tid) + "/";
   auto ss = Fd::open(base + "schedstat", O_RDONLY);
   auto st = Fd::open(base + "stat", O_RDONLY);
   if (!ss || !st) {

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "attach/sample_sink.h"
-#include "base/fd.h"
 #include "attach/traced_process.h"
+#include "base/fd.h"
 
 namespace profctl {
 

@@ -55,8 +55,8 @@ Result<size_t> StoppedWorld::read(uint64_t addr, std::span<std::byte> out) {
   }
   size_t done = 0;
   while (done < out.size()) {
-    ssize_t n = pread(mem_.get(), out.data() + done, out.size() - done,
-                      static_cast<off_t>(addr + done));
+    ssize_t n =
+        pread(mem_.get(), out.data() + done, out.size() - done, static_cast<off_t>(addr + done));
     if (n < 0 && errno == EINTR) {
       continue;
     }
@@ -81,8 +81,8 @@ Result<void> StoppedWorld::write(uint64_t addr, std::span<const std::byte> data)
   }
   size_t done = 0;
   while (done < data.size()) {
-    ssize_t n = pwrite(mem_.get(), data.data() + done, data.size() - done,
-                       static_cast<off_t>(addr + done));
+    ssize_t n =
+        pwrite(mem_.get(), data.data() + done, data.size() - done, static_cast<off_t>(addr + done));
     if (n < 0 && errno == EINTR) {
       continue;
     }

@@ -11,7 +11,6 @@ namespace {
 bool awaits(TState s) { return s == TState::kNew || s == TState::kInterrupted; }
 }  // namespace
 
-
 const char* tstate_name(TState s) {
   switch (s) {
     case TState::kNew:

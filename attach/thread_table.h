@@ -52,12 +52,12 @@ struct ChildProcess {
 // What one wait status meant, for the code that acts on it.
 struct Transition {
   enum class What {
-    kNotOurs,        // no traced thread and not in our thread group (see ThreadTable::apply)
-    kStopped,        // interrupt / event stop (a new thread's first stop included)
-    kGroupStop,      // job-control stop
-    kSignal,         // signal-delivery stop: `signal` for the target
-    kPtraceEvent,    // clone/fork/vfork/exec/exit event stop: `event`
-    kExited,         // the thread is gone (removed from the table)
+    kNotOurs,      // no traced thread and not in our thread group (see ThreadTable::apply)
+    kStopped,      // interrupt / event stop (a new thread's first stop included)
+    kGroupStop,    // job-control stop
+    kSignal,       // signal-delivery stop: `signal` for the target
+    kPtraceEvent,  // clone/fork/vfork/exec/exit event stop: `event`
+    kExited,       // the thread is gone (removed from the table)
   };
   What what = What::kNotOurs;
   pid_t tid = 0;

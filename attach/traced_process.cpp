@@ -1,8 +1,8 @@
 #include "attach/traced_process.h"
 
+#include <linux/kcmp.h>
 #include <sched.h>
 #include <signal.h>
-#include <linux/kcmp.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -139,7 +139,8 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
       for (pid_t id : {pid, who}) {
         if (auto again = read_status(id);
             again && again->tracer_pid != 0 && again->tracer_pid != getpid()) {
-          std::string what = id == pid ? "pid " + spid : "thread " + std::to_string(id) + " of pid " + spid;
+          std::string what =
+              id == pid ? "pid " + spid : "thread " + std::to_string(id) + " of pid " + spid;
           return AttachError{AttachFailure::kAlreadyTraced,
                              what + " is already traced by pid " +
                                  std::to_string(again->tracer_pid) + " (" +
@@ -158,14 +159,13 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
   return tp;
 }
 
-
 Result<void> TracedProcess::seize_one(pid_t tid) {
   // TRACECLONE: a thread cloned by a seized thread is seized by the kernel at birth, so no
   // thread created during a stop escapes it. TRACEFORK/TRACEVFORK: a process the target
   // creates is held at its first stop, so it can be cleaned of probes before it runs, and
   // detached. TRACEEXEC: an exec is reported as an event, not as a stray SIGTRAP.
-  constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
-                            PTRACE_O_TRACEEXEC;
+  constexpr long kOptions =
+      PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC;
   if (ptrace(PTRACE_SEIZE, tid, nullptr, kOptions) == 0) {
     table_.add(tid, TState::kRunning);
     return {};
@@ -346,8 +346,8 @@ void TracedProcess::settle_child(ChildProcess& c) {
   args.parent_tid = c.parent_tid;
   args.event = c.event;
   // kcmp tells for sure whether the child runs in the target's memory (vfork, CLONE_VM).
-  args.shares_vm = c.event == PTRACE_EVENT_VFORK ||
-                   ::syscall(SYS_kcmp, c.pid, space_pid(), KCMP_VM, 0, 0) == 0;
+  args.shares_vm =
+      c.event == PTRACE_EVENT_VFORK || ::syscall(SYS_kcmp, c.pid, space_pid(), KCMP_VM, 0, 0) == 0;
   if (child_hook_) {
     StoppedWorld child(*this, c.pid, {c.pid}, {}, /*resume_at_end=*/false);
     try {
@@ -384,8 +384,10 @@ void TracedProcess::resume_one(pid_t tid, bool detach) {
     r = ptrace(PTRACE_CONT, tid, nullptr, sig);
   }
   logger("attach")->trace("thread {}: {} (signal {}){}", tid,
-                          detach ? "detach" : listening ? "listen" : "cont", sig,
-                          r == 0 ? "" : " failed");
+                          detach      ? "detach"
+                          : listening ? "listen"
+                                      : "cont",
+                          sig, r == 0 ? "" : " failed");
   if (r == 0) {
     if (detach) {
       table_.forget(tid);

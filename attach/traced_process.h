@@ -83,9 +83,9 @@ class StoppedWorld;
 // The memory and registers of a process profctl has seized, for code that runs while its
 // threads are stopped (a StoppedWorld, or a forked child at its first stop).
 struct ChildHookArgs {
-  pid_t pid = 0;         // the new process
-  pid_t parent_tid = 0;  // the thread that created it
-  int event = 0;         // PTRACE_EVENT_FORK / _VFORK / _CLONE
+  pid_t pid = 0;           // the new process
+  pid_t parent_tid = 0;    // the thread that created it
+  int event = 0;           // PTRACE_EVENT_FORK / _VFORK / _CLONE
   bool shares_vm = false;  // vfork, clone(CLONE_VM): it runs in the target's own memory
 };
 
@@ -217,16 +217,16 @@ class TracedProcess {
   pid_t pid_;
   ThreadTable table_;
   std::map<pid_t, ChildProcess> children_;  // child processes not settled yet
-  std::vector<MapEntry> maps_;     // refreshed when a stack pointer falls outside them
-  std::deque<TraceEvent> events_;  // events seen while waiting for something else
-  size_t stack_bytes_ = 8u << 20;  // for snapshots taken by next_event()
+  std::vector<MapEntry> maps_;              // refreshed when a stack pointer falls outside them
+  std::deque<TraceEvent> events_;           // events seen while waiting for something else
+  size_t stack_bytes_ = 8u << 20;           // for snapshots taken by next_event()
   Waiter waiter_;
   ChildHook child_hook_;
   std::vector<DetachHook> detach_hooks_;
   ThreadHooks hooks_;
   bool attached_ = true;
-  bool leader_gone_ = false;  // the main thread exited (pthread_exit): it is not traced
-  pid_t failed_tid_ = 0;      // the thread PTRACE_SEIZE refused
+  bool leader_gone_ = false;   // the main thread exited (pthread_exit): it is not traced
+  pid_t failed_tid_ = 0;       // the thread PTRACE_SEIZE refused
   uint64_t syscall_insn_ = 0;  // a `syscall` instruction in the target (remote syscalls)
   pid_t syscall_insn_pid_ = 0;
 };

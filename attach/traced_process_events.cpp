@@ -2,9 +2,9 @@
 // exec, signals for the target). Stop-the-world lives in traced_process.cpp.
 #include <elf.h>
 #include <fcntl.h>
-#include <sys/user.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,8 +69,8 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
   std::unique_ptr<TracedProcess> tp(new TracedProcess(pid));
   // EXITKILL is right here and only here: the program exists because profctl ran it.
   if (ptrace(PTRACE_SEIZE, pid, nullptr,
-             PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
-                 PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL) != 0) {
+             PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
+                 PTRACE_O_EXITKILL) != 0) {
     int err = errno;
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);

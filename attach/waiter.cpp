@@ -65,7 +65,7 @@ void Waiter::consume(const Event& e) {
 }
 
 std::optional<Waiter::Event> Waiter::wait_one(idtype_t which, pid_t id,
-                                               std::chrono::milliseconds timeout) {
+                                              std::chrono::milliseconds timeout) {
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);

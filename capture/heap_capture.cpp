@@ -19,8 +19,8 @@ Result<std::unique_ptr<HeapCapture>> HeapCapture::start(TracedProcess& tp,
   }
   hc->probes_ = std::move(*probes);
   hc->reader_ = std::make_unique<probe::RingReader>(hc->probes_->area());
-  hc->collector_ = std::make_unique<HeapCollector>(std::move(factory),
-                                                   static_cast<uint64_t>(options.mem_rate));
+  hc->collector_ =
+      std::make_unique<HeapCollector>(std::move(factory), static_cast<uint64_t>(options.mem_rate));
   hc->collector_->tracker().set_start(hc->now_ns());
   hc->drainer_ = std::thread([p = hc.get()] { p->drain_loop(); });
   logger("probe")->debug("heap probes installed: {} functions", hc->probes_->probed());
@@ -89,12 +89,13 @@ void HeapCapture::finish() {
   const auto& rs = reader_->stats();
   if (logger("probe")->should_log(spdlog::level::trace)) {
     probe_ctl* ctl = probes_->area().ctl();
-    auto* slots = reinterpret_cast<probe_thread_slot*>(probes_->area().data() + ctl->threads_offset);
+    auto* slots =
+        reinterpret_cast<probe_thread_slot*>(probes_->area().data() + ctl->threads_offset);
     for (uint64_t i = 0; i < ctl->threads_capacity; ++i) {
       if (slots[i].key != 0) {
-        logger("probe")->trace("slot {}: tp {:#x} depth {} countdown {} tid {} stack [{:#x}, {:#x})",
-                               i, slots[i].key, slots[i].depth, slots[i].countdown, slots[i].tid,
-                               slots[i].stack_lo, slots[i].stack_hi);
+        logger("probe")->trace(
+            "slot {}: tp {:#x} depth {} countdown {} tid {} stack [{:#x}, {:#x})", i, slots[i].key,
+            slots[i].depth, slots[i].countdown, slots[i].tid, slots[i].stack_lo, slots[i].stack_hi);
       }
     }
     logger("probe")->trace("mem_rate {} enabled {} inflight {} foreign {} stack copy failed {}",

@@ -14,9 +14,9 @@
 #include "attach/sampling_session.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
+#include "capture/heap_capture.h"
 #include "cli/capture_assembly.h"
 #include "cli/common.h"
-#include "capture/heap_capture.h"
 #include "cli/heap_options.h"
 #include "cli/outputs.h"
 #include "cli/signals.h"
@@ -207,8 +207,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     hopts.mem_rate = static_cast<int64_t>(heap.mem_rate);
     hopts.stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);
     TargetDwfl* hdp = heap_dwfl.get();
-    auto hc = HeapCapture::start(
-        *tp, hopts, [hdp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*hdp); });
+    auto hc = HeapCapture::start(*tp, hopts, [hdp]() -> std::unique_ptr<Unwinder> {
+      return std::make_unique<DwflUnwinder>(*hdp);
+    });
     if (!hc) {
       warnings.push_back("heap profile: " + hc.error().message());
       log->warn("heap profile unavailable: {}", hc.error().message());
@@ -220,7 +221,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     }
   }
   if (kinds.size() == 1 && heap_requested && !heap_capture) {
-    throw UserError(ExitCode::kTargetGone, "the heap profile could not be set up: nothing to capture");
+    throw UserError(ExitCode::kTargetGone,
+                    "the heap profile could not be set up: nothing to capture");
   }
 
   SessionOptions sopts;
@@ -239,11 +241,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
         heap_part = "  allocs " + std::to_string(hcp->records()) + " recorded " +
                     std::to_string(hcp->dropped()) + " dropped";
       }
-      std::fprintf(stderr,
-                   "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s%s",
-                   s.elapsed_s, static_cast<unsigned long long>(s.samples), s.threads,
-                   fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str(),
-                   heap_part.c_str());
+      std::fprintf(
+          stderr, "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s%s",
+          s.elapsed_s, static_cast<unsigned long long>(s.samples), s.threads,
+          fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str(), heap_part.c_str());
     };
   }
   sopts.on_maps_check = [&td] { (void)td.refresh(); };

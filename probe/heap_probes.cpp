@@ -130,7 +130,8 @@ Result<std::shared_ptr<HeapProbes>> HeapProbes::install(TracedProcess& tp,
   return self;
 }
 
-Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp, const HeapProbeOptions& /*o*/) {
+Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp,
+                                    const HeapProbeOptions& /*o*/) {
   auto log = logger("probe");
   auto maps_text = read_maps_text(w.pid());
   if (!maps_text) {
@@ -217,8 +218,7 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp, const He
   // The shared area: a memfd the target creates, sized and mapped by profctl through
   // /proc/PID/fd, mapped into the target, and its fd closed there again.
   const char kName[] = "profctl-probe";
-  if (auto r = w.write(code_areas_.front().address,
-                       std::as_bytes(std::span(kName, sizeof kName)));
+  if (auto r = w.write(code_areas_.front().address, std::as_bytes(std::span(kName, sizeof kName)));
       !r) {
     return r.error();
   }
@@ -269,8 +269,8 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp, const He
     std::vector<std::vector<uint8_t>> bytes(funcs.size());
     std::vector<ProbeSite> sites;
     for (size_t i = 0; i < funcs.size(); ++i) {
-      const size_t want = funcs[i].size > 0 ? std::min<uint64_t>(funcs[i].size, 1 << 16)
-                                            : kUnknownSizeScanWindow;
+      const size_t want =
+          funcs[i].size > 0 ? std::min<uint64_t>(funcs[i].size, 1 << 16) : kUnknownSizeScanWindow;
       bytes[i].resize(want);
       auto n = w.read(funcs[i].address, std::as_writable_bytes(std::span(bytes[i])));
       if (!n) {
@@ -448,8 +448,9 @@ bool HeapProbes::remove(StoppedWorld& w) {
     return false;  // let it run a little and look again
   }
   if (busy) {
-    notes_.push_back("a thread stayed inside a probed call: the probe areas were left mapped "
-                     "(the jumps are gone; nothing enters them again)");
+    notes_.push_back(
+        "a thread stayed inside a probed call: the probe areas were left mapped "
+        "(the jumps are gone; nothing enters them again)");
   } else {
     unmap_all(w);
   }

@@ -10,7 +10,9 @@ namespace profctl {
 namespace {
 
 // waitpid encodings.
-WaitStatus stop_status(int sig, int event = 0) { return WaitStatus(0x7f | (sig << 8) | (event << 16)); }
+WaitStatus stop_status(int sig, int event = 0) {
+  return WaitStatus(0x7f | (sig << 8) | (event << 16));
+}
 WaitStatus exited(int code) { return WaitStatus((code & 0xff) << 8); }
 WaitStatus group_stop(int sig = SIGSTOP) { return stop_status(sig, PTRACE_EVENT_STOP); }
 WaitStatus event_stop() { return stop_status(SIGTRAP, PTRACE_EVENT_STOP); }
@@ -37,7 +39,7 @@ TEST(ThreadTable, TheStopThatEndsAListeningGroupStopClearsTheGroupStop) {
   EXPECT_TRUE(t.find(10)->group_stop);
   t.resumed(10, /*listening=*/true);
   EXPECT_EQ(t.find(10)->state, TState::kListening);
-  t.interrupted(10);  // a sample asked for while it listens
+  t.interrupted(10);          // a sample asked for while it listens
   t.apply(10, event_stop());  // SIGCONT came: the stop reports SIGTRAP, not the stop signal
   EXPECT_FALSE(t.find(10)->group_stop);
   EXPECT_EQ(t.find(10)->state, TState::kStopped);

@@ -34,8 +34,8 @@ bool probes_in(pid_t pid) { return maps_of(pid).find("profctl-probe") != std::st
     unsigned long long lo = 0, hi = 0, off = 0;
     char perms[8] = {};
     char path[512] = {};
-    if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %*s %*s %511s", &lo, &hi, perms, &off,
-                    path) < 5 ||
+    if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %*s %*s %511s", &lo, &hi, perms, &off, path) <
+            5 ||
         perms[2] != 'x' || path[0] != '/') {
       if (line.find("profctl-probe") != std::string::npos) {
         return ::testing::AssertionFailure() << "a probe mapping is left: " << line;
@@ -105,7 +105,8 @@ TEST(Heap, AnExactWorkloadIsRecordedExactlyAtRate1AndTheTargetIsRestored) {
   Child target({HEAP_TARGET});
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
-  BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()}));
+  BgProcess p(
+      attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()}));
   start_and_wait_for_probes(target, p);
   ASSERT_EQ(target.command("run"), "done round=1");
   end_with_sigint(p);
@@ -134,7 +135,8 @@ TEST(Heap, ChildrenForkedWhileProbedRunCorrectly) {
   Child target({HEAP_TARGET});
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
-  BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "64", "-v", "-o", dir.path()}));
+  BgProcess p(attach_argv(target.pid(),
+                          {"--profiles", "heap", "--mem-rate", "64", "-v", "-o", dir.path()}));
   start_and_wait_for_probes(target, p);
   EXPECT_EQ(target.command("fork 50", milliseconds(60000)), "done fork ok=50");
   end_with_sigint(p);
@@ -191,7 +193,8 @@ TEST(Heap, ExecEndsTheHeapProfileCleanly) {
   Child target({HEAP_TARGET});
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
-  BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()}));
+  BgProcess p(
+      attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()}));
   start_and_wait_for_probes(target, p);
   ASSERT_EQ(target.command("run"), "done round=1");
   target.command("exec", milliseconds(2000));  // no reply: it becomes /bin/true and exits
@@ -210,8 +213,8 @@ TEST(Heap, ExecEndsTheHeapProfileCleanly) {
 TEST(Heap, AFunctionThatCannotTakeAJumpIsProbedWithABreakpointAndRecordedExactly) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
-  auto r = run({PROFCTL_BIN, "run", "--profiles", "heap", "--mem-rate", "1", "-o", dir.path(),
-                "--", HEAP_INT3, "100"});
+  auto r = run({PROFCTL_BIN, "run", "--profiles", "heap", "--mem-rate", "1", "-o", dir.path(), "--",
+                HEAP_INT3, "100"});
   ASSERT_EQ(r.exit_code, 0) << r.describe();
   auto capture = load_capture(dir.path());
   ASSERT_TRUE(capture);

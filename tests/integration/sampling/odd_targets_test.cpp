@@ -154,8 +154,8 @@ TEST(AttachOdd, CloneVmChildrenRunUnhindered) {
   Child target({SAMPLING_ODD, "clonevm"});
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
-  BgProcess profctl_run(attach_argv(target.pid(), {"-d", "3s", "--profiles", "cpu,wall,threads",
-                                                   "-v", "-o", dir.path()}));
+  BgProcess profctl_run(attach_argv(
+      target.pid(), {"-d", "3s", "--profiles", "cpu,wall,threads", "-v", "-o", dir.path()}));
   ASSERT_TRUE(wait_traced(target.pid())) << profctl_run.err();
   const long c0 = count_of(target);
   std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -176,14 +176,14 @@ TEST(AttachOdd, AProcessWhoseMainThreadExitedIsDumpedAndSampled) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({SAMPLING_ODD, "mainexit"});
   ASSERT_TRUE(target.wait_ready());
-  const std::string leader_stat = "/proc/" + std::to_string(target.pid()) + "/task/" +
-                                  std::to_string(target.pid()) + "/stat";
+  const std::string leader_stat =
+      "/proc/" + std::to_string(target.pid()) + "/task/" + std::to_string(target.pid()) + "/stat";
   ASSERT_TRUE(wait_until(
       [&] {
         auto st = read_text(leader_stat);
         return st && st->find(") Z") != std::string::npos;
       },
-                         milliseconds(10000)))
+      milliseconds(10000)))
       << describe_tasks(target.pid());
   auto r = run({PROFCTL_BIN, "stack", std::to_string(target.pid())});
   EXPECT_EQ(r.exit_code, 0) << r.describe();
@@ -211,7 +211,8 @@ TEST(AttachOdd, AThreadTracedBySomeoneElseNamesItsTracer) {
   ASSERT_TRUE(ready);
   // This test process plays strace -p TID: it traces one worker thread only.
   pid_t worker = 0;
-  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(target.pid()) + "/task")) {
+  for (const auto& entry :
+       fs::directory_iterator("/proc/" + std::to_string(target.pid()) + "/task")) {
     pid_t tid = std::stoi(entry.path().filename().string());
     if (tid != target.pid()) {
       worker = tid;
