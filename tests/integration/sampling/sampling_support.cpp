@@ -410,7 +410,11 @@ std::vector<std::string> then(std::vector<std::string> functions,
     return fail("no " + (outer.empty() ? std::string("frame") : outer.front()));
   }
   for (size_t i = 0; i < at; ++i) {
-    if (!in_system_module(frames[i]) && !frames[i].value("inlined", false)) {
+    // Inside the expected function: system code, inlined calls, or the program's own PLT
+    // stub on the way to a system function (named "name@plt").
+    const std::string name = function_name(frames[i]);
+    const bool plt = name.size() > 4 && name.compare(name.size() - 4, 4, "@plt") == 0;
+    if (!in_system_module(frames[i]) && !frames[i].value("inlined", false) && !plt) {
       return fail("frame " + std::to_string(i) + " (" + function_name(frames[i]) + ") is inside " +
                   outer.front() + " but in no system module");
     }
