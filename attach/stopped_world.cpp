@@ -45,13 +45,20 @@ Result<void> StoppedWorld::set_regs(pid_t tid, const user_regs_struct& r) {
   return {};
 }
 
-Result<size_t> StoppedWorld::read(uint64_t addr, std::span<std::byte> out) {
+Result<void> StoppedWorld::open_mem() {
   if (!mem_.valid()) {
     auto fd = Fd::open("/proc/" + std::to_string(pid_) + "/mem", O_RDWR);
     if (!fd) {
       return fd.error();
     }
     mem_ = std::move(*fd);
+  }
+  return {};
+}
+
+Result<size_t> StoppedWorld::read(uint64_t addr, std::span<std::byte> out) {
+  if (auto r = open_mem(); !r) {
+    return r.error();
   }
   size_t done = 0;
   while (done < out.size()) {
@@ -72,12 +79,8 @@ Result<size_t> StoppedWorld::read(uint64_t addr, std::span<std::byte> out) {
 }
 
 Result<void> StoppedWorld::write(uint64_t addr, std::span<const std::byte> data) {
-  if (!mem_.valid()) {
-    auto fd = Fd::open("/proc/" + std::to_string(pid_) + "/mem", O_RDWR);
-    if (!fd) {
-      return fd.error();
-    }
-    mem_ = std::move(*fd);
+  if (auto r = open_mem(); !r) {
+    return r.error();
   }
   size_t done = 0;
   while (done < data.size()) {
@@ -87,11 +90,7 @@ Result<void> StoppedWorld::write(uint64_t addr, std::span<const std::byte> data)
       continue;
     }
     if (n <= 0) {
-      return errno_error("writing target memory at 0x" + [&] {
-        char b[32];
-        std::snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(addr + done));
-        return std::string(b);
-      }());
+      return errno_error("writing target memory at " + std::to_string(addr + done));
     }
     done += static_cast<size_t>(n);
   }

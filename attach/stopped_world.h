@@ -51,6 +51,7 @@ class StoppedWorld {
   friend class TracedProcess;
   StoppedWorld(TracedProcess& tp, pid_t mem_pid, std::vector<pid_t> stopped,
                std::vector<pid_t> not_stopped, bool resume_at_end);
+  Result<void> open_mem();
   Result<uint64_t> find_syscall_insn();
   pid_t pick_thread() const;
 

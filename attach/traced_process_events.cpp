@@ -227,11 +227,10 @@ Result<void> TracedProcess::run_to_entry() {
       user_regs_struct regs{};
       if (ptrace(PTRACE_GETREGS, pid_, nullptr, &regs) == 0 && regs.rip == entry + 1) {
         waiter_.consume(*ev);
-        table_.apply(pid_, WaitStatus(0x7f | (SIGSTOP << 8)));  // stopped, signal below
+        table_.apply(pid_, ev->status);  // stopped; the trap is ours, not the program's
         if (TracedThread* t = table_.find(pid_)) {
           t->pending_signal = 0;
           t->signal_in_kernel = false;
-          t->group_stop = false;
         }
         restore();
         regs.rip = entry;

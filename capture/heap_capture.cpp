@@ -87,21 +87,6 @@ void HeapCapture::finish() {
   collector_->finish();
   auto c = probes_->area().counters();
   const auto& rs = reader_->stats();
-  if (logger("probe")->should_log(spdlog::level::trace)) {
-    probe_ctl* ctl = probes_->area().ctl();
-    auto* slots =
-        reinterpret_cast<probe_thread_slot*>(probes_->area().data() + ctl->threads_offset);
-    for (uint64_t i = 0; i < ctl->threads_capacity; ++i) {
-      if (slots[i].key != 0) {
-        logger("probe")->trace(
-            "slot {}: tp {:#x} depth {} countdown {} tid {} stack [{:#x}, {:#x})", i, slots[i].key,
-            slots[i].depth, slots[i].countdown, slots[i].tid, slots[i].stack_lo, slots[i].stack_hi);
-      }
-    }
-    logger("probe")->trace("mem_rate {} enabled {} inflight {} foreign {} stack copy failed {}",
-                           ctl->mem_rate, ctl->enabled, c.inflight, c.foreign_pid_events,
-                           c.stack_copy_failed);
-  }
   logger("probe")->debug(
       "heap: {} records read ({} written by the target), {} dropped (ring full), {} untracked "
       "pointers, {} threads without a slot, {} foreign, {} abandoned, {} corrupt; {} unwound, {} "

@@ -90,7 +90,7 @@ Result<std::shared_ptr<HeapProbes>> HeapProbes::install(TracedProcess& tp,
   std::shared_ptr<HeapProbes> self(new HeapProbes());
   self->pid_ = tp.pid();
   self->options_ = so;
-  if (auto r = self->install_in(w, tp, o); !r) {
+  if (auto r = self->install_in(w, tp); !r) {
     self->remove(w);
     return r.error();
   }
@@ -130,8 +130,7 @@ Result<std::shared_ptr<HeapProbes>> HeapProbes::install(TracedProcess& tp,
   return self;
 }
 
-Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp,
-                                    const HeapProbeOptions& /*o*/) {
+Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp) {
   auto log = logger("probe");
   auto maps_text = read_maps_text(w.pid());
   if (!maps_text) {

@@ -68,7 +68,7 @@ class HeapProbes {
   };
 
   HeapProbes() = default;
-  Result<void> install_in(StoppedWorld& world, TracedProcess& tp, const HeapProbeOptions& o);
+  Result<void> install_in(StoppedWorld& world, TracedProcess& tp);
   void register_thread(pid_t tid, const user_regs_struct& regs);
   bool on_trap(pid_t tid);
   // The detach hook: true when the target is clean.
