@@ -31,6 +31,11 @@ struct Snapshot {
   bool stack_cut = false;        // the copy stopped before stack_end
   std::string stack_cut_reason;  // why, for the report ("--stack-bytes 65536", "short read")
 
+  // Set by the probe engine's snapshot filter when the thread is inside a timed wait: the
+  // probed wait function and the TSC when the wait began.
+  std::string wait_function;
+  uint64_t wait_start_tsc = 0;
+
   std::span<const std::byte> stack() const { return {stack_bytes.get(), stack_size}; }
 };
 

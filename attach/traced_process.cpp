@@ -542,6 +542,11 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   }
   StackReader reader(space);
   out.pause.stack_bytes = reader.read_stacks(snaps, maps, opts.stack_bytes);
+  if (snapshot_filter_) {
+    for (Snapshot& s : snaps) {
+      snapshot_filter_(s);
+    }
+  }
   const uint64_t t2 = now_ns();
 
   // Detach hooks (probes) must run before the last detach: resume now, detach after.

@@ -142,6 +142,11 @@ class TracedProcess {
     std::function<void()> on_exec;
   };
   void set_thread_hooks(ThreadHooks hooks) { hooks_ = std::move(hooks); }
+  // Runs on every snapshot right after its stack was copied, while the thread is still
+  // stopped: the probe engine puts back what its own patches changed in the copy (a timed
+  // wait's return address), so nothing read from the target shows profctl's own bytes.
+  using SnapshotFilter = std::function<void(Snapshot&)>;
+  void set_snapshot_filter(SnapshotFilter f) { snapshot_filter_ = std::move(f); }
 
   // ---- sampling sessions (traced_process_events.cpp) ----
 
@@ -224,6 +229,7 @@ class TracedProcess {
   ChildHook child_hook_;
   std::vector<DetachHook> detach_hooks_;
   ThreadHooks hooks_;
+  SnapshotFilter snapshot_filter_;
   bool attached_ = true;
   bool leader_gone_ = false;   // the main thread exited (pthread_exit): it is not traced
   pid_t failed_tid_ = 0;       // the thread PTRACE_SEIZE refused

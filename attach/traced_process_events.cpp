@@ -134,6 +134,9 @@ std::optional<Snapshot> TracedProcess::snapshot_stopped(pid_t tid, size_t stack_
   }
   StackReader reader(space_pid());
   reader.read_stacks(one, maps_, stack_bytes);
+  if (snapshot_filter_) {
+    snapshot_filter_(one[0]);
+  }
   return std::move(one[0]);
 }
 

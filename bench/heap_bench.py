@@ -46,7 +46,7 @@ import time
 ELAPSED = re.compile(r"^elapsed_ns (\d+) mallocs (\d+) frees (\d+) threads (\d+)", re.M)
 # profctl[probe] debug: heap: 39656 records read (39656 written by the target), 764353
 # dropped (ring full), ...
-RECORDS = re.compile(r"heap: (\d+) records read \((\d+) written by the target\), (\d+) dropped "
+RECORDS = re.compile(r"(?:heap|probes): (\d+) records read \((\d+) written by the target\), (\d+) dropped "
                      r"\(ring full\)")
 HT_ALLOCS = re.compile(r"allocations:\s+(\d+)")
 

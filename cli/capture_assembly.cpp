@@ -36,7 +36,7 @@ std::vector<Frame> symbolize_stack(const std::vector<UnwoundFrame>& stack, Symbo
 }
 
 void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbolizer& sym,
-               bool group) {
+               bool group, const WaitedFn& waited_ns) {
   c.pause.world_stopped_ns = world.pause.world_stopped_ns;
   c.pause.stop_ns = world.pause.stop_ns;
   c.pause.capture_ns = world.pause.capture_ns;
@@ -57,6 +57,10 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
       ct.wait_address = tc.info.syscall->args[0];
     }
     ct.cpu_ns = tc.info.cpu_ns;
+    if (tc.snap && !tc.snap->wait_function.empty() && waited_ns) {
+      ct.waiting_in = tc.snap->wait_function;
+      ct.waiting_ns = waited_ns(*tc.snap);
+    }
     if (tc.snap) {
       UnwindResult r = unwinder.unwind(*tc.snap);
       ct.truncated = r.truncated;

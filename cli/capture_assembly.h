@@ -3,7 +3,9 @@
 // fill the thread table and the profiles.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "attach/traced_process.h"
@@ -32,8 +34,11 @@ std::vector<Frame> symbolize_stack(const std::vector<UnwoundFrame>& stack, Symbo
 
 // Fills c.threads from a stopped-world capture, and c.pause from its timings. With
 // `group`, also adds the "threads" profile: identical stacks grouped, with their tids.
+// `waited_ns`, when given, says how long a thread (by its snapshot) had been in a probed
+// wait at the stop (nullopt: not waiting).
+using WaitedFn = std::function<std::optional<uint64_t>(const Snapshot&)>;
 void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbolizer& sym,
-               bool group);
+               bool group, const WaitedFn& waited_ns = {});
 
 // Adds one profile, symbolized (each stack once).
 void add_profile(Capture& c, const std::string& kind, const ProfileData& data,

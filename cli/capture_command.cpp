@@ -14,13 +14,15 @@
 #include "attach/sampling_session.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
-#include "capture/heap_capture.h"
+#include "capture/probe_capture.h"
 #include "cli/capture_assembly.h"
 #include "cli/common.h"
 #include "cli/heap_options.h"
 #include "cli/outputs.h"
 #include "cli/signals.h"
+#include "cli/wait_options.h"
 #include "profile/collector.h"
+#include "symbolize/data_symbol.h"
 #include "unwind/dwfl_unwinder.h"
 
 namespace profctl::cli {
@@ -42,7 +44,8 @@ struct CaptureOptionsCli {
   bool no_inline = false;
   bool no_source = false;
   size_t top = 10;
-  HeapOptionsCli heap;  // --mem-rate, --leak-age, --sample-index
+  HeapOptionsCli heap;   // --mem-rate, --leak-age, --sample-index
+  WaitOptionsCli waits;  // --block-rate, --mutex-fraction
   bool lines = false;
 };
 
@@ -58,11 +61,12 @@ std::set<std::string> parse_profiles(const std::string& list) {
       out.insert(item);
     } else if (!item.empty()) {
       throw UserError(ExitCode::kUsage, "unknown profile '" + item + "'",
-                      "use cpu,wall,threadcreate,threads (or all)");
+                      "use cpu,wall,threadcreate,threads,heap,block,mutex (or all)");
     }
   }
   if (out.empty()) {
-    throw UserError(ExitCode::kUsage, "--profiles is empty", "use cpu,wall,threadcreate,threads");
+    throw UserError(ExitCode::kUsage, "--profiles is empty",
+                    "use cpu,wall,threadcreate,threads,heap,block,mutex");
   }
   return out;
 }
@@ -74,7 +78,7 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
   sub.add_option("--rate", o.rate, "Stack samples per second per thread")
       ->check(rate_value())
       ->capture_default_str();
-  sub.add_option("--profiles", o.profiles, "cpu,wall,threadcreate,threads or all")
+  sub.add_option("--profiles", o.profiles, "cpu,wall,threadcreate,threads,heap,block,mutex or all")
       ->capture_default_str();
   sub.add_option("-o,--output", o.output, "Write capture.json and per-profile files to DIR");
   sub.add_option("--format", o.format, "With -o: json,pprof,text,folded or all")
@@ -89,6 +93,7 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
       ->capture_default_str();
   sub.add_flag("--lines", o.lines, "Text and folded output: group by source line, not by function");
   add_heap_capture_options(sub, o.heap);
+  add_wait_capture_options(sub, o.waits);
   add_common_options(sub, o.common);
 }
 
@@ -98,6 +103,20 @@ std::string fmt_us(uint64_t ns) {
   return buf;
 }
 
+// The block/mutex samples' "lock" label, named by the static symbol that holds the lock.
+void name_locks(Profile& p, const TargetDwfl& td) {
+  for (Sample& s : p.samples) {
+    auto it = s.labels.find("lock");
+    if (it == s.labels.end()) {
+      continue;
+    }
+    const uint64_t addr = std::strtoull(it->second.c_str(), nullptr, 16);
+    if (auto name = data_symbol(td, addr)) {
+      s.labels["lock_name"] = *name;
+    }
+  }
+}
+
 int run_capture(const CaptureOptionsCli& o, bool launch) {
   apply_logging(o.common);
   auto log = logger("cli");
@@ -105,7 +124,11 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   std::set<std::string> formats = parse_formats(o.format);
   // The heap profile's options, checked before attaching (a bad value is a usage error).
   const HeapOptions heap = resolve_heap_options(o.heap);
+  const WaitOptions waits = resolve_wait_options(o.waits);
   const bool heap_requested = kinds.count("heap") > 0;
+  const bool block_requested = kinds.count("block") > 0;
+  const bool mutex_requested = kinds.count("mutex") > 0;
+  const bool probes_requested = heap_requested || block_requested || mutex_requested;
   if (!o.output.empty()) {
     prepare_output_dir(o.output);  // before the target is touched: found now, not after
   }
@@ -114,20 +137,6 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     duration_s = parse_duration_s(o.duration);
   }
   std::vector<std::string> warnings;
-  for (const auto& k : kProbed) {
-    if (k != "heap" && kinds.erase(k)) {
-      warnings.push_back("the " + k +
-                         " profile needs futex-wait probes, which this profctl does not have "
-                         "yet: skipped");
-    }
-  }
-  if (kinds.empty()) {
-    throw UserError(ExitCode::kUsage, "none of the requested profiles is available",
-                    "use cpu,wall,threadcreate,threads");
-  }
-  for (const auto& w : warnings) {
-    log->warn("{}", w);
-  }
 
   // Handlers first: a SIGINT that arrives while modules load must end the capture
   // cleanly (detach, write), not kill profctl with the target seized.
@@ -157,8 +166,14 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     h.options["mem_rate"] = std::to_string(heap.mem_rate);
     h.options["leak_age_ns"] = std::to_string(heap.leak_age_ns);
   }
+  if (block_requested) {
+    h.options["block_rate_ns"] = std::to_string(waits.block_rate_ns);
+  }
+  if (mutex_requested) {
+    h.options["mutex_fraction"] = std::to_string(waits.mutex_fraction);
+  }
 
-  if (launch && heap_requested) {
+  if (launch && probes_requested) {
     // Allocations are recorded from the program's entry point: its libraries are loaded
     // (the allocator can be found and probed) and none of its code has run yet.
     if (auto r = tp->run_to_entry(); !r) {
@@ -192,37 +207,53 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   Collector collector(
       [&wd]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(wd); }, copts);
 
-  // The heap profile: probes in the target, their ring drained beside the session. Its
-  // unwinder has a Dwfl of its own too (one thread per Dwfl).
-  std::unique_ptr<TargetDwfl> heap_dwfl;
-  std::unique_ptr<HeapCapture> heap_capture;
-  if (heap_requested) {
-    auto hd = TargetDwfl::for_process(tp->space_pid(), dopts);
-    if (!hd) {
-      throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " +
-                                                 std::to_string(pid) + ": " + hd.error().message());
-    }
-    heap_dwfl = std::move(*hd);
-    probe::HeapProbeOptions hopts;
-    hopts.mem_rate = static_cast<int64_t>(heap.mem_rate);
-    hopts.stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);
-    TargetDwfl* hdp = heap_dwfl.get();
-    auto hc = HeapCapture::start(*tp, hopts, [hdp]() -> std::unique_ptr<Unwinder> {
-      return std::make_unique<DwflUnwinder>(*hdp);
-    });
-    if (!hc) {
-      warnings.push_back("heap profile: " + hc.error().message());
-      log->warn("heap profile unavailable: {}", hc.error().message());
+  // The probe-driven profiles (heap, block, mutex): probes in the target, their ring
+  // drained beside the session. Their unwinders have a Dwfl of their own (one thread per
+  // Dwfl): heap and waits are unwound on separate workers.
+  std::vector<std::unique_ptr<TargetDwfl>> probe_dwfls;
+  std::unique_ptr<ProbeCapture> probes;
+  if (probes_requested) {
+    ProbeCaptureOptions popts;
+    popts.heap = heap_requested;
+    popts.block = block_requested;
+    popts.mutex = mutex_requested;
+    popts.mem_rate = static_cast<int64_t>(heap.mem_rate);
+    popts.block_rate_ns = waits.block_rate_ns;
+    popts.mutex_fraction = waits.mutex_fraction;
+    popts.stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);
+    auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
+      auto d = TargetDwfl::for_process(tp->space_pid(), dopts);
+      if (!d) {
+        throw UserError(
+            ExitCode::kTargetGone,
+            "cannot read the modules of pid " + std::to_string(pid) + ": " + d.error().message());
+      }
+      probe_dwfls.push_back(std::move(*d));
+      TargetDwfl* dp = probe_dwfls.back().get();
+      return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*dp); };
+    };
+    ProbeCapture::UnwinderFactory heap_unwinder =
+        heap_requested ? unwinder_on() : ProbeCapture::UnwinderFactory();
+    ProbeCapture::UnwinderFactory wait_unwinder =
+        block_requested || mutex_requested ? unwinder_on() : ProbeCapture::UnwinderFactory();
+    auto pc = ProbeCapture::start(*tp, popts, heap_unwinder, wait_unwinder);
+    if (!pc) {
+      warnings.push_back("probes: " + pc.error().message());
+      log->warn("probe-driven profiles unavailable: {}", pc.error().message());
     } else {
-      heap_capture = std::move(*hc);
-      for (const auto& n : heap_capture->notes()) {
-        log->info("heap: {}", n);
+      probes = std::move(*pc);
+      for (const auto& n : probes->notes()) {
+        log->info("probes: {}", n);
       }
     }
   }
-  if (kinds.size() == 1 && heap_requested && !heap_capture) {
-    throw UserError(ExitCode::kTargetGone,
-                    "the heap profile could not be set up: nothing to capture");
+  if (probes_requested && !probes) {
+    for (const char* k : {"heap", "block", "mutex"}) {
+      kinds.erase(k);
+    }
+    if (kinds.empty()) {
+      throw UserError(ExitCode::kTargetGone, "the probes could not be set up: nothing to capture");
+    }
   }
 
   SessionOptions sopts;
@@ -234,12 +265,16 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   sopts.sample = kinds.count("cpu") || kinds.count("wall");
   const bool live = isatty(STDERR_FILENO) && o.common.verbose == 0;
   if (live) {
-    HeapCapture* hcp = heap_capture.get();
-    sopts.on_status = [hcp](const SessionStatus& s) {
+    ProbeCapture* pcp = probes.get();
+    const char* what = heap_requested ? "  allocs+waits " : "  waits ";
+    if (!block_requested && !mutex_requested) {
+      what = "  allocs ";
+    }
+    sopts.on_status = [pcp, what](const SessionStatus& s) {
       std::string heap_part;
-      if (hcp != nullptr) {
-        heap_part = "  allocs " + std::to_string(hcp->records()) + " recorded " +
-                    std::to_string(hcp->dropped()) + " dropped";
+      if (pcp != nullptr) {
+        heap_part = what + std::to_string(pcp->records()) + " recorded " +
+                    std::to_string(pcp->dropped()) + " dropped";
       }
       std::fprintf(
           stderr, "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s%s",
@@ -260,12 +295,14 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
 
   // The thread table and the threads profile: one last stop of the world, then detach.
   std::optional<WorldCapture> world;
+  uint64_t world_ns = 0;
   if (res.end != SessionResult::End::kTargetExited && res.end != SessionResult::End::kExec) {
     CaptureOptions wopts;
     wopts.stack_bytes = o.stack_bytes;
     wopts.detach = true;
     if (auto w = tp->capture_world(wopts)) {
       world = std::move(*w);
+      world_ns = probes ? probes->now_ns() : 0;
     }
   }
   if (res.end == SessionResult::End::kExec) {
@@ -275,11 +312,13 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     tp->detach();  // the probes are removed in the last stopped world
   }
   uint64_t heap_end_ns = 0;
-  if (heap_capture) {
-    heap_end_ns = heap_capture->now_ns();
-    heap_capture->finish();
-    if (heap_capture->gone_by_exec()) {
-      warnings.emplace_back("the target called exec: the heap profile ends there");
+  if (probes) {
+    heap_end_ns = probes->now_ns();
+    probes->finish();
+    if (probes->gone_by_exec()) {
+      warnings.emplace_back(heap_requested
+                                ? "the target called exec: the heap profile ends there"
+                                : "the target called exec: the probe-driven profiles end there");
     }
   }
   tp.reset();  // detached (or reaped): the target runs on without us
@@ -295,13 +334,46 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     Symbolizer sym(td, symopts);
     if (world) {
       DwflUnwinder unwinder(td);
-      add_world(c, *world, unwinder, sym, kinds.count("threads") > 0);
+      WaitedFn waited;
+      if (probes) {
+        ProbeCapture* pcp = probes.get();
+        waited = [pcp, world_ns](const Snapshot& s) -> std::optional<uint64_t> {
+          const uint64_t start = pcp->tsc_to_ns(s.wait_start_tsc);
+          return world_ns > start ? world_ns - start : 0;
+        };
+      }
+      add_world(c, *world, unwinder, sym, kinds.count("threads") > 0, waited);
     }
     add_profiles(c, collector, sym);
-    if (heap_capture) {
-      HeapResult hr = heap_capture->collector().tracker().result(heap_end_ns, heap.leak_age_ns);
-      add_heap_profile(c, hr, heap_capture->collector().stacks(), sym);
-      HeapCaptureStats hs = heap_capture->stats();
+    if (probes && probes->waits()) {
+      WaitCollector& wc = *probes->waits();
+      if (block_requested) {
+        add_profile(c, "block", wc.block(), wc.stacks(), sym);
+        name_locks(c.profiles["block"], td);
+      }
+      if (mutex_requested) {
+        add_profile(c, "mutex", wc.mutex(), wc.stacks(), sym);
+        name_locks(c.profiles["mutex"], td);
+      }
+      if (wc.stats().dropped > 0) {
+        warnings.push_back("block/mutex: " + std::to_string(wc.stats().dropped) +
+                           " waits were dropped: unwinding could not keep up");
+      }
+    }
+    if (probes && !probes->heap()) {
+      ProbeCaptureStats ps = probes->stats();
+      if (ps.ring_dropped > 0) {
+        warnings.push_back("block/mutex: " + std::to_string(ps.ring_dropped) +
+                           " wait records were dropped: the probe ring was full");
+      }
+      for (const auto& n : probes->notes()) {
+        warnings.push_back("probes: " + n);
+      }
+    }
+    if (probes && probes->heap()) {
+      HeapResult hr = probes->heap()->tracker().result(heap_end_ns, heap.leak_age_ns);
+      add_heap_profile(c, hr, probes->heap()->stacks(), sym);
+      ProbeCaptureStats hs = probes->stats();
       if (hs.ring_dropped > 0) {
         warnings.push_back("heap: " + std::to_string(hs.ring_dropped) +
                            " allocation records were dropped: the probe ring was full");
@@ -311,7 +383,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
                            " sampled allocations could not be tracked (pointer table full): "
                            "their frees are not seen");
       }
-      for (const auto& n : heap_capture->notes()) {
+      for (const auto& n : probes->notes()) {
         warnings.push_back("heap: " + n);
       }
     }

@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <memory>
 #include <set>
 
+#include "base/eh_frame_hdr.h"
 #include "base/fd.h"
 
 namespace profctl::probe {
@@ -27,8 +29,69 @@ Error elf_error(const std::string& path, const std::string& what) {
 
 }  // namespace
 
+namespace {
+
+std::string build_id_of(Elf* elf) {
+  for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
+    GElf_Shdr sh;
+    if (gelf_getshdr(scn, &sh) == nullptr || sh.sh_type != SHT_NOTE) {
+      continue;
+    }
+    Elf_Data* data = elf_getdata(scn, nullptr);
+    if (data == nullptr) {
+      continue;
+    }
+    size_t off = 0;
+    GElf_Nhdr nh;
+    size_t name_off = 0;
+    size_t desc_off = 0;
+    while ((off = gelf_getnote(data, off, &nh, &name_off, &desc_off)) > 0) {
+      if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+          std::string_view(static_cast<const char*>(data->d_buf) + name_off, 3) == "GNU" &&
+          nh.n_descsz > 0 && nh.n_descsz <= 64) {
+        static const char* kHex = "0123456789abcdef";
+        std::string out;
+        const auto* b = static_cast<const unsigned char*>(data->d_buf) + desc_off;
+        for (size_t i = 0; i < nh.n_descsz; ++i) {
+          out += kHex[b[i] >> 4];
+          out += kHex[b[i] & 15];
+        }
+        return out;
+      }
+    }
+  }
+  return "";
+}
+
+Result<ElfModuleSymbols> read_functions(const std::string& path, std::span<const std::string> names,
+                                        const ElfModuleSymbols* module);
+
+}  // namespace
+
 Result<ElfModuleSymbols> read_elf_functions(const std::string& path,
                                             std::span<const std::string> names) {
+  return read_functions(path, names, nullptr);
+}
+
+Result<ElfModuleSymbols> read_debug_functions(const std::string& debug_path,
+                                              std::span<const std::string> names,
+                                              const ElfModuleSymbols& module) {
+  return read_functions(debug_path, names, &module);
+}
+
+std::string debug_file_for_build_id(const std::string& build_id) {
+  if (build_id.size() < 4 || build_id.size() > 128) {
+    return "";
+  }
+  std::string p =
+      "/usr/lib/debug/.build-id/" + build_id.substr(0, 2) + "/" + build_id.substr(2) + ".debug";
+  return access(p.c_str(), R_OK) == 0 ? p : "";
+}
+
+namespace {
+
+Result<ElfModuleSymbols> read_functions(const std::string& path, std::span<const std::string> names,
+                                        const ElfModuleSymbols* module) {
   if (elf_version(EV_CURRENT) == EV_NONE) {
     return Error{"libelf: version mismatch", 0};
   }
@@ -47,6 +110,7 @@ Result<ElfModuleSymbols> read_elf_functions(const std::string& path,
   }
   ElfModuleSymbols out;
   out.pie_or_shared = eh.e_type == ET_DYN;
+  out.build_id = build_id_of(elf.get());
 
   size_t phnum = 0;
   if (elf_getphdrnum(elf.get(), &phnum) != 0) {
@@ -57,12 +121,24 @@ Result<ElfModuleSymbols> read_elf_functions(const std::string& path,
     if (gelf_getphdr(elf.get(), static_cast<int>(i), &ph) == nullptr) {
       return elf_error(path, "bad program header");
     }
+    if (ph.p_type == PT_GNU_EH_FRAME && module == nullptr) {
+      Elf_Data* d = elf_getdata_rawchunk(elf.get(), static_cast<int64_t>(ph.p_offset), ph.p_filesz,
+                                         ELF_T_BYTE);
+      if (d != nullptr && d->d_buf != nullptr) {
+        out.function_starts = parse_eh_frame_hdr(
+            std::string_view(static_cast<const char*>(d->d_buf), d->d_size), ph.p_vaddr);
+      }
+    }
     if (ph.p_type == PT_LOAD) {
       out.segments.push_back(
           {ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz, (ph.p_flags & PF_X) != 0});
     }
   }
 
+  if (module != nullptr) {
+    out.segments = module->segments;  // a debug file's own segments hold no code
+    out.pie_or_shared = module->pie_or_shared;
+  }
   std::set<std::string_view> wanted(names.begin(), names.end());
   auto in_executable_segment = [&](uint64_t value, uint64_t size) {
     return std::any_of(out.segments.begin(), out.segments.end(), [&](const ElfLoadSegment& s) {
@@ -115,6 +191,8 @@ Result<ElfModuleSymbols> read_elf_functions(const std::string& path,
   }
   return out;
 }
+
+}  // namespace
 
 Result<uint64_t> load_bias(const ElfModuleSymbols& module, const std::vector<MapEntry>& maps,
                            std::string_view path) {

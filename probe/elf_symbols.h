@@ -31,7 +31,9 @@ struct ElfLoadSegment {
 };
 
 struct ElfModuleSymbols {
-  bool pie_or_shared = false;  // ET_DYN: loaded at a bias; ET_EXEC: bias 0
+  bool pie_or_shared = false;             // ET_DYN: loaded at a bias; ET_EXEC: bias 0
+  std::string build_id;                   // hex of NT_GNU_BUILD_ID; empty when the file has none
+  std::vector<uint64_t> function_starts;  // link-time, sorted: .eh_frame_hdr's FDE starts
   std::vector<ElfLoadSegment> segments;
   std::map<std::string, ElfFunction, std::less<>> functions;  // the names that were found
 };
@@ -40,6 +42,17 @@ struct ElfModuleSymbols {
 // result; an unreadable or malformed file is an error.
 Result<ElfModuleSymbols> read_elf_functions(const std::string& path,
                                             std::span<const std::string> names);
+
+// The same lookup in a module's separate debug file (its .symtab names internal functions
+// that .dynsym lacks). Its sections hold no code, so every symbol is checked against the
+// executable segments of the module itself.
+Result<ElfModuleSymbols> read_debug_functions(const std::string& debug_path,
+                                              std::span<const std::string> names,
+                                              const ElfModuleSymbols& module);
+
+// The debug file of a module with this build id under /usr/lib/debug/.build-id (Debian's
+// -dbg and -dbgsym packages), or "" when none is installed.
+std::string debug_file_for_build_id(const std::string& build_id);
 
 // The load bias of the module `path` in a process, from its maps: the mapping of the file
 // offset of a PT_LOAD segment gives start - page_down(vaddr).

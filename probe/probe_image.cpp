@@ -29,7 +29,10 @@ Result<probe_blob_header> checked_header(std::span<const uint8_t> blob) {
 
 // Kinds the blob has handlers for. PROBE_KIND_BLOCK and PROBE_KIND_MUTEX are reserved:
 // until blob.c handles them a patch would only cost the target time.
-bool valid_kind(uint32_t kind) { return kind >= PROBE_KIND_MALLOC && kind <= PROBE_KIND_FREE; }
+bool valid_kind(uint32_t kind) {
+  return (kind >= PROBE_KIND_MALLOC && kind <= PROBE_KIND_FREE) || kind == PROBE_KIND_BLOCK ||
+         kind == PROBE_KIND_MUTEX;
+}
 
 void put_u64(std::vector<uint8_t>& code, size_t offset, uint64_t v) {
   std::memcpy(code.data() + offset, &v, sizeof v);

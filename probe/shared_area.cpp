@@ -75,6 +75,8 @@ Result<SharedArea> SharedArea::create(const SharedAreaOptions& o, Fd existing) {
   c->max_probe = o.max_probe;
   c->stack_bytes = o.stack_bytes & ~7U;
   c->mem_rate = o.mem_rate;
+  c->block_rate_ticks = o.block_rate_ticks;
+  c->mutex_fraction = o.mutex_fraction;
   c->owner_pid = o.owner_pid;
   c->enabled = 0;
   at(c->magic).store(PROBE_ABI_MAGIC, std::memory_order_release);
@@ -165,6 +167,49 @@ void SharedArea::forget_thread(uint64_t tp) {
   if (probe_thread_slot* s = find_slot(tp, false)) {
     at(s->stack_hi).store(0, std::memory_order_release);
     at(s->tid).store(0, std::memory_order_release);
+    // An exited thread's wait is over (a cancellation unwinds past it without returning).
+    at(s->wait_active).store(0, std::memory_order_release);
+  }
+}
+
+namespace {
+ActiveWait wait_from(probe_thread_slot& s) {
+  ActiveWait w;
+  w.key = at(s.key).load(std::memory_order_acquire);
+  w.tid = at(s.tid).load(std::memory_order_acquire);
+  w.site = at(s.wait_site).load(std::memory_order_acquire) & 0x7fffffffU;
+  w.ret = at(s.wait_ret).load(std::memory_order_acquire);
+  w.slot = at(s.wait_slot).load(std::memory_order_acquire);
+  w.tsc0 = at(s.wait_tsc0).load(std::memory_order_acquire);
+  w.lock = at(s.wait_addr).load(std::memory_order_acquire);
+  return w;
+}
+}  // namespace
+
+std::vector<ActiveWait> SharedArea::active_waits() const {
+  std::vector<ActiveWait> out;
+  probe_ctl* c = ctl();
+  auto* table = reinterpret_cast<probe_thread_slot*>(data() + c->threads_offset);
+  for (uint64_t i = 0; i < c->threads_capacity; ++i) {
+    if (at(table[i].key).load(std::memory_order_acquire) != 0 &&
+        at(table[i].wait_active).load(std::memory_order_acquire) != 0) {
+      out.push_back(wait_from(table[i]));
+    }
+  }
+  return out;
+}
+
+std::optional<ActiveWait> SharedArea::wait_of(uint64_t tp) const {
+  probe_thread_slot* s = tp != 0 ? find_slot(tp, false) : nullptr;
+  if (s == nullptr || at(s->wait_active).load(std::memory_order_acquire) == 0) {
+    return std::nullopt;
+  }
+  return wait_from(*s);
+}
+
+void SharedArea::clear_wait(uint64_t tp) {
+  if (probe_thread_slot* s = find_slot(tp, false)) {
+    at(s->wait_active).store(0, std::memory_order_release);
   }
 }
 
@@ -177,7 +222,9 @@ ProbeCounters SharedArea::counters() const {
                        get(k.dropped_thread_table_full),
                        get(k.foreign_pid_events),
                        get(k.stack_copy_failed),
-                       get(k.inflight)};
+                       get(k.inflight),
+                       get(k.waits_seen),
+                       get(k.waits_recorded)};
 }
 
 }  // namespace profctl::probe

@@ -11,6 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <vector>
 
 #include "base/fd.h"
 #include "base/result.h"
@@ -26,6 +28,8 @@ struct SharedAreaOptions {
   uint64_t thread_capacity = 4096;         // thread slots; rounded up to a power of two
   uint32_t max_probe = 16;                 // linear-probing bound in both tables
   pid_t owner_pid = 0;                     // the target's pid (records of other pids are foreign)
+  uint64_t block_rate_ticks = 0;           // Go's block profile rate in TSC ticks; 0 = off
+  uint64_t mutex_fraction = 0;             // Go's mutex profile fraction; 0 = off
   // Allocate every page of the area up front (fallocate on the memfd) and map it populated
   // in profctl: the target's first touch of a ring or table page is then a minor fault
   // that maps an existing page, never an allocation and zeroing on its probe path (on the
@@ -44,6 +48,19 @@ struct ProbeCounters {
   uint64_t foreign_pid_events = 0;
   uint64_t stack_copy_failed = 0;
   uint64_t inflight = 0;  // threads inside a call-through now: do not unmap while > 0
+  uint64_t waits_seen = 0;
+  uint64_t waits_recorded = 0;
+};
+
+// A timed wait in progress on one thread (probe_thread_slot's wait fields).
+struct ActiveWait {
+  uint64_t key = 0;  // the thread pointer
+  int32_t tid = 0;   // 0 when profctl has not registered the thread
+  uint32_t site = 0;
+  uint64_t ret = 0;   // the real return address
+  uint64_t slot = 0;  // the hijacked stack word
+  uint64_t tsc0 = 0;
+  uint64_t lock = 0;
 };
 
 class SharedArea {
@@ -84,6 +101,13 @@ class SharedArea {
   void forget_thread(uint64_t thread_pointer);
 
   ProbeCounters counters() const;
+
+  // Waits in progress (read while the target runs: a consistent view needs the thread
+  // stopped). wait_of: the one of a thread pointer.
+  std::vector<ActiveWait> active_waits() const;
+  std::optional<ActiveWait> wait_of(uint64_t thread_pointer) const;
+  // Marks a thread's wait over (after profctl put its return address back).
+  void clear_wait(uint64_t thread_pointer);
 
  private:
   SharedArea(Fd fd, void* base, size_t size) : fd_(std::move(fd)), base_(base), size_(size) {}

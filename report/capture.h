@@ -54,6 +54,10 @@ struct CaptureThread {
   std::string state;                        // one letter as in /proc stat: R S D T t Z
   std::optional<std::string> wait_syscall;  // syscall name when blocked in one ("futex")
   std::optional<uint64_t> wait_address;     // futex address (first argument)
+  // In a wait the block/mutex probes timed: the probed glibc function and how long the
+  // thread had been in it when the world stopped.
+  std::optional<std::string> waiting_in;
+  std::optional<uint64_t> waiting_ns;
   uint64_t cpu_ns = 0;
   std::vector<Frame> frames;  // innermost first
   bool truncated = false;

@@ -214,6 +214,12 @@ CaptureThread read_thread(const Json& j, const std::string& path) {
   if (const Json* v = maybe(j, "wait_address")) {
     t.wait_address = hex(*v, child(path, "wait_address"));
   }
+  if (const Json* v = maybe(j, "waiting_in")) {
+    t.waiting_in = string(*v, child(path, "waiting_in"));
+  }
+  if (const Json* v = maybe(j, "waiting_ns")) {
+    t.waiting_ns = integer<uint64_t>(*v, child(path, "waiting_ns"));
+  }
   if (const Json* v = maybe(j, "cpu_ns")) {
     t.cpu_ns = integer<uint64_t>(*v, child(path, "cpu_ns"));
   }

@@ -64,6 +64,12 @@ Json thread_json(const CaptureThread& t) {
   if (t.wait_address) {
     j["wait_address"] = hex(*t.wait_address);
   }
+  if (t.waiting_in) {
+    j["waiting_in"] = *t.waiting_in;
+  }
+  if (t.waiting_ns) {
+    j["waiting_ns"] = *t.waiting_ns;
+  }
   j["cpu_ns"] = t.cpu_ns;
   j["truncated"] = t.truncated;
   if (t.truncated || !t.truncated_reason.empty()) {

@@ -1,12 +1,11 @@
 #include "report/profile_text.h"
 
-#include "report/heap_text.h"
-
 #include <algorithm>
 #include <cstdio>
 #include <map>
 #include <set>
 
+#include "report/heap_text.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -188,6 +187,55 @@ std::string frame_identity(const Frame& f, bool lines) {
   return id;
 }
 
+// The block and mutex profiles: which locks (and futex words) the waits were on, by the
+// main value, named by their symbol when they live in static storage.
+void write_top_locks(const Profile& p, size_t main, int64_t total, const TextOptions& opts,
+                     std::ostream& out) {
+  struct Lock {
+    std::string name;
+    std::vector<int64_t> values;
+  };
+  std::map<std::string, Lock> locks;
+  for (const Sample& s : p.samples) {
+    auto a = s.labels.find("lock");
+    if (a == s.labels.end()) {
+      continue;
+    }
+    Lock& l = locks[a->second];
+    if (auto n = s.labels.find("lock_name"); n != s.labels.end()) {
+      l.name = n->second;
+    }
+    l.values.resize(p.sample_types.size(), 0);
+    for (size_t i = 0; i < l.values.size() && i < s.values.size(); ++i) {
+      l.values[i] = report_detail::saturating_add(l.values[i], s.values[i]);
+    }
+  }
+  if (locks.empty()) {
+    return;
+  }
+  std::vector<std::pair<std::string, Lock>> rows(locks.begin(), locks.end());
+  std::stable_sort(rows.begin(), rows.end(), [main](const auto& a, const auto& b) {
+    return a.second.values[main] > b.second.values[main];
+  });
+  out << "\ntop " << std::min(opts.top_n, rows.size()) << " of " << rows.size()
+      << " locks and futex words by " << p.sample_types[main].type << ":\n";
+  for (size_t r = 0; r < rows.size() && r < opts.top_n; ++r) {
+    const auto& [addr, l] = rows[r];
+    out << "  " << format_value(l.values[main], p.sample_types[main].unit) << "  "
+        << percent(l.values[main], total) << "  " << addr;
+    if (!l.name.empty()) {
+      out << " (" << l.name << ")";
+    }
+    for (size_t i = 0; i < l.values.size(); ++i) {
+      if (i != main) {
+        out << "  " << p.sample_types[i].type << " "
+            << format_value(l.values[i], p.sample_types[i].unit);
+      }
+    }
+    out << '\n';
+  }
+}
+
 void write_profile_text(const Capture& c, const std::string& kind, std::ostream& out,
                         const TextOptions& opts) {
   if (kind == "heap") {
@@ -224,6 +272,9 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
     }
   }
   write_header(c, kind, p, totals, stacks.size(), out);
+  if (kind == "mutex") {
+    out << "side: waiters (each contention is charged to the stack that waited for the lock)\n";
+  }
   if (ntypes == 0) {
     out << "(the profile has no sample types)\n";
     return;
@@ -234,6 +285,9 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   });
   write_top_stacks(p, stacks, main, totals[main], opts, out);
   write_top_functions(p, stacks, main, totals[main], opts, out);
+  if (kind == "mutex" || kind == "block") {
+    write_top_locks(p, main, totals[main], opts, out);
+  }
 }
 
 }  // namespace profctl

@@ -54,6 +54,15 @@ std::string thread_summary(const CaptureThread& t) {
   } else if (t.wait_address) {
     s += ", waiting on " + hex(*t.wait_address);
   }
+  if (t.waiting_ns) {
+    // Go's "[chan receive, 14 minutes]": how long this wait has lasted so far.
+    s += ", waiting " +
+         report_detail::format_value(
+             static_cast<int64_t>(std::min<uint64_t>(*t.waiting_ns, INT64_MAX)), "nanoseconds");
+    if (t.waiting_in) {
+      s += " in " + *t.waiting_in;
+    }
+  }
   s += ", cpu " +
        report_detail::format_value(static_cast<int64_t>(std::min<uint64_t>(t.cpu_ns, INT64_MAX)),
                                    "nanoseconds") +

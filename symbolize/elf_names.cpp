@@ -7,6 +7,8 @@
 #include <string_view>
 #include <tuple>
 
+#include "base/eh_frame_hdr.h"
+
 namespace profctl {
 namespace {
 
@@ -169,17 +171,11 @@ std::vector<NamedRange> read_plt(Elf* elf) {
   return out;
 }
 
-// .eh_frame_hdr (LSB "Exception Frame Header"): version 1, the encodings of eh_frame_ptr,
-// fde_count and the table, eh_frame_ptr, fde_count, then fde_count (initial location, FDE
-// address) pairs sorted by location. GNU ld, gold, lld and mold all write the table as
-// DW_EH_PE_datarel | DW_EH_PE_sdata4 (relative to the header's address); any other form is
-// left alone (no starts: frames stay named by their own offset).
+// The function starts of .eh_frame_hdr (base/eh_frame_hdr.h).
 std::vector<uint64_t> read_fde_starts(Elf* elf) {
-  constexpr uint8_t kUdata4 = 0x03, kSdata4 = 0x0b, kPcrel = 0x10, kDatarel = 0x30;
-  std::vector<uint64_t> out;
   size_t nphdr = 0;
   if (elf_getphdrnum(elf, &nphdr) != 0) {
-    return out;
+    return {};
   }
   for (size_t i = 0; i < nphdr && i < 4096; ++i) {
     GElf_Phdr ph;
@@ -188,29 +184,13 @@ std::vector<uint64_t> read_fde_starts(Elf* elf) {
     }
     Elf_Data* data =
         elf_getdata_rawchunk(elf, static_cast<int64_t>(ph.p_offset), ph.p_filesz, ELF_T_BYTE);
-    if (data == nullptr || data->d_buf == nullptr || data->d_size < 12) {
-      return out;
+    if (data == nullptr || data->d_buf == nullptr) {
+      return {};
     }
-    const std::string_view b(static_cast<const char*>(data->d_buf), data->d_size);
-    const auto enc = [&](size_t at) { return static_cast<uint8_t>(b[at]); };
-    const bool sdata4_ptr = (enc(1) & 0x0f) == kSdata4 || (enc(1) & 0x0f) == kUdata4;
-    if (enc(0) != 1 || !sdata4_ptr || (enc(2) != kUdata4 && enc(2) != kSdata4) ||
-        enc(3) != (kDatarel | kSdata4) || (enc(1) & 0x70 & ~kPcrel) != 0) {
-      return out;
-    }
-    const uint64_t count = load32(b, 8);
-    if (count > (b.size() - 12) / 8) {
-      return out;  // the table would run past the segment
-    }
-    out.reserve(count);
-    for (uint64_t k = 0; k < count; ++k) {
-      const auto rel = static_cast<int32_t>(load32(b, 12 + k * 8));
-      out.push_back(ph.p_vaddr + static_cast<int64_t>(rel));
-    }
-    std::sort(out.begin(), out.end());  // sorted already, unless the file lies
-    return out;
+    return parse_eh_frame_hdr(std::string_view(static_cast<const char*>(data->d_buf), data->d_size),
+                              ph.p_vaddr);
   }
-  return out;
+  return {};
 }
 
 size_t leading_underscores(std::string_view name) {

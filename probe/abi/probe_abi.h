@@ -16,7 +16,7 @@
 #define PROFCTL_PROBE_ABI_H
 
 #define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
-#define PROBE_ABI_VERSION 2
+#define PROBE_ABI_VERSION 3
 
 /* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
 #define PROBE_KIND_NONE 0
@@ -30,9 +30,13 @@
 #define PROBE_KIND_VALLOC 8         /* void* valloc(size_t n) */
 #define PROBE_KIND_PVALLOC 9        /* void* pvalloc(size_t n) */
 #define PROBE_KIND_FREE 10          /* void free(void* p) */
-/* Reserved for the block/mutex issue: call-through with timestamps around the wait
- * (record.value = delay in TSC ticks, args[0] = the lock/futex address). The blob takes
- * the original path for these kinds until their handlers exist. */
+/* Waits, timed in the target by return-address hijack (no frame of ours on the stack while
+ * the thread waits, see blob.c): record.value = delay in TSC ticks, record.args[0] = the
+ * lock or futex address, record.args[1] = the TSC when the wait began.
+ *  MUTEX: the contended slow path of a lock (__lll_lock_wait and its private twin): the
+ *         mutex profile, and the block profile too (Go counts lock waits as blocking).
+ *  BLOCK: any other futex wait (condition variables, semaphores, join, rwlocks: the
+ *         futex_abstimed_wait funnel; barriers as the whole call). */
 #define PROBE_KIND_BLOCK 16
 #define PROBE_KIND_MUTEX 17
 #define PROBE_KIND_LAST 17
@@ -52,6 +56,8 @@
 #define PROBE_REC_STACK_FAILED 0x10u /* process_vm_readv failed: no stack bytes */
 #define PROBE_REC_STACK_CUT 0x20u    /* the copy stopped at ctl.stack_bytes, not at the end */
 #define PROBE_REC_PTR_NOT_TRACKED 0x40u /* pointer table full: this pointer's free is not seen */
+#define PROBE_REC_WAIT_MUTEX 0x80u      /* a wait chosen for the mutex profile (1/fraction) */
+#define PROBE_REC_WAIT_BLOCK 0x100u     /* a wait chosen for the block profile (block rate) */
 
 /* ---- blob header layout --------------------------------------------------------------- */
 #define PROBE_MAX_SITES 32
@@ -59,6 +65,7 @@
 #define PROBE_BLOB_HEADER_SIZE 1088
 #define PROBE_BLOB_SHARED_AREA_OFFSET 32
 #define PROBE_BLOB_PROCESS_TOKEN_OFFSET 40
+#define PROBE_BLOB_WAIT_RETURN_OFFSET 48
 #define PROBE_BLOB_SITES_OFFSET 64
 #define PROBE_BLOB_SITE_SIZE 32
 #define PROBE_BLOB_SITE_ORIGINAL_OFFSET 0
@@ -116,12 +123,15 @@ struct probe_blob_header {
    * madvise succeeded; a forked child then reads 0. Non-zero: the record path uses it as
    * its pid without a syscall; 0: it asks getpid(). */
   uint64_t process_token;
-  uint64_t reserved[2];
+  /* Offset of probe_wait_return in the image: the address a timed wait's hijacked stack
+   * word holds (profctl puts the real return address back wherever it sees it). */
+  uint64_t wait_return_offset;
+  uint64_t reserved[1];
   struct probe_blob_site sites[PROBE_MAX_SITES];
 };
 
-/* Per-thread state, keyed by the thread pointer (%fs:0, the TCB self pointer). 64 bytes:
- * one cache line, so threads never share a line. */
+/* Per-thread state, keyed by the thread pointer (%fs:0, the TCB self pointer). 128 bytes:
+ * two cache lines of its own, so threads never share a line. */
 struct probe_thread_slot {
   uint64_t key;       /* thread pointer; 0 = free. Claimed with CAS, never released */
   uint64_t depth;     /* > 0 while inside a call-through: nested probes take the original */
@@ -132,6 +142,17 @@ struct probe_thread_slot {
   int32_t tid;        /* set by profctl with the bounds; 0 = unknown (the blob asks gettid) */
   int32_t reserved32;
   uint64_t reserved;
+  /* The wait in progress (second line). While wait_active, the stack word at wait_slot
+   * holds the blob's wait-return address instead of wait_ret: profctl puts wait_ret back
+   * in every stack copy it reads, and in the stack itself at detach. */
+  uint32_t wait_active; /* 1 between the hijack at entry and the return (release-stored) */
+  uint32_t wait_site;   /* index into probe_blob_header.sites */
+  uint64_t wait_ret;    /* the caller's real return address */
+  uint64_t wait_slot;   /* target address of the hijacked stack word (rsp at entry) */
+  uint64_t wait_tsc0;   /* rdtsc at entry */
+  uint64_t wait_addr;   /* the lock / futex word (rdi at entry) */
+  uint64_t wait_rng;    /* xorshift64* state of the wait sampling; 0 = not seeded */
+  uint64_t reserved2[2];
 };
 
 /* Counters: bumped with atomic adds by the target, read by profctl. */
@@ -143,7 +164,9 @@ struct probe_counters {
   uint64_t foreign_pid_events;        /* sampled events in another process (a forked child) */
   uint64_t stack_copy_failed;         /* process_vm_readv failed outright */
   uint64_t inflight;                  /* threads inside a call-through right now */
-  uint64_t reserved[9];
+  uint64_t waits_seen;                /* waits entered (recorded or not) */
+  uint64_t waits_recorded;            /* waits written to the ring */
+  uint64_t reserved[7];
 };
 
 /* At offset 0 of the shared area. Everything after the first line is written by profctl
@@ -164,8 +187,9 @@ struct probe_ctl {
   int64_t mem_rate;       /* Go MemProfileRate: mean bytes between samples; 1 all; 0 none */
   int32_t owner_pid;      /* the profiled process; records of other pids are foreign */
   uint32_t enabled;       /* 0: every trampoline takes the original path at once */
-  uint64_t block_rate_ns; /* reserved for the block profile */
-  uint64_t mutex_fraction; /* reserved for the mutex profile */
+  uint64_t block_rate_ticks; /* Go's block profile rate in TSC ticks: longer waits always,
+                                shorter ones with probability delay/rate; 0 = no block profile */
+  uint64_t mutex_fraction;   /* Go's mutex profile fraction: 1 in N lock waits; 0 = none */
   /* Counting filter in front of the pointer table: u32 counters indexed by a hash of the
    * pointer's 4 KiB page, each the number of live sampled pointers in the pages that hash
    * there. A free whose counter is 0 is not sampled; consecutive frees in one page hit the
@@ -199,7 +223,7 @@ struct probe_record {
   uint64_t args[4];
   uint64_t ret;    /* rax after the call */
   /* Registers at the probed function's entry: rip = the function, rsp points at the
-   * return address. */
+   * return address (waits: the real one is in the copy, never the hijacked word). */
   uint64_t rip, rsp, rbp, rbx, r12, r13, r14, r15;
   uint64_t stack_len; /* valid bytes of the copy of [rsp, rsp + stack_len) that follows */
 };
@@ -210,9 +234,11 @@ PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, shared_area) ==
                         PROBE_BLOB_SHARED_AREA_OFFSET, "shared_area offset");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, process_token) ==
                         PROBE_BLOB_PROCESS_TOKEN_OFFSET, "process_token offset");
+PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, wait_return_offset) ==
+                        PROBE_BLOB_WAIT_RETURN_OFFSET, "wait_return_offset offset");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, sites) == PROBE_BLOB_SITES_OFFSET,
                     "sites offset");
-PROBE_STATIC_ASSERT(sizeof(struct probe_thread_slot) == 64, "slot is one cache line");
+PROBE_STATIC_ASSERT(sizeof(struct probe_thread_slot) == 128, "slot is two cache lines");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_head) == 256, "head line");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_tail) == 320, "tail line");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, counters) == 384, "counters line");

@@ -298,11 +298,22 @@ static struct probe_record* ring_reserve(struct probe_ctl* c, uint64_t len) {
   return 0;
 }
 
-/* Writes one record for the call in `f`. with_stack: copy the caller's stack too. */
-static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame* f,
-                         uint32_t kind, uint32_t flags, uint64_t ptr, int with_stack) {
-  struct probe_thread_slot* slot = (struct probe_thread_slot*)f->call.slot;
-  uint64_t rsp = (uint64_t)&f->call.ret_addr;
+/* What one record says, whichever path wrote it (call-through or wait return). */
+struct rec_in {
+  uint32_t kind, flags, site;
+  int32_t pid;
+  uint64_t value, ptr, ret;
+  uint64_t args[4];
+  uint64_t rsp;       /* rsp at the probed function's entry: the stack copy starts here */
+  uint64_t ret_addr;  /* the real return address: the copy's first word */
+  uint64_t rbp, rbx, r12, r13, r14, r15;
+};
+
+/* Writes one record. with_stack: copy the caller's stack too. */
+static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
+                            struct rec_in* in, int with_stack) {
+  uint64_t rsp = in->rsp;
+  uint32_t flags = in->flags;
   uint64_t want = 0;
   if (with_stack) {
     want = LOAD(&c->stack_bytes) & ~7ULL;
@@ -334,8 +345,8 @@ static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame*
      * faulting the target. */
     struct iovec_ local = {r + 1, want};
     struct iovec_ remote = {(void*)rsp, want};
-    long n = syscall6(SYS_process_vm_readv_, (long)f->call.pid, (long)&local, 1,
-                      (long)&remote, 1, 0);
+    long n = syscall6(SYS_process_vm_readv_, (long)in->pid, (long)&local, 1, (long)&remote, 1,
+                      0);
     if (n < 0) {
       flags |= PROBE_REC_STACK_FAILED;
       COUNT(c, stack_copy_failed);
@@ -345,32 +356,61 @@ static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame*
     }
     got = (uint64_t)n;
   }
-  const struct probe_blob_site* s = &probe_blob_header.sites[site];
-  r->kind = (uint16_t)kind;
+  if (got >= 8) {
+    *(uint64_t*)(r + 1) = in->ret_addr; /* never our own word (a wait's hijacked return) */
+  }
+  const struct probe_blob_site* s = &probe_blob_header.sites[in->site];
+  r->kind = (uint16_t)in->kind;
   r->flags = (uint16_t)flags;
-  r->site = site;
-  r->pid = (int32_t)f->call.pid;
+  r->site = in->site;
+  r->pid = in->pid;
   int32_t tid = LOAD(&slot->tid);
   r->tid = tid ? tid : (int32_t)syscall0(SYS_gettid_);
   r->tsc = rdtsc();
-  r->value = f->call.value;
-  r->ptr = ptr;
-  r->args[0] = f->call.rdi;
-  r->args[1] = f->call.rsi;
-  r->args[2] = f->call.rdx;
-  r->args[3] = f->call.rcx;
-  r->ret = f->call.rax;
+  r->value = in->value;
+  r->ptr = in->ptr;
+  r->args[0] = in->args[0];
+  r->args[1] = in->args[1];
+  r->args[2] = in->args[2];
+  r->args[3] = in->args[3];
+  r->ret = in->ret;
   r->rip = LOAD(&s->function);
   r->rsp = rsp;
-  r->rbp = f->rbp;
-  r->rbx = f->rbx;
-  r->r12 = f->r12;
-  r->r13 = f->r13;
-  r->r14 = f->r14;
-  r->r15 = f->r15;
+  r->rbp = in->rbp;
+  r->rbx = in->rbx;
+  r->r12 = in->r12;
+  r->r13 = in->r13;
+  r->r14 = in->r14;
+  r->r15 = in->r15;
   r->stack_len = got;
   STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
   COUNT(c, records_written);
+}
+
+/* Writes one record for the call-through in `f`. */
+static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame* f,
+                         uint32_t kind, uint32_t flags, uint64_t ptr, int with_stack) {
+  struct rec_in in;
+  in.kind = kind;
+  in.flags = flags;
+  in.site = site;
+  in.pid = (int32_t)f->call.pid;
+  in.value = f->call.value;
+  in.ptr = ptr;
+  in.ret = f->call.rax;
+  in.args[0] = f->call.rdi;
+  in.args[1] = f->call.rsi;
+  in.args[2] = f->call.rdx;
+  in.args[3] = f->call.rcx;
+  in.rsp = (uint64_t)&f->call.ret_addr;
+  in.ret_addr = f->call.ret_addr;
+  in.rbp = f->rbp;
+  in.rbx = f->rbx;
+  in.r12 = f->r12;
+  in.r13 = f->r13;
+  in.r14 = f->r14;
+  in.r15 = f->r15;
+  write_record_in(c, (struct probe_thread_slot*)f->call.slot, &in, with_stack);
 }
 
 /* ---- decisions shared by the kinds ------------------------------------------------- */
@@ -495,6 +535,115 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
   return 1;
 }
 
+/* ---- waits: timed by return-address hijack ---------------------------------------------
+ *
+ * A wait can last minutes, so it must not run under a frame of ours: a thread blocked in a
+ * call-through would keep the code area mapped after detach, and every unwinder (the
+ * target's own for a cancellation, profctl's for a stack dump) would meet a frame it has no
+ * CFI for. Instead, the entry saves the caller's return address in the thread's slot,
+ * replaces it on the stack with probe_wait_return, and lets the original run with every
+ * register as it was. When the wait returns there, rsp is the caller's again and every
+ * callee-saved register holds its entry value (the ABI guarantees it), which is exactly what
+ * the record needs; probe_wait_exit times it, records it, and returns the real address to
+ * jump to. profctl puts the real address back in every stack copy it reads and, at detach,
+ * in the stack of every thread still waiting, so no trace of the hijack is left. */
+
+extern char probe_wait_return[] HIDDEN;
+uint64_t probe_wait_exit(uint64_t* frame) HIDDEN;
+
+static inline uint64_t wait_random(struct probe_thread_slot* s) {
+  if (UNLIKELY(s->wait_rng == 0)) {
+    uint64_t seed = rdtsc() ^ (s->key * 0xD1B54A32D192ED03ULL);
+    s->wait_rng = seed ? seed : 1;
+  }
+  return rng_next(&s->wait_rng);
+}
+
+static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t site,
+                      uint32_t kind) {
+  uint64_t fraction = LOAD(&c->mutex_fraction);
+  uint64_t rate = LOAD(&c->block_rate_ticks);
+  (void)kind;
+  /* Every kind may be a lock wait: profctl tells rwlock waits (BLOCK) apart by stack. */
+  int mutex = fraction != 0;
+  if (!mutex && rate == 0) {
+    return 0;
+  }
+  struct probe_thread_slot* s = thread_slot(c);
+  if (!s) {
+    return 0;
+  }
+  uint64_t rsp = (uint64_t)&call->ret_addr;
+  if (LOAD_ACQ(&s->wait_active)) {
+    if (s->wait_slot > rsp) {
+      return 0; /* a wait of an outer frame is still on (a signal handler waits): leave it */
+    }
+    /* That frame is gone without returning (longjmp, cancellation): forget it. */
+    STORE_REL(&s->wait_active, 0);
+  }
+  if (current_pid() != LOAD(&c->owner_pid)) {
+    COUNT(c, foreign_pid_events);
+    return 0;
+  }
+  COUNT(c, waits_seen);
+  if (mutex && fraction > 1 && wait_random(s) % fraction != 0) {
+    mutex = 0;
+    if (rate == 0) {
+      return 0;
+    }
+  }
+  s->wait_site = site | (mutex ? 0x80000000u : 0);
+  s->wait_ret = call->ret_addr;
+  s->wait_slot = rsp;
+  s->wait_addr = call->rdi;
+  s->wait_tsc0 = rdtsc();
+  STORE_REL(&s->wait_active, 1);
+  /* The stub jumps to the original with rsp at this word: it returns to us. */
+  call->ret_addr = (uint64_t)probe_wait_return;
+  return 0;
+}
+
+/* Called by probe_wait_return with rsp = frame: r15 r14 r13 r12 rbp rbx rdx rax pushed
+ * (frame[7], the saved rax, sits where the return address was). Returns where to go. */
+uint64_t probe_wait_exit(uint64_t* frame) {
+  uint64_t now = rdtsc();
+  struct probe_ctl* c = ctl_area();
+  struct probe_thread_slot* s = thread_slot(c);
+  /* The slot exists: the entry found it (a full table never hijacks). */
+  uint64_t ret = s->wait_ret;
+  uint32_t site = s->wait_site & 0x7fffffffu;
+  int mutex = (s->wait_site & 0x80000000u) != 0;
+  uint64_t delay = now - s->wait_tsc0;
+  uint64_t rate = LOAD(&c->block_rate_ticks);
+  int block = rate != 0 && (delay >= rate || wait_random(s) % rate < delay);
+  if ((mutex || block) && LOAD(&c->enabled)) {
+    struct rec_in in;
+    in.kind = LOAD(&probe_blob_header.sites[site].kind);
+    in.flags = (mutex ? PROBE_REC_WAIT_MUTEX : 0) | (block ? PROBE_REC_WAIT_BLOCK : 0);
+    in.site = site;
+    in.pid = (int32_t)current_pid();
+    in.value = delay;
+    in.ptr = 0;
+    in.ret = frame[7];
+    in.args[0] = s->wait_addr;
+    in.args[1] = s->wait_tsc0;
+    in.args[2] = rate;
+    in.args[3] = LOAD(&c->mutex_fraction);
+    in.rsp = s->wait_slot;
+    in.ret_addr = ret;
+    in.r15 = frame[0];
+    in.r14 = frame[1];
+    in.r13 = frame[2];
+    in.r12 = frame[3];
+    in.rbp = frame[4];
+    in.rbx = frame[5];
+    write_record_in(c, s, &in, 1);
+    COUNT(c, waits_recorded);
+  }
+  STORE_REL(&s->wait_active, 0);
+  return ret;
+}
+
 int probe_enter(struct probe_call* call, uint32_t site) {
   struct probe_ctl* c = ctl_area();
   if (UNLIKELY(c == 0) || !LOAD(&c->enabled) || site >= PROBE_MAX_SITES) {
@@ -520,7 +669,10 @@ int probe_enter(struct probe_call* call, uint32_t site) {
     case PROBE_KIND_REALLOCARRAY:
       n = mul_overflows(call->rsi, call->rdx, &n) ? UINT64_MAX : n;
       return enter_realloc(c, call, call->rdi, n, 1);
-    default: /* PROBE_KIND_BLOCK, PROBE_KIND_MUTEX: not yet */
+    case PROBE_KIND_BLOCK:
+    case PROBE_KIND_MUTEX:
+      return enter_wait(c, call, site, (uint32_t)LOAD(&probe_blob_header.sites[site].kind));
+    default:
       return 0;
   }
 }

@@ -27,7 +27,8 @@ probe_blob_header:
         .long PROBE_STUB_STRIDE
         .quad 0                                       /* shared_area (filled at install) */
         .quad 0                                       /* process_token (filled at install) */
-        .quad 0, 0                                    /* reserved */
+        .quad probe_wait_return - probe_blob_header   /* wait_return_offset */
+        .quad 0                                       /* reserved */
         .fill PROBE_MAX_SITES * PROBE_BLOB_SITE_SIZE, 1, 0
         .if (. - probe_blob_header) != PROBE_BLOB_HEADER_SIZE
         .error "probe_blob_header size does not match probe_abi.h"
@@ -120,5 +121,36 @@ probe_callthrough:
         pop %rbx
         add $(PROBE_CALL_SCRATCH + 9 * 8), %rsp
         ret
+
+/* Where a timed wait returns (blob.c, "waits"): rsp is the caller's again (the return
+ * address popped), rax:rdx the result, the callee-saved registers their entry values.
+ * Saves the result and the callee-saved registers (the record's unwind registers), asks
+ * probe_wait_exit for the real return address, and goes there with everything intact.
+ * rsp is 16-byte aligned here (it was 8 mod 16 at the function's entry), and 8 pushes
+ * keep it so for the call. */
+        .balign 16
+        .globl probe_wait_return
+        .hidden probe_wait_return
+probe_wait_return:
+        push %rax
+        push %rdx
+        push %rbx
+        push %rbp
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        mov %rsp, %rdi
+        call probe_wait_exit
+        mov %rax, %r11
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %rbp
+        pop %rbx
+        pop %rdx
+        pop %rax
+        jmp *%r11
 
         .section .note.GNU-stack, "", @progbits

@@ -97,12 +97,14 @@ TEST(ProbeImage, JumpPatchAliasRefusalAndInt3) {
 
   EXPECT_EQ(image->sites[3].method, PatchMethod::Refused);
   EXPECT_NE(image->sites[3].reason.find("kind"), std::string::npos);
-  // Reserved kinds are refused until the blob handles them.
-  std::vector<ProbeSite> reserved = {
-      {"lock", PROBE_KIND_MUTEX, {f1, kMallocLike, kMallocLike.size()}}};
-  auto r = build_probe_image(kCode, code_area_size(1), kShared, reserved);
+  // The wait kinds have handlers: patched like any other site; an unknown kind is refused.
+  std::vector<ProbeSite> waits = {
+      {"lock", PROBE_KIND_MUTEX, {f1, kMallocLike, kMallocLike.size()}},
+      {"unknown", PROBE_KIND_LAST + 1, {f1 + 0x100, kMallocLike, kMallocLike.size()}}};
+  auto r = build_probe_image(kCode, code_area_size(2), kShared, waits);
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->sites[0].method, PatchMethod::Refused);
+  EXPECT_EQ(r->sites[0].method, PatchMethod::Jump);
+  EXPECT_EQ(r->sites[1].method, PatchMethod::Refused);
   EXPECT_LE(image->code.size(), code_area_size(sites.size()));
 }
 

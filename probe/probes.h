@@ -1,4 +1,4 @@
-// HeapProbes: the probe engine's install and removal for the heap profile, run inside
+// Probes: the probe engine's install and removal for the heap profile, run inside
 // attach/'s stopped world. It finds the allocator's entry points (the first module in
 // link order that defines each: a statically linked allocator in the executable wins over
 // libc), maps a code area next to each such module and one shared area (a memfd the target
@@ -18,9 +18,11 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "attach/snapshot.h"
 #include "attach/traced_process.h"
 #include "base/result.h"
 #include "probe/probe_image.h"
@@ -28,24 +30,42 @@
 
 namespace profctl::probe {
 
-struct HeapProbeOptions {
+struct ProbeOptions {
+  bool heap = true;               // malloc & co.
+  bool waits = false;             // futex waits: the block and mutex profiles
+  uint64_t block_rate_ticks = 0;  // Go's block profile rate, in TSC ticks; 0 = no block profile
+  uint64_t mutex_fraction = 0;    // 1 in N lock waits; 0 = no mutex profile
   int64_t mem_rate = 512 * 1024;
   uint32_t stack_bytes = 16 * 1024;
   uint64_t ring_bytes = 64ULL << 20;
   uint64_t pointer_capacity = 1ULL << 22;
 };
 
-class HeapProbes {
+class Probes {
  public:
   // Installs the probes; the world is stopped for the duration. On failure nothing is left
   // in the target.
-  static Result<std::shared_ptr<HeapProbes>> install(TracedProcess& tp,
-                                                     const HeapProbeOptions& options);
-  ~HeapProbes();
-  HeapProbes(const HeapProbes&) = delete;
-  HeapProbes& operator=(const HeapProbes&) = delete;
+  static Result<std::shared_ptr<Probes>> install(TracedProcess& tp, const ProbeOptions& options);
+  ~Probes();
+  Probes(const Probes&) = delete;
+  Probes& operator=(const Probes&) = delete;
 
   SharedArea& area() { return area_; }
+  // The probed function at `function` (a record's rip): its name, "" when unknown.
+  std::string function_name(uint64_t function) const;
+  // A wait in progress on the thread whose thread pointer is `fs_base`.
+  struct WaitNow {
+    uint64_t function = 0;  // the probed wait function
+    uint64_t lock = 0;      // its first argument (the futex or lock word)
+    uint64_t tsc0 = 0;      // when it began (TSC)
+  };
+  std::optional<WaitNow> wait_of(uint64_t fs_base) const;
+  // Puts the real return address back where a stack copy shows a timed wait's hijacked
+  // word (the copy must never show profctl's own patch). For attach/'s snapshot filter.
+  void unhijack_copy(Snapshot& s) const;
+  // True for a pc inside one of libc's rwlock operations (their futex waits are lock
+  // contentions for the mutex profile).
+  bool in_lock_function(uint64_t pc) const;
   // Lines for the report: which functions are probed and how, which could not be.
   const std::vector<std::string>& notes() const { return notes_; }
   size_t probed() const { return probed_; }
@@ -67,7 +87,7 @@ class HeapProbes {
     size_t size = 0;
   };
 
-  HeapProbes() = default;
+  Probes() = default;
   Result<void> install_in(StoppedWorld& world, TracedProcess& tp);
   void register_thread(pid_t tid, const user_regs_struct& regs);
   bool on_trap(pid_t tid);
@@ -75,11 +95,18 @@ class HeapProbes {
   bool remove(StoppedWorld& world);
   void clean_child(StoppedWorld& child);
   void unmap_all(StoppedWorld& world);
+  // Writes every waiting thread's real return address back into its stack.
+  void restore_waits(StoppedWorld& world);
+  bool is_wait_return(uint64_t word) const;
 
   SharedArea area_;
   pid_t pid_ = 0;
   std::vector<Patch> patches_;
   std::vector<Area> code_areas_;
+  std::vector<uint64_t> wait_returns_;                      // probe_wait_return in each code area
+  std::map<uint64_t, std::string> function_names_;          // probed function address -> name
+  std::map<uint32_t, uint64_t> wait_sites_;                 // wait site index -> function address
+  std::vector<std::pair<uint64_t, uint64_t>> lock_ranges_;  // [lo, hi) of rwlock functions
   Area shared_{};
   std::map<pid_t, uint64_t> thread_pointers_;  // tid -> fs_base, to forget at exit
   std::vector<MapEntry> maps_;                 // for new threads' stacks
@@ -90,6 +117,8 @@ class HeapProbes {
   bool restored_ = false;
   int remove_attempts_ = 0;
   SharedAreaOptions options_;
+  bool options_heap_ = true;
+  bool options_waits_ = false;
 };
 
 }  // namespace profctl::probe

@@ -1,4 +1,4 @@
-#include "probe/heap_probes.h"
+#include "probe/probes.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -14,8 +14,10 @@
 #include "attach/stopped_world.h"
 #include "base/log.h"
 #include "probe/abi/probe_abi.h"
+#include "probe/blob_image.h"
 #include "probe/code_area.h"
 #include "probe/elf_symbols.h"
+#include "probe/wait_sites.h"
 
 namespace profctl::probe {
 namespace {
@@ -65,10 +67,100 @@ struct Found {
   uint64_t size;
 };
 
+// The futex-wait funnels of glibc (see probe/wait_sites.h): by name from the libc debug
+// file when one is installed, else from the code of exported entry points. Returns the
+// module (libc) and its sites.
+Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
+    StoppedWorld& w, const std::vector<std::string>& modules, const std::string& root,
+    std::vector<std::pair<uint64_t, uint64_t>>& lock_ranges) {
+  static const std::vector<std::string> kExported = {
+      "__lll_lock_wait_private",    "pthread_mutex_lock",
+      "pthread_clockjoin_np",       "sem_clockwait",
+      "pthread_barrier_wait",       "pthread_rwlock_rdlock",
+      "pthread_rwlock_wrlock",      "pthread_rwlock_timedrdlock",
+      "pthread_rwlock_timedwrlock", "pthread_rwlock_clockrdlock",
+      "pthread_rwlock_clockwrlock"};
+  static const std::vector<std::string> kInternal = {"__lll_lock_wait",
+                                                     "__futex_abstimed_wait_common"};
+  for (const std::string& path : modules) {
+    auto syms = read_elf_functions(root + path, kExported);
+    if (!syms || !syms->functions.contains("__lll_lock_wait_private") ||
+        !syms->functions.contains("pthread_mutex_lock")) {
+      continue;  // not glibc's libc
+    }
+    auto maps = read_maps_text(w.pid());
+    if (!maps) {
+      return maps.error();
+    }
+    auto bias = load_bias(*syms, parse_maps(*maps), path);
+    if (!bias) {
+      return bias.error();
+    }
+    std::vector<Found> out;
+    for (const auto& [name, f] : syms->functions) {
+      if (name.starts_with("pthread_rwlock_") && f.size > 0) {
+        lock_ranges.emplace_back(*bias + f.value, *bias + f.value + f.size);
+      }
+    }
+    auto add = [&](const std::string& name, uint32_t kind, const ElfFunction& f) {
+      if (!f.ifunc) {
+        out.push_back(Found{name, kind, *bias + f.value, f.size});
+      }
+    };
+    add("__lll_lock_wait_private", PROBE_KIND_MUTEX, syms->functions.at("__lll_lock_wait_private"));
+    if (auto it = syms->functions.find("pthread_barrier_wait"); it != syms->functions.end()) {
+      add("pthread_barrier_wait", PROBE_KIND_BLOCK, it->second);
+    }
+    std::map<std::string, ElfFunction, std::less<>> internal;
+    if (std::string dbg = debug_file_for_build_id(syms->build_id); !dbg.empty()) {
+      if (auto d = read_debug_functions(dbg, kInternal, *syms)) {
+        internal = d->functions;
+      }
+    }
+    auto read = [&w](uint64_t address, size_t len) {
+      std::vector<uint8_t> b(len);
+      auto n = w.read(address, std::as_writable_bytes(std::span(b)));
+      b.resize(n ? *n : 0);
+      return b;
+    };
+    const uint64_t private_wait = *bias + syms->functions.at("__lll_lock_wait_private").value;
+    std::vector<uint64_t> starts = syms->function_starts;
+    for (uint64_t& st : starts) {
+      st += *bias;
+    }
+    const FunctionLength lengths = lengths_from_starts(std::move(starts));
+    if (auto it = internal.find("__lll_lock_wait"); it != internal.end()) {
+      add("__lll_lock_wait", PROBE_KIND_MUTEX, it->second);
+    } else {
+      const ElfFunction& lock = syms->functions.at("pthread_mutex_lock");
+      if (auto t = futex_callee(*bias + lock.value, lock.size ? lock.size : 1024, read,
+                                {private_wait}, lengths)) {
+        out.push_back(Found{"__lll_lock_wait", PROBE_KIND_MUTEX, *t, 0});
+      }
+    }
+    if (auto it = internal.find("__futex_abstimed_wait_common"); it != internal.end()) {
+      add("__futex_abstimed_wait_common", PROBE_KIND_BLOCK, it->second);
+    } else {
+      for (const char* entry : {"pthread_clockjoin_np", "sem_clockwait"}) {
+        auto e = syms->functions.find(entry);
+        if (e == syms->functions.end()) {
+          continue;
+        }
+        if (auto t = futex_callee(*bias + e->second.value, e->second.size ? e->second.size : 1024,
+                                  read, {private_wait}, lengths)) {
+          out.push_back(Found{"__futex_abstimed_wait_common", PROBE_KIND_BLOCK, *t, 0});
+          break;
+        }
+      }
+    }
+    return std::make_pair(path, out);
+  }
+  return Error{"no glibc libc.so.6 in the target (the waits are probed in glibc)"};
+}
+
 }  // namespace
 
-Result<std::shared_ptr<HeapProbes>> HeapProbes::install(TracedProcess& tp,
-                                                        const HeapProbeOptions& o) {
+Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOptions& o) {
   auto world = tp.stop_world();
   if (!world) {
     return world.error();
@@ -86,16 +178,20 @@ Result<std::shared_ptr<HeapProbes>> HeapProbes::install(TracedProcess& tp,
   so.ring_bytes = o.ring_bytes;
   so.pointer_capacity = o.pointer_capacity;
   so.owner_pid = tp.pid();
+  so.block_rate_ticks = o.block_rate_ticks;
+  so.mutex_fraction = o.mutex_fraction;
   // The SharedArea is created inside install_in (from the target's memfd); start empty.
-  std::shared_ptr<HeapProbes> self(new HeapProbes());
+  std::shared_ptr<Probes> self(new Probes());
   self->pid_ = tp.pid();
   self->options_ = so;
+  self->options_heap_ = o.heap;
+  self->options_waits_ = o.waits;
   if (auto r = self->install_in(w, tp); !r) {
     self->remove(w);
     return r.error();
   }
   // From here on every exit path that detaches restores the target.
-  std::weak_ptr<HeapProbes> weak = self;
+  std::weak_ptr<Probes> weak = self;
   tp.add_detach_hook([self](StoppedWorld& world) { return self->remove(world); });
   tp.set_child_hook([weak](const ChildHookArgs& child, StoppedWorld& cw) {
     if (auto s = weak.lock(); s && !child.shares_vm) {
@@ -127,10 +223,17 @@ Result<std::shared_ptr<HeapProbes>> HeapProbes::install(TracedProcess& tp,
     }
   };
   tp.set_thread_hooks(std::move(hooks));
+  if (!self->wait_returns_.empty() && o.waits) {
+    tp.set_snapshot_filter([weak](Snapshot& snap) {
+      if (auto s = weak.lock()) {
+        s->unhijack_copy(snap);
+      }
+    });
+  }
   return self;
 }
 
-Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp) {
+Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
   auto log = logger("probe");
   auto maps_text = read_maps_text(w.pid());
   if (!maps_text) {
@@ -153,41 +256,60 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp) {
                         [&](const std::string& p) { return p == exe; });
 
   std::map<std::string, std::vector<Found>> by_module;
-  std::set<std::string> missing;
-  for (const Want& want : kHeapFunctions) {
-    missing.insert(want.name);
-  }
-  for (const std::string& path : modules) {
-    if (missing.empty()) {
-      break;
-    }
-    std::vector<std::string> names(missing.begin(), missing.end());
-    auto syms = read_elf_functions(root + path, names);
-    if (!syms) {
-      continue;  // not an ELF we can read (a data file mapped executable, a deleted file)
-    }
-    auto bias = load_bias(*syms, maps_, path);
-    if (!bias) {
-      continue;
-    }
+  if (options_heap_) {
+    std::set<std::string> missing;
     for (const Want& want : kHeapFunctions) {
-      auto it = syms->functions.find(want.name);
-      if (!missing.count(want.name) || it == syms->functions.end()) {
+      missing.insert(want.name);
+    }
+    for (const std::string& path : modules) {
+      if (missing.empty()) {
+        break;
+      }
+      std::vector<std::string> names(missing.begin(), missing.end());
+      auto syms = read_elf_functions(root + path, names);
+      if (!syms) {
+        continue;  // not an ELF we can read (a data file mapped executable, a deleted file)
+      }
+      auto bias = load_bias(*syms, maps_, path);
+      if (!bias) {
         continue;
       }
-      missing.erase(want.name);
-      if (it->second.ifunc) {
-        notes_.push_back(std::string(want.name) + " in " + path +
-                         " is an IFUNC resolver: not probed");
-        continue;
+      for (const Want& want : kHeapFunctions) {
+        auto it = syms->functions.find(want.name);
+        if (!missing.count(want.name) || it == syms->functions.end()) {
+          continue;
+        }
+        missing.erase(want.name);
+        if (it->second.ifunc) {
+          notes_.push_back(std::string(want.name) + " in " + path +
+                           " is an IFUNC resolver: not probed");
+          continue;
+        }
+        by_module[path].push_back(
+            Found{want.name, want.kind, *bias + it->second.value, it->second.size});
       }
-      by_module[path].push_back(
-          Found{want.name, want.kind, *bias + it->second.value, it->second.size});
+    }
+    if (by_module.empty()) {
+      return Error{"no allocator entry point (malloc, free, ...) found in pid " +
+                   std::to_string(tp.pid())};
     }
   }
-  if (by_module.empty()) {
-    return Error{"no allocator entry point (malloc, free, ...) found in pid " +
-                 std::to_string(tp.pid())};
+  if (options_waits_) {
+    auto waits = find_wait_functions(w, modules, root, lock_ranges_);
+    if (!waits) {
+      if (!options_heap_) {
+        return waits.error();
+      }
+      notes_.push_back("futex waits not probed: " + waits.error().message());
+    } else {
+      auto& into = by_module[waits->first];
+      into.insert(into.end(), waits->second.begin(), waits->second.end());
+    }
+  }
+  for (auto& [path, funcs] : by_module) {
+    for (const Found& f : funcs) {
+      function_names_[f.address] = f.name;
+    }
   }
 
   // Code areas next to each module that holds probed functions.
@@ -209,6 +331,9 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp) {
       return addr.error();
     }
     code_areas_.push_back({*addr, size});
+    probe_blob_header header{};
+    std::memcpy(&header, blob_image().data(), sizeof header);
+    wait_returns_.push_back(*addr + header.wait_return_offset);
     if (*addr != *where) {
       return Error{"the kernel placed the probe code area away from " + path};
     }
@@ -305,6 +430,9 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp) {
     for (size_t i = 0; i < image->sites.size(); ++i) {
       const SitePatch& sp = image->sites[i];
       const std::string what = funcs[i].name + " (" + path + ")";
+      if (funcs[i].kind == PROBE_KIND_BLOCK || funcs[i].kind == PROBE_KIND_MUTEX) {
+        wait_sites_[sp.site_index] = funcs[i].address;
+      }
       if (sp.method == PatchMethod::Refused) {
         notes_.push_back(what + " not probed: " + sp.reason);
         continue;
@@ -347,7 +475,8 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp) {
     }
   }
   if (patches_.empty()) {
-    return Error{"none of the allocator's entry points could be probed"};
+    return Error{options_heap_ ? "none of the allocator's entry points could be probed"
+                               : "none of the futex waits could be probed"};
   }
   // Enabled before the first jump lands, so no call goes unrecorded once patched.
   area_.set_enabled(true);
@@ -359,7 +488,7 @@ Result<void> HeapProbes::install_in(StoppedWorld& w, TracedProcess& tp) {
   return {};
 }
 
-void HeapProbes::register_thread(pid_t tid, const user_regs_struct& regs) {
+void Probes::register_thread(pid_t tid, const user_regs_struct& regs) {
   if (regs.fs_base == 0) {
     return;
   }
@@ -378,7 +507,7 @@ void HeapProbes::register_thread(pid_t tid, const user_regs_struct& regs) {
   }
 }
 
-bool HeapProbes::on_trap(pid_t tid) {
+bool Probes::on_trap(pid_t tid) {
   user_regs_struct regs{};
   if (ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) {
     return false;
@@ -393,7 +522,7 @@ bool HeapProbes::on_trap(pid_t tid) {
   return false;
 }
 
-void HeapProbes::clean_child(StoppedWorld& child) {
+void Probes::clean_child(StoppedWorld& child) {
   if (restored_ || exec_.load()) {
     return;
   }
@@ -403,7 +532,7 @@ void HeapProbes::clean_child(StoppedWorld& child) {
   unmap_all(child);
 }
 
-void HeapProbes::unmap_all(StoppedWorld& world) {
+void Probes::unmap_all(StoppedWorld& world) {
   for (const Area& a : code_areas_) {
     (void)world.syscall(SYS_munmap, {a.address, a.size});
   }
@@ -412,7 +541,7 @@ void HeapProbes::unmap_all(StoppedWorld& world) {
   }
 }
 
-bool HeapProbes::remove(StoppedWorld& w) {
+bool Probes::remove(StoppedWorld& w) {
   if (removed_) {
     return true;
   }
@@ -446,6 +575,7 @@ bool HeapProbes::remove(StoppedWorld& w) {
   if (busy && ++remove_attempts_ < 200) {
     return false;  // let it run a little and look again
   }
+  restore_waits(w);
   if (busy) {
     notes_.push_back(
         "a thread stayed inside a probed call: the probe areas were left mapped "
@@ -457,6 +587,84 @@ bool HeapProbes::remove(StoppedWorld& w) {
   return true;
 }
 
-HeapProbes::~HeapProbes() = default;
+bool Probes::is_wait_return(uint64_t word) const {
+  return std::find(wait_returns_.begin(), wait_returns_.end(), word) != wait_returns_.end();
+}
+
+void Probes::restore_waits(StoppedWorld& w) {
+  if (area_.data() == nullptr || wait_returns_.empty()) {
+    return;
+  }
+  for (const ActiveWait& a : area_.active_waits()) {
+    uint64_t word = 0;
+    auto n = w.read(a.slot, std::as_writable_bytes(std::span(&word, 1)));
+    // Only a word that still holds our address: a stale wait (its thread cancelled, its
+    // stack reused) must not have the stack written.
+    if (n && *n == sizeof word && is_wait_return(word)) {
+      if (auto r = w.write(a.slot, std::as_bytes(std::span(&a.ret, 1))); !r) {
+        logger("probe")->warn("restoring a waiting thread's return address at {}: {}", hex(a.slot),
+                              r.error().message());
+        continue;
+      }
+    }
+    area_.clear_wait(a.key);
+  }
+}
+
+bool Probes::in_lock_function(uint64_t pc) const {
+  for (const auto& [lo, hi] : lock_ranges_) {
+    if (pc >= lo && pc < hi) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string Probes::function_name(uint64_t function) const {
+  auto it = function_names_.find(function);
+  return it == function_names_.end() ? std::string() : it->second;
+}
+
+std::optional<Probes::WaitNow> Probes::wait_of(uint64_t fs_base) const {
+  if (area_.data() == nullptr || removed_) {
+    return std::nullopt;
+  }
+  auto a = area_.wait_of(fs_base);
+  if (!a) {
+    return std::nullopt;
+  }
+  WaitNow out;
+  out.lock = a->lock;
+  out.tsc0 = a->tsc0;
+  // Waits are all probed in libc's code area, so a site index names one function.
+  auto it = wait_sites_.find(a->site);
+  out.function = it == wait_sites_.end() ? 0 : it->second;
+  return out;
+}
+
+void Probes::unhijack_copy(Snapshot& s) const {
+  if (area_.data() == nullptr || removed_ || wait_returns_.empty() || s.stack_size < 8) {
+    return;
+  }
+  auto a = area_.wait_of(s.regs.fs_base);
+  if (!a) {
+    return;
+  }
+  if (auto it = wait_sites_.find(a->site); it != wait_sites_.end()) {
+    s.wait_function = function_name(it->second);
+    s.wait_start_tsc = a->tsc0;
+  }
+  if (a->slot < s.stack_base || a->slot - s.stack_base > s.stack_size - 8) {
+    return;
+  }
+  std::byte* at = s.stack_bytes.get() + (a->slot - s.stack_base);
+  uint64_t word = 0;
+  std::memcpy(&word, at, sizeof word);
+  if (is_wait_return(word)) {
+    std::memcpy(at, &a->ret, sizeof a->ret);
+  }
+}
+
+Probes::~Probes() = default;
 
 }  // namespace profctl::probe

@@ -1,0 +1,193 @@
+#include "capture/probe_capture.h"
+
+#include <time.h>
+
+#include <cmath>
+
+#include "base/log.h"
+#include "probe/abi/probe_abi.h"
+
+namespace profctl {
+
+Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
+                                                          const ProbeCaptureOptions& options,
+                                                          UnwinderFactory heap_unwinder,
+                                                          UnwinderFactory wait_unwinder) {
+  std::unique_ptr<ProbeCapture> pc(new ProbeCapture());
+  pc->pid_ = tp.pid();
+  pc->options_ = options;
+  pc->clock_ = probe::TscClock::calibrate(std::chrono::milliseconds(10));
+  probe::ProbeOptions po;
+  po.heap = options.heap;
+  po.waits = options.block || options.mutex;
+  po.mem_rate = options.heap ? options.mem_rate : 0;
+  po.stack_bytes = options.stack_bytes;
+  if (options.block) {
+    // At least one tick: a rate of 0 would mean "off" to the blob.
+    po.block_rate_ticks = std::max<uint64_t>(
+        1, static_cast<uint64_t>(std::llround(static_cast<double>(options.block_rate_ns) *
+                                              pc->clock_.ticks_per_ns())));
+  }
+  po.mutex_fraction = options.mutex ? std::max<uint64_t>(1, options.mutex_fraction) : 0;
+  auto probes = probe::Probes::install(tp, po);
+  if (!probes) {
+    return probes.error();
+  }
+  pc->probes_ = std::move(*probes);
+  pc->reader_ = std::make_unique<probe::RingReader>(pc->probes_->area());
+  if (options.heap) {
+    pc->heap_ = std::make_unique<HeapCollector>(std::move(heap_unwinder),
+                                                static_cast<uint64_t>(options.mem_rate));
+    pc->heap_->tracker().set_start(pc->now_ns());
+  }
+  if (po.waits) {
+    auto probes_ptr = pc->probes_;
+    pc->waits_ = std::make_unique<WaitCollector>(
+        std::move(wait_unwinder),
+        [probes_ptr](uint64_t pc_) { return probes_ptr->in_lock_function(pc_); },
+        options.block ? std::max<uint64_t>(1, options.block_rate_ns) : 0, po.mutex_fraction);
+  }
+  pc->drainer_ = std::thread([p = pc.get()] { p->drain_loop(); });
+  logger("probe")->debug("probes installed: {} functions", pc->probes_->probed());
+  if (options.heap) {
+    logger("probe")->debug("heap probes installed");
+  }
+  return pc;
+}
+
+uint64_t ProbeCapture::now_ns() const {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+size_t ProbeCapture::drain_once() {
+  size_t n = reader_->drain([this](const probe::RecordView& v) {
+    probe::ProbeRecord r = probe::to_probe_record(v);
+    const uint64_t t = clock_.to_monotonic_ns(r.tsc);
+    if (r.kind == PROBE_KIND_BLOCK || r.kind == PROBE_KIND_MUTEX) {
+      if (!waits_) {
+        return;
+      }
+      WaitEvent e;
+      e.mutex = (r.flags & PROBE_REC_WAIT_MUTEX) != 0;
+      e.block = (r.flags & PROBE_REC_WAIT_BLOCK) != 0;
+      e.lock_wait = r.kind == PROBE_KIND_MUTEX;
+      e.delay_ns = clock_.ticks_to_ns(r.value);
+      e.block_rate_ns = options_.block_rate_ns;
+      e.mutex_fraction = options_.mutex_fraction;
+      e.lock = r.args[0];
+      e.tid = r.tid;
+      e.snap = probe::to_snapshot(std::move(r));
+      e.snap->pid = pid_;
+      waits_->push(std::move(e));
+      return;
+    }
+    if (!heap_) {
+      return;
+    }
+    // A realloc that moved: its old pointer is freed before the new one is allocated.
+    if (r.flags & PROBE_REC_FREED) {
+      AllocEvent f;
+      f.kind = AllocEvent::Kind::kFree;
+      f.ptr = r.args[0];
+      f.time_ns = t;
+      f.tid = r.tid;
+      heap_->push(std::move(f));
+    }
+    if (r.flags & PROBE_REC_ALLOC) {
+      AllocEvent a;
+      a.kind = AllocEvent::Kind::kAlloc;
+      a.ptr = r.ptr;
+      a.size = r.value;
+      a.time_ns = t;
+      a.tid = r.tid;
+      a.snap = probe::to_snapshot(std::move(r));
+      a.snap->pid = pid_;
+      heap_->push(std::move(a));
+    }
+  });
+  records_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+void ProbeCapture::drain_loop() {
+  while (!stop_.load(std::memory_order_acquire)) {
+    if (drain_once() == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+}
+
+void ProbeCapture::finish() {
+  if (finished_) {
+    return;
+  }
+  finished_ = true;
+  stop_.store(true, std::memory_order_release);
+  if (drainer_.joinable()) {
+    drainer_.join();
+  }
+  while (drain_once() > 0) {
+  }
+  ProbeCaptureStats s = stats();
+  if (heap_) {
+    heap_->tracker().note_table_dropped(s.table_dropped);
+    heap_->tracker().note_dropped(s.ring_dropped);
+    heap_->finish();
+  }
+  if (waits_) {
+    waits_->finish();
+  }
+  auto c = probes_->area().counters();
+  const auto& rs = reader_->stats();
+  logger("probe")->debug(
+      "probes: {} records read ({} written by the target), {} dropped (ring full), {} untracked "
+      "pointers, {} threads without a slot, {} foreign, {} abandoned, {} corrupt; waits {} seen "
+      "{} recorded",
+      s.records, c.records_written, s.ring_dropped, s.table_dropped, c.dropped_thread_table_full,
+      rs.foreign_pid, rs.abandoned, rs.corrupt, c.waits_seen, c.waits_recorded);
+}
+
+uint64_t ProbeCapture::dropped() const {
+  auto c = probes_->area().counters();
+  return c.dropped_ring_full + c.dropped_ptr_table_full + c.dropped_thread_table_full;
+}
+
+ProbeCaptureStats ProbeCapture::stats() const {
+  ProbeCaptureStats s;
+  auto c = probes_->area().counters();
+  s.records = records_.load();
+  s.ring_dropped = c.dropped_ring_full;
+  s.table_dropped = c.dropped_ptr_table_full;
+  s.thread_dropped = c.dropped_thread_table_full;
+  s.foreign = reader_->stats().foreign_pid;
+  s.waits_seen = c.waits_seen;
+  s.waits_recorded = c.waits_recorded;
+  return s;
+}
+
+std::optional<ProbeCapture::WaitState> ProbeCapture::wait_of(uint64_t fs_base) const {
+  auto w = probes_->wait_of(fs_base);
+  if (!w) {
+    return std::nullopt;
+  }
+  WaitState out;
+  out.function = probes_->function_name(w->function);
+  out.lock = w->lock;
+  const uint64_t start = clock_.to_monotonic_ns(w->tsc0);
+  const uint64_t now = now_ns();
+  out.waited_ns = now > start ? now - start : 0;
+  return out;
+}
+
+ProbeCapture::~ProbeCapture() {
+  if (!finished_) {
+    stop_.store(true);
+    if (drainer_.joinable()) {
+      drainer_.join();
+    }
+  }
+}
+
+}  // namespace profctl

@@ -1,0 +1,101 @@
+// ProbeCapture: the probe-driven profiles of one capture (heap, block, mutex), wired end to
+// end: the probes installed in the target (probe/Probes), a thread that drains their ring
+// from profctl's own mapping (never stopping the target), and the collectors that unwind
+// and aggregate the records (profile/HeapCollector, profile/WaitCollector). attach and run
+// share it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attach/traced_process.h"
+#include "base/result.h"
+#include "probe/probes.h"
+#include "probe/ring_reader.h"
+#include "probe/tsc_clock.h"
+#include "profile/heap_collector.h"
+#include "profile/wait_collector.h"
+
+namespace profctl {
+
+struct ProbeCaptureOptions {
+  bool heap = false;
+  bool block = false;
+  bool mutex = false;
+  int64_t mem_rate = 512 * 1024;
+  uint64_t block_rate_ns = 0;   // Go's SetBlockProfileRate: waits >= this always recorded
+  uint64_t mutex_fraction = 0;  // Go's SetMutexProfileFraction: 1 in N
+  uint32_t stack_bytes = 16 * 1024;
+};
+
+struct ProbeCaptureStats {
+  uint64_t records = 0;         // ring records handed to the collectors
+  uint64_t ring_dropped = 0;    // records the target could not write (ring full)
+  uint64_t table_dropped = 0;   // sampled pointers the target could not track
+  uint64_t thread_dropped = 0;  // events of threads without a slot (table full)
+  uint64_t foreign = 0;         // records of other processes (forked children)
+  uint64_t waits_seen = 0;      // waits the probes timed
+  uint64_t waits_recorded = 0;  // waits the rates chose and the ring took
+};
+
+class ProbeCapture {
+ public:
+  using UnwinderFactory = std::function<std::unique_ptr<Unwinder>()>;
+  // Installs the probes (stopping the world once) and starts draining.
+  // Each collector unwinds on a worker thread of its own, with the unwinder its factory
+  // makes there (one libdwfl Dwfl per thread).
+  static Result<std::unique_ptr<ProbeCapture>> start(TracedProcess& tp,
+                                                     const ProbeCaptureOptions& options,
+                                                     UnwinderFactory heap_unwinder,
+                                                     UnwinderFactory wait_unwinder);
+  ~ProbeCapture();
+  ProbeCapture(const ProbeCapture&) = delete;
+  ProbeCapture& operator=(const ProbeCapture&) = delete;
+
+  // Call after the target is detached (the probes removed): drains what is left in the
+  // ring, stops the drain thread and the collectors.
+  void finish();
+
+  // Live counters for the status line (any thread).
+  uint64_t records() const { return records_.load(std::memory_order_relaxed); }
+  uint64_t dropped() const;
+
+  HeapCollector* heap() { return heap_.get(); }
+  WaitCollector* waits() { return waits_.get(); }
+  const std::vector<std::string>& notes() const { return probes_->notes(); }
+  ProbeCaptureStats stats() const;
+  uint64_t now_ns() const;  // on the records' clock (CLOCK_MONOTONIC)
+  bool gone_by_exec() const { return probes_->gone_by_exec(); }
+  // How long the thread with this thread pointer has been in a probed wait, and in which
+  // function; nullopt when it is not waiting (for the threads view).
+  struct WaitState {
+    std::string function;
+    uint64_t lock = 0;
+    uint64_t waited_ns = 0;
+  };
+  std::optional<WaitState> wait_of(uint64_t fs_base) const;
+  // A target TSC value on the records' clock (CLOCK_MONOTONIC ns).
+  uint64_t tsc_to_ns(uint64_t tsc) const { return clock_.to_monotonic_ns(tsc); }
+
+ private:
+  ProbeCapture() = default;
+  void drain_loop();
+  size_t drain_once();
+
+  std::shared_ptr<probe::Probes> probes_;
+  std::unique_ptr<probe::RingReader> reader_;
+  std::unique_ptr<HeapCollector> heap_;
+  std::unique_ptr<WaitCollector> waits_;
+  probe::TscClock clock_;
+  ProbeCaptureOptions options_;
+  pid_t pid_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> records_{0};
+  std::thread drainer_;
+  bool finished_ = false;
+};
+
+}  // namespace profctl

@@ -1,0 +1,120 @@
+#include "profile/wait_collector.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace profctl {
+
+std::pair<double, double> scale_block_event(uint64_t delay_ns, uint64_t rate_ns) {
+  if (rate_ns > 1 && delay_ns < rate_ns) {
+    const double d = delay_ns == 0 ? 1.0 : static_cast<double>(delay_ns);
+    return {static_cast<double>(rate_ns) / d, static_cast<double>(rate_ns)};
+  }
+  return {1.0, static_cast<double>(delay_ns)};
+}
+
+WaitCollector::WaitCollector(UnwinderFactory factory, std::function<bool(uint64_t)> is_lock_frame,
+                             uint64_t block_rate_ns, uint64_t mutex_fraction, size_t max_queued)
+    : is_lock_frame_(std::move(is_lock_frame)),
+      block_rate_ns_(block_rate_ns),
+      mutex_fraction_(mutex_fraction),
+      max_queued_(max_queued) {
+  const std::vector<ValueType> types = {{"contentions", "count"}, {"delay", "nanoseconds"}};
+  block_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(block_rate_ns));
+  mutex_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(mutex_fraction));
+  worker_ = std::thread([this, f = std::move(factory)] { worker_main(f); });
+}
+
+WaitCollector::~WaitCollector() { finish(); }
+
+void WaitCollector::push(WaitEvent&& e) {
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.size() >= max_queued_) {
+      ++dropped_;
+      return;
+    }
+    queue_.push_back(std::move(e));
+  }
+  cv_.notify_one();
+}
+
+void WaitCollector::finish() {
+  {
+    std::lock_guard lock(mu_);
+    if (built_) {
+      return;
+    }
+    done_ = true;
+  }
+  cv_.notify_one();
+  if (worker_.joinable()) {
+    worker_.join();
+  }
+  stats_.dropped = dropped_;
+  build();
+  built_ = true;
+}
+
+void WaitCollector::worker_main(const UnwinderFactory& factory) {
+  std::unique_ptr<Unwinder> unwinder = factory();
+  for (;;) {
+    WaitEvent e;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return;
+      }
+      e = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    std::vector<UnwoundFrame> frames;
+    if (e.snap) {
+      UnwindResult r = unwinder->unwind(*e.snap);
+      ++stats_.unwound;
+      stats_.truncated += r.truncated ? 1 : 0;
+      frames = std::move(r.frames);
+    }
+    bool lock_wait = e.lock_wait;
+    if (!lock_wait && is_lock_frame_) {
+      for (const UnwoundFrame& f : frames) {
+        if (is_lock_frame_(f.pc)) {
+          lock_wait = true;
+          break;
+        }
+      }
+    }
+    const Key key{stacks_.intern(frames), e.lock};
+    if (e.block) {
+      auto [count, delay] = scale_block_event(e.delay_ns, e.block_rate_ns);
+      Acc& a = block_acc_[key];
+      a.count += count;
+      a.delay_ns += delay;
+      ++stats_.block_events;
+    }
+    if (e.mutex && lock_wait) {
+      Acc& a = mutex_acc_[key];
+      a.count += 1;
+      a.delay_ns += static_cast<double>(e.delay_ns);
+      ++stats_.mutex_events;
+    }
+  }
+}
+
+void WaitCollector::build() {
+  auto put = [](ProfileData& p, const std::map<Key, Acc>& acc, double scale) {
+    for (const auto& [key, a] : acc) {
+      char lock[32];
+      std::snprintf(lock, sizeof lock, "0x%llx", static_cast<unsigned long long>(key.second));
+      p.add(key.first, {{"lock", lock}},
+            {std::llround(a.count * scale), std::llround(a.delay_ns * scale)});
+    }
+  };
+  put(block_, block_acc_, 1.0);
+  put(mutex_, mutex_acc_, static_cast<double>(mutex_fraction_ == 0 ? 1 : mutex_fraction_));
+  block_.dropped = dropped_;
+  mutex_.dropped = dropped_;
+}
+
+}  // namespace profctl

@@ -1,0 +1,107 @@
+// WaitCollector: the block and mutex profiles' sink beside the Collector and the
+// HeapCollector. Timed waits recorded by the probes (a stack copy at the wait function's
+// entry, the delay, the lock or futex word) are queued by the thread that drains the probe
+// ring and unwound on a worker of their own into two Go-style profiles:
+//  - block: every futex wait the block rate chose (condition variables, semaphores, join,
+//    barriers, rwlocks, and lock waits too, as Go counts them), scaled as Go's
+//    saveblockevent does (a wait shorter than the rate counts rate/delay times, rate ns);
+//  - mutex: contended lock acquisitions (1 in `fraction`, values scaled by the fraction as
+//    Go's scaleMutexProfile does), charged to the waiter's stack.
+// Values are contentions/count and delay/nanoseconds. Each row carries the lock address
+// as its "lock" label. The queue is bounded; past it waits are dropped and counted.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "attach/snapshot.h"
+#include "profile/profile_data.h"
+#include "profile/stack_table.h"
+#include "unwind/unwinder.h"
+
+namespace profctl {
+
+struct WaitEvent {
+  bool mutex = false;      // chosen for the mutex profile
+  bool block = false;      // chosen for the block profile
+  bool lock_wait = false;  // a lock's slow path (else a generic futex wait)
+  uint64_t delay_ns = 0;
+  uint64_t block_rate_ns = 0;  // the rate in effect (for the block profile's scaling)
+  uint64_t mutex_fraction = 1;
+  uint64_t lock = 0;
+  pid_t tid = 0;
+  std::optional<Snapshot> snap;  // at the wait function's entry
+};
+
+struct WaitCollectorStats {
+  uint64_t unwound = 0;
+  uint64_t dropped = 0;
+  uint64_t truncated = 0;
+  uint64_t block_events = 0;
+  uint64_t mutex_events = 0;
+};
+
+class WaitCollector {
+ public:
+  using UnwinderFactory = std::function<std::unique_ptr<Unwinder>()>;
+  // is_lock_frame: true for a pc inside a lock operation whose generic futex wait is a
+  // lock contention (pthread_rwlock_*): such a wait also goes to the mutex profile.
+  WaitCollector(UnwinderFactory factory, std::function<bool(uint64_t pc)> is_lock_frame,
+                uint64_t block_rate_ns, uint64_t mutex_fraction, size_t max_queued = 1 << 16);
+  ~WaitCollector();
+  WaitCollector(const WaitCollector&) = delete;
+  WaitCollector& operator=(const WaitCollector&) = delete;
+
+  void push(WaitEvent&& e);
+  void finish();
+
+  // Final after finish(). Empty profiles when the kind was not requested.
+  const ProfileData& block() const { return block_; }
+  const ProfileData& mutex() const { return mutex_; }
+  const StackTable& stacks() const { return stacks_; }
+  const WaitCollectorStats& stats() const { return stats_; }
+
+ private:
+  struct Acc {
+    double count = 0;
+    double delay_ns = 0;
+  };
+  using Key = std::pair<StackId, uint64_t>;  // stack, lock
+  void worker_main(const UnwinderFactory& factory);
+  void build();
+
+  std::function<bool(uint64_t)> is_lock_frame_;
+  uint64_t block_rate_ns_;
+  uint64_t mutex_fraction_;
+  size_t max_queued_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<WaitEvent> queue_;
+  bool done_ = false;
+  bool built_ = false;
+  uint64_t dropped_ = 0;
+  std::thread worker_;
+  std::map<Key, Acc> block_acc_;
+  std::map<Key, Acc> mutex_acc_;
+  StackTable stacks_;
+  ProfileData block_;
+  ProfileData mutex_;
+  WaitCollectorStats stats_;
+};
+
+// Go's scaling of one block event (runtime saveblockevent): a wait shorter than the rate
+// was kept with probability delay/rate, so it stands for rate/delay waits of rate ns.
+// Returns {count, delay_ns}.
+std::pair<double, double> scale_block_event(uint64_t delay_ns, uint64_t rate_ns);
+
+}  // namespace profctl

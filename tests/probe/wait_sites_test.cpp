@@ -1,0 +1,79 @@
+// Finding glibc's futex-wait funnels without debug symbols: the code scan from exported
+// entry points must land on the very functions libc6-dbg names (this process's own libc,
+// read from its own memory). And the scan's building block on hand-assembled bytes.
+#include "probe/wait_sites.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "attach/proc.h"
+#include "base/fd.h"
+#include "probe/elf_symbols.h"
+
+namespace profctl::probe {
+namespace {
+
+std::vector<uint8_t> read_own(uint64_t address, size_t len) {
+  std::vector<uint8_t> b(len);
+  std::memcpy(b.data(), reinterpret_cast<const void*>(address), len);
+  return b;
+}
+
+TEST(ProbeWaitSites, RecognisesAFutexSyscall) {
+  // mov eax, 202; mov edi, 0; syscall; ret
+  const std::vector<uint8_t> futex = {0xb8, 0xca, 0x00, 0x00, 0x00, 0x31, 0xff, 0x0f, 0x05, 0xc3};
+  // mov eax, 39 (getpid); syscall; ret
+  const std::vector<uint8_t> getpid = {0xb8, 0x27, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xc3};
+  EXPECT_TRUE(issues_futex_syscall(futex));
+  EXPECT_FALSE(issues_futex_syscall(getpid));
+  EXPECT_FALSE(issues_futex_syscall({}));
+}
+
+TEST(ProbeWaitSites, TheCodeScanFindsWhatTheDebugFileNames) {
+  auto maps = parse_maps(read_file("/proc/self/maps").value());
+  std::string libc;
+  for (const MapEntry& m : maps) {
+    if (m.path.ends_with("/libc.so.6")) {
+      libc = m.path;
+    }
+  }
+  ASSERT_FALSE(libc.empty());
+  const std::vector<std::string> exported = {"pthread_mutex_lock", "pthread_clockjoin_np",
+                                             "__lll_lock_wait_private"};
+  auto syms = read_elf_functions(libc, exported);
+  ASSERT_TRUE(syms) << syms.error().message();
+  ASSERT_EQ(syms->functions.size(), exported.size());
+  auto bias = load_bias(*syms, maps, libc);
+  ASSERT_TRUE(bias);
+  ASSERT_FALSE(syms->build_id.empty());
+  const std::string dbg = debug_file_for_build_id(syms->build_id);
+  ASSERT_FALSE(dbg.empty()) << "libc6-dbg is a dependency: no debug file for build id "
+                            << syms->build_id;
+  const std::vector<std::string> internal = {"__lll_lock_wait", "__futex_abstimed_wait_common"};
+  auto named = read_debug_functions(dbg, internal, *syms);
+  ASSERT_TRUE(named) << named.error().message();
+  ASSERT_EQ(named->functions.size(), internal.size());
+
+  const uint64_t private_wait = *bias + syms->functions.at("__lll_lock_wait_private").value;
+  ASSERT_GT(syms->function_starts.size(), 1000u) << "libc's .eh_frame_hdr lists its functions";
+  std::vector<uint64_t> starts = syms->function_starts;
+  for (uint64_t& s : starts) {
+    s += *bias;
+  }
+  const FunctionLength lengths = lengths_from_starts(starts);
+  const ElfFunction& lock = syms->functions.at("pthread_mutex_lock");
+  auto lll = futex_callee(*bias + lock.value, lock.size, read_own, {private_wait}, lengths);
+  ASSERT_TRUE(lll);
+  EXPECT_EQ(*lll, *bias + named->functions.at("__lll_lock_wait").value);
+
+  const ElfFunction& join = syms->functions.at("pthread_clockjoin_np");
+  auto wait = futex_callee(*bias + join.value, join.size, read_own, {private_wait}, lengths);
+  ASSERT_TRUE(wait);
+  EXPECT_EQ(*wait, *bias + named->functions.at("__futex_abstimed_wait_common").value);
+}
+
+}  // namespace
+}  // namespace profctl::probe
