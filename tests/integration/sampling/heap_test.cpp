@@ -1,10 +1,17 @@
 // The heap profile on real processes: an exactly known workload recorded exactly at
-// --mem-rate 1; the target restored byte for byte after SIGINT and SIGKILL of profctl;
-// children forked while the probes are in; 8 threads allocating flat out; exec; a function
-// that cannot take a jump (breakpoint fallback). Targets: heap_target.c, heap_int3.c.
+// --mem-rate 1; the target restored byte for byte after SIGINT, SIGTERM, SIGHUP and SIGKILL
+// of profctl; children forked while the probes are in; 8 threads allocating flat out; exec;
+// the target exiting while probed; 2000 queued signals to an allocating thread; the scaled
+// estimates at the default and a mid rate within the sampling's statistical error; a
+// function that cannot take a jump (breakpoint fallback). Targets: heap_target.c,
+// heap_int3.c.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <string.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -16,6 +23,10 @@ namespace profctl::testing::sampling {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The profiles every test here captures, in one place: the same safety tests are meant to
+// run with every probe-based profile at once (heap,block,mutex).
+const std::string kProfiles = "heap";
 
 std::string maps_of(pid_t pid) {
   return read_text("/proc/" + std::to_string(pid) + "/maps").value_or("");
@@ -65,17 +76,23 @@ bool probes_in(pid_t pid) { return maps_of(pid).find("profctl-probe") != std::st
   return ::testing::AssertionSuccess();
 }
 
-// The heap sample whose stack holds `function`: values in Go's order.
-std::vector<long long> heap_values_of(const Json& heap, const std::string& function) {
+// The heap samples whose stack holds `function`, summed: values in Go's order (scaled
+// estimates), or with key "raw_values" the sampled allocations themselves.
+std::vector<long long> heap_values_of(const Json& heap, const std::string& function,
+                                      const char* key = "values") {
   std::vector<long long> sum(4, 0);
   for (const Json& s : heap.at("samples")) {
     if (has_function(s, function)) {
       for (size_t i = 0; i < 4; ++i) {
-        sum[i] += s.at("values").at(i).get<long long>();
+        sum[i] += s.at(s.contains(key) ? key : "values").at(i).get<long long>();
       }
     }
   }
   return sum;
+}
+
+long long heap_counter(const Json& heap, const std::string& name) {
+  return heap.value("counters", Json::object()).value(name, 0LL);
 }
 
 // profctl runs with -v: it says when the probes are in (the install itself runs remote
@@ -92,21 +109,24 @@ void start_and_wait_for_probes(Child& target, BgProcess& p) {
       << "the probes never appeared: " << p.err();
 }
 
-void end_with_sigint(BgProcess& p) {
-  ASSERT_TRUE(wait_until([&] { return catches(p.pid(), SIGINT); }, milliseconds(30000)));
-  ASSERT_TRUE(p.signal(SIGINT));
+// SIGINT, SIGTERM and SIGHUP all end a capture the same way: detach, restore, write.
+void end_with_signal(BgProcess& p, int sig) {
+  ASSERT_TRUE(wait_until([&] { return catches(p.pid(), sig); }, milliseconds(30000)));
+  ASSERT_TRUE(p.signal(sig));
   auto st = p.wait_exit(milliseconds(60000));
-  ASSERT_TRUE(st) << "profctl did not end after SIGINT";
-  EXPECT_EQ(exit_code_of(*st), 0) << p.err();
+  ASSERT_TRUE(st) << "profctl did not end after " << sigabbrev_np(sig);
+  EXPECT_EQ(exit_code_of(*st), 0) << p.describe_status() << "\n" << p.err();
 }
+
+void end_with_sigint(BgProcess& p) { end_with_signal(p, SIGINT); }
 
 TEST(Heap, AnExactWorkloadIsRecordedExactlyAtRate1AndTheTargetIsRestored) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({HEAP_TARGET});
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
-  BgProcess p(
-      attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()}));
+  BgProcess p(attach_argv(target.pid(),
+                          {"--profiles", kProfiles, "--mem-rate", "1", "-v", "-o", dir.path()}));
   start_and_wait_for_probes(target, p);
   ASSERT_EQ(target.command("run"), "done round=1");
   end_with_sigint(p);
@@ -136,7 +156,7 @@ TEST(Heap, ChildrenForkedWhileProbedRunCorrectly) {
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
   BgProcess p(attach_argv(target.pid(),
-                          {"--profiles", "heap", "--mem-rate", "64", "-v", "-o", dir.path()}));
+                          {"--profiles", kProfiles, "--mem-rate", "64", "-v", "-o", dir.path()}));
   start_and_wait_for_probes(target, p);
   EXPECT_EQ(target.command("fork 50", milliseconds(60000)), "done fork ok=50");
   end_with_sigint(p);
@@ -149,7 +169,7 @@ TEST(Heap, EightThreadsAllocatingFlatOutAreCountedOrTheirDropsAre) {
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
   // Small stack copies: the 64 MiB ring holds every record, so the count is exact.
-  BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1",
+  BgProcess p(attach_argv(target.pid(), {"--profiles", kProfiles, "--mem-rate", "1",
                                          "--probe-stack-bytes", "1K", "-v", "-o", dir.path()}));
   start_and_wait_for_probes(target, p);
   ASSERT_EQ(target.command("churn 8 5000", milliseconds(120000)), "done churn")
@@ -172,7 +192,7 @@ TEST(Heap, SigkillOfProfctlLeavesTheTargetAllocatingCorrectly) {
   Child target({HEAP_TARGET});
   ASSERT_TRUE(target.wait_ready());
   for (int round = 1; round <= 20; ++round) {
-    BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "4096", "-v"}));
+    BgProcess p(attach_argv(target.pid(), {"--profiles", kProfiles, "--mem-rate", "4096", "-v"}));
     start_and_wait_for_probes(target, p);
     if (round % 2 == 0) {
       ASSERT_EQ(target.command("run"), "done round=" + std::to_string(round / 2));
@@ -193,8 +213,8 @@ TEST(Heap, ExecEndsTheHeapProfileCleanly) {
   Child target({HEAP_TARGET});
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
-  BgProcess p(
-      attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()}));
+  BgProcess p(attach_argv(target.pid(),
+                          {"--profiles", kProfiles, "--mem-rate", "1", "-v", "-o", dir.path()}));
   start_and_wait_for_probes(target, p);
   ASSERT_EQ(target.command("run"), "done round=1");
   target.command("exec", milliseconds(2000));  // no reply: it becomes /bin/true and exits
@@ -213,8 +233,8 @@ TEST(Heap, ExecEndsTheHeapProfileCleanly) {
 TEST(Heap, AFunctionThatCannotTakeAJumpIsProbedWithABreakpointAndRecordedExactly) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
-  auto r = run({PROFCTL_BIN, "run", "--profiles", "heap", "--mem-rate", "1", "-o", dir.path(), "--",
-                HEAP_INT3, "100"});
+  auto r = run({PROFCTL_BIN, "run", "--profiles", kProfiles, "--mem-rate", "1", "-o", dir.path(),
+                "--", HEAP_INT3, "100"});
   ASSERT_EQ(r.exit_code, 0) << r.describe();
   auto capture = load_capture(dir.path());
   ASSERT_TRUE(capture);
@@ -225,6 +245,278 @@ TEST(Heap, AFunctionThatCannotTakeAJumpIsProbedWithABreakpointAndRecordedExactly
   EXPECT_NE(capture->dump().find("breakpoint"), std::string::npos)
       << "the fallback is not reported";
 }
+
+// --- Statistics of the sampled profile --------------------------------------------------
+//
+// The target draws the bytes to its next sample from an exponential distribution of mean
+// `rate` (a Poisson process over allocated bytes, Go's MemProfileRate). The distribution is
+// memoryless, so each allocation of s bytes is recorded independently with probability
+// p = 1 - exp(-s/rate): of n allocations, the recorded number k is Binomial(n, p), and the
+// profile's scaled count k/p (Go's scaleHeapSample) has mean n and standard deviation
+// sqrt(n (1 - p) / p) -- about n / sqrt(bytes / rate) when s << rate: the number of samples
+// expected is bytes/rate and the relative error is 1/sqrt(samples). The bytes are the count
+// times s (one size), with the same relative error. Kept and freed blocks are recorded
+// independently, so the in-use estimate is that of the kept blocks alone.
+//
+// The tests allow 5 standard deviations: a correct profiler falls outside about once in
+// 1.7 million runs (normal approximation; the smallest case has ~500 samples), so they are
+// not flaky, while a wrong scale, a wrong rate, lost records or uncharged frees are many
+// deviations away.
+struct Estimate {
+  double mean = 0;  // what the scaled count estimates: the true count
+  double sd = 0;    // standard deviation of the scaled count
+};
+
+Estimate scaled_count(double count, double size, double rate) {
+  const double p = -std::expm1(-size / rate);
+  return {count, std::sqrt(count * (1 - p) / p)};
+}
+
+constexpr double kDeviations = 5;
+
+// `bulk N SIZE KEEP` (alloc_bulk: N x malloc(SIZE), every KEEP-th kept) under a heap capture
+// at `rate` (0: the default, no --mem-rate given); the scaled alloc_objects, alloc_space,
+// inuse_objects and inuse_space of alloc_bulk are within kDeviations standard deviations of
+// the truth. `max_relative` is what the test promises about its own bounds: 5 sd must stay
+// within that fraction of the truth, or the workload is too small to mean anything.
+void expect_bulk_estimates(uint64_t rate, long n, long size, long keep_every,
+                           double max_relative_alloc, double max_relative_inuse) {
+  const double effective_rate = rate == 0 ? 512 * 1024 : static_cast<double>(rate);
+  const long kept = (n + keep_every - 1) / keep_every;
+  const Estimate alloc = scaled_count(n, size, effective_rate);
+  const Estimate inuse = scaled_count(kept, size, effective_rate);
+  ASSERT_LE(kDeviations * alloc.sd, max_relative_alloc * alloc.mean);
+  ASSERT_LE(kDeviations * inuse.sd, max_relative_inuse * inuse.mean);
+
+  Child target({HEAP_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  // Small stack copies: at the mid rate the ~13 k records fit the ring many times over.
+  std::vector<std::string> args = {"--profiles", kProfiles, "--probe-stack-bytes", "1K", "-v",
+                                   "-o",         dir.path()};
+  if (rate != 0) {
+    args.insert(args.end(), {"--mem-rate", std::to_string(rate)});
+  }
+  BgProcess p(attach_argv(target.pid(), args));
+  start_and_wait_for_probes(target, p);
+  ASSERT_EQ(target.command("bulk " + std::to_string(n) + " " + std::to_string(size) + " " +
+                               std::to_string(keep_every),
+                           milliseconds(120000)),
+            "done bulk kept=" + std::to_string(kept));
+  end_with_sigint(p);
+  EXPECT_TRUE(text_matches_files(target.pid()));
+
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  EXPECT_EQ(heap->value("period", 0LL), static_cast<long long>(effective_rate));
+  // A dropped record would bias the estimate low: there must be none at these volumes.
+  EXPECT_EQ(heap_counter(*heap, "ring_dropped"), 0);
+  EXPECT_EQ(heap_counter(*heap, "table_dropped"), 0);
+  const auto v = heap_values_of(*heap, "alloc_bulk");
+  const auto raw = heap_values_of(*heap, "alloc_bulk", "raw_values");
+  const std::string why = "sampled " + std::to_string(raw[0]) + " allocations (" +
+                          std::to_string(raw[2]) + " live) of " + std::to_string(n) + " x " +
+                          std::to_string(size) + " B at rate " +
+                          std::to_string(static_cast<long long>(effective_rate)) +
+                          "; allowed: alloc +-" + std::to_string(kDeviations * alloc.sd) +
+                          ", inuse +-" + std::to_string(kDeviations * inuse.sd) + " objects";
+  EXPECT_NEAR(v[0], alloc.mean, kDeviations * alloc.sd) << "alloc_objects; " << why;
+  EXPECT_NEAR(v[1], alloc.mean * size, kDeviations * alloc.sd * size) << "alloc_space; " << why;
+  EXPECT_NEAR(v[2], inuse.mean, kDeviations * inuse.sd) << "inuse_objects; " << why;
+  EXPECT_NEAR(v[3], inuse.mean * size, kDeviations * inuse.sd * size) << "inuse_space; " << why;
+  // Each row's estimates are its sampled values scaled as Go's scaleHeapSample does, count
+  // and bytes each truncated on its own (one size here, so the factor is 1/p exactly).
+  const double scale = 1 / (1 - std::exp(-static_cast<double>(size) / effective_rate));
+  for (const Json& s : heap->at("samples")) {
+    if (!has_function(s, "alloc_bulk")) {
+      continue;
+    }
+    ASSERT_TRUE(s.contains("raw_values")) << s.dump();
+    for (size_t i = 0; i < 4; ++i) {
+      const double sampled = s.at("raw_values").at(i).get<double>();
+      EXPECT_EQ(s.at("values").at(i).get<long long>(), static_cast<long long>(sampled * scale))
+          << "value " << i << " of " << s.dump();
+    }
+  }
+}
+
+// 1 GiB in 8 KiB blocks at 512 KiB: ~2000 samples, ~500 of the kept quarter; 5 sd is 11%
+// of alloc and 22% of inuse.
+TEST(Heap, TheDefaultRateEstimatesAGigabyteOfAllocationsWithinTheSamplingError) {
+  PROFCTL_REQUIRE_PROFCTL();
+  expect_bulk_estimates(0, 131072, 8192, 4, 0.12, 0.23);
+}
+
+// 80 MiB in 4 KiB blocks at 4096: ~12600 samples, ~3200 live; 5 sd is 2.7% and 5.4%.
+TEST(Heap, AMidRateEstimatesWithinTighterBounds) {
+  PROFCTL_REQUIRE_PROFCTL();
+  expect_bulk_estimates(4096, 20000, 4096, 4, 0.03, 0.06);
+}
+
+// --- The target ends while the probes are in --------------------------------------------
+
+// The six functions of one round of "run" (never freed: exit does not free them).
+void expect_one_exact_round(const Json& heap) {
+  using V = std::vector<long long>;
+  EXPECT_EQ(heap_values_of(heap, "alloc_small"), (V{100, 10000, 100, 10000}));
+  EXPECT_EQ(heap_values_of(heap, "alloc_freed"), (V{50, 204800, 0, 0}));
+  EXPECT_EQ(heap_values_of(heap, "alloc_calloc"), (V{20, 5120, 20, 5120}));
+  EXPECT_EQ(heap_values_of(heap, "alloc_realloc"), (V{20, 10 * 64 + 10 * 8192, 10, 81920}));
+  EXPECT_EQ(heap_values_of(heap, "alloc_aligned"), (V{5, 5000, 5, 5000}));
+  EXPECT_EQ(heap_values_of(heap, "alloc_thread"), (V{30, 6000, 30, 6000}));
+}
+
+// exit() with two more threads inside malloc/free flat out: profctl sees the target go, ends
+// with 3 ("the target went away", README/man), with no hang, and writes the capture with
+// what was allocated before; the target's exit itself is clean (status 0, not a crash in a
+// probe on the way out).
+TEST(Heap, TheTargetExitingWhileProbedEndsWithCode3AndKeepsItsAllocations) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({HEAP_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  BgProcess p(attach_argv(target.pid(), {"--profiles", kProfiles, "--mem-rate", "1",
+                                         "--probe-stack-bytes", "1K", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  ASSERT_EQ(target.command("run"), "done round=1");
+  ASSERT_EQ(target.command("spin 2"), "done spin");
+  std::this_thread::sleep_for(milliseconds(100));              // the spinners are in the probes
+  EXPECT_FALSE(target.command("exit 0", milliseconds(1000)));  // no reply: it exits
+  auto st = p.wait_exit(milliseconds(60000));
+  ASSERT_TRUE(st) << "profctl did not end after the target's exit: " << p.err();
+  EXPECT_EQ(exit_code_of(*st), 3) << p.describe_status() << "\n" << p.err();
+  ASSERT_TRUE(wait_until([&] { return !target.alive(); }, milliseconds(10000)));
+  ASSERT_TRUE(target.wait_status());
+  EXPECT_TRUE(WIFEXITED(*target.wait_status()) && WEXITSTATUS(*target.wait_status()) == 0)
+      << "the target's exit status is " << *target.wait_status();
+
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  expect_one_exact_round(*heap);
+  EXPECT_GT(heap_values_of(*heap, "spin_alloc")[0], 0) << "the spinners were not recorded";
+  EXPECT_TRUE(outputs_valid(dir.path(), {{"heap", {"alloc_small", "alloc_thread"}}}));
+}
+
+// The same under `profctl run`: profctl exits with the program's own status.
+TEST(Heap, TheProgramExitingUnderRunGivesItsStatusAndItsAllocations) {
+  PROFCTL_REQUIRE_PROFCTL();
+  TempDir dir;
+  BgProcess p(
+      run_argv({"--profiles", kProfiles, "--mem-rate", "1", "-o", dir.path()}, {HEAP_TARGET}));
+  ASSERT_TRUE(p.read_until("ready pid=")) << p.err();
+  ASSERT_TRUE(p.send_line("run"));
+  ASSERT_TRUE(p.read_until("done round=1")) << p.err();
+  ASSERT_TRUE(p.send_line("exit 7"));
+  auto st = p.wait_exit(milliseconds(60000));
+  ASSERT_TRUE(st) << "profctl run did not end after the program's exit: " << p.err();
+  EXPECT_EQ(exit_code_of(*st), 7) << p.describe_status() << "\n" << p.err();
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  expect_one_exact_round(*heap);
+}
+
+// --- Signals ----------------------------------------------------------------------------
+
+// 2000 queued SIGRTMIN to a thread that allocates and frees between them (16 x malloc(24)
+// + 16 frees every millisecond) at --mem-rate 1: each signal stops the thread for profctl,
+// which must hand it back, and some land while the thread is in a probe. The handler counts
+// every delivery exactly once (real-time signals queue), and every allocation is recorded.
+TEST(Heap, EveryQueuedSignalToAnAllocatingThreadArrivesAndEveryAllocationIsRecorded) {
+  PROFCTL_REQUIRE_PROFCTL();
+  constexpr long kSignals = 2000;
+  Child target({HEAP_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  BgProcess p(attach_argv(target.pid(), {"--profiles", kProfiles, "--mem-rate", "1",
+                                         "--probe-stack-bytes", "1K", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  ASSERT_EQ(target.command("sigalloc start"), "done sigalloc started");
+
+  long sent = 0;
+  long sent_while_traced = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (sent < kSignals && Clock::now() < deadline) {
+    union sigval value = {};
+    if (::sigqueue(target.pid(), SIGRTMIN, value) == 0) {
+      ++sent;
+      sent_while_traced += tracer_of(target.pid()) > 0 ? 1 : 0;
+      if (sent % 50 == 0) {
+        std::this_thread::sleep_for(milliseconds(10));  // spread over the allocations
+      }
+    } else {
+      ASSERT_EQ(errno, EAGAIN) << "sigqueue: " << std::strerror(errno);
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+  }
+  ASSERT_EQ(sent, kSignals);
+  std::string count;
+  wait_until(
+      [&] {
+        count = target.command("sigcount").value_or("");
+        return count == "signals=" + std::to_string(kSignals);
+      },
+      milliseconds(10000), milliseconds(20));
+  auto stopped = target.command("sigalloc stop");
+  ASSERT_TRUE(stopped) << "the target does not answer: " << describe_tasks(target.pid());
+  auto kv = parse_key_values(*stopped);
+  EXPECT_EQ(kv["signals"], std::to_string(kSignals))
+      << "SIGRTMIN counted vs " << kSignals << " sent (" << sent_while_traced << " while traced)";
+  EXPECT_EQ(sent_while_traced, kSignals) << "the capture ended early: " << p.err();
+  const long long rounds = std::stoll(kv["rounds"]);
+  EXPECT_GT(rounds, 0);
+  end_with_sigint(p);
+  EXPECT_TRUE(text_matches_files(target.pid()));
+
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  EXPECT_EQ(heap_counter(*heap, "ring_dropped"), 0);
+  using V = std::vector<long long>;
+  EXPECT_EQ(heap_values_of(*heap, "alloc_signalled"), (V{16 * rounds, 16 * 24 * rounds, 0, 0}))
+      << rounds << " rounds";
+}
+
+// --- SIGTERM and SIGHUP end a capture like SIGINT -----------------------------------------
+
+class HeapEndSignal : public ::testing::TestWithParam<int> {};
+
+// profctl ends, the target is restored byte for byte (no patched text, no probe mapping, no
+// tracer) and goes on allocating, and the capture holds the exact round.
+TEST_P(HeapEndSignal, RestoresTheTargetExactlyLikeSigint) {
+  PROFCTL_REQUIRE_PROFCTL();
+  const int sig = GetParam();
+  Child target({HEAP_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  BgProcess p(attach_argv(target.pid(),
+                          {"--profiles", kProfiles, "--mem-rate", "1", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  ASSERT_EQ(target.command("run"), "done round=1");
+  end_with_signal(p, sig);
+  EXPECT_FALSE(probes_in(target.pid())) << maps_of(target.pid());
+  EXPECT_TRUE(text_matches_files(target.pid()));
+  EXPECT_EQ(tracer_of(target.pid()), 0);
+  EXPECT_EQ(target.command("run"), "done round=2");
+  EXPECT_EQ(target.command("churn 4 20000", milliseconds(120000)), "done churn");
+
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  expect_one_exact_round(*heap);
+}
+
+INSTANTIATE_TEST_SUITE_P(Heap, HeapEndSignal, ::testing::Values(SIGTERM, SIGHUP),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(sigabbrev_np(info.param));
+                         });
 
 }  // namespace
 }  // namespace profctl::testing::sampling
