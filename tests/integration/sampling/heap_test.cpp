@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -26,7 +27,13 @@ using Clock = std::chrono::steady_clock;
 
 // The profiles every test here captures, in one place: the same safety tests are meant to
 // run with every probe-based profile at once (heap,block,mutex).
-const std::string kProfiles = "heap";
+// The profiles these tests arm: the heap's probes, or (PROFCTL_TEST_PROBE_PROFILES, set by
+// the HeapSafetyWithWaitsArmed ctest entry) the block and mutex probes beside them, so that
+// every safety property is checked with every kind of probe in the target.
+const std::string kProfiles = [] {
+  const char* env = std::getenv("PROFCTL_TEST_PROBE_PROFILES");
+  return std::string(env != nullptr && *env != '\0' ? env : "heap");
+}();
 
 std::string maps_of(pid_t pid) {
   return read_text("/proc/" + std::to_string(pid) + "/maps").value_or("");
