@@ -63,7 +63,7 @@ def run(args, cfg, workdir):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profctl", default=os.path.join(here, "..", "build", "cli", "profctl"))
+    ap.add_argument("--profctl", default=os.path.join(here, "..", "build", "profctl"))
     ap.add_argument("--target",
                     default=os.path.join(here, "..", "build", "bench", "wait_bench_target"))
     ap.add_argument("--threads", type=int, default=4)

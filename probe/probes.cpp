@@ -376,7 +376,7 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
   // Every thread's stack, so records copy stacks with memcpy inside known bounds.
   for (pid_t tid : w.stopped()) {
     if (auto regs = w.regs(tid)) {
-      register_thread(tid, *regs);
+      register_thread(tid, *regs, true);  // the world is stopped: maps_ is current
     }
   }
 
@@ -488,20 +488,27 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
   return {};
 }
 
-void Probes::register_thread(pid_t tid, const user_regs_struct& regs) {
+void Probes::register_thread(pid_t tid, const user_regs_struct& regs, bool maps_current) {
   if (regs.fs_base == 0) {
     return;
   }
-  const MapEntry* m = find_mapping(maps_, regs.rsp);
-  if (m == nullptr) {
+  // The bounds must come from the maps as they are now: the blob copies stacks with plain
+  // loads inside them. A cached copy can be a moment old, and the process keeps running
+  // while a new thread's first stop is handled: glibc may have mapped the next thread's
+  // stack PROT_NONE right below (merged there with this thread's guard page) before
+  // making it read-write. Bounds taken from such a view ran one page past a stack's top,
+  // and a record copying up to them faulted in the target.
+  if (!maps_current) {
     if (auto text = read_maps_text(pid_)) {
       maps_ = parse_maps(*text);
-      m = find_mapping(maps_, regs.rsp);
     }
   }
-  if (m == nullptr) {
-    return;
+  const MapEntry* m = find_mapping(maps_, regs.rsp);
+  if (m == nullptr || !m->readable) {
+    return;  // no bounds: the blob copies this thread's stack with process_vm_readv
   }
+  logger("probe")->trace("thread {}: stack [{}, {}) rsp {} fs {}", tid, hex(m->start),
+                          hex(m->end), hex(regs.rsp), hex(regs.fs_base));
   if (area_.register_thread(regs.fs_base, m->start, m->end, tid)) {
     thread_pointers_[tid] = regs.fs_base;
   }

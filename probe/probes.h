@@ -89,7 +89,9 @@ class Probes {
 
   Probes() = default;
   Result<void> install_in(StoppedWorld& world, TracedProcess& tp);
-  void register_thread(pid_t tid, const user_regs_struct& regs);
+  // maps_current: maps_ was read while every thread was stopped (install); otherwise the
+  // maps are read again first.
+  void register_thread(pid_t tid, const user_regs_struct& regs, bool maps_current = false);
   bool on_trap(pid_t tid);
   // The detach hook: true when the target is clean.
   bool remove(StoppedWorld& world);
