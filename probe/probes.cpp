@@ -507,8 +507,8 @@ void Probes::register_thread(pid_t tid, const user_regs_struct& regs, bool maps_
   if (m == nullptr || !m->readable) {
     return;  // no bounds: the blob copies this thread's stack with process_vm_readv
   }
-  logger("probe")->trace("thread {}: stack [{}, {}) rsp {} fs {}", tid, hex(m->start),
-                          hex(m->end), hex(regs.rsp), hex(regs.fs_base));
+  logger("probe")->trace("thread {}: stack [{}, {}) rsp {} fs {}", tid, hex(m->start), hex(m->end),
+                         hex(regs.rsp), hex(regs.fs_base));
   if (area_.register_thread(regs.fs_base, m->start, m->end, tid)) {
     thread_pointers_[tid] = regs.fs_base;
   }

@@ -100,9 +100,12 @@ TEST(Block, EachConditionSemaphoreAndJoinWaitIsCountedWithItsDelay) {
   const std::string cond = target.command("cond 5 80", milliseconds(30000)).value_or("(no reply)");
   const std::string sem = target.command("sem 4 80", milliseconds(30000)).value_or("(no reply)");
   const std::string join = target.command("join 3 80", milliseconds(30000)).value_or("(no reply)");
+  const std::string barrier =
+      target.command("barrier 3 80", milliseconds(30000)).value_or("(no reply)");
   ASSERT_EQ(cond.rfind("done cond", 0), 0u) << cond;
   ASSERT_EQ(sem.rfind("done sem", 0), 0u) << sem;
   ASSERT_EQ(join.rfind("done join", 0), 0u) << join;
+  ASSERT_EQ(barrier.rfind("done barrier", 0), 0u) << barrier;
   end_with_sigint(p);
 
   auto capture = load_capture(dir.path());
@@ -115,9 +118,11 @@ TEST(Block, EachConditionSemaphoreAndJoinWaitIsCountedWithItsDelay) {
     long long count;
     long long waited_ns;
   };
-  for (const Expect& e : {Expect{"wait_on_cond", "pthread_cond_wait", 5, field(cond, "waited_ns")},
-                          Expect{"wait_on_sem", "sem_wait", 4, field(sem, "waited_ns")},
-                          Expect{"wait_on_join", "join", 3, field(join, "waited_ns")}}) {
+  for (const Expect& e :
+       {Expect{"wait_on_cond", "pthread_cond_wait", 5, field(cond, "waited_ns")},
+        Expect{"wait_on_sem", "sem_wait", 4, field(sem, "waited_ns")},
+        Expect{"wait_on_join", "clockjoin", 3, field(join, "waited_ns")},
+        Expect{"wait_on_barrier", "pthread_barrier_wait", 3, field(barrier, "waited_ns")}}) {
     SCOPED_TRACE(e.function);
     const Totals t = totals_of(*block, e.function, false, e.via);
     EXPECT_EQ(t.count, e.count) << describe_samples(*block);
@@ -145,10 +150,11 @@ TEST(Mutex, ContendedLockingIsChargedToTheWaitingFunctionAndItsLock) {
   const std::string reply =
       target.command("mutex 4 150 200", milliseconds(60000)).value_or("(no reply)");
   ASSERT_EQ(reply.rfind("done mutex", 0), 0u) << reply;
+  ASSERT_EQ(target.command("rwlock 4 100 200", milliseconds(60000)), "done rwlock");
   end_with_sigint(p);
   const long long waited = field(reply, "waited_ns");
   const long long slow = field(reply, "slow");
-  ASSERT_GT(slow, 20) << "the workload did not contend: " << reply;
+  ASSERT_GT(slow, 100) << "the workload did not contend: " << reply;
 
   auto capture = load_capture(dir.path());
   ASSERT_TRUE(capture);
@@ -169,6 +175,16 @@ TEST(Mutex, ContendedLockingIsChargedToTheWaitingFunctionAndItsLock) {
       EXPECT_FALSE(label(s, "lock").empty());
     }
   }
+  // A writer waiting for an rwlock is a lock contention too (a futex wait under
+  // pthread_rwlock_wrlock).
+  const Json* blocked = profile_of(*capture, "block");
+  ASSERT_NE(blocked, nullptr);
+  EXPECT_GT(totals_of(*blocked, "contend_rwlock", false).count, 0)
+      << "the writers never waited: " << describe_samples(*blocked);
+  EXPECT_EQ(totals_of(*mutex, "contend_rwlock", false).count,
+            totals_of(*blocked, "contend_rwlock", false).count)
+      << describe_samples(*mutex) << "\n"
+      << describe_samples(*blocked);
   auto text = read_text(dir.file("mutex.txt"));
   ASSERT_TRUE(text);
   EXPECT_NE(text->find("g_queue_mutex"), std::string::npos) << *text;

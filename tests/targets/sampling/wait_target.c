@@ -11,6 +11,10 @@
 //                    holding it US microseconds (hold_the_lock); "done mutex waited_ns=T
 //                    slow=S" where T sums every pthread_mutex_lock call's duration and S
 //                    counts the calls that took longer than 20 us (surely contended)
+//   rwlock N R US -> N threads (contend_rwlock) each taking g_table_lock for writing R times,
+//                    holding it US microseconds; "done rwlock"
+//   barrier K MS  -> wait_on_barrier: K waits at a 2-thread barrier whose other thread
+//                    arrives MS ms later; "done barrier waited_ns=T"
 //   lonely N      -> lonely_lock: N lock/unlock pairs of a mutex no other thread touches;
 //                    "done lonely ns=T"
 //   hang          -> block_forever: a thread waits on a condition variable nobody signals;
@@ -61,7 +65,8 @@ NOINLINE static long long wait_on_cond(int k) {
     pthread_create(&t, NULL, cond_signaller, NULL);
     long long t0 = now_ns();
     pthread_mutex_lock(&cond_mu);
-    while (!cond_flag) pthread_cond_wait(&cond_cv, &cond_mu);
+    while (!cond_flag)
+      pthread_cond_wait(&cond_cv, &cond_mu);
     pthread_mutex_unlock(&cond_mu);
     waited += now_ns() - t0;
     pthread_join(t, NULL);
@@ -123,9 +128,12 @@ static long long mutex_waited;  // under g_queue_mutex
 static long long mutex_slow;
 static volatile unsigned long long sink;
 
+// Sleeps while holding the lock: the others run meanwhile and find it taken, however
+// loaded the machine is (a spinning holder on a busy machine may run alone).
 NOINLINE static void hold_the_lock(void) {
-  long long end = now_ns() + hold_us * 1000LL;
-  while (now_ns() < end) sink++;
+  struct timespec ts = {0, hold_us * 1000L};
+  nanosleep(&ts, NULL);
+  sink++;
   KEEP_FRAME();
 }
 
@@ -144,6 +152,45 @@ NOINLINE static void* contend_mutex(void* arg) {
   }
   KEEP_FRAME();
   return NULL;
+}
+
+// ---- rwlock contention (writers) -------------------------------------------------------------
+pthread_rwlock_t g_table_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+NOINLINE static void* contend_rwlock(void* arg) {
+  (void)arg;
+  for (int i = 0; i < mutex_rounds; ++i) {
+    pthread_rwlock_wrlock(&g_table_lock);
+    hold_the_lock();
+    pthread_rwlock_unlock(&g_table_lock);
+    sched_yield();
+  }
+  KEEP_FRAME();
+  return NULL;
+}
+
+// ---- barrier -------------------------------------------------------------------------------
+static pthread_barrier_t barrier;
+
+static void* barrier_helper(void* arg) {
+  (void)arg;
+  sleep_ms(helper_ms);
+  pthread_barrier_wait(&barrier);
+  return NULL;
+}
+
+NOINLINE static long long wait_on_barrier(int k) {
+  long long waited = 0;
+  for (int i = 0; i < k; ++i) {
+    pthread_t t;
+    pthread_create(&t, NULL, barrier_helper, NULL);
+    long long t0 = now_ns();
+    pthread_barrier_wait(&barrier);
+    waited += now_ns() - t0;
+    pthread_join(t, NULL);
+  }
+  KEEP_FRAME();
+  return waited;
 }
 
 // ---- uncontended ---------------------------------------------------------------------------
@@ -179,6 +226,7 @@ NOINLINE static void* block_forever(void* arg) {
 int main(void) {
   sampling_die_with_parent();
   sem_init(&sem, 0, 0);
+  pthread_barrier_init(&barrier, NULL, 2);
   char line[256];
   snprintf(line, sizeof line, "ready pid=%d", (int)getpid());
   target_say(line);
@@ -203,9 +251,23 @@ int main(void) {
       mutex_waited = 0;
       mutex_slow = 0;
       pthread_t t[64];
-      for (int i = 0; i < n && i < 64; ++i) pthread_create(&t[i], NULL, contend_mutex, NULL);
-      for (int i = 0; i < n && i < 64; ++i) pthread_join(t[i], NULL);
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_create(&t[i], NULL, contend_mutex, NULL);
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_join(t[i], NULL);
       snprintf(out, sizeof out, "done mutex waited_ns=%lld slow=%lld", mutex_waited, mutex_slow);
+    } else if (sscanf(line, "rwlock %d %d %d", &n, &k, &ms) == 3) {
+      mutex_rounds = k;
+      hold_us = ms;
+      pthread_t t[64];
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_create(&t[i], NULL, contend_rwlock, NULL);
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_join(t[i], NULL);
+      snprintf(out, sizeof out, "done rwlock");
+    } else if (sscanf(line, "barrier %d %d", &k, &ms) == 2) {
+      helper_ms = ms;
+      snprintf(out, sizeof out, "done barrier waited_ns=%lld", wait_on_barrier(k));
     } else if (sscanf(line, "lonely %d", &n) == 1) {
       snprintf(out, sizeof out, "done lonely ns=%lld", lonely_lock(n));
     } else if (strcmp(line, "hang") == 0) {
