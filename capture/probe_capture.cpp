@@ -65,7 +65,8 @@ size_t ProbeCapture::drain_once() {
   size_t n = reader_->drain([this](const probe::RecordView& v) {
     probe::ProbeRecord r = probe::to_probe_record(v);
     const uint64_t t = clock_.to_monotonic_ns(r.tsc);
-    if (r.kind == PROBE_KIND_BLOCK || r.kind == PROBE_KIND_MUTEX) {
+    if (r.kind == PROBE_KIND_BLOCK || r.kind == PROBE_KIND_MUTEX ||
+        r.kind == PROBE_KIND_MUTEX_WAKE) {
       if (!waits_) {
         return;
       }
@@ -73,6 +74,9 @@ size_t ProbeCapture::drain_once() {
       e.mutex = (r.flags & PROBE_REC_WAIT_MUTEX) != 0;
       e.block = (r.flags & PROBE_REC_WAIT_BLOCK) != 0;
       e.lock_wait = r.kind == PROBE_KIND_MUTEX;
+      e.wake = (r.flags & PROBE_REC_WAKE) != 0;
+      e.start_ns = clock_.to_monotonic_ns(r.args[1]);
+      e.end_ns = t;
       e.delay_ns = clock_.ticks_to_ns(r.value);
       e.block_rate_ns = options_.block_rate_ns;
       e.mutex_fraction = options_.mutex_fraction;

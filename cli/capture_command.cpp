@@ -354,6 +354,15 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       if (mutex_requested) {
         add_profile(c, "mutex", wc.mutex(), wc.stacks(), sym);
         name_locks(c.profiles["mutex"], td);
+        if (wc.stats().wakes > 0) {
+          add_profile(c, "mutex_holders", wc.mutex_holders(), wc.stacks(), sym);
+          name_locks(c.profiles["mutex_holders"], td);
+        }
+        if (wc.stats().unattributed > 0) {
+          warnings.push_back("mutex_holders: " + std::to_string(wc.stats().unattributed) +
+                             " contentions have no recorded release (rwlocks, whose releases "
+                             "are not probed, or locks released before the probes were in)");
+        }
       }
       if (wc.stats().dropped > 0) {
         warnings.push_back("block/mutex: " + std::to_string(wc.stats().dropped) +

@@ -31,7 +31,7 @@ Result<probe_blob_header> checked_header(std::span<const uint8_t> blob) {
 // until blob.c handles them a patch would only cost the target time.
 bool valid_kind(uint32_t kind) {
   return (kind >= PROBE_KIND_MALLOC && kind <= PROBE_KIND_FREE) || kind == PROBE_KIND_BLOCK ||
-         kind == PROBE_KIND_MUTEX;
+         kind == PROBE_KIND_MUTEX || kind == PROBE_KIND_MUTEX_WAKE;
 }
 
 void put_u64(std::vector<uint8_t>& code, size_t offset, uint64_t v) {

@@ -79,9 +79,10 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
       "pthread_barrier_wait",       "pthread_rwlock_rdlock",
       "pthread_rwlock_wrlock",      "pthread_rwlock_timedrdlock",
       "pthread_rwlock_timedwrlock", "pthread_rwlock_clockrdlock",
-      "pthread_rwlock_clockwrlock"};
-  static const std::vector<std::string> kInternal = {"__lll_lock_wait",
-                                                     "__futex_abstimed_wait_common"};
+      "pthread_rwlock_clockwrlock", "__lll_lock_wake_private",
+      "pthread_mutex_unlock"};
+  static const std::vector<std::string> kInternal = {
+      "__lll_lock_wait", "__futex_abstimed_wait_common", "__lll_lock_wake"};
   for (const std::string& path : modules) {
     auto syms = read_elf_functions(root + path, kExported);
     if (!syms || !syms->functions.contains("__lll_lock_wait_private") ||
@@ -136,6 +137,23 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
       if (auto t = futex_callee(*bias + lock.value, lock.size ? lock.size : 1024, read,
                                 {private_wait}, lengths)) {
         out.push_back(Found{"__lll_lock_wait", PROBE_KIND_MUTEX, *t, 0});
+      }
+    }
+    // The holder side: the release of a contended lock.
+    if (auto it = syms->functions.find("__lll_lock_wake_private"); it != syms->functions.end()) {
+      add("__lll_lock_wake_private", PROBE_KIND_MUTEX_WAKE, it->second);
+    }
+    if (auto it = internal.find("__lll_lock_wake"); it != internal.end()) {
+      add("__lll_lock_wake", PROBE_KIND_MUTEX_WAKE, it->second);
+    } else if (auto un = syms->functions.find("pthread_mutex_unlock");
+               un != syms->functions.end()) {
+      std::set<uint64_t> not_it = {private_wait};
+      if (auto pw = syms->functions.find("__lll_lock_wake_private"); pw != syms->functions.end()) {
+        not_it.insert(*bias + pw->second.value);
+      }
+      if (auto t = futex_callee(*bias + un->second.value, un->second.size ? un->second.size : 64,
+                                read, not_it, lengths)) {
+        out.push_back(Found{"__lll_lock_wake", PROBE_KIND_MUTEX_WAKE, *t, 0});
       }
     }
     if (auto it = internal.find("__futex_abstimed_wait_common"); it != internal.end()) {
@@ -430,7 +448,8 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
     for (size_t i = 0; i < image->sites.size(); ++i) {
       const SitePatch& sp = image->sites[i];
       const std::string what = funcs[i].name + " (" + path + ")";
-      if (funcs[i].kind == PROBE_KIND_BLOCK || funcs[i].kind == PROBE_KIND_MUTEX) {
+      if (funcs[i].kind == PROBE_KIND_BLOCK || funcs[i].kind == PROBE_KIND_MUTEX ||
+          funcs[i].kind == PROBE_KIND_MUTEX_WAKE) {
         wait_sites_[sp.site_index] = funcs[i].address;
       }
       if (sp.method == PatchMethod::Refused) {

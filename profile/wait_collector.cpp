@@ -1,7 +1,9 @@
 #include "profile/wait_collector.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <tuple>
 
 namespace profctl {
 
@@ -22,6 +24,7 @@ WaitCollector::WaitCollector(UnwinderFactory factory, std::function<bool(uint64_
   const std::vector<ValueType> types = {{"contentions", "count"}, {"delay", "nanoseconds"}};
   block_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(block_rate_ns));
   mutex_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(mutex_fraction));
+  holders_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(mutex_fraction));
   worker_ = std::thread([this, f = std::move(factory)] { worker_main(f); });
 }
 
@@ -86,6 +89,11 @@ void WaitCollector::worker_main(const UnwinderFactory& factory) {
       }
     }
     const Key key{stacks_.intern(frames), e.lock};
+    if (e.wake) {
+      wakes_.push_back({e.start_ns, e.lock, 0, key.first});
+      ++stats_.wakes;
+      continue;
+    }
     if (e.block) {
       auto [count, delay] = scale_block_event(e.delay_ns, e.block_rate_ns);
       Acc& a = block_acc_[key];
@@ -98,6 +106,9 @@ void WaitCollector::worker_main(const UnwinderFactory& factory) {
       a.count += 1;
       a.delay_ns += static_cast<double>(e.delay_ns);
       ++stats_.mutex_events;
+      if (e.lock_wait) {  // a mutex: its release is probed (rwlock releases are not)
+        mutex_waits_.push_back({e.end_ns, e.lock, e.delay_ns, key.first});
+      }
     }
   }
 }
@@ -111,6 +122,26 @@ void WaitCollector::build() {
             {std::llround(a.count * scale), std::llround(a.delay_ns * scale)});
     }
   };
+  // The holder side: each mutex wait goes to the latest release of its lock that began
+  // before the wait ended (the unlock that handed the lock on).
+  auto by_lock_time = [](const Timed& a, const Timed& b) {
+    return std::tie(a.lock, a.at_ns) < std::tie(b.lock, b.at_ns);
+  };
+  std::sort(wakes_.begin(), wakes_.end(), by_lock_time);
+  std::map<Key, Acc> holder_acc;
+  for (const Timed& w : mutex_waits_) {
+    auto it =
+        std::upper_bound(wakes_.begin(), wakes_.end(), Timed{w.at_ns, w.lock, 0, 0}, by_lock_time);
+    if (it == wakes_.begin() || (it - 1)->lock != w.lock) {
+      ++stats_.unattributed;
+      continue;
+    }
+    Acc& a = holder_acc[Key{(it - 1)->stack, w.lock}];
+    a.count += 1;
+    a.delay_ns += static_cast<double>(w.delay_ns);
+  }
+  put(holders_, holder_acc, static_cast<double>(mutex_fraction_ == 0 ? 1 : mutex_fraction_));
+  holders_.dropped = dropped_;
   put(block_, block_acc_, 1.0);
   put(mutex_, mutex_acc_, static_cast<double>(mutex_fraction_ == 0 ? 1 : mutex_fraction_));
   block_.dropped = dropped_;

@@ -35,6 +35,9 @@ struct WaitEvent {
   bool mutex = false;      // chosen for the mutex profile
   bool block = false;      // chosen for the block profile
   bool lock_wait = false;  // a lock's slow path (else a generic futex wait)
+  bool wake = false;       // a contended lock's release (the holder side), not a wait
+  uint64_t start_ns = 0;   // CLOCK_MONOTONIC: the wait (or release) began
+  uint64_t end_ns = 0;     // and ended
   uint64_t delay_ns = 0;
   uint64_t block_rate_ns = 0;  // the rate in effect (for the block profile's scaling)
   uint64_t mutex_fraction = 1;
@@ -49,6 +52,8 @@ struct WaitCollectorStats {
   uint64_t truncated = 0;
   uint64_t block_events = 0;
   uint64_t mutex_events = 0;
+  uint64_t wakes = 0;         // releases of contended locks recorded
+  uint64_t unattributed = 0;  // mutex waits with no recorded release before their end
 };
 
 class WaitCollector {
@@ -68,6 +73,10 @@ class WaitCollector {
   // Final after finish(). Empty profiles when the kind was not requested.
   const ProfileData& block() const { return block_; }
   const ProfileData& mutex() const { return mutex_; }
+  // Go's side of the mutex profile: each recorded contention's delay charged to the stack
+  // that released the lock the waiter then took (the latest recorded release of that lock
+  // that began before the wait ended). Empty when no release was recorded.
+  const ProfileData& mutex_holders() const { return holders_; }
   const StackTable& stacks() const { return stacks_; }
   const WaitCollectorStats& stats() const { return stats_; }
 
@@ -91,8 +100,17 @@ class WaitCollector {
   bool built_ = false;
   uint64_t dropped_ = 0;
   std::thread worker_;
+  struct Timed {
+    uint64_t at_ns;  // a wait's end, a release's start
+    uint64_t lock;
+    uint64_t delay_ns;
+    StackId stack;
+  };
   std::map<Key, Acc> block_acc_;
   std::map<Key, Acc> mutex_acc_;
+  std::vector<Timed> mutex_waits_;
+  std::vector<Timed> wakes_;
+  ProfileData holders_;
   StackTable stacks_;
   ProfileData block_;
   ProfileData mutex_;

@@ -273,7 +273,11 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   }
   write_header(c, kind, p, totals, stacks.size(), out);
   if (kind == "mutex") {
-    out << "side: waiters (each contention is charged to the stack that waited for the lock)\n";
+    out << "side: waiters (each contention is charged to the stack that waited for the lock; "
+           "mutex_holders has the releasing side)\n";
+  } else if (kind == "mutex_holders") {
+    out << "side: holders (each contention's delay is charged to the stack that released the "
+           "lock to the waiter, as Go's mutex profile does)\n";
   }
   if (ntypes == 0) {
     out << "(the profile has no sample types)\n";
@@ -285,7 +289,7 @@ void write_profile_text(const Capture& c, const std::string& kind, std::ostream&
   });
   write_top_stacks(p, stacks, main, totals[main], opts, out);
   write_top_functions(p, stacks, main, totals[main], opts, out);
-  if (kind == "mutex" || kind == "block") {
+  if (kind == "mutex" || kind == "mutex_holders" || kind == "block") {
     write_top_locks(p, main, totals[main], opts, out);
   }
 }

@@ -39,7 +39,11 @@
  *         futex_abstimed_wait funnel; barriers as the whole call). */
 #define PROBE_KIND_BLOCK 16
 #define PROBE_KIND_MUTEX 17
-#define PROBE_KIND_LAST 17
+/* The release of a contended lock (__lll_lock_wake*: only called when a waiter sleeps, so
+ * uncontended unlocks never reach it): the holder side of the mutex profile. Timed like a
+ * wait; the record carries PROBE_REC_WAKE and args[0] = the lock. */
+#define PROBE_KIND_MUTEX_WAKE 18
+#define PROBE_KIND_LAST 18
 
 /* ---- record header states and flags -------------------------------------------------- */
 /* probe_record.header = len | (state << 32). Ring bytes are zero until a writer reserves
@@ -58,6 +62,7 @@
 #define PROBE_REC_PTR_NOT_TRACKED 0x40u /* pointer table full: this pointer's free is not seen */
 #define PROBE_REC_WAIT_MUTEX 0x80u      /* a wait chosen for the mutex profile (1/fraction) */
 #define PROBE_REC_WAIT_BLOCK 0x100u     /* a wait chosen for the block profile (block rate) */
+#define PROBE_REC_WAKE 0x200u           /* a contended lock's release (PROBE_KIND_MUTEX_WAKE) */
 
 /* ---- blob header layout --------------------------------------------------------------- */
 #define PROBE_MAX_SITES 32

@@ -563,10 +563,12 @@ static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t sit
                       uint32_t kind) {
   uint64_t fraction = LOAD(&c->mutex_fraction);
   uint64_t rate = LOAD(&c->block_rate_ticks);
-  (void)kind;
-  /* Every kind may be a lock wait: profctl tells rwlock waits (BLOCK) apart by stack. */
+  /* Every kind may be a lock wait: profctl tells rwlock waits (BLOCK) apart by stack. A
+   * release (WAKE) matters to the mutex profile only, and every one is kept: profctl
+   * matches each recorded wait with the release that ended it. */
+  int wake = kind == PROBE_KIND_MUTEX_WAKE;
   int mutex = fraction != 0;
-  if (!mutex && rate == 0) {
+  if (!mutex && (rate == 0 || wake)) {
     return 0;
   }
   struct probe_thread_slot* s = thread_slot(c);
@@ -586,7 +588,7 @@ static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t sit
     return 0;
   }
   COUNT(c, waits_seen);
-  if (mutex && fraction > 1 && wait_random(s) % fraction != 0) {
+  if (!wake && mutex && fraction > 1 && wait_random(s) % fraction != 0) {
     mutex = 0;
     if (rate == 0) {
       return 0;
@@ -615,11 +617,14 @@ uint64_t probe_wait_exit(uint64_t* frame) {
   int mutex = (s->wait_site & 0x80000000u) != 0;
   uint64_t delay = now - s->wait_tsc0;
   uint64_t rate = LOAD(&c->block_rate_ticks);
-  int block = rate != 0 && (delay >= rate || wait_random(s) % rate < delay);
+  uint32_t kind = LOAD(&probe_blob_header.sites[site].kind);
+  int wake = kind == PROBE_KIND_MUTEX_WAKE;
+  int block = !wake && rate != 0 && (delay >= rate || wait_random(s) % rate < delay);
   if ((mutex || block) && LOAD(&c->enabled)) {
     struct rec_in in;
-    in.kind = LOAD(&probe_blob_header.sites[site].kind);
-    in.flags = (mutex ? PROBE_REC_WAIT_MUTEX : 0) | (block ? PROBE_REC_WAIT_BLOCK : 0);
+    in.kind = kind;
+    in.flags = wake ? PROBE_REC_WAKE
+                    : (mutex ? PROBE_REC_WAIT_MUTEX : 0) | (block ? PROBE_REC_WAIT_BLOCK : 0);
     in.site = site;
     in.pid = (int32_t)current_pid();
     in.value = delay;
@@ -671,6 +676,7 @@ int probe_enter(struct probe_call* call, uint32_t site) {
       return enter_realloc(c, call, call->rdi, n, 1);
     case PROBE_KIND_BLOCK:
     case PROBE_KIND_MUTEX:
+    case PROBE_KIND_MUTEX_WAKE:
       return enter_wait(c, call, site, (uint32_t)LOAD(&probe_blob_header.sites[site].kind));
     default:
       return 0;

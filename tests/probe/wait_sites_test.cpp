@@ -42,7 +42,8 @@ TEST(ProbeWaitSites, TheCodeScanFindsWhatTheDebugFileNames) {
   }
   ASSERT_FALSE(libc.empty());
   const std::vector<std::string> exported = {"pthread_mutex_lock", "pthread_clockjoin_np",
-                                             "__lll_lock_wait_private"};
+                                             "__lll_lock_wait_private", "pthread_mutex_unlock",
+                                             "__lll_lock_wake_private"};
   auto syms = read_elf_functions(libc, exported);
   ASSERT_TRUE(syms) << syms.error().message();
   ASSERT_EQ(syms->functions.size(), exported.size());
@@ -52,7 +53,8 @@ TEST(ProbeWaitSites, TheCodeScanFindsWhatTheDebugFileNames) {
   const std::string dbg = debug_file_for_build_id(syms->build_id);
   ASSERT_FALSE(dbg.empty()) << "libc6-dbg is a dependency: no debug file for build id "
                             << syms->build_id;
-  const std::vector<std::string> internal = {"__lll_lock_wait", "__futex_abstimed_wait_common"};
+  const std::vector<std::string> internal = {"__lll_lock_wait", "__futex_abstimed_wait_common",
+                                             "__lll_lock_wake"};
   auto named = read_debug_functions(dbg, internal, *syms);
   ASSERT_TRUE(named) << named.error().message();
   ASSERT_EQ(named->functions.size(), internal.size());
@@ -73,6 +75,14 @@ TEST(ProbeWaitSites, TheCodeScanFindsWhatTheDebugFileNames) {
   auto wait = futex_callee(*bias + join.value, join.size, read_own, {private_wait}, lengths);
   ASSERT_TRUE(wait);
   EXPECT_EQ(*wait, *bias + named->functions.at("__futex_abstimed_wait_common").value);
+
+  // The release side: pthread_mutex_unlock reaches __lll_lock_wake through one function.
+  const ElfFunction& unlock = syms->functions.at("pthread_mutex_unlock");
+  const uint64_t private_wake = *bias + syms->functions.at("__lll_lock_wake_private").value;
+  auto wake = futex_callee(*bias + unlock.value, unlock.size, read_own,
+                           {private_wait, private_wake}, lengths);
+  ASSERT_TRUE(wake);
+  EXPECT_EQ(*wake, *bias + named->functions.at("__lll_lock_wake").value);
 }
 
 }  // namespace

@@ -95,6 +95,40 @@ TEST(WaitCollector, RoutesLockWaitsRwlockWaitsAndScales) {
   EXPECT_EQ(c.mutex().types()[1].unit, "nanoseconds");
 }
 
+TEST(WaitCollector, ChargesEachMutexWaitToTheReleaseThatEndedIt) {
+  WaitCollector c([] { return std::make_unique<TwoFrameUnwinder>(); }, {}, 0, 1);
+  auto wake = [](uint64_t caller, uint64_t lock, uint64_t start_ns) {
+    WaitEvent e = wait_event(false, caller, 0, lock, true, false);
+    e.wake = true;
+    e.start_ns = start_ns;
+    return e;
+  };
+  auto wait = [](uint64_t caller, uint64_t lock, uint64_t end_ns, uint64_t delay_ns) {
+    WaitEvent e = wait_event(true, caller, delay_ns, lock, true, false);
+    e.end_ns = end_ns;
+    return e;
+  };
+  // Lock 0xa0 released by holder 0x7000 at t=100 and by 0x8000 at t=300; lock 0xb0 by
+  // 0x9000 at t=150 (in no particular order: the ring is not strictly ordered).
+  c.push(wake(0x8000, 0xa0, 300));
+  c.push(wake(0x7000, 0xa0, 100));
+  c.push(wake(0x9000, 0xb0, 150));
+  c.push(wait(0x2000, 0xa0, 120, 50));  // woken by 0x7000's release
+  c.push(wait(0x2000, 0xa0, 350, 70));  // by 0x8000's
+  c.push(wait(0x2000, 0xb0, 400, 30));  // by 0x9000's (a release of another lock is not it)
+  c.push(wait(0x2000, 0xa0, 90, 10));   // before any release of its lock: unattributed
+  c.finish();
+  std::map<uint64_t, int64_t> delay_by_holder;
+  for (const auto& r : c.mutex_holders().rows()) {
+    const auto& frames = c.stacks().get(r.stack);
+    delay_by_holder[frames.at(1).pc] += r.values[1];
+  }
+  EXPECT_EQ(delay_by_holder,
+            (std::map<uint64_t, int64_t>{{0x7000, 50}, {0x8000, 70}, {0x9000, 30}}));
+  EXPECT_EQ(c.stats().unattributed, 1u);
+  EXPECT_EQ(c.stats().wakes, 3u);
+}
+
 TEST(WaitOptions, BlockRateAndMutexFractionParseOrFailAsUsageErrors) {
   EXPECT_EQ(cli::parse_block_rate_ns("10us"), 10'000u);
   EXPECT_EQ(cli::parse_block_rate_ns("1"), 1u);

@@ -192,7 +192,23 @@ TEST(Mutex, ContendedLockingIsChargedToTheWaitingFunctionAndItsLock) {
   const Json* block = profile_of(*capture, "block");
   ASSERT_NE(block, nullptr);
   EXPECT_EQ(totals_of(*block, "contend_mutex", true).count, t.count);
-  EXPECT_TRUE(outputs_valid(dir.path(), {{"mutex", {"contend_mutex"}}}));
+  // Go's side: the same contentions charged to the stack that released the lock to each
+  // waiter (contend_mutex's unlock), with the same total delay.
+  const Json* holders = profile_of(*capture, "mutex_holders");
+  ASSERT_NE(holders, nullptr);
+  const Totals h = totals_of(*holders, "contend_mutex", false, "unlock");
+  EXPECT_EQ(h.count, t.count) << describe_samples(*holders);
+  EXPECT_EQ(h.delay_ns, t.delay_ns) << describe_samples(*holders);
+  for (const Json& s : holders->at("samples")) {
+    if (has_function(s, "contend_mutex")) {
+      EXPECT_TRUE(stack_ends_with(s, then({"contend_mutex"}, thread_root())));
+    }
+  }
+  auto htext = read_text(dir.file("mutex_holders.txt"));
+  ASSERT_TRUE(htext);
+  EXPECT_NE(htext->find("side: holders"), std::string::npos) << *htext;
+  EXPECT_TRUE(outputs_valid(dir.path(),
+                            {{"mutex", {"contend_mutex"}}, {"mutex_holders", {"contend_mutex"}}}));
 }
 
 TEST(Mutex, UncontendedLockingRecordsNothing) {
