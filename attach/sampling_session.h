@@ -48,6 +48,10 @@ struct SessionResult {
   uint64_t reused = 0;                      // thread samples that needed no stop
   uint64_t signals = 0;                     // signals for the target seen and re-delivered
   uint64_t lost = 0;                        // threads that could not be stopped for a sample
+  // Running threads' samples that stopped where the thread resumed after waiting for a CPU
+  // (not a fair draw of where it spends CPU): kept for the wall profile, their CPU time
+  // charged to the thread's next fair sample.
+  uint64_t cpu_deferred = 0;
   std::vector<uint64_t> pauses_ns;          // one per snapshot: stop to resume (the thread held)
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
@@ -82,6 +86,8 @@ class SamplingSession {
   struct Pending {
     ThreadSample sample;
     uint64_t run_ns = 0;
+    uint64_t timeslices = 0;  // schedstat's count of CPU grants when the sample was asked
+    uint64_t timeslices_at_stop = 0;  // and at its stop (0: not read)
   };
 
   ThreadState* track(pid_t tid);

@@ -147,6 +147,10 @@ class TracedProcess {
   // wait's return address), so nothing read from the target shows profctl's own bytes.
   using SnapshotFilter = std::function<void(Snapshot&)>;
   void set_snapshot_filter(SnapshotFilter f) { snapshot_filter_ = std::move(f); }
+  // Runs on every sampling snapshot (next_event's kSample) while its thread is still
+  // stopped, after the snapshot filter: the sampling session reads what the kernel says of
+  // the thread at the stop. Empty to remove.
+  void set_sample_hook(SnapshotFilter f) { sample_hook_ = std::move(f); }
 
   // ---- sampling sessions (traced_process_events.cpp) ----
 
@@ -230,6 +234,7 @@ class TracedProcess {
   std::vector<DetachHook> detach_hooks_;
   ThreadHooks hooks_;
   SnapshotFilter snapshot_filter_;
+  SnapshotFilter sample_hook_;
   bool attached_ = true;
   bool leader_gone_ = false;   // the main thread exited (pthread_exit): it is not traced
   pid_t failed_tid_ = 0;       // the thread PTRACE_SEIZE refused

@@ -137,6 +137,9 @@ std::optional<Snapshot> TracedProcess::snapshot_stopped(pid_t tid, size_t stack_
   if (snapshot_filter_) {
     snapshot_filter_(one[0]);
   }
+  if (sample_hook_) {
+    sample_hook_(one[0]);
+  }
   return std::move(one[0]);
 }
 
