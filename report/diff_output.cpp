@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "report/units.h"
@@ -60,21 +61,36 @@ std::string stack_text(const std::vector<std::string>& root_first, size_t max = 
   return s;
 }
 
+// A name that several rows share gets its module's file name: "clock_gettime ([vdso])".
+std::string row_name(const FunctionDiff& f, const std::map<std::string, int>& names) {
+  auto n = names.find(f.name);
+  if (n == names.end() || n->second < 2) {
+    return f.name;
+  }
+  const size_t slash = f.module.rfind('/');
+  return f.name + " (" + (slash == std::string::npos ? f.module : f.module.substr(slash + 1)) + ")";
+}
+
 void write_function_rows(const std::vector<const FunctionDiff*>& rows, const std::string& unit,
-                         std::ostream& out) {
+                         const std::map<std::string, int>& names, std::ostream& out) {
   out << right("base", 12) << right("new", 12) << right("change", 13) << right("change%", 10)
       << right("pp", 9) << right("self change", 13) << "  function\n";
   for (const FunctionDiff* f : rows) {
     out << right(value_text(f->total.base, unit), 12) << right(value_text(f->total.now, unit), 12)
         << right(signed_text(f->total.change(), unit), 13)
         << right(change_percent_text(f->total), 10) << right(fixed(f->total.change_pp(), ""), 9)
-        << right(signed_text(f->self.change(), unit), 13) << "  " << f->name << '\n';
+        << right(signed_text(f->self.change(), unit), 13) << "  " << row_name(*f, names) << '\n';
   }
 }
 
 void write_type_text(const KindDiff& k, const TypeDiff& t, size_t top_n, std::ostream& out) {
   const std::string& unit = t.type.unit;
+  const std::string what = t.type.type == k.kind ? k.kind : k.kind + " " + t.type.type;
   std::vector<const FunctionDiff*> worse, better;
+  std::map<std::string, int> names;
+  for (const FunctionDiff& f : t.functions) {
+    ++names[f.name];
+  }
   for (const FunctionDiff& f : t.functions) {
     if (f.total.change() > 0 && worse.size() < top_n) {
       worse.push_back(&f);
@@ -90,13 +106,13 @@ void write_type_text(const KindDiff& k, const TypeDiff& t, size_t top_n, std::os
     return;
   }
   if (!worse.empty()) {
-    out << "\n  " << k.kind << " " << t.type.type
+    out << "\n  " << what
         << " by function (total: anywhere in the stack), largest regressions first:\n";
-    write_function_rows(worse, unit, out);
+    write_function_rows(worse, unit, names, out);
   }
   if (!better.empty()) {
-    out << "\n  " << k.kind << " " << t.type.type << " by function, largest improvements first:\n";
-    write_function_rows(better, unit, out);
+    out << "\n  " << what << " by function, largest improvements first:\n";
+    write_function_rows(better, unit, names, out);
   }
   size_t shown = 0;
   out << "\n  stacks, largest regressions first:\n";

@@ -211,17 +211,20 @@ Result<GateResult> evaluate_gate(const Gate& g, const CaptureDiff& diff) {
                  unit + ", the threshold in " +
                  (g.unit_class == Gate::UnitClass::kTime ? "time" : "bytes")};
   }
+  DiffValue sum;
   const DiffValue* v = &type->total;
   std::string what = g.kind + "." + type->type.type + " total";
   if (g.subject != Gate::Subject::kTotal) {
-    v = nullptr;
+    // A name in several modules (clock_gettime in the vDSO and in libc) is all of them.
+    bool found = false;
     for (const FunctionDiff& f : type->functions) {
       if (f.name == g.function) {
-        v = g.subject == Gate::Subject::kFunctionSelf ? &f.self : &f.total;
-        break;
+        sum += g.subject == Gate::Subject::kFunctionSelf ? f.self : f.total;
+        found = true;
       }
     }
-    if (v == nullptr) {
+    v = &sum;
+    if (!found) {
       return Error{"--fail-if '" + g.text + "': no function '" + g.function + "' in the " + g.kind +
                    " profile of either capture"};
     }

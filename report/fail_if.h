@@ -16,7 +16,8 @@ namespace profctl {
 //   TYPE       one of its sample types (heap.alloc_space); default: the profile's main type
 //   SUBJECT    "total" (the whole profile), "self:FUNCTION" (the function as the innermost
 //              frame) or FUNCTION (anywhere in the stack: its total). FUNCTION is the name
-//              the reports print, C++ names with "::" and "<>" included.
+//              the reports print, C++ names with "::" and "<>" included; a
+//              name in several modules is the sum of them.
 //   OP         > >= < <=, comparing the change with the threshold
 //   THRESHOLD  [+|-]NUMBER then "%" (of the base value), "pp" (percentage points of the
 //              profile's total), a time unit (ns us ms s) or a size unit (B KiB MiB GiB,

@@ -5,7 +5,6 @@
 #include <map>
 #include <set>
 
-#include "report/profile_text.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -40,6 +39,19 @@ std::string display_name(const Frame& f, bool lines) {
   return s;
 }
 
+// A function's identity across two captures: its name and the file name of its module. Not
+// the module's path: two builds of one program usually live in two directories.
+std::string identity(const Frame& f, bool lines) {
+  const size_t slash = f.module.rfind('/');
+  std::string id = display_name(f, lines);
+  id += '\x1f';
+  id += slash == std::string::npos ? f.module : f.module.substr(slash + 1);
+  if (f.inlined) {
+    id += "\x1di";
+  }
+  return id;
+}
+
 Sums sum_profile(const Profile& p, bool lines) {
   const size_t n = p.sample_types.size();
   Sums out;
@@ -54,7 +66,7 @@ Sums sum_profile(const Profile& p, bool lines) {
     std::vector<std::string> ids;
     ids.reserve(s.frames.size());
     for (const Frame& f : s.frames) {
-      ids.push_back(frame_identity(f, lines) + (f.inlined ? "\x1di" : ""));
+      ids.push_back(identity(f, lines));
       stack_key += ids.back();
       stack_key += '\x1e';
     }
@@ -123,7 +135,7 @@ TypeDiff diff_type(const Sums& base, size_t bi, const Sums& now, size_t ni, cons
   for (const std::string& k : keys) {
     auto b = base.functions.find(k);
     auto n = now.functions.find(k);
-    const FunctionSums& any = b != base.functions.end() ? b->second : n->second;
+    const FunctionSums& any = n != now.functions.end() ? n->second : b->second;
     const auto& bself = b != base.functions.end() ? b->second.self : kNone;
     const auto& btot = b != base.functions.end() ? b->second.total : kNone;
     const auto& nself = n != now.functions.end() ? n->second.self : kNone;
@@ -172,6 +184,14 @@ std::optional<double> DiffValue::change_percent() const {
     return now == 0 ? std::optional<double>(0.0) : std::nullopt;
   }
   return 100.0 * (now - base) / (base < 0 ? -base : base);
+}
+
+DiffValue& DiffValue::operator+=(const DiffValue& o) {
+  base += o.base;
+  now += o.now;
+  base_share += o.base_share;
+  now_share += o.now_share;
+  return *this;
 }
 
 bool is_gauge(const std::string& kind, const SampleType& type) {

@@ -29,6 +29,7 @@ struct DiffValue {
   double now_share = 0;
 
   double change() const { return now - base; }
+  DiffValue& operator+=(const DiffValue& o);
   // Relative to the base, in percent: +100 is twice the base. nullopt when the base is 0
   // (a function that is new); 0 when both are.
   std::optional<double> change_percent() const;
@@ -36,11 +37,14 @@ struct DiffValue {
   double change_pp() const { return now_share - base_share; }
 };
 
+// Functions are told apart by name and module file name (not path: two builds of one
+// program in two directories compare), so one name can have several rows (clock_gettime in
+// the vDSO and in libc).
 struct FunctionDiff {
-  std::string name;  // report_detail::frame_name, with --lines " file:line" after it
-  std::string module;
-  DiffValue self;   // innermost frame
-  DiffValue total;  // anywhere in the stack, once per stack
+  std::string name;    // report_detail::frame_name, with --lines " file:line" after it
+  std::string module;  // the path in NEW (in BASE for a function NEW does not have)
+  DiffValue self;      // innermost frame
+  DiffValue total;     // anywhere in the stack, once per stack
 };
 
 struct StackDiff {

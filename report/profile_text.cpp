@@ -1,12 +1,11 @@
 #include "report/profile_text.h"
 
-#include "report/heap_text.h"
-
 #include <algorithm>
 #include <cstdio>
 #include <map>
 #include <set>
 
+#include "report/heap_text.h"
 #include "report/units.h"
 
 namespace profctl {

@@ -193,7 +193,7 @@ TEST(ReportDiff, TextLeadsWithTheLargestRegression) {
   ASSERT_NE(regressions, std::string::npos) << s;
   const size_t first_row = s.find('\n', s.find('\n', regressions) + 1) + 1;
   EXPECT_EQ(s.substr(first_row, s.find('\n', first_row) - first_row),
-            "     200ns       400ns      +200ns  +100.00%    +8.18      +200ns  f")
+            "       200ns       400ns       +200ns  +100.00%    +8.18       +200ns  f")
       << s;
   EXPECT_NE(s.find("+200ns (+100.00%, +8.18pp)  f < main"), std::string::npos) << s;
 }

@@ -6,15 +6,13 @@
 //          call: the truth the profile is checked against.
 //          Commands on stdin: "truth" -> "fifty=NS thirty=NS twenty=NS" (sums over both
 //          threads), "quit" / EOF -> exit.
-//   paced  one thread ("paced") that every 10 ms runs work_fifty (5 units), work_thirty (3)
-//          and work_twenty (2), a unit being 300 us of its own CPU time, then sleeps until
-//          the next period: a fixed amount of work per second (a server at a steady load),
-//          so a function's CPU per second depends on its own cost only, not on how much
-//          CPU the machine has to spare. Commands as for work.
+//   batch  the two workers each run ITERATIONS (default 3000) loops of work, then the
+//          program exits: a job with a fixed amount of work, whose functions' CPU time does
+//          not depend on how long it ran or how busy the machine was. No commands.
 //   hog    a CPU competitor with many wakeups: ~100 us of spinning, then a 50 us sleep,
 //          for ever (as a busy server or a parallel build loads a machine).
-// FACTOR (work, paced; default 1) multiplies work_fifty's units: "paced 2" is the same
-// program with a regression of exactly twice the time in work_fifty (profctl diff's test).
+// FACTOR (work, batch; default 1) multiplies work_fifty's units: "batch 2" is the same job
+// with a regression of exactly twice the time in work_fifty (profctl diff's test).
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,7 +25,9 @@
 #include "sampling_util.h"
 
 static atomic_llong truth[3];
-static volatile unsigned long sink;
+// Per thread: a shared counter would bounce its cache line between the workers, and a
+// unit would cost two or three times more whenever both ran at once.
+static __thread volatile unsigned long sink;
 
 static inline long long now_ns(clockid_t c) { return sampling_clock_ns(c); }
 
@@ -40,30 +40,19 @@ NOINLINE static void unit(void) {
   sink += (unsigned long)ts.tv_nsec;
 }
 
-// Spins until this thread has used `ns` more CPU time; the clock is read every few
-// thousand iterations, so most samples land in the loop, not in clock_gettime.
-NOINLINE static void paced_unit(void) {
-  const long long end = now_ns(CLOCK_THREAD_CPUTIME_ID) + 300000;
-  do {
-    for (int i = 0; i < 5000; ++i) {
-      sink += (unsigned long)i * 3u;
-    }
-  } while (now_ns(CLOCK_THREAD_CPUTIME_ID) < end);
-}
-
-static void (*unit_fn)(void) = unit;
 static int fifty_factor = 1;
+static long iterations = -1;  // batch: loops per worker; -1: for ever
 
 NOINLINE void work_fifty(void) {
-  for (int i = 0; i < 5 * fifty_factor; ++i) unit_fn();
+  for (int i = 0; i < 5 * fifty_factor; ++i) unit();
   KEEP_FRAME();
 }
 NOINLINE void work_thirty(void) {
-  for (int i = 0; i < 3; ++i) unit_fn();
+  for (int i = 0; i < 3; ++i) unit();
   KEEP_FRAME();
 }
 NOINLINE void work_twenty(void) {
-  for (int i = 0; i < 2; ++i) unit_fn();
+  for (int i = 0; i < 2; ++i) unit();
   KEEP_FRAME();
 }
 
@@ -71,35 +60,18 @@ NOINLINE static void* worker(void* arg) {
   (void)arg;
   pthread_setname_np(pthread_self(), "worker");
   void (*fns[3])(void) = {work_fifty, work_thirty, work_twenty};
-  for (;;) {
+  // batch: no truth, so no syscalls between the units; the job's cost is all in them.
+  for (long i = 0; iterations >= 0 && i < iterations; ++i) {
     for (int f = 0; f < 3; ++f) {
-      long long t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
       fns[f]();
-      atomic_fetch_add(&truth[f], now_ns(CLOCK_THREAD_CPUTIME_ID) - t0);
     }
   }
-  return NULL;
-}
-
-NOINLINE static void* paced(void* arg) {
-  (void)arg;
-  pthread_setname_np(pthread_self(), "paced");
-  void (*fns[3])(void) = {work_fifty, work_thirty, work_twenty};
-  struct timespec next;
-  clock_gettime(CLOCK_MONOTONIC, &next);
-  for (;;) {
+  while (iterations < 0) {
     for (int f = 0; f < 3; ++f) {
       long long t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
       fns[f]();
       atomic_fetch_add(&truth[f], now_ns(CLOCK_THREAD_CPUTIME_ID) - t0);
     }
-    // Absolute deadlines: a late period is made up for, so the work per second is fixed.
-    next.tv_nsec += 10000000;
-    if (next.tv_nsec >= 1000000000) {
-      next.tv_nsec -= 1000000000;
-      next.tv_sec++;
-    }
-    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
   }
   return NULL;
 }
@@ -118,13 +90,14 @@ int main(int argc, char** argv) {
       usleep(50);
     }
   }
-  pthread_t t;
-  if (argc > 1 && strcmp(argv[1], "paced") == 0) {
-    unit_fn = paced_unit;
-    pthread_create(&t, NULL, paced, NULL);
-  } else {
-    for (int i = 0; i < 2; ++i) pthread_create(&t, NULL, worker, NULL);
+  pthread_t t[2];
+  if (argc > 1 && strcmp(argv[1], "batch") == 0) {
+    iterations = argc > 3 && atol(argv[3]) > 0 ? atol(argv[3]) : 3000;
+    for (int i = 0; i < 2; ++i) pthread_create(&t[i], NULL, worker, NULL);
+    for (int i = 0; i < 2; ++i) pthread_join(t[i], NULL);
+    return 0;
   }
+  for (int i = 0; i < 2; ++i) pthread_create(&t[i], NULL, worker, NULL);
   target_say("ready");
   struct target_lines in = {0};
   char line[128];
