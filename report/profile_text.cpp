@@ -1,11 +1,12 @@
 #include "report/profile_text.h"
 
+#include "report/heap_text.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <map>
 #include <set>
 
-#include "report/heap_text.h"
 #include "report/units.h"
 
 namespace profctl {
