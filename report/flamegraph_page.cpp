@@ -33,7 +33,8 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
 .b.o { background-color: #d6d6d6 !important; color: #555; }
 .b.a { opacity: 0.6; }
 .b.m { background-color: #d35bff !important; color: #000; }
-.key { display: inline-block; position: static; width: 4.5em; text-align: center; cursor: default; }
+.key { display: inline-block; position: static; padding: 0 6px; vertical-align: middle;
+  cursor: default; background-color: #e8a070; }
 #tip { position: fixed; display: none; pointer-events: none; z-index: 5; max-width: 48em;
   background: #fffffa; border: 1px solid #999; border-radius: 3px; padding: 6px 8px;
   box-shadow: 0 2px 8px rgba(0,0,0,0.2); word-break: break-all; }
