@@ -11,7 +11,7 @@
 namespace profctl {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;
 
 std::string value_text(double v, const std::string& unit) {
   const double clamped = std::clamp(std::isfinite(v) ? v : 0.0, -9.2e18, 9.2e18);

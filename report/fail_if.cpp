@@ -213,7 +213,8 @@ Result<GateResult> evaluate_gate(const Gate& g, const CaptureDiff& diff) {
   }
   DiffValue sum;
   const DiffValue* v = &type->total;
-  std::string what = g.kind + "." + type->type.type + " total";
+  std::string what =
+      (type->type.type == g.kind ? g.kind : g.kind + "." + type->type.type) + " total";
   if (g.subject != Gate::Subject::kTotal) {
     // A name in several modules (clock_gettime in the vDSO and in libc) is all of them.
     bool found = false;

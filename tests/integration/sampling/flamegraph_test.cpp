@@ -271,7 +271,10 @@ TEST(SamplingFlamegraphSize, FiftyThousandStacksDrawInUnderASecond) {
   const std::string ms = data_attribute(dom.out, "graph", "data-render-ms");
   ASSERT_FALSE(ms.empty()) << "the page did not finish drawing";
   EXPECT_LT(std::stod(ms), 1000) << "parsing and drawing took " << ms << " ms";
-  EXPECT_GT(boxes_of(dom.out).size(), 1000u);
+  const size_t drawn = boxes_of(dom.out).size();
+  EXPECT_GT(drawn, 1000u);
+  std::printf("50,000 stacks: cpu.html %zu bytes, %zu boxes drawn in %s ms\n",
+              static_cast<size_t>(size), drawn, ms.c_str());
 }
 
 }  // namespace
