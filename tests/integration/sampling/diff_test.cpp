@@ -5,7 +5,7 @@
 // what diff writes is valid (schema, pprof -diff_base).
 //
 // What one unit of work costs in CPU time is not fixed on a shared machine: the same job
-// took 0.4 s of CPU in one run and 1.1 s in the next here (other jobs on the SMT sibling,
+// took from 1.0 s to 2.7 s of CPU in four runs here (other jobs on the SMT sibling,
 // frequency). So the factor is measured against the functions that did not change, in the
 // same run: work_fifty's factor over that of work_thirty and work_twenty together is 2,
 // whatever a unit cost. Each run has ~1,000-2,000 samples at 250 Hz (two threads, 2-4 s of
