@@ -223,6 +223,27 @@ TEST_F(SamplingFlamegraph, SearchFromTheUrlHighlightsAndSumsTheFunction) {
   EXPECT_NE(matched.find("(" + cum.at("work_fifty") + ")"), std::string::npos) << matched;
 }
 
+TEST_F(SamplingFlamegraph, TheSampleTypeSwitchRedrawsInTheOtherUnit) {
+  REQUIRE_CHROMIUM();
+  RunResult dom = dump_dom("file://" + dir_->file("cpu.html") + "#type=samples");
+  ASSERT_EQ(dom.exit_code, 0) << dom.describe();
+  auto capture = load_capture(dir_->path());
+  ASSERT_TRUE(capture);
+  const Json* cpu = profile_of(*capture, "cpu");
+  ASSERT_NE(cpu, nullptr);
+  const long long samples = sum_values(*cpu, value_index(*cpu, "samples"));
+  EXPECT_EQ(attribute_text(dom.out, "total"), "total: samples " + std::to_string(samples));
+  bool root_seen = false;
+  for (const Box& b : boxes_of(dom.out)) {
+    if (b.id == 0) {
+      root_seen = true;
+      EXPECT_EQ(b.total, samples);
+    }
+  }
+  EXPECT_TRUE(root_seen);
+  EXPECT_NE(dom.out.find("<option value=\"0\">samples (count)</option>"), std::string::npos);
+}
+
 // As many distinct stacks as a long capture of a big server: 50,000, 14 frames deep.
 Capture big_capture() {
   Capture c;
