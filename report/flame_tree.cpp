@@ -23,12 +23,13 @@ struct ChildKeyHash {
   }
 };
 
-FlameNode node_for(const Frame& f, bool lines, size_t ntypes) {
+FlameNode node_for(const Frame& f, size_t ntypes) {
   FlameNode n;
   n.name = report_detail::frame_name(f);
   n.module = f.module;
   n.file = f.file.value_or("");
-  n.line = lines ? f.line.value_or(0) : 0;
+  n.line = f.line.value_or(0);
+  n.last_line = n.line;
   n.inlined = f.inlined;
   n.total.assign(ntypes, 0);
   return n;
@@ -63,11 +64,16 @@ FlameTree build_flame_tree(const Profile& p, bool lines) {
       }
       auto [pos, added] = index.try_emplace(ChildKey{at, std::move(id)}, t.nodes.size());
       if (added) {
-        t.nodes.push_back(node_for(*f, lines, ntypes));
+        t.nodes.push_back(node_for(*f, ntypes));
         t.nodes[at].children.push_back(pos->second);
       }
       at = pos->second;
       add_values(t.nodes[at].total, s.values);
+      if (f->line && *f->line > 0) {
+        FlameNode& n = t.nodes[at];
+        n.line = n.line == 0 ? *f->line : std::min(n.line, *f->line);
+        n.last_line = std::max(n.last_line, *f->line);
+      }
     }
   }
   return t;

@@ -16,7 +16,10 @@ struct FlameNode {
   std::string name;  // report_detail::frame_name; "all" for the root, "[other]" for a fold
   std::string module;
   std::string file;  // empty when unknown
-  int line = 0;      // with `lines` only: merged functions span many lines
+  // The first and last source line of the frames merged into the node (one line with
+  // `lines`); 0 when unknown. A function's box spans the lines its samples were at.
+  int line = 0;
+  int last_line = 0;
   bool inlined = false;
   bool other = false;          // the siblings too narrow to draw, folded into one box
   std::vector<int64_t> total;  // per sample type: the node and everything it called

@@ -67,7 +67,7 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
 (function () {
   const started = performance.now();
   const D = JSON.parse(document.getElementById("data").textContent);
-  const S = D.strings, NT = D.types.length, STRIDE = 6 + NT, ROW = 18;
+  const S = D.strings, NT = D.types.length, STRIDE = 7 + NT, ROW = 18;
   const $ = (id) => document.getElementById(id);
 
   // Nodes come in pre-order, each with its number of children.
@@ -76,7 +76,8 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
   for (let p = 0; p + STRIDE <= D.nodes.length; p += STRIDE) {
     const A = D.nodes;
     const n = { id: nodes.length, name: S[A[p]], module: S[A[p + 1]], file: S[A[p + 2]],
-      line: A[p + 3], flags: A[p + 4], v: A.slice(p + 6, p + 6 + NT), self: null, c: [],
+      line: A[p + 3], lastLine: A[p + 4], flags: A[p + 5], v: A.slice(p + 7, p + 7 + NT),
+      self: null, c: [],
       parent: null, depth: 0, match: false };
     while (open.length && open[open.length - 1].left === 0) open.pop();
     if (open.length) {
@@ -87,7 +88,7 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
       top.left--;
     }
     nodes.push(n);
-    if (A[p + 5] > 0) open.push({ n: n, left: A[p + 5] });
+    if (A[p + 6] > 0) open.push({ n: n, left: A[p + 6] });
   }
   for (const n of nodes) {
     n.self = n.v.map((v, t) => Math.max(0, n.c.reduce((s, c) => s - c.v[t], v)));
@@ -205,6 +206,7 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
     const p = new URLSearchParams();
     if (query) p.set("search", query);
     if (type !== D.main) p.set("type", T().type);
+    if (zoom !== root) p.set("zoom", zoom.name);
     const h = p.toString();
     if (h !== location.hash.slice(1)) {
       try {
@@ -215,7 +217,8 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
 
   function tip(n, ev) {
     const t = type, all = root.v[t], u = $("tip");
-    let where = n.file ? esc(n.file) + (n.line ? ":" + n.line : "") : "<i>unknown</i>";
+    const lines = !n.line ? "" : n.lastLine > n.line ? ":" + n.line + "\u2013" + n.lastLine : ":" + n.line;
+    const where = n.file ? esc(n.file) + lines : "<i>unknown</i>";
     let rows = "<tr><td>file</td><td>" + where + "</td></tr>" +
       "<tr><td>module</td><td>" + (n.module ? esc(n.module) : "<i>unknown</i>") + "</td></tr>" +
       "<tr><td>total</td><td>" + value(n.v[t]) + " (" + pct(n.v[t], all) + ")" +
@@ -246,11 +249,12 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
     if (n) {
       zoom = n.flags & 2 && n.parent ? n.parent : n;
       render();
+      remember();
     }
   });
-  $("reset").addEventListener("click", () => { zoom = root; render(); });
+  $("reset").addEventListener("click", () => { zoom = root; render(); remember(); });
   document.addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape") { zoom = root; render(); }
+    if (ev.key === "Escape") { zoom = root; render(); remember(); }
     if (ev.key === "/" && document.activeElement !== $("search")) {
       ev.preventDefault();
       $("search").focus();
@@ -291,6 +295,12 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
   if (wanted >= 0) {
     type = wanted;
     $("type").value = type;
+  }
+  // A shared link keeps its zoom: the widest box of that name.
+  for (const n of nodes) {
+    if (params.get("zoom") === n.name && !(n.flags & 2) && (zoom === root || n.v[type] > zoom.v[type])) {
+      zoom = n;
+    }
   }
   if (params.get("search")) {
     $("search").value = params.get("search");

@@ -30,7 +30,8 @@ class StringTable {
   std::vector<std::string> strings_;
 };
 
-// Pre-order, each node as [name, module, file, line, flags, children, total per type...]:
+// Pre-order, each node as [name, module, file, first line, last line, flags, children,
+// total per type...]:
 // flat numbers parse several times faster than objects, and make half the bytes.
 Json flat_nodes(const FlameTree& t, StringTable& strings) {
   Json out = Json::array();
@@ -42,6 +43,7 @@ Json flat_nodes(const FlameTree& t, StringTable& strings) {
     out.push_back(strings.add(n.module));
     out.push_back(strings.add(n.file));
     out.push_back(n.line);
+    out.push_back(n.last_line);
     out.push_back((n.inlined ? 1 : 0) | (n.other ? 2 : 0));
     out.push_back(n.children.size());
     for (int64_t v : n.total) {

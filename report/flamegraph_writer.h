@@ -23,8 +23,10 @@ struct FlamegraphOptions {
 // the text's cum%) for scripts. It shows the details
 // of the box under the pointer, zooms on click, highlights the matches of a search (a
 // regular expression, case-insensitive) and sums them without counting a match inside
-// another twice, and switches between the profile's sample types. "#search=RE&type=TYPE" in
-// the URL sets both on load. Writes a page that says so when there is no such profile.
+// another twice, and switches between the profile's sample types. "#search=RE&type=TYPE&
+// zoom=NAME" in the URL sets them on load (zoom: the widest box of that name), and the page
+// keeps them there as they change, so a link shows the same view. Writes a page that says so when
+// there is no such profile.
 void write_flamegraph(const Capture& capture, const std::string& kind, std::ostream& out,
                       const FlamegraphOptions& opts = {});
 

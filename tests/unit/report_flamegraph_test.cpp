@@ -35,9 +35,13 @@ TEST(ReportFlameTree, MergesStacksRootFirst) {
   const FlameNode& main = child(t, root, "main");
   EXPECT_EQ(main.total, root.total);
   EXPECT_EQ(main.file, "src/main.cpp");
+  EXPECT_EQ(main.line, 12);
+  EXPECT_EQ(main.last_line, 12);
   const FlameNode& run = child(t, main, "Worker::run()");
   // Every pc of Worker::run() is one node: burn's callers and the inlined helper's.
   EXPECT_EQ(run.total[0], 10);
+  EXPECT_EQ(run.line, 42);  // the lines its samples were at: 42 and 45
+  EXPECT_EQ(run.last_line, 45);
   const FlameNode& helper = child(t, run, "helper()");
   EXPECT_TRUE(helper.inlined);
   EXPECT_EQ(helper.total[1], 10'101'010);
