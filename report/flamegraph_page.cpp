@@ -309,6 +309,19 @@ h1 { font-size: 15px; margin: 0 0 2px; font-weight: 600; }
     render();
   }
   $("graph").dataset.renderMs = (performance.now() - started).toFixed(1);
+  // "#details=NAME": the page opens pointing at the widest box of that name, as if hovered,
+  // for a link that shows one function's numbers.
+  const pointAt = params.get("details");
+  let target = null;
+  for (const el of $("graph").querySelectorAll(".b[data-i]")) {
+    const n = nodes[+el.dataset.i];
+    if (n.name === pointAt && (!target || n.v[type] > nodes[+target.dataset.i].v[type])) target = el;
+  }
+  if (target) {
+    const r = target.getBoundingClientRect();
+    target.dispatchEvent(new MouseEvent("mousemove",
+      { bubbles: true, clientX: r.left + 2, clientY: r.top + 2 }));
+  }
 })();
 </script>
 </body>

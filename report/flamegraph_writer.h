@@ -25,8 +25,9 @@ struct FlamegraphOptions {
 // regular expression, case-insensitive) and sums them without counting a match inside
 // another twice, and switches between the profile's sample types. "#search=RE&type=TYPE&
 // zoom=NAME" in the URL sets them on load (zoom: the widest box of that name), and the page
-// keeps them there as they change, so a link shows the same view. Writes a page that says so when
-// there is no such profile.
+// keeps them there as they change, so a link shows the same view; "details=NAME" opens with
+// the details of the widest box of that name shown, as if the pointer were on it. Writes a page
+// that says so when there is no such profile.
 void write_flamegraph(const Capture& capture, const std::string& kind, std::ostream& out,
                       const FlamegraphOptions& opts = {});
 

@@ -264,6 +264,29 @@ TEST_F(SamplingFlamegraph, ALinkKeepsItsZoom) {
   EXPECT_TRUE(std::regex_search(dom.out, zoomed)) << "work_fifty is not drawn full width";
 }
 
+TEST_F(SamplingFlamegraph, TheDetailsOfABoxAreItsTextReportNumbers) {
+  REQUIRE_CHROMIUM();
+  RunResult text = profctl({"report", dir_->file("capture.json"), "--top", "100000"});
+  ASSERT_EQ(text.exit_code, 0) << text.describe();
+  RunResult dom = dump_dom("file://" + dir_->file("cpu.html") + "#details=work_fifty");
+  ASSERT_EQ(dom.exit_code, 0) << dom.describe();
+  const size_t at = dom.out.find("<div id=\"tip\"");
+  ASSERT_NE(at, std::string::npos);
+  const std::string tip = unescape(dom.out.substr(at, dom.out.find("</table>", at) - at));
+  EXPECT_NE(tip.find("display: block"), std::string::npos) << tip;
+  EXPECT_NE(tip.find("<b>work_fifty</b>"), std::string::npos) << tip;
+  EXPECT_NE(tip.find("sampling_truth.c:"), std::string::npos) << "file:line\n" << tip;
+  EXPECT_NE(tip.find("<td>module</td><td>" + fs::canonical(SAMPLING_TRUTH).string()),
+            std::string::npos)
+      << tip;
+  // total (cum%) as the text's table has it; self is 0: work_fifty only calls unit().
+  const auto cum = cum_percent(text.out);
+  ASSERT_TRUE(cum.count("work_fifty"));
+  EXPECT_NE(tip.find("(" + cum.at("work_fifty") + ")</td></tr><tr><td>self</td><td>0 (0.00%)"),
+            std::string::npos)
+      << tip;
+}
+
 // As many distinct stacks as a long capture of a big server: 50,000, 14 frames deep.
 Capture big_capture() {
   Capture c;
