@@ -11,14 +11,15 @@
 // whatever a unit cost. Each run has ~1,000-2,000 samples at 250 Hz (two threads, 2-4 s of
 // CPU); a function with half of them is known to within ~3% (one standard error,
 // sqrt((1-p)/(n p))), and the ratio of four such estimates to within ~7%. Attribution adds
-// a few percent more on a busy machine (factors of 1.63 to 2.34 in 12 runs while builds ran
-// alongside), so 2 is checked within [1.4, 2.8], which still excludes 1 (no change) and 4/3
-// (a share-only effect). The same holds for the gate: the share of work_fifty rises by 16.7
-// percentage points (50% to 66.7%), so the gate is in points ("+5pp"), while its change in
-// ms depends on the machine.
+// a few percent more on a busy machine (factors of 1.63 to 2.53 in 18 runs, some two at a
+// time, while builds ran alongside), so 2 is checked within [1.4, 3.0], which still excludes
+// 1 (no change) and 4/3 (a share-only effect). The same holds for the gate: the share of work_fifty
+// rises by 16.7 percentage points (50% to 66.7%), so the gate is in points ("+5pp"), while its
+// change in ms depends on the machine.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "sampling_support.h"
 
@@ -26,7 +27,7 @@ namespace profctl::testing::sampling {
 namespace {
 
 constexpr double kFactorLow = 1.4;
-constexpr double kFactorHigh = 2.8;
+constexpr double kFactorHigh = 3.0;
 
 class SamplingDiff : public ::testing::Test {
  protected:
@@ -113,6 +114,7 @@ TEST_F(SamplingDiff, NamesTheFunctionThatTookTwiceAsLongWithItsFactor) {
                               std::to_string(after / 1e6) + " ms, the others " +
                               std::to_string(control_before / 1e6) + " ms -> " +
                               std::to_string(control_after / 1e6) + " ms";
+  std::printf("work_fifty: x%.3f against the unchanged functions (%s)\n", factor, numbers.c_str());
   EXPECT_GE(factor, kFactorLow) << numbers;
   EXPECT_LE(factor, kFactorHigh) << numbers;
   EXPECT_NEAR((*fifty)["total"]["change_percent"].get<double>(), 100 * (after / before - 1), 1e-6);
