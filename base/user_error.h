@@ -14,6 +14,7 @@ enum class ExitCode : int {
   kAttach = 2,      // the target cannot be attached
   kTargetGone = 3,  // the target went away during a capture
   kInternal = 4,    // internal error; the target was detached and restored
+  kRegression = 5,  // profctl diff: a --fail-if threshold was crossed
 };
 
 class UserError : public std::runtime_error {

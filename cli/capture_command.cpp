@@ -81,7 +81,7 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
   sub.add_option("--profiles", o.profiles, "cpu,wall,threadcreate,threads,heap,block,mutex or all")
       ->capture_default_str();
   sub.add_option("-o,--output", o.output, "Write capture.json and per-profile files to DIR");
-  sub.add_option("--format", o.format, "With -o: json,pprof,text,folded or all")
+  sub.add_option("--format", o.format, "With -o: json,pprof,text,folded,flamegraph or all")
       ->capture_default_str();
   sub.add_option("--stack-bytes", o.stack_bytes, "Most stack bytes copied per snapshot")
       ->transform(stack_bytes_value())

@@ -1,13 +1,14 @@
 // profctl: parse the command line, run one subcommand, map errors to DESIGN's exit codes.
-#include "attach/waiter.h"
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>
 #include <iostream>
 #include <vector>
 
+#include "attach/waiter.h"
 #include "base/user_error.h"
 #include "cli/capture_command.h"
+#include "cli/diff_command.h"
 #include "cli/outputs.h"
 #include "cli/report_command.h"
 #include "cli/stack_command.h"
@@ -35,6 +36,7 @@ int run_main(int argc, char** argv) {
   commands.push_back(profctl::cli::add_attach_command(app));
   commands.push_back(profctl::cli::add_run_command(app));
   commands.push_back(profctl::cli::add_report_command(app));
+  commands.push_back(profctl::cli::add_diff_command(app));
 
   try {
     app.parse(argc, argv);

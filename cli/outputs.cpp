@@ -13,6 +13,7 @@
 
 #include "base/fd.h"
 #include "base/user_error.h"
+#include "report/flamegraph_writer.h"
 #include "report/folded_writer.h"
 #include "report/json_writer.h"
 #include "report/pprof_writer.h"
@@ -139,18 +140,22 @@ std::set<std::string> parse_formats(const std::string& list) {
   std::string item;
   while (std::getline(ss, item, ',')) {
     if (item == "all") {
-      out.insert({"json", "pprof", "text", "folded"});
+      out.insert({"json", "pprof", "text", "folded", "flamegraph"});
     } else if (item == "txt") {
       out.insert("text");
-    } else if (item == "json" || item == "pprof" || item == "text" || item == "folded") {
+    } else if (item == "html") {
+      out.insert("flamegraph");
+    } else if (item == "json" || item == "pprof" || item == "text" || item == "folded" ||
+               item == "flamegraph") {
       out.insert(item);
     } else if (!item.empty()) {
       throw UserError(ExitCode::kUsage, "unknown format '" + item + "'",
-                      "use a comma-separated list of json, pprof, text, folded");
+                      "use a comma-separated list of json, pprof, text, folded, flamegraph");
     }
   }
   if (out.empty()) {
-    throw UserError(ExitCode::kUsage, "--format is empty", "use json, pprof, text, folded");
+    throw UserError(ExitCode::kUsage, "--format is empty",
+                    "use json, pprof, text, folded, flamegraph");
   }
   return out;
 }
@@ -180,6 +185,11 @@ void write_output_dir(const Capture& c, const std::string& dir,
       std::ostringstream os;
       write_folded(c, kind, os, folded_index(p, text.sample_index), text.lines);
       write_output_file(dir + "/" + kind + ".folded", os.str());
+    }
+    if (formats.count("flamegraph")) {
+      std::ostringstream os;
+      write_flamegraph(c, kind, os, {text.lines, text.sample_index});
+      write_output_file(dir + "/" + kind + ".html", os.str());
     }
   }
   if (formats.count("text") && !c.threads.empty()) {

@@ -33,10 +33,10 @@ void write_stdout(std::string_view data);
 // Throws UserError(kUsage) with the errno when a write to standard output failed.
 void flush_stdout();
 
-// Formats named by --format: json, pprof, text, folded (and "all").
+// Formats named by --format: json, pprof, text, folded, flamegraph (alias html), and "all".
 std::set<std::string> parse_formats(const std::string& list);
 
-// Writes DIR/capture.json (with "json") and DIR/<kind>.{pb.gz,txt,folded} for every
+// Writes DIR/capture.json (with "json") and DIR/<kind>.{pb.gz,txt,folded,html} for every
 // profile in the capture. `text` says how text and folded files group frames (by function,
 // or by line) and, for the heap profile, which sample type ranks the text and fills the
 // folded values. Throws UserError(kUsage) when a file cannot be written.

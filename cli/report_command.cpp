@@ -1,10 +1,12 @@
 #include "cli/report_command.h"
 
 #include <fstream>
+#include <sstream>
 
 #include "cli/common.h"
 #include "cli/heap_options.h"
 #include "cli/outputs.h"
+#include "report/flamegraph_writer.h"
 #include "report/json_reader.h"
 
 namespace profctl::cli {
@@ -44,8 +46,24 @@ int run_report(const ReportOptions& o) {
     c->profiles.clear();
     c->profiles[o.profile] = std::move(keep);
   }
+  const std::set<std::string> formats = parse_formats(o.format);
   if (!o.output.empty()) {
-    write_output_dir(*c, o.output, parse_formats(o.format), {o.top, o.lines, sample_index});
+    write_output_dir(*c, o.output, formats, {o.top, o.lines, sample_index});
+  } else if (formats.count("flamegraph")) {
+    // One page on stdout: a page per profile needs a directory.
+    if (c->profiles.size() != 1) {
+      std::string kinds;
+      for (const auto& [kind, p] : c->profiles) {
+        kinds += (kinds.empty() ? "" : ",") + kind;
+      }
+      throw UserError(ExitCode::kUsage,
+                      "--format flamegraph on stdout draws one profile; the capture has " +
+                          (kinds.empty() ? std::string("none") : kinds),
+                      "pick one with --profile KIND, or write one page each with -o DIR");
+    }
+    std::ostringstream page;
+    write_flamegraph(*c, c->profiles.begin()->first, page, {o.lines, sample_index});
+    write_stdout(page.view());
   } else {
     print_summary(*c, o.profile, {o.top, o.lines, sample_index});
   }
@@ -59,7 +77,9 @@ std::function<int()> add_report_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("report", "Re-render a saved capture.json");
   sub->add_option("CAPTURE", o->path, "capture.json written by profctl attach/run -o")->required();
   sub->add_option("--profile", o->profile, "Only this profile kind");
-  sub->add_option("--format", o->format, "With -o: json,pprof,text,folded or all")
+  sub->add_option(
+         "--format", o->format,
+         "With -o: json,pprof,text,folded,flamegraph or all; flamegraph alone: HTML on stdout")
       ->capture_default_str();
   sub->add_option("-o,--output", o->output, "Write files to DIR instead of text on stdout");
   sub->add_option("--top", o->top, "Stacks per profile in text output")

@@ -161,6 +161,22 @@ inline std::optional<size_t> find_sample_type(const Profile& p, const std::strin
   return std::nullopt;
 }
 
+// The sample type a report ranks and draws by: for a profile with a default type (heap),
+// `sample_index` when the profile has it, else the default; for the others the last type
+// (cpu/nanoseconds, wall/nanoseconds, ...), as profile_text ranks. 0 for a profile without
+// sample types, which callers check.
+inline size_t main_sample_type(const Profile& p, const std::string& sample_index = {}) {
+  if (p.default_sample_type) {
+    if (auto i = find_sample_type(p, sample_index)) {
+      return *i;
+    }
+    if (auto i = find_sample_type(p, "")) {
+      return *i;
+    }
+  }
+  return p.sample_types.empty() ? 0 : p.sample_types.size() - 1;
+}
+
 struct CaptureModule {
   std::string path;
   uint64_t start = 0;  // the whole module, first to last mapping

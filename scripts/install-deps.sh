@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config libzydis-dev
   libdw-dev libelf-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
   libprotobuf-dev protobuf-compiler zlib1g-dev
-  golang-go python3 python3-jsonschema elfutils libc6-dbg lld
+  golang-go python3 python3-jsonschema elfutils libc6-dbg lld chromium
 )
 missing=()
 for p in "${packages[@]}"; do

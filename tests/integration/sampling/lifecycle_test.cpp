@@ -17,15 +17,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// capture.json and, for each profile in it, its .pb.gz/.txt/.folded: what `-o DIR` writes with the
-// default --format all.
+// capture.json and, for each profile in it, its .pb.gz/.txt/.folded/.html: what `-o DIR` writes
+// with the default --format all.
 ::testing::AssertionResult files_written(const std::string& dir,
                                          const std::vector<std::string>& kinds) {
   if (!fs::exists(dir + "/capture.json")) {
     return ::testing::AssertionFailure() << dir << "/capture.json missing";
   }
   for (const auto& kind : kinds) {
-    for (const char* ext : {".pb.gz", ".txt", ".folded"}) {
+    for (const char* ext : {".pb.gz", ".txt", ".folded", ".html"}) {
       if (!fs::exists(dir + "/" + kind + ext)) {
         return ::testing::AssertionFailure() << dir << "/" << kind << ext << " missing";
       }

@@ -148,8 +148,9 @@ RunResult profctl_stack(pid_t pid, const std::vector<std::string>& args, millise
   return profctl(all, options);
 }
 
-::testing::AssertionResult schema_valid(const std::string& json_text) {
-  std::string schema = source_dir() + "/schema/profctl.capture-1.schema.json";
+::testing::AssertionResult schema_valid(const std::string& json_text,
+                                        const std::string& schema_name) {
+  std::string schema = source_dir() + "/schema/" + schema_name;
   std::string validator = source_dir() + "/tests/tools/validate_json.py";
   // Both are in the repository: a missing one is a broken checkout or build, and a check
   // that passes without them would hide any schema violation.

@@ -37,9 +37,11 @@ RunResult profctl_stack(pid_t pid, const std::vector<std::string>& args = {},
                         milliseconds timeout = milliseconds(60000));
 RunResult profctl(const std::vector<std::string>& args, const RunOptions& options = {});
 
-// Runs tests/tools/validate_json.py against schema/profctl.capture-1.schema.json. Fails when
-// either file is missing (or python3-jsonschema is: the validator then exits non-zero).
-::testing::AssertionResult schema_valid(const std::string& json_text);
+// Runs tests/tools/validate_json.py against schema/SCHEMA (by default the capture's,
+// profctl.capture-1.schema.json). Fails when either file is missing (or python3-jsonschema
+// is: the validator then exits non-zero).
+::testing::AssertionResult schema_valid(
+    const std::string& json_text, const std::string& schema = "profctl.capture-1.schema.json");
 
 // Parses, validates against the schema and checks the fields the tests use (types, formats).
 // Records failures with ADD_FAILURE and returns nullopt when it cannot be used.

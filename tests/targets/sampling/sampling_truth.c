@@ -1,4 +1,4 @@
-// sampling_truth MODE:
+// sampling_truth MODE [FACTOR]:
 //   work   two threads ("worker") each loop over work_fifty (5 units), work_thirty (3) and
 //          work_twenty (2), reading CLOCK_MONOTONIC between units (a vDSO call: the place a
 //          preempted thread resumes, which biased samples used to charge). The target
@@ -6,12 +6,18 @@
 //          call: the truth the profile is checked against.
 //          Commands on stdin: "truth" -> "fifty=NS thirty=NS twenty=NS" (sums over both
 //          threads), "quit" / EOF -> exit.
+//   batch  the two workers each run ITERATIONS (default 3000) loops of work, then the
+//          program exits: a job with a fixed amount of work, whose functions' CPU time does
+//          not depend on how long it ran or how busy the machine was. No commands.
 //   hog    a CPU competitor with many wakeups: ~100 us of spinning, then a 50 us sleep,
 //          for ever (as a busy server or a parallel build loads a machine).
+// FACTOR (work, batch; default 1) multiplies work_fifty's units: "batch 2" is the same job
+// with a regression of exactly twice the time in work_fifty (profctl diff's test).
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,7 +25,9 @@
 #include "sampling_util.h"
 
 static atomic_llong truth[3];
-static volatile unsigned long sink;
+// Per thread: a shared counter would bounce its cache line between the workers, and a
+// unit would cost two or three times more whenever both ran at once.
+static __thread volatile unsigned long sink;
 
 static inline long long now_ns(clockid_t c) { return sampling_clock_ns(c); }
 
@@ -32,8 +40,11 @@ NOINLINE static void unit(void) {
   sink += (unsigned long)ts.tv_nsec;
 }
 
+static int fifty_factor = 1;
+static long iterations = -1;  // batch: loops per worker; -1: for ever
+
 NOINLINE void work_fifty(void) {
-  for (int i = 0; i < 5; ++i) unit();
+  for (int i = 0; i < 5 * fifty_factor; ++i) unit();
   KEEP_FRAME();
 }
 NOINLINE void work_thirty(void) {
@@ -49,7 +60,13 @@ NOINLINE static void* worker(void* arg) {
   (void)arg;
   pthread_setname_np(pthread_self(), "worker");
   void (*fns[3])(void) = {work_fifty, work_thirty, work_twenty};
-  for (;;) {
+  // batch: no truth, so no syscalls between the units; the job's cost is all in them.
+  for (long i = 0; iterations >= 0 && i < iterations; ++i) {
+    for (int f = 0; f < 3; ++f) {
+      fns[f]();
+    }
+  }
+  while (iterations < 0) {
     for (int f = 0; f < 3; ++f) {
       long long t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
       fns[f]();
@@ -61,6 +78,9 @@ NOINLINE static void* worker(void* arg) {
 
 int main(int argc, char** argv) {
   sampling_die_with_parent();
+  if (argc > 2) {
+    fifty_factor = atoi(argv[2]) > 0 ? atoi(argv[2]) : 1;
+  }
   if (argc > 1 && strcmp(argv[1], "hog") == 0) {
     for (;;) {
       long long end = now_ns(CLOCK_MONOTONIC) + 100000;
@@ -70,8 +90,14 @@ int main(int argc, char** argv) {
       usleep(50);
     }
   }
-  pthread_t t;
-  for (int i = 0; i < 2; ++i) pthread_create(&t, NULL, worker, NULL);
+  pthread_t t[2];
+  if (argc > 1 && strcmp(argv[1], "batch") == 0) {
+    iterations = argc > 3 && atol(argv[3]) > 0 ? atol(argv[3]) : 3000;
+    for (int i = 0; i < 2; ++i) pthread_create(&t[i], NULL, worker, NULL);
+    for (int i = 0; i < 2; ++i) pthread_join(t[i], NULL);
+    return 0;
+  }
+  for (int i = 0; i < 2; ++i) pthread_create(&t[i], NULL, worker, NULL);
   target_say("ready");
   struct target_lines in = {0};
   char line[128];
