@@ -23,6 +23,10 @@ struct ThreadSample {
   // The thread's registers and stack. nullopt: the thread has not run since its last
   // sample (its schedstat run time is unchanged), so it was not stopped: same stack.
   std::optional<Snapshot> snap;
+  // Which profiles it is a sample of: a tick's sample is the wall profile's (and the cpu
+  // profile's when no CPU timer runs); a CPU timer's sample is the cpu profile's only.
+  bool for_cpu = true;
+  bool for_wall = true;
 };
 
 struct ThreadCreation {

@@ -119,7 +119,9 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   ts->last_run_ns = run_ns;
   ts->last_sp = ev.sample->regs.rsp;
   ts->last_pc = ev.sample->regs.rip;
-  if (s.state == 'R') {
+  if (timer_) {
+    s.for_cpu = false;  // the CPU timer's samples make the cpu profile
+  } else if (s.state == 'R') {
     // Where a thread stops says where it spends CPU only if it was on a CPU when asked: the
     // interrupt then lands at an arbitrary instruction. A thread that was waiting for a CPU
     // (preempted) stops where it resumes: its preemption point, which the kernel puts
@@ -137,6 +139,36 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
       ++res_.cpu_deferred;
     }
   }
+  s.snap = std::move(ev.sample);
+  sink_.on_sample(std::move(s));
+}
+
+void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
+  if (timer_) {
+    timer_->rearm(ev.tid);
+  }
+  if (!ev.sample) {
+    return;
+  }
+  ThreadState* ts = track(ev.tid);
+  ++res_.samples;
+  ++res_.timer_samples;
+  res_.pauses_ns.push_back(ev.held_ns);
+  ThreadSample s;
+  s.tid = ev.tid;
+  s.name = ts != nullptr ? ts->name : std::string();
+  s.state = 'R';  // it was on a CPU: that is what raised the signal
+  s.time_ns = mono_ns();
+  // The CPU time since the thread's last timer sample, exactly (schedstat at the stop):
+  // the timer stays disarmed from its overflow until profctl takes the sample, so counting
+  // one period per sample would lose that time.
+  if (ts != nullptr && ts->run_at_stop_ns != 0) {
+    s.cpu_ns = ts->run_at_stop_ns - std::min(ts->run_at_stop_ns, ts->cpu_mark_ns);
+    ts->cpu_mark_ns = std::max(ts->cpu_mark_ns, ts->run_at_stop_ns);
+  } else {
+    s.cpu_ns = timer_ ? timer_->period_ns() : 0;
+  }
+  s.for_wall = false;
   s.snap = std::move(ev.sample);
   sink_.on_sample(std::move(s));
 }
@@ -184,6 +216,9 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       if (opts_.on_maps_check) {
         opts_.on_maps_check();
       }
+      if (timer_ && ev.child != 0) {
+        (void)timer_->add(ev.child);
+      }
       if (ev.creator) {
         ThreadCreation c;
         c.creator = ev.tid;
@@ -203,6 +238,9 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       break;
     }
     case EK::kThreadExited:
+      if (timer_) {
+        timer_->remove(ev.tid);
+      }
       threads_.erase(ev.tid);
       pending_.erase(ev.tid);
       sink_.on_thread_exited(ev.tid);
@@ -216,7 +254,11 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       ++res_.signals;
       break;
     case EK::kSample:
-      complete(ev);
+      if (ev.timer) {
+        timed(ev);
+      } else {
+        complete(ev);
+      }
       break;
   }
   return std::nullopt;
@@ -302,18 +344,43 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   // At each sample's stop, before the thread runs again: how many times the kernel has
   // given it a CPU (complete() compares it with the count when the sample was asked).
   tp_.set_sample_hook([this](Snapshot& snap) {
-    auto p = pending_.find(snap.tid);
     auto t = threads_.find(snap.tid);
-    if (p != pending_.end() && t != threads_.end()) {
-      if (auto s = read_schedstat(t->second.schedstat)) {
+    if (t == threads_.end()) {
+      return;
+    }
+    if (auto s = read_schedstat(t->second.schedstat)) {
+      t->second.run_at_stop_ns = s->run_ns;
+      if (auto p = pending_.find(snap.tid); p != pending_.end()) {
         p->second.timeslices_at_stop = s->timeslices;
       }
     }
   });
+  if (opts_.cpu_timer && opts_.sample) {
+    timer_ = std::make_shared<CpuTimer>(
+        static_cast<uint64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
+    for (pid_t tid : tp_.tids()) {
+      if (auto r = timer_->add(tid); !r) {
+        res_.cpu_timer_error = r.error().message();
+        timer_.reset();
+        break;
+      }
+    }
+  }
+  if (timer_) {
+    tp_.set_own_signal(
+        [timer = timer_](pid_t tid, int sig) { return timer->is_ours(tid, sig); });
+  }
   struct Unhook {
-    TracedProcess& tp;
-    ~Unhook() { tp.set_sample_hook({}); }
-  } unhook{tp_};
+    SamplingSession& s;
+    ~Unhook() {
+      s.tp_.set_sample_hook({});
+      // No more timer signals: the events go with their fds. One already raised is still
+      // ours to take while the target is traced (own_signal stays until the detach).
+      if (s.timer_) {
+        s.timer_->disable();
+      }
+    }
+  } unhook{*this};
   // The sampling thread blocks in its wait or sleeps; at FIFO priority the stop of a
   // thread it interrupted wakes it at once, instead of after some busy thread's slice.
   ScopedRealtime realtime;

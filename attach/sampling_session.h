@@ -13,6 +13,7 @@
 #include <optional>
 #include <vector>
 
+#include "attach/cpu_timer.h"
 #include "attach/sample_sink.h"
 #include "attach/traced_process.h"
 #include "base/fd.h"
@@ -32,6 +33,9 @@ struct SessionOptions {
   std::optional<std::chrono::nanoseconds> duration;  // nullopt: until stopped
   size_t stack_bytes = 8u << 20;
   bool sample = true;  // false: serve events only (threadcreate alone needs no ticks)
+  // The cpu profile from each thread's own CPU clock (attach/cpu_timer.h) instead of the
+  // ticks; falls back to the ticks when the kernel refuses it.
+  bool cpu_timer = false;
   std::function<void(const SessionStatus&)> on_status;  // called ~4 times a second
   // Called every 100 ms and at every thread creation, while the target is alive: the
   // moment to notice new mappings (libraries loaded after exec, dlopen).
@@ -52,6 +56,8 @@ struct SessionResult {
   // (not a fair draw of where it spends CPU): kept for the wall profile, their CPU time
   // charged to the thread's next fair sample.
   uint64_t cpu_deferred = 0;
+  uint64_t timer_samples = 0;  // cpu samples taken by the CPU timer
+  std::string cpu_timer_error;  // why the CPU timer could not be used ("" when it was)
   std::vector<uint64_t> pauses_ns;          // one per snapshot: stop to resume (the thread held)
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
@@ -76,6 +82,7 @@ class SamplingSession {
     bool have_stack = false;
     uint64_t last_run_ns = 0;  // schedstat run time at the last snapshot
     uint64_t cpu_mark_ns = 0;  // run time already attributed to the cpu profile
+    uint64_t run_at_stop_ns = 0;  // schedstat run time at the thread's latest sample stop
     uint64_t last_tick_ns = 0;
     uint64_t idle_skip = 0;    // ticks to skip before the next look at an idle thread
     uint64_t idle_streak = 0;  // consecutive looks that found it had not run
@@ -98,6 +105,8 @@ class SamplingSession {
   std::optional<SessionResult::End> dispatch(TracedProcess::TraceEvent& ev);
   void complete(TracedProcess::TraceEvent& ev);
   void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts);
+  // A CPU timer's sample (the thread stopped where its CPU was).
+  void timed(TracedProcess::TraceEvent& ev);
   // End-of-capture flush: samples still on their way get a moment to arrive.
   SessionResult finish(SessionResult::End end);
 
@@ -109,6 +118,9 @@ class SamplingSession {
   std::map<pid_t, Pending> pending_;
   std::chrono::steady_clock::time_point start_;
   uint64_t max_idle_skip_ = 0;
+  // null: cpu samples come from the ticks. Shared with the TracedProcess's own-signal test,
+  // which must recognise a signal the timer raised until the target is detached.
+  std::shared_ptr<CpuTimer> timer_;
 };
 // Median and maximum of a set of durations (0 when empty).
 std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v);

@@ -37,6 +37,7 @@ struct TracedThread {
   int pending_signal = 0;            // to re-deliver at the next resume
   bool signal_in_kernel = false;     // pending_signal is still the kernel's (not consumed)
   uint64_t sample_requested_ns = 0;  // nonzero: a sample of this thread was asked for
+  bool own_signal_stop = false;      // stopped by a signal of profctl's own (a CPU timer)
 };
 
 // A process (not a thread) that a traced thread created: fork, vfork or clone without

@@ -283,6 +283,20 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
     tr.signal = 0;
     return tr;
   }
+  if (tr.what == W::kSignal && own_signal_ && own_signal_(ev.tid, tr.signal)) {
+    // The sampling session's CPU timer: a sample, never the program's signal.
+    if (ev.pending_in_kernel) {
+      waiter_.consume(ev);
+    }
+    if (TracedThread* t = table_.find(ev.tid)) {
+      t->pending_signal = 0;
+      t->signal_in_kernel = false;
+      t->own_signal_stop = true;
+    }
+    tr.what = W::kStopped;
+    tr.signal = 0;
+    return tr;
+  }
   if (tr.first_stop && tr.what != W::kExited && hooks_.on_new_thread) {
     user_regs_struct regs{};
     if (ptrace(PTRACE_GETREGS, ev.tid, nullptr, &regs) == 0) {

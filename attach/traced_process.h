@@ -151,6 +151,11 @@ class TracedProcess {
   // stopped, after the snapshot filter: the sampling session reads what the kernel says of
   // the thread at the stop. Empty to remove.
   void set_sample_hook(SnapshotFilter f) { sample_hook_ = std::move(f); }
+  // Says whether the signal `sig` stopping thread `tid` is profctl's own (the sampling
+  // session's CPU timer): such a stop becomes a kSample event with `timer` set and the
+  // signal is never delivered. Empty to remove.
+  using OwnSignal = std::function<bool(pid_t tid, int sig)>;
+  void set_own_signal(OwnSignal f) { own_signal_ = std::move(f); }
 
   // ---- sampling sessions (traced_process_events.cpp) ----
 
@@ -178,6 +183,7 @@ class TracedProcess {
     std::optional<Snapshot> sample;   // kSample: the thread's snapshot
     uint64_t stop_ns = 0;  // kSample: from the request to the stop (mostly waiting for a CPU)
     uint64_t held_ns = 0;  // kSample: from the stop to the resume: what it cost the thread
+    bool timer = false;    // kSample: taken at a stop by profctl's own CPU timer signal
   };
   // Waits up to `timeout` for the next event. nullopt: nothing happened in time.
   std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
@@ -235,6 +241,7 @@ class TracedProcess {
   ThreadHooks hooks_;
   SnapshotFilter snapshot_filter_;
   SnapshotFilter sample_hook_;
+  OwnSignal own_signal_;
   bool attached_ = true;
   bool leader_gone_ = false;   // the main thread exited (pthread_exit): it is not traced
   pid_t failed_tid_ = 0;       // the thread PTRACE_SEIZE refused

@@ -296,6 +296,18 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Wait
   if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
     return TraceEvent{EK::kExec, pid_};  // held; the caller ends the capture
   }
+  if (t->own_signal_stop) {
+    // Stopped by the CPU timer: where the CPU was. A tick's request, if one is pending,
+    // still stops the thread again later.
+    t->own_signal_stop = false;
+    const uint64_t t_stop = mono_ns();
+    TraceEvent out(EK::kSample, tid);
+    out.timer = true;
+    out.sample = snapshot_stopped(tid, stack_bytes);
+    resume_one(tid, /*detach=*/false);
+    out.held_ns = mono_ns() - t_stop;
+    return out;
+  }
   if (t->sample_requested_ns != 0 && tr.what != W::kPtraceEvent) {
     // The stop we asked for (or a signal / group-stop that came first: same place).
     if (tr.what == W::kSignal) {

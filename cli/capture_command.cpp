@@ -263,6 +263,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   }
   sopts.stack_bytes = o.stack_bytes;
   sopts.sample = kinds.count("cpu") || kinds.count("wall");
+  // CPU samples from each thread's own CPU clock, where the CPU really was (see
+  // attach/cpu_timer.h); PROFCTL_CPU_TICKS=1 keeps the ticker-driven cpu profile.
+  sopts.cpu_timer = kinds.count("cpu") > 0 && std::getenv("PROFCTL_CPU_TICKS") == nullptr;
   const bool live = isatty(STDERR_FILENO) && o.common.verbose == 0;
   if (live) {
     ProbeCapture* pcp = probes.get();
@@ -430,10 +433,13 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   log->debug(
       "{} ticks ({:.1f}/s), {} snapshots, {} reused, {} signals re-delivered; unwound {} in "
       "{:.3f}s; pause (stop to resume) median {} worst {}; interrupt to stop median {} "
-      "worst {}",
+"worst {}; cpu: {} timer samples{}, {} tick samples deferred (the thread was waiting for a "
+      "CPU when asked)",
       res.ticks, res.elapsed_s > 0 ? res.ticks / res.elapsed_s : 0.0, res.samples, res.reused,
       res.signals, cs.unwound, cs.unwind_s, fmt_us(med), fmt_us(worst), fmt_us(stop_med),
-      fmt_us(stop_worst));
+      fmt_us(stop_worst), res.timer_samples,
+      res.cpu_timer_error.empty() ? "" : " (CPU timer unavailable: " + res.cpu_timer_error + ")",
+      res.cpu_deferred);
 
   if (!o.output.empty()) {
     write_output_dir(c, o.output, formats, {o.top, o.lines, heap.sample_index});

@@ -108,10 +108,10 @@ void Collector::process(Unwinder& u, ThreadSample& s) {
   }
   std::map<std::string, std::string> labels{{"tid", std::to_string(s.tid)},
                                             {"thread_name", s.name}};
-  if (auto it = profiles_.find("cpu"); it != profiles_.end() && s.state == 'R') {
+  if (auto it = profiles_.find("cpu"); it != profiles_.end() && s.state == 'R' && s.for_cpu) {
     it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.cpu_ns)});
   }
-  if (auto it = profiles_.find("wall"); it != profiles_.end()) {
+  if (auto it = profiles_.find("wall"); it != profiles_.end() && s.for_wall) {
     labels["state"] = state_word(s.state);
     it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.wall_ns)});
   }

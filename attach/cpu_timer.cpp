@@ -1,0 +1,77 @@
+#include "attach/cpu_timer.h"
+
+#include <fcntl.h>
+#include <linux/perf_event.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace profctl {
+
+static_assert(CpuTimer::kSignal == SIGURG);
+
+Result<void> CpuTimer::add(pid_t tid) {
+  perf_event_attr attr{};
+  attr.size = sizeof attr;
+  attr.type = PERF_TYPE_SOFTWARE;
+  attr.config = PERF_COUNT_SW_TASK_CLOCK;
+  attr.sample_period = period_ns_;
+  attr.wakeup_events = 1;
+  attr.disabled = 1;
+  const long fd = syscall(SYS_perf_event_open, &attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+  if (fd < 0) {
+    return errno_error("perf_event_open (task clock) for thread " + std::to_string(tid));
+  }
+  Fd owned(static_cast<int>(fd));
+  f_owner_ex owner{F_OWNER_TID, tid};
+  if (fcntl(owned.get(), F_SETOWN_EX, &owner) != 0 || fcntl(owned.get(), F_SETSIG, kSignal) != 0 ||
+      fcntl(owned.get(), F_SETFL, O_ASYNC) != 0) {
+    return errno_error("arming the CPU timer of thread " + std::to_string(tid));
+  }
+  // One overflow, then the event disables itself and signals (event_limit 1); a sample
+  // re-arms it. So at most one of our signals is ever pending per thread.
+  if (ioctl(owned.get(), PERF_EVENT_IOC_REFRESH, 1) != 0) {
+    return errno_error("enabling the CPU timer of thread " + std::to_string(tid));
+  }
+  events_[tid] = std::move(owned);
+  return {};
+}
+
+void CpuTimer::remove(pid_t tid) { events_.erase(tid); }
+
+void CpuTimer::disable() {
+  for (auto& [tid, fd] : events_) {
+    (void)ioctl(fd.get(), PERF_EVENT_IOC_DISABLE, 0);
+  }
+}
+
+void CpuTimer::rearm(pid_t tid) {
+  if (auto it = events_.find(tid); it != events_.end()) {
+    (void)ioctl(it->second.get(), PERF_EVENT_IOC_REFRESH, 1);
+  }
+}
+
+bool CpuTimer::is_ours(pid_t tid, int sig) const {
+  if (sig != kSignal) {
+    return false;
+  }
+  siginfo_t si{};
+  if (ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si) != 0) {
+    return false;
+  }
+  // fasync signals carry the band in si_code (POLL_IN..POLL_HUP) and the fd in si_fd; a
+  // SIGURG sent by kill/tgkill (SI_USER, SI_TKILL) or by the socket layer (SI_KERNEL... no
+  // si_fd of ours) is the program's.
+  if (si.si_code < POLL_IN || si.si_code > POLL_HUP) {
+    return false;
+  }
+  auto it = events_.find(tid);
+  return it != events_.end() && si.si_fd == it->second.get();
+}
+
+}  // namespace profctl

@@ -1,0 +1,52 @@
+// CpuTimer: CPU-time-driven samples for the cpu profile. One perf software event per target
+// thread (PERF_COUNT_SW_TASK_CLOCK, the thread's own CPU clock) overflows every `period` of
+// the thread's CPU time and, through fasync (F_SETOWN_EX to that very thread), sends it
+// SIGURG. The kernel raises the signal while the thread is on a CPU, so the thread stops
+// (a signal-delivery stop, which profctl takes as a sample and never delivers) where the
+// CPU really was: a fair draw, as perf's own sampling is. Sampling from a ticker instead
+// stops a thread that was waiting for a CPU where it was preempted, which on a busy
+// machine is most often a syscall's return: a biased place.
+//
+// SIGURG because its default action is to be ignored: a signal of ours still pending when
+// profctl is gone can only wake a handler the program installed for it (Go programs: a
+// preemption request, harmless). Ours are told from the program's by their siginfo
+// (si_code POLL_*, si_fd one of our fds); a real SIGURG is delivered as any signal is.
+// Needs perf_event_open on the target (root, CAP_PERFMON, or perf_event_paranoid <= 1 for
+// one's own processes); without it the session falls back to the ticker.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+
+#include "base/fd.h"
+#include "base/result.h"
+
+namespace profctl {
+
+class CpuTimer {
+ public:
+  static constexpr int kSignal = 23;  // SIGURG
+
+  explicit CpuTimer(uint64_t period_ns) : period_ns_(period_ns) {}
+
+  // Arms a thread's timer. An error when perf_event_open is refused.
+  Result<void> add(pid_t tid);
+  void remove(pid_t tid);
+  // Stops every timer; the fds stay, so a signal already raised is still recognised.
+  void disable();
+  // After a sample was taken from `tid`'s stop: arms it for the next period.
+  void rearm(pid_t tid);
+  // True when the signal `sig` now pending for stopped thread `tid` is one of ours (read
+  // with PTRACE_GETSIGINFO).
+  bool is_ours(pid_t tid, int sig) const;
+  uint64_t period_ns() const { return period_ns_; }
+  size_t armed() const { return events_.size(); }
+
+ private:
+  uint64_t period_ns_;
+  std::map<pid_t, Fd> events_;
+};
+
+}  // namespace profctl
