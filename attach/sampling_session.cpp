@@ -356,8 +356,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     }
   });
   if (opts_.cpu_timer && opts_.sample) {
-    timer_ = std::make_shared<CpuTimer>(
-        static_cast<uint64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
+    timer_ = std::make_shared<CpuTimer>(static_cast<uint64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
     for (pid_t tid : tp_.tids()) {
       if (auto r = timer_->add(tid); !r) {
         res_.cpu_timer_error = r.error().message();
@@ -367,8 +366,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     }
   }
   if (timer_) {
-    tp_.set_own_signal(
-        [timer = timer_](pid_t tid, int sig) { return timer->is_ours(tid, sig); });
+    tp_.set_own_signal([timer = timer_](pid_t tid, int sig) { return timer->is_ours(tid, sig); });
   }
   struct Unhook {
     SamplingSession& s;

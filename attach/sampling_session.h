@@ -48,16 +48,16 @@ struct SessionResult {
   int exit_status = 0;  // raw wait status when the target exited
   double elapsed_s = 0;
   uint64_t ticks = 0;
-  uint64_t samples = 0;                     // threads stopped and snapshotted
-  uint64_t reused = 0;                      // thread samples that needed no stop
-  uint64_t signals = 0;                     // signals for the target seen and re-delivered
-  uint64_t lost = 0;                        // threads that could not be stopped for a sample
+  uint64_t samples = 0;  // threads stopped and snapshotted
+  uint64_t reused = 0;   // thread samples that needed no stop
+  uint64_t signals = 0;  // signals for the target seen and re-delivered
+  uint64_t lost = 0;     // threads that could not be stopped for a sample
   // Running threads' samples that stopped where the thread resumed after waiting for a CPU
   // (not a fair draw of where it spends CPU): kept for the wall profile, their CPU time
   // charged to the thread's next fair sample.
   uint64_t cpu_deferred = 0;
-  uint64_t timer_samples = 0;  // cpu samples taken by the CPU timer
-  std::string cpu_timer_error;  // why the CPU timer could not be used ("" when it was)
+  uint64_t timer_samples = 0;               // cpu samples taken by the CPU timer
+  std::string cpu_timer_error;              // why the CPU timer could not be used ("" when it was)
   std::vector<uint64_t> pauses_ns;          // one per snapshot: stop to resume (the thread held)
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
@@ -80,8 +80,8 @@ class SamplingSession {
     std::string name;
     char state = '?';
     bool have_stack = false;
-    uint64_t last_run_ns = 0;  // schedstat run time at the last snapshot
-    uint64_t cpu_mark_ns = 0;  // run time already attributed to the cpu profile
+    uint64_t last_run_ns = 0;     // schedstat run time at the last snapshot
+    uint64_t cpu_mark_ns = 0;     // run time already attributed to the cpu profile
     uint64_t run_at_stop_ns = 0;  // schedstat run time at the thread's latest sample stop
     uint64_t last_tick_ns = 0;
     uint64_t idle_skip = 0;    // ticks to skip before the next look at an idle thread
@@ -93,7 +93,7 @@ class SamplingSession {
   struct Pending {
     ThreadSample sample;
     uint64_t run_ns = 0;
-    uint64_t timeslices = 0;  // schedstat's count of CPU grants when the sample was asked
+    uint64_t timeslices = 0;          // schedstat's count of CPU grants when the sample was asked
     uint64_t timeslices_at_stop = 0;  // and at its stop (0: not read)
   };
 

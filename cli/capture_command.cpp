@@ -433,7 +433,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   log->debug(
       "{} ticks ({:.1f}/s), {} snapshots, {} reused, {} signals re-delivered; unwound {} in "
       "{:.3f}s; pause (stop to resume) median {} worst {}; interrupt to stop median {} "
-"worst {}; cpu: {} timer samples{}, {} tick samples deferred (the thread was waiting for a "
+      "worst {}; cpu: {} timer samples{}, {} tick samples deferred (the thread was waiting for a "
       "CPU when asked)",
       res.ticks, res.elapsed_s > 0 ? res.ticks / res.elapsed_s : 0.0, res.samples, res.reused,
       res.signals, cs.unwound, cs.unwind_s, fmt_us(med), fmt_us(worst), fmt_us(stop_med),

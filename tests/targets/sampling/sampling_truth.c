@@ -1,5 +1,5 @@
 // sampling_truth MODE [FACTOR]:
-//   work   two threads ("worker") each loop over work_fifty (5 units), work_thirty (3) and
+//   work [N] two threads ("worker") each loop over work_fifty (5 units), work_thirty (3) and
 //          work_twenty (2), reading CLOCK_MONOTONIC between units (a vDSO call: the place a
 //          preempted thread resumes, which biased samples used to charge). The target
 //          measures each function's own CPU time with CLOCK_THREAD_CPUTIME_ID around every
@@ -25,6 +25,9 @@
 #include "sampling_util.h"
 
 static atomic_llong truth[3];
+// Iterations of one unit of work; `work N` sets it (longer units: fewer clock reads per
+// second of CPU, so the measurement's own cost stays small next to what it measures).
+static int unit_iterations = 20000;
 // Per thread: a shared counter would bounce its cache line between the workers, and a
 // unit would cost two or three times more whenever both ran at once.
 static __thread volatile unsigned long sink;
@@ -32,7 +35,7 @@ static __thread volatile unsigned long sink;
 static inline long long now_ns(clockid_t c) { return sampling_clock_ns(c); }
 
 NOINLINE static void unit(void) {
-  for (int i = 0; i < 20000; ++i) {
+  for (int i = 0; i < unit_iterations; ++i) {
     sink += (unsigned long)i * 7u;
   }
   struct timespec ts;
@@ -44,15 +47,18 @@ static int fifty_factor = 1;
 static long iterations = -1;  // batch: loops per worker; -1: for ever
 
 NOINLINE void work_fifty(void) {
-  for (int i = 0; i < 5 * fifty_factor; ++i) unit();
+  for (int i = 0; i < 5 * fifty_factor; ++i)
+    unit();
   KEEP_FRAME();
 }
 NOINLINE void work_thirty(void) {
-  for (int i = 0; i < 3; ++i) unit();
+  for (int i = 0; i < 3; ++i)
+    unit();
   KEEP_FRAME();
 }
 NOINLINE void work_twenty(void) {
-  for (int i = 0; i < 2; ++i) unit();
+  for (int i = 0; i < 2; ++i)
+    unit();
   KEEP_FRAME();
 }
 
@@ -78,7 +84,9 @@ NOINLINE static void* worker(void* arg) {
 
 int main(int argc, char** argv) {
   sampling_die_with_parent();
-  if (argc > 2) {
+  if (argc > 2 && strcmp(argv[1], "work") == 0) {
+    unit_iterations = atoi(argv[2]) > 0 ? atoi(argv[2]) : 20000;
+  } else if (argc > 2) {
     fifty_factor = atoi(argv[2]) > 0 ? atoi(argv[2]) : 1;
   }
   if (argc > 1 && strcmp(argv[1], "hog") == 0) {
@@ -93,11 +101,14 @@ int main(int argc, char** argv) {
   pthread_t t[2];
   if (argc > 1 && strcmp(argv[1], "batch") == 0) {
     iterations = argc > 3 && atol(argv[3]) > 0 ? atol(argv[3]) : 3000;
-    for (int i = 0; i < 2; ++i) pthread_create(&t[i], NULL, worker, NULL);
-    for (int i = 0; i < 2; ++i) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; ++i)
+      pthread_create(&t[i], NULL, worker, NULL);
+    for (int i = 0; i < 2; ++i)
+      pthread_join(t[i], NULL);
     return 0;
   }
-  for (int i = 0; i < 2; ++i) pthread_create(&t[i], NULL, worker, NULL);
+  for (int i = 0; i < 2; ++i)
+    pthread_create(&t[i], NULL, worker, NULL);
   target_say("ready");
   struct target_lines in = {0};
   char line[128];
