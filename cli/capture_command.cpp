@@ -103,8 +103,11 @@ std::string fmt_us(uint64_t ns) {
   return buf;
 }
 
-// The block/mutex samples' "lock" label, named by the static symbol that holds the lock.
-void name_locks(Profile& p, const TargetDwfl& td) {
+// The block/mutex samples' "lock" label, named by the static symbol that holds the lock,
+// or, for a lock inside a heap object the heap profile saw allocated, by the function that
+// allocated it (`heap_object`: the allocation's stack, or nothing).
+using HeapObjectFn = std::function<std::optional<std::string>(uint64_t address)>;
+void name_locks(Profile& p, const TargetDwfl& td, const HeapObjectFn& heap_object = {}) {
   for (Sample& s : p.samples) {
     auto it = s.labels.find("lock");
     if (it == s.labels.end()) {
@@ -113,6 +116,10 @@ void name_locks(Profile& p, const TargetDwfl& td) {
     const uint64_t addr = std::strtoull(it->second.c_str(), nullptr, 16);
     if (auto name = data_symbol(td, addr)) {
       s.labels["lock_name"] = *name;
+    } else if (heap_object) {
+      if (auto where = heap_object(addr)) {
+        s.labels["lock_name"] = "heap object allocated in " + *where;
+      }
     }
   }
 }
@@ -348,18 +355,37 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       add_world(c, *world, unwinder, sym, kinds.count("threads") > 0, waited);
     }
     add_profiles(c, collector, sym);
+    HeapObjectFn heap_object;
+    if (probes && probes->heap()) {
+      // The allocating function: the first frame above the allocator (not in libc or
+      // libstdc++, whose operator new and malloc are the probed entry).
+      heap_object = [&probes, &sym](uint64_t addr) -> std::optional<std::string> {
+        auto stack = probes->heap()->tracker().allocation_stack(addr);
+        if (!stack) {
+          return std::nullopt;
+        }
+        for (const Frame& f : symbolize_stack(probes->heap()->stacks().get(*stack), sym)) {
+          const bool runtime = f.module.find("/libc.so") != std::string::npos ||
+                               f.module.find("/libstdc++.so") != std::string::npos;
+          if (!runtime && f.function) {
+            return *f.function;
+          }
+        }
+        return std::nullopt;
+      };
+    }
     if (probes && probes->waits()) {
       WaitCollector& wc = *probes->waits();
       if (block_requested) {
         add_profile(c, "block", wc.block(), wc.stacks(), sym);
-        name_locks(c.profiles["block"], td);
+        name_locks(c.profiles["block"], td, heap_object);
       }
       if (mutex_requested) {
         add_profile(c, "mutex", wc.mutex(), wc.stacks(), sym);
-        name_locks(c.profiles["mutex"], td);
+        name_locks(c.profiles["mutex"], td, heap_object);
         if (wc.stats().wakes > 0) {
           add_profile(c, "mutex_holders", wc.mutex_holders(), wc.stacks(), sym);
-          name_locks(c.profiles["mutex_holders"], td);
+          name_locks(c.profiles["mutex_holders"], td, heap_object);
         }
         if (wc.stats().unattributed > 0) {
           warnings.push_back("mutex_holders: " + std::to_string(wc.stats().unattributed) +

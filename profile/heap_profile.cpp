@@ -261,4 +261,14 @@ HeapResult HeapTracker::result(uint64_t end_ns, uint64_t leak_age_ns) const {
   return r;
 }
 
+std::optional<StackId> HeapTracker::allocation_stack(uint64_t address) const {
+  for (const auto& [ptr, live] : live_) {
+    const Bucket& b = buckets_[live.bucket];
+    if (address >= ptr && address - ptr < b.size) {
+      return b.stack;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace profctl

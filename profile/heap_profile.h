@@ -125,6 +125,9 @@ class HeapTracker {
   const HeapCounters& counters() const { return counters_; }
   uint64_t mem_rate() const { return rate_; }
   size_t live_pointers() const { return live_.size(); }
+  // The stack of the live sampled allocation that holds `address`, if any (a lock inside a
+  // heap object: the mutex profile says where the object came from).
+  std::optional<StackId> allocation_stack(uint64_t address) const;
   size_t buckets() const { return buckets_.size(); }
 
  private:

@@ -211,6 +211,31 @@ TEST(Mutex, ContendedLockingIsChargedToTheWaitingFunctionAndItsLock) {
                             {{"mutex", {"contend_mutex"}}, {"mutex_holders", {"contend_mutex"}}}));
 }
 
+TEST(Mutex, ALockInAHeapObjectIsNamedByTheFunctionThatAllocatedIt) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({WAIT_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  BgProcess p(attach_argv(target.pid(),
+                          {"--profiles", "heap,mutex", "--mem-rate", "1", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  ASSERT_EQ(target.command("heapmutex 3 60 200", milliseconds(60000)), "done heapmutex");
+  end_with_sigint(p);
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* mutex = profile_of(*capture, "mutex");
+  ASSERT_NE(mutex, nullptr);
+  ASSERT_GT(totals_of(*mutex, "contend_heap_mutex", true).count, 0) << describe_samples(*mutex);
+  for (const Json& s : mutex->at("samples")) {
+    if (has_function(s, "contend_heap_mutex")) {
+      EXPECT_EQ(label(s, "lock_name"), "heap object allocated in make_shared_lock");
+    }
+  }
+  auto text = read_text(dir.file("mutex.txt"));
+  ASSERT_TRUE(text);
+  EXPECT_NE(text->find("(heap object allocated in make_shared_lock)"), std::string::npos) << *text;
+}
+
 TEST(Mutex, UncontendedLockingRecordsNothing) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({WAIT_TARGET});

@@ -13,6 +13,8 @@
 //                    counts the calls that took longer than 20 us (surely contended)
 //   rwlock N R US -> N threads (contend_rwlock) each taking g_table_lock for writing R times,
 //                    holding it US microseconds; "done rwlock"
+//   heapmutex N R US -> like mutex, on a mutex make_shared_lock allocated with malloc
+//                    (contend_heap_mutex); "done heapmutex"
 //   barrier K MS  -> wait_on_barrier: K waits at a 2-thread barrier whose other thread
 //                    arrives MS ms later; "done barrier waited_ns=T"
 //   lonely N      -> lonely_lock: N lock/unlock pairs of a mutex no other thread touches;
@@ -154,6 +156,28 @@ NOINLINE static void* contend_mutex(void* arg) {
   return NULL;
 }
 
+// ---- a lock in a heap object ------------------------------------------------------------------
+static pthread_mutex_t* heap_lock;
+
+NOINLINE static pthread_mutex_t* make_shared_lock(void) {
+  pthread_mutex_t* m = malloc(sizeof *m);
+  pthread_mutex_init(m, NULL);
+  KEEP_FRAME();
+  return m;
+}
+
+NOINLINE static void* contend_heap_mutex(void* arg) {
+  (void)arg;
+  for (int i = 0; i < mutex_rounds; ++i) {
+    pthread_mutex_lock(heap_lock);
+    hold_the_lock();
+    pthread_mutex_unlock(heap_lock);
+    sched_yield();
+  }
+  KEEP_FRAME();
+  return NULL;
+}
+
 // ---- rwlock contention (writers) -------------------------------------------------------------
 pthread_rwlock_t g_table_lock = PTHREAD_RWLOCK_INITIALIZER;
 
@@ -265,6 +289,17 @@ int main(void) {
       for (int i = 0; i < n && i < 64; ++i)
         pthread_join(t[i], NULL);
       snprintf(out, sizeof out, "done rwlock");
+    } else if (sscanf(line, "heapmutex %d %d %d", &n, &k, &ms) == 3) {
+      mutex_rounds = k;
+      hold_us = ms;
+      if (!heap_lock)
+        heap_lock = make_shared_lock();
+      pthread_t t[64];
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_create(&t[i], NULL, contend_heap_mutex, NULL);
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_join(t[i], NULL);
+      snprintf(out, sizeof out, "done heapmutex");
     } else if (sscanf(line, "barrier %d %d", &k, &ms) == 2) {
       helper_ms = ms;
       snprintf(out, sizeof out, "done barrier waited_ns=%lld", wait_on_barrier(k));
