@@ -312,6 +312,11 @@ void SamplingSession::tick() {
         ts->state = st->state;
       }
     }
+    // 't' outside a job-control stop: the thread is in a stop of profctl's own whose event
+    // is not handled yet (the CPU timer's signal stopped it while it ran): running.
+    if (ts->state == 't' && !tp_.job_stopped(tid)) {
+      ts->state = 'R';
+    }
     // Our own stop makes a sleeping thread run briefly (it leaves its syscall for the
     // ptrace-stop and restarts it), so its run time moves even when its code did not.
     // Blocked again in a syscall at the very sp and pc of its last snapshot, it is on

@@ -115,6 +115,12 @@ class TracedProcess {
   // once it has exited (pthread_exit from main) has no memory map to read.
   pid_t space_pid() const;
   size_t thread_count() const { return table_.size(); }
+  // True while the thread is in a job-control stop profctl keeps it in (PTRACE_LISTEN):
+  // /proc shows 't' for it as for a ptrace stop of profctl's own.
+  bool job_stopped(pid_t tid) const {
+    const TracedThread* t = table_.find(tid);
+    return t != nullptr && (t->state == TState::kListening || t->group_stop);
+  }
   std::vector<pid_t> tids() const { return table_.tids(); }
 
   // Runs for every process a traced thread creates (fork, vfork, clone without

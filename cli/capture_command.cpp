@@ -14,6 +14,7 @@
 #include "attach/sampling_session.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
+#include "capture/capture_pipeline.h"
 #include "capture/probe_capture.h"
 #include "cli/capture_assembly.h"
 #include "cli/common.h"
@@ -135,7 +136,6 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   const bool heap_requested = kinds.count("heap") > 0;
   const bool block_requested = kinds.count("block") > 0;
   const bool mutex_requested = kinds.count("mutex") > 0;
-  const bool probes_requested = heap_requested || block_requested || mutex_requested;
   if (!o.output.empty()) {
     prepare_output_dir(o.output);  // before the target is touched: found now, not after
   }
@@ -143,13 +143,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   if (!o.duration.empty()) {
     duration_s = parse_duration_s(o.duration);
   }
-  std::vector<std::string> warnings;
-
   // Handlers first: a SIGINT that arrives while modules load must end the capture
   // cleanly (detach, write), not kill profctl with the target seized.
   install_capture_signals(0);
   const std::string start = utc_now_rfc3339();
-  auto t_start = std::chrono::steady_clock::now();
   auto seized = launch ? TracedProcess::launch(o.command) : TracedProcess::seize(parse_pid(o.pid));
   if (auto* err = std::get_if<AttachError>(&seized)) {
     if (launch) {
@@ -180,107 +177,27 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     h.options["mutex_fraction"] = std::to_string(waits.mutex_fraction);
   }
 
-  if (launch && probes_requested) {
-    // Allocations are recorded from the program's entry point: its libraries are loaded
-    // (the allocator can be found and probed) and none of its code has run yet.
-    if (auto r = tp->run_to_entry(); !r) {
-      throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
-    }
-  }
-  DwflOptions dopts;
-  dopts.debuginfod = o.common.debuginfod;
-  auto dwfl = TargetDwfl::for_process(tp->space_pid(), dopts);
-  if (!dwfl) {
-    throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " + std::to_string(pid) +
-                                               ": " + dwfl.error().message());
-  }
-  TargetDwfl& td = **dwfl;
-
-  CollectorOptions copts;
-  for (const char* k : {"cpu", "wall", "threadcreate"}) {
-    if (kinds.count(k)) {
-      copts.kinds.insert(k);
-    }
-  }
-  copts.period_ns = static_cast<int64_t>(1e9 / o.rate);
-  // The worker unwinds with a Dwfl of its own: libdwfl attaches unwinding state once per
-  // Dwfl and is not thread-safe, and the main thread symbolizes with `td`.
-  auto worker_dwfl = TargetDwfl::for_process(tp->space_pid(), dopts);
-  if (!worker_dwfl) {
-    throw UserError(ExitCode::kTargetGone, "cannot read the modules of pid " + std::to_string(pid) +
-                                               ": " + worker_dwfl.error().message());
-  }
-  TargetDwfl& wd = **worker_dwfl;
-  Collector collector(
-      [&wd]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(wd); }, copts);
-
-  // The probe-driven profiles (heap, block, mutex): probes in the target, their ring
-  // drained beside the session. Their unwinders have a Dwfl of their own (one thread per
-  // Dwfl): heap and waits are unwound on separate workers.
-  std::vector<std::unique_ptr<TargetDwfl>> probe_dwfls;
-  std::unique_ptr<ProbeCapture> probes;
-  if (probes_requested) {
-    ProbeCaptureOptions popts;
-    popts.heap = heap_requested;
-    popts.block = block_requested;
-    popts.mutex = mutex_requested;
-    popts.mem_rate = static_cast<int64_t>(heap.mem_rate);
-    popts.block_rate_ns = waits.block_rate_ns;
-    popts.mutex_fraction = waits.mutex_fraction;
-    popts.stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);
-    auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
-      auto d = TargetDwfl::for_process(tp->space_pid(), dopts);
-      if (!d) {
-        throw UserError(
-            ExitCode::kTargetGone,
-            "cannot read the modules of pid " + std::to_string(pid) + ": " + d.error().message());
-      }
-      probe_dwfls.push_back(std::move(*d));
-      TargetDwfl* dp = probe_dwfls.back().get();
-      return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*dp); };
-    };
-    ProbeCapture::UnwinderFactory heap_unwinder =
-        heap_requested ? unwinder_on() : ProbeCapture::UnwinderFactory();
-    ProbeCapture::UnwinderFactory wait_unwinder =
-        block_requested || mutex_requested ? unwinder_on() : ProbeCapture::UnwinderFactory();
-    auto pc = ProbeCapture::start(*tp, popts, heap_unwinder, wait_unwinder);
-    if (!pc) {
-      warnings.push_back("probes: " + pc.error().message());
-      log->warn("probe-driven profiles unavailable: {}", pc.error().message());
-    } else {
-      probes = std::move(*pc);
-      for (const auto& n : probes->notes()) {
-        log->info("probes: {}", n);
-      }
-    }
-  }
-  if (probes_requested && !probes) {
-    for (const char* k : {"heap", "block", "mutex"}) {
-      kinds.erase(k);
-    }
-    if (kinds.empty()) {
-      throw UserError(ExitCode::kTargetGone, "the probes could not be set up: nothing to capture");
-    }
-  }
-
-  SessionOptions sopts;
-  sopts.rate_hz = o.rate;
-  if (duration_s) {
-    sopts.duration = std::chrono::nanoseconds(static_cast<int64_t>(*duration_s * 1e9));
-  }
-  sopts.stack_bytes = o.stack_bytes;
-  sopts.sample = kinds.count("cpu") || kinds.count("wall");
+  PipelineRequest req;
+  req.launch = launch;
+  req.kinds = kinds;
+  req.rate_hz = o.rate;
+  req.duration_s = duration_s;
+  req.stack_bytes = o.stack_bytes;
+  req.probes.mem_rate = static_cast<int64_t>(heap.mem_rate);
+  req.probes.block_rate_ns = waits.block_rate_ns;
+  req.probes.mutex_fraction = waits.mutex_fraction;
+  req.probes.stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);
+  req.dwfl.debuginfod = o.common.debuginfod;
   // CPU samples from each thread's own CPU clock, where the CPU really was (see
   // attach/cpu_timer.h); PROFCTL_CPU_TICKS=1 keeps the ticker-driven cpu profile.
-  sopts.cpu_timer = kinds.count("cpu") > 0 && std::getenv("PROFCTL_CPU_TICKS") == nullptr;
+  req.cpu_timer = std::getenv("PROFCTL_CPU_TICKS") == nullptr;
   const bool live = isatty(STDERR_FILENO) && o.common.verbose == 0;
   if (live) {
-    ProbeCapture* pcp = probes.get();
     const char* what = heap_requested ? "  allocs+waits " : "  waits ";
     if (!block_requested && !mutex_requested) {
       what = "  allocs ";
     }
-    sopts.on_status = [pcp, what](const SessionStatus& s) {
+    req.on_status = [what](const SessionStatus& s, const ProbeCapture* pcp) {
       std::string heap_part;
       if (pcp != nullptr) {
         heap_part = what + std::to_string(pcp->records()) + " recorded " +
@@ -292,54 +209,26 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
           fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str(), heap_part.c_str());
     };
   }
-  sopts.on_maps_check = [&td] { (void)td.refresh(); };
-  if (launch) {
-    set_forward_pid(pid);
-    tp->resume(pid);  // from its first instruction, now that clones are traced
-  }
-  SamplingSession session(*tp, sopts, collector);
-  SessionResult res = session.run(stop_requested());
+  req.on_start = [](pid_t p) { set_forward_pid(p); };
+  PipelineResult run = run_pipeline(std::move(tp), req, stop_requested());
   if (live) {
     std::fprintf(stderr, "\r\033[K");
   }
-
-  // The thread table and the threads profile: one last stop of the world, then detach.
-  std::optional<WorldCapture> world;
-  uint64_t world_ns = 0;
-  if (res.end != SessionResult::End::kTargetExited && res.end != SessionResult::End::kExec) {
-    CaptureOptions wopts;
-    wopts.stack_bytes = o.stack_bytes;
-    wopts.detach = true;
-    if (auto w = tp->capture_world(wopts)) {
-      world = std::move(*w);
-      world_ns = probes ? probes->now_ns() : 0;
-    }
-  }
-  if (res.end == SessionResult::End::kExec) {
-    warnings.emplace_back("the target called exec: the capture stopped there");
-  }
-  if (tp) {
-    tp->detach();  // the probes are removed in the last stopped world
-  }
-  uint64_t heap_end_ns = 0;
-  if (probes) {
-    heap_end_ns = probes->now_ns();
-    probes->finish();
-    if (probes->gone_by_exec()) {
-      warnings.emplace_back(heap_requested
-                                ? "the target called exec: the heap profile ends there"
-                                : "the target called exec: the probe-driven profiles end there");
-    }
-  }
-  tp.reset();  // detached (or reaped): the target runs on without us
-  collector.finish();
+  kinds = run.kinds;
+  std::vector<std::string> warnings = std::move(run.warnings);
+  const SessionResult& res = run.session;
+  TargetDwfl& td = *run.dwfl;
+  const Collector& collector = *run.collector;
+  std::unique_ptr<ProbeCapture>& probes = run.probes;
+  const auto& world = run.world;
+  const uint64_t world_ns = run.world_ns;
+  const uint64_t heap_end_ns = run.probes_end_ns;
 
   SymbolizeOptions symopts;
   symopts.inline_frames = !o.no_inline;
   symopts.source = !o.no_source;
   Capture c = new_capture(h, td);
-  c.window.duration_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  c.window.duration_s = run.duration_s;
   {
     Symbolizer sym(td, symopts);
     if (world) {
@@ -443,7 +332,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     warnings.push_back(std::to_string(res.lost) +
                        " thread samples were lost: the thread did not stop in time");
   }
-  if (sopts.sample && res.elapsed_s >= 1.0 && res.ticks < 0.8 * o.rate * res.elapsed_s) {
+  const bool sampled = kinds.count("cpu") || kinds.count("wall");
+  if (sampled && res.elapsed_s >= 1.0 && res.ticks < 0.8 * o.rate * res.elapsed_s) {
     char buf[160];
     std::snprintf(buf, sizeof buf,
                   "sampled at %.1f Hz instead of %.0f Hz: the machine's CPUs were too busy for the "

@@ -1,0 +1,147 @@
+#include "capture/capture_pipeline.h"
+
+#include <chrono>
+
+#include "base/log.h"
+#include "base/user_error.h"
+#include "unwind/dwfl_unwinder.h"
+
+namespace profctl {
+namespace {
+
+std::unique_ptr<TargetDwfl> modules_of(const TracedProcess& tp, const DwflOptions& o) {
+  auto d = TargetDwfl::for_process(tp.space_pid(), o);
+  if (!d) {
+    throw UserError(
+        ExitCode::kTargetGone,
+        "cannot read the modules of pid " + std::to_string(tp.pid()) + ": " + d.error().message());
+  }
+  return std::move(*d);
+}
+
+// The probes (heap, block, mutex), each collector unwinding with a Dwfl of its own.
+void start_probes(TracedProcess& tp, const PipelineRequest& req, PipelineResult& out) {
+  const bool heap = out.kinds.count("heap") > 0;
+  const bool block = out.kinds.count("block") > 0;
+  const bool mutex = out.kinds.count("mutex") > 0;
+  if (!heap && !block && !mutex) {
+    return;
+  }
+  ProbeCaptureOptions popts = req.probes;
+  popts.heap = heap;
+  popts.block = block;
+  popts.mutex = mutex;
+  auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
+    out.probe_dwfls.push_back(modules_of(tp, req.dwfl));
+    TargetDwfl* dp = out.probe_dwfls.back().get();
+    return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*dp); };
+  };
+  ProbeCapture::UnwinderFactory heap_unwinder = heap ? unwinder_on() : nullptr;
+  ProbeCapture::UnwinderFactory wait_unwinder = block || mutex ? unwinder_on() : nullptr;
+  auto pc = ProbeCapture::start(tp, popts, heap_unwinder, wait_unwinder);
+  if (pc) {
+    out.probes = std::move(*pc);
+    for (const auto& n : out.probes->notes()) {
+      logger("probe")->info("probes: {}", n);
+    }
+    return;
+  }
+  out.warnings.push_back("probes: " + pc.error().message());
+  logger("probe")->warn("probe-driven profiles unavailable: {}", pc.error().message());
+  for (const char* k : {"heap", "block", "mutex"}) {
+    out.kinds.erase(k);
+  }
+  if (out.kinds.empty()) {
+    throw UserError(ExitCode::kTargetGone, "the probes could not be set up: nothing to capture");
+  }
+}
+
+}  // namespace
+
+PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineRequest& req,
+                            const std::atomic<bool>& stop) {
+  const auto t_start = std::chrono::steady_clock::now();
+  PipelineResult out;
+  out.kinds = req.kinds;
+  const bool probes_requested =
+      out.kinds.count("heap") || out.kinds.count("block") || out.kinds.count("mutex");
+  if (req.launch && probes_requested) {
+    // Allocations are recorded from the program's entry point: its libraries are loaded
+    // (the allocator can be found and probed) and none of its code has run yet.
+    if (auto r = tp->run_to_entry(); !r) {
+      throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
+    }
+  }
+  out.dwfl = modules_of(*tp, req.dwfl);
+
+  CollectorOptions copts;
+  for (const char* k : {"cpu", "wall", "threadcreate"}) {
+    if (out.kinds.count(k)) {
+      copts.kinds.insert(k);
+    }
+  }
+  copts.period_ns = static_cast<int64_t>(1e9 / req.rate_hz);
+  // The worker unwinds with a Dwfl of its own: libdwfl attaches unwinding state once per
+  // Dwfl and is not thread-safe, and the caller symbolizes with `dwfl`.
+  out.worker_dwfl = modules_of(*tp, req.dwfl);
+  TargetDwfl* wd = out.worker_dwfl.get();
+  out.collector = std::make_unique<Collector>(
+      [wd]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*wd); }, copts);
+
+  start_probes(*tp, req, out);
+
+  SessionOptions sopts;
+  sopts.rate_hz = req.rate_hz;
+  if (req.duration_s) {
+    sopts.duration = std::chrono::nanoseconds(static_cast<int64_t>(*req.duration_s * 1e9));
+  }
+  sopts.stack_bytes = req.stack_bytes;
+  sopts.sample = out.kinds.count("cpu") || out.kinds.count("wall");
+  sopts.cpu_timer = req.cpu_timer && out.kinds.count("cpu") > 0;
+  if (req.on_status) {
+    const ProbeCapture* pcp = out.probes.get();
+    sopts.on_status = [pcp, &req](const SessionStatus& s) { req.on_status(s, pcp); };
+  }
+  TargetDwfl* td = out.dwfl.get();
+  sopts.on_maps_check = [td] { (void)td->refresh(); };
+  if (req.launch) {
+    if (req.on_start) {
+      req.on_start(tp->pid());
+    }
+    tp->resume(tp->pid());  // from its first instruction, now that clones are traced
+  }
+  SamplingSession session(*tp, sopts, *out.collector);
+  out.session = session.run(stop);
+
+  // The thread table and the threads profile: one last stop of the world, then detach.
+  const SessionResult& res = out.session;
+  if (res.end != SessionResult::End::kTargetExited && res.end != SessionResult::End::kExec) {
+    CaptureOptions wopts;
+    wopts.stack_bytes = req.stack_bytes;
+    wopts.detach = true;
+    if (auto w = tp->capture_world(wopts)) {
+      out.world = std::move(*w);
+      out.world_ns = out.probes ? out.probes->now_ns() : 0;
+    }
+  }
+  if (res.end == SessionResult::End::kExec) {
+    out.warnings.emplace_back("the target called exec: the capture stopped there");
+  }
+  tp->detach();  // the probes are removed in the last stopped world
+  if (out.probes) {
+    out.probes_end_ns = out.probes->now_ns();
+    out.probes->finish();
+    if (out.probes->gone_by_exec()) {
+      out.warnings.emplace_back(
+          out.kinds.count("heap") ? "the target called exec: the heap profile ends there"
+                                  : "the target called exec: the probe-driven profiles end there");
+    }
+  }
+  tp.reset();  // detached (or reaped): the target runs on without us
+  out.collector->finish();
+  out.duration_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return out;
+}
+
+}  // namespace profctl

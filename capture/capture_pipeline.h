@@ -1,0 +1,64 @@
+// The capture pipeline that `attach` and `run` share, from a seized target to everything a
+// report is assembled from: the modules (TargetDwfl), the sampling session and its
+// collector, the probes (heap, block, mutex) and their collectors, the last stopped world,
+// and the detach that restores the target. cli/ parses options, seizes or launches the
+// target, then symbolizes and writes what this returns.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "attach/sampling_session.h"
+#include "attach/traced_process.h"
+#include "capture/probe_capture.h"
+#include "profile/collector.h"
+#include "unwind/target_dwfl.h"
+
+namespace profctl {
+
+struct PipelineRequest {
+  bool launch = false;          // a program profctl started, held at its exec
+  std::set<std::string> kinds;  // cpu, wall, threadcreate, threads, heap, block, mutex
+  double rate_hz = 99;
+  std::optional<double> duration_s;  // nullopt: until `stop`
+  size_t stack_bytes = 8u << 20;
+  ProbeCaptureOptions probes;  // heap/block/mutex flags are taken from `kinds`
+  DwflOptions dwfl;
+  bool cpu_timer = true;  // cpu samples from the threads' CPU clocks (cpu_timer.h)
+  // The live status line (about 4 times a second); `probes` is null without probes.
+  std::function<void(const SessionStatus&, const ProbeCapture* probes)> on_status;
+  // Called just before a launched program is let run (its pid: forward signals to it).
+  std::function<void(pid_t)> on_start;
+};
+
+struct PipelineResult {
+  std::set<std::string> kinds;       // the request's, less the probe kinds that could not be set up
+  std::unique_ptr<TargetDwfl> dwfl;  // the modules, for symbolizing
+  // The collectors, finished. Each unwinder's Dwfl lives as long as its collector.
+  std::unique_ptr<TargetDwfl> worker_dwfl;
+  std::unique_ptr<Collector> collector;
+  std::vector<std::unique_ptr<TargetDwfl>> probe_dwfls;
+  std::unique_ptr<ProbeCapture> probes;  // null without probe kinds (or when unavailable)
+  SessionResult session;
+  std::optional<WorldCapture> world;  // the last stopped world (none after exit or exec)
+  uint64_t world_ns = 0;              // when it was taken, on the probes' clock
+  uint64_t probes_end_ns = 0;         // when the probes were removed, on the same clock
+  double duration_s = 0;              // the capture's window, seize to detach
+  std::vector<std::string> warnings;  // for the report
+};
+
+// Runs the capture on `tp` (seized, or launched and held at its exec) until the duration,
+// `stop`, the target's exit or exec; detaches (the probes removed) and finishes every
+// collector. Throws UserError(kTargetGone) when the target's modules cannot be read, or no
+// requested profile can be set up.
+PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineRequest& req,
+                            const std::atomic<bool>& stop);
+
+}  // namespace profctl
