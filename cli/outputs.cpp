@@ -160,13 +160,19 @@ std::set<std::string> parse_formats(const std::string& list) {
   return out;
 }
 
-void write_output_dir(const Capture& c, const std::string& dir,
-                      const std::set<std::string>& formats, const TextOptions& text) {
+std::vector<std::string> write_output_dir(const Capture& c, const std::string& dir,
+                                          const std::set<std::string>& formats,
+                                          const TextOptions& text) {
+  std::vector<std::string> written;
+  auto put = [&written](const std::string& path, const std::string& data) {
+    write_output_file(path, data);
+    written.push_back(path);
+  };
   make_dirs(dir);
   if (formats.count("json")) {
     std::ostringstream os;
     write_capture_json(c, os);
-    write_output_file(dir + "/capture.json", os.str());
+    put(dir + "/capture.json", os.str());
   }
   for (const auto& [kind, p] : c.profiles) {
     if (formats.count("pprof")) {
@@ -174,29 +180,30 @@ void write_output_dir(const Capture& c, const std::string& dir,
       if (auto r = write_pprof(c, kind, os); !r) {
         throw UserError(ExitCode::kInternal, "pprof " + kind + ": " + r.error().message());
       }
-      write_output_file(dir + "/" + kind + ".pb.gz", os.str());
+      put(dir + "/" + kind + ".pb.gz", os.str());
     }
     if (formats.count("text")) {
       std::ostringstream os;
       write_profile_text(c, kind, os, text);
-      write_output_file(dir + "/" + kind + ".txt", os.str());
+      put(dir + "/" + kind + ".txt", os.str());
     }
     if (formats.count("folded")) {
       std::ostringstream os;
       write_folded(c, kind, os, folded_index(p, text.sample_index), text.lines);
-      write_output_file(dir + "/" + kind + ".folded", os.str());
+      put(dir + "/" + kind + ".folded", os.str());
     }
     if (formats.count("flamegraph")) {
       std::ostringstream os;
       write_flamegraph(c, kind, os, {text.lines, text.sample_index});
-      write_output_file(dir + "/" + kind + ".html", os.str());
+      put(dir + "/" + kind + ".html", os.str());
     }
   }
   if (formats.count("text") && !c.threads.empty()) {
     std::ostringstream os;
     write_stack_text(c, os);
-    write_output_file(dir + "/stacks.txt", os.str());
+    put(dir + "/stacks.txt", os.str());
   }
+  return written;
 }
 
 void print_summary(const Capture& c, const std::string& only_kind, const TextOptions& text) {

@@ -40,8 +40,10 @@ std::set<std::string> parse_formats(const std::string& list);
 // profile in the capture. `text` says how text and folded files group frames (by function,
 // or by line) and, for the heap profile, which sample type ranks the text and fills the
 // folded values. Throws UserError(kUsage) when a file cannot be written.
-void write_output_dir(const Capture& c, const std::string& dir,
-                      const std::set<std::string>& formats, const TextOptions& text);
+// Returns the paths written, in order.
+std::vector<std::string> write_output_dir(const Capture& c, const std::string& dir,
+                                          const std::set<std::string>& formats,
+                                          const TextOptions& text);
 
 // The human summary: top stacks of each profile (or of one kind).
 void print_summary(const Capture& c, const std::string& only_kind, const TextOptions& text);
