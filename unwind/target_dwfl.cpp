@@ -287,6 +287,24 @@ Result<void> TargetDwfl::refresh() {
     // it had, which are what its snapshots refer to.
     return {};
   }
+  // A process on its way out can show its address space half torn down (libc and the
+  // executable already unmapped, a few anonymous mappings left): re-reported, that wiped
+  // the modules every stack still to be symbolized refers to. The executable is mapped
+  // for the whole life of the process, so maps without it are such a view: keep the
+  // modules.
+  char exe[4096];
+  const ssize_t n = readlink(("/proc/" + std::to_string(impl_->pid) + "/exe").c_str(), exe,
+                             sizeof exe - 1);
+  if (n <= 0) {
+    return {};
+  }
+  std::string_view path(exe, static_cast<size_t>(n));
+  if (path.ends_with(" (deleted)")) {
+    path.remove_suffix(std::string_view(" (deleted)").size());
+  }
+  if (maps->find(std::string(" ") + std::string(path)) == std::string::npos) {
+    return {};
+  }
   // Re-reporting on the same Dwfl keeps unchanged modules (name, start, end) with their
   // loaded ELF and DWARF, frees the gone ones and adds the new ones (LIBDWFL.md a.3).
   return impl_->report();
