@@ -232,7 +232,8 @@ class TracedProcess {
 
   std::optional<Snapshot> snapshot_stopped(pid_t tid, size_t stack_bytes);
   std::optional<TraceEvent> handle_status(const Waiter::Event& ev, size_t stack_bytes);
-  TraceEvent take_sample(pid_t tid);
+  // Snapshots a stopped thread and resumes it; `timer`: the stop is the CPU timer's.
+  TraceEvent take_sample(pid_t tid, bool timer = false);
   void rebuild_after_exec();
 
   pid_t pid_;

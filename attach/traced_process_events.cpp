@@ -166,13 +166,15 @@ bool TracedProcess::request_sample(pid_t tid) {
   return true;  // kNew / kInterrupted: a stop is on its way
 }
 
-TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid) {
+TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, bool timer) {
   const uint64_t t_stop = mono_ns();
   TracedThread* t = table_.find(tid);
   TraceEvent out(TraceEvent::Kind::kSample, tid);
+  out.timer = timer;
   out.sample = snapshot_stopped(tid, stack_bytes_);
-  out.stop_ns = t != nullptr ? t_stop - t->sample_requested_ns : 0;
-  if (t != nullptr) {
+  // A timer's stop is not the one a tick asked for: that request still stands.
+  if (t != nullptr && !timer) {
+    out.stop_ns = t_stop - t->sample_requested_ns;
     t->sample_requested_ns = 0;
   }
   resume_one(tid, /*detach=*/false);
@@ -300,13 +302,7 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Wait
     // Stopped by the CPU timer: where the CPU was. A tick's request, if one is pending,
     // still stops the thread again later.
     t->own_signal_stop = false;
-    const uint64_t t_stop = mono_ns();
-    TraceEvent out(EK::kSample, tid);
-    out.timer = true;
-    out.sample = snapshot_stopped(tid, stack_bytes);
-    resume_one(tid, /*detach=*/false);
-    out.held_ns = mono_ns() - t_stop;
-    return out;
+    return take_sample(tid, /*timer=*/true);
   }
   if (t->sample_requested_ns != 0 && tr.what != W::kPtraceEvent) {
     // The stop we asked for (or a signal / group-stop that came first: same place).

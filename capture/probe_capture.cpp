@@ -78,8 +78,6 @@ size_t ProbeCapture::drain_once() {
       e.start_ns = clock_.to_monotonic_ns(r.args[1]);
       e.end_ns = t;
       e.delay_ns = clock_.ticks_to_ns(r.value);
-      e.block_rate_ns = options_.block_rate_ns;
-      e.mutex_fraction = options_.mutex_fraction;
       e.lock = r.args[0];
       e.tid = r.tid;
       e.snap = probe::to_snapshot(std::move(r));
@@ -169,20 +167,6 @@ ProbeCaptureStats ProbeCapture::stats() const {
   s.waits_seen = c.waits_seen;
   s.waits_recorded = c.waits_recorded;
   return s;
-}
-
-std::optional<ProbeCapture::WaitState> ProbeCapture::wait_of(uint64_t fs_base) const {
-  auto w = probes_->wait_of(fs_base);
-  if (!w) {
-    return std::nullopt;
-  }
-  WaitState out;
-  out.function = probes_->function_name(w->function);
-  out.lock = w->lock;
-  const uint64_t start = clock_.to_monotonic_ns(w->tsc0);
-  const uint64_t now = now_ns();
-  out.waited_ns = now > start ? now - start : 0;
-  return out;
 }
 
 ProbeCapture::~ProbeCapture() {

@@ -69,14 +69,6 @@ class ProbeCapture {
   ProbeCaptureStats stats() const;
   uint64_t now_ns() const;  // on the records' clock (CLOCK_MONOTONIC)
   bool gone_by_exec() const { return probes_->gone_by_exec(); }
-  // How long the thread with this thread pointer has been in a probed wait, and in which
-  // function; nullopt when it is not waiting (for the threads view).
-  struct WaitState {
-    std::string function;
-    uint64_t lock = 0;
-    uint64_t waited_ns = 0;
-  };
-  std::optional<WaitState> wait_of(uint64_t fs_base) const;
   // A target TSC value on the records' clock (CLOCK_MONOTONIC ns).
   uint64_t tsc_to_ns(uint64_t tsc) const { return clock_.to_monotonic_ns(tsc); }
 

@@ -25,6 +25,7 @@
 #include "cli/signals.h"
 #include "cli/wait_options.h"
 #include "profile/collector.h"
+#include "report/capture_summary.h"
 #include "symbolize/data_symbol.h"
 #include "unwind/dwfl_unwinder.h"
 
@@ -124,74 +125,6 @@ void name_locks(Profile& p, const TargetDwfl& td, const HeapObjectFn& heap_objec
         s.labels["lock_name"] = "heap object allocated in " + *where;
       }
     }
-  }
-}
-
-// Where a sample's value goes in the end-of-capture summary: cpu and wall by the leaf (what
-// ran), the probe profiles (whose leaf is malloc or a glibc wait) by the first frame of the
-// program's own code.
-std::string summary_function(const std::string& kind, const Sample& s) {
-  const bool by_leaf = kind == "cpu" || kind == "wall";
-  for (const Frame& f : s.frames) {
-    const bool runtime = f.module.find("/libc.so") != std::string::npos ||
-                         f.module.find("/libstdc++.so") != std::string::npos ||
-                         f.module.find("/ld-linux") != std::string::npos;
-    if (by_leaf || !runtime) {
-      return f.function ? *f.function : f.module;
-    }
-  }
-  return s.frames.empty() ? "?" : s.frames.front().function.value_or("?");
-}
-
-// One screen on stderr after `-o`: the window, the samples, the files, and the top
-// functions of each profile (as the head of `perf report --stdio`).
-void print_capture_summary(const Capture& c, const SessionResult& res, double rate,
-                           const std::string& dir, const std::vector<std::string>& files) {
-  std::fprintf(stderr, "profctl: pid %d (%s): %.2fs captured", c.target.pid, c.target.exe.c_str(),
-               c.window.duration_s);
-  if (res.ticks > 0) {
-    std::fprintf(stderr, ", %llu samples (%llu reused, %llu lost), %.1f Hz of %.0f requested",
-                 static_cast<unsigned long long>(res.samples),
-                 static_cast<unsigned long long>(res.reused),
-                 static_cast<unsigned long long>(res.lost),
-                 res.elapsed_s > 0 ? static_cast<double>(res.ticks) / res.elapsed_s : 0.0, rate);
-  }
-  std::fprintf(stderr, "\n");
-  std::string names;
-  for (const std::string& f : files) {
-    names += (names.empty() ? "" : ", ") + f.substr(std::min(f.size(), dir.size() + 1));
-  }
-  std::fprintf(stderr, "profctl: wrote %zu files in %s: %s\n", files.size(), dir.c_str(),
-               names.c_str());
-  for (const auto& [kind, p] : c.profiles) {
-    if (p.sample_types.empty()) {
-      continue;
-    }
-    const size_t main = main_sample_type(p);
-    std::map<std::string, int64_t> by_function;
-    int64_t total = 0;
-    for (const Sample& s : p.samples) {
-      const int64_t v = main < s.values.size() ? s.values[main] : 0;
-      by_function[summary_function(kind, s)] += v;
-      total += v;
-    }
-    if (total <= 0) {
-      continue;
-    }
-    std::vector<std::pair<int64_t, std::string>> top;
-    for (const auto& [fn, v] : by_function) {
-      top.emplace_back(v, fn);
-    }
-    std::sort(top.begin(), top.end(), std::greater<>());
-    std::string line;
-    for (size_t i = 0; i < top.size() && i < 3; ++i) {
-      char pct[16];
-      std::snprintf(pct, sizeof pct, " %.1f%%",
-                    100.0 * static_cast<double>(top[i].first) / static_cast<double>(total));
-      line += (i == 0 ? "" : ", ") + top[i].second + pct;
-    }
-    std::fprintf(stderr, "profctl: %s (%s): %s\n", kind.c_str(), p.sample_types[main].type.c_str(),
-                 line.c_str());
   }
 }
 
@@ -432,7 +365,15 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     for (const auto& w : c.warnings) {
       std::cerr << "profctl: note: " << w << "\n";
     }
-    print_capture_summary(c, res, o.rate, o.output, files);
+    CaptureSummary sum;
+    sum.samples = res.samples;
+    sum.reused = res.reused;
+    sum.lost = res.lost;
+    sum.achieved_hz = res.elapsed_s > 0 ? static_cast<double>(res.ticks) / res.elapsed_s : 0.0;
+    sum.requested_hz = res.ticks > 0 ? o.rate : 0.0;
+    sum.dir = o.output;
+    sum.files = files;
+    write_capture_summary(c, sum, std::cerr);
   } else {
     print_summary(c, "", {o.top, o.lines, heap.sample_index});
   }

@@ -651,23 +651,6 @@ std::string Probes::function_name(uint64_t function) const {
   return it == function_names_.end() ? std::string() : it->second;
 }
 
-std::optional<Probes::WaitNow> Probes::wait_of(uint64_t fs_base) const {
-  if (area_.data() == nullptr || removed_) {
-    return std::nullopt;
-  }
-  auto a = area_.wait_of(fs_base);
-  if (!a) {
-    return std::nullopt;
-  }
-  WaitNow out;
-  out.lock = a->lock;
-  out.tsc0 = a->tsc0;
-  // Waits are all probed in libc's code area, so a site index names one function.
-  auto it = wait_sites_.find(a->site);
-  out.function = it == wait_sites_.end() ? 0 : it->second;
-  return out;
-}
-
 void Probes::unhijack_copy(Snapshot& s) const {
   if (area_.data() == nullptr || removed_ || wait_returns_.empty() || s.stack_size < 8) {
     return;

@@ -53,13 +53,6 @@ class Probes {
   SharedArea& area() { return area_; }
   // The probed function at `function` (a record's rip): its name, "" when unknown.
   std::string function_name(uint64_t function) const;
-  // A wait in progress on the thread whose thread pointer is `fs_base`.
-  struct WaitNow {
-    uint64_t function = 0;  // the probed wait function
-    uint64_t lock = 0;      // its first argument (the futex or lock word)
-    uint64_t tsc0 = 0;      // when it began (TSC)
-  };
-  std::optional<WaitNow> wait_of(uint64_t fs_base) const;
   // Puts the real return address back where a stack copy shows a timed wait's hijacked
   // word (the copy must never show profctl's own patch). For attach/'s snapshot filter.
   void unhijack_copy(Snapshot& s) const;

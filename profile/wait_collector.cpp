@@ -95,7 +95,7 @@ void WaitCollector::worker_main(const UnwinderFactory& factory) {
       continue;
     }
     if (e.block) {
-      auto [count, delay] = scale_block_event(e.delay_ns, e.block_rate_ns);
+      auto [count, delay] = scale_block_event(e.delay_ns, block_rate_ns_);
       Acc& a = block_acc_[key];
       a.count += count;
       a.delay_ns += delay;

@@ -39,8 +39,6 @@ struct WaitEvent {
   uint64_t start_ns = 0;   // CLOCK_MONOTONIC: the wait (or release) began
   uint64_t end_ns = 0;     // and ended
   uint64_t delay_ns = 0;
-  uint64_t block_rate_ns = 0;  // the rate in effect (for the block profile's scaling)
-  uint64_t mutex_fraction = 1;
   uint64_t lock = 0;
   pid_t tid = 0;
   std::optional<Snapshot> snap;  // at the wait function's entry

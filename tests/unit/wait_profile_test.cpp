@@ -45,7 +45,6 @@ WaitEvent wait_event(bool lock_wait, uint64_t caller, uint64_t delay_ns, uint64_
   e.block = block;
   e.lock_wait = lock_wait;
   e.delay_ns = delay_ns;
-  e.block_rate_ns = 1000;
   e.lock = lock;
   Snapshot s;
   s.regs.rip = 0x1000;

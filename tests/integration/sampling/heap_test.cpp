@@ -11,8 +11,8 @@
 
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -38,8 +38,6 @@ const std::string kProfiles = [] {
 std::string maps_of(pid_t pid) {
   return read_text("/proc/" + std::to_string(pid) + "/maps").value_or("");
 }
-
-bool probes_in(pid_t pid) { return maps_of(pid).find("profctl-probe") != std::string::npos; }
 
 // Every executable file mapping of the target reads exactly as its file: no patched byte
 // is left (the probes patch libc's and the executable's text).
@@ -101,31 +99,6 @@ std::vector<long long> heap_values_of(const Json& heap, const std::string& funct
 long long heap_counter(const Json& heap, const std::string& name) {
   return heap.value("counters", Json::object()).value(name, 0LL);
 }
-
-// profctl runs with -v: it says when the probes are in (the install itself runs remote
-// syscalls in a stopped thread; a SIGKILL of profctl in those few milliseconds is the one
-// moment it cannot make safe, see the man page).
-void start_and_wait_for_probes(Child& target, BgProcess& p) {
-  ASSERT_TRUE(wait_traced(target.pid())) << p.err();
-  ASSERT_TRUE(wait_until(
-      [&] {
-        return probes_in(target.pid()) &&
-               p.err().find("heap probes installed") != std::string::npos;
-      },
-      milliseconds(30000)))
-      << "the probes never appeared: " << p.err();
-}
-
-// SIGINT, SIGTERM and SIGHUP all end a capture the same way: detach, restore, write.
-void end_with_signal(BgProcess& p, int sig) {
-  ASSERT_TRUE(wait_until([&] { return catches(p.pid(), sig); }, milliseconds(30000)));
-  ASSERT_TRUE(p.signal(sig));
-  auto st = p.wait_exit(milliseconds(60000));
-  ASSERT_TRUE(st) << "profctl did not end after " << sigabbrev_np(sig);
-  EXPECT_EQ(exit_code_of(*st), 0) << p.describe_status() << "\n" << p.err();
-}
-
-void end_with_sigint(BgProcess& p) { end_with_signal(p, SIGINT); }
 
 TEST(Heap, AnExactWorkloadIsRecordedExactlyAtRate1AndTheTargetIsRestored) {
   PROFCTL_REQUIRE_PROFCTL();

@@ -636,4 +636,27 @@ std::map<std::string, long long> pprof_raw_totals(const std::string& raw) {
   return ::testing::AssertionSuccess();
 }
 
+bool probes_in(pid_t pid) {
+  return read_text("/proc/" + std::to_string(pid) + "/maps").value_or("").find("profctl-probe") !=
+         std::string::npos;
+}
+
+void start_and_wait_for_probes(Child& target, BgProcess& p) {
+  ASSERT_TRUE(wait_traced(target.pid())) << p.err();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return probes_in(target.pid()) && p.err().find("probes installed") != std::string::npos;
+      },
+      milliseconds(30000)))
+      << "the probes never appeared: " << p.err();
+}
+
+void end_with_signal(BgProcess& p, int sig) {
+  ASSERT_TRUE(wait_until([&] { return catches(p.pid(), sig); }, milliseconds(30000)));
+  ASSERT_TRUE(p.signal(sig));
+  auto st = p.wait_exit(milliseconds(60000));
+  ASSERT_TRUE(st) << "profctl did not end after " << sigabbrev_np(sig);
+  EXPECT_EQ(exit_code_of(*st), 0) << p.describe_status() << "\n" << p.err();
+}
+
 }  // namespace profctl::testing::sampling

@@ -3,6 +3,7 @@
 // with a deadline, and reading the profiles of a capture (JSON and pprof).
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -137,6 +138,15 @@ std::optional<Json> load_capture(const std::string& dir);
 ::testing::AssertionResult outputs_valid(
     const std::string& dir,
     const std::map<std::string, std::vector<std::string>>& expect_functions = {});
+
+// The probe-driven profiles (heap, block, mutex). profctl runs with -v: it says when the
+// probes are in (the install itself runs remote syscalls in a stopped thread; a SIGKILL of
+// profctl in those few milliseconds is the one moment it cannot make safe, see the man page).
+bool probes_in(pid_t pid);  // a profctl-probe mapping is in the target
+void start_and_wait_for_probes(Child& target, BgProcess& p);
+// SIGINT, SIGTERM and SIGHUP all end a capture the same way: detach, restore, write; exit 0.
+void end_with_signal(BgProcess& p, int sig);
+inline void end_with_sigint(BgProcess& p) { end_with_signal(p, SIGINT); }
 
 // `go tool pprof ARGS...` (HOME and GOCACHE in a temporary directory); nullopt when go is not
 // installed, which callers report as a failure (kNoGo): golang-go is a dependency.

@@ -13,29 +13,6 @@
 namespace profctl::testing::sampling {
 namespace {
 
-bool probes_in(pid_t pid) {
-  return read_text("/proc/" + std::to_string(pid) + "/maps").value_or("").find("profctl-probe") !=
-         std::string::npos;
-}
-
-void start_and_wait_for_probes(Child& target, BgProcess& p) {
-  ASSERT_TRUE(wait_traced(target.pid())) << p.err();
-  ASSERT_TRUE(wait_until(
-      [&] {
-        return probes_in(target.pid()) && p.err().find("probes installed") != std::string::npos;
-      },
-      milliseconds(30000)))
-      << "the probes never appeared: " << p.err();
-}
-
-void end_with_sigint(BgProcess& p) {
-  ASSERT_TRUE(wait_until([&] { return catches(p.pid(), SIGINT); }, milliseconds(30000)));
-  ASSERT_TRUE(p.signal(SIGINT));
-  auto st = p.wait_exit(milliseconds(60000));
-  ASSERT_TRUE(st) << "profctl did not end after SIGINT";
-  EXPECT_EQ(exit_code_of(*st), 0) << p.err();
-}
-
 // "done cond waited_ns=123" -> 123 (the value after `key=`).
 long long field(const std::string& reply, const std::string& key) {
   auto at = reply.find(key + "=");
