@@ -256,6 +256,11 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
     same_group = st && st->tgid == pid_;
   }
   Transition tr = table_.apply(ev.tid, ev.status, same_group);
+  // A CPU-timer stop is a sample only for the status that reported it: one another path
+  // consumed (a world stop) must not turn this thread's next event (a clone) into one.
+  if (TracedThread* t = table_.find(ev.tid)) {
+    t->own_signal_stop = false;
+  }
   using W = Transition::What;
   if (tr.what == W::kNotOurs && ev.status.stopped() && same_group.has_value()) {
     // The first stop of a process a traced thread created; its creator's event may not
