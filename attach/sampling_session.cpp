@@ -1,3 +1,4 @@
+#include "base/clock.h"
 #include "attach/sampling_session.h"
 
 #include <fcntl.h>
@@ -16,12 +17,6 @@ namespace profctl {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 std::optional<std::string> pread_text(const Fd& fd) {
   char buf[1024];
@@ -81,7 +76,8 @@ SamplingSession::ThreadState* SamplingSession::track(pid_t tid) {
   if (it != threads_.end()) {
     return &it->second;
   }
-  std::string base = "/proc/" + std::to_string(tp_.pid()) + "/task/" + std::to_string(tid) + "/";
+  const pid_t pid = tp_.pid_of(tid) != 0 ? tp_.pid_of(tid) : tp_.pid();
+  std::string base = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/";
   auto ss = Fd::open(base + "schedstat", O_RDONLY);
   auto st = Fd::open(base + "stat", O_RDONLY);
   if (!ss || !st) {
@@ -90,9 +86,11 @@ SamplingSession::ThreadState* SamplingSession::track(pid_t tid) {
   ThreadState ts;
   ts.schedstat = std::move(*ss);
   ts.stat = std::move(*st);
+  ts.pid = pid;
+  ts.space = tp_.space_of(tid);
   // CPU used before the session is not the session's.
   ts.cpu_mark_ns = read_run_ns(ts.schedstat).value_or(0);
-  ts.last_tick_ns = mono_ns();
+  ts.last_tick_ns = monotonic_ns();
   return &threads_.emplace(tid, std::move(ts)).first->second;
 }
 
@@ -139,8 +137,30 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
       ++res_.cpu_deferred;
     }
   }
+  stamp(s, *ts);
   s.snap = std::move(ev.sample);
   sink_.on_sample(std::move(s));
+}
+
+void SamplingSession::stamp(ThreadSample& s, const ThreadState& ts) const {
+  s.pid = ts.pid;
+  s.space = ts.space;
+  s.process = tp_.comm_of(ts.pid);
+}
+
+void SamplingSession::forget_process(pid_t pid) {
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (it->second.pid != pid) {
+      ++it;
+      continue;
+    }
+    if (timer_) {
+      timer_->remove(it->first);
+    }
+    pending_.erase(it->first);
+    sink_.on_thread_exited(it->first);
+    it = threads_.erase(it);
+  }
 }
 
 void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
@@ -158,7 +178,7 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
   s.tid = ev.tid;
   s.name = ts != nullptr ? ts->name : std::string();
   s.state = 'R';  // it was on a CPU: that is what raised the signal
-  s.time_ns = mono_ns();
+  s.time_ns = monotonic_ns();
   // The CPU time since the thread's last timer sample, exactly (schedstat at the stop):
   // the timer stays disarmed from its overflow until profctl takes the sample, so counting
   // one period per sample would lose that time.
@@ -169,6 +189,9 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
     s.cpu_ns = timer_ ? timer_->period_ns() : 0;
   }
   s.for_wall = false;
+  if (ts != nullptr) {
+    stamp(s, *ts);
+  }
   s.snap = std::move(ev.sample);
   sink_.on_sample(std::move(s));
 }
@@ -176,6 +199,7 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
 void SamplingSession::reuse(pid_t /*tid*/, ThreadSample& s, const ThreadState& ts) {
   s.name = ts.name;
   s.state = ts.state;
+  stamp(s, ts);
   ++res_.reused;
   sink_.on_sample(std::move(s));
 }
@@ -198,9 +222,14 @@ SessionResult SamplingSession::finish(SessionResult::End end) {
       pending_.erase(ev->tid);
     } else if (ev->kind == EK::kSignal) {
       ++res_.signals;
-    } else if (ev->kind == EK::kProcessExited || ev->kind == EK::kExec) {
-      tp_.push_event(std::move(*ev));  // the caller sees the end for itself
-      break;
+    } else if (ev->kind == EK::kProcessExited || ev->kind == EK::kExec ||
+               ev->kind == EK::kProcessCreated) {
+      TracedProcess::TraceEvent again(ev->kind, ev->tid, ev->child, ev->status);
+      again.process = ev->process;
+      if (dispatch(*ev)) {
+        tp_.push_event(std::move(again));  // the end: the caller sees it for itself
+        break;
+      }
     }
   }
   pending_.clear();
@@ -223,14 +252,16 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
         ThreadCreation c;
         c.creator = ev.tid;
         c.child = ev.child;
-        c.time_ns = mono_ns();
+        c.time_ns = monotonic_ns();
         if (auto* ts = track(ev.tid)) {
           if (ts->name.empty()) {
-            if (auto st = read_task_stat(tp_.pid(), ev.tid)) {
+            if (auto st = read_task_stat(ts->pid, ev.tid)) {
               ts->name = st->comm;
             }
           }
           c.creator_name = ts->name;
+          c.pid = ts->pid;
+          c.process = tp_.comm_of(ts->pid);
         }
         c.snap = std::move(*ev.creator);
         sink_.on_thread_created(std::move(c));
@@ -245,10 +276,26 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       pending_.erase(ev.tid);
       sink_.on_thread_exited(ev.tid);
       break;
+    case EK::kProcessCreated:
+      if (timer_ && ev.child != 0) {
+        (void)timer_->add(ev.child);
+      }
+      break;
     case EK::kProcessExited:
+      if (ev.process != 0 && ev.process != tp_.pid()) {
+        forget_process(ev.process);  // a followed child: the capture goes on
+        break;
+      }
       res_.exit_status = ev.status;
       return SessionResult::End::kTargetExited;
     case EK::kExec:
+      if (tp_.following()) {
+        forget_process(ev.process);  // a new image, sampled on (the tree resumed it)
+        if (timer_) {
+          (void)timer_->add(ev.process);  // the exec'ing thread is the leader now
+        }
+        break;
+      }
       return SessionResult::End::kExec;
     case EK::kSignal:
       ++res_.signals;
@@ -274,7 +321,7 @@ void SamplingSession::tick() {
     if (ts == nullptr) {
       continue;
     }
-    uint64_t t_now = mono_ns();
+    uint64_t t_now = monotonic_ns();
     uint64_t wall = t_now - ts->last_tick_ns;
     ts->last_tick_ns = t_now;
     if (auto p = pending_.find(tid); p != pending_.end()) {
@@ -328,7 +375,7 @@ void SamplingSession::tick() {
       continue;
     }
     if (ts->have_stack && ts->state != 'R') {
-      if (auto sc = read_task_syscall(tp_.pid(), tid);
+      if (auto sc = read_task_syscall(ts->pid, tid);
           sc && sc->sp == ts->last_sp && sc->pc == ts->last_pc) {
         ts->last_run_ns = *run_ns;
         reuse(tid, s, *ts);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "attach/cpu_timer.h"
+#include "attach/process_tree.h"
 #include "attach/sample_sink.h"
 #include "attach/traced_process.h"
 #include "base/fd.h"
@@ -64,7 +65,7 @@ struct SessionResult {
 
 class SamplingSession {
  public:
-  SamplingSession(TracedProcess& tp, SessionOptions opts, SampleSink& sink)
+  SamplingSession(ProcessTree& tp, SessionOptions opts, SampleSink& sink)
       : tp_(tp), opts_(std::move(opts)), sink_(sink) {}
 
   // Runs until the duration elapses, `stop` is set (by a signal handler), the target
@@ -77,6 +78,8 @@ class SamplingSession {
   struct ThreadState {
     Fd schedstat;
     Fd stat;
+    pid_t pid = 0;       // its process
+    uint32_t space = 0;  // its process's address space (changes at exec)
     std::string name;
     char state = '?';
     bool have_stack = false;
@@ -107,10 +110,14 @@ class SamplingSession {
   void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts);
   // A CPU timer's sample (the thread stopped where its CPU was).
   void timed(TracedProcess::TraceEvent& ev);
+  // A followed process is gone (exit) or is a new image (exec): its threads' states go.
+  void forget_process(pid_t pid);
+  // Fills in the sample's process: pid, comm and address space.
+  void stamp(ThreadSample& s, const ThreadState& ts) const;
   // End-of-capture flush: samples still on their way get a moment to arrive.
   SessionResult finish(SessionResult::End end);
 
-  TracedProcess& tp_;
+  ProcessTree& tp_;
   SessionOptions opts_;
   SampleSink& sink_;
   SessionResult res_;

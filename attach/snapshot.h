@@ -17,6 +17,9 @@ namespace profctl {
 struct Snapshot {
   pid_t pid = 0;  // thread group (address space) the thread belongs to
   pid_t tid = 0;
+  // The address space's id (TracedProcess::space_id): which modules unwind and symbolize it.
+  // 0: the target's own (a snapshot not taken by a TracedProcess).
+  uint32_t space = 0;
   user_regs_struct regs{};  // as PTRACE_GETREGS returned them; rip rewound past no breakpoint
 
   // Copy of target memory [stack_base, stack_base + stack_size). stack_base is the

@@ -1,3 +1,4 @@
+#include "base/clock.h"
 #include "attach/traced_process.h"
 
 #include <linux/kcmp.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -25,12 +27,6 @@ namespace profctl {
 namespace {
 
 constexpr uint64_t kPfKthread = 0x00200000;  // include/linux/sched.h
-
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // Keeps SIGINT/SIGTERM/SIGHUP/SIGPIPE/SIGQUIT for profctl pending while the world is
 // stopped: dying half way would drop the signals we hold for the target. They are acted on
@@ -229,6 +225,31 @@ Result<void> TracedProcess::seize_all() {
   return {};
 }
 
+uint32_t TracedProcess::new_space_id() {
+  static std::atomic<uint32_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::optional<Waiter::Event> TracedProcess::next_own(std::chrono::milliseconds timeout) {
+  if (!routed_in_.empty()) {
+    Waiter::Event ev = routed_in_.front();
+    routed_in_.pop_front();
+    return ev;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    auto ev = waiter_.next(std::max(left, std::chrono::milliseconds(0)));
+    if (!ev || !router_ || !router_(*ev, *this)) {
+      return ev;
+    }
+    if (left.count() <= 0) {
+      return std::nullopt;
+    }
+  }
+}
+
 pid_t TracedProcess::space_pid() const {
   if (!leader_gone_) {
     return pid_;
@@ -375,6 +396,11 @@ void TracedProcess::settle_child(ChildProcess& c) {
       logger("attach")->warn("cleaning child process {}: {}", c.pid, e.what());
     }
   }
+  if (adopt_hook_ && adopt_hook_(args, *this)) {
+    logger("attach")->debug("child process {} of thread {} (event {}) followed", c.pid,
+                            c.parent_tid, c.event);
+    return;  // traced on by its new owner
+  }
   // Detached at once: it runs unhindered, as it would without profctl (its SIGSTOP-free
   // first stop needs no signal).
   if (ptrace(PTRACE_DETACH, c.pid, nullptr, nullptr) != 0) {
@@ -440,7 +466,7 @@ void TracedProcess::redeliver_and_restop(pid_t tid) {
 
 std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
   auto log = logger("attach");
-  const uint64_t t0 = now_ns();
+  const uint64_t t0 = monotonic_ns();
   // Interrupt everyone first, then collect the stops: the threads stop in parallel.
   for (pid_t tid : table_.tids()) {
     interrupt_one(tid);
@@ -452,7 +478,7 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     if (left.count() <= 0) {
       break;
     }
-    auto ev = waiter_.next(left);
+    auto ev = next_own(left);
     if (!ev) {
       break;
     }
@@ -460,7 +486,7 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     if (log->should_log(spdlog::level::trace)) {
       std::ostringstream os;
       os << ev->status;
-      log->trace("{:.1f} us: thread {} {}", (now_ns() - t0) / 1e3, ev->tid, os.str());
+      log->trace("{:.1f} us: thread {} {}", (monotonic_ns() - t0) / 1e3, ev->tid, os.str());
     }
     using W = Transition::What;
     if (tr.what == W::kSignal) {
@@ -539,9 +565,9 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
 
   TerminationSignalsBlocked blocked;
   ScopedRealtime realtime;
-  const uint64_t t0 = now_ns();
+  const uint64_t t0 = monotonic_ns();
   std::vector<pid_t> missing = stop_all(opts.stop_timeout);
-  const uint64_t t1 = now_ns();
+  const uint64_t t1 = monotonic_ns();
 
   // Registers, then every stack in one batched read.
   std::vector<Snapshot> snaps;
@@ -554,6 +580,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     Snapshot s;
     s.pid = pid_;
     s.tid = tid;
+    s.space = space_id_;
     if (ptrace(PTRACE_GETREGS, tid, nullptr, &s.regs) != 0) {
       continue;
     }
@@ -566,7 +593,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
       snapshot_filter_(s);
     }
   }
-  const uint64_t t2 = now_ns();
+  const uint64_t t2 = monotonic_ns();
 
   // Detach hooks (probes) must run before the last detach: resume now, detach after.
   const bool detach_now = opts.detach && detach_hooks_.empty();
@@ -578,7 +605,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
       it->second.state = 'T';
     }
   }
-  const uint64_t t3 = now_ns();
+  const uint64_t t3 = monotonic_ns();
   if (opts.detach && !detach_now) {
     detach_all();
   }

@@ -79,6 +79,7 @@ struct WorldCapture {
 };
 
 class StoppedWorld;
+class ProcessTree;
 
 // The memory and registers of a process profctl has seized, for code that runs while its
 // threads are stopped (a StoppedWorld, or a forked child at its first stop).
@@ -129,6 +130,21 @@ class TracedProcess {
   // the child's memory and a syscall in it.
   using ChildHook = std::function<void(const ChildHookArgs&, StoppedWorld& child)>;
   void set_child_hook(ChildHook hook) { child_hook_ = std::move(hook); }
+  // Runs after the child hook: true when the caller keeps the child traced (a ProcessTree
+  // following it, now its owner); false (or empty) detaches it.
+  using AdoptHook = std::function<bool(const ChildHookArgs&, TracedProcess& parent)>;
+  void set_adopt_hook(AdoptHook hook) { adopt_hook_ = std::move(hook); }
+  // With several traced processes (a ProcessTree), every wait of this one may return a
+  // status of another: the router takes such a status (true) and hands it to its owner.
+  using StatusRouter = std::function<bool(Waiter::Event& ev, const TracedProcess& self)>;
+  void set_status_router(StatusRouter r) { router_ = std::move(r); }
+  // Which address space the snapshots of this process belong to: it changes at exec, and a
+  // forked child keeps its parent's (same mappings) until it execs. Stamped on every
+  // Snapshot (Snapshot::space) so that each is unwound and symbolized with its own modules.
+  uint32_t space_id() const { return space_id_; }
+  // True while `tid` is one of this process's traced threads, or a child process whose
+  // creation it is settling.
+  bool owns(pid_t tid) const { return table_.find(tid) != nullptr || children_.count(tid) > 0; }
   // Runs inside the last stopped world before every thread is detached, on every exit
   // path that detaches (normal end, error, exception unwinding through the destructor).
   // Returns false to ask for the target to run briefly and be stopped again (a thread was
@@ -179,7 +195,15 @@ class TracedProcess {
   // A high-level event of the traced process. Everything else (stale interrupt stops,
   // signals for the target, new threads' first stops) is handled inside next_event().
   struct TraceEvent {
-    enum class Kind { kThreadCreated, kThreadExited, kProcessExited, kExec, kSignal, kSample };
+    enum class Kind {
+      kThreadCreated,
+      kThreadExited,
+      kProcessExited,
+      kExec,
+      kSignal,
+      kSample,
+      kProcessCreated,  // ProcessTree: a followed child process (`child`), created by `tid`
+    };
     TraceEvent(Kind k, pid_t t, pid_t c = 0, int s = 0) : kind(k), tid(t), child(c), status(s) {}
     Kind kind;
     pid_t tid = 0;                    // the creating / exiting / exec'ing / signalled thread
@@ -190,6 +214,7 @@ class TracedProcess {
     uint64_t stop_ns = 0;  // kSample: from the request to the stop (mostly waiting for a CPU)
     uint64_t held_ns = 0;  // kSample: from the stop to the resume: what it cost the thread
     bool timer = false;    // kSample: taken at a stop by profctl's own CPU timer signal
+    pid_t process = 0;     // ProcessTree: the process of the event (kProcessExited, kExec)
   };
   // Waits up to `timeout` for the next event. nullopt: nothing happened in time.
   std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
@@ -205,7 +230,11 @@ class TracedProcess {
 
  private:
   friend class StoppedWorld;
-  explicit TracedProcess(pid_t pid) : pid_(pid) {}
+  friend class ProcessTree;
+  explicit TracedProcess(pid_t pid) : pid_(pid), space_id_(new_space_id()) {}
+  static uint32_t new_space_id();
+  // The next status of any tracee that is not another traced process's (see set_status_router).
+  std::optional<Waiter::Event> next_own(std::chrono::milliseconds timeout);
   Result<void> seize_all();
   Result<void> seize_one(pid_t tid);
 
@@ -237,13 +266,17 @@ class TracedProcess {
   void rebuild_after_exec();
 
   pid_t pid_;
+  uint32_t space_id_ = 0;
   ThreadTable table_;
   std::map<pid_t, ChildProcess> children_;  // child processes not settled yet
   std::vector<MapEntry> maps_;              // refreshed when a stack pointer falls outside them
   std::deque<TraceEvent> events_;           // events seen while waiting for something else
+  std::deque<Waiter::Event> routed_in_;     // statuses another process's wait took for this one
   size_t stack_bytes_ = 8u << 20;           // for snapshots taken by next_event()
   Waiter waiter_;
   ChildHook child_hook_;
+  AdoptHook adopt_hook_;
+  StatusRouter router_;
   std::vector<DetachHook> detach_hooks_;
   ThreadHooks hooks_;
   SnapshotFilter snapshot_filter_;

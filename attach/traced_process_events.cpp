@@ -11,21 +11,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/clock.h"
 #include "attach/stack_reader.h"
 #include "attach/traced_process.h"
 #include "base/fd.h"
 #include "base/log.h"
 
 namespace profctl {
-namespace {
-
-uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-}  // namespace
 
 std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
     const std::vector<std::string>& argv) {
@@ -124,6 +116,7 @@ std::optional<Snapshot> TracedProcess::snapshot_stopped(pid_t tid, size_t stack_
   std::vector<Snapshot> one(1);
   one[0].pid = pid_;
   one[0].tid = tid;
+  one[0].space = space_id_;
   if (ptrace(PTRACE_GETREGS, tid, nullptr, &one[0].regs) != 0) {
     return std::nullopt;
   }
@@ -151,7 +144,7 @@ bool TracedProcess::request_sample(pid_t tid) {
   if (t->sample_requested_ns != 0) {
     return true;
   }
-  t->sample_requested_ns = mono_ns();
+  t->sample_requested_ns = monotonic_ns();
   if (t->state == TState::kStopped) {
     // Held at an event right now (rare): its stop is here already.
     events_.push_back(take_sample(tid));
@@ -167,7 +160,7 @@ bool TracedProcess::request_sample(pid_t tid) {
 }
 
 TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, bool timer) {
-  const uint64_t t_stop = mono_ns();
+  const uint64_t t_stop = monotonic_ns();
   TracedThread* t = table_.find(tid);
   TraceEvent out(TraceEvent::Kind::kSample, tid);
   out.timer = timer;
@@ -178,7 +171,7 @@ TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, bool timer) {
     t->sample_requested_ns = 0;
   }
   resume_one(tid, /*detach=*/false);
-  out.held_ns = mono_ns() - t_stop;
+  out.held_ns = monotonic_ns() - t_stop;
   return out;
 }
 
@@ -189,6 +182,7 @@ void TracedProcess::rebuild_after_exec() {
   table_.add(pid_, TState::kStopped);
   leader_gone_ = false;
   maps_.clear();
+  space_id_ = new_space_id();  // a new image: the old modules are gone
   syscall_insn_ = 0;
 }
 
@@ -226,7 +220,7 @@ Result<void> TracedProcess::run_to_entry() {
   resume_one(pid_, false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
-    auto ev = waiter_.next(std::chrono::milliseconds(200));
+    auto ev = next_own(std::chrono::milliseconds(200));
     if (!ev) {
       continue;
     }
@@ -265,7 +259,7 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
     events_.pop_front();
     return e;
   }
-  auto ev = waiter_.next(timeout);
+  auto ev = next_own(timeout);
   if (!ev) {
     return std::nullopt;
   }

@@ -60,7 +60,6 @@ void start_probes(TracedProcess& tp, const PipelineRequest& req, PipelineResult&
 
 PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineRequest& req,
                             const std::atomic<bool>& stop) {
-  const auto t_start = std::chrono::steady_clock::now();
   PipelineResult out;
   out.kinds = req.kinds;
   const bool probes_requested =
@@ -84,9 +83,13 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   // The worker unwinds with a Dwfl of its own: libdwfl attaches unwinding state once per
   // Dwfl and is not thread-safe, and the caller symbolizes with `dwfl`.
   out.worker_dwfl = modules_of(*tp, req.dwfl);
+  copts.process_labels = req.tree.follow;
   TargetDwfl* wd = out.worker_dwfl.get();
+  out.worker_spaces = std::make_unique<SpaceModules>();
+  SpaceModules* ws = out.worker_spaces.get();
   out.collector = std::make_unique<Collector>(
-      [wd]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*wd); }, copts);
+      [wd, ws]() -> std::unique_ptr<Unwinder> { return std::make_unique<SpaceUnwinder>(*wd, *ws); },
+      copts);
 
   start_probes(*tp, req, out);
 
@@ -102,16 +105,60 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
     const ProbeCapture* pcp = out.probes.get();
     sopts.on_status = [pcp, &req](const SessionStatus& s) { req.on_status(s, pcp); };
   }
+  auto tree_owner = std::make_unique<ProcessTree>(*tp, req.tree);
+  ProcessTree& tree = *tree_owner;
+  out.root_space = tp->space_id();
+  // A followed process's modules are read at its image's first sample, while it is
+  // stopped: twice, one Dwfl for the worker's unwinding and one for symbolizing.
+  constexpr size_t kMaxSpaces = 256;
+  uint64_t spaces_unread = 0;
+  tree.set_new_space([&](pid_t pid, uint32_t space) {
+    if (out.spaces.size() >= kMaxSpaces) {
+      ++spaces_unread;
+      return;
+    }
+    auto sym = TargetDwfl::for_process(pid, req.dwfl);
+    auto work = TargetDwfl::for_process(pid, req.dwfl);
+    if (!sym || !work) {
+      ++spaces_unread;
+      return;
+    }
+    out.spaces[space] = std::move(*sym);
+    ws->add(space, std::move(*work));
+  });
   TargetDwfl* td = out.dwfl.get();
-  sopts.on_maps_check = [td] { (void)td->refresh(); };
+  sopts.on_maps_check = [td, &out] {
+    (void)td->refresh();
+    for (auto& [space, d] : out.spaces) {
+      (void)d->refresh();  // fails quietly once the process is gone: its modules stay
+    }
+  };
   if (req.launch) {
     if (req.on_start) {
       req.on_start(tp->pid());
     }
     tp->resume(tp->pid());  // from its first instruction, now that clones are traced
   }
-  SamplingSession session(*tp, sopts, *out.collector);
+  SamplingSession session(tree, sopts, *out.collector);
   out.session = session.run(stop);
+  out.duration_s = out.session.elapsed_s;
+  const auto t_end = std::chrono::steady_clock::now();
+  auto phase = [&](const std::string& what) {
+    if (req.on_phase) {
+      req.on_phase(what);
+    }
+  };
+  phase("detaching");
+  out.tree = tree.stats();
+  for (auto& n : tree.take_notes()) {
+    out.warnings.push_back(std::move(n));
+  }
+  if (spaces_unread > 0) {
+    out.warnings.push_back(std::to_string(spaces_unread) +
+                           " process images could not have their modules read: their frames "
+                           "are unsymbolized");
+  }
+  tree_owner.reset();  // followed children detached; the target alone from here
 
   // The thread table and the threads profile: one last stop of the world, then detach.
   const SessionResult& res = out.session;
@@ -130,6 +177,7 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   tp->detach();  // the probes are removed in the last stopped world
   if (out.probes) {
     out.probes_end_ns = out.probes->now_ns();
+    phase("unwinding the probes' records");
     out.probes->finish();
     if (out.probes->gone_by_exec()) {
       out.warnings.emplace_back(
@@ -138,9 +186,9 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
     }
   }
   tp.reset();  // detached (or reaped): the target runs on without us
+  phase("unwinding the last samples");
   out.collector->finish();
-  out.duration_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  out.finish_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_end).count();
   return out;
 }
 

@@ -9,16 +9,19 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "attach/process_tree.h"
 #include "attach/sampling_session.h"
 #include "attach/traced_process.h"
 #include "capture/probe_capture.h"
 #include "profile/collector.h"
+#include "unwind/space_unwinder.h"
 #include "unwind/target_dwfl.h"
 
 namespace profctl {
@@ -32,10 +35,14 @@ struct PipelineRequest {
   ProbeCaptureOptions probes;  // heap/block/mutex flags are taken from `kinds`
   DwflOptions dwfl;
   bool cpu_timer = true;  // cpu samples from the threads' CPU clocks (cpu_timer.h)
+  TreeOptions tree;       // child processes: followed (sampled) or only cleaned
   // The live status line (about 4 times a second); `probes` is null without probes.
   std::function<void(const SessionStatus&, const ProbeCapture* probes)> on_status;
   // Called just before a launched program is let run (its pid: forward signals to it).
   std::function<void(pid_t)> on_start;
+  // After the sampling window: what the capture is busy with, for a progress line (the
+  // capture's own stop has been asked for by then).
+  std::function<void(const std::string&)> on_phase;
 };
 
 struct PipelineResult {
@@ -43,6 +50,12 @@ struct PipelineResult {
   std::unique_ptr<TargetDwfl> dwfl;  // the modules, for symbolizing
   // The collectors, finished. Each unwinder's Dwfl lives as long as its collector.
   std::unique_ptr<TargetDwfl> worker_dwfl;
+  // Followed child processes: each address space's modules (Snapshot::space), for the
+  // worker's unwinding and for symbolizing; the target's own space is `dwfl`.
+  std::unique_ptr<SpaceModules> worker_spaces;
+  std::map<uint32_t, std::unique_ptr<TargetDwfl>> spaces;
+  uint32_t root_space = 0;
+  TreeStats tree;
   std::unique_ptr<Collector> collector;
   std::vector<std::unique_ptr<TargetDwfl>> probe_dwfls;
   std::unique_ptr<ProbeCapture> probes;  // null without probe kinds (or when unavailable)
@@ -50,7 +63,8 @@ struct PipelineResult {
   std::optional<WorldCapture> world;  // the last stopped world (none after exit or exec)
   uint64_t world_ns = 0;              // when it was taken, on the probes' clock
   uint64_t probes_end_ns = 0;         // when the probes were removed, on the same clock
-  double duration_s = 0;              // the capture's window, seize to detach
+  double duration_s = 0;              // the sampling window (start to the end's request)
+  double finish_s = 0;                // from the end of the window to the collectors finished
   std::vector<std::string> warnings;  // for the report
 };
 

@@ -1,3 +1,4 @@
+#include "base/clock.h"
 #include "capture/probe_capture.h"
 
 #include <time.h>
@@ -55,11 +56,7 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   return pc;
 }
 
-uint64_t ProbeCapture::now_ns() const {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
+uint64_t ProbeCapture::now_ns() const { return monotonic_ns(); }
 
 size_t ProbeCapture::drain_once() {
   size_t n = reader_->drain([this](const probe::RecordView& v) {

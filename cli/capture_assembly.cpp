@@ -1,5 +1,6 @@
 #include "cli/capture_assembly.h"
 
+#include <map>
 #include <unordered_map>
 
 #include "attach/proc.h"
@@ -80,6 +81,11 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
 
 void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
                  const StackTable& stacks, Symbolizer& sym) {
+  add_profile(c, kind, data, stacks, [&sym](uint32_t) -> Symbolizer& { return sym; });
+}
+
+void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
+                 const StackTable& stacks, const SymbolizerFor& sym_for) {
   Profile p;
   for (const auto& t : data.types()) {
     p.sample_types.push_back({t.type, t.unit});
@@ -91,11 +97,12 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
     p.default_sample_type = data.default_type;
   }
   p.detail_omitted = data.detail_omitted;
-  std::unordered_map<StackId, std::vector<Frame>> cache;
+  std::map<std::pair<uint32_t, StackId>, std::vector<Frame>> cache;
   for (const auto& row : data.rows()) {
-    auto it = cache.find(row.stack);
+    const auto key = std::make_pair(row.space, row.stack);
+    auto it = cache.find(key);
     if (it == cache.end()) {
-      it = cache.emplace(row.stack, symbolize_stack(stacks.get(row.stack), sym)).first;
+      it = cache.emplace(key, symbolize_stack(stacks.get(row.stack), sym_for(row.space))).first;
     }
     p.samples.push_back({row.values, it->second, row.labels});
   }
@@ -146,9 +153,9 @@ void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stac
   p.heap = std::move(h);
 }
 
-void add_profiles(Capture& c, const Collector& col, Symbolizer& sym) {
+void add_profiles(Capture& c, const Collector& col, const SymbolizerFor& sym_for) {
   for (const auto& [kind, data] : col.profiles()) {
-    add_profile(c, kind, data, col.stacks(), sym);
+    add_profile(c, kind, data, col.stacks(), sym_for);
   }
 }
 

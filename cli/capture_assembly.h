@@ -43,6 +43,11 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
 // Adds one profile, symbolized (each stack once).
 void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
                  const StackTable& stacks, Symbolizer& sym);
+// The symbolizer of an address space (ProfileData::Row::space): with child processes
+// followed, each image's pcs are named from its own modules.
+using SymbolizerFor = std::function<Symbolizer&(uint32_t space)>;
+void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
+                 const StackTable& stacks, const SymbolizerFor& sym_for);
 
 // Adds the heap profile from HeapTracker::result(): Go's four sample types (scaled, with
 // the raw values beside them), default_sample_type inuse_space, the peak and long-lived
@@ -52,6 +57,6 @@ void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stac
                       Symbolizer& sym);
 
 // Adds the collector's profiles (cpu, wall, threadcreate), symbolized.
-void add_profiles(Capture& c, const Collector& col, Symbolizer& sym);
+void add_profiles(Capture& c, const Collector& col, const SymbolizerFor& sym_for);
 
 }  // namespace profctl::cli

@@ -51,6 +51,9 @@ struct CaptureOptionsCli {
   HeapOptionsCli heap;   // --mem-rate, --leak-age, --sample-index
   WaitOptionsCli waits;  // --block-rate, --mutex-fraction
   bool lines = false;
+  bool children = false;     // attach --children
+  bool no_children = false;  // run --no-children
+  size_t max_processes = 64;
 };
 
 std::set<std::string> parse_profiles(const std::string& list) {
@@ -96,6 +99,10 @@ void add_shared_options(CLI::App& sub, CaptureOptionsCli& o) {
       ->check(top_value())
       ->capture_default_str();
   sub.add_flag("--lines", o.lines, "Text and folded output: group by source line, not by function");
+  sub.add_option("--max-processes", o.max_processes,
+                 "Child processes followed at once; the others run unprofiled")
+      ->check(CLI::Range(size_t{1}, size_t{4096}))
+      ->capture_default_str();
   add_heap_capture_options(sub, o.heap);
   add_wait_capture_options(sub, o.waits);
   add_common_options(sub, o.common);
@@ -168,7 +175,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
                {"profiles", o.profiles},
                {"duration", o.duration.empty() ? "until interrupted" : o.duration},
                {"stack_bytes", std::to_string(o.stack_bytes)},
-               {"mode", launch ? "run" : "attach"}};
+               {"mode", launch ? "run" : "attach"},
+               {"children", (launch ? !o.no_children : o.children)
+                                ? "followed (at most " + std::to_string(o.max_processes) + ")"
+                                : "not followed"}};
   if (heap_requested) {
     h.options["mem_rate"] = std::to_string(heap.mem_rate);
     h.options["leak_age_ns"] = std::to_string(heap.leak_age_ns);
@@ -213,6 +223,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     };
   }
   req.on_start = [](pid_t p) { set_forward_pid(p); };
+  req.tree.follow = launch ? !o.no_children : o.children;
+  req.tree.max_processes = o.max_processes;
   PipelineResult run = run_pipeline(std::move(tp), req, stop_requested());
   if (live) {
     std::fprintf(stderr, "\r\033[K");
@@ -246,7 +258,21 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       }
       add_world(c, *world, unwinder, sym, kinds.count("threads") > 0, waited);
     }
-    add_profiles(c, collector, sym);
+    // Each followed image's samples are named from its own modules; the target's (and a
+    // forked child's, which shares them until it execs) from `td`.
+    std::map<uint32_t, std::unique_ptr<Symbolizer>> space_syms;
+    auto sym_for = [&](uint32_t space) -> Symbolizer& {
+      auto d = run.spaces.find(space);
+      if (space == 0 || space == run.root_space || d == run.spaces.end()) {
+        return sym;
+      }
+      auto& s = space_syms[space];
+      if (!s) {
+        s = std::make_unique<Symbolizer>(*d->second, symopts);
+      }
+      return *s;
+    };
+    add_profiles(c, collector, sym_for);
     HeapObjectFn heap_object;
     if (probes && probes->heap()) {
       // The allocating function: the first frame above the allocator (not in libc or
@@ -344,6 +370,16 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
                   res.ticks / res.elapsed_s, o.rate);
     warnings.emplace_back(buf);
   }
+  if (run.tree.followed > 0) {
+    warnings.push_back("followed " + std::to_string(run.tree.followed) +
+                       " child processes (samples labelled pid and comm); " +
+                       std::to_string(run.tree.exited) + " exited during the capture");
+  }
+  if (run.tree.not_followed > 0) {
+    warnings.push_back(std::to_string(run.tree.not_followed) +
+                       " child processes ran unprofiled: over --max-processes " +
+                       std::to_string(o.max_processes));
+  }
   if (res.end == SessionResult::End::kTargetExited) {
     warnings.emplace_back(launch ? "the program exited" : "the target exited during the capture");
   }
@@ -397,6 +433,8 @@ std::function<int()> add_attach_command(CLI::App& app) {
   auto o = std::make_shared<CaptureOptionsCli>();
   CLI::App* sub = app.add_subcommand("attach", "Profile a running process for a while");
   sub->add_option("PID", o->pid, "Process id")->required();
+  sub->add_flag("--children", o->children,
+                "Also profile the processes the target starts during the capture");
   add_shared_options(*sub, *o);
   return [sub, o]() -> int { return sub->parsed() ? run_capture(*o, false) : -1; };
 }
@@ -405,6 +443,8 @@ std::function<int()> add_run_command(CLI::App& app) {
   auto o = std::make_shared<CaptureOptionsCli>();
   CLI::App* sub =
       app.add_subcommand("run", "Start a command under profctl and profile it until it exits");
+  sub->add_flag("--no-children", o->no_children,
+                "Profile the command alone, not the processes it starts");
   add_shared_options(*sub, *o);
   sub->add_option("COMMAND", o->command, "The command and its arguments (after --)")->required();
   sub->prefix_command(false);

@@ -5,14 +5,10 @@
 
 #include <thread>
 
+#include "base/clock.h"
+
 namespace profctl::probe {
 namespace {
-
-uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // A (tsc, ns) pair read as close together as possible: the tightest of a few tries.
 std::pair<uint64_t, uint64_t> paired_reading() {

@@ -108,12 +108,19 @@ void Collector::process(Unwinder& u, ThreadSample& s) {
   }
   std::map<std::string, std::string> labels{{"tid", std::to_string(s.tid)},
                                             {"thread_name", s.name}};
+  if (opts_.process_labels && s.pid != 0) {
+    labels["pid"] = std::to_string(s.pid);
+    labels["comm"] = s.process;
+  }
+  const uint32_t space = s.snap ? s.snap->space : s.space;
   if (auto it = profiles_.find("cpu"); it != profiles_.end() && s.state == 'R' && s.for_cpu) {
-    it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.cpu_ns)});
+    it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.cpu_ns)},
+                   space);
   }
   if (auto it = profiles_.find("wall"); it != profiles_.end() && s.for_wall) {
     labels["state"] = state_word(s.state);
-    it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.wall_ns)});
+    it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.wall_ns)},
+                   space);
   }
 }
 
@@ -125,15 +132,18 @@ void Collector::process(Unwinder& u, ThreadCreation& c) {
   ProfileData& p = profiles_["threadcreate"];
   if (creations_detailed_ < opts_.threadcreate_detail_cap) {
     ++creations_detailed_;
-    p.add(id,
-          {{"tid", std::to_string(c.creator)},
-           {"thread_name", c.creator_name},
-           {"new_tid", std::to_string(c.child)}},
-          {1});
+    std::map<std::string, std::string> labels{{"tid", std::to_string(c.creator)},
+                                              {"thread_name", c.creator_name},
+                                              {"new_tid", std::to_string(c.child)}};
+    if (opts_.process_labels && c.pid != 0) {
+      labels["pid"] = std::to_string(c.pid);
+      labels["comm"] = c.process;
+    }
+    p.add(id, labels, {1}, c.snap.space);
     return;
   }
   // Past the cap: the profile is counts per stack, one unlabelled row per stack.
-  p.add(id, {}, {1});
+  p.add(id, {}, {1}, c.snap.space);
   ++p.detail_omitted;
 }
 

@@ -35,6 +35,8 @@ struct CollectorOptions {
   // thread_name) and the new thread (new_tid); every later one is only added to its
   // stack's count, so a thread-churning target costs one row per stack, not per creation.
   size_t threadcreate_detail_cap = 1000;
+  // Label every sample with its process (pid, comm): set when child processes are followed.
+  bool process_labels = false;
 };
 
 struct CollectorStats {

@@ -5,13 +5,13 @@
 namespace profctl {
 
 void ProfileData::add(StackId stack, const std::map<std::string, std::string>& labels,
-                      const std::vector<int64_t>& values) {
-  auto key = std::make_pair(stack, labels);
+                      const std::vector<int64_t>& values, uint32_t space) {
+  auto key = std::make_tuple(stack, space, labels);
   auto it = index_.find(key);
   size_t row;
   if (it == index_.end()) {
     row = rows_.size();
-    rows_.push_back({stack, labels, std::vector<int64_t>(types_.size(), 0)});
+    rows_.push_back({stack, labels, std::vector<int64_t>(types_.size(), 0), space});
     index_.emplace(std::move(key), row);
   } else {
     row = it->second;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "profile/stack_table.h"
@@ -22,15 +23,18 @@ class ProfileData {
     StackId stack = 0;
     std::map<std::string, std::string> labels;
     std::vector<int64_t> values;
+    // The address space the stack's pcs belong to (Snapshot::space): with child processes
+    // followed, the same pcs mean different code in different images. 0: the target's.
+    uint32_t space = 0;
   };
 
   ProfileData() = default;
   ProfileData(std::vector<ValueType> types, ValueType period_type, int64_t period)
       : types_(std::move(types)), period_type_(std::move(period_type)), period_(period) {}
 
-  // Adds `values` to the row of (stack, labels), creating it at zero.
+  // Adds `values` to the row of (stack, labels, space), creating it at zero.
   void add(StackId stack, const std::map<std::string, std::string>& labels,
-           const std::vector<int64_t>& values);
+           const std::vector<int64_t>& values, uint32_t space = 0);
 
   const std::vector<ValueType>& types() const { return types_; }
   const ValueType& period_type() const { return period_type_; }
@@ -49,7 +53,7 @@ class ProfileData {
   ValueType period_type_;
   int64_t period_ = 0;
   std::vector<Row> rows_;
-  std::map<std::pair<StackId, std::map<std::string, std::string>>, size_t> index_;
+  std::map<std::tuple<StackId, uint32_t, std::map<std::string, std::string>>, size_t> index_;
 };
 
 // The word for a /proc state letter, as the wall profile's "state" label uses it.

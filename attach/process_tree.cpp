@@ -1,0 +1,256 @@
+#include "attach/process_tree.h"
+
+#include <algorithm>
+
+#include "attach/proc.h"
+#include "base/log.h"
+
+namespace profctl {
+
+ProcessTree::ProcessTree(TracedProcess& root, TreeOptions opts) : root_(root), opts_(opts) {
+  spaces_seen_.push_back(root_.space_id());  // its modules are the capture's own
+  comms_[root_.pid()] = read_comm(root_.pid());
+  hook(root_);
+}
+
+ProcessTree::~ProcessTree() {
+  detach_children();
+  root_.set_status_router({});
+  root_.set_adopt_hook({});
+  root_.set_sample_hook({});
+}
+
+void ProcessTree::detach_children() {
+  // A child's detach stops its threads first; a status of one that another's wait took is
+  // in the child's own queue (routed_in_), so no stop is waited for twice.
+  while (!children_.empty()) {
+    children_.back().reset();
+    children_.pop_back();
+  }
+}
+
+void ProcessTree::note(std::string s) {
+  logger("attach")->info("{}", s);
+  if (notes_.size() < 20) {
+    notes_.push_back(std::move(s));
+  }
+}
+
+void ProcessTree::hook(TracedProcess& tp) {
+  tp.set_status_router([this](Waiter::Event& ev, const TracedProcess& self) {
+    TracedProcess* o = owner_of(ev.tid);
+    if (o == nullptr || o == &self) {
+      return false;
+    }
+    if (ev.pending_in_kernel) {
+      // Left in the kernel, it would be peeked again and again: reaped now, its signal is
+      // the owner's to re-deliver (pending_signal) like any other.
+      waiter_.consume(ev);
+      ev.pending_in_kernel = false;
+    }
+    o->routed_in_.push_back(ev);
+    return true;
+  });
+  tp.set_adopt_hook(
+      [this](const ChildHookArgs& a, TracedProcess& parent) { return adopt(a, parent); });
+  tp.set_sample_hook([this](Snapshot& s) {
+    if (std::find(spaces_seen_.begin(), spaces_seen_.end(), s.space) == spaces_seen_.end()) {
+      spaces_seen_.push_back(s.space);
+      if (new_space_) {
+        new_space_(s.pid, s.space);
+      }
+    }
+    if (sample_hook_) {
+      sample_hook_(s);
+    }
+  });
+  tp.set_own_signal(own_signal_);
+  tp.set_stack_bytes(stack_bytes_);
+}
+
+bool ProcessTree::adopt(const ChildHookArgs& a, TracedProcess& parent) {
+  if (!opts_.follow) {
+    return false;
+  }
+  if (children_.size() >= opts_.max_processes) {
+    if (stats_.not_followed++ == 0) {
+      note("more than " + std::to_string(opts_.max_processes) +
+           " child processes at once (--max-processes): the others run unprofiled");
+    }
+    return false;
+  }
+  std::unique_ptr<TracedProcess> c(new TracedProcess(a.pid));
+  c->space_id_ = parent.space_id_;  // a copy of its parent's mappings until it execs
+  c->table_.add(a.pid, TState::kStopped);  // at its first stop, already reaped
+  hook(*c);
+  comms_[a.pid] = read_comm(a.pid);
+  ++stats_.followed;
+  TraceEvent e(TraceEvent::Kind::kProcessCreated, a.parent_tid, a.pid);
+  e.process = a.pid;
+  events_.push_back(std::move(e));
+  TracedProcess* cp = c.get();
+  children_.push_back(std::move(c));
+  cp->resume_one(a.pid, /*detach=*/false);
+  return true;
+}
+
+const TracedProcess* ProcessTree::find(pid_t tid) const {
+  if (root_.table_.find(tid) != nullptr) {
+    return &root_;
+  }
+  for (const auto& c : children_) {
+    if (c->table_.find(tid) != nullptr) {
+      return c.get();
+    }
+  }
+  return nullptr;
+}
+
+TracedProcess* ProcessTree::owner_of(pid_t tid) {
+  if (root_.owns(tid) || children_.empty()) {
+    return &root_;
+  }
+  for (auto& c : children_) {
+    if (c->owns(tid)) {
+      return c.get();
+    }
+  }
+  // Not known yet: a new thread (its tgid) or a new process (its parent) of one of ours,
+  // whose first stop came before its creator's event.
+  if (auto st = read_status(tid)) {
+    if (st->tgid == root_.pid() || st->ppid == root_.pid()) {
+      return &root_;
+    }
+    for (auto& c : children_) {
+      if (c->pid() == st->tgid) {
+        return c.get();
+      }
+    }
+    for (auto& c : children_) {
+      if (c->pid() == st->ppid) {
+        return c.get();
+      }
+    }
+  }
+  return &root_;
+}
+
+std::vector<pid_t> ProcessTree::tids() const {
+  std::vector<pid_t> out = root_.tids();
+  for (const auto& c : children_) {
+    auto t = c->tids();
+    out.insert(out.end(), t.begin(), t.end());
+  }
+  return out;
+}
+
+size_t ProcessTree::thread_count() const {
+  size_t n = root_.thread_count();
+  for (const auto& c : children_) {
+    n += c->thread_count();
+  }
+  return n;
+}
+
+pid_t ProcessTree::pid_of(pid_t tid) const {
+  const TracedProcess* p = find(tid);
+  return p != nullptr ? p->pid() : 0;
+}
+
+uint32_t ProcessTree::space_of(pid_t tid) const {
+  const TracedProcess* p = find(tid);
+  return p != nullptr ? p->space_id() : 0;
+}
+
+std::string ProcessTree::comm_of(pid_t pid) const {
+  auto it = comms_.find(pid);
+  return it != comms_.end() ? it->second : std::string();
+}
+
+bool ProcessTree::job_stopped(pid_t tid) const {
+  const TracedProcess* p = find(tid);
+  return p != nullptr && p->job_stopped(tid);
+}
+
+bool ProcessTree::request_sample(pid_t tid) {
+  auto* p = const_cast<TracedProcess*>(find(tid));
+  return p != nullptr && p->request_sample(tid);
+}
+
+void ProcessTree::set_sample_hook(SnapshotFilter f) { sample_hook_ = std::move(f); }
+
+void ProcessTree::set_own_signal(OwnSignal f) {
+  own_signal_ = std::move(f);
+  root_.set_own_signal(own_signal_);
+  for (auto& c : children_) {
+    c->set_own_signal(own_signal_);
+  }
+}
+
+void ProcessTree::set_stack_bytes(size_t n) {
+  stack_bytes_ = n;
+  root_.set_stack_bytes(n);
+  for (auto& c : children_) {
+    c->set_stack_bytes(n);
+  }
+}
+
+std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::milliseconds timeout,
+                                                               size_t stack_bytes) {
+  if (!events_.empty()) {
+    TraceEvent e = std::move(events_.front());
+    events_.pop_front();
+    return e;
+  }
+  // What a process queued for itself: its own events, statuses another's wait took.
+  for (size_t i = 0; i <= children_.size(); ++i) {
+    TracedProcess& p = i == 0 ? root_ : *children_[i - 1];
+    if (!p.events_.empty()) {
+      TraceEvent e = std::move(p.events_.front());
+      p.events_.pop_front();
+      return e;
+    }
+    if (!p.routed_in_.empty()) {
+      Waiter::Event ev = p.routed_in_.front();
+      p.routed_in_.pop_front();
+      return after(p, p.handle_status(ev, stack_bytes));
+    }
+  }
+  auto ev = waiter_.next(timeout);
+  if (!ev) {
+    return std::nullopt;
+  }
+  TracedProcess* o = owner_of(ev->tid);
+  return after(*o, o->handle_status(*ev, stack_bytes));
+}
+
+std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
+                                                          std::optional<TraceEvent> ev) {
+  using EK = TraceEvent::Kind;
+  if (!ev) {
+    return ev;
+  }
+  if (ev->kind == EK::kProcessExited || ev->kind == EK::kExec) {
+    ev->process = tp.pid();
+  }
+  if (ev->kind == EK::kExec) {
+    comms_[tp.pid()] = read_comm(tp.pid());
+    if (opts_.follow) {
+      // Followed: the new image is sampled on (its modules are read at its first sample).
+      ++stats_.execs;
+      tp.resume(tp.pid());
+    }
+    return ev;
+  }
+  if (ev->kind == EK::kProcessExited && &tp != &root_) {
+    ++stats_.exited;
+    auto it = std::find_if(children_.begin(), children_.end(),
+                           [&](const auto& c) { return c.get() == &tp; });
+    if (it != children_.end()) {
+      children_.erase(it);  // nothing left to detach: every thread is gone
+    }
+  }
+  return ev;
+}
+
+}  // namespace profctl

@@ -1,0 +1,110 @@
+// ProcessTree: the traced processes of one capture — the target, and, when following
+// children (`run` by default, `attach --children`), every process it starts by fork, vfork
+// or clone without CLONE_THREAD, and their execs, as `perf record -- CMD` follows them.
+// It gives the sampling session one view of all their threads: one wait for every status,
+// each routed to the process that owns the thread, and one event stream.
+//
+// A child is seized by the kernel at birth (PTRACE_O_TRACEFORK...). Past max_processes,
+// or without following, it is cleaned (the TracedProcess child hook) and detached at once.
+// An adopted child's exit is a note, never the capture's end; the target's exit ends it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attach/traced_process.h"
+#include "attach/waiter.h"
+
+namespace profctl {
+
+struct TreeOptions {
+  bool follow = false;        // keep child processes traced (sampled), not just cleaned
+  size_t max_processes = 64;  // child processes followed at most; the rest run untraced
+};
+
+struct TreeStats {
+  uint64_t followed = 0;      // child processes traced
+  uint64_t not_followed = 0;  // child processes detached at birth: over max_processes
+  uint64_t exited = 0;        // followed processes that exited during the capture
+  uint64_t execs = 0;         // execs followed (the target's own included)
+};
+
+class ProcessTree {
+ public:
+  using TraceEvent = TracedProcess::TraceEvent;
+  using SnapshotFilter = TracedProcess::SnapshotFilter;
+  using OwnSignal = TracedProcess::OwnSignal;
+
+  ProcessTree(TracedProcess& root, TreeOptions opts);
+  // Detaches every followed child (the root is its owner's to detach).
+  ~ProcessTree();
+  ProcessTree(const ProcessTree&) = delete;
+  ProcessTree& operator=(const ProcessTree&) = delete;
+
+  TracedProcess& root() { return root_; }
+  pid_t pid() const { return root_.pid(); }
+  bool following() const { return opts_.follow; }
+  // Every traced thread of every process.
+  std::vector<pid_t> tids() const;
+  size_t thread_count() const;
+  size_t process_count() const { return 1 + children_.size(); }
+  // The process (thread group) of a traced thread, and its address space's id; 0 unknown.
+  pid_t pid_of(pid_t tid) const;
+  uint32_t space_of(pid_t tid) const;
+  // The process's name (its leader's comm), as it was at its last exec.
+  std::string comm_of(pid_t pid) const;
+  bool job_stopped(pid_t tid) const;
+
+  // TracedProcess's sampling calls, for whichever process owns `tid`.
+  bool request_sample(pid_t tid);
+  std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
+  void push_event(TraceEvent e) { events_.push_front(std::move(e)); }
+  void set_sample_hook(SnapshotFilter f);
+  void set_own_signal(OwnSignal f);
+  void set_stack_bytes(size_t n);
+
+  // Called at the first snapshot of each address space, while its thread is stopped (the
+  // process is alive: its modules can be read), before the sample hook.
+  using NewSpace = std::function<void(pid_t pid, uint32_t space)>;
+  void set_new_space(NewSpace f) { new_space_ = std::move(f); }
+
+  // Detaches every followed child now (the destructor does the same).
+  void detach_children();
+  const TreeStats& stats() const { return stats_; }
+  std::vector<std::string> take_notes() { return std::move(notes_); }
+
+ private:
+  TracedProcess* owner_of(pid_t tid);
+  const TracedProcess* find(pid_t tid) const;
+  void hook(TracedProcess& tp);
+  bool adopt(const ChildHookArgs& args, TracedProcess& parent);
+  // What a process's event means for the tree: a followed child's exit and any followed
+  // exec are absorbed (their threads' exits are queued instead).
+  std::optional<TraceEvent> after(TracedProcess& tp, std::optional<TraceEvent> ev);
+  void note(std::string s);
+
+  TracedProcess& root_;
+  TreeOptions opts_;
+  std::vector<std::unique_ptr<TracedProcess>> children_;
+  std::deque<TraceEvent> events_;
+  Waiter waiter_;
+  SnapshotFilter sample_hook_;
+  OwnSignal own_signal_;
+  NewSpace new_space_;
+  std::vector<uint32_t> spaces_seen_;
+  std::map<pid_t, std::string> comms_;
+  size_t stack_bytes_ = 8u << 20;
+  TreeStats stats_;
+  std::vector<std::string> notes_;
+};
+
+}  // namespace profctl
