@@ -90,6 +90,8 @@ SamplingSession::ThreadState* SamplingSession::track(pid_t tid) {
   ts.space = tp_.space_of(tid);
   // CPU used before the session is not the session's.
   ts.cpu_mark_ns = read_run_ns(ts.schedstat).value_or(0);
+  ts.start_run_ns = ts.cpu_mark_ns;
+  ts.seen_run_ns = ts.cpu_mark_ns;
   ts.last_tick_ns = monotonic_ns();
   return &threads_.emplace(tid, std::move(ts)).first->second;
 }
@@ -205,6 +207,8 @@ void SamplingSession::reuse(pid_t /*tid*/, ThreadSample& s, const ThreadState& t
 }
 
 SessionResult SamplingSession::finish(SessionResult::End end) {
+  // The window ends here, whatever follows (a wall-clock deadline is kept to the tick).
+  res_.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
   // Samples still on their way are given a moment to arrive; what is still in flight after
   // that is the capture's edge, not a loss.
   const bool target_alive =
@@ -234,7 +238,6 @@ SessionResult SamplingSession::finish(SessionResult::End end) {
   }
   pending_.clear();
   res_.end = end;
-  res_.elapsed_s = std::chrono::duration<double>(Clock::now() - start_).count();
   return res_;
 }
 
@@ -346,6 +349,7 @@ void SamplingSession::tick() {
       continue;  // exiting
     }
     const std::optional<uint64_t> run_ns = sched->run_ns;
+    ts->seen_run_ns = sched->run_ns;
     if (ts->have_stack && *run_ns == ts->last_run_ns) {
       ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
       ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip_);
@@ -453,8 +457,22 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     }
     if (opts_.on_status && now >= next_status) {
       auto [med, worst] = median_and_max(res_.pauses_ns);
-      opts_.on_status({std::chrono::duration<double>(now - start_).count(), res_.samples,
-                       tp_.thread_count(), med, worst});
+      SessionStatus st;
+      st.elapsed_s = std::chrono::duration<double>(now - start_).count();
+      st.duration_s =
+          opts_.duration ? std::chrono::duration<double>(*opts_.duration).count() : 0.0;
+      st.ticks = res_.ticks;
+      uint64_t cpu_ns = 0;
+      for (const auto& [tid, ts] : threads_) {
+        cpu_ns += ts.seen_run_ns - std::min(ts.seen_run_ns, ts.start_run_ns);
+      }
+      st.cpu_s = static_cast<double>(cpu_ns) / 1e9;
+      st.processes = tp_.process_count();
+      st.samples = res_.samples;
+      st.threads = tp_.thread_count();
+      st.median_pause_ns = med;
+      st.worst_pause_ns = worst;
+      opts_.on_status(st);
       next_status = now + std::chrono::milliseconds(250);
     }
     if (opts_.on_maps_check && now >= next_maps_check) {

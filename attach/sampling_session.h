@@ -23,6 +23,10 @@ namespace profctl {
 
 struct SessionStatus {
   double elapsed_s = 0;
+  double duration_s = 0;  // the requested window (0: until stopped)
+  uint64_t ticks = 0;     // sampling ticks so far (the achieved rate: ticks / elapsed)
+  double cpu_s = 0;       // CPU the traced threads used since the start (live threads)
+  size_t processes = 1;
   uint64_t samples = 0;  // thread snapshots taken
   size_t threads = 0;
   uint64_t median_pause_ns = 0;
@@ -84,6 +88,8 @@ class SamplingSession {
     char state = '?';
     bool have_stack = false;
     uint64_t last_run_ns = 0;     // schedstat run time at the last snapshot
+    uint64_t start_run_ns = 0;    // and when the session began tracking the thread
+    uint64_t seen_run_ns = 0;     // and at the latest read
     uint64_t cpu_mark_ns = 0;     // run time already attributed to the cpu profile
     uint64_t run_at_stop_ns = 0;  // schedstat run time at the thread's latest sample stop
     uint64_t last_tick_ns = 0;

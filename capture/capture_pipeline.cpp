@@ -4,6 +4,7 @@
 
 #include "base/log.h"
 #include "base/user_error.h"
+#include "symbolize/symbolizer.h"
 #include "unwind/dwfl_unwinder.h"
 
 namespace profctl {
@@ -101,9 +102,43 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   sopts.stack_bytes = req.stack_bytes;
   sopts.sample = out.kinds.count("cpu") || out.kinds.count("wall");
   sopts.cpu_timer = req.cpu_timer && out.kinds.count("cpu") > 0;
+  // The live view names the hottest function so far: the collector's hottest innermost
+  // pcs, named (without source lines) once a second on this thread, which owns `dwfl`.
+  std::unique_ptr<Symbolizer> live_sym;
+  PipelineRequest::Live live;
+  auto last_hot = std::chrono::steady_clock::time_point{};
   if (req.on_status) {
-    const ProbeCapture* pcp = out.probes.get();
-    sopts.on_status = [pcp, &req](const SessionStatus& s) { req.on_status(s, pcp); };
+    live.probes = out.probes.get();
+    SymbolizeOptions so;
+    so.source = false;
+    so.inline_frames = false;
+    live_sym = std::make_unique<Symbolizer>(*out.dwfl, so);
+    sopts.on_status = [&](const SessionStatus& s) {
+      live.session = s;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_hot >= std::chrono::seconds(1)) {
+        last_hot = now;
+        std::map<std::string, uint64_t> by_function;
+        uint64_t total = 0;
+        for (const auto& leaf : out.collector->hottest_leaves(256)) {
+          total += leaf.cpu_ns;
+          if (leaf.space != 0 && leaf.space != out.root_space) {
+            continue;  // a child's image: its modules are not this Dwfl's
+          }
+          const auto& frames = live_sym->symbolize(leaf.pc, /*activation=*/true);
+          if (!frames.empty() && frames.back().function) {
+            by_function[*frames.back().function] += leaf.cpu_ns;
+          }
+        }
+        auto best = std::max_element(by_function.begin(), by_function.end(),
+                                     [](const auto& a, const auto& b) { return a.second < b.second; });
+        if (best != by_function.end() && total > 0) {
+          live.hottest = best->first;
+          live.hottest_share = static_cast<double>(best->second) / static_cast<double>(total);
+        }
+      }
+      req.on_status(live);
+    };
   }
   auto tree_owner = std::make_unique<ProcessTree>(*tp, req.tree);
   ProcessTree& tree = *tree_owner;

@@ -36,8 +36,14 @@ struct PipelineRequest {
   DwflOptions dwfl;
   bool cpu_timer = true;  // cpu samples from the threads' CPU clocks (cpu_timer.h)
   TreeOptions tree;       // child processes: followed (sampled) or only cleaned
-  // The live status line (about 4 times a second); `probes` is null without probes.
-  std::function<void(const SessionStatus&, const ProbeCapture* probes)> on_status;
+  // The live status line (about 4 times a second).
+  struct Live {
+    SessionStatus session;
+    const ProbeCapture* probes = nullptr;  // null without probes
+    std::string hottest;                   // the function with the most cpu so far ("": none)
+    double hottest_share = 0;              // its share of the cpu sampled so far
+  };
+  std::function<void(const Live&)> on_status;
   // Called just before a launched program is let run (its pid: forward signals to it).
   std::function<void(pid_t)> on_start;
   // After the sampling window: what the capture is busy with, for a progress line (the

@@ -20,6 +20,7 @@
 #include "capture/probe_capture.h"
 #include "cli/capture_assembly.h"
 #include "cli/common.h"
+#include "cli/finish_progress.h"
 #include "cli/heap_options.h"
 #include "cli/outputs.h"
 #include "cli/signals.h"
@@ -135,6 +136,41 @@ void name_locks(Profile& p, const TargetDwfl& td, const HeapObjectFn& heap_objec
   }
 }
 
+// The live status line: elapsed and remaining time, the achieved sampling rate, the
+// target's CPU use, processes and threads, the hottest function so far, the probes' counts.
+std::string live_line(const PipelineRequest::Live& l, double rate, const char* probes_what) {
+  const SessionStatus& s = l.session;
+  char buf[512];
+  std::string when;
+  if (s.duration_s > 0) {
+    std::snprintf(buf, sizeof buf, "%.1fs, %.0fs left", s.elapsed_s,
+                  std::max(0.0, s.duration_s - s.elapsed_s));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1fs (^C to stop)", s.elapsed_s);
+  }
+  when = buf;
+  const double hz = s.elapsed_s > 0.5 ? static_cast<double>(s.ticks) / s.elapsed_s : rate;
+  const double cpu = s.elapsed_s > 0 ? 100.0 * s.cpu_s / s.elapsed_s : 0.0;
+  std::string procs = s.processes > 1 ? std::to_string(s.processes) + " processes, " : "";
+  std::snprintf(buf, sizeof buf, "profctl: %s  %.0f/%.0f Hz  cpu %.0f%%  %s%zu threads  %llu samples",
+                when.c_str(), hz, rate, cpu, procs.c_str(), s.threads,
+                static_cast<unsigned long long>(s.samples));
+  std::string line = buf;
+  if (!l.hottest.empty()) {
+    std::snprintf(buf, sizeof buf, "  hot: %s %.0f%%", l.hottest.c_str(), 100.0 * l.hottest_share);
+    line += buf;
+  }
+  if (l.probes != nullptr) {
+    line += probes_what + std::to_string(l.probes->records()) + " recorded " +
+            std::to_string(l.probes->dropped()) + " dropped";
+  }
+  // One terminal line: a wrapped status line would scroll instead of being redrawn.
+  if (line.size() > 160) {
+    line.resize(160);
+  }
+  return line;
+}
+
 int run_capture(const CaptureOptionsCli& o, bool launch) {
   apply_logging(o.common);
   auto log = logger("cli");
@@ -210,19 +246,19 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     if (!block_requested && !mutex_requested) {
       what = "  allocs ";
     }
-    req.on_status = [what](const SessionStatus& s, const ProbeCapture* pcp) {
-      std::string heap_part;
-      if (pcp != nullptr) {
-        heap_part = what + std::to_string(pcp->records()) + " recorded " +
-                    std::to_string(pcp->dropped()) + " dropped";
-      }
-      std::fprintf(
-          stderr, "\r\033[Kprofctl: %.1fs  %llu samples  %zu threads  pause median %s worst %s%s",
-          s.elapsed_s, static_cast<unsigned long long>(s.samples), s.threads,
-          fmt_us(s.median_pause_ns).c_str(), fmt_us(s.worst_pause_ns).c_str(), heap_part.c_str());
+    const double rate = o.rate;
+    req.on_status = [what, rate](const PipelineRequest::Live& l) {
+      std::fputs(("\r\033[K" + live_line(l, rate, what)).c_str(), stderr);
     };
   }
   req.on_start = [](pid_t p) { set_forward_pid(p); };
+  auto progress = std::make_unique<FinishProgress>(isatty(STDERR_FILENO) != 0);
+  req.on_phase = [&progress, live](const std::string& what) {
+    if (live) {
+      std::fputs("\r\033[K", stderr);  // the status line is over
+    }
+    progress->phase(what);
+  };
   req.tree.follow = launch ? !o.no_children : o.children;
   req.tree.max_processes = o.max_processes;
   PipelineResult run = run_pipeline(std::move(tp), req, stop_requested());
@@ -239,6 +275,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   const uint64_t world_ns = run.world_ns;
   const uint64_t heap_end_ns = run.probes_end_ns;
 
+  progress->phase("symbolizing");
   SymbolizeOptions symopts;
   symopts.inline_frames = !o.no_inline;
   symopts.source = !o.no_source;
@@ -396,8 +433,10 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       res.cpu_timer_error.empty() ? "" : " (CPU timer unavailable: " + res.cpu_timer_error + ")",
       res.cpu_deferred);
 
+  progress->phase("writing the reports");
   if (!o.output.empty()) {
     const auto files = write_output_dir(c, o.output, formats, {o.top, o.lines, heap.sample_index});
+    progress.reset();  // its line cleared before the summary
     for (const auto& w : c.warnings) {
       std::cerr << "profctl: note: " << w << "\n";
     }
@@ -411,6 +450,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     sum.files = files;
     write_capture_summary(c, sum, std::cerr);
   } else {
+    progress.reset();
     print_summary(c, "", {o.top, o.lines, heap.sample_index});
   }
 

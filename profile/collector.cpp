@@ -1,5 +1,6 @@
 #include "profile/collector.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace profctl {
@@ -116,12 +117,32 @@ void Collector::process(Unwinder& u, ThreadSample& s) {
   if (auto it = profiles_.find("cpu"); it != profiles_.end() && s.state == 'R' && s.for_cpu) {
     it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.cpu_ns)},
                    space);
+    if (const auto& frames = stacks_.get(id); !frames.empty() && s.cpu_ns > 0) {
+      std::lock_guard lock(hot_mu_);
+      leaf_cpu_[{space, frames.front().pc}] += s.cpu_ns;
+    }
   }
   if (auto it = profiles_.find("wall"); it != profiles_.end() && s.for_wall) {
     labels["state"] = state_word(s.state);
     it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.wall_ns)},
                    space);
   }
+}
+
+std::vector<Collector::HotLeaf> Collector::hottest_leaves(size_t n) const {
+  std::vector<HotLeaf> out;
+  {
+    std::lock_guard lock(hot_mu_);
+    out.reserve(leaf_cpu_.size());
+    for (const auto& [key, ns] : leaf_cpu_) {
+      out.push_back({key.first, key.second, ns});
+    }
+  }
+  const size_t keep = std::min(n, out.size());
+  std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep), out.end(),
+                    [](const HotLeaf& a, const HotLeaf& b) { return a.cpu_ns > b.cpu_ns; });
+  out.resize(keep);
+  return out;
 }
 
 void Collector::process(Unwinder& u, ThreadCreation& c) {

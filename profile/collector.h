@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 #include <variant>
 
 #include "attach/sample_sink.h"
@@ -68,6 +69,15 @@ class Collector : public SampleSink {
   const std::map<std::string, ProfileData>& profiles() const { return profiles_; }
   const CollectorStats& stats() const { return stats_; }
 
+  // For a live view while the capture runs (any thread): the `n` innermost pcs with the most
+  // cpu so far, as (space, pc) and cpu ns, most first.
+  struct HotLeaf {
+    uint32_t space = 0;
+    uint64_t pc = 0;
+    uint64_t cpu_ns = 0;
+  };
+  std::vector<HotLeaf> hottest_leaves(size_t n) const;
+
  private:
   using Item = std::variant<ThreadSample, ThreadCreation>;
   void worker_main(const UnwinderFactory& factory);
@@ -95,6 +105,8 @@ class Collector : public SampleSink {
   std::map<pid_t, StackId> last_stack_;
   size_t creations_detailed_ = 0;  // creations with a row of their own (<= the detail cap)
   CollectorStats stats_;
+  mutable std::mutex hot_mu_;
+  std::map<std::pair<uint32_t, uint64_t>, uint64_t> leaf_cpu_;  // guarded by hot_mu_
 };
 
 }  // namespace profctl
