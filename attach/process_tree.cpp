@@ -80,7 +80,7 @@ bool ProcessTree::adopt(const ChildHookArgs& a, TracedProcess& parent) {
     return false;
   }
   std::unique_ptr<TracedProcess> c(new TracedProcess(a.pid));
-  c->space_id_ = parent.space_id_;  // a copy of its parent's mappings until it execs
+  c->space_id_ = parent.space_id_;         // a copy of its parent's mappings until it execs
   c->table_.add(a.pid, TState::kStopped);  // at its first stop, already reaped
   hook(*c);
   comms_[a.pid] = read_comm(a.pid);

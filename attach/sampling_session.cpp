@@ -1,4 +1,3 @@
-#include "base/clock.h"
 #include "attach/sampling_session.h"
 
 #include <fcntl.h>
@@ -10,6 +9,7 @@
 
 #include "attach/proc.h"
 #include "attach/realtime.h"
+#include "base/clock.h"
 #include "base/fd.h"
 #include "base/log.h"
 
@@ -459,8 +459,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       auto [med, worst] = median_and_max(res_.pauses_ns);
       SessionStatus st;
       st.elapsed_s = std::chrono::duration<double>(now - start_).count();
-      st.duration_s =
-          opts_.duration ? std::chrono::duration<double>(*opts_.duration).count() : 0.0;
+      st.duration_s = opts_.duration ? std::chrono::duration<double>(*opts_.duration).count() : 0.0;
       st.ticks = res_.ticks;
       uint64_t cpu_ns = 0;
       for (const auto& [tid, ts] : threads_) {

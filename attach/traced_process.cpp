@@ -1,4 +1,3 @@
-#include "base/clock.h"
 #include "attach/traced_process.h"
 
 #include <linux/kcmp.h>
@@ -21,6 +20,7 @@
 #include "attach/realtime.h"
 #include "attach/stack_reader.h"
 #include "attach/stopped_world.h"
+#include "base/clock.h"
 #include "base/log.h"
 
 namespace profctl {

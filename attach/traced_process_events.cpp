@@ -11,9 +11,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "base/clock.h"
 #include "attach/stack_reader.h"
 #include "attach/traced_process.h"
+#include "base/clock.h"
 #include "base/fd.h"
 #include "base/log.h"
 

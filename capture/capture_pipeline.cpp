@@ -130,8 +130,9 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
             by_function[*frames.back().function] += leaf.cpu_ns;
           }
         }
-        auto best = std::max_element(by_function.begin(), by_function.end(),
-                                     [](const auto& a, const auto& b) { return a.second < b.second; });
+        auto best =
+            std::max_element(by_function.begin(), by_function.end(),
+                             [](const auto& a, const auto& b) { return a.second < b.second; });
         if (best != by_function.end() && total > 0) {
           live.hottest = best->first;
           live.hottest_share = static_cast<double>(best->second) / static_cast<double>(total);

@@ -1,10 +1,10 @@
-#include "base/clock.h"
 #include "capture/probe_capture.h"
 
 #include <time.h>
 
 #include <cmath>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "probe/abi/probe_abi.h"
 

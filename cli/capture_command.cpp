@@ -152,8 +152,9 @@ std::string live_line(const PipelineRequest::Live& l, double rate, const char* p
   const double hz = s.elapsed_s > 0.5 ? static_cast<double>(s.ticks) / s.elapsed_s : rate;
   const double cpu = s.elapsed_s > 0 ? 100.0 * s.cpu_s / s.elapsed_s : 0.0;
   std::string procs = s.processes > 1 ? std::to_string(s.processes) + " processes, " : "";
-  std::snprintf(buf, sizeof buf, "profctl: %s  %.0f/%.0f Hz  cpu %.0f%%  %s%zu threads  %llu samples",
-                when.c_str(), hz, rate, cpu, procs.c_str(), s.threads,
+  std::snprintf(buf, sizeof buf,
+                "profctl: %s  %.0f/%.0f Hz  cpu %.0f%%  %s%zu threads  %llu samples", when.c_str(),
+                hz, rate, cpu, procs.c_str(), s.threads,
                 static_cast<unsigned long long>(s.samples));
   std::string line = buf;
   if (!l.hottest.empty()) {

@@ -15,8 +15,8 @@
 #include <set>
 #include <string>
 #include <thread>
-#include <vector>
 #include <variant>
+#include <vector>
 
 #include "attach/sample_sink.h"
 #include "profile/profile_data.h"
