@@ -15,9 +15,6 @@ namespace profctl {
 struct ThreadSample {
   pid_t tid = 0;
   std::string name;
-  pid_t pid = 0;         // its process (thread group)
-  std::string process;   // the process's comm
-  uint32_t space = 0;    // its address space (Snapshot::space), also for reused samples
   char state = '?';      // from /proc stat, read before the stop
   uint64_t time_ns = 0;  // CLOCK_MONOTONIC
   uint64_t cpu_ns = 0;   // CPU time attributed to this stack (only when state is R)
@@ -30,16 +27,19 @@ struct ThreadSample {
   // profile's when no CPU timer runs); a CPU timer's sample is the cpu profile's only.
   bool for_cpu = true;
   bool for_wall = true;
+  pid_t pid = 0;        // its process (thread group)
+  std::string process;  // the process's comm
+  uint32_t space = 0;   // its address space (Snapshot::space), also for reused samples
 };
 
 struct ThreadCreation {
   pid_t creator = 0;
   std::string creator_name;
-  pid_t pid = 0;        // the creator's process
-  std::string process;  // its comm
   pid_t child = 0;
   uint64_t time_ns = 0;
-  Snapshot snap;  // the creator, stopped at its clone()
+  Snapshot snap;        // the creator, stopped at its clone()
+  pid_t pid = 0;        // the creator's process
+  std::string process;  // its comm
 };
 
 class SampleSink {
