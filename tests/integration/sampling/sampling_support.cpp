@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "support/procfs.h"
+
 namespace profctl::testing::sampling {
 namespace {
 
@@ -48,35 +50,8 @@ BgProcess::BgProcess(std::vector<std::string> argv) {
     throw std::runtime_error(std::string("mkostemp: ") + std::strerror(errno));
   }
   ::unlink(err_path);
-  std::vector<char*> args;
-  for (auto& a : argv) {
-    args.push_back(a.data());
-  }
-  args.push_back(nullptr);
-  pid_ = ::fork();
-  if (pid_ < 0) {
-    throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-  }
-  if (pid_ == 0) {
-    // Only async-signal-safe calls until exec. Sources are moved above 100 first, so no dup2
-    // overwrites a source that is still to be used.
-    const int sources[3] = {in[0], out[1], stderr_fd_};
-    int moved[3];
-    for (int i = 0; i < 3; ++i) {
-      moved[i] = ::fcntl(sources[i], F_DUPFD_CLOEXEC, 100);
-      if (moved[i] < 0) {
-        ::_exit(126);
-      }
-    }
-    for (int i = 0; i < 3; ++i) {
-      if (::dup2(moved[i], i) < 0) {
-        ::_exit(126);
-      }
-    }
-    ::signal(SIGPIPE, SIG_DFL);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
+  // Sources are moved out of the way by spawn() first: no dup2 clobbers one still to be used.
+  pid_ = spawn(argv, {{in[0], 0}, {out[1], 1}, {stderr_fd_, 2}});
   ::close(in[0]);
   ::close(out[1]);
   stdin_write_ = in[1];
@@ -238,14 +213,7 @@ bool write_text(const std::string& path, const std::string& text) {
   return static_cast<bool>(out);
 }
 
-pid_t tracer_of(pid_t pid) {
-  auto text = read_text("/proc/" + std::to_string(pid) + "/status");
-  if (!text) {
-    return -1;
-  }
-  auto at = text->find("TracerPid:");
-  return at == std::string::npos ? -1 : static_cast<pid_t>(std::stol(text->substr(at + 10)));
-}
+pid_t tracer_of(pid_t pid) { return tracer_pid(pid, pid); }
 
 bool wait_traced(pid_t pid, milliseconds timeout) {
   return wait_until([&] { return tracer_of(pid) > 0; }, timeout, milliseconds(1));
@@ -309,10 +277,9 @@ std::string describe_tasks(pid_t pid) {
 
 long long process_cpu_ns(pid_t pid) {
   long long total = 0;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    if (auto text = read_text(entry.path().string() + "/schedstat"); text && !text->empty()) {
-      total += std::stoll(*text);
+  for (pid_t tid : task_ids(pid)) {
+    if (long long ns = task_cpu_ns(pid, tid); ns > 0) {
+      total += ns;
     }
   }
   return total;

@@ -1,4 +1,5 @@
-// What the sampling tests need beyond tests/integration/support: profctl running in the background
+// What the sampling tests need beyond tests/integration/support (process spawning and /proc
+// readers live there): profctl running in the background
 // (attach until SIGINT, run with a target that talks on stdout), temporary directories, polling
 // with a deadline, and reading the profiles of a capture (JSON and pprof).
 #pragma once
@@ -18,8 +19,9 @@
 
 namespace profctl::testing::sampling {
 
-// A process started by the test with stdin and stdout on pipes and stderr in an unlinked temporary
-// file. The destructor sends SIGKILL to the pid (our own unreaped child) and reaps it.
+// A process started by the test (spawn(), support/process.h) with stdin and stdout on pipes and
+// stderr in an unlinked temporary file. The destructor sends SIGKILL to the pid (our own
+// unreaped child) and reaps it.
 class BgProcess {
  public:
   explicit BgProcess(std::vector<std::string> argv);

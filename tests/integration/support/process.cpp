@@ -39,10 +39,17 @@ void close_fd(int& fd) {
   }
 }
 
-// fork + exec with fd `map[i].first` at fd `map[i].second` in the child; everything else is
-// O_CLOEXEC. Between fork and exec only async-signal-safe calls (the test process has threads).
+int remaining_ms(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : static_cast<int>(left);
+}
+
+}  // namespace
+
+// Between fork and exec only async-signal-safe calls (the test process has threads).
 pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::pair<int, int>>& map,
             std::optional<uid_t> uid) {
+  const pid_t parent = ::getpid();
   std::vector<char*> args;
   for (const auto& a : argv) {
     args.push_back(const_cast<char*>(a.c_str()));
@@ -71,6 +78,9 @@ pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::pair<in
     // If the test runner dies (crash, ctest timeout), its children die with it. Targets also exit
     // at EOF on stdin; this covers a stopped or traced one.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) {  // the parent died before the prctl: no signal will come
+      ::_exit(126);
+    }
     if (uid) {
       gid_t gid = *uid;
       if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(*uid) != 0) {
@@ -82,13 +92,6 @@ pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::pair<in
   }
   return pid;
 }
-
-int remaining_ms(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-  return left < 0 ? 0 : static_cast<int>(left);
-}
-
-}  // namespace
 
 std::string RunResult::describe() const {
   std::ostringstream s;

@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace profctl::testing {
@@ -31,6 +32,16 @@ struct RunOptions {
   milliseconds timeout{60000};
   std::optional<uid_t> uid;  // run as this uid/gid (needs root)
 };
+
+// fork + exec of argv[0] (a path, no PATH search) with fd `fd_map[i].first` at fd
+// `fd_map[i].second` in the child (at most 16 entries); every other fd of ours is O_CLOEXEC.
+// The child gets PR_SET_PDEATHSIG(SIGKILL): if the test process dies (a crash, a ctest
+// timeout), its children die with it, and a child whose parent is already gone when it sets
+// that (the getppid() check) exits at once. The signal follows the forking thread: call this
+// from a thread that outlives the child. Throws on fork failure; every child process of the
+// integration and sampling tests is started here.
+pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::pair<int, int>>& fd_map,
+            std::optional<uid_t> uid = std::nullopt);
 
 // Runs argv[0] (a path, no PATH search) with stdin from /dev/null.
 RunResult run(const std::vector<std::string>& argv, const RunOptions& options = {});
