@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/cpu_timer.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CpuTimer: CPU-time-driven samples for the cpu profile. One perf software event per target
 // thread (PERF_COUNT_SW_TASK_CLOCK, the thread's own CPU clock) overflows every `period` of
 // the thread's CPU time and, through fasync (F_SETOWN_EX to that very thread), sends it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/proc.h"
 
 #include <dirent.h>

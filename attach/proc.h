@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // /proc readers. Everything here is untrusted input from the target: every parser checks
 // bounds and returns an error (or nullopt) rather than trusting a field to be there.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/process_tree.h"
 
 #include <algorithm>

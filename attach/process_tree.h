@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ProcessTree: the traced processes of one capture — the target, and, when following
 // children (`run` by default, `attach --children`), every process it starts by fork, vfork
 // or clone without CLONE_THREAD, and their execs, as `perf record -- CMD` follows them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ScopedRealtime: raises profctl's calling thread to SCHED_FIFO 1 while it stops and
 // resumes target threads, so that the target threads it wakes (to stop them, to resume
 // them) do not preempt it half way, and a stopped thread's notification wakes it at once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SampleSink: where a sampling session delivers what it saw. attach/ produces snapshots;
 // the sink (profile/) unwinds and aggregates them, off the stop path.
 #pragma once

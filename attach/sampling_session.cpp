@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/sampling_session.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SamplingSession: the attach/run capture loop. At every tick, a thread whose schedstat
 // run time has not changed since its last sample is not stopped (its last stack stands);
 // a thread that ran is stopped on its own, snapshotted and resumed at once. Between ticks

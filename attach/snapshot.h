@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Snapshot: what attach/ hands to unwind/ — one thread's registers and a copy of the top of
 // its stack, both taken while the thread was stopped. It owns its bytes (STYLE 13); the
 // target has been resumed by the time anyone reads it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/stack_reader.h"
 
 #include <fcntl.h>

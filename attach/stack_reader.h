@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // StackReader: copies the stacks of stopped threads out of the target, all of them in one
 // batched process_vm_readv where it can, falling back per thread to /proc/PID/mem
 // (STYLE 11) for ranges that the batch could not read.

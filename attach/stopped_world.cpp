@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/stopped_world.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // StoppedWorld: a scope in which every thread of a traced process is held in a ptrace-stop
 // (or, for a process just forked by the target, that one child at its first stop). Inside
 // it, code can read and write registers and memory and run a syscall in the target; when

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What /proc says about a thread, read before it was stopped.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/thread_table.h"
 
 #include <sys/ptrace.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ThreadTable: the one record of every traced thread's ptrace state, one explicit state
 // per thread, changed only by apply() (a wait status) and by the resume/interrupt
 // bookkeeping of TracedProcess. Pure logic: no ptrace call is made here, so every

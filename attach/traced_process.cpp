@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/traced_process.h"
 
 #include <linux/kcmp.h>

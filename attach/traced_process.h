@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // TracedProcess: every thread of a target seized with PTRACE_SEIZE (never
 // PTRACE_O_EXITKILL: a crash of profctl must not kill a production process), stopped
 // together on demand, captured, and resumed at once. The destructor leaves every thread

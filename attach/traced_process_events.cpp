@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // TracedProcess, the sampling side: per-thread snapshots and the event pump (clone, exit,
 // exec, signals for the target). Stop-the-world lives in traced_process.cpp.
 #include <elf.h>

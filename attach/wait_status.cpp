@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/wait_status.h"
 
 #include <sys/ptrace.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // WaitStatus: the bits of a waitpid status decoded once (STYLE 4).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "attach/waiter.h"
 
 #include <sys/wait.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Waiter: the one choke point for waiting on tracees (STYLE 5). Statuses are *peeked*
 // (waitid WNOWAIT) and consumed only when the caller is done with them: a signal-delivery
 // stop that is never consumed keeps its signal in the kernel, so if profctl dies (even by

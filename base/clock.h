@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The one CLOCK_MONOTONIC reading in nanoseconds: sample times, stop latencies and probe
 // records all share this clock, so they can be compared with each other.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "base/eh_frame_hdr.h"
 
 #include <algorithm>

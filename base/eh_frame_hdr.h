@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The function starts an ELF module's .eh_frame_hdr lists: one per FDE, i.e. per function
 // with CFI, stripped or not. The symbolizer names pcs of unnamed functions by them; the
 // probe engine bounds a function's code by the next start. Pure parsing of untrusted bytes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Fd: an owned file descriptor. Move-only, no implicit int (STYLE 4, 8): the raw fd is
 // reached only through get(), so an owned fd never slips into a raw API unseen.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One named spdlog logger per stage (STYLE 18), all to stderr. Diagnostics only: results
 // never go through a logger.
 #pragma once

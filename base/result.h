@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Result<T>: the return type of every recoverable failure (STYLE 17). std::expected is
 // not usable on Debian 12's toolchains, so this is a small one of our own.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Saturating arithmetic for counters whose inputs are not ours: sizes that a target's
 // allocator was asked for, and numbers read back from a user's capture.json. Signed
 // overflow is undefined behaviour in C++, so a hostile or corrupt input must not be able to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "base/syscall_names.h"
 
 namespace profctl {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 syscall numbers to names, from the kernel's <asm/unistd_64.h> (generated at build
 // time by base/syscall_table.cmake).
 #pragma once

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Generates syscall_table.inc, the x86-64 syscall names by number, from the kernel's UAPI
 # header <asm/unistd_64.h> (Debian: linux-libc-dev), at configure time: one
 # `{nr, "name"},` line per `#define __NR_name nr`. The header is found through the compiler's

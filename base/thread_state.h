@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The word for a /proc state letter, used alike by the wall profile's "state" label and
 // the text reports: running, sleeping, disk, stopped, tracing-stop, zombie, dead, idle.
 #pragma once

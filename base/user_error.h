@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The one exception type (STYLE 17): a user-fatal error, caught only in main after
 // everything that touched the target has been restored and detached by RAII.
 #pragma once

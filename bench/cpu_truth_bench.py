@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """CPU truth on an oversubscribed machine: profctl's cpu profile and perf's, on the same run,
 against the target's own measure.
 

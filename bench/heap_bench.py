@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """The cost to the target of the heap profile: profctl vs heaptrack.
 
 Run by hand (not a test); see bench/HEAP.md. Python 3 standard library only.

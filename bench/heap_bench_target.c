@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The target for bench/heap_bench.py (see bench/HEAP.md): an allocation-heavy workload.
  *
  *   heap_bench_target [--iters N] [--threads T] [--live L] [--wait]

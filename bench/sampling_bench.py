@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """The cost to the target of sampling with `profctl attach`.
 
 Run by hand (not a test); see bench/SAMPLING.md. Python 3 standard library only.

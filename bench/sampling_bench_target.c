@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Benchmark target for the sampling-cost benchmark (see bench/SAMPLING.md).
 //
 //   sampling_bench_target BUSY IDLE

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Benchmark `profctl stack` against eu-stack and gdb on the same target.
 
 Run by hand (not a test); see bench/README.md. Python 3 standard library only.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Benchmark target for `profctl stack` (see bench/README.md).
 //
 //   stack_bench_target T [--spin]

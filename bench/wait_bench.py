@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """The cost to the target of the block and mutex profiles.
 
 Run by hand (not a test); see bench/WAITS.md. Python 3 standard library only.

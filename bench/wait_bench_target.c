@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The target for bench/wait_bench.py: a lock-heavy workload, mostly uncontended.
 // T threads x N iterations; each iteration locks and unlocks the thread's own mutex (never
 // contended: the fast path every program runs), and every S-th iteration also takes one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The capture pipeline that `attach` and `run` share, from a seized target to everything a
 // report is assembled from: the modules (TargetDwfl), the sampling session and its
 // collector, the probes (heap, block, mutex) and their collectors, the last stopped world,

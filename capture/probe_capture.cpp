@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "capture/probe_capture.h"
 
 #include <time.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ProbeCapture: the probe-driven profiles of one capture (heap, block, mutex), wired end to
 // end: the probes installed in the target (probe/Probes), a thread that drains their ring
 // from profctl's own mapping (never stopping the target), and the collectors that unwind

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "cli/capture_assembly.h"
 
 #include <map>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Turning what attach/ and profile/ collected into a symbolized Capture: unwind the
 // stop-the-world snapshots (after the target was resumed), symbolize each unique pc once,
 // fill the thread table and the profiles.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl attach PID / profctl run -- CMD: a sampling capture (cpu, wall, threadcreate,
 // threads) written as capture.json, pprof, text and folded files.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Pieces every subcommand shares: logging flags, the pid argument, the error line.
 #pragma once
 

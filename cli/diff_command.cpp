@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "cli/diff_command.h"
 
 #include <fstream>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl diff BASE.json NEW.json: what changed between two captures, and a gate a CI job
 // can fail on (--fail-if, exit 5).
 #pragma once

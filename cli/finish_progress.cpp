@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "cli/finish_progress.h"
 
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // FinishProgress: after the capture window ends, the work still to do (detaching, unwinding
 // what was queued, symbolizing, writing) can take seconds on a big target. When it takes
 // longer than a second, stderr says what profctl is doing: redrawn on a terminal, one line

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The heap profile's options: --mem-rate and --leak-age (attach, run), --sample-index
 // (attach, run, report). Parsed as strings and validated here, in one place, so that a bad
 // value is a usage error (exit 1) with the valid forms, before anything touches a target.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl: parse the command line, run one subcommand, map errors to DESIGN's exit codes.
 #include <CLI/CLI.hpp>
 #include <cstdio>

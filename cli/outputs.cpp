@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "cli/outputs.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Writing a finished Capture: the files of -o DIR, or a summary on stdout.
 #pragma once
 

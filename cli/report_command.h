@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl report CAPTURE.json: re-render a saved capture without the target.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl's own signal handling during a capture: SIGINT/SIGTERM/SIGHUP end the capture
 // (attach) or are forwarded to the program profctl started (run). Either way the handler
 // only sets a flag or forwards: detaching and restoring happen on the normal path.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "cli/stack_command.h"
 
 #include <cstdint>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl stack PID: the one-shot all-thread dump (Go's debug=2 goroutine dump, for threads).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "cli/wait_options.h"
 
 #include <charconv>

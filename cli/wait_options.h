@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The block and mutex profiles' options (attach, run): --block-rate with the meaning of
 // Go's runtime.SetBlockProfileRate, --mutex-fraction with SetMutexProfileFraction's.
 // Validated here, before anything touches a target (a bad value is a usage error).

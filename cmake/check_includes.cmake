@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The dependency rule of DESIGN ("no library reaches another's headers without linking it"),
 # checked on every build: run with -DMANIFEST=<file> -P (see cmake/include_rule.cmake, which
 # writes the manifest at configure time and runs this before any library is compiled).

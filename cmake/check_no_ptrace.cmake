@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # cmake -DNM=<nm> -DLIBS=<a.a,b.a,...> -DCONTROL=<lib with ptrace code> -P check_no_ptrace.cmake
 # Fails when one of LIBS references ptrace(2), or when CONTROL does not (the check is blind).
 cmake_minimum_required(VERSION 3.22)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # cmake -P embed_blob.cmake: checks the linked probe blob and turns its flat image into a
 # C++ source. Inputs: ELF (linked blob), BIN (objcopy -O binary of it), READELF, OUT.
 # The image is copied into the target at an address known only at run time, so a single

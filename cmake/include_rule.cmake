@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # profctl_include_rule(HOMES dir=target...): the build enforces DESIGN's dependency rule, "no
 # library reaches another's headers without linking it". All headers live under one root and
 # are included as "dir/file.h", so the compiler's include path cannot tell libraries apart;

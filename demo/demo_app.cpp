@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl-demo: a small multi-threaded workload for the README's quick start. A pool of
 // named workers takes jobs from a queue (condition variable), one thread crunches numbers
 // through a recursive search, one sleeps on a timer, one holds a lock others contend for.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The embedded trampoline blob (probe/blob/, linked into one flat image at build time and
 // checked to carry no relocations). Its first bytes are struct probe_blob_header.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/code_area.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Where to put the code area: a free range of the target's address space from which a
 // jmp rel32 reaches every byte of the probed module and back.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/elf_symbols.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Probe sites in a module file: the value and size of named functions from .dynsym (and
 // .symtab when present), and the module's load bias in a process. The file is untrusted
 // input: libelf bounds-checks section data against the file; everything else (entry

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/probe_image.h"
 
 #include <cstring>

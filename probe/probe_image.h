@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The probe image builder: a pure function from (where the areas are in the target, which
 // functions to probe) to (the bytes of the code area, and per site the exact patch to
 // write, or the int3 fallback, or a refusal with the reason). It writes nothing anywhere:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/probes.h"
 
 #include <fcntl.h>

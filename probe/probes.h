@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Probes: the probe engine's install and removal for the heap profile, run inside
 // attach/'s stopped world. It finds the allocator's entry points (the first module in
 // link order that defines each: a statically linked allocator in the executable wins over

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/relocator.h"
 
 #include <Zydis/Zydis.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Relocator: moves the first instructions of a function to another address so that they
 // can run there ("the original path") while a jmp or int3 overwrites them in place.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/ring_reader.h"
 
 #include <atomic>

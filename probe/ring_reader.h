@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // RingReader: drains the records that trampolines commit into the shared ring, from
 // profctl's own mapping, without stopping anything. Single consumer.
 //

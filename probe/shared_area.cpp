@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/shared_area.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SharedArea: profctl's side of the memfd shared with the target (probe/abi/probe_abi.h):
 // the control block, the thread slot table, the sampled-pointer table and the ring.
 // profctl creates and maps it here; attach/ maps the same memfd into the target (remote

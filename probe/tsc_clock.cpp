@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/tsc_clock.h"
 
 #include <time.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // TscClock: converts the rdtsc values in probe records to CLOCK_MONOTONIC nanoseconds.
 // Calibrated in profctl's own process: the TSC is invariant and shared by all cores on
 // the x86-64 machines profctl runs on (constant_tsc, nonstop_tsc), so the target's rdtsc

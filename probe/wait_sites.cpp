@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "probe/wait_sites.h"
 
 #include <Zydis/Zydis.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Where a futex-based wait can be timed in glibc, found by reading code rather than names.
 //
 // On Debian's glibc every blocking wait funnels through a few functions that are internal

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "profile/collector.h"
 
 #include <algorithm>

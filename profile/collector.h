@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Collector: the sampling session's sink. Snapshots are queued and unwound on a worker
 // thread of their own (never on the stop path), interned, and aggregated into the cpu,
 // wall and threadcreate profiles. A full queue drops the sample (or creation) and counts

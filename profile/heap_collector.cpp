@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "profile/heap_collector.h"
 
 namespace profctl {

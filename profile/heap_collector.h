@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // HeapCollector: the heap profile's sink beside the Collector. Allocation events (sampled
 // allocations with the registers and stack copy the probe recorded, and frees of sampled
 // pointers) are queued by the thread that drains the probe ring and processed in order on a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "profile/heap_profile.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // HeapTracker: the heap profile (Go's runtime.MemProfile, as `go tool pprof` shows it) built
 // from the sampled allocations that the in-target probes record, plus what Go does not
 // give: the peak of in-use memory with the stacks that held it, and long-lived allocations

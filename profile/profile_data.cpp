@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "profile/profile_data.h"
 
 #include "base/thread_state.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ProfileData: one profile kind's samples, aggregated by (stack, labels), as Go's
 // runtime/pprof keeps its buckets. Pure data; symbolized later, once per unique pc.
 #pragma once

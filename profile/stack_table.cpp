@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "profile/stack_table.h"
 
 namespace profctl {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // StackTable: interned stacks (DESIGN "Stacks are stored as pcs and interned").
 #pragma once
 

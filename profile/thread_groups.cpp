@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "profile/thread_groups.h"
 
 #include <algorithm>

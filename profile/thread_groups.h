@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The "threads" profile: Go's goroutine profile for threads. Identical stacks are grouped,
 // counted, and keep the list of the threads that share them.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ThreadStack: one thread of a stack dump as unwound pcs, before symbolization.
 #pragma once
 

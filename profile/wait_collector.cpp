@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "profile/wait_collector.h"
 
 #include <algorithm>

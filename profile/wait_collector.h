@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // WaitCollector: the block and mutex profiles' sink beside the Collector and the
 // HeapCollector. Timed waits recorded by the probes (a stack copy at the wait function's
 // entry, the delay, the lock or futex word) are queued by the thread that drains the probe

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Capture: the in-memory form of capture.json ("profctl.capture/1", DESIGN.md "Output").
 // Writers take a finished Capture (STYLE 19); `profctl report` reads one back.
 #pragma once

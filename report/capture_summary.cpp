@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/capture_summary.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The one screen `attach`/`run -o` print on stderr at the end, like the head of `perf report
 // --stdio`: the window, the samples, the files written, and the top functions of each
 // profile.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A CaptureDiff for people (text) and for scripts (JSON, "profctl.diff/1", schema/
 // profctl.diff-1.schema.json).
 #pragma once

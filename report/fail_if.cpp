@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/fail_if.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // --fail-if: the thresholds a CI job gates a diff on, e.g. 'cpu:parse_request>+10%',
 // 'heap.inuse_space:total>+20%', 'cpu:self:memcpy>+5ms', 'wall:total>+2pp'.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/flame_tree.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The merged call tree a flame graph draws: every stack of a profile folded into one tree,
 // root (all samples) first, callers above their callees, one node per distinct function
 // path, with a value per sample type.

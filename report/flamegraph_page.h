@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The HTML, CSS and script of the flame graph page (flamegraph_writer.h), with one marker
 // where the profile's data goes.
 #pragma once

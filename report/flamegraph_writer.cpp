@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/flamegraph_writer.h"
 
 #include <cmath>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A flame graph of one profile as a single self-contained HTML page (<kind>.html): no
 // network, no external script or font, so it opens from disk or as a CI artifact.
 #pragma once

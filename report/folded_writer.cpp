@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/folded_writer.h"
 
 #include <map>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Folded stacks ("root;...;leaf value") for flame graph tools (flamegraph.pl, speedscope,
 // inferno).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/heap_text.h"
 
 #include <algorithm>

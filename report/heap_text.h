@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The heap profile for people (heap.txt), in the spirit of Go's debug=1 heap profile.
 #pragma once
 

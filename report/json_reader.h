@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // capture.json reader for `profctl report`: the inverse of write_capture_json.
 #pragma once
 

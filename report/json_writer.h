@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // capture.json writer: DESIGN.md "Output", schema/profctl.capture-1.schema.json.
 #pragma once
 

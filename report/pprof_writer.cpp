@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/pprof_writer.h"
 
 #include <zlib.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pprof protobuf writer (<kind>.pb.gz), read by `go tool pprof`, Pyroscope, Parca, speedscope.
 #pragma once
 

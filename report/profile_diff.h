@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The difference between two captures of one program, per profile kind and sample type: per
 // function (self and total) and per stack, in the profile's unit and in percentage points of
 // each capture's total. Pure: no files, no formatting (diff_text.h, diff_json.h do that).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/profile_text.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The human report of one profile (<kind>.txt): top stacks and a flat top-functions table,
 // in the manner of `go tool pprof -top`.
 #pragma once

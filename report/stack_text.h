@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The human all-thread dump of `profctl stack`: Go's debug=2 goroutine dump, for threads.
 #pragma once
 

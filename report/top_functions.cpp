@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/top_functions.h"
 
 #include <algorithm>

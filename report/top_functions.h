@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The flat/cum table of functions, as `go tool pprof -top` prints it, shared by the text
 // reports.
 #pragma once

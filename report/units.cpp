@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "report/units.h"
 
 #include <cinttypes>

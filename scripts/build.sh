@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Configures and builds profctl, its tests and its demo into build/ (RelWithDebInfo).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Quick start, part 1: install what is missing, build, start the bundled demo workload and
 # dump every thread's stack with `profctl stack`.
 set -euo pipefail

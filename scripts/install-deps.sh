@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian 12 packages profctl builds, tests and benchmarks with; only the
 # missing ones, so a second run costs nothing.
 set -euo pipefail

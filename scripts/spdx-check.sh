@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Every tracked source file of ours starts with an SPDX license line (LICENSE: MIT):
 #   // SPDX-License-Identifier: MIT     C, C++, Go, protobuf
 #   /* SPDX-License-Identifier: MIT */  assembly (.S), linker scripts (.ld)

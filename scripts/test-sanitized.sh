@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The whole test suite under sanitizers: configures build-sanitized/ (or $BUILD_DIR) with
 # -DPROFCTL_SANITIZE=${SANITIZE:-undefined,float-cast-overflow} (e.g. SANITIZE=address,undefined), builds it and runs
 # ctest. The first sanitizer report aborts the process that made it, so the test fails.

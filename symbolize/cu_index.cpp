@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "symbolize/cu_index.h"
 
 #include <elfutils/libdwfl.h>

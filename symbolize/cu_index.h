@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CuIndex: address -> compile unit of a module, from each CU's own DW_AT_low_pc/high_pc/
 // ranges. libdwfl finds a pc's CU through .debug_aranges (dwfl_module_addrdie), and libdw
 // 0.188 does not build aranges from the CUs when that section is missing, so a module

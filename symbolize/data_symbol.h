@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Naming a data address (a lock, a global) by the symbol that holds it: "g_queue_mutex",
 // "counters+0x10". What the mutex profile shows for a lock in static storage.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "symbolize/elf_names.h"
 
 #include <elfutils/libdwfl.h>

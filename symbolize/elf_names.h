@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ModuleNames: the names of one module that its ELF symbol lookup does not give directly:
 // PLT entries ("memcmp@plt", which have no symbol of their own) and the public alias among
 // several symbols at one address ("read" rather than "__GI___libc_read"). Built once per

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Frame: one symbolized frame, as capture.json's FRAME (DESIGN.md "Output").
 #pragma once
 

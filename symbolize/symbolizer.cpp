@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "symbolize/symbolizer.h"
 
 #include <cxxabi.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Symbolizer: pc -> frames (LIBDWFL.md c), once per unique (pc, activation), cached.
 // Missing debug info degrades to module+offset, never to a failure.
 #pragma once

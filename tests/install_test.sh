@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tests/install_test.sh CMAKE BUILD_DIR SOURCE_DIR VERSION: `cmake --install BUILD_DIR --prefix
 # /usr` with DESTDIR in a temporary directory installs exactly the binary, the man page (the
 # template with the project's version), the JSON schemas, README.md and LICENSE; nothing else.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "unwind/dwfl_unwinder.h"
 
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // DwflUnwinder: libdwfl CFI unwinding from a Snapshot, never from live memory (LIBDWFL.md
 // b). libdwfl falls back to frame pointers by itself where a pc has no CFI.
 #pragma once

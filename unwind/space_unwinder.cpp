@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "unwind/space_unwinder.h"
 
 namespace profctl {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SpaceUnwinder: unwinds every snapshot with the modules of its own address space
 // (Snapshot::space), for captures that follow child processes: a shell's samples are
 // unwound against dash, its child's against the program it exec'd. Each space's TargetDwfl

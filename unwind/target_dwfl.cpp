@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "unwind/target_dwfl.h"
 
 #include <elfutils/libdwfl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // TargetDwfl: the one libdwfl session of a target address space (LIBDWFL.md a). Modules
 // are reported once from /proc/PID/maps and refreshed only when the maps change; ELF files
 // are opened through /proc/PID/root so a process in a container resolves its own files.

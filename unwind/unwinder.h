@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Unwinder: Snapshot -> pcs (STYLE 14). An interface so that profile/ and report/ tests can
 // use a fake.
 #pragma once

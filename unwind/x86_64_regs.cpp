@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "unwind/x86_64_regs.h"
 
 namespace profctl {

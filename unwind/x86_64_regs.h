@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 register mapping: PTRACE_GETREGS's user_regs_struct -> DWARF registers (STYLE 16).
 #pragma once
 

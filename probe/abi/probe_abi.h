@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* probe_abi.h: the one contract between the in-target trampoline blob (freestanding C and
  * GNU as, probe/blob/) and profctl (C++20, probe/). Plain C11, also valid C++20 and, for
  * the constants only, GNU as (guarded by __ASSEMBLER__).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* The in-target half of the probes: what runs inside the profiled process when a probed
  * function is entered. Freestanding: no libc (it may be the very thing we probe), no
  * writable data (the code area is r-x; all state lives in the shared area), no floating

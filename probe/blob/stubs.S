@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Entry stubs of the probe blob (GNU as, AT&T syntax). See blob.c for the contract.
  *
  * The image starts with struct probe_blob_header (probe_abi.h); then one entry stub per

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `profctl stack` on things it cannot or must not attach: exit 2 (1 for usage), exactly one line on
 // stderr, nothing on stdout, and the target exactly as it was.
 #include <fcntl.h>

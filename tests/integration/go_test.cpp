@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A Go program's stack has Go's file:line and the inlined frames gdb shows. Go writes DWARF
 // without .debug_aranges, and libdw 0.188 then finds no compile unit for any pc (eu-addr2line
 // answers ??:0): symbolize/cu_index.cpp finds it by the CUs' own ranges.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The heap profile's command line: --mem-rate, --leak-age and --sample-index are validated
 // before anything is attached (exit 1, one line naming the valid forms), and `profctl report`
 // re-renders a saved heap profile with --sample-index. No target, no ptrace.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // integration_tests: runs the real profctl binary against the programs in tests/targets/.
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `profctl stack` on stack_target: every thread's exact stack, state, wait syscall and address,
 // source lines, inline frames, the options that change them, in every build variant.
 // The expected stacks are the ones written at the top of tests/targets/stack_target.c.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `profctl stack` under load: 500 threads, threads created and joined constantly, and a stream of
 // signals that must all arrive exactly once.
 #include <gtest/gtest.h>

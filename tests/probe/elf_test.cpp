@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Probe sites from a module file: libc's real symbols, and malformed files refused.
 #include <dlfcn.h>
 #include <gtest/gtest.h>

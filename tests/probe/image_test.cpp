@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The image builder on synthetic functions: what it writes where, and every decision
 // (jump, int3 fallback, alias, refusal). Nothing is executed here.
 #include <gtest/gtest.h>

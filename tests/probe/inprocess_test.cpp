@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The whole in-target half, in this very process: its own libc's allocation functions are
 // patched with the real image, called from known call sites, and the records drained from
 // the ring are checked exactly. Each test runs in its own process (gtest_discover_tests),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "tests/probe/libc_probes.h"
 
 #include <signal.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // LibcProbes: installs the probes on the test process's OWN libc, exactly as attach/ will
 // in a target but with local memory writes instead of ptrace: a shared area, a code area
 // mapped near libc.so.6, the image built for the real libc functions, and jmp (or int3)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Relocator on hand-assembled byte sequences: every rewrite and every refusal, with the
 // exact bytes expected.
 #include "probe/relocator.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SharedArea and RingReader without any trampoline: records written by hand the way the
 // blob writes them, including the cases a live target produces rarely (padding at the
 // wrap, a writer that died mid-record, foreign pids, garbage).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A signal handler that allocates while its thread is inside a recorded call, and probed
 // calls nested in a probed call: only the outermost call is recorded, nothing is
 // corrupted. The outer function is this binary's own, probed with the int3 fallback (it is

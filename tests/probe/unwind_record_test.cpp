@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A probe record is enough for the existing unwinder: the registers at the probed function's
 // entry plus the stack copy unwind through the test's own frames, exactly.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Finding glibc's futex-wait funnels without debug symbols: the code scan from exported
 // entry points must land on the very functions libc6-dbg names (this process's own libc,
 // read from its own memory). And the scan's building block on hand-assembled bytes.

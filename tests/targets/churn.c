@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // churn [CHURNERS]: CHURNERS threads (default 2, named "churner") each create and join a
 // short-lived thread ("churn-worker") in a tight loop, for ever. Threads appear and exit all the
 // time, which is what a stop-the-world must survive.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // many_threads N: N threads (default 500), each blocked in pause() inside a known function.
 //
 // Protocol: "ready N" on stdout once every thread is blocked in pause (checked in /proc, no

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // signals [ECHO_FD]: counts the signals it receives, while several threads are busy or blocked, so
 // that a test can check that a tracer neither loses nor invents a signal.
 //   SIGUSR1: counted; when ECHO_FD is given, the handler also writes one byte 'u' to it, so a

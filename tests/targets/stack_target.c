@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // stack_target: a process whose every thread sits in a known place, so that a stack dump of it can
 // be asserted frame by frame. Built four times from this one source (see CMakeLists.txt): CFI only,
 // frame pointers, non-PIE, and a stripped copy of the CFI build.

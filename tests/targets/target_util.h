@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Helpers shared by the test targets (header-only, C). Nothing here sleeps to wait: a target
 // reports "ready" only once /proc says its threads are where the comments say.
 #ifndef PROFCTL_TESTS_TARGETS_TARGET_UTIL_H

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs a gtest binary that runs several tests in one ctest test (add_test with --gtest_filter):
 # exits 77 (SKIP_RETURN_CODE, ctest reports "skipped") only when the binary succeeded, no test
 # passed and at least one was skipped; otherwise its own exit status. A SKIP_REGULAR_EXPRESSION

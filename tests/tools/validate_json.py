@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """validate_json.py SCHEMA FILE...: check JSON files against a JSON Schema.
 
 Exits 0 when every FILE validates; otherwise prints each failure (file, the path to the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // /proc parsers on text: the target's /proc files are untrusted input.
 #include <gtest/gtest.h>
 #include <sys/wait.h>

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Fixture programs for the unwind/ and symbolize/ unit tests (fixtures/symfix.cpp):
 #   symfix           -O2 -g, no frame pointer: CFI unwinding
 #   symfix_fp        -O2 -g with frame pointers (leaf functions too)

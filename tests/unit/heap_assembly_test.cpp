@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // From HeapTracker to every output: cli's add_heap_profile (compiled into this binary) turns
 // the tracker's result into the Capture's heap profile, symbolized offline against the symfix
 // fixture; the JSON round-trips and validates, the text and pprof carry the same numbers.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profile/heap_profile: the heap tracker's arithmetic (exact at rate 1, Go's scaling above),
 // the peak and its stacks, long-lived allocations and the counters.
 #include "profile/heap_profile.h"

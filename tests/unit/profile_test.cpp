@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profile/: interning, aggregation, and the Collector with a fake unwinder (STYLE 14).
 #include <gtest/gtest.h>
 

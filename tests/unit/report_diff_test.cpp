@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl diff's arithmetic: sums per function and stack, scaling to the new window, shares
 // and percentage points, the order of the rows, and the base file for pprof -diff_base.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // --fail-if expressions: parsing (what each form means, and one clear error per mistake) and
 // evaluation against a hand-made diff.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A Capture with every field set and every frame shape (known, unknown, inlined, outside
 // any module), shared by the report_* tests.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The flame graph page: the merged tree it draws (values, order, inlined frames, folding of
 // narrow boxes) and the page itself (self-contained, escaped, small for 50,000 stacks).
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The heap profile's outputs: heap.txt (golden), folded by sample index, the capture.json
 // fields and their reader checks, and the schema on them.
 #include <gtest/gtest.h>

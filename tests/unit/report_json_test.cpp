@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // capture.json: writer shape, schema validation, reader round trip and reader errors.
 #include <gtest/gtest.h>
 #include <sys/wait.h>

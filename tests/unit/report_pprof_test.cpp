@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pprof writer: the decoded protobuf's structure, and `go tool pprof` reading the file.
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Text outputs for people and flame graph tools: the stack dump, the profile report and
 // folded stacks, each compared with the exact expected text.
 #include <gtest/gtest.h>

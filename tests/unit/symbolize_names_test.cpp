@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Names for frames that have no symbol of their own or several: PLT entries (named from the
 // relocations, checked against objdump's <name@plt> labels), functions of a stripped file
 // (named by their CFI start, checked against the unstripped file's symbol), and glibc's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Offline symbolization of the symfix fixtures (no process): names, module+offset,
 // file:line, inlined frames, stripped files and unknown addresses.
 #include <gtest/gtest.h>

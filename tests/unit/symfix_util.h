@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Helpers shared by the unwind/ and symbolize/ unit tests: where things are in the symfix
 // fixtures (tests/unit/fixtures/symfix.cpp, built by fixtures.cmake).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ThreadTable: every wait status moves a thread to exactly one state, and the transitions
 // that once froze or hung targets (issue: attach/ under job control and churn) stay fixed.
 #include "attach/thread_table.h"

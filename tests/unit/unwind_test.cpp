@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // DwflUnwinder on live symfix processes: snapshot taken while stopped (seize, interrupt,
 // GETREGS, process_vm_readv), target resumed and reaped, THEN unwound and symbolized.
 #include <fcntl.h>

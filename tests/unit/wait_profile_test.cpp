@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The block and mutex profiles' arithmetic (Go's scaling), their collector's routing (lock
 // waits, rwlock waits by stack, the lock label) with a fake unwinder, and the options'
 // parsing.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Captures end when they should and say what they wrote: `-d` is a wall-clock deadline even on a
 // machine made oversubscribed on purpose, SIGTERM ends a capture and the files are written
 // within the bound, and the end-of-capture summary names files that exist.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CPU truth on an oversubscribed machine: the cpu profile of a program whose three
 // functions take 50/30/20 % of its CPU (measured by the program itself around every call
 // with CLOCK_THREAD_CPUTIME_ID), profiled beside 16 processes that keep both CPUs busy with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The cpu and wall profiles: CPU time charged to the right functions in the right proportion and
 // in the right total, and wall time for every thread, sleeping or not, with its tid, name and
 // state. Targets: sampling_burn.c (burn_a : burn_b = 3 : 1 of CPU) and sampling_sleep_spin.c.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `profctl diff` on real captures: `sampling_truth batch 1` and `batch 2` run the same job
 // (two workers, 4000 loops of work_fifty, work_thirty, work_twenty each) except that
 // work_fifty does twice the work in the second. The diff must show that factor, the gate must

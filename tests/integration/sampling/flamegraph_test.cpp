@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The flame graph page as a person sees it: opened in headless Chromium (Debian's chromium;
 // skipped where it is not installed), its DOM after the scripts ran must show the profile's
 // total, the widest box under the root with the text report's name and share, and a search

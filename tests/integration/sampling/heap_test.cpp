@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The heap profile on real processes: an exactly known workload recorded exactly at
 // --mem-rate 1; the target restored byte for byte after SIGINT, SIGTERM, SIGHUP and SIGKILL
 // of profctl; children forked while the probes are in; 8 threads allocating flat out; exec;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // How a capture ends: `profctl run` returns the program's exit status (128+N when a signal killed
 // it) and forwards SIGTERM; `profctl attach` ends with exit 3 and a warning when the target exits,
 // and with exit 0 on SIGINT, leaving the target running untraced. Files are written every time.

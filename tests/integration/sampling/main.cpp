@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_tests: profctl attach/run/report against the programs in tests/targets/sampling.
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // attach/ under what a tracer finds unusual, each a defect that once hung or froze a target:
 // job control while sampling at 999 Hz, thread churn at the final stop, clone(CLONE_VM) children
 // that are processes, a main thread that has exited, a thread traced by someone else, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `go tool pprof` in its default mode (it symbolizes whatever a profile leaves unsymbolized,
 // from the files the mappings name) reads profctl's cpu.pb.gz with exactly the function names
 // of profctl's own text, at every location: a target that calls through PLT stubs into a

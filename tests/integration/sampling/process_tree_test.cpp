@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The process tree: `profctl run` follows every process the command starts (fork, exec) as
 // `perf record` does, `--no-children` keeps the command alone, `attach --children` follows
 // what the target starts during the capture, and --max-processes bounds a fork bomb. Each

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `profctl report`: re-rendering a saved capture.json gives back what the capture wrote, and a bad
 // file is one line on stderr and exit 1, never a crash. Target: sampling_sleep_spin.c.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "sampling_support.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the sampling tests need beyond tests/integration/support (process spawning and /proc
 // readers live there): profctl running in the background
 // (attach until SIGINT, run with a target that talks on stdout), temporary directories, polling

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Captures at 499 Hz while the target works against the tracer: threads created and joined all the
 // time (every creation counted, nothing hangs) and a burst of queued real-time signals (none lost,
 // none duplicated). Targets: sampling_churn.c, tests/targets/signals.c.

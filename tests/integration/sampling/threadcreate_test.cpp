@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The threadcreate profile: one count per clone, with the creating thread's stack and tid, when
 // attaching to a running process and when starting it with `profctl run`.
 // Target: tests/targets/sampling/sampling_threadcreate.c (7 threads from create_from_alpha() on the

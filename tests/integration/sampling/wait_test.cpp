@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The block and mutex profiles on real processes (target: wait_target.c, which measures its
 // own waits): each futex-based wait counted exactly with its delay; contended locking named
 // with its function and lock; uncontended locking leaves no trace; a thread blocked across

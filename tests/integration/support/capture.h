@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // profctl as the tests see it: where the binary is, running `profctl stack`, checking a capture
 // document (schema file + validator, and the shape the tests rely on), and matching a thread's
 // frames against the expected stack written in the target's source comment.

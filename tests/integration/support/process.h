@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Processes a test starts: a Child (a target with pipes, killed and reaped in its destructor) and
 // run() (a command with captured stdout/stderr, an exit code and a timeout). Every pid here is one
 // this test process forked; nothing is ever killed by name.

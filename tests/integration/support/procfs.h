@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What /proc says about a target, read by the test independently of profctl: thread list, states,
 // tracer, the syscall a thread is blocked in.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // go_target: a Go program with known inlined calls, for Go DWARF in symbolize/ (no
 // .debug_aranges: libdw 0.188 finds no CU for any pc without the fallback in cu_index.cpp).
 // It prints "ready", then its main goroutine blocks reading stdin (a line ends it) in:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // plt_target MS: spins for MS milliseconds of CPU on its main thread, calling through PLT
 // stubs into a stripped library (libpltlib.so) and into libc, then exits 0.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libpltlib.so: a shared library built without debug info and stripped (.symtab removed,
 // .dynsym and .eh_frame kept), for the pprof and naming tests:
 //   lib_spin  exported (named by .dynsym), calls

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // heap_int3 [N]: an executable that defines its own malloc, which the dynamic linker
 // resolves before libc's, and whose first bytes hold a branch target (a loop back to byte
 // 2): no jump can be patched over it, so profctl must fall back to a breakpoint there and

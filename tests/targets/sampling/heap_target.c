@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // heap_target MODE: allocations the heap tests know exactly.
 // Protocol: "ready pid=P" on stdout; commands on stdin, one line each:
 //   run      -> one round of the exact workload below, then "done round=N"

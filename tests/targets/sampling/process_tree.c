@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // process_tree MODE: processes that start processes, for the process-tree tests of `profctl run`
 // (children followed by default, --no-children) and `profctl attach --children`. The CPU each
 // process spends is measured by the process itself (CLOCK_PROCESS_CPUTIME_ID) and printed on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_burn: two threads, "burner-a" and "burner-b", that pass a token back and forth so that
 // exactly one of them runs at a time, and split their CPU time 3:1 on their own CPU clocks
 // (CLOCK_THREAD_CPUTIME_ID): burner-a spins in burn_a() until it has used 3 ms more CPU, hands the

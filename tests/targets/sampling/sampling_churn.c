@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_churn: two threads ("churner") each create and join short-lived threads in a loop,
 // counting every creation, and can be paused, so that a test knows exactly how many threads were
 // created between two of its commands.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_odd MODE: targets that do what a tracer finds unusual (issue: attach/ holds up).
 //   spin8     8 threads ("spinner") spin, counting loops: job control is applied to it from
 //             outside while it is sampled.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_run_modes MODE: how a program ends, for `profctl run` (whose exit status is the
 // program's). Every mode first spends 100 ms of CPU in work() (stack: work, main, [libc], _start)
 // so that the profiles cannot be empty.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_sleep_spin: one thread that only sleeps ("sleeper") and one that only spins ("spinner"),
 // for wall vs cpu profiles, for ending a capture with SIGINT, and for a target that exits in the
 // middle of a capture.

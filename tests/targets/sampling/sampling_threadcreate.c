@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_threadcreate [startup]: creates exactly 7 threads from create_from_alpha() (called by
 // the main thread) and exactly 3 from create_from_beta() (called by the thread "beta-creator"),
 // so that a threadcreate profile can be checked count by count and stack by stack.

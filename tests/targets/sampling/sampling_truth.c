@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sampling_truth MODE [FACTOR]:
 //   work [N] two threads ("worker") each loop over work_fifty (5 units), work_thirty (3) and
 //          work_twenty (2), reading CLOCK_MONOTONIC between units (a vDSO call: the place a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Helpers shared by the sampling targets (header-only, C), on top of ../target_util.h.
 #ifndef PROFCTL_TESTS_TARGETS_SAMPLING_SAMPLING_UTIL_H
 #define PROFCTL_TESTS_TARGETS_SAMPLING_SAMPLING_UTIL_H

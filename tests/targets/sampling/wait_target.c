@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // wait_target: waits and lock contention the block/mutex tests know exactly, each in a
 // function named for what it does. It measures its own truth (CLOCK_MONOTONIC around every
 // wait) and reports it, so the test compares the profile with what really happened.
