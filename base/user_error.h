@@ -8,7 +8,7 @@
 
 namespace profctl {
 
-// DESIGN.md "Exit codes".
+// docs/DESIGN.md "Exit codes".
 enum class ExitCode : int {
   kOk = 0,
   kUsage = 1,       // bad command line, unreadable/corrupt capture file

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// profctl: parse the command line, run one subcommand, map errors to DESIGN's exit codes.
+// profctl: parse the command line, run one subcommand, map errors to exit codes
+// (docs/DESIGN.md "Exit codes").
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// StackTable: interned stacks (DESIGN "Stacks are stored as pcs and interned").
+// StackTable: interned stacks (docs/DESIGN.md "Performance principles": stacks are stored as
+// pcs and interned; symbolization runs once per unique pc).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Capture: the in-memory form of capture.json ("profctl.capture/1", DESIGN.md "Output").
+// Capture: the in-memory form of capture.json ("profctl.capture/1", docs/DESIGN.md "Output").
 // Writers take a finished Capture (STYLE 19); `profctl report` reads one back.
 #pragma once
 
@@ -33,7 +33,7 @@ struct CaptureWindow {
   bool operator==(const CaptureWindow&) const = default;
 };
 
-// How long the target was held stopped (DESIGN "Performance principles").
+// How long the target was held stopped (docs/DESIGN.md "Performance principles").
 struct PauseStats {
   uint64_t world_stopped_ns = 0;  // first interrupt to last resume
   uint64_t stop_ns = 0;           // interrupting + waiting for every stop

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// capture.json writer: DESIGN.md "Output", schema/profctl.capture-1.schema.json.
+// capture.json writer: docs/DESIGN.md "Output", schema/profctl.capture-1.schema.json.
 #pragma once
 
 #include <ostream>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Frame: one symbolized frame, as capture.json's FRAME (DESIGN.md "Output").
+// Frame: one symbolized frame, as capture.json's FRAME (docs/DESIGN.md "Output").
 #pragma once
 
 #include <cstdint>
