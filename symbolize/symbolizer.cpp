@@ -249,7 +249,7 @@ const CuIndex& Symbolizer::Impl::cu_index(Dwfl_Module* mod, std::string_view nam
 std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
   // A caller's pc is a return address: the call is the instruction before it, and the
   // return address itself can belong to the next line or even the next function
-  // (LIBDWFL.md c.1).
+  // (docs/DESIGN.md "libdwfl" c.1).
   const Dwarf_Addr a = activation || pc == 0 ? pc : pc - 1;
   Frame phys;
   phys.pc = pc;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Symbolizer: pc -> frames (LIBDWFL.md c), once per unique (pc, activation), cached.
+// Symbolizer: pc -> frames (docs/DESIGN.md "libdwfl" c), once per unique (pc, activation), cached.
 // Missing debug info degrades to module+offset, never to a failure.
 #pragma once
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// DwflUnwinder: libdwfl CFI unwinding from a Snapshot, never from live memory (LIBDWFL.md
-// b). libdwfl falls back to frame pointers by itself where a pc has no CFI.
+// DwflUnwinder: libdwfl CFI unwinding from a Snapshot, never from live memory
+// (docs/DESIGN.md "libdwfl" b). libdwfl falls back to frame pointers by itself where a pc has no CFI.
 #pragma once
 
 #include <cstddef>

@@ -307,7 +307,7 @@ Result<void> TargetDwfl::refresh() {
     return {};
   }
   // Re-reporting on the same Dwfl keeps unchanged modules (name, start, end) with their
-  // loaded ELF and DWARF, frees the gone ones and adds the new ones (LIBDWFL.md a.3).
+  // loaded ELF and DWARF, frees the gone ones and adds the new ones (docs/DESIGN.md "libdwfl" a.3).
   return impl_->report();
 }
 

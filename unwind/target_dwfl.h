@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// TargetDwfl: the one libdwfl session of a target address space (LIBDWFL.md a). Modules
+// TargetDwfl: the one libdwfl session of a target address space (docs/DESIGN.md "libdwfl" a). Modules
 // are reported once from /proc/PID/maps and refreshed only when the maps change; ELF files
 // are opened through /proc/PID/root so a process in a container resolves its own files.
 // Shared by unwind/ (CFI) and symbolize/ (names, lines, inlines). Use from one thread.

@@ -14,7 +14,7 @@ namespace profctl {
 struct UnwoundFrame {
   uint64_t pc = 0;
   // True for the innermost frame and for frames interrupted by a signal: pc is the exact
-  // instruction, not a return address, so symbolize must not subtract 1 (LIBDWFL.md c.1).
+  // instruction, not a return address, so symbolize must not subtract 1 (docs/DESIGN.md "libdwfl" c.1).
   bool activation = false;
 };
 
