@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "attach/proc.h"
+#include "base/schedstat.h"
+#include "base/text_fields.h"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -15,29 +17,6 @@
 namespace profctl {
 namespace {
 
-std::string_view next_token(std::string_view& s) {
-  size_t b = s.find_first_not_of(" \t\n");
-  if (b == std::string_view::npos) {
-    s = {};
-    return {};
-  }
-  size_t e = s.find_first_of(" \t\n", b);
-  std::string_view tok = s.substr(b, e == std::string_view::npos ? std::string_view::npos : e - b);
-  s = e == std::string_view::npos ? std::string_view{} : s.substr(e);
-  return tok;
-}
-
-template <class T>
-bool parse_num(std::string_view s, T& out, int base = 10) {
-  if (s.empty()) {
-    return false;
-  }
-  if (base == 16 && s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-    s.remove_prefix(2);
-  }
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out, base);
-  return ec == std::errc() && p == s.data() + s.size();
-}
 
 std::string proc_path(pid_t pid, pid_t tid, const char* leaf) {
   return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/" + leaf;
@@ -127,47 +106,6 @@ std::optional<SyscallWait> parse_syscall(std::string_view text) {
     return std::nullopt;
   }
   return w;
-}
-
-std::vector<MapEntry> parse_maps(std::string_view text) {
-  std::vector<MapEntry> out;
-  while (!text.empty()) {
-    size_t nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-    std::string_view rest = line;
-    std::string_view range = next_token(rest);
-    std::string_view perms = next_token(rest);
-    std::string_view offset = next_token(rest);
-    next_token(rest);  // dev
-    next_token(rest);  // inode
-    size_t dash = range.find('-');
-    MapEntry m;
-    if (dash == std::string_view::npos || perms.size() < 4 ||
-        !parse_num(range.substr(0, dash), m.start, 16) ||
-        !parse_num(range.substr(dash + 1), m.end, 16) || !parse_num(offset, m.offset, 16) ||
-        m.end < m.start) {
-      continue;
-    }
-    m.readable = perms[0] == 'r';
-    m.executable = perms[2] == 'x';
-    size_t b = rest.find_first_not_of(' ');
-    if (b != std::string_view::npos) {
-      m.path = std::string(rest.substr(b));
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
-}
-
-const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr) {
-  auto it = std::upper_bound(maps.begin(), maps.end(), addr,
-                             [](uint64_t a, const MapEntry& m) { return a < m.start; });
-  if (it == maps.begin()) {
-    return nullptr;
-  }
-  --it;
-  return addr < it->end ? &*it : nullptr;
 }
 
 std::string syscall_name(long nr) {
@@ -273,12 +211,8 @@ std::optional<uint64_t> read_task_runtime_ns(pid_t pid, pid_t tid) {
   if (!text) {
     return std::nullopt;
   }
-  std::string_view rest = *text;
-  uint64_t ns = 0;
-  if (!parse_num(next_token(rest), ns)) {
-    return std::nullopt;
-  }
-  return ns;
+  auto st = parse_schedstat(*text);
+  return st ? std::optional<uint64_t>(st->run_ns) : std::nullopt;
 }
 
 uint64_t ticks_to_ns(uint64_t ticks) {

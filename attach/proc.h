@@ -12,19 +12,12 @@
 #include <vector>
 
 #include "attach/thread_info.h"
+#include "base/proc_maps.h"  // MapEntry, parse_maps, find_mapping
 #include "base/result.h"
 
 namespace profctl {
 
 // One line of /proc/PID/maps.
-struct MapEntry {
-  uint64_t start = 0;
-  uint64_t end = 0;
-  bool readable = false;
-  bool executable = false;
-  uint64_t offset = 0;
-  std::string path;  // may be empty (anonymous), "[stack]", "[vdso]", ...
-};
 
 // Fields of /proc/PID/task/TID/stat that profctl uses.
 struct TaskStat {
@@ -47,10 +40,6 @@ struct ProcStatus {
 std::optional<TaskStat> parse_stat(std::string_view text);
 std::optional<ProcStatus> parse_status(std::string_view text);
 std::optional<SyscallWait> parse_syscall(std::string_view text);  // nullopt: running / none
-std::vector<MapEntry> parse_maps(std::string_view text);
-// The mapping holding `addr`, or nullptr. `maps` must be sorted by start (as the kernel
-// prints them).
-const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr);
 // Syscall name for an x86-64 syscall number ("futex", "read", ...), or "syscall_<nr>".
 std::string syscall_name(long nr);
 

@@ -23,9 +23,10 @@ ProcessTree::~ProcessTree() {
 
 void ProcessTree::detach_children() {
   // A child's detach stops its threads first; a status of one that another's wait took is
-  // in the child's own queue (routed_in_), so no stop is waited for twice.
+  // in the child's own queue (routed_in_), so no stop is waited for twice. It stays in
+  // children_ while it detaches: the router must still know whose statuses are whose.
   while (!children_.empty()) {
-    children_.back().reset();
+    children_.back()->detach();
     children_.pop_back();
   }
 }

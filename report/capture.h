@@ -29,6 +29,10 @@ struct CaptureTarget {
 struct CaptureWindow {
   std::string start;  // RFC 3339 UTC, e.g. "2026-11-24T10:00:00Z"
   double duration_s = 0;
+  // Sampled captures: the --rate asked for and the tick rate achieved over the window
+  // (0: not a sampled capture, or a capture.json that predates them).
+  double requested_hz = 0;
+  double achieved_hz = 0;
 
   bool operator==(const CaptureWindow&) const = default;
 };

@@ -413,6 +413,12 @@ Capture read_fields(const Json& j) {
   const Json& window = object(need(j, "window", ""), "window");
   c.window.start = string(need(window, "start", "window"), "window.start");
   c.window.duration_s = seconds(need(window, "duration_s", "window"), "window.duration_s");
+  if (const Json* v = maybe(window, "requested_hz")) {
+    c.window.requested_hz = seconds(*v, "window.requested_hz");
+  }
+  if (const Json* v = maybe(window, "achieved_hz")) {
+    c.window.achieved_hz = seconds(*v, "window.achieved_hz");
+  }
 
   if (const Json* v = maybe(j, "options")) {
     c.options = string_map(*v, "options");

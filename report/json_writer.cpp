@@ -167,6 +167,10 @@ void write_capture_json(const Capture& c, std::ostream& out) {
   j["tool_version"] = c.tool_version;
   j["target"] = Json{{"pid", c.target.pid}, {"exe", c.target.exe}, {"cmdline", c.target.cmdline}};
   j["window"] = Json{{"start", c.window.start}, {"duration_s", c.window.duration_s}};
+  if (c.window.requested_hz > 0) {
+    j["window"]["requested_hz"] = c.window.requested_hz;
+    j["window"]["achieved_hz"] = c.window.achieved_hz;
+  }
   j["options"] = Json::object();
   for (const auto& [k, v] : c.options) {
     j["options"][k] = v;

@@ -76,7 +76,14 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
                   const std::vector<int64_t>& totals, size_t nstacks, std::ostream& out) {
   out << "profctl " << kind << " profile: pid " << c.target.pid << " (" << c.target.exe
       << "), start " << (c.window.start.empty() ? "unknown" : c.window.start) << ", duration "
-      << format_value(report_detail::seconds_to_ns(c.window.duration_s), "nanoseconds") << '\n';
+      << format_value(report_detail::seconds_to_ns(c.window.duration_s), "nanoseconds");
+  if (c.window.requested_hz > 0) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, ", sampled at %.1f Hz of %g requested", c.window.achieved_hz,
+                  c.window.requested_hz);
+    out << buf;
+  }
+  out << '\n';
   out << "total:";
   for (size_t i = 0; i < p.sample_types.size(); ++i) {
     out << (i == 0 ? " " : ", ") << p.sample_types[i].type << ' '

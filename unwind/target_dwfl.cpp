@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "base/fd.h"
+#include "base/proc_maps.h"
 #include "base/log.h"
 
 namespace profctl {
@@ -25,36 +26,14 @@ struct DwflDeleter {
 };
 using DwflPtr = std::unique_ptr<Dwfl, DwflDeleter>;
 
-// One line of /proc/PID/maps that names a file: what modules() and find_elf need.
-struct MapEntry {
-  uint64_t start = 0;
-  uint64_t end = 0;
-  uint64_t offset = 0;
-};
-
-// The first mapping of every path in /proc/PID/maps text. Lines are untrusted: a line that
-// does not parse is skipped.
+// The first mapping of every path in /proc/PID/maps text: what modules() and find_elf need.
 std::map<std::string, MapEntry, std::less<>> parse_first_mappings(std::string_view text) {
   std::map<std::string, MapEntry, std::less<>> out;
-  while (!text.empty()) {
-    size_t nl = text.find('\n');
-    std::string line(text.substr(0, nl));
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-    uint64_t start = 0;
-    uint64_t end = 0;
-    uint64_t offset = 0;
-    int path_at = 0;
-    // start-end perms offset dev inode path
-    if (std::sscanf(line.c_str(), "%" SCNx64 "-%" SCNx64 " %*s %" SCNx64 " %*s %*u %n", &start,
-                    &end, &offset, &path_at) < 3 ||
-        path_at <= 0 || static_cast<size_t>(path_at) >= line.size()) {
-      continue;
+  for (MapEntry& m : parse_maps(text)) {
+    if (!m.path.empty() && m.start < m.end) {
+      std::string path = m.path;
+      out.try_emplace(std::move(path), std::move(m));
     }
-    std::string path = line.substr(static_cast<size_t>(path_at));
-    if (path.empty() || start >= end) {
-      continue;
-    }
-    out.try_emplace(std::move(path), MapEntry{start, end, offset});
   }
   return out;
 }

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: MIT
+// /proc/PID/maps, parsed once for everyone: attach/ (stack bounds, remote syscalls) and
+// unwind/'s TargetDwfl (modules). The text is the target's, so untrusted: a line that does
+// not parse is skipped.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace profctl {
+
+struct MapEntry {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  bool readable = false;
+  bool executable = false;
+  uint64_t offset = 0;
+  std::string path;  // may be empty (anonymous), "[stack]", "[vdso]", ...
+};
+
+// Every mapping, in the kernel's order (sorted by start).
+std::vector<MapEntry> parse_maps(std::string_view text);
+// The mapping holding `addr`, or nullptr. `maps` must be sorted by start (as the kernel
+// prints them).
+const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr);
+
+}  // namespace profctl
