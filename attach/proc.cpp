@@ -1,7 +1,5 @@
 // SPDX-License-Identifier: MIT
 #include "attach/proc.h"
-#include "base/schedstat.h"
-#include "base/text_fields.h"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -12,11 +10,12 @@
 #include <memory>
 
 #include "base/fd.h"
+#include "base/schedstat.h"
 #include "base/syscall_names.h"
+#include "base/text_fields.h"
 
 namespace profctl {
 namespace {
-
 
 std::string proc_path(pid_t pid, pid_t tid, const char* leaf) {
   return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/" + leaf;

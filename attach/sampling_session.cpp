@@ -12,8 +12,8 @@
 #include "attach/realtime.h"
 #include "base/clock.h"
 #include "base/fd.h"
-#include "base/schedstat.h"
 #include "base/log.h"
+#include "base/schedstat.h"
 
 namespace profctl {
 namespace {

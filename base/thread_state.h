@@ -8,15 +8,24 @@ namespace profctl {
 // nullptr for a letter /proc does not use.
 inline const char* thread_state_word(char state) {
   switch (state) {
-    case 'R': return "running";
-    case 'S': return "sleeping";
-    case 'D': return "disk";  // uninterruptible sleep, usually I/O
-    case 'T': return "stopped";
-    case 't': return "tracing-stop";
-    case 'Z': return "zombie";
-    case 'X': return "dead";
-    case 'I': return "idle";
-    default: return nullptr;
+    case 'R':
+      return "running";
+    case 'S':
+      return "sleeping";
+    case 'D':
+      return "disk";  // uninterruptible sleep, usually I/O
+    case 'T':
+      return "stopped";
+    case 't':
+      return "tracing-stop";
+    case 'Z':
+      return "zombie";
+    case 'X':
+      return "dead";
+    case 'I':
+      return "idle";
+    default:
+      return nullptr;
   }
 }
 

@@ -285,9 +285,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   c.window.duration_s = run.duration_s;
   if (kinds.count("cpu") || kinds.count("wall")) {
     c.window.requested_hz = o.rate;
-    c.window.achieved_hz =
-        run.session.elapsed_s > 0 ? static_cast<double>(run.session.ticks) / run.session.elapsed_s
-                                  : 0.0;
+    c.window.achieved_hz = run.session.elapsed_s > 0
+                               ? static_cast<double>(run.session.ticks) / run.session.elapsed_s
+                               : 0.0;
   }
   {
     Symbolizer sym(td, symopts);

@@ -15,8 +15,8 @@
 #include <string_view>
 
 #include "base/fd.h"
-#include "base/proc_maps.h"
 #include "base/log.h"
+#include "base/proc_maps.h"
 
 namespace profctl {
 namespace {
@@ -273,8 +273,8 @@ Result<void> TargetDwfl::refresh() {
   // for the whole life of the process, so maps without it are such a view: keep the
   // modules.
   char exe[4096];
-  const ssize_t n = readlink(("/proc/" + std::to_string(impl_->pid) + "/exe").c_str(), exe,
-                             sizeof exe - 1);
+  const ssize_t n =
+      readlink(("/proc/" + std::to_string(impl_->pid) + "/exe").c_str(), exe, sizeof exe - 1);
   if (n <= 0) {
     return {};
   }

@@ -99,6 +99,31 @@ TEST(ProcessTree, RunFollowsAShellPipelineIntoItsChildren) {
   EXPECT_TRUE(outputs_valid(dir.path(), {{"cpu", {"burn_a", "burn_b"}}}));
 }
 
+// posix_spawn: glibc's clone(CLONE_VM | CLONE_VFORK) (a vfork event) and an exec of the same
+// program in the child; the child's CPU is its own, under its pid.
+TEST(ProcessTree, RunFollowsAPosixSpawnedChild) {
+  PROFCTL_REQUIRE_PROFCTL();
+  TempDir dir;
+  RunResult r =
+      run(run_argv({"--profiles", "cpu", "--rate", "199", "-o", dir.path(), "--format", "json"},
+                   {PROCESS_TREE, "spawn", "600"}),
+          RunOptions{milliseconds(90000), std::nullopt});
+  ASSERT_FALSE(r.timed_out) << r.describe();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  auto burns = burns_in(r.err);
+  ASSERT_EQ(burns.count("burn_a"), 1u) << r.err;
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* cpu = profile_of(*capture, "cpu");
+  ASSERT_NE(cpu, nullptr);
+  EXPECT_TRUE(labelled_and_whole(*cpu, "burn_a", burns["burn_a"].pid));
+  EXPECT_NE(burns["burn_a"].pid, capture->at("target").at("pid").get<pid_t>());
+  const double sampled = static_cast<double>(cpu_in(*cpu, "burn_a"));
+  const double truth = static_cast<double>(burns["burn_a"].cpu_ns);
+  EXPECT_GT(sampled, 0.8 * truth) << describe_samples(*cpu);
+  EXPECT_LT(sampled, 1.15 * truth) << describe_samples(*cpu);
+}
+
 TEST(ProcessTree, RunNoChildrenKeepsOnlyTheCommand) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;

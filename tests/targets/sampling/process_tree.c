@@ -11,10 +11,13 @@
 //   bomb N MS   -> forks N children at once, each spending MS ms of CPU in bomb_child(), waits
 //                  for all of them and prints "bombed N" on stdout
 //   hog         -> spins forever in hog() (a CPU hog to oversubscribe the machine)
+//   spawn MS    -> posix_spawn()s itself as "burn-a MS" (glibc: clone(CLONE_VM|CLONE_VFORK), then
+//                  exec) and waits for it
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,6 +97,19 @@ static int bomb(int n, long ms) {
   return 0;
 }
 
+extern char** environ;
+
+static int spawn_burn(const char* self, const char* ms) {
+  char* args[] = {(char*)self, (char*)"burn-a", (char*)ms, NULL};
+  pid_t child = 0;
+  if (posix_spawn(&child, self, NULL, NULL, args, environ) != 0) {
+    return 1;
+  }
+  int st = 0;
+  waitpid(child, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
 int main(int argc, char** argv) {
   sampling_die_with_parent();
   if (argc >= 3 && (strcmp(argv[1], "burn-a") == 0 || strcmp(argv[1], "burn-b") == 0)) {
@@ -109,9 +125,12 @@ int main(int argc, char** argv) {
   if (argc >= 4 && strcmp(argv[1], "bomb") == 0) {
     return bomb(atoi(argv[2]), atol(argv[3]));
   }
+  if (argc >= 3 && strcmp(argv[1], "spawn") == 0) {
+    return spawn_burn(argv[0], argv[2]);
+  }
   if (argc >= 2 && strcmp(argv[1], "hog") == 0) {
     hog();
   }
-  fprintf(stderr, "usage: process_tree burn-a MS | burn-b MS | server | bomb N MS | hog\n");
+  fprintf(stderr, "usage: process_tree burn-a MS | burn-b MS | server | bomb N MS | hog | spawn MS\n");
   return 2;
 }
