@@ -7,6 +7,7 @@
 
 #include "attach/proc.h"
 #include "attach/wait_status.h"
+#include "base/schedstat.h"
 
 namespace profctl {
 namespace {
@@ -49,8 +50,7 @@ TEST(ParseStatus, Fields) {
 }
 
 TEST(ParseSyscall, BlockedAndRunning) {
-  auto w = parse_syscall(
-      "202 0x55d0c0a04048 0x80 0x0 0x0 0x0 0x0 0x7ffd1d2a0f58 0x7f3a2c0b1234\n");
+  auto w = parse_syscall("202 0x55d0c0a04048 0x80 0x0 0x0 0x0 0x0 0x7ffd1d2a0f58 0x7f3a2c0b1234\n");
   ASSERT_TRUE(w);
   EXPECT_EQ(w->nr, 202);
   EXPECT_EQ(w->args[0], 0x55d0c0a04048u);
@@ -84,6 +84,19 @@ TEST(ParseMaps, EntriesAndLookup) {
   EXPECT_EQ(find_mapping(maps, 0x7f0000021000), nullptr);
 }
 
+TEST(ParseSchedstat, FieldsAndGarbage) {
+  auto s = parse_schedstat("123456789 42 7\n");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->run_ns, 123456789u);
+  EXPECT_EQ(s->wait_ns, 42u);
+  EXPECT_EQ(s->timeslices, 7u);
+  EXPECT_FALSE(parse_schedstat(""));
+  EXPECT_FALSE(parse_schedstat("12 34"));                        // a field missing
+  EXPECT_FALSE(parse_schedstat("12 x4 5"));                      // not a number
+  EXPECT_FALSE(parse_schedstat("-1 2 3"));                       // negative
+  EXPECT_FALSE(parse_schedstat("99999999999999999999999 1 1"));  // out of range
+}
+
 TEST(SyscallName, KnownAndUnknown) {
   EXPECT_EQ(syscall_name(202), "futex");
   EXPECT_EQ(syscall_name(230), "clock_nanosleep");
@@ -97,10 +110,8 @@ TEST(WaitStatus, Decodes) {
   EXPECT_EQ(WaitStatus(SIGKILL).kind(), WaitStatus::Kind::kKilled);
   EXPECT_EQ(WaitStatus((SIGUSR1 << 8) | 0x7f).kind(), WaitStatus::Kind::kSignalStop);
   EXPECT_EQ(WaitStatus((SIGUSR1 << 8) | 0x7f).signal(), SIGUSR1);
-  EXPECT_EQ(WaitStatus((128 << 16) | (SIGTRAP << 8) | 0x7f).kind(),
-            WaitStatus::Kind::kEventStop);
-  EXPECT_EQ(WaitStatus((128 << 16) | (SIGSTOP << 8) | 0x7f).kind(),
-            WaitStatus::Kind::kGroupStop);
+  EXPECT_EQ(WaitStatus((128 << 16) | (SIGTRAP << 8) | 0x7f).kind(), WaitStatus::Kind::kEventStop);
+  EXPECT_EQ(WaitStatus((128 << 16) | (SIGSTOP << 8) | 0x7f).kind(), WaitStatus::Kind::kGroupStop);
   WaitStatus clone((3 << 16) | (SIGTRAP << 8) | 0x7f);  // PTRACE_EVENT_CLONE
   EXPECT_EQ(clone.kind(), WaitStatus::Kind::kPtraceEvent);
   EXPECT_EQ(clone.ptrace_event(), 3);
