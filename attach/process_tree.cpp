@@ -164,6 +164,18 @@ uint32_t ProcessTree::space_of(pid_t tid) const {
   return p != nullptr ? p->space_id() : 0;
 }
 
+uint32_t ProcessTree::current_space(pid_t pid) const {
+  if (root_.pid() == pid) {
+    return root_.space_id();
+  }
+  for (const auto& c : children_) {
+    if (c->pid() == pid) {
+      return c->space_id();
+    }
+  }
+  return 0;
+}
+
 std::string ProcessTree::comm_of(pid_t pid) const {
   auto it = comms_.find(pid);
   return it != comms_.end() ? it->second : std::string();

@@ -63,6 +63,8 @@ class ProcessTree {
   uint32_t space_of(pid_t tid) const;
   // The process's name (its leader's comm), as it was at its last exec.
   std::string comm_of(pid_t pid) const;
+  // The address space of a followed process now (0: not followed, or gone).
+  uint32_t current_space(pid_t pid) const;
   bool job_stopped(pid_t tid) const;
 
   // TracedProcess's sampling calls, for whichever process owns `tid`.

@@ -3,6 +3,7 @@
 
 #include <chrono>
 
+#include "attach/proc.h"
 #include "base/log.h"
 #include "base/user_error.h"
 #include "symbolize/symbolizer.h"
@@ -87,7 +88,7 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   out.worker_dwfl = modules_of(*tp, req.dwfl);
   copts.process_labels = req.tree.follow;
   TargetDwfl* wd = out.worker_dwfl.get();
-  out.worker_spaces = std::make_unique<SpaceModules>();
+  out.worker_spaces = std::make_unique<SpaceModules>(req.dwfl);
   SpaceModules* ws = out.worker_spaces.get();
   out.collector = std::make_unique<Collector>(
       [wd, ws]() -> std::unique_ptr<Unwinder> { return std::make_unique<SpaceUnwinder>(*wd, *ws); },
@@ -145,29 +146,29 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   auto tree_owner = std::make_unique<ProcessTree>(*tp, req.tree);
   ProcessTree& tree = *tree_owner;
   out.root_space = tp->space_id();
-  // A followed process's modules are read at its image's first sample, while it is
-  // stopped: twice, one Dwfl for the worker's unwinding and one for symbolizing.
+  // A followed image's first sample records where its modules are (its maps, read while
+  // its thread is stopped: microseconds); they are loaded off the stop path (SpaceModules).
   constexpr size_t kMaxSpaces = 256;
   uint64_t spaces_unread = 0;
   tree.set_new_space([&](pid_t pid, uint32_t space) {
-    if (out.spaces.size() >= kMaxSpaces) {
+    auto text = ws->size() < kMaxSpaces ? read_maps_text(pid) : Result<std::string>(Error{""});
+    if (!text) {
       ++spaces_unread;
       return;
     }
-    auto sym = TargetDwfl::for_process(pid, req.dwfl);
-    auto work = TargetDwfl::for_process(pid, req.dwfl);
-    if (!sym || !work) {
-      ++spaces_unread;
-      return;
-    }
-    out.spaces[space] = std::move(*sym);
-    ws->add(space, std::move(*work));
+    ws->add(space, {pid, std::move(*text)});
   });
   TargetDwfl* td = out.dwfl.get();
-  sopts.on_maps_check = [td, &out] {
+  sopts.on_maps_check = [td, ws, &tree] {
     (void)td->refresh();
-    for (auto& [space, d] : out.spaces) {
-      (void)d->refresh();  // fails quietly once the process is gone: its modules stay
+    // Libraries loaded since a followed image's first sample (its dynamic loader was
+    // still at work then, or dlopen): a newer read of the maps of each image still live.
+    for (const auto& [space, src] : ws->all()) {
+      if (tree.current_space(src.pid) == space) {
+        if (auto text = read_maps_text(src.pid)) {
+          ws->update(space, std::move(*text));
+        }
+      }
     }
   };
   if (req.launch) {
@@ -189,11 +190,6 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   out.tree = tree.stats();
   for (auto& n : tree.take_notes()) {
     out.warnings.push_back(std::move(n));
-  }
-  if (spaces_unread > 0) {
-    out.warnings.push_back(std::to_string(spaces_unread) +
-                           " process images could not have their modules read: their frames "
-                           "are unsymbolized");
   }
   tree_owner.reset();  // followed children detached; the target alone from here
 
@@ -225,6 +221,23 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   tp.reset();  // detached (or reaped): the target runs on without us
   phase("unwinding the last samples");
   out.collector->finish();
+  if (ws->size() > 0) {
+    phase("reading the child processes' modules");
+    for (auto& [space, src] : ws->all()) {
+      if (auto loaded = ws->take_loaded(space)) {
+        out.spaces[space] = std::move(loaded);  // the worker's, now idle
+      } else if (auto d = TargetDwfl::for_maps(src.pid, std::move(src.maps_text), req.dwfl)) {
+        out.spaces[space] = std::move(*d);
+      } else {
+        ++spaces_unread;
+      }
+    }
+  }
+  if (spaces_unread > 0) {
+    out.warnings.push_back(std::to_string(spaces_unread) +
+                           " process images could not have their modules read: their frames "
+                           "are unsymbolized");
+  }
   out.finish_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_end).count();
   return out;
 }

@@ -3,6 +3,7 @@
 
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -99,6 +100,8 @@ struct Session {
   std::map<std::string, MapEntry, std::less<>> first_mapping;
 
   Result<void> report();
+  // The modules of `text` (/proc/PID/maps read earlier), as report() does from the live file.
+  Result<void> report_text(std::string text);
   void load_all();
 };
 
@@ -148,6 +151,12 @@ int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr 
     path = "/proc/" + std::to_string(self->pid) + "/root" + std::string(name);
   }
   auto fd = Fd::open(path, O_RDONLY);
+  if (!fd && !name.ends_with(kDeleted) && kill(self->pid, 0) != 0 && errno == ESRCH) {
+    // The process is gone (a followed child read from its saved maps): its files by their
+    // own path, which is the same file unless a container's mount namespace said otherwise.
+    path = std::string(name);
+    fd = Fd::open(path, O_RDONLY);
+  }
   if (!fd) {
     logger("unwind")->debug("find_elf {}: {}", modname, fd.error().message());
     return -1;
@@ -201,6 +210,29 @@ Result<void> Session::report() {
   return {};
 }
 
+Result<void> Session::report_text(std::string text) {
+  maps_text = std::move(text);
+  ++generation;
+  first_mapping = parse_first_mappings(maps_text);
+  // libdwfl reads maps from a FILE: the saved text, through a memory stream.
+  std::unique_ptr<FILE, int (*)(FILE*)> f(fmemopen(maps_text.data(), maps_text.size(), "r"),
+                                          fclose);
+  if (!f) {
+    return errno_error("fmemopen");
+  }
+  dwfl_report_begin(dwfl.get());
+  int rc = dwfl_linux_proc_maps_report(dwfl.get(), f.get());
+  if (dwfl_report_end(dwfl.get(), nullptr, nullptr) != 0) {
+    return Error{"dwfl_report_end " + std::to_string(pid) + ": " + dwfl_error_text()};
+  }
+  if (rc != 0) {
+    return Error{"dwfl_linux_proc_maps_report " + std::to_string(pid) + ": " +
+                 (rc < 0 ? dwfl_error_text() : std::string(std::strerror(rc)))};
+  }
+  load_all();
+  return {};
+}
+
 void Session::load_all() { dwfl_getmodules(dwfl.get(), load_module, this, 0); }
 
 }  // namespace
@@ -222,6 +254,40 @@ Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_process(pid_t pid, const Dwf
     return Error{"dwfl_begin: " + dwfl_error_text()};
   }
   if (auto r = impl->report(); !r) {
+    return r.error();
+  }
+  return std::unique_ptr<TargetDwfl>(new TargetDwfl(std::move(impl)));
+}
+
+Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_maps(pid_t pid, std::string maps_text,
+                                                         const DwflOptions& opts) {
+  if (pid <= 0) {
+    return Error{"bad pid " + std::to_string(pid)};
+  }
+  apply_debuginfod_policy(opts.debuginfod);
+  auto impl = std::make_unique<Impl>();
+  impl->pid = pid;
+  impl->dwfl.reset(dwfl_begin(&kProcCallbacks));
+  if (!impl->dwfl) {
+    return Error{"dwfl_begin: " + dwfl_error_text()};
+  }
+  // Still the same image (its executable is the first mapping of both): the live report,
+  // which also finds the vdso (libdwfl reads it from the process's memory).
+  auto first_path = [](std::string_view text) {
+    auto maps = parse_maps(text.substr(0, text.find('\n')));
+    return maps.empty() ? std::string() : maps.front().path;
+  };
+  if (auto live = read_file("/proc/" + std::to_string(pid) + "/maps");
+      live && !live->empty() && first_path(*live) == first_path(maps_text)) {
+    if (impl->report()) {
+      return std::unique_ptr<TargetDwfl>(new TargetDwfl(std::move(impl)));
+    }
+    impl->dwfl.reset(dwfl_begin(&kProcCallbacks));
+    if (!impl->dwfl) {
+      return Error{"dwfl_begin: " + dwfl_error_text()};
+    }
+  }
+  if (auto r = impl->report_text(std::move(maps_text)); !r) {
     return r.error();
   }
   return std::unique_ptr<TargetDwfl>(new TargetDwfl(std::move(impl)));

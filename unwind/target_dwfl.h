@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// TargetDwfl: the one libdwfl session of a target address space (docs/DESIGN.md "libdwfl" a). Modules
-// are reported once from /proc/PID/maps and refreshed only when the maps change; ELF files
+// TargetDwfl: the one libdwfl session of a target address space (docs/DESIGN.md "libdwfl" a).
+// Modules are reported once from /proc/PID/maps and refreshed only when the maps change; ELF files
 // are opened through /proc/PID/root so a process in a container resolves its own files.
 // Shared by unwind/ (CFI) and symbolize/ (names, lines, inlines). Use from one thread.
 #pragma once
@@ -51,6 +51,12 @@ class TargetDwfl {
   // Reports the modules of live process `pid` and loads their ELF files at once (so a
   // target that exits later still symbolizes).
   static Result<std::unique_ptr<TargetDwfl>> for_process(pid_t pid, const DwflOptions& opts);
+  // The modules of process `pid` from its /proc/PID/maps text read earlier: the costly
+  // part (opening and loading every ELF) happens here, off the moment the text was read,
+  // and works after the process has gone (files are then opened by their own path, not
+  // through /proc/PID/root; its vdso and deleted files are then not found).
+  static Result<std::unique_ptr<TargetDwfl>> for_maps(pid_t pid, std::string maps_text,
+                                                      const DwflOptions& opts);
   // Offline: ELF files with no process (tests, golden files).
   static Result<std::unique_ptr<TargetDwfl>> for_files(const std::vector<std::string>& paths);
 
