@@ -70,8 +70,9 @@ SamplingSession::ThreadState* SamplingSession::track(pid_t tid) {
   ts.stat = std::move(*st);
   ts.pid = pid;
   ts.space = tp_.space_of(tid);
-  // CPU used before the session is not the session's.
-  ts.cpu_mark_ns = read_run_ns(ts.schedstat).value_or(0);
+  // CPU used before the session is not the session's; a thread born during it has used
+  // none before it (a short-lived child's CPU would otherwise be lost up to its first sample).
+  ts.cpu_mark_ns = born_.erase(tid) > 0 ? 0 : read_run_ns(ts.schedstat).value_or(0);
   ts.start_run_ns = ts.cpu_mark_ns;
   ts.seen_run_ns = ts.cpu_mark_ns;
   ts.last_tick_ns = monotonic_ns();
@@ -233,6 +234,9 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       if (timer_ && ev.child != 0) {
         (void)timer_->add(ev.child);
       }
+      if (ev.child != 0) {
+        born_.insert(ev.child);
+      }
       if (ev.creator) {
         ThreadCreation c;
         c.creator = ev.tid;
@@ -259,11 +263,15 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       }
       threads_.erase(ev.tid);
       pending_.erase(ev.tid);
+      born_.erase(ev.tid);
       sink_.on_thread_exited(ev.tid);
       break;
     case EK::kProcessCreated:
       if (timer_ && ev.child != 0) {
         (void)timer_->add(ev.child);
+      }
+      if (ev.child != 0) {
+        born_.insert(ev.child);
       }
       break;
     case EK::kProcessExited:

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "attach/cpu_timer.h"
@@ -130,6 +131,9 @@ class SamplingSession {
   SessionResult res_;
   std::map<pid_t, ThreadState> threads_;
   std::map<pid_t, Pending> pending_;
+  // Threads (and processes) created during the session and not tracked yet: all of their
+  // CPU is the session's, from their first instruction.
+  std::set<pid_t> born_;
   std::chrono::steady_clock::time_point start_;
   uint64_t max_idle_skip_ = 0;
   // null: cpu samples come from the ticks. Shared with the TracedProcess's own-signal test,

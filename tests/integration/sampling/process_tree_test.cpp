@@ -233,16 +233,23 @@ TEST(ProcessTree, AForkBombIsBoundedByMaxProcesses) {
                          "--max-processes 3") != std::string::npos;
   }
   EXPECT_TRUE(noted) << capture->value("warnings", Json()).dump();
-  std::set<std::string> children;
+  std::map<std::string, long long> children;  // pid -> cpu ns in bomb_child
   const Json* cpu = profile_of(*capture, "cpu");
   ASSERT_NE(cpu, nullptr);
+  const size_t cpu_at = static_cast<size_t>(value_index(*cpu, "cpu"));
   for (const Json& s : cpu->at("samples")) {
     if (has_function(s, "bomb_child")) {
-      children.insert(label(s, "pid"));
+      children[label(s, "pid")] += s.at("values").at(cpu_at).get<long long>();
     }
   }
   EXPECT_EQ(children.size(), 3u) << "children sampled: " << children.size() << "\n"
                                  << describe_samples(*cpu);
+  // Each followed child spent 200 ms of CPU from its first instruction, all of it counted
+  // (a thread born during the capture has no CPU before it to leave out).
+  for (const auto& [pid, ns] : children) {
+    EXPECT_GT(ns, 160'000'000) << "child " << pid << ": " << ns << " ns";
+    EXPECT_LT(ns, 230'000'000) << "child " << pid << ": " << ns << " ns";
+  }
 }
 
 }  // namespace
