@@ -187,7 +187,7 @@ bool ProcessTree::job_stopped(pid_t tid) const {
 }
 
 bool ProcessTree::request_sample(pid_t tid) {
-  auto* p = const_cast<TracedProcess*>(find(tid));
+  TracedProcess* p = find(tid);
   return p != nullptr && p->request_sample(tid);
 }
 
@@ -251,7 +251,6 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
     comms_[tp.pid()] = read_comm(tp.pid());
     if (opts_.follow) {
       // Followed: the new image is sampled on (its modules are read at its first sample).
-      ++stats_.execs;
       tp.resume(tp.pid());
     }
     return ev;

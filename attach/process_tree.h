@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attach/traced_process.h"
@@ -36,7 +37,6 @@ struct TreeStats {
   uint64_t followed = 0;      // child processes traced
   uint64_t not_followed = 0;  // child processes detached at birth: over max_processes
   uint64_t exited = 0;        // followed processes that exited during the capture
-  uint64_t execs = 0;         // execs followed (the target's own included)
 };
 
 class ProcessTree {
@@ -87,7 +87,11 @@ class ProcessTree {
 
  private:
   TracedProcess* owner_of(pid_t tid);
+  // The process whose thread table holds `tid`, or null.
   const TracedProcess* find(pid_t tid) const;
+  TracedProcess* find(pid_t tid) {
+    return const_cast<TracedProcess*>(std::as_const(*this).find(tid));
+  }
   void hook(TracedProcess& tp);
   bool adopt(const ChildHookArgs& args, TracedProcess& parent);
   // What a process's event means for the tree: a followed child's exit and any followed

@@ -261,6 +261,18 @@ Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_process(pid_t pid, const Dwf
 
 Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_maps(pid_t pid, std::string maps_text,
                                                          const DwflOptions& opts) {
+  // Still the same image (its executable is the first mapping of both): the live report,
+  // which also finds the vdso (libdwfl reads it from the process's memory).
+  auto first_path = [](std::string_view text) {
+    auto maps = parse_maps(text.substr(0, text.find('\n')));
+    return maps.empty() ? std::string() : maps.front().path;
+  };
+  if (auto live = read_file("/proc/" + std::to_string(pid) + "/maps");
+      live && !live->empty() && first_path(*live) == first_path(maps_text)) {
+    if (auto d = for_process(pid, opts)) {
+      return d;
+    }
+  }
   if (pid <= 0) {
     return Error{"bad pid " + std::to_string(pid)};
   }
@@ -270,22 +282,6 @@ Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_maps(pid_t pid, std::string 
   impl->dwfl.reset(dwfl_begin(&kProcCallbacks));
   if (!impl->dwfl) {
     return Error{"dwfl_begin: " + dwfl_error_text()};
-  }
-  // Still the same image (its executable is the first mapping of both): the live report,
-  // which also finds the vdso (libdwfl reads it from the process's memory).
-  auto first_path = [](std::string_view text) {
-    auto maps = parse_maps(text.substr(0, text.find('\n')));
-    return maps.empty() ? std::string() : maps.front().path;
-  };
-  if (auto live = read_file("/proc/" + std::to_string(pid) + "/maps");
-      live && !live->empty() && first_path(*live) == first_path(maps_text)) {
-    if (impl->report()) {
-      return std::unique_ptr<TargetDwfl>(new TargetDwfl(std::move(impl)));
-    }
-    impl->dwfl.reset(dwfl_begin(&kProcCallbacks));
-    if (!impl->dwfl) {
-      return Error{"dwfl_begin: " + dwfl_error_text()};
-    }
   }
   if (auto r = impl->report_text(std::move(maps_text)); !r) {
     return r.error();
