@@ -1,17 +1,21 @@
 // SPDX-License-Identifier: MIT
 #include "attach/stopped_world.h"
 
+#include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <sstream>
 
 #include "attach/proc.h"
+#include "attach/sigreturn_frame.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
 
@@ -98,76 +102,225 @@ Result<void> StoppedWorld::write(uint64_t addr, std::span<const std::byte> data)
   return {};
 }
 
-Result<uint64_t> StoppedWorld::find_syscall_insn() {
-  if (tp_.syscall_insn_ != 0 && tp_.syscall_insn_pid_ == pid_) {
-    return tp_.syscall_insn_;
+namespace {
+
+// A `syscall; ret` pair (glibc's getpid and friends end so) and glibc's __restore_rt.
+constexpr uint8_t kSyscallRet[] = {0x0f, 0x05, 0xc3};
+constexpr uint8_t kSigreturn[] = {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05};
+constexpr uint8_t kSigreturn32[] = {0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05};
+
+// A thread stopped by PTRACE_INTERRUPT (or a seized child's first stop) sits in the
+// kernel's signal handling: resuming it from there runs the syscall-restart logic on the
+// registers it then has. Group-stops carry the stop signal instead of SIGTRAP; signal and
+// ptrace-event stops carry other codes.
+bool at_interrupt_stop(pid_t tid) {
+  siginfo_t si{};
+  if (ptrace(PTRACE_GETSIGINFO, tid, nullptr, &si) != 0) {
+    return false;
   }
+  return si.si_signo == SIGTRAP && si.si_code == (SIGTRAP | (PTRACE_EVENT_STOP << 8));
+}
+
+// The thread's extended register state in the layout a signal frame holds.
+std::vector<std::byte> read_xstate(pid_t tid) {
+  std::vector<std::byte> buf(64 * 1024);
+  iovec iov{buf.data(), buf.size()};
+  if (ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(NT_X86_XSTATE), &iov) == 0) {
+    buf.resize(iov.iov_len);
+    return buf;
+  }
+  user_fpregs_struct fx{};
+  if (ptrace(PTRACE_GETFPREGS, tid, nullptr, &fx) == 0) {
+    buf.assign(sizeof fx, std::byte{0});
+    std::memcpy(buf.data(), &fx, sizeof fx);
+    return buf;
+  }
+  return {};
+}
+
+Result<uint64_t> get_sigmask(pid_t tid) {
+  uint64_t mask = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid, sizeof mask, &mask) != 0) {
+    return errno_error("PTRACE_GETSIGMASK " + std::to_string(tid));
+  }
+  return mask;
+}
+
+Result<void> set_sigmask(pid_t tid, uint64_t mask) {
+  if (ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask) != 0) {
+    return errno_error("PTRACE_SETSIGMASK " + std::to_string(tid));
+  }
+  return {};
+}
+
+__ptrace_syscall_info syscall_info(pid_t tid) {
+  __ptrace_syscall_info info{};
+  if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0) {
+    info.op = PTRACE_SYSCALL_INFO_NONE;
+  }
+  return info;
+}
+
+}  // namespace
+
+Result<void> StoppedWorld::find_chain() {
+  auto& chain = tp_.chain_;
+  if (chain.syscall_ret != 0 && chain.sigreturn != 0 && chain.pid == pid_ &&
+      chain.space == tp_.space_id_) {
+    return {};
+  }
+  chain = {};
   auto text = read_maps_text(pid_);
   if (!text) {
     return text.error();
   }
-  // Any executable mapping holds a `syscall` (0f 05) somewhere: the vDSO's fallbacks, libc.
+  // libc first (both are there in glibc), then the vDSO, then anything executable.
   std::vector<MapEntry> maps = parse_maps(*text);
-  std::stable_partition(maps.begin(), maps.end(),
-                        [](const MapEntry& m) { return m.path == "[vdso]"; });
+  auto rank = [](const MapEntry& m) {
+    return m.path.find("/libc.so") != std::string::npos ? 0 : m.path == "[vdso]" ? 1 : 2;
+  };
+  std::stable_sort(maps.begin(), maps.end(),
+                   [&](const MapEntry& a, const MapEntry& b) { return rank(a) < rank(b); });
   std::vector<std::byte> buf(1 << 16);
+  auto find = [&](std::span<const std::byte> hay, std::span<const uint8_t> needle) {
+    auto it = std::search(hay.begin(), hay.end(), needle.begin(), needle.end(),
+                          [](std::byte b, uint8_t n) { return b == std::byte{n}; });
+    return it == hay.end() ? -1 : static_cast<long>(it - hay.begin());
+  };
   for (const MapEntry& m : maps) {
     if (!m.executable || m.path == "[vsyscall]") {
       continue;
     }
-    for (uint64_t a = m.start; a < m.end; a += buf.size() - 1) {
+    constexpr size_t kOverlap = sizeof kSigreturn - 1;
+    for (uint64_t a = m.start; a < m.end; a += buf.size() - kOverlap) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), m.end - a));
       auto n = read(a, std::span(buf.data(), want));
-      if (!n || *n < 2) {
+      if (!n || *n < sizeof kSyscallRet) {
         break;
       }
-      for (size_t i = 0; i + 1 < *n; ++i) {
-        if (buf[i] == std::byte{0x0f} && buf[i + 1] == std::byte{0x05}) {
-          tp_.syscall_insn_ = a + i;
-          tp_.syscall_insn_pid_ = pid_;
-          return a + i;
+      std::span<const std::byte> hay(buf.data(), *n);
+      if (chain.syscall_ret == 0) {
+        if (long at = find(hay, kSyscallRet); at >= 0) {
+          chain.syscall_ret = a + static_cast<uint64_t>(at);
         }
+      }
+      if (chain.sigreturn == 0) {
+        long at = find(hay, kSigreturn);
+        if (at < 0) {
+          at = find(hay, kSigreturn32);
+        }
+        if (at >= 0) {
+          chain.sigreturn = a + static_cast<uint64_t>(at);
+        }
+      }
+      if (chain.syscall_ret != 0 && chain.sigreturn != 0) {
+        chain.pid = pid_;
+        chain.space = tp_.space_id_;
+        return {};
+      }
+      if (*n < want) {
+        break;
       }
     }
   }
-  return Error{"no syscall instruction found in pid " + std::to_string(pid_)};
+  chain = {};
+  return Error{"pid " + std::to_string(pid_) +
+               " has no `syscall; ret` and rt_sigreturn code to run a syscall through"};
 }
 
 pid_t StoppedWorld::pick_thread() const {
-  // A thread in group-stop would leave it when stepped; prefer one that is not.
   for (pid_t tid : stopped_) {
+    // A forked child at its first stop is in no thread table (its world is its own).
     const TracedThread* t = tp_.table_.find(tid);
-    if (t == nullptr || !t->group_stop) {
+    const bool ours_to_run =
+        t == nullptr || (t->state == TState::kStopped && !t->group_stop && !t->signal_in_kernel);
+    if (ours_to_run && at_interrupt_stop(tid)) {
       return tid;
     }
   }
-  return stopped_.empty() ? 0 : stopped_.front();
+  return 0;
+}
+
+Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_interrupt) {
+  int strays = 0;
+  for (;;) {
+    auto ev = tp_.waiter_.next_for(tid, std::chrono::seconds(10));
+    if (!ev) {
+      return Error{"thread " + std::to_string(tid) + " did not finish a remote syscall"};
+    }
+    if (!ev->status.stopped()) {
+      tp_.on_status(*ev);  // it died: the table learns it
+      return false;
+    }
+    if (ev->pending_in_kernel) {
+      tp_.waiter_.consume(*ev);
+    }
+    {
+      std::ostringstream os;
+      os << ev->status;
+      logger("attach")->debug("remote syscall: thread {} {}", tid, os.str());
+    }
+    // Every blockable signal is blocked: a signal stop here is SIGSTOP, sent again once
+    // the thread is back in its own state. An interrupt stop is an earlier
+    // PTRACE_INTERRUPT the thread had not acted on yet (a world stop's, re-armed while a
+    // signal was re-delivered): it changes nothing, the thread goes on.
+    const bool sigstop =
+        ev->status.kind() == WaitStatus::Kind::kSignalStop && ev->status.signal() == SIGSTOP;
+    if ((sigstop || (ev->status.kind() == WaitStatus::Kind::kEventStop && !want_interrupt)) &&
+        ++strays < 16) {
+      restop = restop || sigstop;
+      if (ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) != 0) {
+        return errno_error("PTRACE_SYSCALL " + std::to_string(tid));
+      }
+      continue;
+    }
+    return true;
+  }
 }
 
 Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
   const pid_t tid = pick_thread();
   if (tid == 0) {
-    return Error{"no stopped thread to run a syscall in"};
+    return Error{"no thread of pid " + std::to_string(pid_) +
+                 " is stopped where a syscall can run (all job-control stopped or in events)"};
   }
-  auto insn = find_syscall_insn();
-  if (!insn) {
-    return insn.error();
+  if (auto c = find_chain(); !c) {
+    return c.error();
   }
+  const auto chain = tp_.chain_;
   auto saved = regs(tid);
   if (!saved) {
     return saved.error();
   }
-  // A signal the thread was stopped for must not be lost by the step below: take it over
-  // from the kernel; it is re-delivered when the thread resumes.
-  if (TracedThread* t = tp_.table_.find(tid); t != nullptr && t->signal_in_kernel) {
-    tp_.waiter_.consume(Waiter::Event{tid, WaitStatus(), true});
-    t->signal_in_kernel = false;
+  auto mask = get_sigmask(tid);
+  if (!mask) {
+    return mask.error();
   }
+  auto text = read_maps_text(pid_);
+  if (!text) {
+    return text.error();
+  }
+  const std::vector<MapEntry> maps = parse_maps(*text);
+  const MapEntry* stack = find_mapping(maps, saved->rsp - kRedZone);
+  if (stack == nullptr || !stack->writable) {
+    return Error{"thread " + std::to_string(tid) + "'s stack pointer is not in writable memory"};
+  }
+  auto frame =
+      build_sigreturn_frame(*saved, *mask, read_xstate(tid), chain.sigreturn, stack->start);
+  if (!frame) {
+    return Error{"thread " + std::to_string(tid) + ": " + frame.error().message()};
+  }
+  if (auto w = write(frame->address, frame->bytes); !w) {
+    return w.error();
+  }
+
+  // From the SETREGS on, the thread restores itself whenever it is let go.
   user_regs_struct r = *saved;
-  r.rip = *insn;
+  r.rip = chain.syscall_ret;
+  r.rsp = frame->address;
   r.rax = static_cast<unsigned long long>(nr);
-  // orig_rax = -1: the kernel must not treat the stop as an interrupted syscall to
-  // restart (which would move rip back by two); the saved registers restore that state.
+  // orig_rax = -1: the resume from the interrupt stop must not restart a syscall the
+  // thread was in (that would move rip back by two); the frame and `saved` hold that state.
   r.orig_rax = static_cast<unsigned long long>(-1);
   r.rdi = args[0];
   r.rsi = args[1];
@@ -178,40 +331,94 @@ Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
   if (auto s = set_regs(tid, r); !s) {
     return s.error();
   }
+  // Signals wait in the kernel while the thread runs our code: none is taken from it, and
+  // they arrive in their order, with their siginfo, once it resumes.
+  Result<void> blocked = set_sigmask(tid, ~uint64_t{0});
+
   Result<long> out = Error{"syscall " + std::to_string(nr) + " did not complete"};
-  for (int attempt = 0; attempt < 16; ++attempt) {
-    if (ptrace(PTRACE_SINGLESTEP, tid, nullptr, nullptr) != 0) {
-      out = errno_error("PTRACE_SINGLESTEP " + std::to_string(tid));
-      break;
+  bool restop = false;
+  bool alive = true;
+  auto step = [&](__ptrace_syscall_info& info) -> bool {
+    if (ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) != 0) {
+      out = errno_error("PTRACE_SYSCALL " + std::to_string(tid));
+      return false;
     }
-    auto ev = tp_.waiter_.next_for(tid, std::chrono::milliseconds(2000));
-    if (!ev) {
-      out = Error{"thread " + std::to_string(tid) + " did not finish a remote syscall"};
-      break;
+    auto st = await_chain_stop(tid, restop, /*want_interrupt=*/false);
+    if (!st) {
+      out = st.error();  // still running our code: the interrupt below stops it
+      return false;
     }
-    if (!ev->status.stopped()) {
-      tp_.on_status(*ev);  // it died: the table learns it
+    if (!*st) {
+      alive = false;
       out = Error{"thread " + std::to_string(tid) + " exited during a remote syscall"};
-      return out;
+      return false;
     }
-    auto now = regs(tid);
-    if (ev->pending_in_kernel) {
-      tp_.waiter_.consume(*ev);
-    }
-    if (ev->status.kind() == WaitStatus::Kind::kSignalStop && ev->status.signal() != SIGTRAP) {
-      // A signal for the target arrived first: keep it for the resume, step again.
-      if (TracedThread* t = tp_.table_.find(tid)) {
-        t->pending_signal = ev->status.signal();
+    info = syscall_info(tid);
+    return true;
+  };
+  __ptrace_syscall_info info{};
+  if (blocked && step(info)) {
+    if (info.op != PTRACE_SYSCALL_INFO_ENTRY || info.entry.nr != static_cast<uint64_t>(nr) ||
+        info.instruction_pointer != chain.syscall_ret + 2) {
+      // Not our call: undo it before it runs (the kernel skips a syscall whose number the
+      // tracer set to -1 at entry) and restore.
+      user_regs_struct skip{};
+      if (ptrace(PTRACE_GETREGS, tid, nullptr, &skip) == 0) {
+        skip.orig_rax = static_cast<unsigned long long>(-1);
+        (void)ptrace(PTRACE_SETREGS, tid, nullptr, &skip);
       }
-      continue;
+      out = Error{"thread " + std::to_string(tid) + " did not enter the remote syscall (stop " +
+                  std::to_string(info.op) + ", nr " + std::to_string(info.entry.nr) + ", ip " +
+                  std::to_string(info.instruction_pointer) + ")"};
+      if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
+        (void)step(info);
+      }
+    } else if (step(info)) {
+      if (info.op == PTRACE_SYSCALL_INFO_EXIT) {
+        out = static_cast<long>(info.exit.rval);
+      } else {
+        out = Error{"thread " + std::to_string(tid) + " stopped oddly in a remote syscall"};
+      }
     }
-    if (now && now->rip == *insn + 2) {
-      out = static_cast<long>(now->rax);
+  }
+  if (!alive) {
+    return out;
+  }
+  // Back into an interrupt stop, where the thread's own registers are restored: its resume
+  // then runs the kernel's restart logic on them, exactly as if it had never left.
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
+    return errno_error("PTRACE_INTERRUPT " + std::to_string(tid));
+  }
+  // (Fails only when a timeout above left the thread running: the interrupt stops it.)
+  (void)ptrace(PTRACE_CONT, tid, nullptr, nullptr);
+  for (;;) {
+    auto st = await_chain_stop(tid, restop, /*want_interrupt=*/true);
+    if (!st) {
+      return st.error();
+    }
+    if (!*st) {
+      return Error{"thread " + std::to_string(tid) + " exited during a remote syscall"};
+    }
+    if (at_interrupt_stop(tid)) {
       break;
     }
+    // A syscall stop on the way (the chain's rt_sigreturn, if the interrupt came late).
+    if (ptrace(PTRACE_CONT, tid, nullptr, nullptr) != 0) {
+      return errno_error("PTRACE_CONT " + std::to_string(tid));
+    }
+  }
+  // The mask first: a thread let go between these two calls still runs its sigreturn.
+  if (auto s = set_sigmask(tid, *mask); !s) {
+    return s.error();
   }
   if (auto s = set_regs(tid, *saved); !s) {
     return s.error();
+  }
+  if (restop) {
+    ::syscall(SYS_tgkill, pid_, tid, SIGSTOP);
+  }
+  if (!blocked) {
+    return blocked.error();
   }
   return out;
 }

@@ -40,9 +40,13 @@ class StoppedWorld {
   Result<size_t> read(uint64_t addr, std::span<std::byte> out);
   // Writes target memory through /proc/PID/mem, which also writes read-only text.
   Result<void> write(uint64_t addr, std::span<const std::byte> data);
-  // Runs syscall `nr` in one stopped thread of the target (registers saved, rip pointed at
-  // an existing `syscall` instruction, one single-step, registers restored) and returns
-  // its raw result (-errno on failure).
+  // Runs syscall `nr` in one stopped thread of the target and returns its raw result
+  // (-errno on failure). The thread runs the target's own `syscall; ret` with its signals
+  // blocked (they wait in the kernel, none is taken), stopping at the syscall's entry and
+  // exit (PTRACE_SYSCALL, never a single-step); a sigreturn frame below its stack pointer
+  // (attach/sigreturn_frame.h) makes it restore itself if profctl dies meanwhile. It ends
+  // in an interrupt stop with its own registers and mask back, so its resume applies the
+  // kernel's syscall-restart logic as if nothing had happened.
   Result<long> syscall(long nr, std::array<uint64_t, 6> args = {});
 
   // Keeps the threads stopped when the scope ends (the caller detaches them itself).
@@ -53,8 +57,13 @@ class StoppedWorld {
   StoppedWorld(TracedProcess& tp, pid_t mem_pid, std::vector<pid_t> stopped,
                std::vector<pid_t> not_stopped, bool resume_at_end);
   Result<void> open_mem();
-  Result<uint64_t> find_syscall_insn();
+  // The two pieces of target code a remote syscall runs through (TracedProcess::chain_).
+  Result<void> find_chain();
+  // A thread in an interrupt stop (not a group-stop, signal-delivery or event stop).
   pid_t pick_thread() const;
+  // Waits for `tid`'s next stop during a remote syscall (false: it is gone). SIGSTOP is
+  // noted in `restop` and the thread resumed; so is an interrupt stop, unless wanted.
+  Result<bool> await_chain_stop(pid_t tid, bool& restop, bool want_interrupt);
 
   TracedProcess& tp_;
   pid_t pid_;

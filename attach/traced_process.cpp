@@ -161,8 +161,10 @@ Result<void> TracedProcess::seize_one(pid_t tid) {
   // thread created during a stop escapes it. TRACEFORK/TRACEVFORK: a process the target
   // creates is held at its first stop, so it can be cleaned of probes before it runs, and
   // detached. TRACEEXEC: an exec is reported as an event, not as a stray SIGTRAP.
-  constexpr long kOptions =
-      PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC;
+  // TRACESYSGOOD: the syscall stops of a remote syscall (StoppedWorld::syscall) are told
+  // apart from a SIGTRAP, and PTRACE_GET_SYSCALL_INFO describes them.
+  constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
+                            PTRACE_O_TRACEEXEC | PTRACE_O_TRACESYSGOOD;
   if (ptrace(PTRACE_SEIZE, tid, nullptr, kOptions) == 0) {
     table_.add(tid, TState::kRunning);
     return {};

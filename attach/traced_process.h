@@ -286,8 +286,15 @@ class TracedProcess {
   bool attached_ = true;
   bool leader_gone_ = false;   // the main thread exited (pthread_exit): it is not traced
   pid_t failed_tid_ = 0;       // the thread PTRACE_SEIZE refused
-  uint64_t syscall_insn_ = 0;  // a `syscall` instruction in the target (remote syscalls)
-  pid_t syscall_insn_pid_ = 0;
+  // Remote syscalls (StoppedWorld::syscall) run as a chain of the target's own code: a
+  // `syscall; ret` and a `mov $15, %rax; syscall` (rt_sigreturn). Found once per image.
+  struct RemoteChain {
+    uint64_t syscall_ret = 0;
+    uint64_t sigreturn = 0;
+    pid_t pid = 0;
+    uint32_t space = 0;
+  };
+  RemoteChain chain_;
 };
 
 }  // namespace profctl

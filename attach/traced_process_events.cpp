@@ -63,7 +63,7 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
   // EXITKILL is right here and only here: the program exists because profctl ran it.
   if (ptrace(PTRACE_SEIZE, pid, nullptr,
              PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
-                 PTRACE_O_EXITKILL) != 0) {
+                 PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL) != 0) {
     int err = errno;
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
@@ -184,7 +184,7 @@ void TracedProcess::rebuild_after_exec() {
   leader_gone_ = false;
   maps_.clear();
   space_id_ = new_space_id();  // a new image: the old modules are gone
-  syscall_insn_ = 0;
+  chain_ = {};
 }
 
 void TracedProcess::resume(pid_t tid) { resume_one(tid, /*detach=*/false); }

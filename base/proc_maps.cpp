@@ -29,6 +29,8 @@ std::vector<MapEntry> parse_maps(std::string_view text) {
     }
     m.readable = perms[0] == 'r';
     m.executable = perms[2] == 'x';
+    m.writable = perms[1] == 'w';
+    m.shared = perms[3] == 's';
     size_t b = rest.find_first_not_of(' ');
     if (b != std::string_view::npos) {
       m.path = std::string(rest.substr(b));

@@ -15,7 +15,9 @@ struct MapEntry {
   uint64_t start = 0;
   uint64_t end = 0;
   bool readable = false;
+  bool writable = false;
   bool executable = false;
+  bool shared = false;  // MAP_SHARED (perms "s")
   uint64_t offset = 0;
   std::string path;  // may be empty (anonymous), "[stack]", "[vdso]", ...
 };

@@ -16,6 +16,7 @@ enum class ExitCode : int {
   kTargetGone = 3,  // the target went away during a capture
   kInternal = 4,    // internal error; the target was detached and restored
   kRegression = 5,  // profctl diff: a --fail-if threshold was crossed
+  kLeftBehind = 6,  // the probes could not be removed completely (stderr lists what is left)
 };
 
 class UserError : public std::runtime_error {

@@ -34,6 +34,7 @@ void start_probes(TracedProcess& tp, const PipelineRequest& req, PipelineResult&
   popts.heap = heap;
   popts.block = block;
   popts.mutex = mutex;
+  popts.allow_breakpoints = req.launch;  // a launched program dies with profctl anyway
   auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
     out.probe_dwfls.push_back(modules_of(tp, req.dwfl));
     TargetDwfl* dp = out.probe_dwfls.back().get();

@@ -24,6 +24,7 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   po.waits = options.block || options.mutex;
   po.mem_rate = options.heap ? options.mem_rate : 0;
   po.stack_bytes = options.stack_bytes;
+  po.allow_breakpoints = options.allow_breakpoints;
   if (options.block) {
     // At least one tick: a rate of 0 would mean "off" to the blob.
     po.block_rate_ticks = std::max<uint64_t>(

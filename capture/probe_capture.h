@@ -30,6 +30,10 @@ struct ProbeCaptureOptions {
   uint64_t block_rate_ns = 0;   // Go's SetBlockProfileRate: waits >= this always recorded
   uint64_t mutex_fraction = 0;  // Go's SetMutexProfileFraction: 1 in N
   uint32_t stack_bytes = 16 * 1024;
+  // A breakpoint (int3) where no jump fits: only for a program profctl started, which dies
+  // with profctl anyway; in a process profctl attached to, a breakpoint left by a killed
+  // profctl would kill it at the next call (SIGTRAP with no tracer).
+  bool allow_breakpoints = false;
 };
 
 struct ProbeCaptureStats {
@@ -67,6 +71,9 @@ class ProbeCapture {
   HeapCollector* heap() { return heap_.get(); }
   WaitCollector* waits() { return waits_.get(); }
   const std::vector<std::string>& notes() const { return probes_->notes(); }
+  // After detach: what of the probes could not be taken out of the target (exact
+  // addresses and sizes); empty when the target is as it was.
+  const std::vector<std::string>& left() const { return probes_->left(); }
   ProbeCaptureStats stats() const;
   uint64_t now_ns() const;  // on the records' clock (CLOCK_MONOTONIC)
   bool gone_by_exec() const { return probes_->gone_by_exec(); }

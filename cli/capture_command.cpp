@@ -462,6 +462,17 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     print_summary(c, "", {o.top, o.lines, heap.sample_index});
   }
 
+  if (probes && !probes->left().empty() && res.end != SessionResult::End::kTargetExited) {
+    std::string what;
+    for (const auto& l : probes->left()) {
+      what += (what.empty() ? "" : ", ") + l;
+    }
+    std::cerr << "profctl: the probes could not be removed completely; left in pid " << pid
+              << ": " << what << " (disabled: nothing jumps there)\n";
+    if (!launch) {
+      return static_cast<int>(ExitCode::kLeftBehind);
+    }
+  }
   if (launch) {
     int st = res.exit_status;
     if (res.end != SessionResult::End::kTargetExited) {

@@ -18,6 +18,7 @@
 #include "probe/blob_image.h"
 #include "probe/code_area.h"
 #include "probe/elf_symbols.h"
+#include "probe/leftovers.h"
 #include "probe/wait_sites.h"
 
 namespace profctl::probe {
@@ -205,8 +206,18 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
   self->options_ = so;
   self->options_heap_ = o.heap;
   self->options_waits_ = o.waits;
+  self->allow_breakpoints_ = o.allow_breakpoints;
   if (auto r = self->install_in(w, tp); !r) {
-    self->remove(w);
+    // Nothing has run since the install began: no thread can be inside our code, so one
+    // pass undoes everything that can be undone; what cannot is said.
+    self->remove(w, /*last_chance=*/true);
+    if (!self->left_.empty()) {
+      std::string line = r.error().message() + "; and left in the target: ";
+      for (size_t i = 0; i < self->left_.size(); ++i) {
+        line += (i ? ", " : "") + self->left_[i];
+      }
+      return Error{line};
+    }
     return r.error();
   }
   // From here on every exit path that detaches restores the target.
@@ -254,12 +265,16 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
 
 Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
   auto log = logger("probe");
+  const std::string root = "/proc/" + std::to_string(w.pid()) + "/root";
+  // A session killed earlier left its probes in: they go first (probes on probes would
+  // relocate another session's jumps), and the capture says what was found.
+  LeftoverReport left = remove_leftovers(w, root);
+  notes_.insert(notes_.end(), left.notes.begin(), left.notes.end());
   auto maps_text = read_maps_text(w.pid());
   if (!maps_text) {
     return maps_text.error();
   }
   maps_ = parse_maps(*maps_text);
-  const std::string root = "/proc/" + std::to_string(w.pid()) + "/root";
 
   // Modules in the order the dynamic linker searches them: the executable first, then the
   // libraries as they were mapped.
@@ -461,6 +476,11 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
         ++probed_;
         continue;
       }
+      if (sp.method == PatchMethod::Int3 && !allow_breakpoints_) {
+        notes_.push_back(what + " not probed: no jump fits (" + sp.reason +
+                         ") and a breakpoint would kill the process if profctl died");
+        continue;
+      }
       // No thread may be stopped inside the bytes being replaced.
       const uint64_t lo = sp.patch_address;
       const uint64_t hi = lo + sp.new_bytes.size();
@@ -540,7 +560,7 @@ bool Probes::on_trap(pid_t tid) {
     return false;
   }
   for (const Patch& p : patches_) {
-    if (p.method == PatchMethod::Int3 && !restored_ && regs.rip == p.address + 1) {
+    if (p.method == PatchMethod::Int3 && !p.restored && regs.rip == p.address + 1) {
       // The stack is as at the function's entry: continue in its trampoline.
       regs.rip = p.trampoline;
       return ptrace(PTRACE_SETREGS, tid, nullptr, &regs) == 0;
@@ -553,22 +573,103 @@ void Probes::clean_child(StoppedWorld& child) {
   if (restored_ || exec_.load()) {
     return;
   }
+  std::vector<std::string> left;
   for (const Patch& p : patches_) {
-    (void)child.write(p.address, std::as_bytes(std::span(p.original)));
+    if (!child.write(p.address, std::as_bytes(std::span(p.original)))) {
+      left.push_back("patch at " + hex(p.address));
+    }
   }
-  unmap_all(child);
+  std::vector<Area> areas = code_areas_;
+  if (shared_.address != 0) {
+    areas.push_back(shared_);
+  }
+  for (const Area& a : areas) {
+    auto r = child.syscall(SYS_munmap, {a.address, a.size});
+    if (!r || *r != 0) {
+      left.push_back("area at " + hex(a.address) + " (" + std::to_string(a.size) + " bytes)");
+    }
+  }
+  if (!left.empty()) {
+    // The child runs correctly with them (its records are foreign and never kept), but it
+    // is not as it would be without profctl: say so.
+    std::string line = "child process " + std::to_string(child.pid()) + " keeps profctl's ";
+    for (size_t i = 0; i < left.size(); ++i) {
+      line += (i ? ", " : "") + left[i];
+    }
+    std::lock_guard lock(notes_mu_);
+    notes_.push_back(line);
+  }
+}
+
+bool Probes::restore_patches(StoppedWorld& w) {
+  bool all = true;
+  for (Patch& p : patches_) {
+    if (p.restored) {
+      continue;
+    }
+    std::vector<uint8_t> now(p.original.size());
+    if (auto r = w.write(p.address, std::as_bytes(std::span(p.original))); !r) {
+      logger("probe")->warn("restoring {} bytes at {}: {}", p.original.size(), hex(p.address),
+                            r.error().message());
+    } else if (auto n = w.read(p.address, std::as_writable_bytes(std::span(now)));
+               n && *n == now.size() && now == p.original) {
+      p.restored = true;  // read back: the target's bytes are the file's again
+    }
+    all = all && p.restored;
+  }
+  return all;
 }
 
 void Probes::unmap_all(StoppedWorld& world) {
-  for (const Area& a : code_areas_) {
-    (void)world.syscall(SYS_munmap, {a.address, a.size});
+  std::vector<Area*> areas;
+  for (Area& a : code_areas_) {
+    areas.push_back(&a);
   }
   if (shared_.address != 0) {
-    (void)world.syscall(SYS_munmap, {shared_.address, shared_.size});
+    areas.push_back(&shared_);
+  }
+  for (Area* a : areas) {
+    if (a->unmapped) {
+      continue;
+    }
+    auto r = world.syscall(SYS_munmap, {a->address, a->size});
+    if (r && *r == 0) {
+      a->unmapped = true;
+    } else {
+      logger("probe")->warn("unmapping the probe area at {} ({} bytes): {}", hex(a->address),
+                            a->size,
+                            r ? std::strerror(static_cast<int>(-*r)) : r.error().message());
+    }
   }
 }
 
-bool Probes::remove(StoppedWorld& w) {
+std::vector<std::string> Probes::what_is_left(StoppedWorld& w) const {
+  std::vector<std::string> left;
+  for (const Patch& p : patches_) {
+    if (!p.restored) {
+      left.push_back(std::to_string(p.original.size()) + " patched bytes at " + hex(p.address));
+    }
+  }
+  // The maps, not our bookkeeping, say whether an area is gone.
+  auto text = read_maps_text(w.pid());
+  const std::vector<MapEntry> maps = text ? parse_maps(*text) : std::vector<MapEntry>{};
+  std::vector<Area> areas = code_areas_;
+  if (shared_.address != 0) {
+    areas.push_back(shared_);
+  }
+  for (const Area& a : areas) {
+    const bool mapped = !text || std::any_of(maps.begin(), maps.end(), [&](const MapEntry& m) {
+      return m.start < a.address + a.size && a.address < m.end;
+    });
+    if (mapped) {
+      left.push_back("a probe area at " + hex(a.address) + " (" + std::to_string(a.size) +
+                     " bytes)");
+    }
+  }
+  return left;
+}
+
+bool Probes::remove(StoppedWorld& w, bool last_chance) {
   if (removed_) {
     return true;
   }
@@ -579,15 +680,11 @@ bool Probes::remove(StoppedWorld& w) {
   if (area_.data() != nullptr) {
     area_.set_enabled(false);
   }
-  if (!restored_) {
-    for (const Patch& p : patches_) {
-      if (auto r = w.write(p.address, std::as_bytes(std::span(p.original))); !r) {
-        logger("probe")->warn("restoring {} bytes at {}: {}", p.original.size(), hex(p.address),
-                              r.error().message());
-      }
-    }
-    restored_ = true;
-  }
+  // Each round (the detach loop runs the target briefly between them, bounded at about a
+  // second) retries what failed before.
+  constexpr int kRounds = 200;
+  const bool patched_out = restore_patches(w);
+  restored_ = patched_out;
   // The areas go only when no thread is in a trampoline or a call-through.
   bool busy = area_.data() != nullptr && area_.counters().inflight > 0;
   for (pid_t tid : w.stopped()) {
@@ -599,16 +696,28 @@ bool Probes::remove(StoppedWorld& w) {
       busy = busy || (regs->rip >= a.address && regs->rip < a.address + a.size);
     }
   }
-  if (busy && ++remove_attempts_ < 200) {
+  const bool last = ++remove_attempts_ >= kRounds || last_chance;
+  if ((busy || !patched_out) && !last) {
     return false;  // let it run a little and look again
   }
-  restore_waits(w);
-  if (busy) {
-    notes_.push_back(
-        "a thread stayed inside a probed call: the probe areas were left mapped "
-        "(the jumps are gone; nothing enters them again)");
-  } else {
+  if (patched_out) {
+    restore_waits(w);
+  }
+  if (!busy && patched_out) {
     unmap_all(w);
+    if (!last && !what_is_left(w).empty()) {
+      return false;  // an unmap failed: once more
+    }
+  }
+  left_ = what_is_left(w);
+  if (!left_.empty()) {
+    std::string line = busy ? "a thread stayed inside a probed call: left in the target: "
+                            : "could not be removed from the target: ";
+    for (size_t i = 0; i < left_.size(); ++i) {
+      line += (i ? ", " : "") + left_[i];
+    }
+    std::lock_guard lock(notes_mu_);
+    notes_.push_back(line);
   }
   removed_ = true;
   return true;

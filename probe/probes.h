@@ -19,6 +19,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ struct ProbeOptions {
   uint32_t stack_bytes = 16 * 1024;
   uint64_t ring_bytes = 64ULL << 20;
   uint64_t pointer_capacity = 1ULL << 22;
+  bool allow_breakpoints = false;  // the int3 fallback (see ProbeCaptureOptions)
 };
 
 class Probes {
@@ -67,6 +69,9 @@ class Probes {
   bool gone_by_exec() const { return exec_.load(); }
   // True once removed from the target (detach).
   bool removed() const { return removed_; }
+  // After removal: what could not be taken out of the target (exact addresses and sizes);
+  // empty when the target's code and maps are as they were before the install.
+  const std::vector<std::string>& left() const { return left_; }
 
  private:
   struct Patch {
@@ -75,10 +80,12 @@ class Probes {
     std::vector<uint8_t> patched;
     PatchMethod method = PatchMethod::Jump;
     uint64_t trampoline = 0;  // Int3: where a trap at address + 1 continues
+    bool restored = false;    // the original bytes were written back and read back
   };
   struct Area {
     uint64_t address = 0;
     size_t size = 0;
+    bool unmapped = false;
   };
 
   Probes() = default;
@@ -87,10 +94,16 @@ class Probes {
   // maps are read again first.
   void register_thread(pid_t tid, const user_regs_struct& regs, bool maps_current = false);
   bool on_trap(pid_t tid);
-  // The detach hook: true when the target is clean.
-  bool remove(StoppedWorld& world);
+  // The detach hook: true when done (clean, or as clean as it will get: see left()); false
+  // asks for the target to run briefly and the world to be stopped again.
+  // `last_chance`: no further round will come.
+  bool remove(StoppedWorld& world, bool last_chance = false);
   void clean_child(StoppedWorld& child);
+  // Writes every patch's original bytes back; true when all of them read back right.
+  bool restore_patches(StoppedWorld& world);
   void unmap_all(StoppedWorld& world);
+  // What of ours is still in the target: unrestored patches, areas still in its maps.
+  std::vector<std::string> what_is_left(StoppedWorld& world) const;
   // Writes every waiting thread's real return address back into its stack.
   void restore_waits(StoppedWorld& world);
   bool is_wait_return(uint64_t word) const;
@@ -107,6 +120,8 @@ class Probes {
   std::map<pid_t, uint64_t> thread_pointers_;  // tid -> fs_base, to forget at exit
   std::vector<MapEntry> maps_;                 // for new threads' stacks
   std::vector<std::string> notes_;
+  std::vector<std::string> left_;
+  std::mutex notes_mu_;  // a child is cleaned on the ptrace thread while notes may be read
   size_t probed_ = 0;
   std::atomic<bool> exec_{false};
   bool removed_ = false;
@@ -115,6 +130,7 @@ class Probes {
   SharedAreaOptions options_;
   bool options_heap_ = true;
   bool options_waits_ = false;
+  bool allow_breakpoints_ = false;
 };
 
 }  // namespace profctl::probe

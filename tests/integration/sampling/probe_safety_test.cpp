@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: MIT
+// The probe engine does no harm (target: safety_target.c, which checks itself: numbered
+// real-time signals from a sender process, registers held across the whole run, heap
+// patterns, exact lock and wait totals, restartable syscalls):
+//  - hundreds of short captures with heap, block and mutex probes lose no signal, change no
+//    register, leave the target's executable mappings exactly as they were, and exit 0;
+//  - profctl SIGKILLed at random moments (during the install's remote syscalls, while
+//    sampling, while removing) never kills or harms the target, and the next attach
+//    removes what the killed session left.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "sampling_support.h"
+
+namespace profctl::testing::sampling {
+namespace {
+
+constexpr const char* kProbes = "heap,block,mutex";
+
+// "status received=1 gaps=0 ..." -> the value after `key=`, -1 when missing.
+long long field(const std::string& line, const std::string& key) {
+  auto at = line.find(" " + key + "=");
+  return at == std::string::npos ? -1 : std::stoll(line.substr(at + key.size() + 2));
+}
+
+// The target's executable mappings (and any of profctl's): what a clean detach must leave
+// exactly as it found.
+std::set<std::string> code_mappings(pid_t pid) {
+  std::set<std::string> out;
+  std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/maps").value_or(""));
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string range, perms, off, dev, inode, path;
+    f >> range >> perms >> off >> dev >> inode;
+    std::getline(f, path);
+    if (perms.find('x') != std::string::npos || line.find("profctl-probe") != std::string::npos) {
+      out.insert(range + " " + perms + path);
+    }
+  }
+  return out;
+}
+
+std::string joined(const std::set<std::string>& s) {
+  std::string out;
+  for (const auto& l : s) {
+    out += l + "\n";
+  }
+  return out;
+}
+
+void expect_healthy(Child& target, const std::string& when) {
+  ASSERT_TRUE(target.alive()) << when << ": the target died";
+  auto st = target.command("status", milliseconds(30000));
+  ASSERT_TRUE(st) << when << ": the target does not answer\n" << describe_tasks(target.pid());
+  EXPECT_EQ(field(*st, "gaps"), 0) << when << ": " << *st;
+  EXPECT_EQ(field(*st, "badinfo"), 0) << when << ": " << *st;
+  EXPECT_EQ(field(*st, "regs"), 0) << when << ": " << *st;
+  EXPECT_EQ(field(*st, "heap"), 0) << when << ": " << *st;
+  EXPECT_EQ(field(*st, "sys"), 0) << when << ": " << *st;
+}
+
+// Every signal the sender queued arrived, in order, and every invariant held to the end.
+void expect_finished_clean(Child& target) {
+  auto fin = target.command("finish", milliseconds(60000));
+  ASSERT_TRUE(fin) << "no reply to finish";
+  const long long sent = field(*fin, "sent");
+  EXPECT_GT(sent, 1000) << *fin;
+  EXPECT_EQ(field(*fin, "received"), sent) << *fin;
+  EXPECT_EQ(field(*fin, "gaps"), 0) << *fin;
+  EXPECT_NE(fin->find("waits=ok"), std::string::npos) << *fin;
+  for (int i = 0; i < 500 && target.alive(); ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_FALSE(target.alive());
+  ASSERT_TRUE(target.wait_status());
+  EXPECT_TRUE(WIFEXITED(*target.wait_status()) && WEXITSTATUS(*target.wait_status()) == 0)
+      << "target status " << *target.wait_status() << " after " << *fin;
+}
+
+class ProbeSafety : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ProbeSafety, ManyShortCapturesLoseNoSignalAndLeaveTheTargetAsFound) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({SAFETY_TARGET, GetParam()});
+  ASSERT_TRUE(target.wait_ready());
+  const std::set<std::string> before = code_mappings(target.pid());
+  for (int round = 1; round <= 40; ++round) {
+    TempDir dir;
+    auto r = run(attach_argv(
+        target.pid(), {"--profiles", kProbes, "-d", "0.2s", "--format", "json", "-o", dir.path()}));
+    ASSERT_EQ(r.exit_code, 0) << "round " << round << ": " << r.describe();
+    EXPECT_EQ(r.err.find("probes could not be set up"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("left in"), std::string::npos) << r.err;
+    ASSERT_EQ(code_mappings(target.pid()), before)
+        << "round " << round << ": the target's code mappings changed\nbefore:\n"
+        << joined(before) << "after:\n"
+        << joined(code_mappings(target.pid()));
+    if (round % 10 == 0) {
+      expect_healthy(target, "round " + std::to_string(round));
+    }
+  }
+  expect_finished_clean(target);
+}
+
+TEST_P(ProbeSafety, SigkillAtAnyMomentNeverHarmsTheTarget) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({SAFETY_TARGET, GetParam()});
+  ASSERT_TRUE(target.wait_ready());
+  const std::set<std::string> before = code_mappings(target.pid());
+  std::mt19937 rng(20261206);
+  int killed_with_probes_in = 0;
+  for (int round = 1; round <= 90; ++round) {
+    BgProcess p(attach_argv(target.pid(), {"--profiles", kProbes, "-d", "10s", "-v"}));
+    // Three kinds of moment: the attach and install (0-60 ms), anywhere early (60-400 ms),
+    // and while the probes record or are being removed (after they are in).
+    int ms = 0;
+    switch (round % 3) {
+      case 0:
+        ms = std::uniform_int_distribution<int>(0, 60)(rng);
+        break;
+      case 1:
+        ms = std::uniform_int_distribution<int>(60, 400)(rng);
+        break;
+      default:
+        for (int i = 0; i < 400 && !probes_in(target.pid()); ++i) {
+          std::this_thread::sleep_for(milliseconds(5));
+        }
+        ms = std::uniform_int_distribution<int>(0, 300)(rng);
+        break;
+    }
+    std::this_thread::sleep_for(milliseconds(ms));
+    if (round % 6 == 5) {
+      p.signal(SIGTERM);  // a removal in progress, killed in the middle
+      std::this_thread::sleep_for(milliseconds(std::uniform_int_distribution<int>(0, 20)(rng)));
+    }
+    killed_with_probes_in += probes_in(target.pid()) ? 1 : 0;
+    p.signal(SIGKILL);
+    ASSERT_TRUE(p.wait_exit(milliseconds(10000)));
+    ASSERT_TRUE(wait_untraced(target.pid())) << describe_tasks(target.pid());
+    ASSERT_TRUE(target.alive()) << "round " << round << " (" << ms << " ms): the target died, "
+                                << p.err();
+    if (round % 15 == 0) {
+      expect_healthy(target, "round " + std::to_string(round));
+      if (::testing::Test::HasFatalFailure()) {
+        return;
+      }
+    }
+  }
+  EXPECT_GT(killed_with_probes_in, 10) << "the kills never landed while the probes were in";
+  // A clean attach takes over what the killed sessions left, and leaves nothing itself.
+  TempDir dir;
+  auto r = run(attach_argv(
+      target.pid(), {"--profiles", kProbes, "-d", "0.3s", "--format", "json", "-o", dir.path()}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(code_mappings(target.pid()), before) << "before:\n"
+                                                 << joined(before) << "after:\n"
+                                                 << joined(code_mappings(target.pid()));
+  expect_healthy(target, "after the clean attach");
+  expect_finished_clean(target);
+}
+
+// An install that fails half-way (the shared area cannot be mapped: the target's address
+// space is limited) undoes every earlier step: the code areas and the memfd go, the target
+// is unharmed, and a capture that asked for other profiles goes on without the probes.
+TEST(ProbeSafetyInstall, AFailedInstallLeavesTheTargetAsFound) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({SAFETY_TARGET, "aslimit"});
+  ASSERT_TRUE(target.wait_ready());
+  const std::set<std::string> before = code_mappings(target.pid());
+  auto memfds = [&] {
+    int n = 0;
+    std::error_code ec;
+    const std::string dir = "/proc/" + std::to_string(target.pid()) + "/fd";
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      std::error_code lec;
+      n += std::filesystem::read_symlink(e.path(), lec).string().find("profctl") !=
+           std::string::npos;
+    }
+    return n;
+  };
+  for (int round = 0; round < 5; ++round) {
+    TempDir dir;
+    auto r =
+        run(attach_argv(target.pid(), {"--profiles", kProbes, "-d", "0.2s", "-o", dir.path()}));
+    EXPECT_EQ(r.exit_code, 3) << r.describe();  // the probes failed and nothing else was asked
+    EXPECT_NE(r.err.find("probes could not be set up"), std::string::npos) << r.err;
+    EXPECT_EQ(code_mappings(target.pid()), before) << "before:\n"
+                                                   << joined(before) << "after:\n"
+                                                   << joined(code_mappings(target.pid()));
+    EXPECT_EQ(memfds(), 0);
+    TempDir dir2;
+    r = run(attach_argv(target.pid(), {"--profiles", "cpu,heap", "-d", "0.3s", "-o", dir2.path()}));
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_NE(r.err.find("mmap of the probe shared area"), std::string::npos) << r.err;
+    EXPECT_EQ(code_mappings(target.pid()), before);
+    expect_healthy(target, "round " + std::to_string(round));
+  }
+  expect_finished_clean(target);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ProbeSafety, ::testing::Values("block", "spin"));
+
+}  // namespace
+}  // namespace profctl::testing::sampling
