@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "attach/proc.h"
+#include "attach/seccomp_check.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
 
@@ -152,6 +153,9 @@ Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
   auto insn = find_syscall_insn();
   if (!insn) {
     return insn.error();
+  }
+  if (auto ok = seccomp_allows(tid, {nr, args, *insn + 2}); !ok) {
+    return ok.error();
   }
   auto saved = regs(tid);
   if (!saved) {
