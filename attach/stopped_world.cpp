@@ -16,6 +16,7 @@
 
 #include "attach/proc.h"
 #include "attach/sigreturn_frame.h"
+#include "attach/seccomp_check.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
 
@@ -206,11 +207,12 @@ Result<void> StoppedWorld::find_chain() {
       }
       if (chain.sigreturn == 0) {
         long at = find(hay, kSigreturn);
-        if (at < 0) {
-          at = find(hay, kSigreturn32);
-        }
         if (at >= 0) {
           chain.sigreturn = a + static_cast<uint64_t>(at);
+          chain.sigreturn_next = chain.sigreturn + sizeof kSigreturn;
+        } else if (at = find(hay, kSigreturn32); at >= 0) {
+          chain.sigreturn = a + static_cast<uint64_t>(at);
+          chain.sigreturn_next = chain.sigreturn + sizeof kSigreturn32;
         }
       }
       if (chain.syscall_ret != 0 && chain.sigreturn != 0) {
@@ -288,6 +290,19 @@ Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
     return c.error();
   }
   const auto chain = tp_.chain_;
+  // A thread with a user shadow stack would fault at the chain's `ret` and rt_sigreturn.
+  if (thread_has_shadow_stack(tid)) {
+    return Error{"thread " + std::to_string(tid) +
+                 " uses a shadow stack (CET): profctl cannot run a syscall in it"};
+  }
+  // The thread's seccomp filters must allow the call, and the rt_sigreturn that restores
+  // the thread if profctl dies in the middle.
+  if (auto ok = seccomp_allows(tid, {nr, args, chain.syscall_ret + 2}); !ok) {
+    return ok.error();
+  }
+  if (auto ok = seccomp_allows(tid, {SYS_rt_sigreturn, {}, chain.sigreturn_next}); !ok) {
+    return ok.error();
+  }
   auto saved = regs(tid);
   if (!saved) {
     return saved.error();

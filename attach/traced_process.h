@@ -291,6 +291,7 @@ class TracedProcess {
   struct RemoteChain {
     uint64_t syscall_ret = 0;
     uint64_t sigreturn = 0;
+    uint64_t sigreturn_next = 0;  // after its `syscall`: the ip seccomp sees
     pid_t pid = 0;
     uint32_t space = 0;
   };

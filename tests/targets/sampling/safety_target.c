@@ -224,6 +224,7 @@ static void* allocator(void* arg) {
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
 static long q_items, q_produced, q_consumed;
+static int q_done;
 static sem_t ping, pong;
 static long pings, pongs;
 static pthread_mutex_t c_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -241,7 +242,7 @@ static void* producer(void* arg) {
     usleep(300);
   }
   pthread_mutex_lock(&q_mu);
-  q_items = -1;  // the end
+  q_done = 1;
   pthread_cond_broadcast(&q_cv);
   pthread_mutex_unlock(&q_mu);
   return NULL;
@@ -251,11 +252,11 @@ static void* consumer(void* arg) {
   (void)arg;
   pthread_mutex_lock(&q_mu);
   for (;;) {
-    while (q_items == 0) {
+    while (q_items == 0 && !q_done) {
       pthread_cond_wait(&q_cv, &q_mu);
     }
-    if (q_items < 0) {
-      break;
+    if (q_items == 0) {
+      break;  // done, and everything produced was consumed
     }
     --q_items;
     ++q_consumed;
@@ -280,10 +281,10 @@ static void* ponger(void* arg) {
   for (;;) {
     sem_wait(&ping);
     ++pings;
+    sem_post(&pong);  // before looking at g_stop: the pinger may be waiting for it
     if (atomic_load(&g_stop)) {
       break;
     }
-    sem_post(&pong);
   }
   return NULL;
 }
