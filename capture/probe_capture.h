@@ -66,7 +66,9 @@ class ProbeCapture {
 
   HeapCollector* heap() { return heap_.get(); }
   WaitCollector* waits() { return waits_.get(); }
-  const std::vector<std::string>& notes() const { return probes_->notes(); }
+  // The probes' notes (what is probed and how) and, after finish(), what the capture
+  // dropped or refused to keep: a corrupt ring, stacks cut to the budget, bounds reached.
+  std::vector<std::string> notes() const;
   ProbeCaptureStats stats() const;
   uint64_t now_ns() const;  // on the records' clock (CLOCK_MONOTONIC)
   bool gone_by_exec() const { return probes_->gone_by_exec(); }
@@ -89,6 +91,8 @@ class ProbeCapture {
   std::atomic<uint64_t> records_{0};
   std::thread drainer_;
   bool finished_ = false;
+  bool ring_abandoned_ = false;     // the reader gave up: the probes were disabled
+  std::vector<std::string> notes_;  // added at finish()
 };
 
 }  // namespace profctl
