@@ -95,7 +95,7 @@ size_t RingReader::drain(const std::function<void(const RecordView&)>& fn, size_
         break;
       }
       // The fixed part once, into private memory; from here on only the copy is read.
-      probe_record rec;
+      probe_record rec{};
       std::memcpy(&rec, ring_ + off, sizeof rec);
       rec.header = header;
       if (rec.stack_len > len - sizeof(probe_record)) {

@@ -215,9 +215,10 @@ void SharedArea::forget_thread(uint64_t tp) {
 }
 
 namespace {
-ActiveWait wait_from(probe_thread_slot& s) {
+// Each field once; `key` as the caller read it.
+ActiveWait wait_from(probe_thread_slot& s, uint64_t key) {
   ActiveWait w;
-  w.key = at(s.key).load(std::memory_order_acquire);
+  w.key = key;
   w.tid = at(s.tid).load(std::memory_order_acquire);
   w.site = at(s.wait_site).load(std::memory_order_acquire) & 0x7fffffffU;
   w.ret = at(s.wait_ret).load(std::memory_order_acquire);
@@ -235,9 +236,9 @@ std::vector<ActiveWait> SharedArea::active_waits() const {
   }
   probe_thread_slot* table = slots();
   for (uint64_t i = 0; i < layout_.threads_capacity; ++i) {
-    if (at(table[i].key).load(std::memory_order_acquire) != 0 &&
-        at(table[i].wait_active).load(std::memory_order_acquire) != 0) {
-      out.push_back(wait_from(table[i]));
+    const uint64_t key = at(table[i].key).load(std::memory_order_acquire);
+    if (key != 0 && at(table[i].wait_active).load(std::memory_order_acquire) != 0) {
+      out.push_back(wait_from(table[i], key));
     }
   }
   return out;
@@ -248,7 +249,7 @@ std::optional<ActiveWait> SharedArea::wait_of(uint64_t tp) const {
   if (s == nullptr || at(s->wait_active).load(std::memory_order_acquire) == 0) {
     return std::nullopt;
   }
-  return wait_from(*s);
+  return wait_from(*s, tp);
 }
 
 void SharedArea::clear_wait(uint64_t tp) {

@@ -6,6 +6,7 @@
 // return from every call, must keep its memory bounded, and must say what it dropped.
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include <atomic>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "probe/abi/probe_abi.h"
 #include "probe/ring_reader.h"
 #include "probe/shared_area.h"
+#include "probe/tsc_clock.h"
 
 namespace profctl::probe {
 namespace {
@@ -345,6 +347,17 @@ TEST(ProbeHostileArea, AnEndlessStreamOfRecordsCannotKeepADrainGoing) {
   writer.join();
   EXPECT_EQ(reader.stats().corrupt, 0u);
   EXPECT_FALSE(reader.gave_up());
+}
+
+// A record's TSC and delay are the target's words: any u64 converts to a clamped time.
+TEST(ProbeHostileArea, ForgedTimesAreClamped) {
+  const TscClock c = TscClock::calibrate(std::chrono::milliseconds(5));
+  EXPECT_LE(c.ticks_to_ns(UINT64_MAX), 18'000'000'000'000'000'000ULL);
+  EXPECT_GT(c.ticks_to_ns(UINT64_MAX), 0u);
+  const uint64_t now = c.to_monotonic_ns(__rdtsc());
+  (void)c.to_monotonic_ns(UINT64_MAX);
+  (void)c.to_monotonic_ns(0);
+  EXPECT_GT(now, 0u);
 }
 
 }  // namespace
