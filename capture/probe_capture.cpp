@@ -39,8 +39,12 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   pc->probes_ = std::move(*probes);
   pc->reader_ = std::make_unique<probe::RingReader>(pc->probes_->area());
   if (options.heap) {
+    HeapLimits limits;
+    // No more live sampled pointers than the target's pointer table can hold (2^22 by
+    // default, ~200 MiB of tracker): more would come from records that lie.
+    limits.tracker.max_live = static_cast<size_t>(po.pointer_capacity);
     pc->heap_ = std::make_unique<HeapCollector>(std::move(heap_unwinder),
-                                                static_cast<uint64_t>(options.mem_rate));
+                                                static_cast<uint64_t>(options.mem_rate), limits);
     pc->heap_->tracker().set_start(pc->now_ns());
   }
   if (po.waits) {
@@ -109,6 +113,12 @@ size_t ProbeCapture::drain_once() {
     }
   });
   records_.fetch_add(n, std::memory_order_relaxed);
+  if (reader_->gave_up() && !ring_abandoned_) {
+    // Nothing reads the ring any more: the probes need not record into it.
+    ring_abandoned_ = true;
+    probes_->area().set_enabled(false);
+    logger("probe")->warn("probes: {}", reader_->note());
+  }
   return n;
 }
 
@@ -129,25 +139,44 @@ void ProbeCapture::finish() {
   if (drainer_.joinable()) {
     drainer_.join();
   }
-  while (drain_once() > 0) {
+  // What the target wrote before the detach: a ring's worth at most, which one drain
+  // consumes. A few more rounds for records committed meanwhile, but bounded: a process
+  // that still writes into the area (a forked child, or anything holding the memfd) cannot
+  // keep profctl here.
+  for (int round = 0; round < 4 && drain_once() > 0; ++round) {
   }
   ProbeCaptureStats s = stats();
   if (heap_) {
     heap_->tracker().note_table_dropped(s.table_dropped);
     heap_->tracker().note_dropped(s.ring_dropped);
     heap_->finish();
+    for (auto& n : heap_->notes()) {
+      notes_.push_back(std::move(n));
+    }
   }
   if (waits_) {
     waits_->finish();
+    for (auto& n : waits_->notes()) {
+      notes_.push_back(std::move(n));
+    }
+  }
+  if (auto n = reader_->note(); !n.empty()) {
+    notes_.push_back(std::move(n));
   }
   auto c = probes_->area().counters();
   const auto& rs = reader_->stats();
   logger("probe")->debug(
       "probes: {} records read ({} written by the target), {} dropped (ring full), {} untracked "
-      "pointers, {} threads without a slot, {} foreign, {} abandoned, {} corrupt; waits {} seen "
-      "{} recorded",
+      "pointers, {} threads without a slot, {} foreign, {} abandoned, {} corrupt, {} stacks cut; "
+      "waits {} seen {} recorded",
       s.records, c.records_written, s.ring_dropped, s.table_dropped, c.dropped_thread_table_full,
-      rs.foreign_pid, rs.abandoned, rs.corrupt, c.waits_seen, c.waits_recorded);
+      rs.foreign_pid, rs.abandoned, rs.corrupt, rs.stack_cut, c.waits_seen, c.waits_recorded);
+}
+
+std::vector<std::string> ProbeCapture::notes() const {
+  std::vector<std::string> out = probes_->notes();
+  out.insert(out.end(), notes_.begin(), notes_.end());
+  return out;
 }
 
 uint64_t ProbeCapture::dropped() const {

@@ -70,7 +70,9 @@ class ProbeCapture {
 
   HeapCollector* heap() { return heap_.get(); }
   WaitCollector* waits() { return waits_.get(); }
-  const std::vector<std::string>& notes() const { return probes_->notes(); }
+  // The probes' notes (what is probed and how) and, after finish(), what the capture
+  // dropped or refused to keep: a corrupt ring, stacks cut to the budget, bounds reached.
+  std::vector<std::string> notes() const;
   // After detach: what of the probes could not be taken out of the target (exact
   // addresses and sizes); empty when the target is as it was.
   const std::vector<std::string>& left() const { return probes_->left(); }
@@ -96,6 +98,8 @@ class ProbeCapture {
   std::atomic<uint64_t> records_{0};
   std::thread drainer_;
   bool finished_ = false;
+  bool ring_abandoned_ = false;     // the reader gave up: the probes were disabled
+  std::vector<std::string> notes_;  // added at finish()
 };
 
 }  // namespace profctl

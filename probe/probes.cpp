@@ -19,6 +19,7 @@
 #include "probe/code_area.h"
 #include "probe/elf_symbols.h"
 #include "probe/leftovers.h"
+#include "probe/target_memfd.h"
 #include "probe/wait_sites.h"
 
 namespace profctl::probe {
@@ -373,25 +374,23 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
     }
   }
 
-  // The shared area: a memfd the target creates, sized and mapped by profctl through
-  // /proc/PID/fd, mapped into the target, and its fd closed there again.
-  const char kName[] = "profctl-probe";
-  if (auto r = w.write(code_areas_.front().address, std::as_bytes(std::span(kName, sizeof kName)));
+  // The shared area: a memfd the target creates under a random name, taken by profctl
+  // without a path and proven to be that memfd before it is sized (probe/target_memfd.h),
+  // mapped into the target, and its fd closed there again.
+  const std::string name = random_memfd_name();
+  if (auto r = w.write(code_areas_.front().address,
+                       std::as_bytes(std::span(name.c_str(), name.size() + 1)));
       !r) {
     return r.error();
   }
-  auto tfd = checked(w.syscall(SYS_memfd_create, {code_areas_.front().address, MFD_CLOEXEC}),
-                     "memfd_create");
+  auto tfd = checked(
+      w.syscall(SYS_memfd_create, {code_areas_.front().address, MFD_CLOEXEC | MFD_ALLOW_SEALING}),
+      "memfd_create");
   if (!tfd) {
     return tfd.error();
   }
   auto close_tfd = [&] { (void)w.syscall(SYS_close, {*tfd}); };
-  auto fd = Fd::open("/proc/" + std::to_string(w.pid()) + "/fd/" + std::to_string(*tfd), O_RDWR);
-  if (!fd) {
-    close_tfd();
-    return fd.error();
-  }
-  auto area = SharedArea::create(options_, std::move(*fd));
+  auto area = open_target_shared_area(w.pid(), static_cast<int>(*tfd), name, options_);
   if (!area) {
     close_tfd();
     return area.error();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "probe/ring_reader.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -12,78 +13,115 @@ std::atomic_ref<T> at(T& field) {
   return std::atomic_ref<T>(field);
 }
 
+constexpr uint64_t kLenMask = 0xffffffffULL;
+
 }  // namespace
 
-RingReader::RingReader(SharedArea& area, std::chrono::nanoseconds abandon_after)
+RingReader::RingReader(SharedArea& area, std::chrono::nanoseconds abandon_after,
+                       RingReaderLimits limits)
     : area_(area),
-      ring_(area.data() + area.ctl()->ring_offset),
-      size_(area.ctl()->ring_size),
-      abandon_after_(abandon_after) {}
+      ring_(area.ring()),
+      size_(area.ring_size()),
+      stack_budget_(area.stack_bytes()),
+      abandon_after_(abandon_after),
+      limits_(limits) {
+  stack_.resize(stack_budget_);
+}
 
-void RingReader::consume(uint64_t pos, uint64_t len) {
+void RingReader::consume(uint64_t len) {
   // Writers reserve only below tail + size, so zeroing before the release store of the
-  // tail is seen by the next writer of these bytes: state 0 = not written yet.
-  uint64_t off = pos & (size_ - 1);
+  // tail is seen by the next writer of these bytes: state 0 = not written yet. len never
+  // runs past the end of the ring (checked by the caller).
+  const uint64_t off = tail_ & (size_ - 1);
   std::memset(ring_ + off, 0, len);
-  at(area_.ctl()->ring_tail).store(pos + len, std::memory_order_release);
+  tail_ += len;
+  at(area_.ctl()->ring_tail).store(tail_, std::memory_order_release);
   stats_.bytes += len;
 }
 
 void RingReader::resync(uint64_t head) {
-  probe_ctl* c = area_.ctl();
-  uint64_t tail = at(c->ring_tail).load(std::memory_order_relaxed);
   ++stats_.corrupt;
-  // Drop everything reserved so far; writers still filling it write into freed space,
-  // which is zeroed again when its next owner's record is consumed.
-  while (tail < head) {
-    uint64_t off = tail & (size_ - 1);
-    uint64_t len = std::min(head - tail, size_ - off);
-    consume(tail, len);
-    tail += len;
+  // Drop everything reserved so far: at most the whole ring is zeroed, once, whatever the
+  // head says. Writers still filling it write into freed space, which is zeroed again when
+  // its next owner's record is consumed. The tail jumps to the head (aligned down: a head
+  // that is not a multiple of 8 is a lie, and the next look at it resynchronizes again).
+  const uint64_t dirty = std::min(head - tail_, size_);
+  const uint64_t off = tail_ & (size_ - 1);
+  const uint64_t first = std::min(dirty, size_ - off);
+  std::memset(ring_ + off, 0, first);
+  std::memset(ring_, 0, dirty - first);
+  stats_.bytes += dirty;
+  tail_ = head & ~uint64_t{7};
+  at(area_.ctl()->ring_tail).store(tail_, std::memory_order_release);
+  stalled_at_ = UINT64_MAX;
+  if (stats_.corrupt >= limits_.max_resyncs) {
+    gave_up_ = true;
   }
 }
 
 size_t RingReader::drain(const std::function<void(const RecordView&)>& fn, size_t max_records) {
   probe_ctl* c = area_.ctl();
   size_t handed = 0;
-  while (handed < max_records) {
-    uint64_t tail = at(c->ring_tail).load(std::memory_order_relaxed);
-    uint64_t head = at(c->ring_head).load(std::memory_order_acquire);
-    if (tail >= head) {
-      if (tail > head || head - tail > size_) {
-        resync(head);
-      }
+  uint64_t consumed = 0;  // at most one ring's worth per call
+  while (!gave_up_ && handed < max_records && consumed < size_) {
+    const uint64_t head = at(c->ring_head).load(std::memory_order_acquire);  // the target's
+    const uint64_t avail = head - tail_;  // wraps when the head is behind: caught below
+    if (avail == 0) {
       break;
     }
-    uint64_t off = tail & (size_ - 1);
-    auto* rec = reinterpret_cast<probe_record*>(ring_ + off);
-    uint64_t header = at(rec->header).load(std::memory_order_acquire);
-    uint64_t len = header & 0xffffffffULL;
-    uint32_t state = static_cast<uint32_t>(header >> 32);
-    bool len_ok = len >= 8 && len % 8 == 0 && len <= size_ - off && len <= head - tail;
+    if (avail > size_ || avail % 8 != 0) {
+      resync(head);
+      break;
+    }
+    const uint64_t off = tail_ & (size_ - 1);
+    // The header word once; len and state are decided on this value alone.
+    const uint64_t header =
+        at(*reinterpret_cast<uint64_t*>(ring_ + off)).load(std::memory_order_acquire);
+    const uint64_t len = header & kLenMask;
+    const auto state = static_cast<uint32_t>(header >> 32);
+    const bool len_ok = len >= 8 && len % 8 == 0 && len <= size_ - off && len <= avail;
     if (state == PROBE_REC_STATE_PADDING) {
       if (!len_ok) {
         resync(head);
         break;
       }
-      consume(tail, len);
+      consume(len);
+      consumed += len;
       continue;
     }
     if (state == PROBE_REC_STATE_COMMITTED) {
-      if (!len_ok || len < sizeof(probe_record) || rec->stack_len > len - sizeof(probe_record)) {
+      if (!len_ok || len < sizeof(probe_record)) {
+        resync(head);
+        break;
+      }
+      // The fixed part once, into private memory; from here on only the copy is read.
+      probe_record rec{};
+      std::memcpy(&rec, ring_ + off, sizeof rec);
+      rec.header = header;
+      if (rec.stack_len > len - sizeof(probe_record)) {
         resync(head);
         break;
       }
       stalled_at_ = UINT64_MAX;
-      if (rec->pid == at(c->owner_pid).load(std::memory_order_relaxed)) {
-        const auto* stack = reinterpret_cast<const std::byte*>(rec + 1);
-        fn(RecordView{*rec, {stack, static_cast<size_t>(rec->stack_len)}});
+      if (rec.pid == area_.owner_pid()) {
+        // The stack copy once, up to profctl's own budget (the blob honours the budget in
+        // the area, which the target can rewrite).
+        uint64_t n = rec.stack_len;
+        if (n > stack_budget_) {
+          n = stack_budget_;
+          rec.flags = static_cast<uint16_t>(rec.flags | PROBE_REC_STACK_CUT);
+          ++stats_.stack_cut;
+        }
+        rec.stack_len = n;
+        std::memcpy(stack_.data(), ring_ + off + sizeof(probe_record), n);
+        fn(RecordView{rec, {stack_.data(), static_cast<size_t>(n)}});
         ++stats_.records;
         ++handed;
       } else {
         ++stats_.foreign_pid;
       }
-      consume(tail, len);
+      consume(len);
+      consumed += len;
       continue;
     }
     if (state != PROBE_REC_STATE_EMPTY && state != PROBE_REC_STATE_WRITING) {
@@ -92,21 +130,43 @@ size_t RingReader::drain(const std::function<void(const RecordView&)>& fn, size_
     }
     // Not committed yet. Skip it only once it has been stuck for abandon_after_ and its
     // length is known (a writer dies between its reservation and the header store only
-    // within a few instructions).
+    // within a few instructions); stuck that long without a usable length, it is garbage.
     auto now = std::chrono::steady_clock::now();
-    if (stalled_at_ != tail) {
-      stalled_at_ = tail;
+    if (stalled_at_ != tail_) {
+      stalled_at_ = tail_;
       stalled_since_ = now;
-    } else if (now - stalled_since_ >= abandon_after_ && state == PROBE_REC_STATE_WRITING &&
-               len_ok) {
+    } else if (now - stalled_since_ >= abandon_after_) {
+      if (state != PROBE_REC_STATE_WRITING || !len_ok) {
+        resync(head);
+        break;
+      }
       ++stats_.abandoned;
       stalled_at_ = UINT64_MAX;
-      consume(tail, len);
+      consume(len);
+      consumed += len;
       continue;
     }
     break;
   }
   return handed;
+}
+
+std::string RingReader::note() const {
+  std::string out;
+  if (gave_up_) {
+    out = "the probe ring was found corrupt " + std::to_string(stats_.corrupt) +
+          " times (the target wrote into the memory it shares with profctl): profctl stopped "
+          "reading it, and the probe-driven profiles end there";
+  } else if (stats_.corrupt > 0) {
+    out = "the probe ring was found corrupt " + std::to_string(stats_.corrupt) +
+          " times: the records in it then were dropped";
+  }
+  if (stats_.stack_cut > 0) {
+    out += (out.empty() ? "" : "; ") + std::to_string(stats_.stack_cut) +
+           " probe records carried a stack copy longer than the budget (" +
+           std::to_string(stack_budget_) + " bytes): cut to it";
+  }
+  return out;
 }
 
 std::vector<ProbeRecord> RingReader::drain_records(size_t max_records) {

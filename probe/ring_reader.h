@@ -2,9 +2,19 @@
 // RingReader: drains the records that trampolines commit into the shared ring, from
 // profctl's own mapping, without stopping anything. Single consumer.
 //
-// The ring is written by the target, so its contents are untrusted: every length is
-// checked against the ring and the record; a malformed entry resynchronizes the reader
-// (everything up to the head is dropped and counted) rather than being trusted.
+// The ring is written by the target, so everything in it is hostile input:
+//  - the ring's place and size, the owner pid and the stack budget are the SharedArea's own
+//    copies; the tail is kept here (the one in the area is only published for writers);
+//  - each record is copied ONCE into private memory (its header word, the fixed part, then
+//    the stack copy up to the validated length and at most profctl's stack budget) and
+//    validated and handed out from there: a target changing a record while it is read
+//    changes nothing profctl already decided on;
+//  - every loop is bounded: one drain() consumes at most one ring's worth of bytes, and a
+//    resynchronization drops at most one ring's worth;
+//  - a malformed entry, or a head that is behind the tail or more than a ring ahead of it,
+//    resynchronizes the reader (drops everything up to the head, counted as corrupt); after
+//    `max_resyncs` of them the ring is taken as corrupt for good: the reader stops reading
+//    it and says so (gave_up(), note()).
 #pragma once
 
 #include <sys/types.h>
@@ -16,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "attach/snapshot.h"
@@ -24,7 +35,9 @@
 
 namespace profctl::probe {
 
-// A committed record in place in the ring; valid only during the drain callback.
+// A committed record, copied out of the ring and validated (private memory: the target
+// cannot change it any more); valid only during the drain callback. stack.size() ==
+// rec.stack_len <= the SharedArea's stack_bytes().
 struct RecordView {
   const probe_record& rec;
   std::span<const std::byte> stack;  // copy of target memory [rec.rsp, rec.rsp + size)
@@ -53,10 +66,19 @@ struct RingReaderStats {
   uint64_t records = 0;      // committed records of the owner pid handed out
   uint64_t foreign_pid = 0;  // committed records of other pids, skipped
   uint64_t abandoned = 0;    // records left uncommitted past the timeout, skipped
-  uint64_t corrupt = 0;      // resynchronizations after a malformed entry
+  uint64_t corrupt = 0;      // resynchronizations after a malformed entry or head
+  uint64_t stack_cut = 0;    // records whose stack copy was longer than profctl's budget: cut
   uint64_t bytes = 0;        // ring bytes consumed
 };
 
+struct RingReaderLimits {
+  // Resynchronizations before the ring is taken as corrupt for good. A well-behaved target
+  // needs none (a writer that dies mid-record is abandoned, not a corruption); one whose
+  // stopped writer finished into freed space may cause one.
+  uint64_t max_resyncs = 8;
+};
+
+// One reader per area, from the area's creation (the tail starts at 0).
 class RingReader {
  public:
   // `abandon_after`: how long a record may stay uncommitted before it is skipped (its
@@ -64,26 +86,39 @@ class RingReader {
   // writer that is merely descheduled or stopped, and its late writes would land in freed
   // ring space, so keep it long.
   explicit RingReader(SharedArea& area,
-                      std::chrono::nanoseconds abandon_after = std::chrono::seconds(2));
+                      std::chrono::nanoseconds abandon_after = std::chrono::seconds(2),
+                      RingReaderLimits limits = {});
 
   // Hands committed records to `fn` in ring order, consuming them, until the ring is empty,
-  // an uncommitted record is reached, or `max_records` were handed out. Returns how many.
+  // an uncommitted record is reached, `max_records` were handed out, or one ring's worth of
+  // bytes was consumed (so that a target writing as fast as it is read cannot keep a call
+  // going). Returns how many. Returns 0 at once once the reader gave up.
   size_t drain(const std::function<void(const RecordView&)>& fn, size_t max_records = SIZE_MAX);
   std::vector<ProbeRecord> drain_records(size_t max_records = SIZE_MAX);
 
   const RingReaderStats& stats() const { return stats_; }
+  // True once the ring was corrupt max_resyncs times: nothing more is read from it.
+  bool gave_up() const { return gave_up_; }
+  // A line for the capture's warnings when records were lost to corruption or cut (empty
+  // otherwise).
+  std::string note() const;
 
  private:
-  void consume(uint64_t pos, uint64_t len);
+  void consume(uint64_t len);
   void resync(uint64_t head);
 
   SharedArea& area_;
   std::byte* ring_;
   uint64_t size_;
+  uint64_t stack_budget_;
+  uint64_t tail_ = 0;  // profctl's: the area's ring_tail is written, never read
   std::chrono::nanoseconds abandon_after_;
+  RingReaderLimits limits_;
   uint64_t stalled_at_ = UINT64_MAX;
   std::chrono::steady_clock::time_point stalled_since_{};
   RingReaderStats stats_;
+  bool gave_up_ = false;
+  std::vector<std::byte> stack_;  // the current record's stack copy (private)
 };
 
 ProbeRecord to_probe_record(const RecordView& view);

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,56 +26,83 @@ std::atomic_ref<T> at(T& field) {
 
 }  // namespace
 
-Result<SharedArea> SharedArea::create(const SharedAreaOptions& o, Fd existing) {
+Result<SharedArea> SharedArea::create(const SharedAreaOptions& o) {
+  Fd fd(memfd_create("profctl-probe", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd.valid()) {
+    return errno_error("memfd_create profctl-probe");
+  }
+  return create_on(o, std::move(fd));
+}
+
+Result<SharedArea> SharedArea::create(const SharedAreaOptions& o, ProvenMemfd memfd) {
+  return create_on(o, std::move(memfd).release());
+}
+
+Result<SharedArea> SharedArea::create_on(const SharedAreaOptions& o, Fd fd) {
   if (o.thread_capacity == 0 || o.pointer_capacity == 0 || o.ring_bytes < 2 * kPage ||
       o.max_probe == 0) {
     return Error{"probe shared area: capacities must be non-zero, ring >= 8 KiB", 0};
   }
   if (o.thread_capacity > (1ULL << 20) || o.pointer_capacity > (1ULL << 30) ||
-      o.ring_bytes > (1ULL << 34)) {
+      o.ring_bytes > (1ULL << 34) || o.stack_bytes > (1U << 24)) {
     return Error{"probe shared area: capacity out of range", 0};
   }
-  uint64_t threads = std::bit_ceil(o.thread_capacity);
-  uint64_t ptrs = std::bit_ceil(o.pointer_capacity);
-  uint64_t ring = std::bit_ceil(o.ring_bytes);
-  uint64_t threads_off = page_up(sizeof(probe_ctl));
-  uint64_t ptrs_off = page_up(threads_off + threads * sizeof(probe_thread_slot));
-  uint64_t filter_off = page_up(ptrs_off + ptrs * sizeof(uint64_t));
-  uint64_t filters = std::max<uint64_t>(ptrs / 64, 1024);  // 2^22 pointers: 256 KiB
-  uint64_t ring_off = page_up(filter_off + filters * sizeof(uint32_t));
-  uint64_t size = ring_off + ring;
+  Layout l;
+  l.threads_capacity = std::bit_ceil(o.thread_capacity);
+  l.ptrs_capacity = std::bit_ceil(o.pointer_capacity);
+  l.ring_size = std::bit_ceil(o.ring_bytes);
+  l.threads_offset = page_up(sizeof(probe_ctl));
+  l.ptrs_offset = page_up(l.threads_offset + l.threads_capacity * sizeof(probe_thread_slot));
+  l.filter_offset = page_up(l.ptrs_offset + l.ptrs_capacity * sizeof(uint64_t));
+  l.filter_capacity = std::max<uint64_t>(l.ptrs_capacity / 64, 1024);  // 2^22 pointers: 256 KiB
+  l.ring_offset = page_up(l.filter_offset + l.filter_capacity * sizeof(uint32_t));
+  l.size = l.ring_offset + l.ring_size;
+  l.max_probe = o.max_probe;
+  l.stack_bytes = o.stack_bytes & ~7U;
+  const uint64_t size = l.size;
 
-  // A memfd the target created (attach/ opens it through /proc/PID/fd) or one of our own.
-  Fd fd = existing.valid() ? std::move(existing) : Fd(memfd_create("profctl-probe", MFD_CLOEXEC));
-  if (!fd.valid()) {
-    return errno_error("memfd_create profctl-probe");
-  }
   if (ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return errno_error("ftruncate probe shared area to " + std::to_string(size));
   }
   if (o.prefault && fallocate(fd.get(), 0, 0, static_cast<off_t>(size)) != 0) {
     return errno_error("fallocate probe shared area (" + std::to_string(size) + " bytes)");
   }
+  // Sealed before the mapping exists: from here on no holder of the memfd (the target, a
+  // process sharing its fd table) can shrink it under profctl's mapping (a SIGBUS here) or
+  // grow it. Read back with the size: a holder that sealed or resized it first loses.
+  constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+  if (fcntl(fd.get(), F_ADD_SEALS, kSeals) != 0) {
+    return errno_error("sealing the probe shared area");
+  }
+  struct stat st {};
+  if (fcntl(fd.get(), F_GET_SEALS) != kSeals || fstat(fd.get(), &st) != 0 ||
+      static_cast<uint64_t>(st.st_size) != size) {
+    return Error{
+        "the probe shared area changed while profctl sized it (another process holds "
+        "its memfd); probes refused",
+        0};
+  }
   void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE,
                     MAP_SHARED | (o.prefault ? MAP_POPULATE : 0), fd.get(), 0);
   if (base == MAP_FAILED) {
     return errno_error("mmap probe shared area");
   }
-  SharedArea area(std::move(fd), base, size);
-  probe_ctl* c = area.ctl();  // a fresh memfd reads as zeros
+  SharedArea area(std::move(fd), base, l, o.owner_pid);
+  // Written once for the blob, which reads its layout from here. It is never read back.
+  probe_ctl* c = area.ctl();
   c->abi_version = PROBE_ABI_VERSION;
   c->ctl_size = sizeof(probe_ctl);
   c->area_size = size;
-  c->threads_offset = threads_off;
-  c->threads_capacity = threads;
-  c->ptrs_offset = ptrs_off;
-  c->ptrs_capacity = ptrs;
-  c->filter_offset = filter_off;
-  c->filter_capacity = filters;
-  c->ring_offset = ring_off;
-  c->ring_size = ring;
-  c->max_probe = o.max_probe;
-  c->stack_bytes = o.stack_bytes & ~7U;
+  c->threads_offset = l.threads_offset;
+  c->threads_capacity = l.threads_capacity;
+  c->ptrs_offset = l.ptrs_offset;
+  c->ptrs_capacity = l.ptrs_capacity;
+  c->filter_offset = l.filter_offset;
+  c->filter_capacity = l.filter_capacity;
+  c->ring_offset = l.ring_offset;
+  c->ring_size = l.ring_size;
+  c->max_probe = l.max_probe;
+  c->stack_bytes = l.stack_bytes;
   c->mem_rate = o.mem_rate;
   c->block_rate_ticks = o.block_rate_ticks;
   c->mutex_fraction = o.mutex_fraction;
@@ -87,7 +115,9 @@ Result<SharedArea> SharedArea::create(const SharedAreaOptions& o, Fd existing) {
 SharedArea::SharedArea(SharedArea&& other) noexcept
     : fd_(std::move(other.fd_)),
       base_(std::exchange(other.base_, nullptr)),
-      size_(std::exchange(other.size_, 0)) {}
+      size_(std::exchange(other.size_, 0)),
+      layout_(std::exchange(other.layout_, Layout{})),
+      owner_pid_(std::exchange(other.owner_pid_, 0)) {}
 
 SharedArea& SharedArea::operator=(SharedArea&& other) noexcept {
   if (this != &other) {
@@ -97,6 +127,8 @@ SharedArea& SharedArea::operator=(SharedArea&& other) noexcept {
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    layout_ = std::exchange(other.layout_, Layout{});
+    owner_pid_ = std::exchange(other.owner_pid_, 0);
   }
   return *this;
 }
@@ -118,14 +150,23 @@ void SharedArea::set_mem_rate(int64_t rate) {
 }
 
 void SharedArea::set_owner_pid(pid_t pid) {
+  owner_pid_ = pid;
   at(ctl()->owner_pid).store(pid, std::memory_order_release);
 }
 
+probe_thread_slot* SharedArea::slots() const {
+  return reinterpret_cast<probe_thread_slot*>(data() + layout_.threads_offset);
+}
+
+// Only the slot keys come from the area (compared, never used as an index): the table's
+// place, size and probing bound are profctl's.
 probe_thread_slot* SharedArea::find_slot(uint64_t tp, bool claim) const {
-  probe_ctl* c = ctl();
-  auto* table = reinterpret_cast<probe_thread_slot*>(data() + c->threads_offset);
-  uint64_t mask = c->threads_capacity - 1;
-  uint64_t limit = std::min<uint64_t>(c->max_probe, c->threads_capacity);
+  if (base_ == nullptr || layout_.threads_capacity == 0) {
+    return nullptr;
+  }
+  probe_thread_slot* table = slots();
+  const uint64_t mask = layout_.threads_capacity - 1;
+  const uint64_t limit = std::min<uint64_t>(layout_.max_probe, layout_.threads_capacity);
   uint64_t i = probe_hash(tp) & mask;
   for (uint64_t n = 0; n < limit; ++n, i = (i + 1) & mask) {
     uint64_t key = at(table[i].key).load(std::memory_order_acquire);
@@ -174,9 +215,10 @@ void SharedArea::forget_thread(uint64_t tp) {
 }
 
 namespace {
-ActiveWait wait_from(probe_thread_slot& s) {
+// Each field once; `key` as the caller read it.
+ActiveWait wait_from(probe_thread_slot& s, uint64_t key) {
   ActiveWait w;
-  w.key = at(s.key).load(std::memory_order_acquire);
+  w.key = key;
   w.tid = at(s.tid).load(std::memory_order_acquire);
   w.site = at(s.wait_site).load(std::memory_order_acquire) & 0x7fffffffU;
   w.ret = at(s.wait_ret).load(std::memory_order_acquire);
@@ -189,12 +231,14 @@ ActiveWait wait_from(probe_thread_slot& s) {
 
 std::vector<ActiveWait> SharedArea::active_waits() const {
   std::vector<ActiveWait> out;
-  probe_ctl* c = ctl();
-  auto* table = reinterpret_cast<probe_thread_slot*>(data() + c->threads_offset);
-  for (uint64_t i = 0; i < c->threads_capacity; ++i) {
-    if (at(table[i].key).load(std::memory_order_acquire) != 0 &&
-        at(table[i].wait_active).load(std::memory_order_acquire) != 0) {
-      out.push_back(wait_from(table[i]));
+  if (base_ == nullptr) {
+    return out;
+  }
+  probe_thread_slot* table = slots();
+  for (uint64_t i = 0; i < layout_.threads_capacity; ++i) {
+    const uint64_t key = at(table[i].key).load(std::memory_order_acquire);
+    if (key != 0 && at(table[i].wait_active).load(std::memory_order_acquire) != 0) {
+      out.push_back(wait_from(table[i], key));
     }
   }
   return out;
@@ -205,7 +249,7 @@ std::optional<ActiveWait> SharedArea::wait_of(uint64_t tp) const {
   if (s == nullptr || at(s->wait_active).load(std::memory_order_acquire) == 0) {
     return std::nullopt;
   }
-  return wait_from(*s);
+  return wait_from(*s, tp);
 }
 
 void SharedArea::clear_wait(uint64_t tp) {

@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: MIT
 // SharedArea: profctl's side of the memfd shared with the target (probe/abi/probe_abi.h):
 // the control block, the thread slot table, the sampled-pointer table and the ring.
-// profctl creates and maps it here; attach/ maps the same memfd into the target (remote
-// mmap of /proc/<profctl pid>/fd/<fd()>, MAP_SHARED, PROT_READ|PROT_WRITE).
+// The target creates the memfd; profctl takes it without a path (probe/target_memfd.h),
+// proves it is that memfd, sizes, seals and maps it here; the target maps the same memfd
+// (MAP_SHARED, PROT_READ|PROT_WRITE).
 //
-// All fields the target also touches are accessed with atomics (std::atomic_ref): the
-// other side is another process running concurrently.
+// The target can write every byte of the area at any time, so nothing profctl reads back
+// from it is trusted: the layout (offsets, capacities, ring size, probing bound, stack
+// budget, owner pid) is decided here at create() and kept in this object, and every use
+// of the area goes through those copies. Values read from the area (slot keys, a wait's
+// addresses, counters, ring contents) are data, never offsets, sizes or pointers into
+// profctl's memory. All fields the target also touches are accessed with atomics
+// (std::atomic_ref): the other side is another process running concurrently.
 #pragma once
 
 #include <sys/types.h>
@@ -18,6 +24,7 @@
 #include "base/fd.h"
 #include "base/result.h"
 #include "probe/abi/probe_abi.h"
+#include "probe/target_memfd.h"
 
 namespace profctl::probe {
 
@@ -53,7 +60,9 @@ struct ProbeCounters {
   uint64_t waits_recorded = 0;
 };
 
-// A timed wait in progress on one thread (probe_thread_slot's wait fields).
+// A timed wait in progress on one thread (probe_thread_slot's wait fields, each read once).
+// Every value is the target's: use ret and slot only as target addresses, site only as a
+// key.
 struct ActiveWait {
   uint64_t key = 0;  // the thread pointer
   int32_t tid = 0;   // 0 when profctl has not registered the thread
@@ -66,11 +75,14 @@ struct ActiveWait {
 
 class SharedArea {
  public:
-  // memfd_create + ftruncate + mmap, then the control block for `options`. The area is
-  // created disabled.
-  // With `existing`, that memfd (created by the target, so that it needs no access to
-  // profctl's fds) is sized and mapped instead of a new one.
-  static Result<SharedArea> create(const SharedAreaOptions& options, Fd existing = Fd());
+  // memfd_create + ftruncate + fallocate + seals + mmap, then the control block for
+  // `options`. The area is created disabled. The seals (F_SEAL_SHRINK | F_SEAL_GROW |
+  // F_SEAL_SEAL, checked back with the size before the mmap) keep the file exactly as large
+  // as profctl's mapping whoever else holds it.
+  static Result<SharedArea> create(const SharedAreaOptions& options);
+  // The same on a memfd the target created (so that it needs no access to profctl's fds),
+  // proven fresh by prove_fresh_memfd: see open_target_shared_area.
+  static Result<SharedArea> create(const SharedAreaOptions& options, ProvenMemfd memfd);
 
   SharedArea() = default;  // empty: nothing mapped
   SharedArea(SharedArea&& other) noexcept;
@@ -82,7 +94,19 @@ class SharedArea {
   int fd() const { return fd_.get(); }  // the memfd, to be mapped into the target
   size_t size() const { return size_; }
   std::byte* data() const { return static_cast<std::byte*>(base_); }  // profctl's mapping
+  // The control block in the mapping: the target may have rewritten any of it. Read only
+  // fields meant to change (ring_head, counters) and never as a layout: use the accessors
+  // below, which are profctl's own copies.
   probe_ctl* ctl() const { return static_cast<probe_ctl*>(base_); }
+
+  // The layout as profctl made it (not as the control block now says).
+  std::byte* ring() const { return data() + layout_.ring_offset; }
+  uint64_t ring_size() const { return layout_.ring_size; }  // a power of two
+  uint64_t thread_capacity() const { return layout_.threads_capacity; }
+  uint64_t pointer_capacity() const { return layout_.ptrs_capacity; }
+  uint32_t max_probe() const { return layout_.max_probe; }
+  uint32_t stack_bytes() const { return layout_.stack_bytes; }  // per record, a multiple of 8
+  pid_t owner_pid() const { return owner_pid_; }
 
   // enabled == 0 makes every trampoline take the original path at once. Clear it before
   // unpatching.
@@ -111,12 +135,30 @@ class SharedArea {
   void clear_wait(uint64_t thread_pointer);
 
  private:
-  SharedArea(Fd fd, void* base, size_t size) : fd_(std::move(fd)), base_(base), size_(size) {}
+  struct Layout {
+    uint64_t threads_offset = 0;
+    uint64_t threads_capacity = 0;
+    uint64_t ptrs_offset = 0;
+    uint64_t ptrs_capacity = 0;
+    uint64_t filter_offset = 0;
+    uint64_t filter_capacity = 0;
+    uint64_t ring_offset = 0;
+    uint64_t ring_size = 0;
+    uint64_t size = 0;
+    uint32_t max_probe = 0;
+    uint32_t stack_bytes = 0;
+  };
+  static Result<SharedArea> create_on(const SharedAreaOptions& options, Fd fd);
+  SharedArea(Fd fd, void* base, const Layout& layout, pid_t owner)
+      : fd_(std::move(fd)), base_(base), size_(layout.size), layout_(layout), owner_pid_(owner) {}
+  probe_thread_slot* slots() const;
   probe_thread_slot* find_slot(uint64_t thread_pointer, bool claim) const;
 
   Fd fd_;
   void* base_ = nullptr;
   size_t size_ = 0;
+  Layout layout_;
+  pid_t owner_pid_ = 0;
 };
 
 // The slot hash shared with blob.c (must stay identical).

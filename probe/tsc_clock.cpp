@@ -4,6 +4,7 @@
 #include <time.h>
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "base/clock.h"
@@ -44,15 +45,20 @@ TscClock TscClock::calibrate(std::chrono::milliseconds window) {
   return c;
 }
 
+// Records carry TSC values the target wrote: any u64. The products are clamped into the
+// integer range before the conversion (an out-of-range double-to-integer conversion is
+// undefined behaviour).
 uint64_t TscClock::to_monotonic_ns(uint64_t tsc) const {
+  constexpr double kLimit = 9.0e18;  // < 2^63
   // Subtract in integers first: a double holds a raw TSC value only to ~2^53 ticks.
   auto delta = static_cast<int64_t>(tsc - tsc0_);
-  return ns0_ +
-         static_cast<uint64_t>(static_cast<int64_t>(static_cast<double>(delta) * ns_per_tick_));
+  const double ns = std::clamp(static_cast<double>(delta) * ns_per_tick_, -kLimit, kLimit);
+  return ns0_ + static_cast<uint64_t>(static_cast<int64_t>(ns));
 }
 
 uint64_t TscClock::ticks_to_ns(uint64_t ticks) const {
-  return static_cast<uint64_t>(static_cast<double>(ticks) * ns_per_tick_);
+  constexpr double kLimit = 1.8e19;  // < 2^64
+  return static_cast<uint64_t>(std::min(static_cast<double>(ticks) * ns_per_tick_, kLimit));
 }
 
 }  // namespace profctl::probe

@@ -3,8 +3,10 @@
 // allocations with the registers and stack copy the probe recorded, and frees of sampled
 // pointers) are queued by the thread that drains the probe ring and processed in order on a
 // worker of their own: allocations unwound (the same unwinder as snapshots) and interned,
-// then handed to the HeapTracker. The queue is bounded: past it, events are dropped and
-// counted (a dropped allocation's free is then an unknown free).
+// then handed to the HeapTracker. Memory is bounded whatever the records say (they come
+// from memory the target can write): the queue in events and in stack bytes (past it,
+// events are dropped and counted; a dropped allocation's free is then an unknown free),
+// the tracker in live pointers and buckets, the stack table in frames (HeapLimits).
 #pragma once
 
 #include <sys/types.h>
@@ -15,7 +17,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "attach/snapshot.h"
 #include "profile/heap_profile.h"
@@ -36,14 +40,22 @@ struct AllocEvent {
 
 struct HeapCollectorStats {
   uint64_t unwound = 0;
-  uint64_t dropped = 0;    // events dropped because the queue was full
-  uint64_t truncated = 0;  // stacks that did not reach their outermost frame
+  uint64_t dropped = 0;         // events dropped because the queue was full
+  uint64_t truncated = 0;       // stacks that did not reach their outermost frame
+  size_t max_queued_bytes = 0;  // the most stack bytes the queue held at once
+};
+
+struct HeapLimits {
+  size_t max_queued = 1 << 16;                  // events waiting to be unwound
+  size_t max_queued_bytes = size_t{128} << 20;  // their stack copies, together
+  HeapTrackerLimits tracker;
+  size_t max_stack_frames = size_t{1} << 23;  // frames of all unique stacks (~256 MiB)
 };
 
 class HeapCollector {
  public:
   using UnwinderFactory = std::function<std::unique_ptr<Unwinder>()>;
-  HeapCollector(UnwinderFactory factory, uint64_t mem_rate, size_t max_queued = 1 << 16);
+  HeapCollector(UnwinderFactory factory, uint64_t mem_rate, HeapLimits limits = {});
   ~HeapCollector();
   HeapCollector(const HeapCollector&) = delete;
   HeapCollector& operator=(const HeapCollector&) = delete;
@@ -51,6 +63,8 @@ class HeapCollector {
   void push(AllocEvent&& e);
   // Drains the queue and stops the worker; the tracker and stacks are final afterwards.
   void finish();
+  // After finish(): lines for the capture's warnings about the bounds that were reached.
+  std::vector<std::string> notes() const;
 
   HeapTracker& tracker() { return tracker_; }
   const StackTable& stacks() const { return stacks_; }
@@ -59,10 +73,12 @@ class HeapCollector {
  private:
   void worker_main(const UnwinderFactory& factory);
 
-  size_t max_queued_;
+  HeapLimits limits_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<AllocEvent> queue_;
+  size_t queued_bytes_ = 0;  // stack bytes of the events in queue_
+  size_t max_queued_bytes_seen_ = 0;
   bool done_ = false;
   uint64_t dropped_ = 0;
   std::thread worker_;

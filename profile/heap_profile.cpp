@@ -60,7 +60,8 @@ size_t HeapTracker::BucketKeyHash::operator()(const BucketKey& k) const {
   return static_cast<size_t>(x ^ (x >> 31));
 }
 
-HeapTracker::HeapTracker(uint64_t mem_rate) : rate_(mem_rate == 0 ? 1 : mem_rate) {}
+HeapTracker::HeapTracker(uint64_t mem_rate, HeapTrackerLimits limits)
+    : rate_(mem_rate == 0 ? 1 : mem_rate), limits_(limits) {}
 
 void HeapTracker::set_start(uint64_t time_ns) { start_ns_ = time_ns; }
 
@@ -83,11 +84,17 @@ void HeapTracker::on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t 
   if (ptr == 0) {
     return;
   }
+  auto it = live_.find(ptr);
+  if ((it == live_.end() && live_.size() >= limits_.max_live) ||
+      (buckets_.size() >= limits_.max_buckets &&
+       bucket_index_.find(BucketKey{stack, size}) == bucket_index_.end())) {
+    counters_.capped = sat_add(counters_.capped, uint64_t{1});
+    return;
+  }
   if (!start_ns_) {
     start_ns_ = time_ns;
   }
   counters_.sampled_allocs = sat_add(counters_.sampled_allocs, uint64_t{1});
-  auto it = live_.find(ptr);
   if (it != live_.end()) {
     // The allocator handed out a pointer we still think live: its free was lost.
     counters_.missed_frees = sat_add(counters_.missed_frees, uint64_t{1});

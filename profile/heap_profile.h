@@ -59,6 +59,19 @@ struct HeapCounters {
   uint64_t ring_dropped = 0;   // records lost because the ring was full (note_dropped)
   uint64_t table_dropped = 0;  // sampled allocations the target's pointer table had no room
                                // for: their frees are never seen (note_table_dropped)
+  // Sampled allocations not counted at all because a bound of HeapTrackerLimits was reached
+  // (a later free of one is an unknown free).
+  uint64_t capped = 0;
+};
+
+// Bounds on what the tracker keeps, whatever the records say (they come from memory the
+// target can write): live sampled pointers and (stack, size) buckets. Past either bound a
+// new allocation is dropped and counted (HeapCounters::capped).
+struct HeapTrackerLimits {
+  // The target's own pointer table holds at most 2^22 sampled pointers by default; more
+  // live ones than that can only come from untracked allocations whose frees are lost.
+  size_t max_live = size_t{1} << 22;
+  size_t max_buckets = size_t{1} << 20;
 };
 
 // One stack's share of the peak or of the long-lived allocations.
@@ -101,7 +114,7 @@ struct HeapResult {
 class HeapTracker {
  public:
   // mem_rate: the rate the target samples with (--mem-rate); 0 is taken as 1.
-  explicit HeapTracker(uint64_t mem_rate);
+  explicit HeapTracker(uint64_t mem_rate, HeapTrackerLimits limits = {});
 
   // The capture's start on the records' clock (every time_ns here is on the one clock the
   // ring records carry); the peak's time is given from it. Without it, from the first
@@ -167,6 +180,7 @@ class HeapTracker {
   HeapStackSet stack_set(const std::vector<std::pair<uint32_t, uint64_t>>& counts) const;
 
   uint64_t rate_;
+  HeapTrackerLimits limits_;
   std::optional<uint64_t> start_ns_;
   std::vector<Bucket> buckets_;
   std::unordered_map<BucketKey, uint32_t, BucketKeyHash> bucket_index_;

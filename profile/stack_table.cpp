@@ -30,6 +30,11 @@ StackId StackTable::intern(std::span<const UnwoundFrame> frames) {
   if (it != index_.end()) {
     return it->second;
   }
+  if (!key.empty() && (frames_ + key.size() > max_frames_ || stacks_.size() >= UINT32_MAX)) {
+    ++capped_;
+    return intern({});  // the empty stack holds no frames: always room for it
+  }
+  frames_ += key.size();
   auto id = static_cast<StackId>(stacks_.size());
   stacks_.push_back(key);
   index_.emplace(std::move(key), id);

@@ -16,12 +16,17 @@ std::pair<double, double> scale_block_event(uint64_t delay_ns, uint64_t rate_ns)
   return {1.0, static_cast<double>(delay_ns)};
 }
 
+namespace {
+size_t stack_bytes_of(const WaitEvent& e) { return e.snap ? e.snap->stack_size : 0; }
+}  // namespace
+
 WaitCollector::WaitCollector(UnwinderFactory factory, std::function<bool(uint64_t)> is_lock_frame,
-                             uint64_t block_rate_ns, uint64_t mutex_fraction, size_t max_queued)
+                             uint64_t block_rate_ns, uint64_t mutex_fraction, WaitLimits limits)
     : is_lock_frame_(std::move(is_lock_frame)),
       block_rate_ns_(block_rate_ns),
       mutex_fraction_(mutex_fraction),
-      max_queued_(max_queued) {
+      limits_(limits),
+      stacks_(limits.max_stack_frames) {
   const std::vector<ValueType> types = {{"contentions", "count"}, {"delay", "nanoseconds"}};
   block_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(block_rate_ns));
   mutex_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(mutex_fraction));
@@ -32,15 +37,35 @@ WaitCollector::WaitCollector(UnwinderFactory factory, std::function<bool(uint64_
 WaitCollector::~WaitCollector() { finish(); }
 
 void WaitCollector::push(WaitEvent&& e) {
+  const size_t bytes = stack_bytes_of(e);
   {
     std::lock_guard lock(mu_);
-    if (queue_.size() >= max_queued_) {
+    if (queue_.size() >= limits_.max_queued || queued_bytes_ + bytes > limits_.max_queued_bytes) {
       ++dropped_;
       return;
     }
     queue_.push_back(std::move(e));
+    queued_bytes_ += bytes;
+    max_queued_bytes_seen_ = std::max(max_queued_bytes_seen_, queued_bytes_);
   }
   cv_.notify_one();
+}
+
+std::vector<std::string> WaitCollector::notes() const {
+  std::vector<std::string> out;
+  if (stats_.capped > 0) {
+    out.push_back(std::to_string(stats_.capped) +
+                  " waits were not counted: the block/mutex profiles reached their bound of " +
+                  std::to_string(limits_.max_keys) + " (stack, lock) rows or " +
+                  std::to_string(limits_.max_timed) + " timed waits");
+  }
+  if (const uint64_t n = stacks_.capped(); n > 0) {
+    out.push_back(std::to_string(n) +
+                  " wait stacks were not kept (shown as empty): the "
+                  "block/mutex profiles reached their bound of " +
+                  std::to_string(limits_.max_stack_frames) + " frames of unique stacks");
+  }
+  return out;
 }
 
 void WaitCollector::finish() {
@@ -56,6 +81,7 @@ void WaitCollector::finish() {
     worker_.join();
   }
   stats_.dropped = dropped_;
+  stats_.max_queued_bytes = max_queued_bytes_seen_;
   build();
   built_ = true;
 }
@@ -72,6 +98,7 @@ void WaitCollector::worker_main(const UnwinderFactory& factory) {
       }
       e = std::move(queue_.front());
       queue_.pop_front();
+      queued_bytes_ -= stack_bytes_of(e);
     }
     std::vector<UnwoundFrame> frames;
     if (e.snap) {
@@ -90,24 +117,41 @@ void WaitCollector::worker_main(const UnwinderFactory& factory) {
       }
     }
     const Key key{stacks_.intern(frames), e.lock};
+    // A row or a timed entry more than the bounds allow is not counted (the locks and
+    // stacks come from the target's records: each could be new).
+    auto room = [&](const std::map<Key, Acc>& acc) {
+      return acc.size() < limits_.max_keys || acc.count(key) > 0;
+    };
     if (e.wake) {
+      if (wakes_.size() >= limits_.max_timed) {
+        ++stats_.capped;
+        continue;
+      }
       wakes_.push_back({e.start_ns, e.lock, 0, key.first});
       ++stats_.wakes;
       continue;
     }
-    if (e.block) {
+    const bool block = e.block;
+    const bool mutex = e.mutex && lock_wait;
+    const bool timed = mutex && e.lock_wait;  // a mutex: its release is probed (rwlocks' not)
+    if ((block && !room(block_acc_)) || (mutex && !room(mutex_acc_)) ||
+        (timed && mutex_waits_.size() >= limits_.max_timed)) {
+      ++stats_.capped;
+      continue;
+    }
+    if (block) {
       auto [count, delay] = scale_block_event(e.delay_ns, block_rate_ns_);
       Acc& a = block_acc_[key];
       a.count += count;
       a.delay_ns += delay;
       ++stats_.block_events;
     }
-    if (e.mutex && lock_wait) {
+    if (mutex) {
       Acc& a = mutex_acc_[key];
       a.count += 1;
       a.delay_ns += static_cast<double>(e.delay_ns);
       ++stats_.mutex_events;
-      if (e.lock_wait) {  // a mutex: its release is probed (rwlock releases are not)
+      if (timed) {
         mutex_waits_.push_back({e.end_ns, e.lock, e.delay_ns, key.first});
       }
     }

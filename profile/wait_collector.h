@@ -9,7 +9,10 @@
 //  - mutex: contended lock acquisitions (1 in `fraction`, values scaled by the fraction as
 //    Go's scaleMutexProfile does), charged to the waiter's stack.
 // Values are contentions/count and delay/nanoseconds. Each row carries the lock address
-// as its "lock" label. The queue is bounded; past it waits are dropped and counted.
+// as its "lock" label. Memory is bounded whatever the records say (they come from memory
+// the target can write): the queue in events and stack bytes, the (stack, lock) keys, the
+// timed waits and releases kept for the holder side, and the stack table's frames
+// (WaitLimits); past a bound, waits are dropped and counted.
 #pragma once
 
 #include <sys/types.h>
@@ -21,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -51,8 +55,18 @@ struct WaitCollectorStats {
   uint64_t truncated = 0;
   uint64_t block_events = 0;
   uint64_t mutex_events = 0;
-  uint64_t wakes = 0;         // releases of contended locks recorded
-  uint64_t unattributed = 0;  // mutex waits with no recorded release before their end
+  uint64_t wakes = 0;           // releases of contended locks recorded
+  uint64_t unattributed = 0;    // mutex waits with no recorded release before their end
+  uint64_t capped = 0;          // waits or releases not counted: a bound of WaitLimits reached
+  size_t max_queued_bytes = 0;  // the most stack bytes the queue held at once
+};
+
+struct WaitLimits {
+  size_t max_queued = 1 << 16;                  // waits waiting to be unwound
+  size_t max_queued_bytes = size_t{128} << 20;  // their stack copies, together
+  size_t max_keys = size_t{1} << 20;            // (stack, lock) rows of block and of mutex
+  size_t max_timed = size_t{1} << 21;           // mutex waits and releases kept (32 bytes each)
+  size_t max_stack_frames = size_t{1} << 23;    // frames of all unique stacks (~256 MiB)
 };
 
 class WaitCollector {
@@ -61,13 +75,15 @@ class WaitCollector {
   // is_lock_frame: true for a pc inside a lock operation whose generic futex wait is a
   // lock contention (pthread_rwlock_*): such a wait also goes to the mutex profile.
   WaitCollector(UnwinderFactory factory, std::function<bool(uint64_t pc)> is_lock_frame,
-                uint64_t block_rate_ns, uint64_t mutex_fraction, size_t max_queued = 1 << 16);
+                uint64_t block_rate_ns, uint64_t mutex_fraction, WaitLimits limits = {});
   ~WaitCollector();
   WaitCollector(const WaitCollector&) = delete;
   WaitCollector& operator=(const WaitCollector&) = delete;
 
   void push(WaitEvent&& e);
   void finish();
+  // After finish(): lines for the capture's warnings about the bounds that were reached.
+  std::vector<std::string> notes() const;
 
   // Final after finish(). Empty profiles when the kind was not requested.
   const ProfileData& block() const { return block_; }
@@ -91,10 +107,12 @@ class WaitCollector {
   std::function<bool(uint64_t)> is_lock_frame_;
   uint64_t block_rate_ns_;
   uint64_t mutex_fraction_;
-  size_t max_queued_;
+  WaitLimits limits_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<WaitEvent> queue_;
+  size_t queued_bytes_ = 0;  // stack bytes of the events in queue_
+  size_t max_queued_bytes_seen_ = 0;
   bool done_ = false;
   bool built_ = false;
   uint64_t dropped_ = 0;
