@@ -116,7 +116,7 @@ TEST_P(ProbeSafety, SigkillAtAnyMomentNeverHarmsTheTarget) {
   const std::set<std::string> before = code_mappings(target.pid());
   std::mt19937 rng(20261206);
   int killed_with_probes_in = 0;
-  for (int round = 1; round <= 90; ++round) {
+  for (int round = 1; round <= 150; ++round) {
     BgProcess p(attach_argv(target.pid(), {"--profiles", kProbes, "-d", "10s", "-v"}));
     // Three kinds of moment: the attach and install (0-60 ms), anywhere early (60-400 ms),
     // and while the probes record or are being removed (after they are in).
