@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -184,8 +185,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   const bool heap_requested = kinds.count("heap") > 0;
   const bool block_requested = kinds.count("block") > 0;
   const bool mutex_requested = kinds.count("mutex") > 0;
+  std::optional<OutputDir> out_dir;
   if (!o.output.empty()) {
-    prepare_output_dir(o.output);  // before the target is touched: found now, not after
+    out_dir = prepare_output_dir(o.output);  // before the target is touched: found now
   }
   std::optional<double> duration_s;
   if (!o.duration.empty()) {
@@ -442,8 +444,8 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
       res.cpu_deferred);
 
   progress->phase("writing the reports");
-  if (!o.output.empty()) {
-    const auto files = write_output_dir(c, o.output, formats, {o.top, o.lines, heap.sample_index});
+  if (out_dir) {
+    const auto files = write_output_dir(c, *out_dir, formats, {o.top, o.lines, heap.sample_index});
     progress.reset();  // its line cleared before the summary
     for (const auto& w : c.warnings) {
       std::cerr << "profctl: note: " << w << "\n";

@@ -3,6 +3,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "cli/common.h"
@@ -86,8 +87,9 @@ int run_diff(const DiffCliOptions& o) {
     }
     gates.push_back(std::move(*g));
   }
+  std::optional<OutputDir> out_dir;
   if (!o.output.empty()) {
-    prepare_output_dir(o.output);
+    out_dir = prepare_output_dir(o.output);
   }
   const Capture base = load(o.base);
   const Capture now = load(o.now);
@@ -108,9 +110,15 @@ int run_diff(const DiffCliOptions& o) {
   std::ostringstream json;
   write_diff_text(diff, base_side, now_side, outcomes, o.top, text);
   write_diff_json(diff, base_side, now_side, outcomes, PROFCTL_VERSION, json);
-  if (!o.output.empty()) {
-    write_output_file(o.output + "/diff.txt", text.str());
-    write_output_file(o.output + "/diff.json", json.str());
+  if (out_dir) {
+    // Kinds from the captures name files: every one checked before the first is written.
+    std::vector<std::string> kinds;
+    for (const KindDiff& k : diff.kinds) {
+      kinds.push_back(k.kind);
+    }
+    check_kinds_are_file_names(kinds);
+    write_output_file(*out_dir, "diff.txt", text.str());
+    write_output_file(*out_dir, "diff.json", json.str());
     // The pair `go tool pprof -diff_base DIR/K.base.pb.gz DIR/K.new.pb.gz` reads: the base
     // scaled as the diff scaled it.
     const Capture scaled = scaled_base(base, now, !o.no_normalize);
@@ -121,7 +129,7 @@ int run_diff(const DiffCliOptions& o) {
         if (auto r = write_pprof(*capture, k.kind, pb); !r) {
           throw UserError(ExitCode::kInternal, "pprof " + k.kind + ": " + r.error().message());
         }
-        write_output_file(o.output + "/" + file, pb.str());
+        write_output_file(*out_dir, file, pb.str());
       }
     }
   }

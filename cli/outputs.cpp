@@ -29,15 +29,6 @@ namespace {
                   "check the path, its permissions and free space");
 }
 
-// Creates `path` (or truncates it), 0644 less the umask.
-Fd create_file(const std::string& path, int extra_flags) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | extra_flags, 0644));
-  if (!fd.valid()) {
-    throw_write_error("cannot create " + path, errno);
-  }
-  return fd;
-}
-
 // `what`: the path, or "to standard output", for the message.
 void write_all(int fd, std::string_view data, const std::string& what) {
   while (!data.empty()) {
@@ -52,32 +43,11 @@ void write_all(int fd, std::string_view data, const std::string& what) {
   }
 }
 
-// close(2) is where some filesystems (NFS, a full quota) report a failed write.
-void close_checked(Fd& fd, const std::string& path) {
-  if (Result<void> r = fd.close(); !r) {
-    throw UserError(ExitCode::kUsage, "cannot write " + path + ": " + r.error().message(),
-                    "check the path, its permissions and free space");
-  }
-}
-
-// mkdir -p: each missing component in turn; an existing non-directory is ENOTDIR.
-void make_dirs(const std::string& dir) {
-  for (size_t slash = dir.find('/', 1);; slash = dir.find('/', slash + 1)) {
-    const std::string part = dir.substr(0, slash);
-    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) {
-      throw_write_error("cannot create the output directory " + part, errno);
-    }
-    if (slash == std::string::npos) {
-      break;
-    }
-  }
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) {
-    throw_write_error("cannot use the output directory " + dir, errno);
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    throw_write_error("cannot use " + dir + " as the output directory", ENOTDIR);
-  }
+// An errno-less error of OutputDir::open is its refusal of another user's symlink.
+[[noreturn]] void throw_error(const Error& e) {
+  throw UserError(ExitCode::kUsage, e.message(),
+                  e.err != 0 ? "check the path, its permissions and free space"
+                             : "give a path that goes through no other user's symlink");
 }
 
 // The folded value: --sample-index where the profile has that type, else the profile's
@@ -88,32 +58,75 @@ size_t folded_index(const Profile& p, const std::string& sample_index) {
 
 }  // namespace
 
-void prepare_output_dir(const std::string& dir) {
-  make_dirs(dir);
-  // Permission bits say little as root or on a read-only mount: only a real file tells.
-  const std::string probe = dir + "/.profctl-probe-" + std::to_string(::getpid());
-  Fd fd = create_file(probe, O_EXCL);
-  try {
-    write_all(fd.get(), "probe\n", probe);
-    close_checked(fd, probe);
-  } catch (...) {
-    ::unlink(probe.c_str());
-    throw;
+OutputDir prepare_output_dir(const std::string& dir) {
+  auto d = OutputDir::open(dir, true);
+  if (!d) {
+    throw_error(d.error());
   }
-  if (::unlink(probe.c_str()) != 0) {
-    throw_write_error("cannot remove " + probe, errno);
+  if (auto r = d->test_write(); !r) {
+    throw_error(r.error());
+  }
+  return std::move(*d);
+}
+
+OutputFile prepare_output_file(const std::string& path) {
+  const SplitPath split = split_file_path(path);
+  if (split.name.empty() || split.name == "." || split.name == "..") {
+    throw_write_error("cannot write " + path, EISDIR);
+  }
+  auto d = OutputDir::open(split.dir, false);
+  if (!d) {
+    throw_error(d.error());
+  }
+  auto st = d->entry(split.name);
+  if (!st) {
+    throw_error(st.error());
+  }
+  if (st->has_value()) {
+    const mode_t mode = (*st)->st_mode;
+    if (S_ISDIR(mode)) {
+      throw_write_error("cannot write " + path, EISDIR);
+    }
+    if (S_ISLNK(mode)) {
+      throw UserError(ExitCode::kUsage,
+                      "refusing to write " + path +
+                          ": it is a symlink, and profctl replaces its output files rather "
+                          "than writing through a link",
+                      "give the real path of the file, or leave out -o to write to stdout");
+    }
+    if (!S_ISREG(mode)) {
+      throw UserError(
+          ExitCode::kUsage,
+          "refusing to write " + path + ": it is not a regular file (profctl would replace it)",
+          "give the path of a regular file, or leave out -o to write to stdout");
+    }
+  }
+  if (auto r = d->test_write(); !r) {
+    throw_error(r.error());
+  }
+  return OutputFile{std::move(*d), split.name};
+}
+
+void write_output_file(const OutputDir& dir, const std::string& name, std::string_view data) {
+  if (auto r = dir.write_file(name, data); !r) {
+    throw_error(r.error());
   }
 }
 
-void prepare_output_file(const std::string& path) {
-  Fd fd = create_file(path, O_TRUNC);
-  close_checked(fd, path);
+void write_output_file(const OutputFile& file, std::string_view data) {
+  write_output_file(file.dir, file.name, data);
 }
 
-void write_output_file(const std::string& path, const std::string& data) {
-  Fd fd = create_file(path, O_TRUNC);
-  write_all(fd.get(), data, path);
-  close_checked(fd, path);
+void check_kinds_are_file_names(const std::vector<std::string>& kinds) {
+  for (const std::string& kind : kinds) {
+    if (!is_safe_file_stem(kind)) {
+      throw UserError(ExitCode::kUsage,
+                      "the profile kind '" + printable_name(kind) +
+                          "' cannot be a file name, so it is not written",
+                      "profctl's kinds are plain words (cpu, heap, ...): the capture was "
+                      "altered or is not profctl's");
+    }
+  }
 }
 
 void write_stdout(std::string_view data) {
@@ -161,19 +174,23 @@ std::set<std::string> parse_formats(const std::string& list) {
   return out;
 }
 
-std::vector<std::string> write_output_dir(const Capture& c, const std::string& dir,
+std::vector<std::string> write_output_dir(const Capture& c, const OutputDir& dir,
                                           const std::set<std::string>& formats,
                                           const TextOptions& text) {
+  std::vector<std::string> kinds;
+  for (const auto& [kind, p] : c.profiles) {
+    kinds.push_back(kind);
+  }
+  check_kinds_are_file_names(kinds);  // before any file: nothing half written
   std::vector<std::string> written;
-  auto put = [&written](const std::string& path, const std::string& data) {
-    write_output_file(path, data);
-    written.push_back(path);
+  auto put = [&written, &dir](const std::string& name, const std::string& data) {
+    write_output_file(dir, name, data);
+    written.push_back(dir.path_of(name));
   };
-  make_dirs(dir);
   if (formats.count("json")) {
     std::ostringstream os;
     write_capture_json(c, os);
-    put(dir + "/capture.json", os.str());
+    put("capture.json", os.str());
   }
   for (const auto& [kind, p] : c.profiles) {
     if (formats.count("pprof")) {
@@ -181,28 +198,28 @@ std::vector<std::string> write_output_dir(const Capture& c, const std::string& d
       if (auto r = write_pprof(c, kind, os); !r) {
         throw UserError(ExitCode::kInternal, "pprof " + kind + ": " + r.error().message());
       }
-      put(dir + "/" + kind + ".pb.gz", os.str());
+      put(kind + ".pb.gz", os.str());
     }
     if (formats.count("text")) {
       std::ostringstream os;
       write_profile_text(c, kind, os, text);
-      put(dir + "/" + kind + ".txt", os.str());
+      put(kind + ".txt", os.str());
     }
     if (formats.count("folded")) {
       std::ostringstream os;
       write_folded(c, kind, os, folded_index(p, text.sample_index), text.lines);
-      put(dir + "/" + kind + ".folded", os.str());
+      put(kind + ".folded", os.str());
     }
     if (formats.count("flamegraph")) {
       std::ostringstream os;
       write_flamegraph(c, kind, os, {text.lines, text.sample_index});
-      put(dir + "/" + kind + ".html", os.str());
+      put(kind + ".html", os.str());
     }
   }
   if (formats.count("text") && !c.threads.empty()) {
     std::ostringstream os;
     write_stack_text(c, os);
-    put(dir + "/stacks.txt", os.str());
+    put("stacks.txt", os.str());
   }
   return written;
 }

@@ -2,6 +2,7 @@
 #include "cli/report_command.h"
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "cli/common.h"
@@ -27,8 +28,9 @@ struct ReportOptions {
 int run_report(const ReportOptions& o) {
   apply_logging(o.common);
   const std::string& sample_index = check_sample_index(o.sample_index);
+  std::optional<OutputDir> out_dir;
   if (!o.output.empty()) {
-    prepare_output_dir(o.output);
+    out_dir = prepare_output_dir(o.output);
   }
   std::ifstream in(o.path, std::ios::binary);
   if (!in) {
@@ -48,8 +50,8 @@ int run_report(const ReportOptions& o) {
     c->profiles[o.profile] = std::move(keep);
   }
   const std::set<std::string> formats = parse_formats(o.format);
-  if (!o.output.empty()) {
-    write_output_dir(*c, o.output, formats, {o.top, o.lines, sample_index});
+  if (out_dir) {
+    write_output_dir(*c, *out_dir, formats, {o.top, o.lines, sample_index});
   } else if (formats.count("flamegraph")) {
     // One page on stdout: a page per profile needs a directory.
     if (c->profiles.size() != 1) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -39,8 +40,9 @@ int run_stack(const StackOptions& o) {
   const pid_t pid = parse_pid(o.pid);
   auto log = logger("cli");
 
+  std::optional<OutputFile> out_file;
   if (!o.output.empty()) {
-    prepare_output_file(o.output);  // before the target is touched
+    out_file = prepare_output_file(o.output);  // before the target is touched
   }
 
   const std::string start = utc_now_rfc3339();
@@ -123,10 +125,10 @@ int run_stack(const StackOptions& o) {
   } else {
     write_stack_text(capture, out);
   }
-  if (o.output.empty()) {
-    write_stdout(out.view());
+  if (out_file) {
+    write_output_file(*out_file, out.view());
   } else {
-    write_output_file(o.output, out.str());
+    write_stdout(out.view());
   }
   return 0;
 }
