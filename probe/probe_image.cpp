@@ -28,11 +28,18 @@ Result<probe_blob_header> checked_header(std::span<const uint8_t> blob) {
   return h;
 }
 
-// Kinds the blob has handlers for. PROBE_KIND_BLOCK and PROBE_KIND_MUTEX are reserved:
-// until blob.c handles them a patch would only cost the target time.
+// Kinds the blob has handlers for (a patch of any other would only cost the target time).
 bool valid_kind(uint32_t kind) {
   return (kind >= PROBE_KIND_MALLOC && kind <= PROBE_KIND_FREE) || kind == PROBE_KIND_BLOCK ||
-         kind == PROBE_KIND_MUTEX || kind == PROBE_KIND_MUTEX_WAKE;
+         kind == PROBE_KIND_MUTEX || kind == PROBE_KIND_MUTEX_WAKE || kind == PROBE_KIND_UNWIND;
+}
+
+// Flags the blob understands, and only on the kind they are about.
+bool valid_flags(uint32_t kind, uint32_t flags) {
+  const uint32_t allowed = kind == PROBE_KIND_UNWIND  ? PROBE_SITE_CANCEL_UNWIND
+                           : kind == PROBE_KIND_BLOCK ? PROBE_SITE_CANCELLABLE_ARG6
+                                                      : 0;
+  return (flags & ~allowed) == 0;
 }
 
 void put_u64(std::vector<uint8_t>& code, size_t offset, uint64_t v) {
@@ -104,6 +111,11 @@ Result<ProbeImage> build_probe_image(uint64_t code_address, size_t code_capacity
       refuse("site kind " + std::to_string(site.kind) + " has no handler in this blob");
       continue;
     }
+    if (!valid_flags(site.kind, site.flags)) {
+      refuse("site flags " + std::to_string(site.flags) + " do not apply to kind " +
+             std::to_string(site.kind));
+      continue;
+    }
     bool aliased = false;
     for (size_t m = 0; m < n; ++m) {
       const SitePatch& earlier = image.sites[m];
@@ -136,6 +148,12 @@ Result<ProbeImage> build_probe_image(uint64_t code_address, size_t code_capacity
       jump_refusal = "the code area is out of jmp rel32 reach";
     } else if (!reloc) {
       jump_refusal = reloc.error().what;
+    }
+    if (!jump_refusal.empty() && site.kind == PROBE_KIND_UNWIND) {
+      // Not worth a trap per throw; and the blob trusts only a jump on the cancellation
+      // path (an int3 needs profctl alive).
+      refuse("no jump (" + jump_refusal + "), and an unwinder entry gets no int3");
+      continue;
     }
     if (!jump_refusal.empty()) {
       reloc = relocate_entry(site.code, 1, path);
@@ -173,6 +191,7 @@ Result<ProbeImage> build_probe_image(uint64_t code_address, size_t code_capacity
     put_u64(image.code, slot + offsetof(probe_blob_site, original), path);
     put_u64(image.code, slot + offsetof(probe_blob_site, function), site.code.address);
     put_u32(image.code, slot + offsetof(probe_blob_site, kind), site.kind);
+    put_u32(image.code, slot + offsetof(probe_blob_site, flags), site.flags);
     ++next_index;
     image.sites.push_back(std::move(patch));
   }

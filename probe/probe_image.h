@@ -18,9 +18,10 @@ namespace profctl::probe {
 
 // One function to probe.
 struct ProbeSite {
-  std::string name;   // for messages only ("malloc")
-  uint32_t kind = 0;  // PROBE_KIND_* (probe/abi/probe_abi.h)
-  FunctionCode code;  // its entry address in the target and its bytes read from the target
+  std::string name;    // for messages only ("malloc")
+  uint32_t kind = 0;   // PROBE_KIND_* (probe/abi/probe_abi.h)
+  FunctionCode code;   // its entry address in the target and its bytes read from the target
+  uint32_t flags = 0;  // PROBE_SITE_*: what the blob may assume of this function
 };
 
 enum class PatchMethod {

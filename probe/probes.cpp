@@ -68,6 +68,7 @@ struct Found {
   uint32_t kind;
   uint64_t address;
   uint64_t size;
+  uint32_t flags = 0;  // PROBE_SITE_*
 };
 
 // The futex-wait funnels of glibc (see probe/wait_sites.h): by name from the libc debug
@@ -83,9 +84,9 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
       "pthread_rwlock_wrlock",      "pthread_rwlock_timedrdlock",
       "pthread_rwlock_timedwrlock", "pthread_rwlock_clockrdlock",
       "pthread_rwlock_clockwrlock", "__lll_lock_wake_private",
-      "pthread_mutex_unlock"};
+      "pthread_mutex_unlock",       "__pthread_unwind_next"};
   static const std::vector<std::string> kInternal = {
-      "__lll_lock_wait", "__futex_abstimed_wait_common", "__lll_lock_wake"};
+      "__lll_lock_wait", "__futex_abstimed_wait_common", "__lll_lock_wake", "__pthread_unwind"};
   for (const std::string& path : modules) {
     auto syms = read_elf_functions(root + path, kExported);
     if (!syms || !syms->functions.contains("__lll_lock_wait_private") ||
@@ -106,9 +107,10 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
         lock_ranges.emplace_back(*bias + f.value, *bias + f.value + f.size);
       }
     }
-    auto add = [&](const std::string& name, uint32_t kind, const ElfFunction& f) {
+    auto add = [&](const std::string& name, uint32_t kind, const ElfFunction& f,
+                   uint32_t flags = 0) {
       if (!f.ifunc) {
-        out.push_back(Found{name, kind, *bias + f.value, f.size});
+        out.push_back(Found{name, kind, *bias + f.value, f.size, flags});
       }
     };
     add("__lll_lock_wait_private", PROBE_KIND_MUTEX, syms->functions.at("__lll_lock_wait_private"));
@@ -159,8 +161,11 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
         out.push_back(Found{"__lll_lock_wake", PROBE_KIND_MUTEX_WAKE, *t, 0});
       }
     }
+    // Its sixth argument says whether the wait is a cancellation point: such a wait is only
+    // hijacked while the cancellation path below is patched (blob.c, "unwinds").
     if (auto it = internal.find("__futex_abstimed_wait_common"); it != internal.end()) {
-      add("__futex_abstimed_wait_common", PROBE_KIND_BLOCK, it->second);
+      add("__futex_abstimed_wait_common", PROBE_KIND_BLOCK, it->second,
+          PROBE_SITE_CANCELLABLE_ARG6);
     } else {
       for (const char* entry : {"pthread_clockjoin_np", "sem_clockwait"}) {
         auto e = syms->functions.find(entry);
@@ -169,14 +174,52 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
         }
         if (auto t = futex_callee(*bias + e->second.value, e->second.size ? e->second.size : 1024,
                                   read, {private_wait}, lengths)) {
-          out.push_back(Found{"__futex_abstimed_wait_common", PROBE_KIND_BLOCK, *t, 0});
+          out.push_back(Found{"__futex_abstimed_wait_common", PROBE_KIND_BLOCK, *t, 0,
+                              PROBE_SITE_CANCELLABLE_ARG6});
           break;
         }
+      }
+    }
+    // Every cancellation and pthread_exit unwinds through __pthread_unwind; the exported
+    // __pthread_unwind_next calls it.
+    if (auto it = internal.find("__pthread_unwind"); it != internal.end()) {
+      add("__pthread_unwind", PROBE_KIND_UNWIND, it->second, PROBE_SITE_CANCEL_UNWIND);
+    } else if (auto next = syms->functions.find("__pthread_unwind_next");
+               next != syms->functions.end()) {
+      if (auto t = forwarded_callee(*bias + next->second.value, next->second.size, read, lengths)) {
+        out.push_back(Found{"__pthread_unwind", PROBE_KIND_UNWIND, *t, lengths(*t),
+                            PROBE_SITE_CANCEL_UNWIND});
       }
     }
     return std::make_pair(path, out);
   }
   return Error{"no glibc libc.so.6 in the target (the waits are probed in glibc)"};
+}
+
+// The unwinders' entries a C++ throw or a forced unwind starts at (libgcc_s, or a copy
+// linked into any module): a hijacked wait gets its return address back there (blob.c,
+// "unwinds"). Every module that defines them, as each copy is called by its own callers.
+std::vector<std::pair<std::string, Found>> find_unwinder_entries(
+    const std::vector<std::string>& modules, const std::string& root,
+    const std::vector<MapEntry>& maps) {
+  static const std::vector<std::string> kNames = {"_Unwind_RaiseException", "_Unwind_ForcedUnwind"};
+  std::vector<std::pair<std::string, Found>> out;
+  for (const std::string& path : modules) {
+    auto syms = read_elf_functions(root + path, kNames);
+    if (!syms || syms->functions.empty()) {
+      continue;
+    }
+    auto bias = load_bias(*syms, maps, path);
+    if (!bias) {
+      continue;
+    }
+    for (const auto& [name, f] : syms->functions) {
+      if (!f.ifunc && f.size > 0) {
+        out.emplace_back(path, Found{name, PROBE_KIND_UNWIND, *bias + f.value, f.size});
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -339,6 +382,9 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
     } else {
       auto& into = by_module[waits->first];
       into.insert(into.end(), waits->second.begin(), waits->second.end());
+      for (auto& [path, f] : find_unwinder_entries(modules, root, maps_)) {
+        by_module[path].push_back(f);
+      }
     }
   }
   for (auto& [path, funcs] : by_module) {
@@ -437,6 +483,7 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
       ProbeSite site;
       site.name = funcs[i].name;
       site.kind = funcs[i].kind;
+      site.flags = funcs[i].flags;
       site.code = FunctionCode{funcs[i].address, bytes[i], funcs[i].size};
       sites.push_back(site);
     }
@@ -684,6 +731,12 @@ bool Probes::remove(StoppedWorld& w, bool last_chance) {
   constexpr int kRounds = 200;
   const bool patched_out = restore_patches(w);
   restored_ = patched_out;
+  if (patched_out) {
+    // At once, not only once nothing is busy: with __pthread_unwind unpatched, a thread
+    // cancelled in a hijacked wait meanwhile would unwind into our return stub. Only words
+    // that still hold the stub's address are written, so a second pass later is harmless.
+    restore_waits(w);
+  }
   // The areas go only when no thread is in a trampoline or a call-through.
   bool busy = area_.data() != nullptr && area_.counters().inflight > 0;
   for (pid_t tid : w.stopped()) {

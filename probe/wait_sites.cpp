@@ -44,9 +44,11 @@ std::optional<uint64_t> direct_target(const Decoded& i, uint64_t address) {
   return target;
 }
 
-// A function whose first instructions (before any other branch) end in a relative jmp:
-// glibc's __futex_abstimed_wait_cancelable64 sets a flag and jumps to the common body.
-std::optional<uint64_t> wrapper_target(std::span<const uint8_t> code, uint64_t address) {
+// A function whose first instructions (before any other branch) end in a relative jmp, or
+// with calls: a relative call: glibc's __futex_abstimed_wait_cancelable64 sets a flag and
+// jumps to the common body; __pthread_unwind_next loads a field and calls __pthread_unwind.
+std::optional<uint64_t> wrapper_target(std::span<const uint8_t> code, uint64_t address,
+                                       bool calls = false) {
   Decoder d;
   size_t off = 0;
   for (int n = 0; n < 6 && off < code.size(); ++n) {
@@ -54,11 +56,11 @@ std::optional<uint64_t> wrapper_target(std::span<const uint8_t> code, uint64_t a
     if (!d.decode(code.subspan(off), i)) {
       return std::nullopt;
     }
-    if (i.ins.mnemonic == ZYDIS_MNEMONIC_JMP) {
+    if (i.ins.mnemonic == ZYDIS_MNEMONIC_JMP || (calls && i.ins.mnemonic == ZYDIS_MNEMONIC_CALL)) {
       return direct_target(i, address + off);
     }
     if (i.ins.meta.category == ZYDIS_CATEGORY_COND_BR || i.ins.mnemonic == ZYDIS_MNEMONIC_CALL ||
-        i.ins.mnemonic == ZYDIS_MNEMONIC_RET) {
+        i.ins.mnemonic == ZYDIS_MNEMONIC_RET || i.ins.mnemonic == ZYDIS_MNEMONIC_INT3) {
       return std::nullopt;
     }
     off += i.ins.length;
@@ -126,6 +128,19 @@ std::vector<uint64_t> targets_of(uint64_t entry, uint64_t size, const ReadCode& 
 }
 
 }  // namespace
+
+std::optional<uint64_t> forwarded_callee(uint64_t entry, uint64_t size, const ReadCode& read,
+                                         const FunctionLength& length) {
+  const std::vector<uint8_t> code = read(entry, std::min<uint64_t>(size == 0 ? 64 : size, 64));
+  auto t = wrapper_target(code, entry, true);
+  if (!t || (*t >= entry && *t < entry + std::max<uint64_t>(size, 1))) {
+    return std::nullopt;
+  }
+  if (length && length(*t) == 0) {
+    return std::nullopt;  // not a function the module's CFI knows
+  }
+  return t;
+}
 
 FunctionLength lengths_from_starts(std::vector<uint64_t> starts) {
   return [starts = std::move(starts)](uint64_t address) -> uint64_t {

@@ -3,10 +3,10 @@
 //
 // On Debian's glibc every blocking wait funnels through a few functions that are internal
 // (__lll_lock_wait for contended mutexes, __futex_abstimed_wait_common for condition
-// variables, semaphores, join and rwlocks): their names are only in the libc6-dbg debug
-// file. Without it, they are found from exported entry points that call them: the callee
-// (one direct call or jump away, through a wrapper that only jumps) whose own code issues
-// the futex system call.
+// variables, semaphores, join and rwlocks), as does every cancellation (__pthread_unwind):
+// their names are only in the libc6-dbg debug file. Without it, they are found from exported entry
+// points that call them: the callee (one direct call or jump away, through a wrapper that only
+// jumps) whose own code issues the futex system call.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +35,14 @@ bool issues_futex_syscall(std::span<const uint8_t> code);
 std::optional<uint64_t> futex_callee(uint64_t entry, uint64_t size, const ReadCode& read,
                                      const std::set<uint64_t>& exclude = {},
                                      const FunctionLength& length = {});
+
+// The function a short forwarding function [entry, entry + size) calls or tail-jumps to
+// within its first few instructions, before any conditional branch or return: glibc's
+// exported __pthread_unwind_next loads one field of its argument and calls the internal
+// __pthread_unwind. With `length`, the callee must be a function start the module's CFI
+// lists. nullopt when there is none.
+std::optional<uint64_t> forwarded_callee(uint64_t entry, uint64_t size, const ReadCode& read,
+                                         const FunctionLength& length = {});
 
 // A FunctionLength from sorted function starts (process addresses).
 FunctionLength lengths_from_starts(std::vector<uint64_t> starts);

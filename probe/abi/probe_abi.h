@@ -17,7 +17,7 @@
 #define PROFCTL_PROBE_ABI_H
 
 #define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
-#define PROBE_ABI_VERSION 3
+#define PROBE_ABI_VERSION 4
 
 /* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
 #define PROBE_KIND_NONE 0
@@ -44,7 +44,22 @@
  * uncontended unlocks never reach it): the holder side of the mutex profile. Timed like a
  * wait; the record carries PROBE_REC_WAKE and args[0] = the lock. */
 #define PROBE_KIND_MUTEX_WAKE 18
-#define PROBE_KIND_LAST 18
+/* An entry of an unwinder: glibc's __pthread_unwind (every pthread_cancel and pthread_exit
+ * goes through it), libgcc's _Unwind_RaiseException and _Unwind_ForcedUnwind (a throw, a
+ * forced unwind). Never recorded: before the unwinder runs, the thread's hijacked wait (if
+ * any) gets its real return address back, so the unwinder finds every frame above it
+ * (blob.c, "unwinds"). Taken whether or not the probes are enabled. */
+#define PROBE_KIND_UNWIND 19
+#define PROBE_KIND_LAST 19
+
+/* ---- site flags (probe_blob_site.flags) ---------------------------------------------- */
+/* UNWIND: this is the path of every cancellation (__pthread_unwind). While its patch is in
+ * place a cancellable wait may be hijacked; without it, it is not (see the next flag). */
+#define PROBE_SITE_CANCEL_UNWIND 0x1u
+/* BLOCK: the wait function's sixth argument (r9, a bool) says the wait is a cancellation
+ * point (glibc's __futex_abstimed_wait_common). Such a wait is hijacked only while a
+ * PROBE_SITE_CANCEL_UNWIND site's jump is in place. */
+#define PROBE_SITE_CANCELLABLE_ARG6 0x2u
 
 /* ---- record header states and flags -------------------------------------------------- */
 /* probe_record.header = len | (state << 32). Ring bytes are zero until a writer reserves
@@ -110,7 +125,7 @@ struct probe_blob_site {
   uint64_t original; /* target address of the relocated original path (0: site unused) */
   uint64_t function; /* target address of the probed function (records' rip) */
   uint32_t kind;     /* PROBE_KIND_* */
-  uint32_t flags;    /* reserved, 0 */
+  uint32_t flags;    /* PROBE_SITE_* */
   uint64_t reserved;
 };
 
@@ -149,8 +164,9 @@ struct probe_thread_slot {
   int32_t reserved32;
   uint64_t reserved;
   /* The wait in progress (second line). While wait_active, the stack word at wait_slot
-   * holds the blob's wait-return address instead of wait_ret: profctl puts wait_ret back
-   * in every stack copy it reads, and in the stack itself at detach. */
+   * holds wait_hijack (the blob's wait-return address) instead of wait_ret: profctl puts
+   * wait_ret back in every stack copy it reads, and in the stack itself at detach; the blob
+   * puts it back and clears wait_active at an unwinder's entry (PROBE_KIND_UNWIND). */
   uint32_t wait_active; /* 1 between the hijack at entry and the return (release-stored) */
   uint32_t wait_site;   /* index into probe_blob_header.sites */
   uint64_t wait_ret;    /* the caller's real return address */
@@ -158,7 +174,9 @@ struct probe_thread_slot {
   uint64_t wait_tsc0;   /* rdtsc at entry */
   uint64_t wait_addr;   /* the lock / futex word (rdi at entry) */
   uint64_t wait_rng;    /* xorshift64* state of the wait sampling; 0 = not seeded */
-  uint64_t reserved2[2];
+  uint64_t wait_hijack; /* the word written there: the hijacking code area's
+                           probe_wait_return (each code area has its own) */
+  uint64_t reserved2[1];
 };
 
 /* Counters: bumped with atomic adds by the target, read by profctl. */
@@ -172,7 +190,9 @@ struct probe_counters {
   uint64_t inflight;                  /* threads inside a call-through right now */
   uint64_t waits_seen;                /* waits entered (recorded or not) */
   uint64_t waits_recorded;            /* waits written to the ring */
-  uint64_t reserved[7];
+  uint64_t waits_unwound;             /* hijacked waits undone at an unwinder's entry */
+  uint64_t waits_not_hijacked;        /* cancellable waits left alone: no cancel site */
+  uint64_t reserved[5];
 };
 
 /* At offset 0 of the shared area. Everything after the first line is written by profctl

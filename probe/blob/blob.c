@@ -94,6 +94,7 @@ static inline long syscall6(long nr, long a, long b, long c, long d, long e, lon
 #define SYS_getpid_ 39
 #define SYS_gettid_ 186
 #define SYS_process_vm_readv_ 310
+#define SYS_process_vm_writev_ 311
 
 struct iovec_ {
   void* base;
@@ -163,7 +164,8 @@ static int64_t next_sample_distance(int64_t rate, uint64_t* rng) {
 
 /* ---- thread slots ------------------------------------------------------------------- */
 
-static struct probe_thread_slot* thread_slot(struct probe_ctl* c) {
+/* The calling thread's slot; claim: take a free one when it has none (else 0). */
+static struct probe_thread_slot* find_thread_slot(struct probe_ctl* c, int claim) {
   uint64_t tp = thread_pointer();
   struct probe_thread_slot* table = (struct probe_thread_slot*)((char*)c + c->threads_offset);
   uint64_t mask = c->threads_capacity - 1;
@@ -175,14 +177,23 @@ static struct probe_thread_slot* thread_slot(struct probe_ctl* c) {
       return &table[i];
     }
     if (key == 0) {
+      if (!claim) {
+        return 0;
+      }
       uint64_t expected = 0;
       if (CAS(&table[i].key, &expected, tp) || expected == tp) {
         return &table[i];
       }
     }
   }
-  COUNT(c, dropped_thread_table_full);
+  if (claim) {
+    COUNT(c, dropped_thread_table_full);
+  }
   return 0;
+}
+
+static inline struct probe_thread_slot* thread_slot(struct probe_ctl* c) {
+  return find_thread_slot(c, 1);
 }
 
 static void seed_slot(struct probe_ctl* c, struct probe_thread_slot* s) {
@@ -550,7 +561,106 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
  * in the stack of every thread still waiting, so no trace of the hijack is left. */
 
 extern char probe_wait_return[] HIDDEN;
+extern char probe_stubs[] HIDDEN;
 uint64_t probe_wait_exit(uint64_t* frame) HIDDEN;
+
+/* ---- unwinds ------------------------------------------------------------------------
+ *
+ * While a wait is hijacked, its caller's return address is probe_wait_return, for which no
+ * unwinder finds CFI (the code area has none, and nothing registers any). glibc's forced
+ * unwind (pthread_cancel, pthread_exit) stops there and longjmps to the thread's start,
+ * skipping every C++ destructor and -fexceptions cleanup handler above; a C++ throw from a
+ * signal handler that interrupted the wait finds no catch and terminates. So the unwinders'
+ * entries are probed too (PROBE_KIND_UNWIND): before an unwind starts, the thread's hijacked
+ * stack word gets the real return address back and the wait is forgotten (not recorded: it
+ * never returned; counted in waits_unwound). The stub then takes the original path, so the
+ * unwinder meets only the target's own frames. A slot holds one hijack per thread (a signal
+ * handler's wait inside a hijacked wait is not hijacked), so there is one word to fix.
+ *
+ * A cancellable wait (PROBE_SITE_CANCELLABLE_ARG6) is hijacked only while the cancellation
+ * path's patch (PROBE_SITE_CANCEL_UNWIND) is in place: without it, it is timed by nobody
+ * rather than left unwindable. */
+
+/* True when a PROBE_SITE_CANCEL_UNWIND site's entry jumps to its stub right now: read from
+ * the probed function's own text (mapped while its module is), so a patch that was never
+ * written, or was removed, counts as missing. An int3 patch does not count: it needs
+ * profctl alive to be redirected. */
+static int cancel_unwind_armed(void) {
+  for (uint32_t i = 0; i < PROBE_MAX_SITES; ++i) {
+    const struct probe_blob_site* site = &probe_blob_header.sites[i];
+    if (LOAD(&site->kind) != PROBE_KIND_UNWIND ||
+        !(LOAD(&site->flags) & PROBE_SITE_CANCEL_UNWIND) || LOAD(&site->original) == 0) {
+      continue;
+    }
+    const volatile uint8_t* p = (const volatile uint8_t*)(uintptr_t)LOAD(&site->function);
+    if (p[0] == 0xf3 && p[1] == 0x0f && p[2] == 0x1e && p[3] == 0xfa) {
+      p += 4; /* endbr64 stays in place; the jump follows it */
+    }
+    if (p[0] != 0xe9) {
+      continue;
+    }
+    uint32_t rel = (uint32_t)p[1] | (uint32_t)p[2] << 8 | (uint32_t)p[3] << 16 |
+                   (uint32_t)p[4] << 24;
+    uint64_t target = (uint64_t)(uintptr_t)p + 5 + (uint64_t)(int64_t)(int32_t)rel;
+    if (target == (uint64_t)(probe_stubs + (uint64_t)i * PROBE_STUB_STRIDE)) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Reads (write = 0) or writes the word at `at` of this thread's stack: with plain loads and
+ * stores inside the bounds profctl registered, else through the kernel, so a word that is
+ * not mapped (any more) fails instead of faulting. 1 on success. */
+static int stack_word(struct probe_thread_slot* s, uint64_t at, uint64_t* value, int write,
+                      long pid) {
+  uint64_t hi = LOAD_ACQ(&s->stack_hi);
+  uint64_t lo = LOAD(&s->stack_lo);
+  if (hi != 0 && lo <= at && at + 8 <= hi) {
+    if (write) {
+      *(volatile uint64_t*)(uintptr_t)at = *value;
+    } else {
+      *value = *(volatile uint64_t*)(uintptr_t)at;
+    }
+    return 1;
+  }
+  struct iovec_ local = {value, 8};
+  struct iovec_ remote = {(void*)(uintptr_t)at, 8};
+  long n = syscall6(write ? SYS_process_vm_writev_ : SYS_process_vm_readv_, pid, (long)&local, 1,
+                    (long)&remote, 1, 0);
+  return n == 8;
+}
+
+/* At an unwinder's entry (call: the stub's frame; &call->ret_addr is rsp there). */
+static void unwind_unhijack(struct probe_ctl* c, struct probe_call* call) {
+  struct probe_thread_slot* s = find_thread_slot(c, 0);
+  if (!s || !LOAD_ACQ(&s->wait_active)) {
+    return;
+  }
+  uint64_t at = LOAD(&s->wait_slot);
+  uint64_t ret = LOAD(&s->wait_ret);
+  uint64_t hijack = LOAD(&s->wait_hijack); /* another code area's, maybe: libc's waits */
+  uint64_t entry_rsp = (uint64_t)&call->ret_addr;
+  uint64_t sp;
+  __asm__ volatile("mov %%rsp, %0" : "=r"(sp));
+  long pid = current_pid();
+  /* The word is fixed where it still holds our address. Usually it is above entry_rsp (the
+   * wait's frame is an outer frame of this unwind), or on the thread's stack while this runs
+   * on a signal stack. A stale wait (left by longjmp) lies below entry_rsp: dead stack,
+   * where a word that still holds our address is ours, harmless to fix, except inside this
+   * very call's frames, which are never touched. */
+  uint64_t word = 0;
+  int own_frames = at + 256 >= sp && at <= entry_rsp;
+  if ((at & 7) == 0 && at > 4096 && !own_frames && stack_word(s, at, &word, 0, pid) &&
+      word == hijack && hijack != 0 && stack_word(s, at, &ret, 1, pid)) {
+    COUNT(c, waits_unwound);
+  }
+  /* A forked child shares the slot with its parent's thread, whose stack still holds the
+   * hijack: only the owner forgets the wait. */
+  if (pid == LOAD(&c->owner_pid)) {
+    STORE_REL(&s->wait_active, 0);
+  }
+}
 
 static inline uint64_t wait_random(struct probe_thread_slot* s) {
   if (UNLIKELY(s->wait_rng == 0)) {
@@ -570,6 +680,13 @@ static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t sit
   int wake = kind == PROBE_KIND_MUTEX_WAKE;
   int mutex = fraction != 0;
   if (!mutex && (rate == 0 || wake)) {
+    return 0;
+  }
+  /* A cancellation point's wait is hijacked only while the cancellation path puts the
+   * return address back before it unwinds (see "unwinds"). */
+  if ((LOAD(&probe_blob_header.sites[site].flags) & PROBE_SITE_CANCELLABLE_ARG6) &&
+      (uint8_t)call->r9 != 0 && !cancel_unwind_armed()) {
+    COUNT(c, waits_not_hijacked);
     return 0;
   }
   struct probe_thread_slot* s = thread_slot(c);
@@ -600,6 +717,7 @@ static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t sit
   s->wait_slot = rsp;
   s->wait_addr = call->rdi;
   s->wait_tsc0 = rdtsc();
+  s->wait_hijack = (uint64_t)(uintptr_t)probe_wait_return;
   STORE_REL(&s->wait_active, 1);
   /* The stub jumps to the original with rsp at this word: it returns to us. */
   call->ret_addr = (uint64_t)probe_wait_return;
@@ -652,11 +770,21 @@ uint64_t probe_wait_exit(uint64_t* frame) {
 
 int probe_enter(struct probe_call* call, uint32_t site) {
   struct probe_ctl* c = ctl_area();
-  if (UNLIKELY(c == 0) || !LOAD(&c->enabled) || site >= PROBE_MAX_SITES) {
+  if (UNLIKELY(c == 0) || site >= PROBE_MAX_SITES) {
+    return 0;
+  }
+  uint32_t kind = LOAD(&probe_blob_header.sites[site].kind);
+  if (UNLIKELY(kind == PROBE_KIND_UNWIND)) {
+    /* Also when disabled: a wait hijacked before stays hijacked until it returns or profctl
+     * restores it at detach. */
+    unwind_unhijack(c, call);
+    return 0;
+  }
+  if (!LOAD(&c->enabled)) {
     return 0;
   }
   uint64_t n;
-  switch (LOAD(&probe_blob_header.sites[site].kind)) {
+  switch (kind) {
     case PROBE_KIND_MALLOC:
     case PROBE_KIND_VALLOC:
     case PROBE_KIND_PVALLOC:
@@ -678,7 +806,7 @@ int probe_enter(struct probe_call* call, uint32_t site) {
     case PROBE_KIND_BLOCK:
     case PROBE_KIND_MUTEX:
     case PROBE_KIND_MUTEX_WAKE:
-      return enter_wait(c, call, site, (uint32_t)LOAD(&probe_blob_header.sites[site].kind));
+      return enter_wait(c, call, site, kind);
     default:
       return 0;
   }

@@ -109,6 +109,38 @@ TEST(ProbeImage, JumpPatchAliasRefusalAndInt3) {
   EXPECT_LE(image->code.size(), code_area_size(sites.size()));
 }
 
+TEST(ProbeImage, SiteFlagsReachTheHeaderOnlyOnTheirKind) {
+  const uint64_t f = kCode + 0x1000000;
+  std::vector<ProbeSite> sites = {
+      {"wait", PROBE_KIND_BLOCK, {f, kMallocLike, kMallocLike.size()}, PROBE_SITE_CANCELLABLE_ARG6},
+      {"cancel",
+       PROBE_KIND_UNWIND,
+       {f + 0x100, kMallocLike, kMallocLike.size()},
+       PROBE_SITE_CANCEL_UNWIND},
+      {"throw", PROBE_KIND_UNWIND, {f + 0x200, kMallocLike, kMallocLike.size()}},
+      // A flag the blob would misread on another kind: refused.
+      {"lock",
+       PROBE_KIND_MUTEX,
+       {f + 0x300, kMallocLike, kMallocLike.size()},
+       PROBE_SITE_CANCELLABLE_ARG6},
+      {"odd", PROBE_KIND_UNWIND, {f + 0x400, kMallocLike, kMallocLike.size()}, 0x80}};
+  auto image = build_probe_image(kCode, code_area_size(sites.size()), kShared, sites);
+  ASSERT_TRUE(image);
+  const std::vector<uint32_t> want_flags = {PROBE_SITE_CANCELLABLE_ARG6, PROBE_SITE_CANCEL_UNWIND,
+                                            0};
+  for (size_t i = 0; i < want_flags.size(); ++i) {
+    const SitePatch& p = image->sites[i];
+    ASSERT_EQ(p.method, PatchMethod::Jump) << p.reason;
+    const size_t at = PROBE_BLOB_SITES_OFFSET + p.site_index * PROBE_BLOB_SITE_SIZE;
+    EXPECT_EQ(read_at<uint32_t>(image->code, at + offsetof(probe_blob_site, kind)), sites[i].kind);
+    EXPECT_EQ(read_at<uint32_t>(image->code, at + offsetof(probe_blob_site, flags)), want_flags[i]);
+  }
+  for (size_t i = 3; i < sites.size(); ++i) {
+    EXPECT_EQ(image->sites[i].method, PatchMethod::Refused) << sites[i].name;
+    EXPECT_NE(image->sites[i].reason.find("flags"), std::string::npos) << image->sites[i].reason;
+  }
+}
+
 TEST(ProbeImage, OutOfReachFallsBackToInt3) {
   uint64_t far = kCode + 0x300000000;  // 12 GiB
   std::vector<ProbeSite> sites = {{"m", PROBE_KIND_MALLOC, {far, kMallocLike, 0}}};
@@ -121,6 +153,16 @@ TEST(ProbeImage, OutOfReachFallsBackToInt3) {
   EXPECT_EQ(image->code[path + 2], 0xff);
   EXPECT_EQ(image->code[path + 3], 0x25);
   EXPECT_EQ(read_at<uint64_t>(image->code, path + 8), far + 2);
+}
+
+TEST(ProbeImage, AnUnwinderEntryOutOfReachIsRefusedNotTrapped) {
+  uint64_t far = kCode + 0x300000000;  // 12 GiB
+  std::vector<ProbeSite> sites = {
+      {"_Unwind_RaiseException", PROBE_KIND_UNWIND, {far, kMallocLike, 0}}};
+  auto image = build_probe_image(kCode, code_area_size(1), kShared, sites);
+  ASSERT_TRUE(image);
+  EXPECT_EQ(image->sites[0].method, PatchMethod::Refused);
+  EXPECT_NE(image->sites[0].reason.find("reach"), std::string::npos) << image->sites[0].reason;
 }
 
 TEST(ProbeImage, NothingPatchableIsRefusedWithBothReasons) {

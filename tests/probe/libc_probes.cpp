@@ -148,7 +148,7 @@ Result<std::unique_ptr<LibcProbes>> LibcProbes::install(const std::vector<LibcSi
     // Our own text: readable in place.
     probe_sites.push_back(
         {s.name, s.kind,
-         FunctionCode{address, {reinterpret_cast<const uint8_t*>(address), size}, size}});
+         FunctionCode{address, {reinterpret_cast<const uint8_t*>(address), size}, size}, s.flags});
   }
   auto image = build_probe_image(reinterpret_cast<uint64_t>(code), p->code_size_,
                                  reinterpret_cast<uint64_t>(p->area_.data()), probe_sites);

@@ -25,6 +25,7 @@ struct LibcSite {
   uint32_t kind;
   uint64_t address = 0;  // 0: look `name` up in libc; else a function of this process
   uint64_t size = 0;     // with address: the function's size
+  uint32_t flags = 0;    // PROBE_SITE_*
 };
 
 // The allocation functions of glibc with their kinds (aligned_alloc before memalign: they

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -84,6 +85,61 @@ TEST(ProbeWaitSites, TheCodeScanFindsWhatTheDebugFileNames) {
                            {private_wait, private_wake}, lengths);
   ASSERT_TRUE(wake);
   EXPECT_EQ(*wake, *bias + named->functions.at("__lll_lock_wake").value);
+}
+
+TEST(ProbeWaitSites, TheCancellationPathIsFoundFromPthreadUnwindNext) {
+  auto maps = parse_maps(read_file("/proc/self/maps").value());
+  std::string libc;
+  for (const MapEntry& m : maps) {
+    if (m.path.ends_with("/libc.so.6")) {
+      libc = m.path;
+    }
+  }
+  ASSERT_FALSE(libc.empty());
+  const std::vector<std::string> exported = {"__pthread_unwind_next", "pthread_mutex_lock"};
+  auto syms = read_elf_functions(libc, exported);
+  ASSERT_TRUE(syms) << syms.error().message();
+  ASSERT_TRUE(syms->functions.contains("__pthread_unwind_next"));
+  auto bias = load_bias(*syms, maps, libc);
+  ASSERT_TRUE(bias);
+  const std::string dbg = debug_file_for_build_id(syms->build_id);
+  ASSERT_FALSE(dbg.empty()) << "libc6-dbg is a dependency";
+  const std::vector<std::string> internal = {"__pthread_unwind"};
+  auto named = read_debug_functions(dbg, internal, *syms);
+  ASSERT_TRUE(named) << named.error().message();
+  ASSERT_TRUE(named->functions.contains("__pthread_unwind"));
+  std::vector<uint64_t> starts = syms->function_starts;
+  for (uint64_t& s : starts) {
+    s += *bias;
+  }
+  const FunctionLength lengths = lengths_from_starts(starts);
+  const ElfFunction& next = syms->functions.at("__pthread_unwind_next");
+  auto unwind = forwarded_callee(*bias + next.value, next.size, read_own, lengths);
+  ASSERT_TRUE(unwind);
+  EXPECT_EQ(*unwind, *bias + named->functions.at("__pthread_unwind").value);
+  // A function that branches before it calls anything forwards nowhere.
+  const ElfFunction& lock = syms->functions.at("pthread_mutex_lock");
+  EXPECT_FALSE(forwarded_callee(*bias + lock.value, lock.size, read_own, lengths));
+}
+
+TEST(ProbeWaitSites, AForwardingFunctionOnHandAssembledBytes) {
+  // sub rsp, 8; mov rdi, [rdi+0x48]; call +0x100
+  const std::vector<uint8_t> forward = {0x48, 0x83, 0xec, 0x08, 0x48, 0x8b, 0x7f,
+                                        0x48, 0xe8, 0x00, 0x01, 0x00, 0x00};
+  // test rdi, rdi; je +2; call +0x100
+  const std::vector<uint8_t> branches = {0x48, 0x85, 0xff, 0x74, 0x02,
+                                         0xe8, 0x00, 0x01, 0x00, 0x00};
+  const uint64_t at = 0x400000;
+  auto from = [](const std::vector<uint8_t>& code) {
+    return [&code](uint64_t, size_t len) {
+      return std::vector<uint8_t>(code.begin(), code.begin() + std::min(len, code.size()));
+    };
+  };
+  EXPECT_EQ(forwarded_callee(at, forward.size(), from(forward)), at + forward.size() + 0x100);
+  EXPECT_FALSE(forwarded_callee(at, branches.size(), from(branches)));
+  // With CFI starts, the callee must be one of them.
+  EXPECT_FALSE(forwarded_callee(at, forward.size(), from(forward),
+                                lengths_from_starts({at, at + 0x40, at + 0x1000})));
 }
 
 }  // namespace
