@@ -213,8 +213,14 @@ std::string refusal(uint32_t ret, long nr) {
   }
 }
 
-bool allowed(uint32_t ret) {
+bool allowed(uint32_t ret, SeccompNeed need) {
   const uint32_t action = ret & kActionMask;
+  if (need == SeccompNeed::kSurvive) {
+    // The call may fail; the thread must live (and get no SIGSYS).
+    return action == SECCOMP_RET_ALLOW || action == SECCOMP_RET_LOG ||
+           action == SECCOMP_RET_ERRNO || action == SECCOMP_RET_TRACE ||
+           action == SECCOMP_RET_USER_NOTIF;
+  }
   return action == SECCOMP_RET_ALLOW || action == SECCOMP_RET_LOG;
 }
 
@@ -363,7 +369,7 @@ Result<uint32_t> run_seccomp_program(std::span<const sock_filter> program,
 }
 
 Result<void> seccomp_filters_allow(std::span<const SeccompProgram> filters,
-                                   const RemoteSyscall& call) {
+                                   const RemoteSyscall& call, SeccompNeed need) {
   // seccomp_run_filters: every filter runs, the lowest action as a signed value wins (ties:
   // the first in the list, the newest, which is where PTRACE_SECCOMP_GET_FILTER starts).
   uint32_t ret = SECCOMP_RET_ALLOW;
@@ -377,7 +383,7 @@ Result<void> seccomp_filters_allow(std::span<const SeccompProgram> filters,
       ret = *r;
     }
   }
-  if (allowed(ret)) {
+  if (allowed(ret, need)) {
     return {};
   }
   return Error{refusal(ret, call.nr)};
@@ -414,7 +420,7 @@ bool status_has_shadow_stack(std::string_view status_text) {
   return found;
 }
 
-Result<void> seccomp_allows(pid_t tid, const RemoteSyscall& call) {
+Result<void> seccomp_allows(pid_t tid, const RemoteSyscall& call, SeccompNeed need) {
   auto text = read_file(status_path(tid));
   if (!text) {
     return Error{"cannot read thread " + std::to_string(tid) + "'s seccomp mode", text.error().err};
@@ -461,7 +467,7 @@ Result<void> seccomp_allows(pid_t tid, const RemoteSyscall& call) {
                  " filters read, " + (st.filters ? std::to_string(*st.filters) : std::string("?")) +
                  " counted)"};
   }
-  return seccomp_filters_allow(filters, call);
+  return seccomp_filters_allow(filters, call, need);
 }
 
 bool thread_has_shadow_stack(pid_t tid) {

@@ -20,6 +20,11 @@
 
 namespace profctl {
 
+// What a call needs of the filters: to run (profctl's remote syscalls), or only not to
+// harm the thread (the probes' own calls, which cope with a failure: getpid, gettid,
+// process_vm_readv/writev).
+enum class SeccompNeed { kAllow, kSurvive };
+
 // One syscall profctl is about to run in a target thread.
 struct RemoteSyscall {
   long nr = 0;
@@ -43,7 +48,8 @@ Result<uint32_t> run_seccomp_program(std::span<const sock_filter> program,
 // (SECCOMP_RET_KILL_PROCESS)"), or when a filter cannot be evaluated. Filters newest first,
 // as PTRACE_SECCOMP_GET_FILTER numbers them (of two equal actions the newest's data wins).
 Result<void> seccomp_filters_allow(std::span<const SeccompProgram> filters,
-                                   const RemoteSyscall& call);
+                                   const RemoteSyscall& call,
+                                   SeccompNeed need = SeccompNeed::kAllow);
 
 // The thread's "Seccomp:" mode (0 none, 1 strict, 2 filter) and "Seccomp_filters:" count
 // from the text of /proc/PID/task/TID/status; nullopt fields when a line is missing.
@@ -59,7 +65,8 @@ bool status_has_shadow_stack(std::string_view status_text);
 // a clear reason when they would not allow it, or when it cannot be known (profctl lacks
 // CAP_SYS_ADMIN or runs under seccomp itself, the kernel cannot dump filters). `tid` must be
 // a ptrace-stopped tracee of the calling thread (PTRACE_SECCOMP_GET_FILTER's rule).
-Result<void> seccomp_allows(pid_t tid, const RemoteSyscall& call);
+Result<void> seccomp_allows(pid_t tid, const RemoteSyscall& call,
+                            SeccompNeed need = SeccompNeed::kAllow);
 
 // True when thread `tid` runs with a user-space shadow stack (x86 CET "shstk" in its
 // /proc status); false when it does not or the status cannot be read.

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "attach/proc.h"
+#include "attach/seccomp_check.h"
 #include "attach/stopped_world.h"
 #include "base/log.h"
 #include "probe/abi/probe_abi.h"
@@ -314,6 +315,19 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
   // relocate another session's jumps), and the capture says what was found.
   LeftoverReport left = remove_leftovers(w, root);
   notes_.insert(notes_.end(), left.notes.begin(), left.notes.end());
+  // The probes make syscalls of their own in any thread (getpid, gettid, and
+  // process_vm_readv/writev for a stack without registered bounds): a failure is handled,
+  // but a filter that kills or traps for one would let a probe kill the target.
+  for (pid_t tid : w.stopped()) {
+    for (long nr : {long{SYS_getpid}, long{SYS_gettid}, long{SYS_process_vm_readv},
+                    long{SYS_process_vm_writev}}) {
+      const auto self = static_cast<uint64_t>(w.pid());
+      if (auto ok = seccomp_allows(tid, {nr, {self, 0, 1, 0, 1, 0}, 0}, SeccompNeed::kSurvive);
+          !ok) {
+        return Error{ok.error().message() + " (a call the probes make when they record)"};
+      }
+    }
+  }
   auto maps_text = read_maps_text(w.pid());
   if (!maps_text) {
     return maps_text.error();
