@@ -230,17 +230,58 @@ Result<void> StoppedWorld::find_chain() {
                " has no `syscall; ret` and rt_sigreturn code to run a syscall through"};
 }
 
-pid_t StoppedWorld::pick_thread() const {
-  for (pid_t tid : stopped_) {
-    // A forked child at its first stop is in no thread table (its world is its own).
+pid_t StoppedWorld::pick_thread() {
+  // A forked child at its first stop is in no thread table (its world is its own).
+  auto ours_to_run = [&](pid_t tid) {
     const TracedThread* t = tp_.table_.find(tid);
-    const bool ours_to_run =
-        t == nullptr || (t->state == TState::kStopped && !t->group_stop && !t->signal_in_kernel);
-    if (ours_to_run && at_interrupt_stop(tid)) {
+    return t == nullptr || (t->state == TState::kStopped && !t->group_stop && !t->signal_in_kernel);
+  };
+  for (pid_t tid : stopped_) {
+    if (ours_to_run(tid) && at_interrupt_stop(tid)) {
+      return tid;
+    }
+  }
+  // None is in an interrupt stop (a program `run` holds at its entry point is in the stop
+  // of profctl's own breakpoint; a thread may be in a fork or clone event): move one into
+  // one. It goes where it was going anyway; the interrupt stops it before user mode.
+  for (pid_t tid : stopped_) {
+    if (ours_to_run(tid) && settle(tid)) {
       return tid;
     }
   }
   return 0;
+}
+
+bool StoppedWorld::settle(pid_t tid) {
+  if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 ||
+      ptrace(PTRACE_CONT, tid, nullptr, nullptr) != 0) {
+    return false;
+  }
+  for (int i = 0; i < 64; ++i) {
+    auto ev = tp_.waiter_.next_for(tid, std::chrono::seconds(2));
+    if (!ev) {
+      return false;
+    }
+    if (!ev->status.stopped()) {
+      tp_.on_status(*ev);
+      return false;
+    }
+    if (ev->status.kind() == WaitStatus::Kind::kSignalStop) {
+      // A signal for the target on the way: delivered now, with its siginfo (the pending
+      // interrupt stops the thread right after).
+      if (ptrace(PTRACE_CONT, tid, nullptr, ev->status.signal()) != 0) {
+        return false;
+      }
+      continue;
+    }
+    if (at_interrupt_stop(tid)) {
+      return true;
+    }
+    if (ptrace(PTRACE_CONT, tid, nullptr, nullptr) != 0) {
+      return false;
+    }
+  }
+  return false;
 }
 
 Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_interrupt) {

@@ -59,8 +59,12 @@ class StoppedWorld {
   Result<void> open_mem();
   // The two pieces of target code a remote syscall runs through (TracedProcess::chain_).
   Result<void> find_chain();
-  // A thread in an interrupt stop (not a group-stop, signal-delivery or event stop).
-  pid_t pick_thread() const;
+  // A thread in an interrupt stop (not a group-stop, signal-delivery or event stop), moved
+  // into one when none is.
+  pid_t pick_thread();
+  // Moves a thread stopped elsewhere (a consumed signal stop, an event stop) into an
+  // interrupt stop: PTRACE_INTERRUPT, then resumed; it stops before it reaches user code.
+  bool settle(pid_t tid);
   // Waits for `tid`'s next stop during a remote syscall (false: it is gone). SIGSTOP is
   // noted in `restop` and the thread resumed; so is an interrupt stop, unless wanted.
   Result<bool> await_chain_stop(pid_t tid, bool& restop, bool want_interrupt);

@@ -15,11 +15,11 @@ struct MapEntry {
   uint64_t start = 0;
   uint64_t end = 0;
   bool readable = false;
-  bool writable = false;
   bool executable = false;
-  bool shared = false;  // MAP_SHARED (perms "s")
   uint64_t offset = 0;
-  std::string path;  // may be empty (anonymous), "[stack]", "[vdso]", ...
+  std::string path;      // may be empty (anonymous), "[stack]", "[vdso]", ...
+  bool writable = false;  // (after the older fields: aggregate initialisation keeps its order)
+  bool shared = false;    // MAP_SHARED (perms "s")
 };
 
 // Every mapping, in the kernel's order (sorted by start).

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -221,6 +222,18 @@ std::vector<std::pair<std::string, Found>> find_unwinder_entries(
     }
   }
   return out;
+}
+
+// True when [address, address + size) in pid is a mapping of the file open at `fd`.
+bool maps_our_memfd(pid_t pid, uint64_t address, uint64_t size, int fd) {
+  struct stat ours {};
+  struct stat theirs {};
+  char path[96];
+  std::snprintf(path, sizeof path, "/proc/%d/map_files/%llx-%llx", pid,
+                static_cast<unsigned long long>(address),
+                static_cast<unsigned long long>(address + size));
+  return fstat(fd, &ours) == 0 && stat(path, &theirs) == 0 && ours.st_dev == theirs.st_dev &&
+         ours.st_ino == theirs.st_ino;
 }
 
 }  // namespace
@@ -465,6 +478,12 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
     return shared.error();
   }
   shared_ = {*shared, area_.size()};
+  // The descriptor the target mapped is a number in a table another process may share
+  // (clone(CLONE_FILES)) and swap: the mapping must be our memfd, or the probes would
+  // write into whatever the target chose (its own file: no harm to profctl, no records).
+  if (!maps_our_memfd(w.pid(), shared_.address, shared_.size, area_.fd())) {
+    return Error{"the target mapped another file than profctl's memfd: probes refused"};
+  }
 
   // Every thread's stack, so records copy stacks with memcpy inside known bounds.
   for (pid_t tid : w.stopped()) {

@@ -91,7 +91,7 @@ TEST_P(ProbeSafety, ManyShortCapturesLoseNoSignalAndLeaveTheTargetAsFound) {
   Child target({SAFETY_TARGET, GetParam()});
   ASSERT_TRUE(target.wait_ready());
   const std::set<std::string> before = code_mappings(target.pid());
-  for (int round = 1; round <= 40; ++round) {
+  for (int round = 1; round <= 100; ++round) {
     TempDir dir;
     auto r = run(attach_argv(
         target.pid(), {"--profiles", kProbes, "-d", "0.2s", "--format", "json", "-o", dir.path()}));
