@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "attach/process_tree.h"
 
+#include <sys/ptrace.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "attach/proc.h"
 #include "base/log.h"
@@ -18,17 +22,52 @@ ProcessTree::~ProcessTree() {
   detach_children();
   root_.set_status_router({});
   root_.set_adopt_hook({});
+  root_.set_child_claim({});
   root_.set_sample_hook({});
 }
 
-void ProcessTree::detach_children() {
-  // A child's detach stops its threads first; a status of one that another's wait took is
-  // in the child's own queue (routed_in_), so no stop is waited for twice. It stays in
-  // children_ while it detaches: the router must still know whose statuses are whose.
+template <class F>
+void ProcessTree::for_each_process(F&& f) {
+  f(root_);
+  for (auto& c : children_) {
+    f(*c);
+  }
+  for (auto& c : exited_) {
+    f(*c);
+  }
+}
+
+void ProcessTree::detach_children(std::chrono::milliseconds stop_timeout) {
+  closing_ = true;
+  // Every thread is interrupted first, so that they all stop in parallel; then each process
+  // collects its stops and detaches. A child's detach stops its threads first; a status of
+  // one that another's wait took is in the child's own queue (routed_in_), so no stop is
+  // waited for twice. It stays in children_ while it detaches: the router must still know
+  // whose statuses are whose.
+  for (auto& c : children_) {
+    for (pid_t tid : c->tids()) {
+      c->interrupt_one(tid);
+    }
+  }
+  // Past the deadline (a thread that never stops took it) each process still gets 20 ms:
+  // its threads were interrupted long ago, their stops are there to collect.
+  const auto deadline = std::chrono::steady_clock::now() + stop_timeout;
+  auto left = [&] {
+    return std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - std::chrono::steady_clock::now()),
+                    std::chrono::milliseconds(20));
+  };
   while (!children_.empty()) {
-    children_.back()->detach();
+    children_.back()->detach(left());
+    stats_.left_traced += children_.back()->left_traced();
     children_.pop_back();
   }
+  while (!exited_.empty()) {
+    exited_.back()->detach(left());
+    stats_.left_traced += exited_.back()->left_traced();
+    exited_.pop_back();
+  }
+  closing_ = false;
 }
 
 void ProcessTree::note(std::string s) {
@@ -41,7 +80,11 @@ void ProcessTree::note(std::string s) {
 void ProcessTree::hook(TracedProcess& tp) {
   tp.set_status_router([this](Waiter::Event& ev, const TracedProcess& self) {
     TracedProcess* o = owner_of(ev.tid);
-    if (o == nullptr || o == &self) {
+    if (o == nullptr) {
+      release_stray(ev);
+      return true;
+    }
+    if (o == &self) {
       return false;
     }
     if (ev.pending_in_kernel) {
@@ -55,6 +98,8 @@ void ProcessTree::hook(TracedProcess& tp) {
   });
   tp.set_adopt_hook(
       [this](const ChildHookArgs& a, TracedProcess& parent) { return adopt(a, parent); });
+  tp.set_child_claim(
+      [this](pid_t child, const TracedProcess& asker) { return claim(child, asker); });
   tp.set_sample_hook([this](Snapshot& s) {
     if (std::find(spaces_seen_.begin(), spaces_seen_.end(), s.space) == spaces_seen_.end()) {
       spaces_seen_.push_back(s.space);
@@ -71,7 +116,7 @@ void ProcessTree::hook(TracedProcess& tp) {
 }
 
 bool ProcessTree::adopt(const ChildHookArgs& a, TracedProcess& parent) {
-  if (!opts_.follow) {
+  if (!opts_.follow || closing_) {
     return false;
   }
   if (children_.size() >= opts_.max_processes) {
@@ -109,7 +154,7 @@ const TracedProcess* ProcessTree::find(pid_t tid) const {
 }
 
 TracedProcess* ProcessTree::owner_of(pid_t tid) {
-  if (root_.owns(tid) || children_.empty()) {
+  if (root_.owns(tid) || (children_.empty() && exited_.empty())) {
     return &root_;
   }
   for (auto& c : children_) {
@@ -117,24 +162,75 @@ TracedProcess* ProcessTree::owner_of(pid_t tid) {
       return c.get();
     }
   }
-  // Not known yet: a new thread (its tgid) or a new process (its parent) of one of ours,
-  // whose first stop came before its creator's event.
-  if (auto st = read_status(tid)) {
-    if (st->tgid == root_.pid() || st->ppid == root_.pid()) {
-      return &root_;
+  for (auto& c : exited_) {
+    if (c->owns(tid)) {
+      return c.get();
     }
-    for (auto& c : children_) {
-      if (c->pid() == st->tgid) {
-        return c.get();
-      }
+  }
+  // Not known yet: a new thread or a new process of one of ours, whose first stop came
+  // before its creator's event. A thread goes by its thread group, never by its parent
+  // pid: every thread of a child process has that child's parent (the root, for the root's
+  // own children) as its ppid, and a thread's first stop held as a child process's would
+  // wait for a creator's event that never comes (the thread stays stopped for good).
+  auto st = read_status(tid);
+  if (!st) {
+    return &root_;  // gone already: its exit is all that is left of it
+  }
+  if (st->tgid == root_.pid()) {
+    return &root_;
+  }
+  for (auto& c : children_) {
+    if (c->pid() == st->tgid) {
+      return c.get();
     }
-    for (auto& c : children_) {
-      if (c->pid() == st->ppid) {
-        return c.get();
-      }
+  }
+  if (st->tgid != tid) {
+    return nullptr;  // a thread of no process of ours
+  }
+  // A new process: by its parent, a guess (clone(CLONE_PARENT) or a reparenting makes it
+  // another's); claim() hands the first stop over when its creator's event comes elsewhere.
+  for (auto& c : children_) {
+    if (c->pid() == st->ppid) {
+      return c.get();
     }
   }
   return &root_;
+}
+
+void ProcessTree::release_stray(const Waiter::Event& ev) {
+  // Cannot happen by construction (a process is followed before it runs, so its threads
+  // are known by their group); if it did, holding the thread would stop it for good.
+  if (!ev.status.stopped()) {
+    return;  // an exit: nothing is held
+  }
+  const int sig = ev.status.kind() == WaitStatus::Kind::kSignalStop ? ev.status.signal() : 0;
+  const long r = ptrace(PTRACE_DETACH, ev.tid, nullptr, sig);
+  logger("attach")->warn("thread {} is traced but belongs to no followed process: released ({})",
+                         ev.tid, r == 0 ? "detached" : std::strerror(errno));
+}
+
+TracedProcess::ChildClaim ProcessTree::claim(pid_t child, const TracedProcess& asker) {
+  using C = TracedProcess::ChildClaim;
+  C out = C::kNone;
+  for_each_process([&](TracedProcess& p) {
+    if (out != C::kNone || &p == &asker) {
+      return;
+    }
+    if (p.pid() == child) {
+      out = C::kKnown;  // followed already
+      return;
+    }
+    auto it = p.children_.find(child);
+    if (it != p.children_.end() && it->second.first_stop && it->second.parent_tid == 0) {
+      p.children_.erase(it);  // its first stop, routed there by its parent pid
+      out = C::kFirstStop;
+      logger("attach")->debug(
+          "child process {}: its first stop, held by {}, goes to its "
+          "creator {}",
+          child, p.pid(), asker.pid());
+    }
+  });
+  return out;
 }
 
 std::vector<pid_t> ProcessTree::tids() const {
@@ -211,14 +307,19 @@ void ProcessTree::set_stack_bytes(size_t n) {
 
 std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::milliseconds timeout,
                                                                size_t stack_bytes) {
+  // An exited child whose last child process is settled is of no more use.
+  std::erase_if(exited_,
+                [](const auto& c) { return c->children_.empty() && c->routed_in_.empty(); });
   if (!events_.empty()) {
     TraceEvent e = std::move(events_.front());
     events_.pop_front();
     return e;
   }
   // What a process queued for itself: its own events, statuses another's wait took.
-  for (size_t i = 0; i <= children_.size(); ++i) {
-    TracedProcess& p = i == 0 ? root_ : *children_[i - 1];
+  for (size_t i = 0; i <= children_.size() + exited_.size(); ++i) {
+    TracedProcess& p = i == 0                     ? root_
+                       : i - 1 < children_.size() ? *children_[i - 1]
+                                                  : *exited_[i - 1 - children_.size()];
     if (!p.events_.empty()) {
       TraceEvent e = std::move(p.events_.front());
       p.events_.pop_front();
@@ -235,6 +336,10 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::mill
     return std::nullopt;
   }
   TracedProcess* o = owner_of(ev->tid);
+  if (o == nullptr) {
+    release_stray(*ev);
+    return std::nullopt;
+  }
   return after(*o, o->handle_status(*ev, stack_bytes));
 }
 
@@ -260,7 +365,19 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
     auto it = std::find_if(children_.begin(), children_.end(),
                            [&](const auto& c) { return c.get() == &tp; });
     if (it != children_.end()) {
-      children_.erase(it);  // nothing left to detach: every thread is gone
+      // Nothing left to detach: every thread is gone. A process it created may not be
+      // settled yet: one whose creator's event died with it is settled now; one whose first
+      // stop is still to come keeps the exited process in exited_ until it arrives.
+      std::unique_ptr<TracedProcess> gone = std::move(*it);
+      children_.erase(it);
+      gone->settle_orphans();
+      if (!gone->children_.empty()) {
+        logger("attach")->debug(
+            "process {} exited before {} child processes reached their "
+            "first stop: kept until they do",
+            gone->pid(), gone->children_.size());
+        exited_.push_back(std::move(gone));
+      }
     }
   }
   return ev;

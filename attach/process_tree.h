@@ -37,6 +37,7 @@ struct TreeStats {
   uint64_t followed = 0;      // child processes traced
   uint64_t not_followed = 0;  // child processes detached at birth: over max_processes
   uint64_t exited = 0;        // followed processes that exited during the capture
+  uint64_t left_traced = 0;   // threads and processes the detach could not reach (never stopped)
 };
 
 class ProcessTree {
@@ -80,13 +81,23 @@ class ProcessTree {
   using NewSpace = std::function<void(pid_t pid, uint32_t space)>;
   void set_new_space(NewSpace f) { new_space_ = std::move(f); }
 
-  // Detaches every followed child now (the destructor does the same).
-  void detach_children();
+  // Detaches every followed child now (the destructor does the same). Their threads are
+  // interrupted all at once and one deadline (`stop_timeout`) bounds the whole detach,
+  // however many processes have a thread that does not stop.
+  void detach_children(std::chrono::milliseconds stop_timeout = std::chrono::milliseconds(2000));
   const TreeStats& stats() const { return stats_; }
   std::vector<std::string> take_notes() { return std::move(notes_); }
 
  private:
+  // The process a status of `tid` is for; null for a stray (a thread of no process of ours).
   TracedProcess* owner_of(pid_t tid);
+  // Lets go of a stray's stop (with its signal, if it is a signal-delivery stop).
+  void release_stray(const Waiter::Event& ev);
+  TracedProcess::ChildClaim claim(pid_t child, const TracedProcess& asker);
+  // Every process that can own a status: the root, the followed children, and the exited
+  // children that still have a child process to settle.
+  template <class F>
+  void for_each_process(F&& f);
   // The process whose thread table holds `tid`, or null.
   const TracedProcess* find(pid_t tid) const;
   TracedProcess* find(pid_t tid) {
@@ -102,6 +113,10 @@ class ProcessTree {
   TracedProcess& root_;
   TreeOptions opts_;
   std::vector<std::unique_ptr<TracedProcess>> children_;
+  // Followed children that exited while a process they created was not settled yet (its
+  // first stop still to come): kept until it is, so that it is settled, never held.
+  std::vector<std::unique_ptr<TracedProcess>> exited_;
+  bool closing_ = false;  // detaching: a child process created now is detached, not followed
   std::deque<TraceEvent> events_;
   Waiter waiter_;
   SnapshotFilter sample_hook_;

@@ -437,11 +437,17 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   auto next_status = start_;
   auto next_maps_check = start_;
 
+  std::optional<Clock::time_point> stop_by;
   for (;;) {
-    if (stop.load(std::memory_order_relaxed)) {
-      return finish(SessionResult::End::kInterrupted);
-    }
     auto now = Clock::now();
+    if (stop.load(std::memory_order_relaxed)) {
+      if (!stop_by) {
+        stop_by = now + opts_.stop_grace;
+      }
+      if (now >= *stop_by) {
+        return finish(SessionResult::End::kInterrupted);
+      }
+    }
     if (opts_.duration && now - start_ >= *opts_.duration) {
       return finish(SessionResult::End::kDuration);
     }
@@ -473,6 +479,9 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     auto wake = opts_.sample ? next_tick : now + std::chrono::milliseconds(100);
     if (opts_.duration) {
       wake = std::min(wake, start_ + *opts_.duration);
+    }
+    if (stop_by) {
+      wake = std::min(wake, *stop_by);
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
     auto ev = tp_.next_event(std::max(left, std::chrono::milliseconds(0)), opts_.stack_bytes);

@@ -47,6 +47,10 @@ struct SessionOptions {
   // Called every 100 ms and at every thread creation, while the target is alive: the
   // moment to notice new mappings (libraries loaded after exec, dlopen).
   std::function<void()> on_maps_check;
+  // 0: `stop` ends the capture at once (attach). Otherwise (run: the program was sent the
+  // same signal) the capture goes on until the target exits, for at most this long after
+  // `stop` was first seen, whatever state its threads are in.
+  std::chrono::milliseconds stop_grace{0};
 };
 
 struct SessionResult {

@@ -370,20 +370,52 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
 }
 
 void TracedProcess::on_child_process(pid_t child, pid_t parent_tid, int event, bool first_stop) {
-  ChildProcess& c = children_[child];
+  auto it = children_.try_emplace(child).first;
+  ChildProcess& c = it->second;
   c.pid = child;
   if (parent_tid != 0) {
     c.parent_tid = parent_tid;
     c.event = event;
   }
   c.first_stop = c.first_stop || first_stop;
+  if (parent_tid != 0 && !c.first_stop && claim_) {
+    // Its first stop may have reached another process of the tree: waiting for it here
+    // would hold the child stopped for good.
+    switch (claim_(child, *this)) {
+      case ChildClaim::kFirstStop:
+        c.first_stop = true;
+        break;
+      case ChildClaim::kKnown:
+        children_.erase(it);
+        return;
+      case ChildClaim::kNone:
+        break;
+    }
+  }
   if (c.first_stop && c.parent_tid != 0) {
-    settle_child(c);
+    // A copy: the hooks wait for the child's statuses, and its exit erases the entry.
+    const ChildProcess settled = c;
+    settle_child(settled);
     children_.erase(child);
   }
 }
 
-void TracedProcess::settle_child(ChildProcess& c) {
+void TracedProcess::settle_orphans() {
+  std::vector<ChildProcess> orphans;
+  for (const auto& [cpid, c] : children_) {
+    if (c.first_stop && c.parent_tid == 0) {
+      orphans.push_back(c);
+    }
+  }
+  for (const ChildProcess& c : orphans) {
+    logger("attach")->debug("child process {} of exited process {}: its creator's event never came",
+                            c.pid, pid_);
+    settle_child(c);
+    children_.erase(c.pid);
+  }
+}
+
+void TracedProcess::settle_child(const ChildProcess& c) {
   ChildHookArgs args;
   args.pid = c.pid;
   args.parent_tid = c.parent_tid;
@@ -474,16 +506,33 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
   for (pid_t tid : table_.tids()) {
     interrupt_one(tid);
   }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // A thread that missed an earlier stop's deadline (uninterruptible sleep, a vfork parent)
+  // is not waited for that long again: once only such threads are missing, 100 ms more. One
+  // that has come out of it reports the stop it owes at once.
+  std::erase_if(unresponsive_, [&](pid_t tid) {
+    const TracedThread* t = table_.find(tid);
+    return t == nullptr || (t->state != TState::kInterrupted && t->state != TState::kNew);
+  });
+  size_t stuck = unresponsive_.size();
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  const auto stuck_deadline = std::min(deadline, start + std::chrono::milliseconds(100));
+  size_t late = 0;
   while (table_.awaiting_stop() > 0) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
+        (table_.awaiting_stop() <= stuck ? stuck_deadline : deadline) -
+        std::chrono::steady_clock::now());
+    // Past the deadline the stops already reported are still collected, without waiting: a
+    // thread that stopped can be detached. Bounded, since signals can keep coming.
+    if (left.count() <= 0 && ++late > 2 * table_.size() + 8) {
       break;
     }
-    auto ev = next_own(left);
+    auto ev = next_own(std::max(left, std::chrono::milliseconds(0)));
     if (!ev) {
       break;
+    }
+    if (unresponsive_.erase(ev->tid) > 0) {
+      --stuck;
     }
     Transition tr = on_status(*ev);
     if (log->should_log(spdlog::level::trace)) {
@@ -503,6 +552,9 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
   for (const auto& [tid, t] : table_.all()) {
     if (t.state != TState::kStopped) {
       missing.push_back(tid);
+      if (t.state == TState::kInterrupted || t.state == TState::kNew) {
+        unresponsive_.insert(tid);
+      }
     }
   }
   return missing;
@@ -668,10 +720,13 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   return out;
 }
 
-void TracedProcess::detach() { detach_all(); }
+void TracedProcess::detach(std::chrono::milliseconds stop_timeout) { detach_all(stop_timeout); }
 
-void TracedProcess::detach_all() {
+void TracedProcess::detach_all(std::chrono::milliseconds stop_timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + stop_timeout;
   if (!attached_) {
+    // Exited (or detached): children it created may still be held at their first stop.
+    release_children(deadline);
     return;
   }
   attached_ = false;
@@ -684,7 +739,11 @@ void TracedProcess::detach_all() {
   detach_hooks_.clear();
   std::vector<bool> done(hooks.size(), false);
   for (int round = 0;; ++round) {
-    stop_all(std::chrono::milliseconds(2000));
+    // The first stop waits up to the deadline; a thread that did not stop by then is not
+    // waited for again, the others (resumed for a moment) stop again within 100 ms.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    stop_all(round == 0 ? left : std::max(left, std::chrono::milliseconds(100)));
     bool all_done = true;
     if (!hooks.empty()) {
       StoppedWorld world(*this, space_pid(), {}, {}, /*resume_at_end=*/false);
@@ -713,15 +772,53 @@ void TracedProcess::detach_all() {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   resume_all(/*detach=*/true);
-  // Child processes still waiting for their first stop or their creator's event: detach
-  // whatever has stopped (the rest are detached by the kernel when profctl exits).
-  for (auto& [cpid, c] : children_) {
-    ptrace(PTRACE_DETACH, cpid, nullptr, nullptr);
-  }
-  children_.clear();
   // A thread that never stopped stays traced until profctl exits; the kernel detaches it
   // then (exit_ptrace), with nothing patched and no signal held.
+  for (const auto& [tid, t] : table_.all()) {
+    left_traced_ += t.state == TState::kExiting ? 0 : 1;
+  }
+  if (!table_.empty()) {
+    logger("attach")->warn("{} threads of pid {} did not stop: left for the kernel to release",
+                           table_.size(), pid_);
+  }
   table_.clear();
+  release_children(deadline);
+}
+
+void TracedProcess::release_children(std::chrono::steady_clock::time_point deadline) {
+  // Halves of a creation: a creator's event whose child has not reached its first stop yet
+  // (a process just created reaches it at once), or a first stop whose creator's event never
+  // came. Each child is detached at its first stop; one still on its way is waited for.
+  size_t late = 0;
+  while (std::any_of(children_.begin(), children_.end(),
+                     [](const auto& kv) { return !kv.second.first_stop; })) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 && ++late > children_.size() + 8) {
+      break;
+    }
+    auto ev = next_own(std::max(left, std::chrono::milliseconds(0)));
+    if (!ev) {
+      break;
+    }
+    // A child's first stop settles it (detached: nobody adopts during a detach), an exit
+    // drops it; a thread of ours born just before the detach is detached at its first stop.
+    on_status(*ev);
+    if (table_.find(ev->tid) != nullptr) {
+      resume_one(ev->tid, /*detach=*/true);
+    }
+  }
+  for (const auto& [cpid, c] : children_) {
+    if (c.first_stop && ptrace(PTRACE_DETACH, cpid, nullptr, nullptr) == 0) {
+      continue;
+    }
+    ++left_traced_;
+    logger("attach")->warn(
+        "child process {} of pid {} did not reach its first stop: left for "
+        "the kernel to release",
+        cpid, pid_);
+  }
+  children_.clear();
 }
 
 TracedProcess::~TracedProcess() {

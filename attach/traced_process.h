@@ -146,14 +146,29 @@ class TracedProcess {
   // True while `tid` is one of this process's traced threads, or a child process whose
   // creation it is settling.
   bool owns(pid_t tid) const { return table_.find(tid) != nullptr || children_.count(tid) > 0; }
+  // With several traced processes (a ProcessTree), the two halves of a child process's
+  // creation — its creator's event and its own first stop — can reach different processes:
+  // the first stop of a child whose event has not arrived yet is routed by its parent pid,
+  // which is not its creator's after clone(CLONE_PARENT) or a reparenting. Asked at a
+  // creator's event when this process has not seen the child's first stop: kFirstStop when
+  // another process held it (and gave it up), kKnown when the child is traced already.
+  enum class ChildClaim { kNone, kFirstStop, kKnown };
+  using ChildClaimHook = std::function<ChildClaim(pid_t child, const TracedProcess& self)>;
+  void set_child_claim(ChildClaimHook hook) { claim_ = std::move(hook); }
   // Runs inside the last stopped world before every thread is detached, on every exit
   // path that detaches (normal end, error, exception unwinding through the destructor).
   // Returns false to ask for the target to run briefly and be stopped again (a thread was
   // inside code the hook must not remove yet); bounded at about a second.
   using DetachHook = std::function<bool(StoppedWorld&)>;
   void add_detach_hook(DetachHook hook) { detach_hooks_.push_back(std::move(hook)); }
-  // Detaches every thread now (the destructor does the same).
-  void detach();
+  // Detaches every thread now (the destructor does the same), and every child process whose
+  // creation was not settled yet, even after the process itself has exited. `stop_timeout`
+  // bounds the wait for threads to reach the stop a detach needs; a thread still not
+  // stopped then (uninterruptible sleep) stays traced until profctl exits, when the kernel
+  // releases it, and is counted in left_traced().
+  void detach(std::chrono::milliseconds stop_timeout = std::chrono::milliseconds(2000));
+  // Threads and child processes the last detach could not reach (see detach()).
+  size_t left_traced() const { return left_traced_; }
 
   // Called from the status handler, whatever the caller's purpose, while the thread is
   // stopped. on_trap: a SIGTRAP signal-stop; return true when it was profctl's own
@@ -244,7 +259,13 @@ class TracedProcess {
   // their events, exec). The caller decides when to resume the thread.
   Transition on_status(const Waiter::Event& ev);
   void on_child_process(pid_t child, pid_t parent_tid, int event, bool first_stop);
-  void settle_child(ChildProcess& c);
+  void settle_child(const ChildProcess& c);
+  // After this process's exit: the children whose first stop arrived but whose creator's
+  // event never will (the creator died at it) are settled now, parent unknown.
+  void settle_orphans();
+  // Detaches the child processes not settled yet, each at its first stop (waited for until
+  // `deadline` when it has not arrived).
+  void release_children(std::chrono::steady_clock::time_point deadline);
 
   // Resumes a stopped thread (with its pending signal; PTRACE_LISTEN if it is
   // group-stopped with none) or detaches it.
@@ -258,7 +279,7 @@ class TracedProcess {
   // gone, or the deadline passed). Returns the tids that did not stop.
   std::vector<pid_t> stop_all(std::chrono::milliseconds timeout);
   void resume_all(bool detach);
-  void detach_all();
+  void detach_all(std::chrono::milliseconds stop_timeout = std::chrono::milliseconds(2000));
 
   std::optional<Snapshot> snapshot_stopped(pid_t tid, size_t stack_bytes);
   std::optional<TraceEvent> handle_status(const Waiter::Event& ev, size_t stack_bytes);
@@ -278,14 +299,17 @@ class TracedProcess {
   ChildHook child_hook_;
   AdoptHook adopt_hook_;
   StatusRouter router_;
+  ChildClaimHook claim_;
   std::vector<DetachHook> detach_hooks_;
   ThreadHooks hooks_;
   SnapshotFilter snapshot_filter_;
   SnapshotFilter sample_hook_;
   OwnSignal own_signal_;
   bool attached_ = true;
-  bool leader_gone_ = false;   // the main thread exited (pthread_exit): it is not traced
-  pid_t failed_tid_ = 0;       // the thread PTRACE_SEIZE refused
+  bool leader_gone_ = false;      // the main thread exited (pthread_exit): it is not traced
+  pid_t failed_tid_ = 0;          // the thread PTRACE_SEIZE refused
+  size_t left_traced_ = 0;        // see left_traced()
+  std::set<pid_t> unresponsive_;  // threads that missed a stop_all deadline, still interrupted
   // Remote syscalls (StoppedWorld::syscall) run as a chain of the target's own code: a
   // `syscall; ret` and a `mov $15, %rax; syscall` (rt_sigreturn). Found once per image.
   struct RemoteChain {

@@ -105,6 +105,7 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
   sopts.stack_bytes = req.stack_bytes;
   sopts.sample = out.kinds.count("cpu") || out.kinds.count("wall");
   sopts.cpu_timer = req.cpu_timer && out.kinds.count("cpu") > 0;
+  sopts.stop_grace = req.stop_grace;
   // The live view names the hottest function so far: the collector's hottest innermost
   // pcs, named (without source lines) once a second on this thread, which owns `dwfl`.
   std::unique_ptr<Symbolizer> live_sym;
@@ -188,6 +189,7 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
     }
   };
   phase("detaching");
+  tree.detach_children();
   out.tree = tree.stats();
   for (auto& n : tree.take_notes()) {
     out.warnings.push_back(std::move(n));
@@ -209,6 +211,17 @@ PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineReq
     out.warnings.emplace_back("the target called exec: the capture stopped there");
   }
   tp->detach();  // the probes are removed in the last stopped world
+  out.left_traced = out.tree.left_traced + tp->left_traced();
+  if (const uint64_t left = out.left_traced; left > 0) {
+    // Threads in uninterruptible sleep that never reached a stop: ptrace can only detach a
+    // stopped thread, so they are the kernel's to release at profctl's exit.
+    out.warnings.push_back(
+        std::to_string(left) +
+        " threads or processes never reached a stop and could not be detached: the kernel "
+        "releases them when profctl exits" +
+        (req.launch ? " (and kills them: PTRACE_O_EXITKILL, the program was started by profctl)"
+                    : ""));
+  }
   if (out.probes) {
     out.probes_end_ns = out.probes->now_ns();
     phase("unwinding the probes' records");

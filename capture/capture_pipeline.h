@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -37,6 +38,9 @@ struct PipelineRequest {
   DwflOptions dwfl;
   bool cpu_timer = true;  // cpu samples from the threads' CPU clocks (cpu_timer.h)
   TreeOptions tree;       // child processes: followed (sampled) or only cleaned
+  // How long after `stop` a launched program may take to exit before the capture ends
+  // without it (SessionOptions::stop_grace); 0 for attach.
+  std::chrono::milliseconds stop_grace{0};
   // The live status line (about 4 times a second).
   struct Live {
     SessionStatus session;
@@ -72,6 +76,7 @@ struct PipelineResult {
   uint64_t probes_end_ns = 0;         // when the probes were removed, on the same clock
   double duration_s = 0;              // the sampling window (start to the end's request)
   double finish_s = 0;                // from the end of the window to the collectors finished
+  uint64_t left_traced = 0;  // threads and processes that never stopped, so were not detached
   std::vector<std::string> warnings;  // for the report
 };
 

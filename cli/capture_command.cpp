@@ -264,6 +264,7 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
     progress->phase(what);
   };
   req.tree.follow = launch ? !o.no_children : o.children;
+  req.stop_grace = launch ? kRunStopGrace : std::chrono::milliseconds(0);
   req.tree.max_processes = o.max_processes;
   PipelineResult run = run_pipeline(std::move(tp), req, stop_requested());
   if (live) {
@@ -430,6 +431,11 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   if (res.end == SessionResult::End::kTargetExited) {
     warnings.emplace_back(launch ? "the program exited" : "the target exited during the capture");
   }
+  if (launch && res.end == SessionResult::End::kInterrupted) {
+    warnings.push_back(signal_name(last_stop_signal()) + ": the program had not exited " +
+                       std::to_string(kRunStopGrace.count()) +
+                       " ms later; the capture ended without it");
+  }
   c.warnings.insert(c.warnings.end(), warnings.begin(), warnings.end());
   auto [stop_med, stop_worst] = median_and_max(res.stop_latencies_ns);
   log->debug(
@@ -478,10 +484,23 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   if (launch) {
     int st = res.exit_status;
     if (res.end != SessionResult::End::kTargetExited) {
-      // Detached early (exec, or profctl was told to stop): the command is still our
-      // child, so its exit status is still ours to report.
-      while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      // Detached early (-d, exec, or profctl was told to stop): the command is still our
+      // child, so its exit status is still ours to report — unless profctl was told to stop
+      // and the command has not exited within the grace: profctl ends, it runs on.
+      auto w = wait_program_exit(pid);
+      if (!w) {
+        const int sig = last_stop_signal();
+        std::fprintf(stderr, "profctl: the program (pid %d) had not exited %lld ms after %s: %s\n",
+                     static_cast<int>(pid), static_cast<long long>(kRunStopGrace.count()),
+                     signal_name(sig).c_str(),
+                     run.left_traced == 0
+                         ? "it runs on, no longer traced"
+                         : "the processes of the threads that never stopped are killed as "
+                           "profctl exits (PTRACE_O_EXITKILL), the others run on, no longer "
+                           "traced");
+        return 128 + sig;
       }
+      st = *w;
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 0;
   }
