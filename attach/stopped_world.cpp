@@ -15,8 +15,8 @@
 #include <sstream>
 
 #include "attach/proc.h"
-#include "attach/sigreturn_frame.h"
 #include "attach/seccomp_check.h"
+#include "attach/sigreturn_frame.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
 

@@ -205,6 +205,58 @@ TEST(ProbeSafetyInstall, AFailedInstallLeavesTheTargetAsFound) {
   expect_finished_clean(target);
 }
 
+// A thread inside a probed call when the capture ends (the target's own malloc sleeping
+// for seconds) keeps the probe areas mapped: profctl says exactly what it left (addresses
+// and sizes) and exits 6, never 0. The target runs on correctly, and the next attach
+// removes what was left.
+TEST(ProbeSafetyRemoval, WhatCannotBeRemovedIsListedAndTheExitIsNotZero) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({PROBE_BUSY});
+  ASSERT_TRUE(target.wait_ready());
+  const std::set<std::string> before = code_mappings(target.pid());
+  TempDir dir;
+  BgProcess p(attach_argv(
+      target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-d", "1s", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  ASSERT_EQ(target.command("slow 4000"), "slow armed");
+  auto st = p.wait_exit(milliseconds(30000));
+  ASSERT_TRUE(st) << p.err();
+  EXPECT_EQ(exit_code_of(*st), 6) << p.err();
+  const std::string err = p.err();
+  EXPECT_NE(err.find("left in pid " + std::to_string(target.pid())), std::string::npos) << err;
+  EXPECT_NE(err.find("a probe area at 0x"), std::string::npos) << err;
+  EXPECT_NE(code_mappings(target.pid()), before) << "nothing was left: the test proves nothing";
+  // The sleeping call returns through the disabled trampoline and the target runs on.
+  for (int i = 0; i < 100; ++i) {
+    auto s = target.command("status");
+    ASSERT_TRUE(s);
+    if (s->find("slow=1") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  auto s = target.command("status");
+  ASSERT_TRUE(s);
+  EXPECT_NE(s->find("slow=1"), std::string::npos) << *s;
+  EXPECT_NE(s->find("bad=0"), std::string::npos) << *s;
+  // The next attach takes the leftovers out.
+  TempDir dir2;
+  auto r = run(attach_argv(
+      target.pid(), {"--profiles", "heap", "-d", "0.2s", "--format", "json", "-o", dir2.path()}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.err.find("removed an earlier profctl session's probe area"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(code_mappings(target.pid()), before) << "before:\n"
+                                                 << joined(before) << "after:\n"
+                                                 << joined(code_mappings(target.pid()));
+  EXPECT_EQ(target.command("quit", milliseconds(5000)), std::nullopt);
+  for (int i = 0; i < 100 && target.alive(); ++i) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_TRUE(target.wait_status());
+  EXPECT_EQ(*target.wait_status(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, ProbeSafety, ::testing::Values("block", "spin"));
 
 }  // namespace
