@@ -298,10 +298,10 @@ Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_i
     if (ev->pending_in_kernel) {
       tp_.waiter_.consume(*ev);
     }
-    {
+    if (auto log = logger("attach"); log->should_log(spdlog::level::trace)) {
       std::ostringstream os;
       os << ev->status;
-      logger("attach")->debug("remote syscall: thread {} {}", tid, os.str());
+      log->trace("remote syscall: thread {} {}", tid, os.str());
     }
     // Every blockable signal is blocked: a signal stop here is SIGSTOP, sent again once
     // the thread is back in its own state. An interrupt stop is an earlier

@@ -296,7 +296,7 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
     if (auto s = weak.lock()) {
       auto it = s->thread_pointers_.find(tid);
       if (it != s->thread_pointers_.end()) {
-        s->area_.forget_thread(it->second);
+        s->area_.forget_thread(it->second, tid);
         s->thread_pointers_.erase(it);
       }
     }

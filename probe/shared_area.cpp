@@ -205,13 +205,21 @@ Result<void> SharedArea::register_thread(uint64_t tp, uint64_t stack_lo, uint64_
   return {};
 }
 
-void SharedArea::forget_thread(uint64_t tp) {
-  if (probe_thread_slot* s = find_slot(tp, false)) {
-    at(s->stack_hi).store(0, std::memory_order_release);
-    at(s->tid).store(0, std::memory_order_release);
-    // An exited thread's wait is over (a cancellation unwinds past it without returning).
-    at(s->wait_active).store(0, std::memory_order_release);
+void SharedArea::forget_thread(uint64_t tp, pid_t tid) {
+  probe_thread_slot* s = find_slot(tp, false);
+  if (s == nullptr) {
+    return;
   }
+  // The exit is reported late: a new thread may already own the same TCB (glibc reuses
+  // thread stacks), be registered, and be in a wait of its own. Only the exited thread's
+  // registration is undone; the new one's stays.
+  int32_t expected = tid;
+  if (!at(s->tid).compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+    return;
+  }
+  at(s->stack_hi).store(0, std::memory_order_release);
+  // An exited thread's wait is over (a cancellation unwinds past it without returning).
+  at(s->wait_active).store(0, std::memory_order_release);
 }
 
 namespace {

@@ -123,7 +123,8 @@ class SharedArea {
                                pid_t tid = 0);
   // Forgets a thread's bounds and tid. Call it on thread exit, before a new thread can
   // reuse the TCB (glibc caches thread stacks, so a new thread often gets the same fs_base).
-  void forget_thread(uint64_t thread_pointer);
+  // Only when the slot is still `tid`'s: a new thread on the same TCB keeps its own.
+  void forget_thread(uint64_t thread_pointer, pid_t tid);
 
   ProbeCounters counters() const;
 

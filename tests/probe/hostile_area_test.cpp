@@ -121,7 +121,7 @@ TEST(ProbeHostileArea, ForgedLayoutFieldsAreNeverUsed) {
     EXPECT_FALSE(a.wait_of(0x7f0000001000).has_value());
     EXPECT_LE(a.active_waits().size(), a.thread_capacity());
     a.clear_wait(0x7f0000001000);
-    a.forget_thread(0x7f0000001000);
+    a.forget_thread(0x7f0000001000, 1234);
     // The slot went where profctl put the table, not where the forgery says.
     int found = 0;
     for (uint64_t i = 0; i < a.thread_capacity(); ++i) {

@@ -237,7 +237,7 @@ TEST(ProbeInProcess, RegisteredTidAndProcessTokenAreUsed) {
   probes->area().set_enabled(true);
   void* p = g_malloc(24680);
   probes->area().set_enabled(false);
-  probes->area().forget_thread(reinterpret_cast<uint64_t>(__builtin_thread_pointer()));
+  probes->area().forget_thread(reinterpret_cast<uint64_t>(__builtin_thread_pointer()), fake_tid);
   probes->area().set_enabled(true);
   void* q = g_malloc(24681);
   probes->area().set_enabled(false);

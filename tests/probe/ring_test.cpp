@@ -96,6 +96,33 @@ TEST(ProbeSharedArea, LayoutAndOptions) {
   EXPECT_FALSE(SharedArea::create(bad));
 }
 
+// glibc reuses a thread's stack, and so its TCB, for the next thread, and the old one's
+// exit can be reported after the new one is registered and waiting: forgetting the old
+// thread must leave the new one's registration and wait alone.
+TEST(ProbeSharedArea, ALateExitLeavesTheNextThreadOnTheSameTcbAlone) {
+  SharedArea a = small_area();
+  const uint64_t tcb = 0x7f0000002000;
+  ASSERT_TRUE(a.register_thread(tcb, 0x7f0000000000, tcb, 100));
+  ASSERT_TRUE(a.register_thread(tcb, 0x7f0000000000, tcb, 200));  // the next thread
+  probe_ctl* c = a.ctl();
+  auto* slots = reinterpret_cast<probe_thread_slot*>(a.data() + c->threads_offset);
+  probe_thread_slot* slot = nullptr;
+  for (uint64_t i = 0; i < c->threads_capacity; ++i) {
+    slot = slots[i].key == tcb ? &slots[i] : slot;
+  }
+  ASSERT_NE(slot, nullptr);
+  slot->wait_active = 1;  // the new thread waits (hijacked)
+  a.forget_thread(tcb, 100);
+  EXPECT_EQ(slot->tid, 200);
+  EXPECT_EQ(slot->stack_hi, tcb);
+  EXPECT_EQ(slot->wait_active, 1u);
+  EXPECT_TRUE(a.wait_of(tcb).has_value());
+  a.forget_thread(tcb, 200);  // its own exit
+  EXPECT_EQ(slot->tid, 0);
+  EXPECT_EQ(slot->stack_hi, 0u);
+  EXPECT_EQ(slot->wait_active, 0u);
+}
+
 TEST(ProbeSharedArea, RegisterThreadClaimsAndUpdatesASlot) {
   SharedArea a = small_area();
   ASSERT_TRUE(a.register_thread(0x7f0000001000, 0x7f0000000000, 0x7f0000001000));
@@ -111,7 +138,7 @@ TEST(ProbeSharedArea, RegisterThreadClaimsAndUpdatesASlot) {
     }
   }
   EXPECT_EQ(found, 1);
-  a.forget_thread(0x7f0000001000);
+  a.forget_thread(0x7f0000001000, 0);
   EXPECT_FALSE(a.register_thread(0, 1, 2));
   EXPECT_FALSE(a.register_thread(5, 2, 1));
   // 16 slots, 16 probes: the 17th thread finds the table full.
