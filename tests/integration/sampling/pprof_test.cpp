@@ -196,9 +196,18 @@ TEST_F(SamplingPprof, ProfctlNamesEveryFrameOfThePltTarget) {
   char name[64];
   std::snprintf(name, sizeof name, "libpltlib.so+0x%llx", static_cast<unsigned long long>(*inner));
   // lib_inner: stripped, static; every one of its pcs under the name of its start (CFI).
-  for (const std::string& fn : std::vector<std::string>{"plt_loop", "main", "_start", "lib_spin",
-                                                        "lib_nop", "labs", name}) {
+  for (const std::string& fn :
+       std::vector<std::string>{"plt_loop", "main", "_start", "lib_spin", name}) {
     EXPECT_GT(costs.count(fn) ? costs.at(fn).cum : 0, 0) << fn << " not in\n" << describe(stacks);
+  }
+  // labs and lib_nop are one to four instructions reached through a PLT stub. On some
+  // virtual machines the CPU timer's interrupt is never taken inside such a leaf (the
+  // samples land on the stub's jump instead, seen on a 2-vCPU Firecracker guest): either
+  // the function or its stub must be there, each under its own name.
+  for (const std::string& fn : std::vector<std::string>{"lib_nop", "labs"}) {
+    const long long cum = (costs.count(fn) ? costs.at(fn).cum : 0) +
+                          (costs.count(fn + "@plt") ? costs.at(fn + "@plt").cum : 0);
+    EXPECT_GT(cum, 0) << fn << " (or " << fn << "@plt) not in\n" << describe(stacks);
   }
   for (const auto& [fn, cost] : costs) {
     EXPECT_FALSE(fn.starts_with("libpltlib.so+") && fn != name)
