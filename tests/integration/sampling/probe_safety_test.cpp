@@ -69,7 +69,11 @@ void expect_healthy(Child& target, const std::string& when) {
 // Every signal the sender queued arrived, in order, and every invariant held to the end.
 void expect_finished_clean(Child& target) {
   auto fin = target.command("finish", milliseconds(60000));
-  ASSERT_TRUE(fin) << "no reply to finish";
+  if (!fin) {
+    // What every thread is doing, for the failure message.
+    auto st = run({PROFCTL_BIN, "stack", std::to_string(target.pid())});
+    FAIL() << "no reply to finish\n" << describe_tasks(target.pid()) << "\n" << st.out << st.err;
+  }
   const long long sent = field(*fin, "sent");
   EXPECT_GT(sent, 1000) << *fin;
   EXPECT_EQ(field(*fin, "received"), sent) << *fin;
