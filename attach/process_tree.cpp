@@ -2,12 +2,14 @@
 #include "attach/process_tree.h"
 
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "attach/proc.h"
+#include "base/fd.h"
 #include "base/log.h"
 
 namespace profctl {
@@ -25,6 +27,31 @@ ProcessTree::~ProcessTree() {
   root_.set_child_claim({});
   root_.set_sample_hook({});
 }
+
+namespace {
+
+// Whether thread `tid` of `pid` might be between creating a process and stopping at its
+// fork/clone event: it runs (/proc cannot say where), or is blocked in a fork or clone. A
+// thread gone, a zombie, or blocked anywhere else is not creating anything.
+bool may_be_creating(pid_t pid, pid_t tid) {
+  auto stat = read_task_stat(pid, tid);
+  if (!stat || stat->state == 'Z' || stat->state == 'X') {
+    return false;
+  }
+  auto text =
+      read_file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall");
+  if (!text) {
+    return false;
+  }
+  if (text->starts_with("running")) {
+    return true;
+  }
+  auto w = parse_syscall(*text);  // nullopt: "-1 ...", blocked outside a syscall
+  return w &&
+         (w->nr == SYS_clone || w->nr == SYS_fork || w->nr == SYS_vfork || w->nr == SYS_clone3);
+}
+
+}  // namespace
 
 template <class F>
 void ProcessTree::for_each_process(F&& f) {
@@ -212,6 +239,11 @@ void ProcessTree::release_stray(const Waiter::Event& ev) {
 TracedProcess::ChildClaim ProcessTree::claim(pid_t child, const TracedProcess& asker) {
   using C = TracedProcess::ChildClaim;
   C out = C::kNone;
+  if (auto it = std::find(settled_early_.begin(), settled_early_.end(), child);
+      it != settled_early_.end()) {
+    settled_early_.erase(it);  // settled at its first stop: its creator was thought dead
+    return C::kKnown;
+  }
   for_each_process([&](TracedProcess& p) {
     if (out != C::kNone || &p == &asker) {
       return;
@@ -231,6 +263,50 @@ TracedProcess::ChildClaim ProcessTree::claim(pid_t child, const TracedProcess& a
     }
   });
   return out;
+}
+
+bool ProcessTree::creation_may_be_in_flight() {
+  bool maybe = false;
+  for_each_process([&](TracedProcess& p) {
+    for (const auto& [tid, t] : p.table_.all()) {
+      // Held by us (its events are handled as they come) or not run yet: not creating.
+      if (maybe || t.state == TState::kStopped || t.state == TState::kNew) {
+        continue;
+      }
+      maybe = may_be_creating(p.pid(), tid);
+    }
+  });
+  return maybe;
+}
+
+void ProcessTree::settle_stranded() {
+  // The first stop of a process whose creator's event has not come is held, by the process
+  // of its parent pid, until the event names its creator. A creator killed at that event
+  // (SIGKILL to a process right after its clone(CLONE_PARENT), or its fork with the child
+  // reparented) never reports it, and its exit names no child: the stop would be held for
+  // good, and whoever waits for that child with it. Once no traced thread can be between
+  // a creation and its event, every such stop is stranded and is settled, parent unknown.
+  std::vector<std::pair<TracedProcess*, ChildProcess>> held;
+  for_each_process([&](TracedProcess& p) {
+    for (const auto& [cpid, c] : p.children_) {
+      if (c.first_stop && c.parent_tid == 0) {
+        held.emplace_back(&p, c);
+      }
+    }
+  });
+  if (held.empty() || creation_may_be_in_flight()) {
+    return;
+  }
+  for (auto& [p, c] : held) {
+    logger("attach")->debug("child process {}: held by {}, no creator can report it: settled",
+                            c.pid, p->pid());
+    p->settle_child(c);
+    p->children_.erase(c.pid);
+    settled_early_.push_back(c.pid);
+    if (settled_early_.size() > 4096) {
+      settled_early_.pop_front();
+    }
+  }
 }
 
 std::vector<pid_t> ProcessTree::tids() const {
@@ -307,6 +383,7 @@ void ProcessTree::set_stack_bytes(size_t n) {
 
 std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::milliseconds timeout,
                                                                size_t stack_bytes) {
+  settle_stranded();
   // An exited child whose last child process is settled is of no more use.
   std::erase_if(exited_,
                 [](const auto& c) { return c->children_.empty() && c->routed_in_.empty(); });

@@ -94,6 +94,12 @@ class ProcessTree {
   // Lets go of a stray's stop (with its signal, if it is a signal-delivery stop).
   void release_stray(const Waiter::Event& ev);
   TracedProcess::ChildClaim claim(pid_t child, const TracedProcess& asker);
+  // A first stop held for its creator's event (parent unknown) whose creator can no longer
+  // report it (killed at its clone event: the kernel drops the event) is settled now.
+  void settle_stranded();
+  // True while a traced thread of the tree might still be between creating a process and
+  // reporting it (running, or in a fork/clone syscall).
+  bool creation_may_be_in_flight();
   // Every process that can own a status: the root, the followed children, and the exited
   // children that still have a child process to settle.
   template <class F>
@@ -116,6 +122,9 @@ class ProcessTree {
   // Followed children that exited while a process they created was not settled yet (its
   // first stop still to come): kept until it is, so that it is settled, never held.
   std::vector<std::unique_ptr<TracedProcess>> exited_;
+  // Child processes settled before their creator's event (settle_stranded): if the event
+  // comes after all, claim() says the child is dealt with. Bounded: pids are reused.
+  std::deque<pid_t> settled_early_;
   bool closing_ = false;  // detaching: a child process created now is detached, not followed
   std::deque<TraceEvent> events_;
   Waiter waiter_;
