@@ -231,10 +231,13 @@ Result<void> StoppedWorld::find_chain() {
 }
 
 pid_t StoppedWorld::pick_thread() {
-  // A forked child at its first stop is in no thread table (its world is its own).
+  // A forked child at its first stop is in no thread table (its world is its own). A thread
+  // holding a signal to re-deliver is not used: the signal can only be injected from the
+  // signal stop it is in, which the syscall would end.
   auto ours_to_run = [&](pid_t tid) {
     const TracedThread* t = tp_.table_.find(tid);
-    return t == nullptr || (t->state == TState::kStopped && !t->group_stop && !t->signal_in_kernel);
+    return t == nullptr || (t->state == TState::kStopped && !t->group_stop &&
+                            !t->signal_in_kernel && t->pending_signal == 0);
   };
   for (pid_t tid : stopped_) {
     if (ours_to_run(tid) && at_interrupt_stop(tid)) {

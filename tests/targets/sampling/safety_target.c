@@ -265,6 +265,10 @@ static void* consumer(void* arg) {
   return NULL;
 }
 
+// The pinger alone decides when to end, and says so with its last ping: the ponger reads
+// the flag only after taking that ping, so it never leaves a ping of a round unanswered.
+static atomic_int ping_done;
+
 static void* pinger(void* arg) {
   (void)arg;
   while (!atomic_load(&g_stop)) {
@@ -272,6 +276,7 @@ static void* pinger(void* arg) {
     sem_wait(&pong);
     ++pongs;
   }
+  atomic_store(&ping_done, 1);
   sem_post(&ping);  // the ponger's last wait
   return NULL;
 }
@@ -280,11 +285,11 @@ static void* ponger(void* arg) {
   (void)arg;
   for (;;) {
     sem_wait(&ping);
-    ++pings;
-    sem_post(&pong);  // before looking at g_stop: the pinger may be waiting for it
-    if (atomic_load(&g_stop)) {
+    if (atomic_load(&ping_done)) {
       break;
     }
+    ++pings;
+    sem_post(&pong);
   }
   return NULL;
 }
@@ -429,7 +434,7 @@ int main(int argc, char** argv) {
   }
   pthread_join(inc[0], NULL);
   pthread_join(inc[1], NULL);
-  const int waits_ok = q_produced == q_consumed && pings >= pongs && c_counter == 2L * kIncrements;
+  const int waits_ok = q_produced == q_consumed && pings == pongs && c_counter == 2L * kIncrements;
   printf("finish sent=%ld ", sent);
   print_status(waits_ok ? "waits=ok" : "waits=bad");
   const int ok = sent >= 0 && atomic_load(&g_received) == sent && atomic_load(&g_gaps) == 0 &&
