@@ -146,7 +146,13 @@ TEST_P(ProbeSafety, SigkillAtAnyMomentNeverHarmsTheTarget) {
     }
     killed_with_probes_in += probes_in(target.pid()) ? 1 : 0;
     p.signal(SIGKILL);
-    ASSERT_TRUE(p.wait_exit(milliseconds(10000)));
+    if (!p.wait_exit(milliseconds(30000))) {
+      const std::string proc = "/proc/" + std::to_string(p.pid());
+      FAIL() << "round " << round << ": profctl (pid " << p.pid() << ") did not exit after "
+             << "SIGKILL: " << read_text(proc + "/status").value_or("(no /proc entry)")
+             << "\nwchan " << read_text(proc + "/wchan").value_or("?") << "\n"
+             << read_text(proc + "/stack").value_or("");
+    }
     ASSERT_TRUE(wait_untraced(target.pid())) << describe_tasks(target.pid());
     ASSERT_TRUE(target.alive()) << "round " << round << " (" << ms << " ms): the target died, "
                                 << p.err();
