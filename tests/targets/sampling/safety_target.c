@@ -337,6 +337,7 @@ static int read_command(int spin, char* line, size_t cap) {
     }
     if (spin && errno == EAGAIN) {
       check_registers();
+      usleep(1000);  // mostly in user code, but not a whole CPU: tests run side by side
       continue;
     }
     atomic_fetch_add(&g_sys, 1);  // a read that failed: EINTR under SA_RESTART included
