@@ -4,6 +4,9 @@
 #pragma once
 
 #include <charconv>
+#include <cinttypes>
+#include <cstdio>
+#include <string>
 #include <string_view>
 #include <system_error>
 
@@ -33,6 +36,13 @@ bool parse_num(std::string_view s, T& out, int base = 10) {
   }
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out, base);
   return ec == std::errc() && p == s.data() + s.size();
+}
+
+// A target address or value as messages show it: "0x7f3a2c001234".
+inline std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
 }
 
 }  // namespace profctl

@@ -15,6 +15,7 @@
 #include "attach/stopped_world.h"
 #include "base/fd.h"
 #include "base/log.h"
+#include "base/text_fields.h"
 #include "probe/abi/probe_abi.h"
 
 namespace profctl::probe {
@@ -27,12 +28,6 @@ constexpr size_t kPatchSpan = 9;  // endbr64 + jmp rel32: the most a patch chang
 constexpr size_t kCompare = 16;
 constexpr const char kMemfdPrefix[] = "/memfd:profctl-probe";
 
-std::string hex(uint64_t v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
-}
-
 template <class T>
 bool read_obj(StoppedWorld& w, uint64_t addr, T& out) {
   auto n = w.read(addr, std::as_writable_bytes(std::span(&out, 1)));
@@ -44,12 +39,8 @@ bool write_obj(StoppedWorld& w, uint64_t addr, const T& v) {
   return static_cast<bool>(w.write(addr, std::as_bytes(std::span(&v, 1))));
 }
 
-const MapEntry* mapping_at(const std::vector<MapEntry>& maps, uint64_t addr) {
-  return find_mapping(maps, addr);
-}
-
 bool in_executable_file(const std::vector<MapEntry>& maps, uint64_t addr) {
-  const MapEntry* m = mapping_at(maps, addr);
+  const MapEntry* m = find_mapping(maps, addr);
   return m != nullptr && m->executable && !m->path.empty() && m->path[0] == '/';
 }
 
@@ -82,9 +73,9 @@ std::vector<OldArea> find_code_areas(StoppedWorld& w, const std::vector<MapEntry
     }
     // The token page must be the anonymous mapping right after the code (or the same one,
     // when the code was never made executable).
-    const MapEntry* t = mapping_at(maps, token);
+    const MapEntry* t = find_mapping(maps, token);
     if (t == nullptr || !t->path.empty() || t->shared || t->end < token + kPage ||
-        mapping_at(maps, a.start)->end < token) {
+        find_mapping(maps, a.start)->end < token) {
       continue;
     }
     a.end = token + kPage;
@@ -96,7 +87,7 @@ std::vector<OldArea> find_code_areas(StoppedWorld& w, const std::vector<MapEntry
 // The module file's bytes at a target address (through /proc/PID/root).
 bool file_bytes(const std::vector<MapEntry>& maps, const std::string& root, uint64_t addr,
                 std::span<uint8_t> out) {
-  const MapEntry* m = mapping_at(maps, addr);
+  const MapEntry* m = find_mapping(maps, addr);
   if (m == nullptr || !m->executable || m->path.empty() || m->path[0] != '/' ||
       addr + out.size() > m->end) {
     return false;
@@ -157,7 +148,7 @@ class Remover {
   // The control block an old area points at, if it lies in a profctl memfd mapping and
   // its layout is consistent with that mapping.
   const MapEntry* old_shared(const OldArea& a, probe_ctl& ctl) {
-    const MapEntry* m = mapping_at(maps_, a.header.shared_area);
+    const MapEntry* m = find_mapping(maps_, a.header.shared_area);
     if (m == nullptr || !m->path.starts_with(kMemfdPrefix) || a.header.shared_area != m->start ||
         !read_obj(w_, m->start, ctl) || ctl.magic != PROBE_ABI_MAGIC ||
         ctl.abi_version != PROBE_ABI_VERSION || ctl.area_size > m->end - m->start) {

@@ -16,6 +16,7 @@
 #include "attach/seccomp_check.h"
 #include "attach/stopped_world.h"
 #include "base/log.h"
+#include "base/text_fields.h"
 #include "probe/abi/probe_abi.h"
 #include "probe/blob_image.h"
 #include "probe/code_area.h"
@@ -47,12 +48,6 @@ constexpr Want kHeapFunctions[] = {
     {"valloc", PROBE_KIND_VALLOC},
     {"pvalloc", PROBE_KIND_PVALLOC},
 };
-
-std::string hex(uint64_t v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
-}
 
 // A remote syscall's raw result as a Result: -4095..-1 are errnos.
 Result<uint64_t> checked(Result<long> r, const std::string& what) {

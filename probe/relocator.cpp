@@ -9,16 +9,12 @@
 #include <optional>
 #include <string>
 
+#include "base/text_fields.h"
+
 namespace profctl::probe {
 namespace {
 
 constexpr uint8_t kEndbr64[] = {0xF3, 0x0F, 0x1E, 0xFA};
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
 
 Error refuse(const std::string& why, uint64_t at) {
   return Error{"cannot relocate at " + hex(at) + ": " + why, 0};
