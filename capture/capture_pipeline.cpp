@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 #include "capture/capture_pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "attach/proc.h"
 #include "base/log.h"
 #include "base/user_error.h"
-#include "symbolize/symbolizer.h"
+#include "capture/hottest_function.h"
 #include "unwind/dwfl_unwinder.h"
 
 namespace profctl {
@@ -22,238 +23,278 @@ std::unique_ptr<TargetDwfl> modules_of(const TracedProcess& tp, const DwflOption
   return std::move(*d);
 }
 
-// The probes (heap, block, mutex), each collector unwinding with a Dwfl of its own.
-void start_probes(TracedProcess& tp, const PipelineRequest& req, PipelineResult& out) {
-  const bool heap = out.kinds.count("heap") > 0;
-  const bool block = out.kinds.count("block") > 0;
-  const bool mutex = out.kinds.count("mutex") > 0;
-  if (!heap && !block && !mutex) {
-    return;
+}  // namespace
+
+SessionPlan plan_session(const std::vector<const ProfileSource*>& sources,
+                         const CaptureSettings& s) {
+  SessionPlan plan;
+  for (const ProfileSource* src : sources) {
+    src->plan(plan, s);
   }
-  ProbeCaptureOptions popts = req.probes;
-  popts.heap = heap;
-  popts.block = block;
-  popts.mutex = mutex;
-  popts.allow_breakpoints = req.launch;  // a launched program dies with profctl anyway
-  auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
-    out.probe_dwfls.push_back(modules_of(tp, req.dwfl));
-    TargetDwfl* dp = out.probe_dwfls.back().get();
-    return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*dp); };
-  };
-  ProbeCapture::UnwinderFactory heap_unwinder = heap ? unwinder_on() : nullptr;
-  ProbeCapture::UnwinderFactory wait_unwinder = block || mutex ? unwinder_on() : nullptr;
-  auto pc = ProbeCapture::start(tp, popts, heap_unwinder, wait_unwinder);
-  if (pc) {
-    out.probes = std::move(*pc);
-    for (const auto& n : out.probes->notes()) {
-      logger("probe")->info("probes: {}", n);
-    }
-    return;
-  }
-  out.warnings.push_back("probes: " + pc.error().message());
-  logger("probe")->warn("probe-driven profiles unavailable: {}", pc.error().message());
-  for (const char* k : {"heap", "block", "mutex"}) {
-    out.kinds.erase(k);
-  }
-  if (out.kinds.empty()) {
-    throw UserError(ExitCode::kTargetGone, "the probes could not be set up: nothing to capture");
-  }
+  plan.collector.period_ns = static_cast<int64_t>(1e9 / s.rate_hz);
+  plan.probes.stack_bytes = s.probe_stack_bytes;
+  return plan;
 }
+
+namespace {
+
+bool needs_probes(const ProfileSource& src, const CaptureSettings& s) {
+  SessionPlan p;
+  src.plan(p, s);
+  return p.any_probes();
+}
+
+// One capture, phase by phase, in the order ptrace allows: engines started while the
+// target is held, the window, the last stop and the detach, then the engines finished
+// while the target runs on without us.
+class Pipeline {
+ public:
+  Pipeline(std::unique_ptr<TracedProcess> tp, const PipelineRequest& req)
+      : tp_(std::move(tp)), req_(req) {
+    out_.sources = req.sources;
+    out_.plan = plan_session(req.sources, req.settings);
+  }
+
+  PipelineResult run(const std::atomic<bool>& stop) {
+    hold_at_entry();
+    out_.dwfl = modules_of(*tp_, req_.dwfl);
+    start_collector();
+    start_probes();
+    auto tree = std::make_unique<ProcessTree>(*tp_, req_.tree);
+    out_.root_space = tp_->space_id();
+    follow_spaces(*tree);
+    SessionOptions sopts = session_options(*tree);
+    if (req_.launch) {
+      if (req_.on_start) {
+        req_.on_start(tp_->pid());
+      }
+      tp_->resume(tp_->pid());  // from its first instruction, now that clones are traced
+    }
+    SamplingSession session(*tree, std::move(sopts), *out_.collector);
+    out_.session = session.run(stop);
+    out_.duration_s = out_.session.elapsed_s;
+    const auto t_end = std::chrono::steady_clock::now();
+    phase("detaching");
+    detach_children(std::move(tree));
+    last_world_and_detach();
+    finish_engines();
+    out_.finish_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_end).count();
+    return std::move(out_);
+  }
+
+ private:
+  void phase(const std::string& what) const {
+    if (req_.on_phase) {
+      req_.on_phase(what);
+    }
+  }
+
+  // A launched program's allocations are recorded from its entry point: its libraries
+  // are loaded (the allocator can be found and probed) and none of its code has run yet.
+  void hold_at_entry() {
+    if (!req_.launch || !out_.plan.any_probes()) {
+      return;
+    }
+    if (auto r = tp_->run_to_entry(); !r) {
+      throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
+    }
+  }
+
+  // The worker unwinds with a Dwfl of its own: libdwfl attaches unwinding state once per
+  // Dwfl and is not thread-safe, and the caller symbolizes with `dwfl`.
+  void start_collector() {
+    CollectorOptions copts = out_.plan.collector;
+    copts.process_labels = req_.tree.follow;
+    out_.worker_dwfl = modules_of(*tp_, req_.dwfl);
+    out_.worker_spaces = std::make_unique<SpaceModules>(req_.dwfl);
+    TargetDwfl* wd = out_.worker_dwfl.get();
+    SpaceModules* ws = out_.worker_spaces.get();
+    out_.collector = std::make_unique<Collector>(
+        [wd, ws]() -> std::unique_ptr<Unwinder> {
+          return std::make_unique<SpaceUnwinder>(*wd, *ws);
+        },
+        copts);
+  }
+
+  // The probes (heap, block, mutex), each collector unwinding with a Dwfl of its own. When
+  // they cannot be set up, the capture goes on without the kinds that need them.
+  void start_probes() {
+    if (!out_.plan.any_probes()) {
+      return;
+    }
+    ProbeCaptureOptions popts = out_.plan.probes;
+    popts.allow_breakpoints = req_.launch;  // a launched program dies with profctl anyway
+    auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
+      out_.probe_dwfls.push_back(modules_of(*tp_, req_.dwfl));
+      TargetDwfl* dp = out_.probe_dwfls.back().get();
+      return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*dp); };
+    };
+    ProbeCapture::UnwinderFactory heap_unwinder = popts.heap ? unwinder_on() : nullptr;
+    ProbeCapture::UnwinderFactory wait_unwinder =
+        popts.block || popts.mutex ? unwinder_on() : nullptr;
+    auto pc = ProbeCapture::start(*tp_, popts, heap_unwinder, wait_unwinder);
+    if (pc) {
+      out_.probes = std::move(*pc);
+      for (const auto& n : out_.probes->notes()) {
+        logger("probe")->info("probes: {}", n);
+      }
+      return;
+    }
+    out_.warnings.push_back("probes: " + pc.error().message());
+    logger("probe")->warn("probe-driven profiles unavailable: {}", pc.error().message());
+    std::erase_if(out_.sources,
+                  [&](const ProfileSource* s) { return needs_probes(*s, req_.settings); });
+    out_.plan.probes.heap = out_.plan.probes.block = out_.plan.probes.mutex = false;
+    if (out_.sources.empty()) {
+      throw UserError(ExitCode::kTargetGone, "the probes could not be set up: nothing to capture");
+    }
+  }
+
+  // A followed image's first sample records where its modules are (its maps, read while
+  // its thread is stopped: microseconds); they are loaded off the stop path (SpaceModules).
+  void follow_spaces(ProcessTree& tree) {
+    constexpr size_t kMaxSpaces = 256;
+    SpaceModules* ws = out_.worker_spaces.get();
+    tree.set_new_space([this, ws](pid_t pid, uint32_t space) {
+      auto text = ws->size() < kMaxSpaces ? read_maps_text(pid) : Result<std::string>(Error{""});
+      if (!text) {
+        ++spaces_unread_;
+        return;
+      }
+      ws->add(space, {pid, std::move(*text)});
+    });
+  }
+
+  SessionOptions session_options(ProcessTree& tree) {
+    SessionOptions sopts;
+    sopts.rate_hz = req_.settings.rate_hz;
+    if (req_.duration_s) {
+      sopts.duration = std::chrono::nanoseconds(static_cast<int64_t>(*req_.duration_s * 1e9));
+    }
+    sopts.stack_bytes = req_.stack_bytes;
+    sopts.sample = out_.plan.ticks;
+    sopts.cpu_timer = out_.plan.cpu_timer;
+    sopts.stop_grace = req_.stop_grace;
+    if (req_.on_status) {
+      live_.probes = out_.probes.get();
+      hottest_ = std::make_unique<HottestFunction>(*out_.dwfl, out_.root_space);
+      sopts.on_status = [this](const SessionStatus& s) {
+        live_.session = s;
+        hottest_->update(*out_.collector);
+        live_.hottest = hottest_->name();
+        live_.hottest_share = hottest_->share();
+        req_.on_status(live_);
+      };
+    }
+    TargetDwfl* td = out_.dwfl.get();
+    SpaceModules* ws = out_.worker_spaces.get();
+    sopts.on_maps_check = [td, ws, &tree] {
+      (void)td->refresh();
+      // Libraries loaded since a followed image's first sample (its dynamic loader was
+      // still at work then, or dlopen): a newer read of the maps of each image still live.
+      for (const auto& [space, src] : ws->all()) {
+        if (tree.current_space(src.pid) == space) {
+          if (auto text = read_maps_text(src.pid)) {
+            ws->update(space, std::move(*text));
+          }
+        }
+      }
+    };
+    return sopts;
+  }
+
+  void detach_children(std::unique_ptr<ProcessTree> tree) {
+    tree->detach_children();
+    out_.tree = tree->stats();
+    for (auto& n : tree->take_notes()) {
+      out_.warnings.push_back(std::move(n));
+    }
+    // Followed children detached; the target alone from here.
+  }
+
+  // The thread table and the threads profile: one last stop of the world, then detach (the
+  // probes are removed in that stop).
+  void last_world_and_detach() {
+    const SessionResult& res = out_.session;
+    if (res.end != SessionResult::End::kTargetExited && res.end != SessionResult::End::kExec) {
+      CaptureOptions wopts;
+      wopts.stack_bytes = req_.stack_bytes;
+      wopts.detach = true;
+      if (auto w = tp_->capture_world(wopts)) {
+        out_.world = std::move(*w);
+        out_.world_ns = out_.probes ? out_.probes->now_ns() : 0;
+      }
+    }
+    if (res.end == SessionResult::End::kExec) {
+      out_.warnings.emplace_back("the target called exec: the capture stopped there");
+    }
+    tp_->detach();
+    out_.left_traced = out_.tree.left_traced + tp_->left_traced();
+    if (const uint64_t left = out_.left_traced; left > 0) {
+      // Threads in uninterruptible sleep that never reached a stop: ptrace can only detach
+      // a stopped thread, so they are the kernel's to release at profctl's exit.
+      out_.warnings.push_back(
+          std::to_string(left) +
+          " threads or processes never reached a stop and could not be detached: the kernel "
+          "releases them when profctl exits" +
+          (req_.launch ? " (and kills them: PTRACE_O_EXITKILL, the program was started by profctl)"
+                       : ""));
+    }
+  }
+
+  // With the target detached (or reaped) and running on: the engines drain and unwind
+  // what they still hold, and the followed images' modules are read for symbolizing.
+  void finish_engines() {
+    if (out_.probes) {
+      out_.probes_end_ns = out_.probes->now_ns();
+      phase("unwinding the probes' records");
+      out_.probes->finish();
+      if (out_.probes->gone_by_exec()) {
+        out_.warnings.emplace_back(
+            out_.plan.probes.heap ? "the target called exec: the heap profile ends there"
+                                  : "the target called exec: the probe-driven profiles end there");
+      }
+    }
+    tp_.reset();
+    phase("unwinding the last samples");
+    out_.collector->finish();
+    load_spaces();
+  }
+
+  void load_spaces() {
+    SpaceModules& ws = *out_.worker_spaces;
+    if (ws.size() > 0) {
+      phase("reading the child processes' modules");
+      for (auto& [space, src] : ws.all()) {
+        if (auto loaded = ws.take_loaded(space)) {
+          out_.spaces[space] = std::move(loaded);  // the worker's, now idle
+        } else if (auto d = TargetDwfl::for_maps(src.pid, std::move(src.maps_text), req_.dwfl)) {
+          out_.spaces[space] = std::move(*d);
+        } else {
+          ++spaces_unread_;
+        }
+      }
+    }
+    if (spaces_unread_ > 0) {
+      out_.warnings.push_back(std::to_string(spaces_unread_) +
+                              " process images could not have their modules read: their "
+                              "frames are unsymbolized");
+    }
+  }
+
+  std::unique_ptr<TracedProcess> tp_;
+  const PipelineRequest& req_;
+  PipelineResult out_;
+  uint64_t spaces_unread_ = 0;
+  PipelineRequest::Live live_;
+  std::unique_ptr<HottestFunction> hottest_;
+};
 
 }  // namespace
 
 PipelineResult run_pipeline(std::unique_ptr<TracedProcess> tp, const PipelineRequest& req,
                             const std::atomic<bool>& stop) {
-  PipelineResult out;
-  out.kinds = req.kinds;
-  const bool probes_requested =
-      out.kinds.count("heap") || out.kinds.count("block") || out.kinds.count("mutex");
-  if (req.launch && probes_requested) {
-    // Allocations are recorded from the program's entry point: its libraries are loaded
-    // (the allocator can be found and probed) and none of its code has run yet.
-    if (auto r = tp->run_to_entry(); !r) {
-      throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
-    }
-  }
-  out.dwfl = modules_of(*tp, req.dwfl);
-
-  CollectorOptions copts;
-  for (const char* k : {"cpu", "wall", "threadcreate"}) {
-    if (out.kinds.count(k)) {
-      copts.kinds.insert(k);
-    }
-  }
-  copts.period_ns = static_cast<int64_t>(1e9 / req.rate_hz);
-  // The worker unwinds with a Dwfl of its own: libdwfl attaches unwinding state once per
-  // Dwfl and is not thread-safe, and the caller symbolizes with `dwfl`.
-  out.worker_dwfl = modules_of(*tp, req.dwfl);
-  copts.process_labels = req.tree.follow;
-  TargetDwfl* wd = out.worker_dwfl.get();
-  out.worker_spaces = std::make_unique<SpaceModules>(req.dwfl);
-  SpaceModules* ws = out.worker_spaces.get();
-  out.collector = std::make_unique<Collector>(
-      [wd, ws]() -> std::unique_ptr<Unwinder> { return std::make_unique<SpaceUnwinder>(*wd, *ws); },
-      copts);
-
-  start_probes(*tp, req, out);
-
-  SessionOptions sopts;
-  sopts.rate_hz = req.rate_hz;
-  if (req.duration_s) {
-    sopts.duration = std::chrono::nanoseconds(static_cast<int64_t>(*req.duration_s * 1e9));
-  }
-  sopts.stack_bytes = req.stack_bytes;
-  sopts.sample = out.kinds.count("cpu") || out.kinds.count("wall");
-  sopts.cpu_timer = req.cpu_timer && out.kinds.count("cpu") > 0;
-  sopts.stop_grace = req.stop_grace;
-  // The live view names the hottest function so far: the collector's hottest innermost
-  // pcs, named (without source lines) once a second on this thread, which owns `dwfl`.
-  std::unique_ptr<Symbolizer> live_sym;
-  PipelineRequest::Live live;
-  auto last_hot = std::chrono::steady_clock::time_point{};
-  if (req.on_status) {
-    live.probes = out.probes.get();
-    SymbolizeOptions so;
-    so.source = false;
-    so.inline_frames = false;
-    live_sym = std::make_unique<Symbolizer>(*out.dwfl, so);
-    sopts.on_status = [&](const SessionStatus& s) {
-      live.session = s;
-      const auto now = std::chrono::steady_clock::now();
-      if (now - last_hot >= std::chrono::seconds(1)) {
-        last_hot = now;
-        std::map<std::string, uint64_t> by_function;
-        uint64_t total = 0;
-        for (const auto& leaf : out.collector->hottest_leaves(256)) {
-          total += leaf.cpu_ns;
-          if (leaf.space != 0 && leaf.space != out.root_space) {
-            continue;  // a child's image: its modules are not this Dwfl's
-          }
-          const auto& frames = live_sym->symbolize(leaf.pc, /*activation=*/true);
-          if (!frames.empty() && frames.back().function) {
-            by_function[*frames.back().function] += leaf.cpu_ns;
-          }
-        }
-        auto best =
-            std::max_element(by_function.begin(), by_function.end(),
-                             [](const auto& a, const auto& b) { return a.second < b.second; });
-        if (best != by_function.end() && total > 0) {
-          live.hottest = best->first;
-          live.hottest_share = static_cast<double>(best->second) / static_cast<double>(total);
-        }
-      }
-      req.on_status(live);
-    };
-  }
-  auto tree_owner = std::make_unique<ProcessTree>(*tp, req.tree);
-  ProcessTree& tree = *tree_owner;
-  out.root_space = tp->space_id();
-  // A followed image's first sample records where its modules are (its maps, read while
-  // its thread is stopped: microseconds); they are loaded off the stop path (SpaceModules).
-  constexpr size_t kMaxSpaces = 256;
-  uint64_t spaces_unread = 0;
-  tree.set_new_space([&](pid_t pid, uint32_t space) {
-    auto text = ws->size() < kMaxSpaces ? read_maps_text(pid) : Result<std::string>(Error{""});
-    if (!text) {
-      ++spaces_unread;
-      return;
-    }
-    ws->add(space, {pid, std::move(*text)});
-  });
-  TargetDwfl* td = out.dwfl.get();
-  sopts.on_maps_check = [td, ws, &tree] {
-    (void)td->refresh();
-    // Libraries loaded since a followed image's first sample (its dynamic loader was
-    // still at work then, or dlopen): a newer read of the maps of each image still live.
-    for (const auto& [space, src] : ws->all()) {
-      if (tree.current_space(src.pid) == space) {
-        if (auto text = read_maps_text(src.pid)) {
-          ws->update(space, std::move(*text));
-        }
-      }
-    }
-  };
-  if (req.launch) {
-    if (req.on_start) {
-      req.on_start(tp->pid());
-    }
-    tp->resume(tp->pid());  // from its first instruction, now that clones are traced
-  }
-  SamplingSession session(tree, sopts, *out.collector);
-  out.session = session.run(stop);
-  out.duration_s = out.session.elapsed_s;
-  const auto t_end = std::chrono::steady_clock::now();
-  auto phase = [&](const std::string& what) {
-    if (req.on_phase) {
-      req.on_phase(what);
-    }
-  };
-  phase("detaching");
-  tree.detach_children();
-  out.tree = tree.stats();
-  for (auto& n : tree.take_notes()) {
-    out.warnings.push_back(std::move(n));
-  }
-  tree_owner.reset();  // followed children detached; the target alone from here
-
-  // The thread table and the threads profile: one last stop of the world, then detach.
-  const SessionResult& res = out.session;
-  if (res.end != SessionResult::End::kTargetExited && res.end != SessionResult::End::kExec) {
-    CaptureOptions wopts;
-    wopts.stack_bytes = req.stack_bytes;
-    wopts.detach = true;
-    if (auto w = tp->capture_world(wopts)) {
-      out.world = std::move(*w);
-      out.world_ns = out.probes ? out.probes->now_ns() : 0;
-    }
-  }
-  if (res.end == SessionResult::End::kExec) {
-    out.warnings.emplace_back("the target called exec: the capture stopped there");
-  }
-  tp->detach();  // the probes are removed in the last stopped world
-  out.left_traced = out.tree.left_traced + tp->left_traced();
-  if (const uint64_t left = out.left_traced; left > 0) {
-    // Threads in uninterruptible sleep that never reached a stop: ptrace can only detach a
-    // stopped thread, so they are the kernel's to release at profctl's exit.
-    out.warnings.push_back(
-        std::to_string(left) +
-        " threads or processes never reached a stop and could not be detached: the kernel "
-        "releases them when profctl exits" +
-        (req.launch ? " (and kills them: PTRACE_O_EXITKILL, the program was started by profctl)"
-                    : ""));
-  }
-  if (out.probes) {
-    out.probes_end_ns = out.probes->now_ns();
-    phase("unwinding the probes' records");
-    out.probes->finish();
-    if (out.probes->gone_by_exec()) {
-      out.warnings.emplace_back(
-          out.kinds.count("heap") ? "the target called exec: the heap profile ends there"
-                                  : "the target called exec: the probe-driven profiles end there");
-    }
-  }
-  tp.reset();  // detached (or reaped): the target runs on without us
-  phase("unwinding the last samples");
-  out.collector->finish();
-  if (ws->size() > 0) {
-    phase("reading the child processes' modules");
-    for (auto& [space, src] : ws->all()) {
-      if (auto loaded = ws->take_loaded(space)) {
-        out.spaces[space] = std::move(loaded);  // the worker's, now idle
-      } else if (auto d = TargetDwfl::for_maps(src.pid, std::move(src.maps_text), req.dwfl)) {
-        out.spaces[space] = std::move(*d);
-      } else {
-        ++spaces_unread;
-      }
-    }
-  }
-  if (spaces_unread > 0) {
-    out.warnings.push_back(std::to_string(spaces_unread) +
-                           " process images could not have their modules read: their frames "
-                           "are unsymbolized");
-  }
-  out.finish_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_end).count();
-  return out;
+  return Pipeline(std::move(tp), req).run(stop);
 }
 
 }  // namespace profctl

@@ -14,7 +14,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -22,6 +21,7 @@
 #include "attach/sampling_session.h"
 #include "attach/traced_process.h"
 #include "capture/probe_capture.h"
+#include "capture/profile_source.h"
 #include "profile/collector.h"
 #include "unwind/space_unwinder.h"
 #include "unwind/target_dwfl.h"
@@ -29,15 +29,14 @@
 namespace profctl {
 
 struct PipelineRequest {
-  bool launch = false;          // a program profctl started, held at its exec
-  std::set<std::string> kinds;  // cpu, wall, threadcreate, threads, heap, block, mutex
-  double rate_hz = 99;
+  bool launch = false;  // a program profctl started, held at its exec
+  // The profile kinds (capture/source_registry.h); their plans say what the session runs.
+  std::vector<const ProfileSource*> sources;
+  CaptureSettings settings;
   std::optional<double> duration_s;  // nullopt: until `stop`
   size_t stack_bytes = 8u << 20;
-  ProbeCaptureOptions probes;  // heap/block/mutex flags are taken from `kinds`
   DwflOptions dwfl;
-  bool cpu_timer = true;  // cpu samples from the threads' CPU clocks (cpu_timer.h)
-  TreeOptions tree;       // child processes: followed (sampled) or only cleaned
+  TreeOptions tree;  // child processes: followed (sampled) or only cleaned
   // How long after `stop` a launched program may take to exit before the capture ends
   // without it (SessionOptions::stop_grace); 0 for attach.
   std::chrono::milliseconds stop_grace{0};
@@ -57,7 +56,9 @@ struct PipelineRequest {
 };
 
 struct PipelineResult {
-  std::set<std::string> kinds;       // the request's, less the probe kinds that could not be set up
+  // The request's sources, less those whose engine could not be started (the probes).
+  std::vector<const ProfileSource*> sources;
+  SessionPlan plan;                  // what the session ran for them
   std::unique_ptr<TargetDwfl> dwfl;  // the modules, for symbolizing
   // The collectors, finished. Each unwinder's Dwfl lives as long as its collector.
   std::unique_ptr<TargetDwfl> worker_dwfl;
@@ -79,6 +80,10 @@ struct PipelineResult {
   uint64_t left_traced = 0;  // threads and processes that never stopped, so were not detached
   std::vector<std::string> warnings;  // for the report
 };
+
+// The union of the sources' plans: what the session runs for them.
+SessionPlan plan_session(const std::vector<const ProfileSource*>& sources,
+                         const CaptureSettings& settings);
 
 // Runs the capture on `tp` (seized, or launched and held at its exec) until the duration,
 // `stop`, the target's exit or exec; detaches (the probes removed) and finishes every

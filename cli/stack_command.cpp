@@ -12,7 +12,7 @@
 #include "attach/proc.h"
 #include "attach/traced_process.h"
 #include "base/log.h"
-#include "cli/capture_assembly.h"
+#include "capture/capture_assembly.h"
 #include "cli/common.h"
 #include "cli/outputs.h"
 #include "report/json_writer.h"

@@ -13,15 +13,15 @@ size_t stack_bytes_of(const ThreadCreation& c) { return c.snap.stack_size; }
 }  // namespace
 
 Collector::Collector(UnwinderFactory factory, CollectorOptions opts) : opts_(std::move(opts)) {
-  if (opts_.kinds.count("cpu")) {
+  if (opts_.cpu) {
     profiles_["cpu"] = ProfileData({{"samples", "count"}, {"cpu", "nanoseconds"}},
                                    {"cpu", "nanoseconds"}, opts_.period_ns);
   }
-  if (opts_.kinds.count("wall")) {
+  if (opts_.wall) {
     profiles_["wall"] = ProfileData({{"samples", "count"}, {"wall", "nanoseconds"}},
                                     {"wall", "nanoseconds"}, opts_.period_ns);
   }
-  if (opts_.kinds.count("threadcreate")) {
+  if (opts_.threadcreate) {
     profiles_["threadcreate"] =
         ProfileData({{"threadcreate", "count"}}, {"threadcreate", "count"}, 1);
   }

@@ -27,9 +27,12 @@
 namespace profctl {
 
 struct CollectorOptions {
-  std::set<std::string> kinds;  // of "cpu", "wall", "threadcreate"
-  int64_t period_ns = 0;        // sampling interval, the cpu/wall period
-  size_t max_queued = 4096;     // snapshots waiting to be unwound before samples are dropped
+  // The profiles it aggregates (capture/sources/ say which).
+  bool cpu = false;
+  bool wall = false;
+  bool threadcreate = false;
+  int64_t period_ns = 0;     // sampling interval, the cpu/wall period
+  size_t max_queued = 4096;  // snapshots waiting to be unwound before samples are dropped
   // Stack bytes held by queued snapshots before samples and creations are dropped: a deep
   // stack copy is up to --stack-bytes, so an item count alone does not bound memory.
   size_t max_queued_bytes = size_t{128} << 20;

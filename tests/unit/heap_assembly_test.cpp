@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "cli/capture_assembly.h"
+#include "capture/capture_assembly.h"
 #include "profile/heap_profile.h"
 #include "report/heap_text.h"
 #include "report/json_reader.h"
@@ -64,7 +64,7 @@ TEST_F(HeapAssembly, TrackerToCaptureToEveryWriter) {
   c.target = {1, SYMFIX_PATH, {}};
   {
     Symbolizer sym(*dwfl_, {});
-    cli::add_heap_profile(c, t.result(20 * kSec, 10 * kSec), stacks, sym);
+    add_heap_profile(c, t.result(20 * kSec, 10 * kSec), stacks, sym);
   }
   ASSERT_EQ(c.profiles.count("heap"), 1u);
   const Profile& p = c.profiles.at("heap");

@@ -78,7 +78,7 @@ Snapshot snap(uint64_t rip, uint64_t rsp) {
 TEST(Collector, CpuWallAndReusedStacks) {
   std::atomic<int> calls{0};
   CollectorOptions o;
-  o.kinds = {"cpu", "wall", "threadcreate"};
+  o.cpu = o.wall = o.threadcreate = true;
   o.period_ns = 10'000'000;
   Collector c([&] { return std::make_unique<FakeUnwinder>(&calls); }, o);
 
@@ -126,7 +126,7 @@ TEST(Collector, FullQueueDropsAndCounts) {
   std::atomic<int> calls{0};
   std::atomic<bool> release{false};
   CollectorOptions o;
-  o.kinds = {"wall"};
+  o.wall = true;
   o.max_queued = 2;
   // The worker blocks in the factory until released, so the queue fills.
   Collector c(
@@ -160,7 +160,7 @@ ThreadCreation creation(pid_t creator, pid_t child, uint64_t rip, size_t stack_s
 TEST(Collector, ThreadCreationsPastTheDetailCapAreCountedPerStack) {
   std::atomic<int> calls{0};
   CollectorOptions o;
-  o.kinds = {"threadcreate"};
+  o.threadcreate = true;
   o.threadcreate_detail_cap = 3;
   Collector c([&] { return std::make_unique<FakeUnwinder>(&calls); }, o);
   for (pid_t i = 0; i < 1000; ++i) {
@@ -187,7 +187,7 @@ TEST(Collector, CreationsAreDroppedAndCountedWhenTheQueueIsFull) {
   std::atomic<int> calls{0};
   std::atomic<bool> release{false};
   CollectorOptions o;
-  o.kinds = {"threadcreate"};
+  o.threadcreate = true;
   o.max_queued = 4;
   o.max_queued_bytes = 2500;  // two creations of 1000 stack bytes, then a third would not fit
   Collector c(

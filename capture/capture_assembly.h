@@ -12,12 +12,13 @@
 #include "attach/traced_process.h"
 #include "profile/collector.h"
 #include "profile/heap_profile.h"
+#include "profile/thread_groups.h"
 #include "report/capture.h"
 #include "symbolize/symbolizer.h"
 #include "unwind/target_dwfl.h"
 #include "unwind/unwinder.h"
 
-namespace profctl::cli {
+namespace profctl {
 
 struct CaptureHeader {
   pid_t pid = 0;
@@ -33,11 +34,21 @@ Capture new_capture(const CaptureHeader& h, const TargetDwfl& dwfl);
 // Symbolizes one stack, inlined frames expanded (as the Symbolizer's options say).
 std::vector<Frame> symbolize_stack(const std::vector<UnwoundFrame>& stack, Symbolizer& sym);
 
-// Fills c.threads from a stopped-world capture, and c.pause from its timings. With
-// `group`, also adds the "threads" profile: identical stacks grouped, with their tids.
+// A stopped world's stacks, unwound once: for the thread table and the threads profile.
+struct UnwoundWorld {
+  StackTable table;
+  std::vector<ThreadStackRef> refs;  // one per thread with a stack, in the table's order
+};
+
+// Fills c.threads from a stopped-world capture, and c.pause from its timings.
 // `waited_ns`, when given, says how long a thread (by its snapshot) had been in a probed
 // wait at the stop (nullopt: not waiting).
 using WaitedFn = std::function<std::optional<uint64_t>(const Snapshot&)>;
+UnwoundWorld add_thread_table(Capture& c, const WorldCapture& world, Unwinder& unwinder,
+                              Symbolizer& sym, const WaitedFn& waited_ns = {});
+// The "threads" profile: identical stacks grouped, with their tids.
+void add_threads_profile(Capture& c, const UnwoundWorld& world, Symbolizer& sym);
+// Both: the thread table and, with `group`, the threads profile.
 void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbolizer& sym,
                bool group, const WaitedFn& waited_ns = {});
 
@@ -57,7 +68,4 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
 void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stacks,
                       Symbolizer& sym);
 
-// Adds the collector's profiles (cpu, wall, threadcreate), symbolized.
-void add_profiles(Capture& c, const Collector& col, const SymbolizerFor& sym_for);
-
-}  // namespace profctl::cli
+}  // namespace profctl

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MIT
-#include "cli/capture_assembly.h"
+#include "capture/capture_assembly.h"
 
 #include <map>
 #include <unordered_map>
 
 #include "attach/proc.h"
-#include "profile/thread_groups.h"
 
-namespace profctl::cli {
+namespace profctl {
 
 Capture new_capture(const CaptureHeader& h, const TargetDwfl& dwfl) {
   Capture c;
@@ -37,8 +36,8 @@ std::vector<Frame> symbolize_stack(const std::vector<UnwoundFrame>& stack, Symbo
   return out;
 }
 
-void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbolizer& sym,
-               bool group, const WaitedFn& waited_ns) {
+UnwoundWorld add_thread_table(Capture& c, const WorldCapture& world, Unwinder& unwinder,
+                              Symbolizer& sym, const WaitedFn& waited_ns) {
   c.pause.world_stopped_ns = world.pause.world_stopped_ns;
   c.pause.stop_ns = world.pause.stop_ns;
   c.pause.capture_ns = world.pause.capture_ns;
@@ -47,8 +46,7 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
   c.pause.threads = world.threads.size();
   c.warnings.insert(c.warnings.end(), world.notes.begin(), world.notes.end());
 
-  StackTable table;
-  std::vector<ThreadStackRef> refs;
+  UnwoundWorld out;
   for (const ThreadCapture& tc : world.threads) {
     CaptureThread ct;
     ct.tid = tc.info.tid;
@@ -68,15 +66,25 @@ void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbol
       ct.truncated = r.truncated;
       ct.truncated_reason = std::move(r.reason);
       ct.frames = symbolize_stack(r.frames, sym);
-      refs.push_back({table.intern(r.frames), tc.info.tid, tc.info.name});
+      out.refs.push_back({out.table.intern(r.frames), tc.info.tid, tc.info.name});
     } else {
       ct.truncated = true;
       ct.truncated_reason = tc.note;
     }
     c.threads.push_back(std::move(ct));
   }
+  return out;
+}
+
+void add_threads_profile(Capture& c, const UnwoundWorld& world, Symbolizer& sym) {
+  add_profile(c, "threads", group_threads(world.refs), world.table, sym);
+}
+
+void add_world(Capture& c, const WorldCapture& world, Unwinder& unwinder, Symbolizer& sym,
+               bool group, const WaitedFn& waited_ns) {
+  const UnwoundWorld unwound = add_thread_table(c, world, unwinder, sym, waited_ns);
   if (group) {
-    add_profile(c, "threads", group_threads(refs), table, sym);
+    add_threads_profile(c, unwound, sym);
   }
 }
 
@@ -154,10 +162,4 @@ void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stac
   p.heap = std::move(h);
 }
 
-void add_profiles(Capture& c, const Collector& col, const SymbolizerFor& sym_for) {
-  for (const auto& [kind, data] : col.profiles()) {
-    add_profile(c, kind, data, col.stacks(), sym_for);
-  }
-}
-
-}  // namespace profctl::cli
+}  // namespace profctl

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT
+#include "capture/assembly.h"
+
+namespace profctl {
+
+Assembly::Assembly(Capture& c, PipelineResult& run, const CaptureSettings& settings,
+                   const SymbolizeOptions& symbolize)
+    : capture_(c),
+      run_(run),
+      settings_(settings),
+      symbolize_(symbolize),
+      sym_(*run.dwfl, symbolize) {}
+
+Assembly::~Assembly() = default;
+
+Symbolizer& Assembly::symbolizer_for(uint32_t space) {
+  auto d = run_.spaces.find(space);
+  if (space == 0 || space == run_.root_space || d == run_.spaces.end()) {
+    return sym_;
+  }
+  auto& s = space_syms_[space];
+  if (!s) {
+    s = std::make_unique<Symbolizer>(*d->second, symbolize_);
+  }
+  return *s;
+}
+
+void Assembly::add_profile(const std::string& kind, const ProfileData& data,
+                           const StackTable& stacks) {
+  ::profctl::add_profile(capture_, kind, data, stacks,
+                         [this](uint32_t space) -> Symbolizer& { return symbolizer_for(space); });
+}
+
+void Assembly::name_locks(const std::string& kind) {
+  auto p = capture_.profiles.find(kind);
+  if (p == capture_.profiles.end()) {
+    return;
+  }
+  if (!locks_) {
+    HeapCollector* heap = run_.probes ? run_.probes->heap() : nullptr;
+    locks_ = std::make_unique<LockNamer>(*run_.dwfl, sym_, heap);
+  }
+  locks_->name(p->second);
+}
+
+}  // namespace profctl

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+// cpu: where the threads' CPU time goes. Samples from each thread's own CPU clock where the
+// kernel allows it (attach/cpu_timer.h), else the ticks' samples of running threads; both
+// unwound and aggregated by the sample collector.
+#include "capture/assembly.h"
+#include "capture/profile_source.h"
+
+namespace profctl {
+namespace {
+
+class CpuSource final : public ProfileSource {
+ public:
+  std::string_view name() const override { return "cpu"; }
+  void plan(SessionPlan& p, const CaptureSettings& s) const override {
+    p.ticks = true;
+    p.cpu_timer = p.cpu_timer || s.cpu_timer;
+    p.collector.cpu = true;
+  }
+  void add_to(Assembly& a) const override {
+    const auto& profiles = a.run().collector->profiles();
+    if (auto it = profiles.find("cpu"); it != profiles.end()) {
+      a.add_profile("cpu", it->second, a.run().collector->stacks());
+    }
+  }
+};
+
+}  // namespace
+
+const ProfileSource& cpu_source() {
+  static const CpuSource s;
+  return s;
+}
+
+}  // namespace profctl
