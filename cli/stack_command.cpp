@@ -11,14 +11,12 @@
 
 #include "attach/proc.h"
 #include "attach/traced_process.h"
-#include "base/log.h"
-#include "capture/capture_assembly.h"
+#include "capture/stack_dump.h"
 #include "cli/common.h"
 #include "cli/outputs.h"
 #include "report/json_writer.h"
 #include "report/profile_text.h"
 #include "report/stack_text.h"
-#include "unwind/dwfl_unwinder.h"
 
 namespace profctl::cli {
 namespace {
@@ -38,83 +36,32 @@ struct StackOptions {
 int run_stack(const StackOptions& o) {
   apply_logging(o.common);
   const pid_t pid = parse_pid(o.pid);
-  auto log = logger("cli");
-
   std::optional<OutputFile> out_file;
   if (!o.output.empty()) {
     out_file = prepare_output_file(o.output);  // before the target is touched
   }
-
-  const std::string start = utc_now_rfc3339();
-  auto t_start = std::chrono::steady_clock::now();
+  StackDumpRequest r;
+  r.header.pid = pid;
+  r.header.start = utc_now_rfc3339();
   auto seized = TracedProcess::seize(pid);
   if (auto* err = std::get_if<AttachError>(&seized)) {
     throw_attach_error(*err);
   }
-  auto& tp = std::get<std::unique_ptr<TracedProcess>>(seized);
-
-  CaptureOptions copts;
-  copts.stack_bytes = o.stack_bytes;
-  copts.only_tids.insert(o.tids.begin(), o.tids.end());
-  copts.detach = true;
-  auto world = tp->capture_world(copts);
-  const pid_t space_pid = tp->space_pid();  // a live thread when the main thread has exited
-  tp.reset();  // detached: the target runs on while we unwind and symbolize
-  if (!world) {
-    throw UserError(ExitCode::kTargetGone, "could not capture pid " + std::to_string(pid) + ": " +
-                                               world.error().message());
-  }
-  for (pid_t tid : o.tids) {
-    bool found = false;
-    for (auto& t : world->threads) {
-      found = found || t.info.tid == tid;
-    }
-    if (!found) {
-      log->warn("thread {} is not a thread of pid {}", tid, pid);
-    }
-  }
-
-  auto ms_since = [](auto t) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
-  };
-  log->debug("attach + capture: {:.1f} ms", ms_since(t_start));
-  auto t_dwfl = std::chrono::steady_clock::now();
-  DwflOptions dopts;
-  dopts.debuginfod = o.common.debuginfod;
-  auto dwfl = TargetDwfl::for_process(space_pid, dopts);
-  if (!dwfl) {
-    throw UserError(
-        ExitCode::kTargetGone,
-        "cannot read the modules of pid " + std::to_string(pid) + ": " + dwfl.error().message(),
-        "the process may have exited during the dump");
-  }
-  SymbolizeOptions sopts;
-  sopts.inline_frames = !o.no_inline;
-  sopts.source = !o.no_source;
-
-  CaptureHeader h;
-  h.pid = pid;
-  h.exe = read_exe(pid);
-  h.cmdline = read_cmdline(pid);
-  h.start = start;
-  h.options = {{"format", o.format},
-               {"stack_bytes", std::to_string(o.stack_bytes)},
-               {"inline", o.no_inline ? "false" : "true"},
-               {"source", o.no_source ? "false" : "true"},
-               {"group", o.group ? "true" : "false"}};
-  log->debug("modules reported: {:.1f} ms", ms_since(t_dwfl));
-  auto t_sym = std::chrono::steady_clock::now();
-  Capture capture = new_capture(h, **dwfl);
-  {
-    DwflUnwinder unwinder(**dwfl);
-    Symbolizer symbolizer(**dwfl, sopts);
-    add_world(capture, *world, unwinder, symbolizer, o.group);
-  }
-  capture.window.duration_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  log->debug("unwind + symbolize: {:.1f} ms", ms_since(t_sym));
-  log->debug("dump of {} threads took {:.1f} ms", capture.threads.size(),
-             capture.window.duration_s * 1e3);
+  r.header.exe = read_exe(pid);
+  r.header.cmdline = read_cmdline(pid);
+  r.header.options = {{"format", o.format},
+                      {"stack_bytes", std::to_string(o.stack_bytes)},
+                      {"inline", o.no_inline ? "false" : "true"},
+                      {"source", o.no_source ? "false" : "true"},
+                      {"group", o.group ? "true" : "false"}};
+  r.tids.insert(o.tids.begin(), o.tids.end());
+  r.stack_bytes = o.stack_bytes;
+  r.dwfl.debuginfod = o.common.debuginfod;
+  r.symbolize.inline_frames = !o.no_inline;
+  r.symbolize.source = !o.no_source;
+  r.group = o.group;
+  const Capture capture =
+      dump_stacks(std::move(std::get<std::unique_ptr<TracedProcess>>(seized)), r);
 
   std::ostringstream out;
   if (o.format == "json") {
