@@ -14,7 +14,7 @@ void add_notes(Capture& c, std::vector<std::string> notes) {
 }
 
 void set_window(Capture& c, const PipelineResult& run, const CaptureSettings& s) {
-  c.window.duration_s = run.duration_s;
+  c.window.duration_s = run.session.elapsed_s;
   if (run.plan.ticks) {
     c.window.requested_hz = s.rate_hz;
     c.window.achieved_hz = run.session.elapsed_s > 0

@@ -72,13 +72,14 @@ class Pipeline {
     }
     SamplingSession session(*tree, std::move(sopts), *out_.collector);
     out_.session = session.run(stop);
-    out_.duration_s = out_.session.elapsed_s;
     const auto t_end = std::chrono::steady_clock::now();
     phase("detaching");
     detach_children(std::move(tree));
     last_world_and_detach();
     finish_engines();
-    out_.finish_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_end).count();
+    logger("capture")->debug(
+        "{:.3f}s from the end of the window to the engines finished",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_end).count());
     return std::move(out_);
   }
 
@@ -105,10 +106,10 @@ class Pipeline {
   void start_collector() {
     CollectorOptions copts = out_.plan.collector;
     copts.process_labels = req_.tree.follow;
-    out_.worker_dwfl = modules_of(*tp_, req_.dwfl);
-    out_.worker_spaces = std::make_unique<SpaceModules>(req_.dwfl);
-    TargetDwfl* wd = out_.worker_dwfl.get();
-    SpaceModules* ws = out_.worker_spaces.get();
+    // The factory owns what its unwinder reads: released when the worker thread ends.
+    std::shared_ptr<TargetDwfl> wd = modules_of(*tp_, req_.dwfl);
+    worker_spaces_ = std::make_shared<SpaceModules>(req_.dwfl);
+    std::shared_ptr<SpaceModules> ws = worker_spaces_;
     out_.collector = std::make_unique<Collector>(
         [wd, ws]() -> std::unique_ptr<Unwinder> {
           return std::make_unique<SpaceUnwinder>(*wd, *ws);
@@ -125,8 +126,7 @@ class Pipeline {
     ProbeCaptureOptions popts = out_.plan.probes;
     popts.allow_breakpoints = req_.launch;  // a launched program dies with profctl anyway
     auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
-      out_.probe_dwfls.push_back(modules_of(*tp_, req_.dwfl));
-      TargetDwfl* dp = out_.probe_dwfls.back().get();
+      std::shared_ptr<TargetDwfl> dp = modules_of(*tp_, req_.dwfl);
       return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*dp); };
     };
     ProbeCapture::UnwinderFactory heap_unwinder = popts.heap ? unwinder_on() : nullptr;
@@ -154,7 +154,7 @@ class Pipeline {
   // its thread is stopped: microseconds); they are loaded off the stop path (SpaceModules).
   void follow_spaces(ProcessTree& tree) {
     constexpr size_t kMaxSpaces = 256;
-    SpaceModules* ws = out_.worker_spaces.get();
+    SpaceModules* ws = worker_spaces_.get();
     tree.set_new_space([this, ws](pid_t pid, uint32_t space) {
       auto text = ws->size() < kMaxSpaces ? read_maps_text(pid) : Result<std::string>(Error{""});
       if (!text) {
@@ -187,7 +187,7 @@ class Pipeline {
       };
     }
     TargetDwfl* td = out_.dwfl.get();
-    SpaceModules* ws = out_.worker_spaces.get();
+    SpaceModules* ws = worker_spaces_.get();
     sopts.on_maps_check = [td, ws, &tree] {
       (void)td->refresh();
       // Libraries loaded since a followed image's first sample (its dynamic loader was
@@ -262,7 +262,7 @@ class Pipeline {
   }
 
   void load_spaces() {
-    SpaceModules& ws = *out_.worker_spaces;
+    SpaceModules& ws = *worker_spaces_;
     if (ws.size() > 0) {
       phase("reading the child processes' modules");
       for (auto& [space, src] : ws.all()) {
@@ -285,6 +285,7 @@ class Pipeline {
   std::unique_ptr<TracedProcess> tp_;
   const PipelineRequest& req_;
   PipelineResult out_;
+  std::shared_ptr<SpaceModules> worker_spaces_;  // the followed images' maps, by space
   uint64_t spaces_unread_ = 0;
   PipelineRequest::Live live_;
   std::unique_ptr<HottestFunction> hottest_;

@@ -59,24 +59,19 @@ struct PipelineResult {
   // The request's sources, less those whose engine could not be started (the probes).
   std::vector<const ProfileSource*> sources;
   SessionPlan plan;                  // what the session ran for them
-  std::unique_ptr<TargetDwfl> dwfl;  // the modules, for symbolizing
-  // The collectors, finished. Each unwinder's Dwfl lives as long as its collector.
-  std::unique_ptr<TargetDwfl> worker_dwfl;
-  // Followed child processes: each address space's modules (Snapshot::space), for the
-  // worker's unwinding and for symbolizing; the target's own space is `dwfl`.
-  std::unique_ptr<SpaceModules> worker_spaces;
+  std::unique_ptr<TargetDwfl> dwfl;  // the target's modules, for symbolizing
+  // Followed child processes: each address space's modules (Snapshot::space), for
+  // symbolizing; the target's own space is `dwfl`. (The collectors' workers unwound with
+  // Dwfls of their own, released with their threads.)
   std::map<uint32_t, std::unique_ptr<TargetDwfl>> spaces;
   uint32_t root_space = 0;
   TreeStats tree;
   std::unique_ptr<Collector> collector;
-  std::vector<std::unique_ptr<TargetDwfl>> probe_dwfls;
   std::unique_ptr<ProbeCapture> probes;  // null without probe kinds (or when unavailable)
   SessionResult session;
   std::optional<WorldCapture> world;  // the last stopped world (none after exit or exec)
   uint64_t world_ns = 0;              // when it was taken, on the probes' clock
   uint64_t probes_end_ns = 0;         // when the probes were removed, on the same clock
-  double duration_s = 0;              // the sampling window (start to the end's request)
-  double finish_s = 0;                // from the end of the window to the collectors finished
   uint64_t left_traced = 0;  // threads and processes that never stopped, so were not detached
   std::vector<std::string> warnings;  // for the report
 };
