@@ -71,6 +71,7 @@ struct Harness {
 TEST(BoundedWorker, BoundedInItemsDropsAndCountsTheRest) {
   Harness h({.max_items = 3});
   std::vector<bool> accepted;
+  accepted.reserve(10);
   for (int i = 0; i < 10; ++i) {
     accepted.push_back(h.worker->try_push(int{i}));
   }
@@ -136,6 +137,7 @@ TEST(BoundedWorker, PushIsNeverDroppedEvenPastTheBounds) {
 TEST(BoundedWorker, FinishDrainsEverythingQueuedInPushOrder) {
   Harness h({.max_items = 1000});
   std::vector<int> want;
+  want.reserve(1000);
   for (int i = 0; i < 1000; ++i) {
     ASSERT_TRUE(h.worker->try_push(i * 7 % 1000));
     want.push_back(i * 7 % 1000);
