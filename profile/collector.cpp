@@ -5,50 +5,43 @@
 #include <chrono>
 
 namespace profctl {
-namespace {
 
-size_t stack_bytes_of(const ThreadSample& s) { return s.snap ? s.snap->stack_size : 0; }
-size_t stack_bytes_of(const ThreadCreation& c) { return c.snap.stack_size; }
-
-}  // namespace
-
-Collector::Collector(UnwinderFactory factory, CollectorOptions opts) : opts_(std::move(opts)) {
-  if (opts_.cpu) {
-    profiles_["cpu"] = ProfileData({{"samples", "count"}, {"cpu", "nanoseconds"}},
-                                   {"cpu", "nanoseconds"}, opts_.period_ns);
+size_t Collector::stack_bytes_of(const Item& item) {
+  if (const auto* s = std::get_if<ThreadSample>(&item)) {
+    return s->snap ? s->snap->stack_size : 0;
   }
-  if (opts_.wall) {
-    profiles_["wall"] = ProfileData({{"samples", "count"}, {"wall", "nanoseconds"}},
-                                    {"wall", "nanoseconds"}, opts_.period_ns);
+  return std::get<ThreadCreation>(item).snap.stack_size;
+}
+
+std::map<std::string, ProfileData> Collector::make_profiles(const CollectorOptions& opts) {
+  std::map<std::string, ProfileData> profiles;
+  if (opts.cpu) {
+    profiles["cpu"] = ProfileData({{"samples", "count"}, {"cpu", "nanoseconds"}},
+                                  {"cpu", "nanoseconds"}, opts.period_ns);
   }
-  if (opts_.threadcreate) {
-    profiles_["threadcreate"] =
+  if (opts.wall) {
+    profiles["wall"] = ProfileData({{"samples", "count"}, {"wall", "nanoseconds"}},
+                                   {"wall", "nanoseconds"}, opts.period_ns);
+  }
+  if (opts.threadcreate) {
+    profiles["threadcreate"] =
         ProfileData({{"threadcreate", "count"}}, {"threadcreate", "count"}, 1);
   }
-  worker_ = std::thread([this, f = std::move(factory)] { worker_main(f); });
+  return profiles;
 }
+
+Collector::Collector(UnwinderFactory factory, CollectorOptions opts)
+    : opts_(std::move(opts)),
+      profiles_(make_profiles(opts_)),
+      queue_({opts_.max_queued, opts_.max_queued_bytes}, &stack_bytes_of, std::move(factory),
+             [this](std::unique_ptr<Unwinder>& u, Item& item) { handle(u, item); }) {}
 
 Collector::~Collector() { finish(); }
-
-bool Collector::push(Item&& item, bool droppable) {
-  const size_t bytes = std::visit([](const auto& x) { return stack_bytes_of(x); }, item);
-  std::unique_lock lock(mu_);
-  if (droppable &&
-      (queue_.size() >= opts_.max_queued || queued_bytes_ + bytes > opts_.max_queued_bytes)) {
-    return false;
-  }
-  queue_.push_back(std::move(item));
-  queued_bytes_ += bytes;
-  stats_.max_queue = std::max(stats_.max_queue, queue_.size());
-  lock.unlock();
-  cv_.notify_one();
-  return true;
-}
 
 void Collector::flush_reused(pid_t tid) {
   auto it = reused_.find(tid);
   if (it != reused_.end()) {
-    push(Item(std::move(it->second)), /*droppable=*/false);
+    queue_.push(Item(std::move(it->second)));
     reused_.erase(it);
   }
 }
@@ -75,19 +68,15 @@ void Collector::on_sample(ThreadSample&& s) {
     }
     return;
   }
-  flush_reused(s.tid);  // they refer to the stack before this one
-  if (!push(Item(std::move(s)), /*droppable=*/true)) {
-    std::lock_guard lock(mu_);
-    ++stats_.dropped;  // counted under mu_ (the worker reads stats_), reported at the end
-  }
+  flush_reused(s.tid);                  // they refer to the stack before this one
+  queue_.try_push(Item(std::move(s)));  // a drop is counted by the queue, reported at the end
 }
 
 void Collector::on_thread_created(ThreadCreation&& c) {
   // Droppable too: at tens of thousands of creations a second a starved worker would
   // otherwise queue snapshots without bound. A dropped creation is counted and reported.
-  if (profiles_.count("threadcreate") && !push(Item(std::move(c)), /*droppable=*/true)) {
-    std::lock_guard lock(mu_);
-    ++stats_.dropped_creations;
+  if (profiles_.count("threadcreate") && !queue_.try_push(Item(std::move(c)))) {
+    ++dropped_creations_;
   }
 }
 
@@ -169,42 +158,26 @@ void Collector::process(Unwinder& u, ThreadCreation& c) {
   ++p.detail_omitted;
 }
 
-void Collector::worker_main(const UnwinderFactory& factory) {
-  std::unique_ptr<Unwinder> u = factory();
-  for (;;) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
-    if (queue_.empty()) {
-      return;  // done_ and drained
-    }
-    Item item = std::move(queue_.front());
-    queue_.pop_front();
-    queued_bytes_ -= std::visit([](const auto& x) { return stack_bytes_of(x); }, item);
-    lock.unlock();
-    if (!u) {
-      continue;
-    }
-    auto t0 = std::chrono::steady_clock::now();
-    std::visit([&](auto& x) { process(*u, x); }, item);
-    stats_.unwind_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+void Collector::handle(std::unique_ptr<Unwinder>& u, Item& item) {
+  if (!u) {
+    return;
   }
+  auto t0 = std::chrono::steady_clock::now();
+  std::visit([&](auto& x) { process(*u, x); }, item);
+  stats_.unwind_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Collector::finish() {
   while (!reused_.empty()) {
     flush_reused(reused_.begin()->first);
   }
-  {
-    std::lock_guard lock(mu_);
-    if (done_) {
-      return;
-    }
-    done_ = true;
+  if (!queue_.finish()) {
+    return;
   }
-  cv_.notify_one();
-  if (worker_.joinable()) {
-    worker_.join();
-  }
+  const auto q = queue_.stats();
+  stats_.dropped = q.dropped - dropped_creations_;
+  stats_.dropped_creations = dropped_creations_;
+  stats_.max_queue = q.max_items;
   for (auto& [kind, p] : profiles_) {
     p.dropped = kind == "threadcreate" ? stats_.dropped_creations : stats_.dropped;
   }

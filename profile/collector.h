@@ -7,19 +7,17 @@
 // per stack once the per-creation detail cap is reached.
 #pragma once
 
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
-#include <thread>
 #include <variant>
 #include <vector>
 
 #include "attach/sample_sink.h"
+#include "profile/bounded_worker.h"
 #include "profile/profile_data.h"
 #include "profile/stack_table.h"
 #include "unwind/unwinder.h"
@@ -84,24 +82,19 @@ class Collector : public SampleSink {
 
  private:
   using Item = std::variant<ThreadSample, ThreadCreation>;
-  void worker_main(const UnwinderFactory& factory);
+  static size_t stack_bytes_of(const Item& item);
+  static std::map<std::string, ProfileData> make_profiles(const CollectorOptions& opts);
+  void handle(std::unique_ptr<Unwinder>& u, Item& item);  // on the worker
   void process(Unwinder& u, ThreadSample& s);
   void process(Unwinder& u, ThreadCreation& c);
-  // False when the item was dropped (a droppable item and a full queue).
-  bool push(Item&& item, bool droppable);
   void flush_reused(pid_t tid);
 
   CollectorOptions opts_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Item> queue_;
-  size_t queued_bytes_ = 0;  // stack bytes of the snapshots in queue_
-  bool done_ = false;
-  std::thread worker_;
   // Producer side (the sampling thread only): samples of threads that did not run, merged
   // per thread until that thread's next snapshot, so that tens of thousands of them a
   // second never crowd the queue of snapshots waiting to be unwound.
   std::map<pid_t, ThreadSample> reused_;
+  uint64_t dropped_creations_ = 0;  // of the queue's drops, the creations
 
   // Worker-owned until finish().
   StackTable stacks_;
@@ -111,6 +104,8 @@ class Collector : public SampleSink {
   CollectorStats stats_;
   mutable std::mutex hot_mu_;
   std::map<std::pair<uint32_t, uint64_t>, uint64_t> leaf_cpu_;  // guarded by hot_mu_
+  // Last: its worker runs process() on the members above, so it stops before they go.
+  BoundedWorker<Item, std::unique_ptr<Unwinder>> queue_;
 };
 
 }  // namespace profctl

@@ -5,47 +5,29 @@
 
 namespace profctl {
 
-namespace {
-size_t stack_bytes_of(const AllocEvent& e) { return e.snap ? e.snap->stack_size : 0; }
-}  // namespace
+size_t HeapCollector::stack_bytes_of(const AllocEvent& e) {
+  return e.snap ? e.snap->stack_size : 0;
+}
 
 HeapCollector::HeapCollector(UnwinderFactory factory, uint64_t mem_rate, HeapLimits limits)
-    : limits_(limits), tracker_(mem_rate, limits.tracker), stacks_(limits.max_stack_frames) {
-  worker_ = std::thread([this, f = std::move(factory)] { worker_main(f); });
-}
+    : limits_(limits),
+      tracker_(mem_rate, limits.tracker),
+      stacks_(limits.max_stack_frames),
+      queue_({limits.max_queued, limits.max_queued_bytes}, &stack_bytes_of, std::move(factory),
+             [this](std::unique_ptr<Unwinder>& u, AllocEvent& e) { process(u.get(), e); }) {}
 
 HeapCollector::~HeapCollector() { finish(); }
 
-void HeapCollector::push(AllocEvent&& e) {
-  const size_t bytes = stack_bytes_of(e);
-  {
-    std::lock_guard lock(mu_);
-    if (queue_.size() >= limits_.max_queued || queued_bytes_ + bytes > limits_.max_queued_bytes) {
-      ++dropped_;
-      return;
-    }
-    queue_.push_back(std::move(e));
-    queued_bytes_ += bytes;
-    max_queued_bytes_seen_ = std::max(max_queued_bytes_seen_, queued_bytes_);
-  }
-  cv_.notify_one();
-}
+void HeapCollector::push(AllocEvent&& e) { queue_.try_push(std::move(e)); }
 
 void HeapCollector::finish() {
-  {
-    std::lock_guard lock(mu_);
-    if (done_ && !worker_.joinable()) {
-      return;
-    }
-    done_ = true;
+  if (!queue_.finish()) {
+    return;
   }
-  cv_.notify_one();
-  if (worker_.joinable()) {
-    worker_.join();
-  }
-  stats_.dropped = dropped_;
-  stats_.max_queued_bytes = max_queued_bytes_seen_;
-  tracker_.note_dropped(dropped_);
+  const auto q = queue_.stats();
+  stats_.dropped = q.dropped;
+  stats_.max_queued_bytes = q.max_bytes;
+  tracker_.note_dropped(q.dropped);
 }
 
 std::vector<std::string> HeapCollector::notes() const {
@@ -72,35 +54,21 @@ std::vector<std::string> HeapCollector::notes() const {
   return out;
 }
 
-void HeapCollector::worker_main(const UnwinderFactory& factory) {
-  std::unique_ptr<Unwinder> unwinder = factory();
-  for (;;) {
-    AllocEvent e;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
-      if (queue_.empty()) {
-        return;
-      }
-      e = std::move(queue_.front());
-      queue_.pop_front();
-      queued_bytes_ -= stack_bytes_of(e);
-    }
-    if (e.kind == AllocEvent::Kind::kFree) {
-      tracker_.on_free(e.ptr, e.time_ns);
-      continue;
-    }
-    StackId stack = 0;
-    if (e.snap) {
-      UnwindResult r = unwinder->unwind(*e.snap);
-      ++stats_.unwound;
-      stats_.truncated += r.truncated ? 1 : 0;
-      stack = stacks_.intern(r.frames);
-    } else {
-      stack = stacks_.intern({});
-    }
-    tracker_.on_alloc(e.ptr, e.size, stack, e.time_ns, e.tid);
+void HeapCollector::process(Unwinder* unwinder, AllocEvent& e) {
+  if (e.kind == AllocEvent::Kind::kFree) {
+    tracker_.on_free(e.ptr, e.time_ns);
+    return;
   }
+  StackId stack = 0;
+  if (e.snap) {
+    UnwindResult r = unwinder->unwind(*e.snap);
+    ++stats_.unwound;
+    stats_.truncated += r.truncated ? 1 : 0;
+    stack = stacks_.intern(r.frames);
+  } else {
+    stack = stacks_.intern({});
+  }
+  tracker_.on_alloc(e.ptr, e.size, stack, e.time_ns, e.tid);
 }
 
 }  // namespace profctl

@@ -11,17 +11,14 @@
 
 #include <sys/types.h>
 
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "attach/snapshot.h"
+#include "profile/bounded_worker.h"
 #include "profile/heap_profile.h"
 #include "profile/stack_table.h"
 #include "unwind/unwinder.h"
@@ -71,21 +68,16 @@ class HeapCollector {
   const HeapCollectorStats& stats() const { return stats_; }
 
  private:
-  void worker_main(const UnwinderFactory& factory);
+  static size_t stack_bytes_of(const AllocEvent& e);
+  void process(Unwinder* unwinder, AllocEvent& e);  // on the worker
 
   HeapLimits limits_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<AllocEvent> queue_;
-  size_t queued_bytes_ = 0;  // stack bytes of the events in queue_
-  size_t max_queued_bytes_seen_ = 0;
-  bool done_ = false;
-  uint64_t dropped_ = 0;
-  std::thread worker_;
   // Worker-owned until finish().
   HeapTracker tracker_;
   StackTable stacks_;
   HeapCollectorStats stats_;
+  // Last: its worker runs process() on the members above, so it stops before they go.
+  BoundedWorker<AllocEvent, std::unique_ptr<Unwinder>> queue_;
 };
 
 }  // namespace profctl

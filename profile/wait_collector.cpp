@@ -16,8 +16,13 @@ std::pair<double, double> scale_block_event(uint64_t delay_ns, uint64_t rate_ns)
   return {1.0, static_cast<double>(delay_ns)};
 }
 
+size_t WaitCollector::stack_bytes_of(const WaitEvent& e) { return e.snap ? e.snap->stack_size : 0; }
+
 namespace {
-size_t stack_bytes_of(const WaitEvent& e) { return e.snap ? e.snap->stack_size : 0; }
+ProfileData wait_profile(uint64_t period) {
+  return ProfileData({{"contentions", "count"}, {"delay", "nanoseconds"}}, {"contentions", "count"},
+                     static_cast<int64_t>(period));
+}
 }  // namespace
 
 WaitCollector::WaitCollector(UnwinderFactory factory, std::function<bool(uint64_t)> is_lock_frame,
@@ -26,30 +31,16 @@ WaitCollector::WaitCollector(UnwinderFactory factory, std::function<bool(uint64_
       block_rate_ns_(block_rate_ns),
       mutex_fraction_(mutex_fraction),
       limits_(limits),
-      stacks_(limits.max_stack_frames) {
-  const std::vector<ValueType> types = {{"contentions", "count"}, {"delay", "nanoseconds"}};
-  block_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(block_rate_ns));
-  mutex_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(mutex_fraction));
-  holders_ = ProfileData(types, {"contentions", "count"}, static_cast<int64_t>(mutex_fraction));
-  worker_ = std::thread([this, f = std::move(factory)] { worker_main(f); });
-}
+      holders_(wait_profile(mutex_fraction)),
+      stacks_(limits.max_stack_frames),
+      block_(wait_profile(block_rate_ns)),
+      mutex_(wait_profile(mutex_fraction)),
+      queue_({limits.max_queued, limits.max_queued_bytes}, &stack_bytes_of, std::move(factory),
+             [this](std::unique_ptr<Unwinder>& u, WaitEvent& e) { process(u.get(), e); }) {}
 
 WaitCollector::~WaitCollector() { finish(); }
 
-void WaitCollector::push(WaitEvent&& e) {
-  const size_t bytes = stack_bytes_of(e);
-  {
-    std::lock_guard lock(mu_);
-    if (queue_.size() >= limits_.max_queued || queued_bytes_ + bytes > limits_.max_queued_bytes) {
-      ++dropped_;
-      return;
-    }
-    queue_.push_back(std::move(e));
-    queued_bytes_ += bytes;
-    max_queued_bytes_seen_ = std::max(max_queued_bytes_seen_, queued_bytes_);
-  }
-  cv_.notify_one();
-}
+void WaitCollector::push(WaitEvent&& e) { queue_.try_push(std::move(e)); }
 
 std::vector<std::string> WaitCollector::notes() const {
   std::vector<std::string> out;
@@ -69,91 +60,78 @@ std::vector<std::string> WaitCollector::notes() const {
 }
 
 void WaitCollector::finish() {
-  {
-    std::lock_guard lock(mu_);
-    if (built_) {
-      return;
-    }
-    done_ = true;
+  if (!queue_.finish()) {
+    return;
   }
-  cv_.notify_one();
-  if (worker_.joinable()) {
-    worker_.join();
-  }
-  stats_.dropped = dropped_;
-  stats_.max_queued_bytes = max_queued_bytes_seen_;
+  const auto q = queue_.stats();
+  stats_.dropped = q.dropped;
+  stats_.max_queued_bytes = q.max_bytes;
   build();
-  built_ = true;
 }
 
-void WaitCollector::worker_main(const UnwinderFactory& factory) {
-  std::unique_ptr<Unwinder> unwinder = factory();
-  for (;;) {
-    WaitEvent e;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
-      if (queue_.empty()) {
-        return;
-      }
-      e = std::move(queue_.front());
-      queue_.pop_front();
-      queued_bytes_ -= stack_bytes_of(e);
-    }
-    std::vector<UnwoundFrame> frames;
-    if (e.snap) {
-      UnwindResult r = unwinder->unwind(*e.snap);
-      ++stats_.unwound;
-      stats_.truncated += r.truncated ? 1 : 0;
-      frames = std::move(r.frames);
-    }
-    bool lock_wait = e.lock_wait;
-    if (!lock_wait && is_lock_frame_) {
-      for (const UnwoundFrame& f : frames) {
-        if (is_lock_frame_(f.pc)) {
-          lock_wait = true;
-          break;
-        }
-      }
-    }
-    const Key key{stacks_.intern(frames), e.lock};
-    // A row or a timed entry more than the bounds allow is not counted (the locks and
-    // stacks come from the target's records: each could be new).
-    auto room = [&](const std::map<Key, Acc>& acc) {
-      return acc.size() < limits_.max_keys || acc.count(key) > 0;
-    };
-    if (e.wake) {
-      if (wakes_.size() >= limits_.max_timed) {
-        ++stats_.capped;
-        continue;
-      }
-      wakes_.push_back({e.start_ns, e.lock, 0, key.first});
-      ++stats_.wakes;
-      continue;
-    }
-    const bool block = e.block;
-    const bool mutex = e.mutex && lock_wait;
-    const bool timed = mutex && e.lock_wait;  // a mutex: its release is probed (rwlocks' not)
-    if ((block && !room(block_acc_)) || (mutex && !room(mutex_acc_)) ||
-        (timed && mutex_waits_.size() >= limits_.max_timed)) {
-      ++stats_.capped;
-      continue;
-    }
-    if (block) {
-      auto [count, delay] = scale_block_event(e.delay_ns, block_rate_ns_);
-      Acc& a = block_acc_[key];
-      a.count += count;
-      a.delay_ns += delay;
-      ++stats_.block_events;
-    }
-    if (mutex) {
-      Acc& a = mutex_acc_[key];
-      a.count += 1;
-      a.delay_ns += static_cast<double>(e.delay_ns);
-      ++stats_.mutex_events;
-      if (timed) {
-        mutex_waits_.push_back({e.end_ns, e.lock, e.delay_ns, key.first});
-      }
+void WaitCollector::process(Unwinder* unwinder, WaitEvent& e) {
+  std::vector<UnwoundFrame> frames;
+  if (e.snap) {
+    UnwindResult r = unwinder->unwind(*e.snap);
+    ++stats_.unwound;
+    stats_.truncated += r.truncated ? 1 : 0;
+    frames = std::move(r.frames);
+  }
+  const bool lock_wait = is_lock_wait(e, frames);
+  const Key key{stacks_.intern(frames), e.lock};
+  if (e.wake) {
+    record_wake(e, key.first);
+  } else {
+    record_wait(e, key, lock_wait);
+  }
+}
+
+bool WaitCollector::is_lock_wait(const WaitEvent& e,
+                                 const std::vector<UnwoundFrame>& frames) const {
+  if (e.lock_wait || !is_lock_frame_) {
+    return e.lock_wait;
+  }
+  return std::any_of(frames.begin(), frames.end(),
+                     [&](const UnwoundFrame& f) { return is_lock_frame_(f.pc); });
+}
+
+void WaitCollector::record_wake(const WaitEvent& e, StackId stack) {
+  if (wakes_.size() >= limits_.max_timed) {
+    ++stats_.capped;
+    return;
+  }
+  wakes_.push_back({e.start_ns, e.lock, 0, stack});
+  ++stats_.wakes;
+}
+
+void WaitCollector::record_wait(const WaitEvent& e, const Key& key, bool lock_wait) {
+  // A row or a timed entry more than the bounds allow is not counted (the locks and
+  // stacks come from the target's records: each could be new).
+  auto room = [&](const std::map<Key, Acc>& acc) {
+    return acc.size() < limits_.max_keys || acc.count(key) > 0;
+  };
+  const bool block = e.block;
+  const bool mutex = e.mutex && lock_wait;
+  const bool timed = mutex && e.lock_wait;  // a mutex: its release is probed (rwlocks' not)
+  if ((block && !room(block_acc_)) || (mutex && !room(mutex_acc_)) ||
+      (timed && mutex_waits_.size() >= limits_.max_timed)) {
+    ++stats_.capped;
+    return;
+  }
+  if (block) {
+    auto [count, delay] = scale_block_event(e.delay_ns, block_rate_ns_);
+    Acc& a = block_acc_[key];
+    a.count += count;
+    a.delay_ns += delay;
+    ++stats_.block_events;
+  }
+  if (mutex) {
+    Acc& a = mutex_acc_[key];
+    a.count += 1;
+    a.delay_ns += static_cast<double>(e.delay_ns);
+    ++stats_.mutex_events;
+    if (timed) {
+      mutex_waits_.push_back({e.end_ns, e.lock, e.delay_ns, key.first});
     }
   }
 }
@@ -186,11 +164,11 @@ void WaitCollector::build() {
     a.delay_ns += static_cast<double>(w.delay_ns);
   }
   put(holders_, holder_acc, static_cast<double>(mutex_fraction_ == 0 ? 1 : mutex_fraction_));
-  holders_.dropped = dropped_;
+  holders_.dropped = stats_.dropped;
   put(block_, block_acc_, 1.0);
   put(mutex_, mutex_acc_, static_cast<double>(mutex_fraction_ == 0 ? 1 : mutex_fraction_));
-  block_.dropped = dropped_;
-  mutex_.dropped = dropped_;
+  block_.dropped = stats_.dropped;
+  mutex_.dropped = stats_.dropped;
 }
 
 }  // namespace profctl

@@ -17,19 +17,16 @@
 
 #include <sys/types.h>
 
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "attach/snapshot.h"
+#include "profile/bounded_worker.h"
 #include "profile/profile_data.h"
 #include "profile/stack_table.h"
 #include "unwind/unwinder.h"
@@ -101,22 +98,19 @@ class WaitCollector {
     double delay_ns = 0;
   };
   using Key = std::pair<StackId, uint64_t>;  // stack, lock
-  void worker_main(const UnwinderFactory& factory);
+  static size_t stack_bytes_of(const WaitEvent& e);
+  // On the worker: unwind, then count the event as a release or a wait.
+  void process(Unwinder* unwinder, WaitEvent& e);
+  bool is_lock_wait(const WaitEvent& e, const std::vector<UnwoundFrame>& frames) const;
+  void record_wake(const WaitEvent& e, StackId stack);
+  void record_wait(const WaitEvent& e, const Key& key, bool lock_wait);
   void build();
 
   std::function<bool(uint64_t)> is_lock_frame_;
   uint64_t block_rate_ns_;
   uint64_t mutex_fraction_;
   WaitLimits limits_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<WaitEvent> queue_;
-  size_t queued_bytes_ = 0;  // stack bytes of the events in queue_
-  size_t max_queued_bytes_seen_ = 0;
-  bool done_ = false;
-  bool built_ = false;
-  uint64_t dropped_ = 0;
-  std::thread worker_;
+  // Worker-owned until finish().
   struct Timed {
     uint64_t at_ns;  // a wait's end, a release's start
     uint64_t lock;
@@ -132,6 +126,8 @@ class WaitCollector {
   ProfileData block_;
   ProfileData mutex_;
   WaitCollectorStats stats_;
+  // Last: its worker runs process() on the members above, so it stops before they go.
+  BoundedWorker<WaitEvent, std::unique_ptr<Unwinder>> queue_;
 };
 
 // Go's scaling of one block event (runtime saveblockevent): a wait shorter than the rate

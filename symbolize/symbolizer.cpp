@@ -184,6 +184,91 @@ SourcePos call_site(Dwarf_Die* die) {
   return pos;
 }
 
+// The frame of a pc in no module: its address is all there is.
+std::vector<Frame> unknown_module_frame(uint64_t pc) {
+  Frame phys;
+  phys.pc = pc;
+  phys.module = "[unknown]";
+  phys.offset = pc;
+  return {std::move(phys)};
+}
+
+// The function's start, module-relative: from its ELF symbol, else (a stripped module) from
+// the .eh_frame FDE that covers it.
+std::optional<uint64_t> function_start(Dwfl_Module* mod, const ModuleNames& names, Dwarf_Addr a,
+                                       Dwarf_Addr bias, const std::optional<ElfSymbol>& sym) {
+  if (sym && sym->start >= bias) {
+    return sym->start - bias;
+  }
+  if (auto cfi_start = cfi_function_start(mod, names, a, bias)) {
+    return *cfi_start - bias;
+  }
+  return std::nullopt;
+}
+
+// file:line from the module's line table (through .debug_aranges); empty when not found.
+SourcePos line_of(Dwfl_Module* mod, Dwarf_Addr a) {
+  SourcePos pos;
+  if (Dwfl_Line* l = dwfl_module_getsrc(mod, a); l != nullptr) {
+    int line = 0;
+    const char* file = dwfl_lineinfo(l, nullptr, &line, nullptr, nullptr, nullptr);
+    if (file != nullptr && line > 0) {
+      pos.file = file;
+      pos.line = line;
+    }
+  }
+  return pos;
+}
+
+// file:line from one CU's line table, for a CU found by its ranges; empty when not found.
+SourcePos line_in_cu(Dwarf_Die* cu, Dwarf_Addr addr) {
+  SourcePos pos;
+  if (Dwarf_Line* l = dwarf_getsrc_die(cu, addr); l != nullptr) {
+    int line = 0;
+    const char* file = dwarf_linesrc(l, nullptr, nullptr);
+    if (file != nullptr && dwarf_lineno(l, &line) == 0 && line > 0) {
+      pos.file = file;
+      pos.line = line;
+    }
+  }
+  return pos;
+}
+
+// The innermost concrete function DIE (subprogram, inlined subroutine or entry point) that
+// contains `addr` (CU-relative).
+std::optional<Dwarf_Die> innermost_function(Dwarf_Die* cu, Dwarf_Addr addr) {
+  Dwarf_Die* scopes = nullptr;
+  const int n = dwarf_getscopes(cu, addr, &scopes);
+  std::optional<Dwarf_Die> fn;
+  for (int i = 0; i < n; ++i) {
+    const int tag = dwarf_tag(&scopes[i]);
+    if (tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine || tag == DW_TAG_entry_point) {
+      fn = scopes[i];
+      break;
+    }
+  }
+  std::free(scopes);
+  return fn;
+}
+
+// The name of the physical frame's function from its subprogram DIE. A C++ function: its
+// mangled DW_AT_linkage_name, demangled (the ELF symbol is the same name). A C function has
+// no linkage name, or one that only says which asm name it got: glibc declares its functions
+// under internal aliases, so DWARF says "__GI___clock_nanosleep" (linkage name) or
+// "__libc_read" (DW_AT_name). There the ELF symbol's public alias wins: it is the name the
+// program calls, the one perf shows and the one a person searches for; file:line still say
+// where the code is.
+std::optional<std::string> subprogram_name(Dwarf_Die* die, const std::optional<ElfSymbol>& sym) {
+  std::optional<std::string> name = is_mangled(die) ? linkage_name(die) : std::nullopt;
+  if (!name && sym) {
+    name = sym->name;
+  }
+  if (!name) {
+    name = short_name(die);
+  }
+  return name;
+}
+
 struct Key {
   uint64_t pc;
   bool activation;
@@ -210,6 +295,19 @@ struct Symbolizer::Impl {
   const ModuleNames& module_names(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
   const CuIndex& cu_index(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
   std::vector<Frame> compute(uint64_t pc, bool activation);
+
+  // The compile unit that holds `a`, and the bias of its addresses.
+  struct CuAt {
+    Dwarf_Die die;
+    Dwarf_Addr bias;
+    bool by_ranges;  // found through CuIndex (no .debug_aranges), not libdwfl's lookup
+  };
+  std::optional<CuAt> find_cu(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start,
+                              Dwarf_Addr a);
+  // From the innermost function DIE `fn` out to its subprogram: an inlined frame per inlined
+  // subroutine (pos moves to each call site), then the physical frame's function name.
+  void walk_inline_chain(Dwarf_Die* fn, const std::optional<ElfSymbol>& sym, Frame& phys,
+                         SourcePos& pos, std::vector<Frame>& frames) const;
 };
 
 Symbolizer::Symbolizer(TargetDwfl& dwfl, SymbolizeOptions opts)
@@ -246,20 +344,75 @@ const CuIndex& Symbolizer::Impl::cu_index(Dwfl_Module* mod, std::string_view nam
   return *it->second;
 }
 
+std::optional<Symbolizer::Impl::CuAt> Symbolizer::Impl::find_cu(Dwfl_Module* mod,
+                                                                std::string_view name,
+                                                                Dwarf_Addr start, Dwarf_Addr a) {
+  // With neither inline frames nor source lines wanted, the ELF symbol table says all
+  // there is to say: do not load the module's DWARF at all (eu-stack's plain mode).
+  if (!opts.inline_frames && !opts.source) {
+    return std::nullopt;
+  }
+  Dwarf_Addr dwbias = 0;
+  if (Dwarf_Die* cu = dwfl_module_addrdie(mod, a, &dwbias); cu != nullptr) {
+    return CuAt{*cu, dwbias, false};
+  }
+  // No .debug_aranges (Go): find the CU by its own ranges.
+  const CuIndex& index = cu_index(mod, name, start);
+  if (a >= index.bias()) {
+    if (auto found = index.find(mod, a - index.bias())) {
+      return CuAt{*found, index.bias(), true};
+    }
+  }
+  return std::nullopt;
+}
+
+void Symbolizer::Impl::walk_inline_chain(Dwarf_Die* fn, const std::optional<ElfSymbol>& sym,
+                                         Frame& phys, SourcePos& pos,
+                                         std::vector<Frame>& frames) const {
+  // dwarf_getscopes follows the abstract origin past an inlined subroutine, to the
+  // abstract definition's parents. The concrete chain (inlined -> ... -> the function
+  // it was inlined into) comes from dwarf_getscopes_die on the innermost concrete DIE.
+  Dwarf_Die* chain = nullptr;
+  const int m = dwarf_getscopes_die(fn, &chain);
+  for (int j = 0; j < m; ++j) {
+    Dwarf_Die* die = &chain[j];
+    const int tag = dwarf_tag(die);
+    if (tag == DW_TAG_inlined_subroutine) {
+      if (opts.inline_frames) {
+        Frame f;
+        f.pc = phys.pc;
+        f.module = phys.module;
+        f.offset = phys.offset;
+        f.function = die_function_name(die);
+        f.file = pos.file;
+        f.line = pos.line;
+        f.inlined = true;
+        frames.push_back(std::move(f));
+      }
+      if (opts.source) {
+        pos = call_site(die);  // the caller's position is where this call was made
+      }
+    } else if (tag == DW_TAG_subprogram || tag == DW_TAG_entry_point) {
+      phys.function = subprogram_name(die, sym);
+      break;
+    }
+  }
+  std::free(chain);
+}
+
+// Phases: the module and offset; a PLT entry (done); the ELF symbol and function start;
+// file:line; the CU, then the inline chain from the innermost function to its subprogram.
 std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
   // A caller's pc is a return address: the call is the instruction before it, and the
   // return address itself can belong to the next line or even the next function
   // (docs/DESIGN.md "libdwfl" c.1).
   const Dwarf_Addr a = activation || pc == 0 ? pc : pc - 1;
-  Frame phys;
-  phys.pc = pc;
-
   Dwfl_Module* mod = dwfl_addrmodule(target.get(), a);
   if (mod == nullptr) {
-    phys.module = "[unknown]";
-    phys.offset = pc;
-    return {std::move(phys)};
+    return unknown_module_frame(pc);
   }
+  Frame phys;
+  phys.pc = pc;
   Dwarf_Addr start = 0;
   const char* modname =
       dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
@@ -279,108 +432,17 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
     return {std::move(phys)};
   }
   const std::optional<ElfSymbol> sym = elf_symbol(mod, elf_names, a);
-  if (sym && sym->start >= bias) {
-    phys.function_start = sym->start - bias;
-  } else if (auto cfi_start = cfi_function_start(mod, elf_names, a, bias)) {
-    phys.function_start = *cfi_start - bias;
-  }
+  phys.function_start = function_start(mod, elf_names, a, bias, sym);
 
+  SourcePos pos = opts.source ? line_of(mod, a) : SourcePos{};
   std::vector<Frame> frames;
-  SourcePos pos;
-  if (opts.source) {
-    if (Dwfl_Line* l = dwfl_module_getsrc(mod, a); l != nullptr) {
-      int line = 0;
-      const char* file = dwfl_lineinfo(l, nullptr, &line, nullptr, nullptr, nullptr);
-      if (file != nullptr && line > 0) {
-        pos.file = file;
-        pos.line = line;
-      }
+  if (std::optional<CuAt> cu = find_cu(mod, name, start, a)) {
+    if (cu->by_ranges && opts.source && !pos.line) {
+      pos = line_in_cu(&cu->die, a - cu->bias);
     }
-  }
-
-  // With neither inline frames nor source lines wanted, the ELF symbol table says all
-  // there is to say: do not load the module's DWARF at all (eu-stack's plain mode).
-  Dwarf_Addr dwbias = 0;
-  Dwarf_Die* cu =
-      opts.inline_frames || opts.source ? dwfl_module_addrdie(mod, a, &dwbias) : nullptr;
-  Dwarf_Die cu_by_ranges;
-  if (cu == nullptr && (opts.inline_frames || opts.source)) {
-    // No .debug_aranges (Go): find the CU by its own ranges, then its line table.
-    const CuIndex& index = cu_index(mod, name, start);
-    if (a >= index.bias()) {
-      if (auto found = index.find(mod, a - index.bias())) {
-        cu_by_ranges = *found;
-        cu = &cu_by_ranges;
-        dwbias = index.bias();
-      }
+    if (std::optional<Dwarf_Die> fn = innermost_function(&cu->die, a - cu->bias)) {
+      walk_inline_chain(&*fn, sym, phys, pos, frames);
     }
-    if (cu != nullptr && opts.source && !pos.line) {
-      if (Dwarf_Line* l = dwarf_getsrc_die(cu, a - dwbias); l != nullptr) {
-        int line = 0;
-        const char* file = dwarf_linesrc(l, nullptr, nullptr);
-        if (file != nullptr && dwarf_lineno(l, &line) == 0 && line > 0) {
-          pos.file = file;
-          pos.line = line;
-        }
-      }
-    }
-  }
-  if (cu != nullptr) {
-    Dwarf_Die* scopes = nullptr;
-    int n = dwarf_getscopes(cu, a - dwbias, &scopes);
-    Dwarf_Die fn;
-    bool found = false;
-    for (int i = 0; i < n; ++i) {
-      int tag = dwarf_tag(&scopes[i]);
-      if (tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine ||
-          tag == DW_TAG_entry_point) {
-        fn = scopes[i];
-        found = true;
-        break;
-      }
-    }
-    std::free(scopes);
-    // dwarf_getscopes follows the abstract origin past an inlined subroutine, to the
-    // abstract definition's parents. The concrete chain (inlined -> ... -> the function
-    // it was inlined into) comes from dwarf_getscopes_die on the innermost concrete DIE.
-    Dwarf_Die* chain = nullptr;
-    int m = found ? dwarf_getscopes_die(&fn, &chain) : 0;
-    for (int j = 0; j < m; ++j) {
-      Dwarf_Die* die = &chain[j];
-      int tag = dwarf_tag(die);
-      if (tag == DW_TAG_inlined_subroutine) {
-        if (opts.inline_frames) {
-          Frame f;
-          f.pc = pc;
-          f.module = phys.module;
-          f.offset = phys.offset;
-          f.function = die_function_name(die);
-          f.file = pos.file;
-          f.line = pos.line;
-          f.inlined = true;
-          frames.push_back(std::move(f));
-        }
-        if (opts.source) {
-          pos = call_site(die);  // the caller's position is where this call was made
-        }
-      } else if (tag == DW_TAG_subprogram || tag == DW_TAG_entry_point) {
-        // A C++ function: its mangled DW_AT_linkage_name, demangled (the ELF symbol is the
-        // same name). A C function has no linkage name, or one that only says which asm
-        // name it got: glibc declares its functions under internal aliases, so DWARF says
-        // "__GI___clock_nanosleep" (linkage name) or "__libc_read" (DW_AT_name). There the
-        // ELF symbol's public alias wins: it is the name the program calls, the one perf
-        // shows and the one a person searches for; file:line still say where the code is.
-        phys.function = is_mangled(die) ? linkage_name(die) : std::nullopt;
-        if (!phys.function && sym) {
-          phys.function = sym->name;
-        }
-        if (!phys.function) {
-          phys.function = short_name(die);
-        }
-        break;
-      }
-    }
-    std::free(chain);
   }
   if (!phys.function && sym) {
     phys.function = sym->name;

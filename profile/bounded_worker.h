@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: MIT
+// BoundedWorker: the one queue + worker thread behind every collector. Producers (the
+// sampling thread, the thread that drains the probe ring) push items; one worker thread of
+// its own takes them in push order and hands each to the handler, so no unwinding ever runs
+// on a producer's path. Memory stays bounded whatever the event rate: the queue is bounded
+// in items and, when the item says how many bytes it holds (a stack copy is up to
+// --stack-bytes), in bytes; a droppable item that does not fit is dropped and counted, never
+// queued. The worker's context (an Unwinder and its Dwfl, which are single-threaded) is made
+// by a factory on the worker thread and used from that thread alone.
+#pragma once
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace profctl {
+
+template <typename Item, typename Context>
+class BoundedWorker {
+ public:
+  struct Limits {
+    size_t max_items = std::numeric_limits<size_t>::max();
+    size_t max_bytes = std::numeric_limits<size_t>::max();  // of bytes_of(item), summed
+  };
+  struct Stats {
+    uint64_t dropped = 0;  // items try_push refused because the queue was full
+    size_t max_items = 0;  // the most items queued at once
+    size_t max_bytes = 0;  // the most bytes queued at once
+  };
+  using BytesOf = size_t (*)(const Item&);  // nullptr: items weigh nothing (items bound only)
+  using Factory = std::function<Context()>;
+  using Handler = std::function<void(Context&, Item&)>;
+
+  // Starts the worker: it calls factory() once, on its own thread, then handler(context,
+  // item) for every item in push order until finish(), then destroys the context, all on
+  // that thread.
+  BoundedWorker(Limits limits, BytesOf bytes_of, Factory factory, Handler handler)
+      : limits_(limits), bytes_of_(bytes_of), handler_(std::move(handler)) {
+    worker_ = std::thread([this, f = std::move(factory)] { run(f); });
+  }
+  ~BoundedWorker() { finish(); }
+  BoundedWorker(const BoundedWorker&) = delete;
+  BoundedWorker& operator=(const BoundedWorker&) = delete;
+
+  // Queues a droppable item; false (and the drop counted) when the queue is full in items
+  // or the item's bytes would pass the byte bound.
+  bool try_push(Item&& item) {
+    const size_t bytes = bytes_of_ ? bytes_of_(item) : 0;
+    {
+      std::lock_guard lock(mu_);
+      if (queue_.size() >= limits_.max_items || queued_bytes_ + bytes > limits_.max_bytes) {
+        ++stats_.dropped;
+        return false;
+      }
+      enqueue(std::move(item), bytes);
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+  // Queues an item that must not be lost, past the bounds if need be (the caller bounds how
+  // many such items it pushes).
+  void push(Item&& item) {
+    const size_t bytes = bytes_of_ ? bytes_of_(item) : 0;
+    {
+      std::lock_guard lock(mu_);
+      enqueue(std::move(item), bytes);
+    }
+    cv_.notify_one();
+  }
+
+  // Lets the worker drain what is queued and joins it. True for the call that stopped the
+  // worker, false afterwards; everything the handler wrote is visible once it returns.
+  bool finish() {
+    {
+      std::lock_guard lock(mu_);
+      if (done_) {
+        return false;
+      }
+      done_ = true;
+    }
+    cv_.notify_one();
+    if (worker_.joinable()) {
+      worker_.join();
+    }
+    return true;
+  }
+
+  // Any thread; final after finish().
+  Stats stats() const {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+
+ private:
+  struct Entry {
+    Item item;
+    size_t bytes;  // bytes_of(item), once
+  };
+
+  void enqueue(Item&& item, size_t bytes) {  // under mu_
+    queue_.push_back(Entry{std::move(item), bytes});
+    queued_bytes_ += bytes;
+    stats_.max_items = std::max(stats_.max_items, queue_.size());
+    stats_.max_bytes = std::max(stats_.max_bytes, queued_bytes_);
+  }
+
+  void run(const Factory& factory) {
+    Context context = factory();
+    for (;;) {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return;  // done_ and drained
+      }
+      Item item = std::move(queue_.front().item);
+      queued_bytes_ -= queue_.front().bytes;
+      queue_.pop_front();
+      lock.unlock();
+      handler_(context, item);
+    }
+  }
+
+  const Limits limits_;
+  const BytesOf bytes_of_;
+  const Handler handler_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Entry> queue_;  // guarded by mu_, as are the three below
+  size_t queued_bytes_ = 0;
+  bool done_ = false;
+  Stats stats_;
+  std::thread worker_;  // last: started once everything it uses exists
+};
+
+}  // namespace profctl
