@@ -45,7 +45,7 @@ void HeapCollector::finish() {
   }
   stats_.dropped = dropped_;
   stats_.max_queued_bytes = max_queued_bytes_seen_;
-  tracker_.note_dropped(dropped_);
+  tracker_.note_queue_dropped(dropped_);
 }
 
 std::vector<std::string> HeapCollector::notes() const {
