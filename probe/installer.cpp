@@ -39,10 +39,10 @@ Result<uint64_t> checked(Result<long> r, const std::string& what) {
 bool maps_our_memfd(pid_t pid, uint64_t address, uint64_t size, int fd) {
   struct stat ours {};
   struct stat theirs {};
+  const uint64_t end = address + size;
   char path[96];
   std::snprintf(path, sizeof path, "/proc/%d/map_files/%llx-%llx", pid,
-                static_cast<unsigned long long>(address),
-                static_cast<unsigned long long>(address + size));
+                static_cast<unsigned long long>(address), static_cast<unsigned long long>(end));
   return fstat(fd, &ours) == 0 && stat(path, &theirs) == 0 && ours.st_dev == theirs.st_dev &&
          ours.st_ino == theirs.st_ino;
 }
