@@ -16,19 +16,20 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "attach/target_memory.h"
 #include "base/result.h"
 
 namespace profctl {
 
 class TracedProcess;
 
-class StoppedWorld {
+class StoppedWorld : public TargetMemory {
  public:
-  ~StoppedWorld();
+  ~StoppedWorld() override;
   StoppedWorld(const StoppedWorld&) = delete;
   StoppedWorld& operator=(const StoppedWorld&) = delete;
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const override { return pid_; }
   // Threads held stopped, sorted; and those that did not reach their stop in time (in
   // uninterruptible sleep): they are not executing user code either.
   const std::vector<pid_t>& stopped() const { return stopped_; }
@@ -37,9 +38,9 @@ class StoppedWorld {
   Result<user_regs_struct> regs(pid_t tid) const;
   Result<void> set_regs(pid_t tid, const user_regs_struct& r);
   // Reads target memory; a short count when the range runs into an unmapped page.
-  Result<size_t> read(uint64_t addr, std::span<std::byte> out);
+  Result<size_t> read(uint64_t addr, std::span<std::byte> out) override;
   // Writes target memory through /proc/PID/mem, which also writes read-only text.
-  Result<void> write(uint64_t addr, std::span<const std::byte> data);
+  Result<void> write(uint64_t addr, std::span<const std::byte> data) override;
   // Runs syscall `nr` in one stopped thread of the target and returns its raw result
   // (-errno on failure). The thread runs the target's own `syscall; ret` with its signals
   // blocked (they wait in the kernel, none is taken), stopping at the syscall's entry and
@@ -47,7 +48,7 @@ class StoppedWorld {
   // (attach/sigreturn_frame.h) makes it restore itself if profctl dies meanwhile. It ends
   // in an interrupt stop with its own registers and mask back, so its resume applies the
   // kernel's syscall-restart logic as if nothing had happened.
-  Result<long> syscall(long nr, std::array<uint64_t, 6> args = {});
+  Result<long> syscall(long nr, std::array<uint64_t, 6> args = {}) override;
 
   // Keeps the threads stopped when the scope ends (the caller detaches them itself).
   void keep_stopped() { resume_at_end_ = false; }

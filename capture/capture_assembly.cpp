@@ -124,7 +124,7 @@ std::map<std::string, uint64_t> heap_counters(const HeapCounters& k) {
   return {{"sampled_allocs", k.sampled_allocs}, {"sampled_frees", k.sampled_frees},
           {"unknown_frees", k.unknown_frees},   {"missed_frees", k.missed_frees},
           {"live_at_end", k.live_at_end},       {"ring_dropped", k.ring_dropped},
-          {"table_dropped", k.table_dropped}};
+          {"queue_dropped", k.queue_dropped},   {"table_dropped", k.table_dropped}};
 }
 
 CaptureHeapSet heap_set(const HeapStackSet& set, const StackTable& stacks, Symbolizer& sym,

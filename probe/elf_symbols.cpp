@@ -91,6 +91,77 @@ std::string debug_file_for_build_id(const std::string& build_id) {
 
 namespace {
 
+// The program headers: the loadable segments and, unless `debug` (a debug file's own
+// segments hold no code), .eh_frame_hdr's function starts.
+Result<void> read_segments(Elf* elf, const std::string& path, bool debug, ElfModuleSymbols& out) {
+  size_t phnum = 0;
+  if (elf_getphdrnum(elf, &phnum) != 0) {
+    return elf_error(path, "no program headers");
+  }
+  for (size_t i = 0; i < phnum; ++i) {
+    GElf_Phdr ph;
+    if (gelf_getphdr(elf, static_cast<int>(i), &ph) == nullptr) {
+      return elf_error(path, "bad program header");
+    }
+    if (ph.p_type == PT_GNU_EH_FRAME && !debug) {
+      Elf_Data* d =
+          elf_getdata_rawchunk(elf, static_cast<int64_t>(ph.p_offset), ph.p_filesz, ELF_T_BYTE);
+      if (d != nullptr && d->d_buf != nullptr) {
+        out.function_starts = parse_eh_frame_hdr(
+            std::string_view(static_cast<const char*>(d->d_buf), d->d_size), ph.p_vaddr);
+      }
+    }
+    if (ph.p_type == PT_LOAD) {
+      out.segments.push_back(
+          {ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz, (ph.p_flags & PF_X) != 0});
+    }
+  }
+  return {};
+}
+
+bool in_executable_segment(const ElfModuleSymbols& m, uint64_t value, uint64_t size) {
+  return std::any_of(m.segments.begin(), m.segments.end(), [&](const ElfLoadSegment& s) {
+    return s.executable && value >= s.vaddr && value - s.vaddr < s.filesz &&
+           size <= s.filesz - (value - s.vaddr);
+  });
+}
+
+// The wanted functions of one symbol table section into out.functions: a later table
+// only adds a size to an unsized entry at the same value, never replaces a sized one.
+Result<void> read_symbol_table(Elf* elf, Elf_Scn* scn, const GElf_Shdr& sh, const std::string& path,
+                               const std::set<std::string_view>& wanted, ElfModuleSymbols& out) {
+  if (sh.sh_entsize != sizeof(Elf64_Sym)) {
+    return Error{path + ": symbol table with entry size " + std::to_string(sh.sh_entsize), 0};
+  }
+  Elf_Data* data = elf_getdata(scn, nullptr);
+  if (data == nullptr) {
+    return elf_error(path, "unreadable symbol table");
+  }
+  size_t count = data->d_size / sizeof(Elf64_Sym);
+  for (size_t i = 0; i < count; ++i) {
+    GElf_Sym sym;
+    if (gelf_getsym(data, static_cast<int>(i), &sym) == nullptr) {
+      return elf_error(path, "bad symbol");
+    }
+    int st_type = GELF_ST_TYPE(sym.st_info);
+    if (sym.st_shndx == SHN_UNDEF || (st_type != STT_FUNC && st_type != STT_GNU_IFUNC)) {
+      continue;
+    }
+    const char* name = elf_strptr(elf, sh.sh_link, sym.st_name);
+    if (name == nullptr || !wanted.contains(name)) {
+      continue;
+    }
+    if (!in_executable_segment(out, sym.st_value, sym.st_size)) {
+      return Error{path + ": symbol " + name + " lies outside the executable segments", 0};
+    }
+    auto [it, inserted] = out.functions.try_emplace(name);
+    if (inserted || (it->second.size == 0 && it->second.value == sym.st_value)) {
+      it->second = ElfFunction{sym.st_value, sym.st_size, st_type == STT_GNU_IFUNC};
+    }
+  }
+  return {};
+}
+
 Result<ElfModuleSymbols> read_functions(const std::string& path, std::span<const std::string> names,
                                         const ElfModuleSymbols* module) {
   if (elf_version(EV_CURRENT) == EV_NONE) {
@@ -112,41 +183,14 @@ Result<ElfModuleSymbols> read_functions(const std::string& path, std::span<const
   ElfModuleSymbols out;
   out.pie_or_shared = eh.e_type == ET_DYN;
   out.build_id = build_id_of(elf.get());
-
-  size_t phnum = 0;
-  if (elf_getphdrnum(elf.get(), &phnum) != 0) {
-    return elf_error(path, "no program headers");
+  if (auto r = read_segments(elf.get(), path, module != nullptr, out); !r) {
+    return r.error();
   }
-  for (size_t i = 0; i < phnum; ++i) {
-    GElf_Phdr ph;
-    if (gelf_getphdr(elf.get(), static_cast<int>(i), &ph) == nullptr) {
-      return elf_error(path, "bad program header");
-    }
-    if (ph.p_type == PT_GNU_EH_FRAME && module == nullptr) {
-      Elf_Data* d = elf_getdata_rawchunk(elf.get(), static_cast<int64_t>(ph.p_offset), ph.p_filesz,
-                                         ELF_T_BYTE);
-      if (d != nullptr && d->d_buf != nullptr) {
-        out.function_starts = parse_eh_frame_hdr(
-            std::string_view(static_cast<const char*>(d->d_buf), d->d_size), ph.p_vaddr);
-      }
-    }
-    if (ph.p_type == PT_LOAD) {
-      out.segments.push_back(
-          {ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz, (ph.p_flags & PF_X) != 0});
-    }
-  }
-
   if (module != nullptr) {
     out.segments = module->segments;  // a debug file's own segments hold no code
     out.pie_or_shared = module->pie_or_shared;
   }
-  std::set<std::string_view> wanted(names.begin(), names.end());
-  auto in_executable_segment = [&](uint64_t value, uint64_t size) {
-    return std::any_of(out.segments.begin(), out.segments.end(), [&](const ElfLoadSegment& s) {
-      return s.executable && value >= s.vaddr && value - s.vaddr < s.filesz &&
-             size <= s.filesz - (value - s.vaddr);
-    });
-  };
+  const std::set<std::string_view> wanted(names.begin(), names.end());
   // .symtab after .dynsym: it may carry sizes a stripped .dynsym lacks, never replaces a
   // sized entry.
   for (Elf64_Word type : {SHT_DYNSYM, SHT_SYMTAB}) {
@@ -159,34 +203,8 @@ Result<ElfModuleSymbols> read_functions(const std::string& path, std::span<const
       if (sh.sh_type != type) {
         continue;
       }
-      if (sh.sh_entsize != sizeof(Elf64_Sym)) {
-        return Error{path + ": symbol table with entry size " + std::to_string(sh.sh_entsize), 0};
-      }
-      Elf_Data* data = elf_getdata(scn, nullptr);
-      if (data == nullptr) {
-        return elf_error(path, "unreadable symbol table");
-      }
-      size_t count = data->d_size / sizeof(Elf64_Sym);
-      for (size_t i = 0; i < count; ++i) {
-        GElf_Sym sym;
-        if (gelf_getsym(data, static_cast<int>(i), &sym) == nullptr) {
-          return elf_error(path, "bad symbol");
-        }
-        int st_type = GELF_ST_TYPE(sym.st_info);
-        if (sym.st_shndx == SHN_UNDEF || (st_type != STT_FUNC && st_type != STT_GNU_IFUNC)) {
-          continue;
-        }
-        const char* name = elf_strptr(elf.get(), sh.sh_link, sym.st_name);
-        if (name == nullptr || !wanted.contains(name)) {
-          continue;
-        }
-        if (!in_executable_segment(sym.st_value, sym.st_size)) {
-          return Error{path + ": symbol " + name + " lies outside the executable segments", 0};
-        }
-        auto [it, inserted] = out.functions.try_emplace(name);
-        if (inserted || (it->second.size == 0 && it->second.value == sym.st_value)) {
-          it->second = ElfFunction{sym.st_value, sym.st_size, st_type == STT_GNU_IFUNC};
-        }
+      if (auto r = read_symbol_table(elf.get(), scn, sh, path, wanted, out); !r) {
+        return r.error();
       }
     }
   }

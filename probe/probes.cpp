@@ -1,10 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "probe/probes.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/ptrace.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,19 +15,13 @@
 #include "base/log.h"
 #include "base/text_fields.h"
 #include "probe/abi/probe_abi.h"
-#include "probe/blob_image.h"
 #include "probe/code_area.h"
 #include "probe/elf_symbols.h"
 #include "probe/leftovers.h"
-#include "probe/target_memfd.h"
 #include "probe/wait_sites.h"
 
 namespace profctl::probe {
 namespace {
-
-constexpr long kMapFixedNoReplace = 0x100000;  // MAP_FIXED_NOREPLACE (Linux 4.17)
-constexpr long kMadvWipeOnFork = 18;           // MADV_WIPEONFORK (Linux 4.14)
-constexpr uint64_t kPage = 4096;
 
 struct Want {
   const char* name;
@@ -49,30 +40,179 @@ constexpr Want kHeapFunctions[] = {
     {"pvalloc", PROBE_KIND_PVALLOC},
 };
 
-// A remote syscall's raw result as a Result: -4095..-1 are errnos.
-Result<uint64_t> checked(Result<long> r, const std::string& what) {
-  if (!r) {
-    return r.error();
+// The probes make syscalls of their own in any thread (getpid, gettid, and
+// process_vm_readv/writev for a stack without registered bounds): a failure is handled,
+// but a filter that kills or traps for one would let a probe kill the target.
+Result<void> check_seccomp(const StoppedWorld& w) {
+  for (pid_t tid : w.stopped()) {
+    for (long nr : {long{SYS_getpid}, long{SYS_gettid}, long{SYS_process_vm_readv},
+                    long{SYS_process_vm_writev}}) {
+      const auto self = static_cast<uint64_t>(w.pid());
+      if (auto ok = seccomp_allows(tid, {nr, {self, 0, 1, 0, 1, 0}, 0}, SeccompNeed::kSurvive);
+          !ok) {
+        return Error{ok.error().message() + " (a call the probes make when they record)"};
+      }
+    }
   }
-  if (*r < 0 && *r > -4096) {
-    return Error{what + " in the target", static_cast<int>(-*r)};
-  }
-  return static_cast<uint64_t>(*r);
+  return {};
 }
 
-struct Found {
-  std::string name;
-  uint32_t kind;
-  uint64_t address;
-  uint64_t size;
-  uint32_t flags = 0;  // PROBE_SITE_*
+// Modules in the order the dynamic linker searches them: the executable first, then the
+// libraries as they were mapped.
+std::vector<std::string> modules_in_search_order(const std::vector<MapEntry>& maps,
+                                                 const std::string& exe) {
+  std::vector<std::string> modules;
+  std::set<std::string> seen;
+  for (const MapEntry& m : maps) {
+    if (!m.path.empty() && m.path[0] == '/' && seen.insert(m.path).second) {
+      modules.push_back(m.path);
+    }
+  }
+  std::stable_partition(modules.begin(), modules.end(),
+                        [&](const std::string& p) { return p == exe; });
+  return modules;
+}
+
+// The allocator's entry points: each from the first module (in search order) that defines
+// it. An IFUNC is noted, not probed.
+SitesByModule find_heap_functions(const std::vector<std::string>& modules, const std::string& root,
+                                  const std::vector<MapEntry>& maps,
+                                  std::vector<std::string>& notes) {
+  SitesByModule by_module;
+  std::set<std::string> missing;
+  for (const Want& want : kHeapFunctions) {
+    missing.insert(want.name);
+  }
+  for (const std::string& path : modules) {
+    if (missing.empty()) {
+      break;
+    }
+    std::vector<std::string> names(missing.begin(), missing.end());
+    auto syms = read_elf_functions(root + path, names);
+    if (!syms) {
+      continue;  // not an ELF we can read (a data file mapped executable, a deleted file)
+    }
+    auto bias = load_bias(*syms, maps, path);
+    if (!bias) {
+      continue;
+    }
+    for (const Want& want : kHeapFunctions) {
+      auto it = syms->functions.find(want.name);
+      if (!missing.count(want.name) || it == syms->functions.end()) {
+        continue;
+      }
+      missing.erase(want.name);
+      if (it->second.ifunc) {
+        notes.push_back(std::string(want.name) + " in " + path +
+                        " is an IFUNC resolver: not probed");
+        continue;
+      }
+      by_module[path].push_back(
+          FoundSite{want.name, want.kind, *bias + it->second.value, it->second.size});
+    }
+  }
+  return by_module;
+}
+
+// glibc's libc as the wait-site lookups below see it: its symbols and load bias, the
+// internal names from its debug file (when one is installed), and its code in the target.
+struct Libc {
+  const ElfModuleSymbols& syms;
+  uint64_t bias = 0;
+  std::map<std::string, ElfFunction, std::less<>> internal;
+  ReadCode read;
+  FunctionLength lengths;
+  uint64_t private_wait = 0;  // __lll_lock_wait_private: never the callee looked for
+  std::vector<FoundSite>& out;
+
+  const ElfFunction* exported(std::string_view name) const {
+    auto it = syms.functions.find(name);
+    return it == syms.functions.end() ? nullptr : &it->second;
+  }
+  const ElfFunction* hidden(std::string_view name) const {
+    auto it = internal.find(name);
+    return it == internal.end() ? nullptr : &it->second;
+  }
+  void add(const std::string& name, uint32_t kind, const ElfFunction& f, uint32_t flags = 0) {
+    if (!f.ifunc) {
+      out.push_back(FoundSite{name, kind, bias + f.value, f.size, flags});
+    }
+  }
 };
+
+// __lll_lock_wait: by name, else the futex-wait callee of pthread_mutex_lock.
+void find_lock_wait(Libc& c) {
+  if (const ElfFunction* f = c.hidden("__lll_lock_wait")) {
+    c.add("__lll_lock_wait", PROBE_KIND_MUTEX, *f);
+    return;
+  }
+  const ElfFunction& lock = *c.exported("pthread_mutex_lock");
+  if (auto t = futex_callee(c.bias + lock.value, lock.size ? lock.size : 1024, c.read,
+                            {c.private_wait}, c.lengths)) {
+    c.out.push_back(FoundSite{"__lll_lock_wait", PROBE_KIND_MUTEX, *t, 0});
+  }
+}
+
+// The holder side: the release of a contended lock (__lll_lock_wake*).
+void find_lock_wake(Libc& c) {
+  const ElfFunction* private_wake = c.exported("__lll_lock_wake_private");
+  if (private_wake != nullptr) {
+    c.add("__lll_lock_wake_private", PROBE_KIND_MUTEX_WAKE, *private_wake);
+  }
+  if (const ElfFunction* f = c.hidden("__lll_lock_wake")) {
+    c.add("__lll_lock_wake", PROBE_KIND_MUTEX_WAKE, *f);
+  } else if (const ElfFunction* un = c.exported("pthread_mutex_unlock")) {
+    std::set<uint64_t> not_it = {c.private_wait};
+    if (private_wake != nullptr) {
+      not_it.insert(c.bias + private_wake->value);
+    }
+    if (auto t =
+            futex_callee(c.bias + un->value, un->size ? un->size : 64, c.read, not_it, c.lengths)) {
+      c.out.push_back(FoundSite{"__lll_lock_wake", PROBE_KIND_MUTEX_WAKE, *t, 0});
+    }
+  }
+}
+
+// __futex_abstimed_wait_common: by name, else the futex-wait callee of a cancellable
+// entry. Its sixth argument says whether the wait is a cancellation point: such a wait is
+// only hijacked while the cancellation path is patched (blob.c, "unwinds").
+void find_cancellable_wait(Libc& c) {
+  if (const ElfFunction* f = c.hidden("__futex_abstimed_wait_common")) {
+    c.add("__futex_abstimed_wait_common", PROBE_KIND_BLOCK, *f, PROBE_SITE_CANCELLABLE_ARG6);
+    return;
+  }
+  for (const char* entry : {"pthread_clockjoin_np", "sem_clockwait"}) {
+    const ElfFunction* e = c.exported(entry);
+    if (e == nullptr) {
+      continue;
+    }
+    if (auto t = futex_callee(c.bias + e->value, e->size ? e->size : 1024, c.read, {c.private_wait},
+                              c.lengths)) {
+      c.out.push_back(FoundSite{"__futex_abstimed_wait_common", PROBE_KIND_BLOCK, *t, 0,
+                                PROBE_SITE_CANCELLABLE_ARG6});
+      return;
+    }
+  }
+}
+
+// Every cancellation and pthread_exit unwinds through __pthread_unwind; the exported
+// __pthread_unwind_next calls it.
+void find_pthread_unwind(Libc& c) {
+  if (const ElfFunction* f = c.hidden("__pthread_unwind")) {
+    c.add("__pthread_unwind", PROBE_KIND_UNWIND, *f, PROBE_SITE_CANCEL_UNWIND);
+  } else if (const ElfFunction* next = c.exported("__pthread_unwind_next")) {
+    if (auto t = forwarded_callee(c.bias + next->value, next->size, c.read, c.lengths)) {
+      c.out.push_back(FoundSite{"__pthread_unwind", PROBE_KIND_UNWIND, *t, c.lengths(*t),
+                                PROBE_SITE_CANCEL_UNWIND});
+    }
+  }
+}
 
 // The futex-wait funnels of glibc (see probe/wait_sites.h): by name from the libc debug
 // file when one is installed, else from the code of exported entry points. Returns the
 // module (libc) and its sites.
-Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
-    StoppedWorld& w, const std::vector<std::string>& modules, const std::string& root,
+Result<std::pair<std::string, std::vector<FoundSite>>> find_wait_functions(
+    TargetMemory& target, const std::vector<std::string>& modules, const std::string& root,
     std::vector<std::pair<uint64_t, uint64_t>>& lock_ranges) {
   static const std::vector<std::string> kExported = {
       "__lll_lock_wait_private",    "pthread_mutex_lock",
@@ -90,7 +230,7 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
         !syms->functions.contains("pthread_mutex_lock")) {
       continue;  // not glibc's libc
     }
-    auto maps = read_maps_text(w.pid());
+    auto maps = read_maps_text(target.pid());
     if (!maps) {
       return maps.error();
     }
@@ -98,96 +238,37 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
     if (!bias) {
       return bias.error();
     }
-    std::vector<Found> out;
     for (const auto& [name, f] : syms->functions) {
       if (name.starts_with("pthread_rwlock_") && f.size > 0) {
         lock_ranges.emplace_back(*bias + f.value, *bias + f.value + f.size);
       }
     }
-    auto add = [&](const std::string& name, uint32_t kind, const ElfFunction& f,
-                   uint32_t flags = 0) {
-      if (!f.ifunc) {
-        out.push_back(Found{name, kind, *bias + f.value, f.size, flags});
-      }
-    };
-    add("__lll_lock_wait_private", PROBE_KIND_MUTEX, syms->functions.at("__lll_lock_wait_private"));
-    if (auto it = syms->functions.find("pthread_barrier_wait"); it != syms->functions.end()) {
-      add("pthread_barrier_wait", PROBE_KIND_BLOCK, it->second);
-    }
-    std::map<std::string, ElfFunction, std::less<>> internal;
-    if (std::string dbg = debug_file_for_build_id(syms->build_id); !dbg.empty()) {
-      if (auto d = read_debug_functions(dbg, kInternal, *syms)) {
-        internal = d->functions;
-      }
-    }
-    auto read = [&w](uint64_t address, size_t len) {
-      std::vector<uint8_t> b(len);
-      auto n = w.read(address, std::as_writable_bytes(std::span(b)));
-      b.resize(n ? *n : 0);
-      return b;
-    };
-    const uint64_t private_wait = *bias + syms->functions.at("__lll_lock_wait_private").value;
+    std::vector<FoundSite> out;
     std::vector<uint64_t> starts = syms->function_starts;
     for (uint64_t& st : starts) {
       st += *bias;
     }
-    const FunctionLength lengths = lengths_from_starts(std::move(starts));
-    if (auto it = internal.find("__lll_lock_wait"); it != internal.end()) {
-      add("__lll_lock_wait", PROBE_KIND_MUTEX, it->second);
-    } else {
-      const ElfFunction& lock = syms->functions.at("pthread_mutex_lock");
-      if (auto t = futex_callee(*bias + lock.value, lock.size ? lock.size : 1024, read,
-                                {private_wait}, lengths)) {
-        out.push_back(Found{"__lll_lock_wait", PROBE_KIND_MUTEX, *t, 0});
+    Libc c{*syms, *bias, {}, {}, lengths_from_starts(std::move(starts)), 0, out};
+    if (std::string dbg = debug_file_for_build_id(syms->build_id); !dbg.empty()) {
+      if (auto d = read_debug_functions(dbg, kInternal, *syms)) {
+        c.internal = d->functions;
       }
     }
-    // The holder side: the release of a contended lock.
-    if (auto it = syms->functions.find("__lll_lock_wake_private"); it != syms->functions.end()) {
-      add("__lll_lock_wake_private", PROBE_KIND_MUTEX_WAKE, it->second);
+    c.read = [&target](uint64_t address, size_t len) {
+      std::vector<uint8_t> b(len);
+      auto n = target.read(address, std::as_writable_bytes(std::span(b)));
+      b.resize(n ? *n : 0);
+      return b;
+    };
+    c.private_wait = *bias + c.exported("__lll_lock_wait_private")->value;
+    c.add("__lll_lock_wait_private", PROBE_KIND_MUTEX, *c.exported("__lll_lock_wait_private"));
+    if (const ElfFunction* f = c.exported("pthread_barrier_wait")) {
+      c.add("pthread_barrier_wait", PROBE_KIND_BLOCK, *f);
     }
-    if (auto it = internal.find("__lll_lock_wake"); it != internal.end()) {
-      add("__lll_lock_wake", PROBE_KIND_MUTEX_WAKE, it->second);
-    } else if (auto un = syms->functions.find("pthread_mutex_unlock");
-               un != syms->functions.end()) {
-      std::set<uint64_t> not_it = {private_wait};
-      if (auto pw = syms->functions.find("__lll_lock_wake_private"); pw != syms->functions.end()) {
-        not_it.insert(*bias + pw->second.value);
-      }
-      if (auto t = futex_callee(*bias + un->second.value, un->second.size ? un->second.size : 64,
-                                read, not_it, lengths)) {
-        out.push_back(Found{"__lll_lock_wake", PROBE_KIND_MUTEX_WAKE, *t, 0});
-      }
-    }
-    // Its sixth argument says whether the wait is a cancellation point: such a wait is only
-    // hijacked while the cancellation path below is patched (blob.c, "unwinds").
-    if (auto it = internal.find("__futex_abstimed_wait_common"); it != internal.end()) {
-      add("__futex_abstimed_wait_common", PROBE_KIND_BLOCK, it->second,
-          PROBE_SITE_CANCELLABLE_ARG6);
-    } else {
-      for (const char* entry : {"pthread_clockjoin_np", "sem_clockwait"}) {
-        auto e = syms->functions.find(entry);
-        if (e == syms->functions.end()) {
-          continue;
-        }
-        if (auto t = futex_callee(*bias + e->second.value, e->second.size ? e->second.size : 1024,
-                                  read, {private_wait}, lengths)) {
-          out.push_back(Found{"__futex_abstimed_wait_common", PROBE_KIND_BLOCK, *t, 0,
-                              PROBE_SITE_CANCELLABLE_ARG6});
-          break;
-        }
-      }
-    }
-    // Every cancellation and pthread_exit unwinds through __pthread_unwind; the exported
-    // __pthread_unwind_next calls it.
-    if (auto it = internal.find("__pthread_unwind"); it != internal.end()) {
-      add("__pthread_unwind", PROBE_KIND_UNWIND, it->second, PROBE_SITE_CANCEL_UNWIND);
-    } else if (auto next = syms->functions.find("__pthread_unwind_next");
-               next != syms->functions.end()) {
-      if (auto t = forwarded_callee(*bias + next->second.value, next->second.size, read, lengths)) {
-        out.push_back(Found{"__pthread_unwind", PROBE_KIND_UNWIND, *t, lengths(*t),
-                            PROBE_SITE_CANCEL_UNWIND});
-      }
-    }
+    find_lock_wait(c);
+    find_lock_wake(c);
+    find_cancellable_wait(c);
+    find_pthread_unwind(c);
     return std::make_pair(path, out);
   }
   return Error{"no glibc libc.so.6 in the target (the waits are probed in glibc)"};
@@ -196,11 +277,11 @@ Result<std::pair<std::string, std::vector<Found>>> find_wait_functions(
 // The unwinders' entries a C++ throw or a forced unwind starts at (libgcc_s, or a copy
 // linked into any module): a hijacked wait gets its return address back there (blob.c,
 // "unwinds"). Every module that defines them, as each copy is called by its own callers.
-std::vector<std::pair<std::string, Found>> find_unwinder_entries(
+std::vector<std::pair<std::string, FoundSite>> find_unwinder_entries(
     const std::vector<std::string>& modules, const std::string& root,
     const std::vector<MapEntry>& maps) {
   static const std::vector<std::string> kNames = {"_Unwind_RaiseException", "_Unwind_ForcedUnwind"};
-  std::vector<std::pair<std::string, Found>> out;
+  std::vector<std::pair<std::string, FoundSite>> out;
   for (const std::string& path : modules) {
     auto syms = read_elf_functions(root + path, kNames);
     if (!syms || syms->functions.empty()) {
@@ -212,23 +293,23 @@ std::vector<std::pair<std::string, Found>> find_unwinder_entries(
     }
     for (const auto& [name, f] : syms->functions) {
       if (!f.ifunc && f.size > 0) {
-        out.emplace_back(path, Found{name, PROBE_KIND_UNWIND, *bias + f.value, f.size});
+        out.emplace_back(path, FoundSite{name, PROBE_KIND_UNWIND, *bias + f.value, f.size});
       }
     }
   }
   return out;
 }
 
-// True when [address, address + size) in pid is a mapping of the file open at `fd`.
-bool maps_our_memfd(pid_t pid, uint64_t address, uint64_t size, int fd) {
-  struct stat ours {};
-  struct stat theirs {};
-  char path[96];
-  std::snprintf(path, sizeof path, "/proc/%d/map_files/%llx-%llx", pid,
-                static_cast<unsigned long long>(address),
-                static_cast<unsigned long long>(address + size));
-  return fstat(fd, &ours) == 0 && stat(path, &theirs) == 0 && ours.st_dev == theirs.st_dev &&
-         ours.st_ino == theirs.st_ino;
+SharedAreaOptions shared_area_options(const ProbeOptions& o, pid_t pid) {
+  SharedAreaOptions so;
+  so.mem_rate = o.mem_rate;
+  so.stack_bytes = o.stack_bytes;
+  so.ring_bytes = o.ring_bytes;
+  so.pointer_capacity = o.pointer_capacity;
+  so.owner_pid = pid;
+  so.block_rate_ticks = o.block_rate_ticks;
+  so.mutex_fraction = o.mutex_fraction;
+  return so;
 }
 
 }  // namespace
@@ -242,21 +323,10 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
   if (w.stopped().empty()) {
     return Error{"no thread of pid " + std::to_string(tp.pid()) + " could be stopped"};
   }
-  // The shared area is a memfd the target creates: its name must be in target memory, so
-  // the code areas are mapped first and the name borrows one of them.
-  // (install_in does it all; on failure it undoes what it did.)
-  SharedAreaOptions so;
-  so.mem_rate = o.mem_rate;
-  so.stack_bytes = o.stack_bytes;
-  so.ring_bytes = o.ring_bytes;
-  so.pointer_capacity = o.pointer_capacity;
-  so.owner_pid = tp.pid();
-  so.block_rate_ticks = o.block_rate_ticks;
-  so.mutex_fraction = o.mutex_fraction;
   // The SharedArea is created inside install_in (from the target's memfd); start empty.
   std::shared_ptr<Probes> self(new Probes());
   self->pid_ = tp.pid();
-  self->options_ = so;
+  self->options_ = shared_area_options(o, tp.pid());
   self->options_heap_ = o.heap;
   self->options_waits_ = o.waits;
   self->allow_breakpoints_ = o.allow_breakpoints;
@@ -274,8 +344,13 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
     return r.error();
   }
   // From here on every exit path that detaches restores the target.
-  std::weak_ptr<Probes> weak = self;
   tp.add_detach_hook([self](StoppedWorld& world) { return self->remove(world); });
+  hook_into(self, tp, o.waits);
+  return self;
+}
+
+void Probes::hook_into(const std::shared_ptr<Probes>& self, TracedProcess& tp, bool waits) {
+  std::weak_ptr<Probes> weak = self;
   tp.set_child_hook([weak](const ChildHookArgs& child, StoppedWorld& cw) {
     if (auto s = weak.lock(); s && !child.shares_vm) {
       s->clean_child(cw);
@@ -291,7 +366,7 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
     if (auto s = weak.lock()) {
       auto it = s->thread_pointers_.find(tid);
       if (it != s->thread_pointers_.end()) {
-        s->area_.forget_thread(it->second, tid);
+        s->inst_.area.forget_thread(it->second, tid);
         s->thread_pointers_.erase(it);
       }
     }
@@ -306,92 +381,23 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
     }
   };
   tp.set_thread_hooks(std::move(hooks));
-  if (!self->wait_returns_.empty() && o.waits) {
+  if (!self->inst_.wait_returns.empty() && waits) {
     tp.set_snapshot_filter([weak](Snapshot& snap) {
       if (auto s = weak.lock()) {
         s->unhijack_copy(snap);
       }
     });
   }
-  return self;
 }
 
-Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
-  auto log = logger("probe");
-  const std::string root = "/proc/" + std::to_string(w.pid()) + "/root";
-  // A session killed earlier left its probes in: they go first (probes on probes would
-  // relocate another session's jumps), and the capture says what was found.
-  LeftoverReport left = remove_leftovers(w, root);
-  notes_.insert(notes_.end(), left.notes.begin(), left.notes.end());
-  // The probes make syscalls of their own in any thread (getpid, gettid, and
-  // process_vm_readv/writev for a stack without registered bounds): a failure is handled,
-  // but a filter that kills or traps for one would let a probe kill the target.
-  for (pid_t tid : w.stopped()) {
-    for (long nr : {long{SYS_getpid}, long{SYS_gettid}, long{SYS_process_vm_readv},
-                    long{SYS_process_vm_writev}}) {
-      const auto self = static_cast<uint64_t>(w.pid());
-      if (auto ok = seccomp_allows(tid, {nr, {self, 0, 1, 0, 1, 0}, 0}, SeccompNeed::kSurvive);
-          !ok) {
-        return Error{ok.error().message() + " (a call the probes make when they record)"};
-      }
-    }
-  }
-  auto maps_text = read_maps_text(w.pid());
-  if (!maps_text) {
-    return maps_text.error();
-  }
-  maps_ = parse_maps(*maps_text);
-
-  // Modules in the order the dynamic linker searches them: the executable first, then the
-  // libraries as they were mapped.
-  std::vector<std::string> modules;
-  const std::string exe = read_exe(tp.pid());
-  std::set<std::string> seen;
-  for (const MapEntry& m : maps_) {
-    if (!m.path.empty() && m.path[0] == '/' && seen.insert(m.path).second) {
-      modules.push_back(m.path);
-    }
-  }
-  std::stable_partition(modules.begin(), modules.end(),
-                        [&](const std::string& p) { return p == exe; });
-
-  std::map<std::string, std::vector<Found>> by_module;
+Result<SitesByModule> Probes::find_sites(StoppedWorld& w, const std::vector<std::string>& modules,
+                                         const std::string& root) {
+  SitesByModule by_module;
   if (options_heap_) {
-    std::set<std::string> missing;
-    for (const Want& want : kHeapFunctions) {
-      missing.insert(want.name);
-    }
-    for (const std::string& path : modules) {
-      if (missing.empty()) {
-        break;
-      }
-      std::vector<std::string> names(missing.begin(), missing.end());
-      auto syms = read_elf_functions(root + path, names);
-      if (!syms) {
-        continue;  // not an ELF we can read (a data file mapped executable, a deleted file)
-      }
-      auto bias = load_bias(*syms, maps_, path);
-      if (!bias) {
-        continue;
-      }
-      for (const Want& want : kHeapFunctions) {
-        auto it = syms->functions.find(want.name);
-        if (!missing.count(want.name) || it == syms->functions.end()) {
-          continue;
-        }
-        missing.erase(want.name);
-        if (it->second.ifunc) {
-          notes_.push_back(std::string(want.name) + " in " + path +
-                           " is an IFUNC resolver: not probed");
-          continue;
-        }
-        by_module[path].push_back(
-            Found{want.name, want.kind, *bias + it->second.value, it->second.size});
-      }
-    }
+    by_module = find_heap_functions(modules, root, maps_, inst_.notes);
     if (by_module.empty()) {
       return Error{"no allocator entry point (malloc, free, ...) found in pid " +
-                   std::to_string(tp.pid())};
+                   std::to_string(w.pid())};
     }
   }
   if (options_waits_) {
@@ -400,7 +406,7 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
       if (!options_heap_) {
         return waits.error();
       }
-      notes_.push_back("futex waits not probed: " + waits.error().message());
+      inst_.notes.push_back("futex waits not probed: " + waits.error().message());
     } else {
       auto& into = by_module[waits->first];
       into.insert(into.end(), waits->second.begin(), waits->second.end());
@@ -410,196 +416,81 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
     }
   }
   for (auto& [path, funcs] : by_module) {
-    for (const Found& f : funcs) {
+    for (const FoundSite& f : funcs) {
       function_names_[f.address] = f.name;
     }
   }
+  return by_module;
+}
 
-  // Code areas next to each module that holds probed functions.
-  for (auto& [path, funcs] : by_module) {
-    auto range = module_range(maps_, path);
-    if (!range) {
-      return Error{"module " + path + " is not mapped"};
-    }
-    const size_t size = code_area_size(funcs.size());
-    auto where = find_code_area(maps_, range->first, range->second, size);
-    if (!where) {
-      return Error{"no free address range within reach of " + path};
-    }
-    auto addr = checked(w.syscall(SYS_mmap, {*where, size, PROT_READ | PROT_WRITE,
-                                             MAP_PRIVATE | MAP_ANONYMOUS | kMapFixedNoReplace,
-                                             static_cast<uint64_t>(-1), 0}),
-                        "mmap of the probe code area");
-    if (!addr) {
-      return addr.error();
-    }
-    code_areas_.push_back({*addr, size});
-    probe_blob_header header{};
-    std::memcpy(&header, blob_image().data(), sizeof header);
-    wait_returns_.push_back(*addr + header.wait_return_offset);
-    if (*addr != *where) {
-      return Error{"the kernel placed the probe code area away from " + path};
+void Probes::note_wait_sites(const std::vector<FoundSite>& funcs, const ProbeImage& image) {
+  for (size_t i = 0; i < image.sites.size(); ++i) {
+    if (funcs[i].kind == PROBE_KIND_BLOCK || funcs[i].kind == PROBE_KIND_MUTEX ||
+        funcs[i].kind == PROBE_KIND_MUTEX_WAKE) {
+      wait_sites_[image.sites[i].site_index] = funcs[i].address;
     }
   }
+}
 
-  // The shared area: a memfd the target creates under a random name, taken by profctl
-  // without a path and proven to be that memfd before it is sized (probe/target_memfd.h),
-  // mapped into the target, and its fd closed there again.
-  const std::string name = random_memfd_name();
-  if (auto r = w.write(code_areas_.front().address,
-                       std::as_bytes(std::span(name.c_str(), name.size() + 1)));
-      !r) {
+// The install recipe's phases in order (probe/README.md); installer.h has the ones that
+// write into the target.
+Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
+  const std::string root = "/proc/" + std::to_string(w.pid()) + "/root";
+  // A session killed earlier left its probes in: they go first (probes on probes would
+  // relocate another session's jumps), and the capture says what was found.
+  LeftoverReport left = remove_leftovers(w, root);
+  inst_.notes.insert(inst_.notes.end(), left.notes.begin(), left.notes.end());
+  if (auto r = check_seccomp(w); !r) {
     return r.error();
   }
-  auto tfd = checked(
-      w.syscall(SYS_memfd_create, {code_areas_.front().address, MFD_CLOEXEC | MFD_ALLOW_SEALING}),
-      "memfd_create");
-  if (!tfd) {
-    return tfd.error();
+  auto maps_text = read_maps_text(w.pid());
+  if (!maps_text) {
+    return maps_text.error();
   }
-  auto close_tfd = [&] { (void)w.syscall(SYS_close, {*tfd}); };
-  auto area = open_target_shared_area(w.pid(), static_cast<int>(*tfd), name, options_);
-  if (!area) {
-    close_tfd();
-    return area.error();
-  }
-  area_ = std::move(*area);
-  // MAP_POPULATE: the target's first record must not fault in ring pages.
-  auto shared = checked(w.syscall(SYS_mmap, {0, area_.size(), PROT_READ | PROT_WRITE,
-                                             MAP_SHARED | MAP_POPULATE, *tfd, 0}),
-                        "mmap of the probe shared area");
-  close_tfd();
-  if (!shared) {
-    return shared.error();
-  }
-  shared_ = {*shared, area_.size()};
-  // The descriptor the target mapped is a number in a table another process may share
-  // (clone(CLONE_FILES)) and swap: the mapping must be our memfd, or the probes would
-  // write into whatever the target chose (its own file: no harm to profctl, no records).
-  if (!maps_our_memfd(w.pid(), shared_.address, shared_.size, area_.fd())) {
-    return Error{"the target mapped another file than profctl's memfd: probes refused"};
+  maps_ = parse_maps(*maps_text);
+  auto by_module = find_sites(w, modules_in_search_order(maps_, read_exe(tp.pid())), root);
+  if (!by_module) {
+    return by_module.error();
   }
 
+  Installer installer(w, inst_);
+  // Code areas next to each module that holds probed functions, then the shared area.
+  std::vector<MappedArea> code;
+  for (auto& [path, funcs] : *by_module) {
+    auto area = installer.map_code_area(path, maps_, code_area_size(funcs.size()));
+    if (!area) {
+      return area.error();
+    }
+    code.push_back(*area);
+  }
+  if (auto r = installer.map_shared_area(options_); !r) {
+    return r.error();
+  }
   // Every thread's stack, so records copy stacks with memcpy inside known bounds.
+  std::vector<uint64_t> pcs;
   for (pid_t tid : w.stopped()) {
     if (auto regs = w.regs(tid)) {
       register_thread(tid, *regs, true);  // the world is stopped: maps_ is current
+      pcs.push_back(regs->rip);
     }
   }
-
-  // Images and patches.
-  std::vector<std::pair<pid_t, uint64_t>> pcs;
-  for (pid_t tid : w.stopped()) {
-    if (auto regs = w.regs(tid)) {
-      pcs.emplace_back(tid, regs->rip);
-    }
-  }
+  // Images and the journal.
   size_t area_index = 0;
-  for (auto& [path, funcs] : by_module) {
-    const Area& code = code_areas_[area_index++];
-    std::vector<std::vector<uint8_t>> bytes(funcs.size());
-    std::vector<ProbeSite> sites;
-    for (size_t i = 0; i < funcs.size(); ++i) {
-      const size_t want =
-          funcs[i].size > 0 ? std::min<uint64_t>(funcs[i].size, 1 << 16) : kUnknownSizeScanWindow;
-      bytes[i].resize(want);
-      auto n = w.read(funcs[i].address, std::as_writable_bytes(std::span(bytes[i])));
-      if (!n) {
-        return n.error();
-      }
-      bytes[i].resize(*n);
-      ProbeSite site;
-      site.name = funcs[i].name;
-      site.kind = funcs[i].kind;
-      site.flags = funcs[i].flags;
-      site.code = FunctionCode{funcs[i].address, bytes[i], funcs[i].size};
-      sites.push_back(site);
-    }
-    auto image = build_probe_image(code.address, code.size, shared_.address, sites);
+  for (auto& [path, funcs] : *by_module) {
+    auto image = installer.write_code_area(code[area_index++], funcs);
     if (!image) {
       return image.error();
     }
-    if (auto r = w.write(code.address, std::as_bytes(std::span(image->code))); !r) {
-      return r.error();
-    }
-    auto prot = checked(w.syscall(SYS_mprotect, {code.address, image->process_token - code.address,
-                                                 PROT_READ | PROT_EXEC}),
-                        "mprotect of the probe code area");
-    if (!prot) {
-      return prot.error();
-    }
-    // The process token: the owner's pid, wiped to 0 in a forked child (so the record path
-    // needs no getpid). Only if the kernel can wipe it.
-    if (auto wipe = w.syscall(SYS_madvise, {image->process_token, kPage, kMadvWipeOnFork});
-        wipe && *wipe == 0) {
-      const uint64_t owner = static_cast<uint64_t>(pid_);
-      (void)w.write(image->process_token, std::as_bytes(std::span(&owner, 1)));
-    }
-    for (size_t i = 0; i < image->sites.size(); ++i) {
-      const SitePatch& sp = image->sites[i];
-      const std::string what = funcs[i].name + " (" + path + ")";
-      if (funcs[i].kind == PROBE_KIND_BLOCK || funcs[i].kind == PROBE_KIND_MUTEX ||
-          funcs[i].kind == PROBE_KIND_MUTEX_WAKE) {
-        wait_sites_[sp.site_index] = funcs[i].address;
-      }
-      if (sp.method == PatchMethod::Refused) {
-        notes_.push_back(what + " not probed: " + sp.reason);
-        continue;
-      }
-      if (sp.method == PatchMethod::Alias) {
-        ++probed_;
-        continue;
-      }
-      if (sp.method == PatchMethod::Int3 && !allow_breakpoints_) {
-        notes_.push_back(what + " not probed: no jump fits (" + sp.reason +
-                         ") and a breakpoint would kill the process if profctl died");
-        continue;
-      }
-      // No thread may be stopped inside the bytes being replaced.
-      const uint64_t lo = sp.patch_address;
-      const uint64_t hi = lo + sp.new_bytes.size();
-      bool inside = false;
-      for (auto& [tid, pc] : pcs) {
-        inside = inside || (pc > lo && pc < hi);
-      }
-      if (inside) {
-        notes_.push_back(what + " not probed: a thread was stopped inside its first bytes");
-        continue;
-      }
-      std::vector<uint8_t> now(sp.original_bytes.size());
-      auto n = w.read(lo, std::as_writable_bytes(std::span(now)));
-      if (!n || *n != now.size() || now != sp.original_bytes) {
-        notes_.push_back(what + " not probed: its bytes changed while installing");
-        continue;
-      }
-      Patch p;
-      p.address = lo;
-      p.original = sp.original_bytes;
-      p.patched = sp.new_bytes;
-      p.method = sp.method;
-      p.trampoline = sp.trampoline_entry;
-      patches_.push_back(p);
-      ++probed_;
-      if (sp.method == PatchMethod::Int3) {
-        notes_.push_back(what + " probed with a breakpoint (each call traps): " + sp.reason);
-      }
-      log->debug("probe {} at {}: {} (site {}, stub {}, original path {}, code {})", what, hex(lo),
-                 patch_method_name(sp.method), sp.site_index, hex(sp.trampoline_entry),
-                 hex(sp.original_path), hex(code.address));
-    }
+    note_wait_sites(funcs, *image);
+    installer.journal_patches(path, funcs, *image, pcs, allow_breakpoints_);
   }
-  if (patches_.empty()) {
+  if (inst_.patches.empty()) {
     return Error{options_heap_ ? "none of the allocator's entry points could be probed"
                                : "none of the futex waits could be probed"};
   }
   // Enabled before the first jump lands, so no call goes unrecorded once patched.
-  area_.set_enabled(true);
-  for (const Patch& p : patches_) {
-    if (auto r = w.write(p.address, std::as_bytes(std::span(p.patched))); !r) {
-      return r.error();
-    }
-  }
-  return {};
+  inst_.area.set_enabled(true);
+  return installer.write_patches();
 }
 
 void Probes::register_thread(pid_t tid, const user_regs_struct& regs, bool maps_current) {
@@ -623,7 +514,7 @@ void Probes::register_thread(pid_t tid, const user_regs_struct& regs, bool maps_
   }
   logger("probe")->trace("thread {}: stack [{}, {}) rsp {} fs {}", tid, hex(m->start), hex(m->end),
                          hex(regs.rsp), hex(regs.fs_base));
-  if (area_.register_thread(regs.fs_base, m->start, m->end, tid)) {
+  if (inst_.area.register_thread(regs.fs_base, m->start, m->end, tid)) {
     thread_pointers_[tid] = regs.fs_base;
   }
 }
@@ -633,7 +524,7 @@ bool Probes::on_trap(pid_t tid) {
   if (ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) {
     return false;
   }
-  for (const Patch& p : patches_) {
+  for (const Patch& p : inst_.patches) {
     if (p.method == PatchMethod::Int3 && !p.restored && regs.rip == p.address + 1) {
       // The stack is as at the function's entry: continue in its trampoline.
       regs.rip = p.trampoline;
@@ -648,16 +539,16 @@ void Probes::clean_child(StoppedWorld& child) {
     return;
   }
   std::vector<std::string> left;
-  for (const Patch& p : patches_) {
+  for (const Patch& p : inst_.patches) {
     if (!child.write(p.address, std::as_bytes(std::span(p.original)))) {
       left.push_back("patch at " + hex(p.address));
     }
   }
-  std::vector<Area> areas = code_areas_;
-  if (shared_.address != 0) {
-    areas.push_back(shared_);
+  std::vector<MappedArea> areas = inst_.code_areas;
+  if (inst_.shared.address != 0) {
+    areas.push_back(inst_.shared);
   }
-  for (const Area& a : areas) {
+  for (const MappedArea& a : areas) {
     auto r = child.syscall(SYS_munmap, {a.address, a.size});
     if (!r || *r != 0) {
       left.push_back("area at " + hex(a.address) + " (" + std::to_string(a.size) + " bytes)");
@@ -671,55 +562,13 @@ void Probes::clean_child(StoppedWorld& child) {
       line += (i ? ", " : "") + left[i];
     }
     std::lock_guard lock(notes_mu_);
-    notes_.push_back(line);
-  }
-}
-
-bool Probes::restore_patches(StoppedWorld& w) {
-  bool all = true;
-  for (Patch& p : patches_) {
-    if (p.restored) {
-      continue;
-    }
-    std::vector<uint8_t> now(p.original.size());
-    if (auto r = w.write(p.address, std::as_bytes(std::span(p.original))); !r) {
-      logger("probe")->warn("restoring {} bytes at {}: {}", p.original.size(), hex(p.address),
-                            r.error().message());
-    } else if (auto n = w.read(p.address, std::as_writable_bytes(std::span(now)));
-               n && *n == now.size() && now == p.original) {
-      p.restored = true;  // read back: the target's bytes are the file's again
-    }
-    all = all && p.restored;
-  }
-  return all;
-}
-
-void Probes::unmap_all(StoppedWorld& world) {
-  std::vector<Area*> areas;
-  for (Area& a : code_areas_) {
-    areas.push_back(&a);
-  }
-  if (shared_.address != 0) {
-    areas.push_back(&shared_);
-  }
-  for (Area* a : areas) {
-    if (a->unmapped) {
-      continue;
-    }
-    auto r = world.syscall(SYS_munmap, {a->address, a->size});
-    if (r && *r == 0) {
-      a->unmapped = true;
-    } else {
-      logger("probe")->warn("unmapping the probe area at {} ({} bytes): {}", hex(a->address),
-                            a->size,
-                            r ? std::strerror(static_cast<int>(-*r)) : r.error().message());
-    }
+    inst_.notes.push_back(line);
   }
 }
 
 std::vector<std::string> Probes::what_is_left(StoppedWorld& w) const {
   std::vector<std::string> left;
-  for (const Patch& p : patches_) {
+  for (const Patch& p : inst_.patches) {
     if (!p.restored) {
       left.push_back(std::to_string(p.original.size()) + " patched bytes at " + hex(p.address));
     }
@@ -727,11 +576,11 @@ std::vector<std::string> Probes::what_is_left(StoppedWorld& w) const {
   // The maps, not our bookkeeping, say whether an area is gone.
   auto text = read_maps_text(w.pid());
   const std::vector<MapEntry> maps = text ? parse_maps(*text) : std::vector<MapEntry>{};
-  std::vector<Area> areas = code_areas_;
-  if (shared_.address != 0) {
-    areas.push_back(shared_);
+  std::vector<MappedArea> areas = inst_.code_areas;
+  if (inst_.shared.address != 0) {
+    areas.push_back(inst_.shared);
   }
-  for (const Area& a : areas) {
+  for (const MappedArea& a : areas) {
     const bool mapped = !text || std::any_of(maps.begin(), maps.end(), [&](const MapEntry& m) {
       return m.start < a.address + a.size && a.address < m.end;
     });
@@ -751,13 +600,14 @@ bool Probes::remove(StoppedWorld& w, bool last_chance) {
     removed_ = true;  // gone with the old image; nothing of ours is mapped any more
     return true;
   }
-  if (area_.data() != nullptr) {
-    area_.set_enabled(false);
+  if (inst_.area.data() != nullptr) {
+    inst_.area.set_enabled(false);
   }
   // Each round (the detach loop runs the target briefly between them, bounded at about a
   // second) retries what failed before.
   constexpr int kRounds = 200;
-  const bool patched_out = restore_patches(w);
+  Installer installer(w, inst_);
+  const bool patched_out = installer.restore_patches();
   restored_ = patched_out;
   if (patched_out) {
     // At once, not only once nothing is busy: with __pthread_unwind unpatched, a thread
@@ -766,13 +616,13 @@ bool Probes::remove(StoppedWorld& w, bool last_chance) {
     restore_waits(w);
   }
   // The areas go only when no thread is in a trampoline or a call-through.
-  bool busy = area_.data() != nullptr && area_.counters().inflight > 0;
+  bool busy = inst_.area.data() != nullptr && inst_.area.counters().inflight > 0;
   for (pid_t tid : w.stopped()) {
     auto regs = w.regs(tid);
     if (!regs) {
       continue;
     }
-    for (const Area& a : code_areas_) {
+    for (const MappedArea& a : inst_.code_areas) {
       busy = busy || (regs->rip >= a.address && regs->rip < a.address + a.size);
     }
   }
@@ -784,7 +634,7 @@ bool Probes::remove(StoppedWorld& w, bool last_chance) {
     restore_waits(w);
   }
   if (!busy && patched_out) {
-    unmap_all(w);
+    installer.unmap_areas();
     if (!last && !what_is_left(w).empty()) {
       return false;  // an unmap failed: once more
     }
@@ -797,21 +647,22 @@ bool Probes::remove(StoppedWorld& w, bool last_chance) {
       line += (i ? ", " : "") + left_[i];
     }
     std::lock_guard lock(notes_mu_);
-    notes_.push_back(line);
+    inst_.notes.push_back(line);
   }
   removed_ = true;
   return true;
 }
 
 bool Probes::is_wait_return(uint64_t word) const {
-  return std::find(wait_returns_.begin(), wait_returns_.end(), word) != wait_returns_.end();
+  return std::find(inst_.wait_returns.begin(), inst_.wait_returns.end(), word) !=
+         inst_.wait_returns.end();
 }
 
 void Probes::restore_waits(StoppedWorld& w) {
-  if (area_.data() == nullptr || wait_returns_.empty()) {
+  if (inst_.area.data() == nullptr || inst_.wait_returns.empty()) {
     return;
   }
-  for (const ActiveWait& a : area_.active_waits()) {
+  for (const ActiveWait& a : inst_.area.active_waits()) {
     uint64_t word = 0;
     auto n = w.read(a.slot, std::as_writable_bytes(std::span(&word, 1)));
     // Only a word that still holds our address: a stale wait (its thread cancelled, its
@@ -823,7 +674,7 @@ void Probes::restore_waits(StoppedWorld& w) {
         continue;
       }
     }
-    area_.clear_wait(a.key);
+    inst_.area.clear_wait(a.key);
   }
 }
 
@@ -842,10 +693,10 @@ std::string Probes::function_name(uint64_t function) const {
 }
 
 void Probes::unhijack_copy(Snapshot& s) const {
-  if (area_.data() == nullptr || removed_ || wait_returns_.empty() || s.stack_size < 8) {
+  if (inst_.area.data() == nullptr || removed_ || inst_.wait_returns.empty() || s.stack_size < 8) {
     return;
   }
-  auto a = area_.wait_of(s.regs.fs_base);
+  auto a = inst_.area.wait_of(s.regs.fs_base);
   if (!a) {
     return;
   }

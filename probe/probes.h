@@ -27,6 +27,7 @@
 #include "attach/snapshot.h"
 #include "attach/traced_process.h"
 #include "base/result.h"
+#include "probe/installer.h"
 #include "probe/probe_image.h"
 #include "probe/shared_area.h"
 
@@ -53,7 +54,7 @@ class Probes {
   Probes(const Probes&) = delete;
   Probes& operator=(const Probes&) = delete;
 
-  SharedArea& area() { return area_; }
+  SharedArea& area() { return inst_.area; }
   // The probed function at `function` (a record's rip): its name, "" when unknown.
   std::string function_name(uint64_t function) const;
   // Puts the real return address back where a stack copy shows a timed wait's hijacked
@@ -63,8 +64,8 @@ class Probes {
   // contentions for the mutex profile).
   bool in_lock_function(uint64_t pc) const;
   // Lines for the report: which functions are probed and how, which could not be.
-  const std::vector<std::string>& notes() const { return notes_; }
-  size_t probed() const { return probed_; }
+  const std::vector<std::string>& notes() const { return inst_.notes; }
+  size_t probed() const { return inst_.probed; }
   // True once the target exec'd: the probes went with the old image.
   bool gone_by_exec() const { return exec_.load(); }
   // True once removed from the target (detach).
@@ -74,22 +75,16 @@ class Probes {
   const std::vector<std::string>& left() const { return left_; }
 
  private:
-  struct Patch {
-    uint64_t address = 0;
-    std::vector<uint8_t> original;
-    std::vector<uint8_t> patched;
-    PatchMethod method = PatchMethod::Jump;
-    uint64_t trampoline = 0;  // Int3: where a trap at address + 1 continues
-    bool restored = false;    // the original bytes were written back and read back
-  };
-  struct Area {
-    uint64_t address = 0;
-    size_t size = 0;
-    bool unmapped = false;
-  };
-
   Probes() = default;
   Result<void> install_in(StoppedWorld& world, TracedProcess& tp);
+  // The sites to probe, by module (the allocator's entry points and glibc's waits, as the
+  // options ask), their names kept for function_name().
+  Result<SitesByModule> find_sites(StoppedWorld& w, const std::vector<std::string>& modules,
+                                   const std::string& root);
+  // Which probed function each wait site of an image is (for the thread table).
+  void note_wait_sites(const std::vector<FoundSite>& funcs, const ProbeImage& image);
+  // The thread, child, exec and trap hooks, and the snapshot filter of timed waits.
+  static void hook_into(const std::shared_ptr<Probes>& self, TracedProcess& tp, bool waits);
   // maps_current: maps_ was read while every thread was stopped (install); otherwise the
   // maps are read again first.
   void register_thread(pid_t tid, const user_regs_struct& regs, bool maps_current = false);
@@ -99,30 +94,21 @@ class Probes {
   // `last_chance`: no further round will come.
   bool remove(StoppedWorld& world, bool last_chance = false);
   void clean_child(StoppedWorld& child);
-  // Writes every patch's original bytes back; true when all of them read back right.
-  bool restore_patches(StoppedWorld& world);
-  void unmap_all(StoppedWorld& world);
   // What of ours is still in the target: unrestored patches, areas still in its maps.
   std::vector<std::string> what_is_left(StoppedWorld& world) const;
   // Writes every waiting thread's real return address back into its stack.
   void restore_waits(StoppedWorld& world);
   bool is_wait_return(uint64_t word) const;
 
-  SharedArea area_;
+  Installation inst_;  // what the install put into the target (the journal among it)
   pid_t pid_ = 0;
-  std::vector<Patch> patches_;
-  std::vector<Area> code_areas_;
-  std::vector<uint64_t> wait_returns_;                      // probe_wait_return in each code area
   std::map<uint64_t, std::string> function_names_;          // probed function address -> name
   std::map<uint32_t, uint64_t> wait_sites_;                 // wait site index -> function address
   std::vector<std::pair<uint64_t, uint64_t>> lock_ranges_;  // [lo, hi) of rwlock functions
-  Area shared_{};
-  std::map<pid_t, uint64_t> thread_pointers_;  // tid -> fs_base, to forget at exit
-  std::vector<MapEntry> maps_;                 // for new threads' stacks
-  std::vector<std::string> notes_;
+  std::map<pid_t, uint64_t> thread_pointers_;               // tid -> fs_base, to forget at exit
+  std::vector<MapEntry> maps_;                              // for new threads' stacks
   std::vector<std::string> left_;
   std::mutex notes_mu_;  // a child is cleaned on the ptrace thread while notes may be read
-  size_t probed_ = 0;
   std::atomic<bool> exec_{false};
   bool removed_ = false;
   bool restored_ = false;

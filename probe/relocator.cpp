@@ -189,6 +189,97 @@ std::optional<Error> check_branches_into(const Decoder& dec, const FunctionCode&
   return std::nullopt;
 }
 
+// Where the patch starts (after an endbr64, which stays at the entry), or why the function
+// cannot take a patch of min_bytes.
+Result<size_t> patch_offset(const FunctionCode& fn, size_t min_bytes) {
+  if (min_bytes == 0) {
+    return Error{"relocate_entry: min_bytes must be at least 1", 0};
+  }
+  if (fn.size != 0 && fn.bytes.size() < fn.size) {
+    return refuse("only " + std::to_string(fn.bytes.size()) + " of the function's " +
+                      std::to_string(fn.size) + " bytes were given",
+                  fn.address);
+  }
+  size_t start = 0;
+  if (fn.bytes.size() >= sizeof kEndbr64 &&
+      std::equal(std::begin(kEndbr64), std::end(kEndbr64), fn.bytes.begin())) {
+    start = sizeof kEndbr64;
+  }
+  if (fn.size != 0 && start + min_bytes > fn.size) {
+    return refuse("the function is " + std::to_string(fn.size) + " bytes: too short for a " +
+                      std::to_string(min_bytes) + "-byte patch",
+                  fn.address);
+  }
+  return start;
+}
+
+// Appends the instruction `i` at `off` of the function, rewritten to run at the end of
+// r.code; `covered`: the bytes relocated before it. Returns the refusal, if any.
+std::optional<Error> relocate_instruction(const Instruction& i, const FunctionCode& fn, size_t off,
+                                          size_t covered, size_t min_bytes, Relocation& r) {
+  const uint64_t at = fn.address + off;
+  const size_t len = i.ins.length;
+  const uint64_t dst = r.new_address + r.code.size();
+  if (is_trap(i)) {
+    return refuse("int3/ud2/hlt in the patched range (another tool's breakpoint?)", at);
+  }
+  if (is_terminator(i) && covered + len < min_bytes) {
+    return refuse("ret or jmp before " + std::to_string(min_bytes) +
+                      " bytes: the function is too short to patch",
+                  at);
+  }
+  if (std::optional<uint64_t> target = relative_target(i, at)) {
+    if (i.ins.mnemonic == ZYDIS_MNEMONIC_JMP) {
+      emit_jmp(r.code, dst, *target);
+    } else if (i.ins.mnemonic == ZYDIS_MNEMONIC_CALL) {
+      if (covered + len < min_bytes) {
+        // Its return would have to come back into the relocated code, where no unwinder
+        // finds CFI; the int3 fallback relocates it alone, as the last instruction.
+        return refuse("call before the end of the patched range", at);
+      }
+      emit_call_as_push_jmp(r.code, dst, at + len, *target);
+    } else if (is_jcc(i)) {
+      emit_jcc(r.code, dst, static_cast<uint8_t>(i.ins.opcode & 0x0F), *target);
+    } else {
+      return refuse("relative instruction that cannot be relocated (loop/jrcxz/xbegin)", at);
+    }
+    return std::nullopt;
+  }
+  const size_t pos = r.code.size();
+  r.code.insert(r.code.end(), fn.bytes.begin() + off, fn.bytes.begin() + off + len);
+  if (auto mem = rip_relative_target(i, at)) {
+    if (i.ins.raw.disp.size != 32 || size_t{i.ins.raw.disp.offset} + 4 > len) {
+      return refuse("RIP-relative operand without a 32-bit displacement", at);
+    }
+    const uint64_t new_next = dst + len;
+    if (!rel32_reaches(new_next, *mem)) {
+      return refuse(
+          "RIP-relative operand " + hex(*mem) + " out of rel32 reach of " + hex(r.new_address), at);
+    }
+    auto disp = static_cast<uint32_t>(rel32(new_next, *mem));
+    for (int b = 0; b < 4; ++b) {
+      r.code[pos + i.ins.raw.disp.offset + b] = static_cast<uint8_t>(disp >> (8 * b));
+    }
+  }
+  return std::nullopt;
+}
+
+// A relocated branch back into [entry, resume) would run the overwritten bytes.
+std::optional<Error> check_relocated_branches(const Decoder& dec, const FunctionCode& fn,
+                                              size_t start, size_t end, size_t avail,
+                                              uint64_t resume) {
+  Instruction i;
+  size_t o = start;
+  while (o < end) {
+    (void)dec.decode(fn.bytes.subspan(o, avail - o), i);
+    if (auto t = relative_target(i, fn.address + o); t && *t >= fn.address && *t < resume) {
+      return refuse("branch into the relocated range", fn.address + o);
+    }
+    o += i.ins.length;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool rel32_reaches(uint64_t next_ip, uint64_t target) {
@@ -211,100 +302,33 @@ std::vector<uint8_t> encode_jump(uint64_t from, uint64_t to) {
 }
 
 Result<Relocation> relocate_entry(const FunctionCode& fn, size_t min_bytes, uint64_t new_address) {
-  if (min_bytes == 0) {
-    return Error{"relocate_entry: min_bytes must be at least 1", 0};
+  auto start = patch_offset(fn, min_bytes);
+  if (!start) {
+    return start.error();
   }
-  if (fn.size != 0 && fn.bytes.size() < fn.size) {
-    return refuse("only " + std::to_string(fn.bytes.size()) + " of the function's " +
-                      std::to_string(fn.size) + " bytes were given",
-                  fn.address);
-  }
-  size_t start = 0;
-  if (fn.bytes.size() >= sizeof kEndbr64 &&
-      std::equal(std::begin(kEndbr64), std::end(kEndbr64), fn.bytes.begin())) {
-    start = sizeof kEndbr64;  // keep endbr64 at the entry; patch after it
-  }
-  if (fn.size != 0 && start + min_bytes > fn.size) {
-    return refuse("the function is " + std::to_string(fn.size) + " bytes: too short for a " +
-                      std::to_string(min_bytes) + "-byte patch",
-                  fn.address);
-  }
-  size_t avail = fn.size != 0 ? static_cast<size_t>(fn.size) : fn.bytes.size();
-
+  const size_t avail = fn.size != 0 ? static_cast<size_t>(fn.size) : fn.bytes.size();
   Decoder dec;
   Relocation r;
-  r.patch_address = fn.address + start;
+  r.patch_address = fn.address + *start;
   r.new_address = new_address;
-  size_t off = start;
+  size_t off = *start;
   Instruction i;
-  while (off - start < min_bytes) {
-    uint64_t at = fn.address + off;
+  while (off - *start < min_bytes) {
     if (off >= avail || !dec.decode(fn.bytes.subspan(off, avail - off), i)) {
       return refuse(off >= avail ? "the function's bytes end before the patch is covered"
                                  : "undecodable instruction",
-                    at);
+                    fn.address + off);
     }
-    size_t len = i.ins.length;
-    uint64_t dst = new_address + r.code.size();
-    if (is_trap(i)) {
-      return refuse("int3/ud2/hlt in the patched range (another tool's breakpoint?)", at);
+    if (auto why = relocate_instruction(i, fn, off, off - *start, min_bytes, r)) {
+      return *why;
     }
-    if (is_terminator(i) && off + len - start < min_bytes) {
-      return refuse("ret or jmp before " + std::to_string(min_bytes) +
-                        " bytes: the function is too short to patch",
-                    at);
-    }
-    std::optional<uint64_t> target = relative_target(i, at);
-    if (target) {
-      if (i.ins.mnemonic == ZYDIS_MNEMONIC_JMP) {
-        emit_jmp(r.code, dst, *target);
-      } else if (i.ins.mnemonic == ZYDIS_MNEMONIC_CALL) {
-        if (off + len - start < min_bytes) {
-          // Its return would have to come back into the relocated code, where no unwinder
-          // finds CFI; the int3 fallback relocates it alone, as the last instruction.
-          return refuse("call before the end of the patched range", at);
-        }
-        emit_call_as_push_jmp(r.code, dst, at + len, *target);
-      } else if (is_jcc(i)) {
-        emit_jcc(r.code, dst, static_cast<uint8_t>(i.ins.opcode & 0x0F), *target);
-      } else {
-        return refuse("relative instruction that cannot be relocated (loop/jrcxz/xbegin)", at);
-      }
-    } else if (auto mem = rip_relative_target(i, at)) {
-      if (i.ins.raw.disp.size != 32 || size_t{i.ins.raw.disp.offset} + 4 > len) {
-        return refuse("RIP-relative operand without a 32-bit displacement", at);
-      }
-      uint64_t new_next = dst + len;
-      if (!rel32_reaches(new_next, *mem)) {
-        return refuse(
-            "RIP-relative operand " + hex(*mem) + " out of rel32 reach of " + hex(new_address), at);
-      }
-      size_t pos = r.code.size();
-      r.code.insert(r.code.end(), fn.bytes.begin() + off, fn.bytes.begin() + off + len);
-      uint32_t disp = static_cast<uint32_t>(rel32(new_next, *mem));
-      for (int b = 0; b < 4; ++b) {
-        r.code[pos + i.ins.raw.disp.offset + b] = static_cast<uint8_t>(disp >> (8 * b));
-      }
-    } else {
-      r.code.insert(r.code.end(), fn.bytes.begin() + off, fn.bytes.begin() + off + len);
-    }
-    off += len;
+    off += i.ins.length;
     ++r.instructions;
   }
-  r.length = off - start;
+  r.length = off - *start;
   r.resume_address = r.patch_address + r.length;
-
-  // A relocated branch back into the range would run the overwritten bytes.
-  {
-    size_t o = start;
-    while (o < off) {
-      (void)dec.decode(fn.bytes.subspan(o, avail - o), i);
-      if (auto t = relative_target(i, fn.address + o);
-          t && *t >= fn.address && *t < r.resume_address) {
-        return refuse("branch into the relocated range", fn.address + o);
-      }
-      o += i.ins.length;
-    }
+  if (auto why = check_relocated_branches(dec, fn, *start, off, avail, r.resume_address)) {
+    return *why;
   }
   if (auto why = check_branches_into(dec, fn, fn.address, r.resume_address)) {
     return *why;

@@ -73,82 +73,99 @@ size_t RingReader::drain(const std::function<void(const RecordView&)>& fn, size_
       resync(head);
       break;
     }
-    const uint64_t off = tail_ & (size_ - 1);
+    Entry e;
+    e.off = tail_ & (size_ - 1);
     // The header word once; len and state are decided on this value alone.
-    const uint64_t header =
-        at(*reinterpret_cast<uint64_t*>(ring_ + off)).load(std::memory_order_acquire);
-    const uint64_t len = header & kLenMask;
-    const auto state = static_cast<uint32_t>(header >> 32);
-    const bool len_ok = len >= 8 && len % 8 == 0 && len <= size_ - off && len <= avail;
-    if (state == PROBE_REC_STATE_PADDING) {
-      if (!len_ok) {
-        resync(head);
-        break;
-      }
-      consume(len);
-      consumed += len;
-      continue;
-    }
-    if (state == PROBE_REC_STATE_COMMITTED) {
-      if (!len_ok || len < sizeof(probe_record)) {
-        resync(head);
-        break;
-      }
-      // The fixed part once, into private memory; from here on only the copy is read.
-      probe_record rec{};
-      std::memcpy(&rec, ring_ + off, sizeof rec);
-      rec.header = header;
-      if (rec.stack_len > len - sizeof(probe_record)) {
-        resync(head);
-        break;
-      }
-      stalled_at_ = UINT64_MAX;
-      if (rec.pid == area_.owner_pid()) {
-        // The stack copy once, up to profctl's own budget (the blob honours the budget in
-        // the area, which the target can rewrite).
-        uint64_t n = rec.stack_len;
-        if (n > stack_budget_) {
-          n = stack_budget_;
-          rec.flags = static_cast<uint16_t>(rec.flags | PROBE_REC_STACK_CUT);
-          ++stats_.stack_cut;
-        }
-        rec.stack_len = n;
-        std::memcpy(stack_.data(), ring_ + off + sizeof(probe_record), n);
-        fn(RecordView{rec, {stack_.data(), static_cast<size_t>(n)}});
-        ++stats_.records;
-        ++handed;
-      } else {
-        ++stats_.foreign_pid;
-      }
-      consume(len);
-      consumed += len;
-      continue;
-    }
-    if (state != PROBE_REC_STATE_EMPTY && state != PROBE_REC_STATE_WRITING) {
-      resync(head);
+    e.header = at(*reinterpret_cast<uint64_t*>(ring_ + e.off)).load(std::memory_order_acquire);
+    e.len = e.header & kLenMask;
+    e.state = static_cast<uint32_t>(e.header >> 32);
+    e.len_ok = e.len >= 8 && e.len % 8 == 0 && e.len <= size_ - e.off && e.len <= avail;
+    const uint64_t taken = take_entry(e, head, fn, handed);
+    if (taken == 0) {
       break;
     }
-    // Not committed yet. Skip it only once it has been stuck for abandon_after_ and its
-    // length is known (a writer dies between its reservation and the header store only
-    // within a few instructions); stuck that long without a usable length, it is garbage.
-    auto now = std::chrono::steady_clock::now();
-    if (stalled_at_ != tail_) {
-      stalled_at_ = tail_;
-      stalled_since_ = now;
-    } else if (now - stalled_since_ >= abandon_after_) {
-      if (state != PROBE_REC_STATE_WRITING || !len_ok) {
-        resync(head);
-        break;
-      }
-      ++stats_.abandoned;
-      stalled_at_ = UINT64_MAX;
-      consume(len);
-      consumed += len;
-      continue;
-    }
-    break;
+    consumed += taken;
   }
   return handed;
+}
+
+uint64_t RingReader::take_entry(const Entry& e, uint64_t head,
+                                const std::function<void(const RecordView&)>& fn, size_t& handed) {
+  if (e.state == PROBE_REC_STATE_PADDING) {
+    if (!e.len_ok) {
+      resync(head);
+      return 0;
+    }
+    consume(e.len);
+    return e.len;
+  }
+  if (e.state == PROBE_REC_STATE_COMMITTED) {
+    return take_record(e, head, fn, handed);
+  }
+  if (e.state != PROBE_REC_STATE_EMPTY && e.state != PROBE_REC_STATE_WRITING) {
+    resync(head);
+    return 0;
+  }
+  return take_uncommitted(e, head);
+}
+
+uint64_t RingReader::take_record(const Entry& e, uint64_t head,
+                                 const std::function<void(const RecordView&)>& fn, size_t& handed) {
+  if (!e.len_ok || e.len < sizeof(probe_record)) {
+    resync(head);
+    return 0;
+  }
+  // The fixed part once, into private memory; from here on only the copy is read.
+  probe_record rec{};
+  std::memcpy(&rec, ring_ + e.off, sizeof rec);
+  rec.header = e.header;
+  if (rec.stack_len > e.len - sizeof(probe_record)) {
+    resync(head);
+    return 0;
+  }
+  stalled_at_ = UINT64_MAX;
+  if (rec.pid == area_.owner_pid()) {
+    // The stack copy once, up to profctl's own budget (the blob honours the budget in
+    // the area, which the target can rewrite).
+    uint64_t n = rec.stack_len;
+    if (n > stack_budget_) {
+      n = stack_budget_;
+      rec.flags = static_cast<uint16_t>(rec.flags | PROBE_REC_STACK_CUT);
+      ++stats_.stack_cut;
+    }
+    rec.stack_len = n;
+    std::memcpy(stack_.data(), ring_ + e.off + sizeof(probe_record), n);
+    fn(RecordView{rec, {stack_.data(), static_cast<size_t>(n)}});
+    ++stats_.records;
+    ++handed;
+  } else {
+    ++stats_.foreign_pid;
+  }
+  consume(e.len);
+  return e.len;
+}
+
+// Not committed yet. Skipped only once it has been stuck for abandon_after_ and its length
+// is known (a writer dies between its reservation and the header store only within a few
+// instructions); stuck that long without a usable length, it is garbage.
+uint64_t RingReader::take_uncommitted(const Entry& e, uint64_t head) {
+  auto now = std::chrono::steady_clock::now();
+  if (stalled_at_ != tail_) {
+    stalled_at_ = tail_;
+    stalled_since_ = now;
+    return 0;
+  }
+  if (now - stalled_since_ < abandon_after_) {
+    return 0;
+  }
+  if (e.state != PROBE_REC_STATE_WRITING || !e.len_ok) {
+    resync(head);
+    return 0;
+  }
+  ++stats_.abandoned;
+  stalled_at_ = UINT64_MAX;
+  consume(e.len);
+  return e.len;
 }
 
 std::string RingReader::note() const {

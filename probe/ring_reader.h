@@ -104,6 +104,21 @@ class RingReader {
   std::string note() const;
 
  private:
+  // The entry at the tail, as its header word said once.
+  struct Entry {
+    uint64_t off = 0;  // in the ring
+    uint64_t header = 0;
+    uint64_t len = 0;
+    uint32_t state = 0;
+    bool len_ok = false;  // a whole number of words, inside the ring and the available bytes
+  };
+  // Each takes the entry at the tail and returns the bytes it consumed: 0 stops the drain
+  // (the ring was resynchronized, or the entry is not written yet).
+  uint64_t take_entry(const Entry& e, uint64_t head,
+                      const std::function<void(const RecordView&)>& fn, size_t& handed);
+  uint64_t take_record(const Entry& e, uint64_t head,
+                       const std::function<void(const RecordView&)>& fn, size_t& handed);
+  uint64_t take_uncommitted(const Entry& e, uint64_t head);
   void consume(uint64_t len);
   void resync(uint64_t head);
 

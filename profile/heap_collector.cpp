@@ -27,7 +27,7 @@ void HeapCollector::finish() {
   const auto q = queue_.stats();
   stats_.dropped = q.dropped;
   stats_.max_queued_bytes = q.max_bytes;
-  tracker_.note_dropped(q.dropped);
+  tracker_.note_queue_dropped(q.dropped);
 }
 
 std::vector<std::string> HeapCollector::notes() const {

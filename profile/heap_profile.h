@@ -57,6 +57,8 @@ struct HeapCounters {
   uint64_t missed_frees = 0;
   uint64_t live_at_end = 0;    // sampled pointers still live when the result was taken
   uint64_t ring_dropped = 0;   // records lost because the ring was full (note_dropped)
+  uint64_t queue_dropped = 0;  // records read but not processed: the queue to the unwinding
+                               // worker was full (note_queue_dropped)
   uint64_t table_dropped = 0;  // sampled allocations the target's pointer table had no room
                                // for: their frees are never seen (note_table_dropped)
   // Sampled allocations not counted at all because a bound of HeapTrackerLimits was reached
@@ -129,6 +131,7 @@ class HeapTracker {
   void on_free(uint64_t ptr, uint64_t time_ns);
 
   void note_dropped(uint64_t n);        // ring records lost (ring full)
+  void note_queue_dropped(uint64_t n);  // records dropped before unwinding (queue full)
   void note_table_dropped(uint64_t n);  // sampled allocations the target could not track
 
   // The profile at `end_ns` (same clock as the records); allocations live at the end and at

@@ -119,7 +119,7 @@ struct CaptureHeapSet {
 // What the heap profile has beyond Go's: the peak of in-use memory during the capture with
 // the stacks that held it, the allocations still live and older than min_age at the end
 // (leak candidates), and the tracker's counters (sampled_allocs, sampled_frees,
-// unknown_frees, missed_frees, live_at_end, ring_dropped, table_dropped).
+// unknown_frees, missed_frees, live_at_end, ring_dropped, queue_dropped, table_dropped).
 struct CaptureHeap {
   uint64_t peak_at_ns = 0;  // since the start of the capture
   CaptureHeapSet peak;

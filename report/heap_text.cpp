@@ -119,6 +119,9 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
     if (uint64_t n = counter(h, "ring_dropped")) {
       out << "dropped: " << n << " records were lost (the ring was full)\n";
     }
+    if (uint64_t n = counter(h, "queue_dropped")) {
+      out << "dropped: " << n << " records were not unwound (unwinding could not keep up)\n";
+    }
     if (uint64_t n = counter(h, "table_dropped")) {
       out << "untracked: " << n
           << " sampled allocations did not fit the target's pointer table (their frees are "

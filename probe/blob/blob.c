@@ -321,56 +321,55 @@ struct rec_in {
   uint64_t rbp, rbx, r12, r13, r14, r15;
 };
 
-/* Writes one record. with_stack: copy the caller's stack too. */
-static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
-                            struct rec_in* in, int with_stack) {
-  uint64_t rsp = in->rsp;
-  uint32_t flags = in->flags;
-  uint64_t want = 0;
-  if (with_stack) {
-    want = LOAD(&c->stack_bytes) & ~7ULL;
-    uint64_t hi = LOAD_ACQ(&slot->stack_hi);
-    uint64_t lo = LOAD(&slot->stack_lo);
-    if (hi != 0 && lo <= rsp && rsp < hi && LOAD_ACQ(&slot->stack_hi) == hi) {
-      flags |= PROBE_REC_STACK_BOUNDS;
-      if (hi - rsp < want) {
-        want = hi - rsp;
-      } else {
-        flags |= PROBE_REC_STACK_CUT;
-      }
+/* How many stack bytes a record copies and how (PROBE_REC_STACK_* added to *flags):
+ * memcpy inside the thread's registered bounds, else the kernel's process_vm_readv. */
+static uint64_t plan_stack_copy(struct probe_ctl* c, struct probe_thread_slot* slot,
+                                uint64_t rsp, uint32_t* flags) {
+  uint64_t want = LOAD(&c->stack_bytes) & ~7ULL;
+  uint64_t hi = LOAD_ACQ(&slot->stack_hi);
+  uint64_t lo = LOAD(&slot->stack_lo);
+  if (hi != 0 && lo <= rsp && rsp < hi && LOAD_ACQ(&slot->stack_hi) == hi) {
+    *flags |= PROBE_REC_STACK_BOUNDS;
+    if (hi - rsp < want) {
+      want = hi - rsp;
     } else {
-      flags |= PROBE_REC_STACK_VMREADV;
+      *flags |= PROBE_REC_STACK_CUT;
     }
+  } else {
+    *flags |= PROBE_REC_STACK_VMREADV;
   }
-  uint64_t len = sizeof(struct probe_record) + ((want + 7) & ~7ULL);
-  struct probe_record* r = ring_reserve(c, len);
-  if (!r) {
-    COUNT(c, dropped_ring_full);
-    return;
-  }
-  uint64_t got = 0;
-  if (flags & PROBE_REC_STACK_BOUNDS) {
+  return want;
+}
+
+/* Copies the stack from rsp into the record as planned; returns the bytes copied. */
+static uint64_t copy_stack(struct probe_ctl* c, struct probe_record* r, int32_t pid,
+                           uint64_t rsp, uint64_t want, uint32_t* flags) {
+  if (*flags & PROBE_REC_STACK_BOUNDS) {
     copy_bytes(r + 1, (const void*)rsp, want);
-    got = want;
-  } else if (flags & PROBE_REC_STACK_VMREADV) {
-    /* Bounds unknown: let the kernel copy, so an unmapped page ends the copy instead of
-     * faulting the target. */
-    struct iovec_ local = {r + 1, want};
-    struct iovec_ remote = {(void*)rsp, want};
-    long n = syscall6(SYS_process_vm_readv_, (long)in->pid, (long)&local, 1, (long)&remote, 1,
-                      0);
-    if (n < 0) {
-      flags |= PROBE_REC_STACK_FAILED;
-      COUNT(c, stack_copy_failed);
-      n = 0;
-    } else if ((uint64_t)n == want) {
-      flags |= PROBE_REC_STACK_CUT;
-    }
-    got = (uint64_t)n;
+    return want;
   }
-  if (got >= 8) {
-    *(uint64_t*)(r + 1) = in->ret_addr; /* never our own word (a wait's hijacked return) */
+  if (!(*flags & PROBE_REC_STACK_VMREADV)) {
+    return 0;
   }
+  /* Bounds unknown: let the kernel copy, so an unmapped page ends the copy instead of
+   * faulting the target. */
+  struct iovec_ local = {r + 1, want};
+  struct iovec_ remote = {(void*)rsp, want};
+  long n = syscall6(SYS_process_vm_readv_, (long)pid, (long)&local, 1, (long)&remote, 1, 0);
+  if (n < 0) {
+    *flags |= PROBE_REC_STACK_FAILED;
+    COUNT(c, stack_copy_failed);
+    return 0;
+  }
+  if ((uint64_t)n == want) {
+    *flags |= PROBE_REC_STACK_CUT;
+  }
+  return (uint64_t)n;
+}
+
+/* The record's fixed part, from `in` and the thread's slot. */
+static void fill_record(struct probe_record* r, struct probe_thread_slot* slot,
+                        const struct rec_in* in, uint32_t flags, uint64_t got) {
   const struct probe_blob_site* s = &probe_blob_header.sites[in->site];
   r->kind = (uint16_t)in->kind;
   r->flags = (uint16_t)flags;
@@ -387,7 +386,7 @@ static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
   r->args[3] = in->args[3];
   r->ret = in->ret;
   r->rip = LOAD(&s->function);
-  r->rsp = rsp;
+  r->rsp = in->rsp;
   r->rbp = in->rbp;
   r->rbx = in->rbx;
   r->r12 = in->r12;
@@ -395,6 +394,24 @@ static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
   r->r14 = in->r14;
   r->r15 = in->r15;
   r->stack_len = got;
+}
+
+/* Writes one record: reserve, copy the stack (with_stack: the caller's), fill, commit. */
+static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
+                            struct rec_in* in, int with_stack) {
+  uint32_t flags = in->flags;
+  uint64_t want = with_stack ? plan_stack_copy(c, slot, in->rsp, &flags) : 0;
+  uint64_t len = sizeof(struct probe_record) + ((want + 7) & ~7ULL);
+  struct probe_record* r = ring_reserve(c, len);
+  if (!r) {
+    COUNT(c, dropped_ring_full);
+    return;
+  }
+  uint64_t got = copy_stack(c, r, in->pid, in->rsp, want, &flags);
+  if (got >= 8) {
+    *(uint64_t*)(r + 1) = in->ret_addr; /* never our own word (a wait's hijacked return) */
+  }
+  fill_record(r, slot, in, flags, got);
   STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
   COUNT(c, records_written);
 }
@@ -449,8 +466,6 @@ static inline int sample_alloc(struct probe_ctl* c, struct probe_thread_slot* s,
   return 1;
 }
 
-/* Commits to a call-through: the events of another process (a child that inherited the
- * patched code and the shared ring) are counted, not recorded. */
 /* This process's pid: the token profctl left on a wipe-on-fork page (no syscall), or, when
  * there is none or this is a forked child (the page reads 0 there), the kernel's word. */
 static long current_pid(void) {
@@ -459,6 +474,8 @@ static long current_pid(void) {
   return pid ? pid : syscall0(SYS_getpid_);
 }
 
+/* Commits to a call-through: the events of another process (a child that inherited the
+ * patched code and the shared ring) are counted, not recorded. */
 static int begin_call(struct probe_ctl* c, struct probe_call* call, struct probe_thread_slot* s,
                       uint64_t state, uint64_t value) {
   long pid = current_pid();

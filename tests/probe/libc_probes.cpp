@@ -2,13 +2,9 @@
 #include "tests/probe/libc_probes.h"
 
 #include <signal.h>
-#include <sys/mman.h>
 #include <ucontext.h>
-#include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
-#include <optional>
 
 #include "attach/proc.h"
 #include "base/fd.h"
@@ -18,8 +14,6 @@
 
 namespace profctl::probe::testing {
 namespace {
-
-constexpr uint64_t kPage = 4096;
 
 // The image whose int3 sites the SIGTRAP handler redirects (one installation at a time).
 const ProbeImage* g_int3_image = nullptr;
@@ -38,19 +32,37 @@ void on_sigtrap(int, siginfo_t*, void* context) {
   signal(SIGTRAP, SIG_DFL);  // not ours: die as without the handler
 }
 
-Result<void> write_text(uint64_t address, const std::vector<uint8_t>& bytes) {
-  uint64_t lo = address / kPage * kPage;
-  uint64_t hi = (address + bytes.size() + kPage - 1) / kPage * kPage;
-  void* page = reinterpret_cast<void*>(lo);
-  // Stays executable throughout: memcpy itself runs from libc's text.
-  if (mprotect(page, hi - lo, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
-    return errno_error("mprotect rwx libc text");
+// `sites` as the installer takes them: libc's by name, the others as given.
+Result<std::vector<FoundSite>> resolve(const std::vector<LibcSite>& sites, const std::string& libc,
+                                       const std::vector<MapEntry>& maps) {
+  std::vector<std::string> names;
+  for (const LibcSite& s : sites) {
+    if (s.address == 0) {
+      names.push_back(s.name);
+    }
   }
-  std::memcpy(reinterpret_cast<void*>(address), bytes.data(), bytes.size());
-  if (mprotect(page, hi - lo, PROT_READ | PROT_EXEC) != 0) {
-    return errno_error("mprotect r-x libc text");
+  auto elf = read_elf_functions(libc, names);
+  if (!elf) {
+    return elf.error();
   }
-  return {};
+  auto bias = load_bias(*elf, maps, libc);
+  if (!bias) {
+    return bias.error();
+  }
+  std::vector<FoundSite> found;
+  for (const LibcSite& s : sites) {
+    FoundSite f{s.name, s.kind, s.address, s.size, s.flags};
+    if (f.address == 0) {
+      auto it = elf->functions.find(s.name);
+      if (it == elf->functions.end() || it->second.ifunc || it->second.size == 0) {
+        return Error{"libc has no plain sized function " + s.name, 0};
+      }
+      f.address = *bias + it->second.value;
+      f.size = it->second.size;
+    }
+    found.push_back(f);
+  }
+  return found;
 }
 
 }  // namespace
@@ -68,6 +80,21 @@ std::vector<LibcSite> all_allocation_sites() {
           {"free", PROBE_KIND_FREE}};
 }
 
+// Unlike a stopped target, this process may map something into the gap between reading
+// its maps and the mmap (the installer refuses with EEXIST then): maps read again for each
+// attempt. far: out of rel32 reach of libc, which forces the int3 fallback.
+Result<MappedArea> LibcProbes::map_code_area(Installer& installer, size_t size, bool far) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto code = far ? installer.map_code_area_at(libc_path_, 0x10000000 + attempt * 0x100000, size)
+                    : installer.map_code_area(
+                          libc_path_, parse_maps(read_file("/proc/self/maps").value()), size);
+    if (code || code.error().err != EEXIST) {
+      return code;
+    }
+  }
+  return Error{"mmap code area: every candidate was taken", 0};
+}
+
 Result<std::unique_ptr<LibcProbes>> LibcProbes::install(const std::vector<LibcSite>& sites,
                                                         const SharedAreaOptions& options,
                                                         bool far_code_area) {
@@ -75,98 +102,52 @@ Result<std::unique_ptr<LibcProbes>> LibcProbes::install(const std::vector<LibcSi
   if (!maps_text) {
     return maps_text.error();
   }
-  std::vector<MapEntry> maps = parse_maps(*maps_text);
-  std::string libc;
+  const std::vector<MapEntry> maps = parse_maps(*maps_text);
+  std::unique_ptr<LibcProbes> p(new LibcProbes());
   for (const MapEntry& m : maps) {
     if (m.path.ends_with("/libc.so.6")) {
-      libc = m.path;
+      p->libc_path_ = m.path;
       break;
     }
   }
-  if (libc.empty()) {
+  if (p->libc_path_.empty()) {
     return Error{"libc.so.6 is not mapped", 0};
   }
-  std::vector<std::string> names;
-  for (const LibcSite& s : sites) {
-    if (s.address == 0) {
-      names.push_back(s.name);
-    }
+  auto found = resolve(sites, p->libc_path_, maps);
+  if (!found) {
+    return found.error();
   }
-  auto elf = read_elf_functions(libc, names);
-  if (!elf) {
-    return elf.error();
+  for (const FoundSite& f : *found) {
+    p->addresses_[f.name] = f.address;
   }
-  auto bias = load_bias(*elf, maps, libc);
-  if (!bias) {
-    return bias.error();
-  }
-  auto area = SharedArea::create(options);
-  if (!area) {
-    return area.error();
-  }
-  std::unique_ptr<LibcProbes> p(new LibcProbes(std::move(*area)));
-  p->libc_path_ = libc;
 
-  // Maps read again for each attempt: the shared area (and anything else) may have taken
-  // the gap; MAP_FIXED_NOREPLACE refuses rather than clobbers.
-  p->code_size_ = code_area_size(sites.size());
-  for (int attempt = 0; attempt < 8 && p->code_ == nullptr; ++attempt) {
-    maps = parse_maps(read_file("/proc/self/maps").value());
-    auto range = module_range(maps, libc);
-    std::optional<uint64_t> where =
-        far_code_area ? std::optional<uint64_t>(0x10000000 + attempt * 0x100000)
-                      : find_code_area(maps, range->first, range->second, p->code_size_);
-    if (!where) {
-      return Error{"no room for the code area near libc", 0};
-    }
-    void* code = mmap(reinterpret_cast<void*>(*where), p->code_size_, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    if (code != MAP_FAILED) {
-      p->code_ = code;
-    } else if (errno != EEXIST) {
-      return errno_error("mmap code area");
-    }
+  // The installer's phases, as Probes::install_in runs them.
+  Installer installer(p->self_, p->installed_);
+  auto code = p->map_code_area(installer, code_area_size(found->size()), far_code_area);
+  if (!code) {
+    return code.error();
   }
-  if (p->code_ == nullptr) {
-    return Error{"mmap code area: every candidate was taken", 0};
+  if (auto r = installer.map_shared_area(options); !r) {
+    return r.error();
   }
-  void* code = p->code_;
-
-  std::vector<ProbeSite> probe_sites;
-  for (const LibcSite& s : sites) {
-    uint64_t address = s.address;
-    uint64_t size = s.size;
-    if (address == 0) {
-      auto it = elf->functions.find(s.name);
-      if (it == elf->functions.end() || it->second.ifunc || it->second.size == 0) {
-        return Error{"libc has no plain sized function " + s.name, 0};
-      }
-      address = *bias + it->second.value;
-      size = it->second.size;
-    }
-    p->addresses_[s.name] = address;
-    // Our own text: readable in place.
-    probe_sites.push_back(
-        {s.name, s.kind,
-         FunctionCode{address, {reinterpret_cast<const uint8_t*>(address), size}, size}, s.flags});
-  }
-  auto image = build_probe_image(reinterpret_cast<uint64_t>(code), p->code_size_,
-                                 reinterpret_cast<uint64_t>(p->area_.data()), probe_sites);
+  auto image = installer.write_code_area(*code, *found);
   if (!image) {
     return image.error();
   }
   p->image_ = std::move(*image);
-  std::memcpy(code, p->image_.code.data(), p->image_.code.size());
-  uint64_t rx = p->image_.process_token - reinterpret_cast<uint64_t>(code);
-  if (mprotect(code, rx, PROT_READ | PROT_EXEC) != 0) {
-    return errno_error("mprotect code area r-x");
+  // No thread is inside libc's entries: this one is here, the others are the test's.
+  installer.journal_patches(p->libc_path_, *found, p->image_, {}, /*allow_breakpoints=*/true);
+  size_t patchable = 0;
+  for (const SitePatch& s : p->image_.sites) {
+    patchable += s.method == PatchMethod::Jump || s.method == PatchMethod::Int3;
   }
-  // The process token: our pid, on a page a forked child sees zeroed.
-  auto* token = reinterpret_cast<uint64_t*>(p->image_.process_token);
-  if (madvise(token, kPage, MADV_WIPEONFORK) == 0) {
-    *token = static_cast<uint64_t>(getpid());
+  if (p->installed_.patches.size() != patchable) {
+    std::string why = "not every site could be patched:";
+    for (const std::string& n : p->installed_.notes) {
+      why += " " + n + ";";
+    }
+    return Error{why, 0};
   }
-
   bool any_int3 = false;
   for (const SitePatch& s : p->image_.sites) {
     any_int3 |= s.method == PatchMethod::Int3;
@@ -178,18 +159,10 @@ Result<std::unique_ptr<LibcProbes>> LibcProbes::install(const std::vector<LibcSi
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigaction(SIGTRAP, &sa, nullptr);
   }
+  // Left disabled (Probes enables first): the tests enable the probes themselves.
   p->patched_ = true;
-  for (const SitePatch& s : p->image_.sites) {
-    if (s.method != PatchMethod::Jump && s.method != PatchMethod::Int3) {
-      continue;
-    }
-    if (std::memcmp(reinterpret_cast<const void*>(s.patch_address), s.original_bytes.data(),
-                    s.original_bytes.size()) != 0) {
-      return Error{"libc bytes changed under the patch at " + std::to_string(s.patch_address), 0};
-    }
-    if (auto w = write_text(s.patch_address, s.new_bytes); !w) {
-      return w.error();
-    }
+  if (auto r = installer.write_patches(); !r) {
+    return r.error();
   }
   return p;
 }
@@ -198,12 +171,8 @@ void LibcProbes::remove() {
   if (!patched_) {
     return;
   }
-  area_.set_enabled(false);
-  for (const SitePatch& s : image_.sites) {
-    if (s.method == PatchMethod::Jump || s.method == PatchMethod::Int3) {
-      (void)write_text(s.patch_address, s.original_bytes);
-    }
-  }
+  installed_.area.set_enabled(false);
+  (void)Installer(self_, installed_).restore_patches();
   patched_ = false;
 }
 
@@ -213,9 +182,9 @@ LibcProbes::~LibcProbes() {
     signal(SIGTRAP, SIG_DFL);
     g_int3_image = nullptr;
   }
-  // Single-threaded again and nobody inside a call-through: the code area can go.
-  if (code_ != nullptr && area_.counters().inflight == 0) {
-    munmap(code_, code_size_);
+  // Single-threaded again and nobody inside a call-through: the areas can go.
+  if (installed_.area.data() == nullptr || installed_.area.counters().inflight == 0) {
+    Installer(self_, installed_).unmap_areas();
   }
 }
 

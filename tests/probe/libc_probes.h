@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
-// LibcProbes: installs the probes on the test process's OWN libc, exactly as attach/ will
-// in a target but with local memory writes instead of ptrace: a shared area, a code area
-// mapped near libc.so.6, the image built for the real libc functions, and jmp (or int3)
-// patches written over libc's text. The destructor restores every byte.
+// LibcProbes: installs the probes on the test process's OWN libc with the installer's
+// real phases (probe/installer.h) through InProcessMemory instead of a stopped world: a
+// code area mapped near libc.so.6, the shared area from a memfd "the target" created, the
+// image built for the real libc functions, and jmp (or int3) patches journaled and written
+// over libc's text. Which functions to probe is the test's choice (Probes finds its own);
+// an int3 trap is redirected by a SIGTRAP handler here (by ptrace in profctl). The
+// destructor restores every byte and unmaps the areas with the installer's removal steps.
 //
 // Only safe while the process is single-threaded at install and removal (as a stopped
 // world is for attach/).
@@ -15,8 +18,10 @@
 #include <vector>
 
 #include "base/result.h"
+#include "probe/installer.h"
 #include "probe/probe_image.h"
 #include "probe/shared_area.h"
+#include "tests/probe/in_process_memory.h"
 
 namespace profctl::probe::testing {
 
@@ -46,17 +51,17 @@ class LibcProbes {
   // Disables the probes and restores libc's bytes (idempotent).
   void remove();
 
-  SharedArea& area() { return area_; }
+  SharedArea& area() { return installed_.area; }
   const ProbeImage& image() const { return image_; }
   uint64_t address(const std::string& name) const { return addresses_.at(name); }
   std::string libc_path() const { return libc_path_; }
 
  private:
-  explicit LibcProbes(SharedArea area) : area_(std::move(area)) {}
+  LibcProbes() = default;
+  Result<MappedArea> map_code_area(Installer& installer, size_t size, bool far);
 
-  SharedArea area_;
-  void* code_ = nullptr;
-  size_t code_size_ = 0;
+  InProcessMemory self_;
+  Installation installed_;
   ProbeImage image_;
   std::map<std::string, uint64_t> addresses_;
   std::string libc_path_;

@@ -143,6 +143,7 @@ TEST(ReportHeapText, UnknownFramesNoLeaksAndRateOne) {
   p.heap->leaks = {};
   p.heap->counters["missed_frees"] = 2;
   p.heap->counters["ring_dropped"] = 5;
+  p.heap->counters["queue_dropped"] = 3;
   p.heap->counters["table_dropped"] = 1;
   c.profiles["heap"] = p;
   const std::string text = heap_text(c);
@@ -151,6 +152,7 @@ TEST(ReportHeapText, UnknownFramesNoLeaksAndRateOne) {
         "# sampling: every allocation is recorded (--mem-rate 1)\n",
         "# missed: 2 frees were lost (their addresses were allocated again); charged late\n",
         "# dropped: 5 records were lost (the ring was full)\n",
+        "# dropped: 3 records were not unwound (unwinding could not keep up)\n",
         "# untracked: 1 sampled allocations did not fit the target's pointer table",
         "# long-lived: no allocation still live at the end is older than 10.00s\n",
         "1: 16 [1: 16] @ 0x55d0c0a02000\n#\t0x55d0c0a02000\tapp+0x2000\n\n"}) {
