@@ -400,6 +400,24 @@ std::vector<std::string> then(std::vector<std::string> functions,
   return ::testing::AssertionSuccess();
 }
 
+::testing::AssertionResult stack_is(const Json& sample, const std::vector<std::string>& stack) {
+  const Json frames = sample.value("frames", Json::array());
+  bool same = frames.size() == stack.size();
+  for (size_t i = 0; same && i < stack.size(); ++i) {
+    same = name_matches(stack[i], function_name(frames[i]));
+  }
+  if (same) {
+    return ::testing::AssertionSuccess();
+  }
+  std::string want;
+  for (const auto& f : stack) {
+    want += "  " + f + "\n";
+  }
+  return ::testing::AssertionFailure() << "expected the whole stack\n"
+                                       << want << "got:\n"
+                                       << stack_text(sample);
+}
+
 std::string label(const Json& sample, const std::string& key) {
   const Json labels = sample.value("labels", Json::object());
   return labels.contains(key) && labels[key].is_string() ? labels[key].get<std::string>() : "";

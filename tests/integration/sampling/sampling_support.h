@@ -116,6 +116,11 @@ bool has_function(const Json& sample, const std::string& function);
 // in the stack, fails too.
 ::testing::AssertionResult stack_ends_with(const Json& sample,
                                            const std::vector<std::string>& outer);
+// The whole stack of a sample, innermost frame first, is exactly `stack`: every frame
+// (inlined ones too) by function name, "clone*" as above. For stacks the target makes
+// entirely known, e.g. a heap sample's: the allocator's entry, where the probe stops, then
+// the target's own functions and its thread's root.
+::testing::AssertionResult stack_is(const Json& sample, const std::vector<std::string>& stack);
 // The outer frames of every thread created by pthread_create, and of the main thread.
 std::vector<std::string> thread_root();
 std::vector<std::string> main_root();
