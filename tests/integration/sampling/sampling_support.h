@@ -17,6 +17,7 @@
 
 #include "support/capture.h"
 #include "support/process.h"
+#include "tests/common/go_tool.h"
 
 namespace profctl::testing::sampling {
 
@@ -156,12 +157,11 @@ void start_and_wait_for_probes(Child& target, BgProcess& p);
 void end_with_signal(BgProcess& p, int sig);
 inline void end_with_sigint(BgProcess& p) { end_with_signal(p, SIGINT); }
 
-// `go tool pprof ARGS...` (HOME and GOCACHE in a temporary directory); nullopt when go is not
-// installed, which callers report as a failure (kNoGo): golang-go is a dependency.
+// `go tool pprof ARGS...` (HOME and GOCACHE in a temporary directory); nullopt when go is
+// missing, which callers report as a failure (kNoGo, tests/common/go_tool.h).
 std::optional<RunResult> go_pprof(const std::vector<std::string>& args);
 // `go tool pprof -raw FILE`.
 std::optional<RunResult> pprof_raw(const std::string& file);
-extern const char* const kNoGo;
 // Totals of the "Samples:" section of `pprof -raw` output, "type/unit" -> sum.
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw);
 
