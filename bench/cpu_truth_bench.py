@@ -97,7 +97,8 @@ def main():
     def truth():
         tg.stdin.write("truth\n")
         tg.stdin.flush()
-        return [int(w.split("=")[1]) for w in tg.stdout.readline().split()]
+        # fifty, thirty, twenty (the functions' CPU); the workers' whole CPU (cpu=) is not used
+        return [int(w.split("=")[1]) for w in tg.stdout.readline().split()][:3]
 
     def cpu():
         total = 0

@@ -11,6 +11,7 @@
 
 #include "support/capture.h"
 #include "support/process.h"
+#include "tests/common/go_tool.h"
 
 namespace profctl::testing {
 namespace {
@@ -33,7 +34,7 @@ std::string str(const Json& j, const char* key) {
 
 TEST(GoStack, MainGoroutineHasGoLinesAndInlinedFrames) {
   PROFCTL_REQUIRE_PROFCTL();
-  ASSERT_STRNE(TARGET_GO, "") << "go_target was not built: install golang-go (a dependency)";
+  ASSERT_STRNE(TARGET_GO, "") << "go_target was not built. " << kNoGo;
   Child child({TARGET_GO});
   ASSERT_TRUE(child.wait_ready()) << "go_target did not say ready";
   const int read_line = go_marker_line("read");

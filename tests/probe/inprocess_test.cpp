@@ -457,7 +457,11 @@ TEST(ProbeInProcess, DefaultRateSamplesByBytes) {
 // The cost of the probes to the target, measured here: unpatched, patched at the default
 // rate (the fast path), and at rate 1 (the record path: a call-through, 3 syscalls and a
 // 16 KiB stack copy), the latter once with fresh ring pages and once in steady state.
-TEST(ProbeInProcess, FastPathCost) {
+// A bench, not a test (tests never assert times): DISABLED_ keeps it out of the suite, and
+// bench/probe_fast_path_bench.py runs it (--gtest_also_run_disabled_tests) and takes the
+// medians of the "bench:" lines. The checks left make sure the figures are of a run that
+// recorded what it should.
+TEST(ProbeInProcess, DISABLED_FastPathCost) {
   constexpr int kPairs = 2000000;
   ns_per_pair(kPairs / 10, 32);  // warm up
   double unpatched = ns_per_pair(kPairs, 32);
@@ -496,11 +500,13 @@ TEST(ProbeInProcess, FastPathCost) {
       "rate 1, 16 KiB stack copies, malloc record + free record: %.0f ns per pair (first "
       "pass over the ring), %.0f ns (steady state), %.0f ns (stack bounds registered)\n",
       unpatched, disabled, disabled - unpatched, fast, fast - unpatched, first, steady, bounded);
+  std::printf(
+      "bench: pair unpatched=%.1f disabled=%.1f rate512k=%.1f rate1_first=%.0f "
+      "rate1_steady=%.0f rate1_bounded=%.0f\n",
+      unpatched, disabled, fast, first, steady, bounded);
   EXPECT_EQ(k.dropped_ring_full, 0u);
   // Plus the samples of the 512 KiB phase (2M x 32 bytes: ~122 pairs).
   EXPECT_GE(reader.stats().records, 2u * kBatch * 21);
-  // Generous: the machine is shared. The fast path is a handful of ns, never a syscall.
-  EXPECT_LT(fast - unpatched, 100.0);
 }
 
 // Many distinct pointers: each free looks up a different place of the pointer table.
@@ -517,7 +523,8 @@ double ns_per_distinct_pair(std::vector<void*>& blocks, int rounds) {
   return static_cast<double>(thread_cpu_ns() - t0) / (rounds * blocks.size());
 }
 
-TEST(ProbeInProcess, FastPathCostWithDistinctPointers) {
+// A bench too (see DISABLED_FastPathCost).
+TEST(ProbeInProcess, DISABLED_FastPathCostWithDistinctPointers) {
   std::vector<void*> blocks(100000);
   ns_per_distinct_pair(blocks, 2);
   double unpatched = ns_per_distinct_pair(blocks, 10);
@@ -533,8 +540,9 @@ TEST(ProbeInProcess, FastPathCostWithDistinctPointers) {
       "100k live malloc(48) then 100k free: unpatched %.1f ns per pair (%.1f after "
       "removal), patched+disabled %.1f ns, patched at 512 KiB %.1f ns (+%.1f)\n",
       unpatched, after, disabled, fast, fast - unpatched);
-  // Generous (shared machine): before the pointer filter this was ~+190 ns.
-  EXPECT_LT(fast - unpatched, 150.0);
+  // Before the pointer filter, rate512k was ~190 ns above unpatched.
+  std::printf("bench: distinct unpatched=%.1f after=%.1f disabled=%.1f rate512k=%.1f\n", unpatched,
+              after, disabled, fast);
 }
 
 // A tiny ring: most records find no room; they are counted, never block, and the ones

@@ -14,6 +14,7 @@
 #include "report/heap_text.h"
 #include "report/pprof_writer.h"
 #include "report/profile.pb.h"
+#include "tests/common/go_tool.h"
 #include "tests/unit/report_fixture.h"
 
 namespace profctl {
@@ -21,6 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace pb = perftools::profiles;
+using testing::go_binary;
 using testing::rich_capture;
 
 std::string write(const Capture& c, const std::string& kind) {
@@ -289,9 +291,7 @@ std::string squeeze(const std::string& s) {
 class GoPprof : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (run_command("command -v go").status != 0) {
-      GTEST_SKIP() << "go is not installed";
-    }
+    PROFCTL_REQUIRE_GO();
     dir_ = fs::temp_directory_path() / ("profctl-pprof-" + std::to_string(getpid()));
     fs::create_directories(dir_ / "home");
     env_ = "HOME='" + (dir_ / "home").string() + "' GOCACHE='" + (dir_ / "gocache").string() +
@@ -314,7 +314,7 @@ class GoPprof : public ::testing::Test {
     return file.string();
   }
   CmdResult pprof(const std::string& args) {
-    return run_command(env_ + "go tool pprof -symbolize=none " + args);
+    return run_command(env_ + "'" + go_binary() + "' tool pprof -symbolize=none " + args);
   }
 
   fs::path dir_;

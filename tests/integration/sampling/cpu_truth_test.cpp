@@ -4,23 +4,23 @@
 // with CLOCK_THREAD_CPUTIME_ID), profiled beside 16 processes that keep both CPUs busy with
 // short bursts and many wakeups. Sampled from a ticker, a thread that waits for a CPU stops
 // where it was preempted, mostly at a syscall's return (the program's clock reads), and
-// that place used to get 34-89 % of the CPU. Target: sampling_truth.c.
+// that place used to get 34-89 % of the CPU. The profile's total must be the workers' CPU
+// time too, as the program reads it from their CPU clocks. Target: sampling_truth.c.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "sampling_support.h"
+#include "support/procfs.h"
 
 namespace profctl::testing::sampling {
 namespace {
 
-namespace fs = std::filesystem;
-
-// "fifty=NS thirty=NS twenty=NS" -> the three values.
+// "fifty=NS thirty=NS twenty=NS cpu=NS" -> the four values.
 std::vector<long long> parse_truth(const std::string& line) {
   std::vector<long long> out;
   std::istringstream in(line);
@@ -31,18 +31,12 @@ std::vector<long long> parse_truth(const std::string& line) {
   return out;
 }
 
-// CPU time of the target's "worker" threads (schedstat, ns).
-long long workers_cpu_ns(pid_t pid) {
-  long long sum = 0;
-  const std::string task = "/proc/" + std::to_string(pid) + "/task";
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(task, ec)) {
-    if (read_text(e.path().string() + "/comm").value_or("").rfind("worker", 0) != 0) {
-      continue;
-    }
-    sum += std::atoll(read_text(e.path().string() + "/schedstat").value_or("0").c_str());
-  }
-  return sum;
+// Every thread of pid (the main one and both workers) is traced: profctl has taken each
+// thread's CPU mark, from which its samples count.
+bool all_traced(pid_t pid) {
+  const auto tids = task_ids(pid);
+  return tids.size() == 3 &&
+         std::all_of(tids.begin(), tids.end(), [&](pid_t tid) { return tracer_pid(pid, tid) > 0; });
 }
 
 TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
@@ -58,19 +52,23 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   ASSERT_TRUE(target.wait_ready());
   std::this_thread::sleep_for(milliseconds(500));
   TempDir dir;
-  const long long cpu0 = workers_cpu_ns(target.pid());
+  // The truth is read inside the capture, as close to its ends as the test can: once every
+  // thread is traced, and before profctl is told to stop.
+  BgProcess p(attach_argv(
+      target.pid(), {"--profiles", "cpu", "--rate", "499", "-o", dir.path(), "--format", "json"}));
+  ASSERT_TRUE(
+      wait_until([&] { return all_traced(target.pid()); }, milliseconds(30000), milliseconds(1)))
+      << p.err();
   auto t0 = target.command("truth");
   ASSERT_TRUE(t0);
-  auto r = run({PROFCTL_BIN, "attach", std::to_string(target.pid()), "--profiles", "cpu", "--rate",
-                "499", "-d", "8s", "-o", dir.path(), "--format", "json"});
+  std::this_thread::sleep_for(milliseconds(8000));
   auto t1 = target.command("truth");
-  const long long cpu1 = workers_cpu_ns(target.pid());
-  ASSERT_EQ(r.exit_code, 0) << r.describe();
   ASSERT_TRUE(t1);
+  end_with_sigint(p);
   const auto a = parse_truth(*t0);
   const auto b = parse_truth(*t1);
-  ASSERT_EQ(a.size(), 3u);
-  ASSERT_EQ(b.size(), 3u);
+  ASSERT_EQ(a.size(), 4u) << *t0;
+  ASSERT_EQ(b.size(), 4u) << *t1;
   std::vector<double> truth(3);
   double in_functions = 0;
   for (int i = 0; i < 3; ++i) {
@@ -78,8 +76,11 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
     in_functions += truth[i];
   }
   ASSERT_GT(in_functions, 0);
-  // What the workers spent outside the three functions: the clock reads around them.
-  const double outside = 100.0 * (1.0 - in_functions / static_cast<double>(cpu1 - cpu0));
+  // The workers' whole CPU time in the window, and what of it was outside the three
+  // functions: the clock reads around them.
+  const auto workers_cpu = static_cast<double>(b[3] - a[3]);
+  ASSERT_GT(workers_cpu, 0);
+  const double outside = 100.0 * (1.0 - in_functions / workers_cpu);
 
   auto capture = load_capture(dir.path());
   ASSERT_TRUE(capture);
@@ -87,12 +88,28 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   ASSERT_NE(cpu, nullptr);
   const int ci = value_index(*cpu, "cpu");
   const char* names[3] = {"work_fifty", "work_thirty", "work_twenty"};
+  // A worker's whole stack (sampling_truth.c): in a unit of one of the three functions, in
+  // the function itself, or in the worker's own loop (its clock reads around the calls).
+  auto worker_stack = [&](const Json& s) {
+    for (const char* f : names) {
+      if (stack_ends_with(s, then({"unit", f, "worker"}, thread_root())) ||
+          stack_ends_with(s, then({f, "worker"}, thread_root()))) {
+        return ::testing::AssertionSuccess();
+      }
+    }
+    return stack_ends_with(s, then({"worker"}, thread_root()));
+  };
   std::vector<double> got(3, 0.0);
   double clock = 0;
   double total = 0;
+  double workers_total = 0;
   for (const Json& s : cpu->at("samples")) {
     const auto v = static_cast<double>(s.at("values").at(ci).get<long long>());
     total += v;
+    if (label(s, "thread_name") == "worker") {
+      workers_total += v;
+      EXPECT_TRUE(worker_stack(s));
+    }
     bool in_work = false;
     for (int i = 0; i < 3; ++i) {
       if (has_function(s, names[i])) {
@@ -115,7 +132,8 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
     report << names[i] << " profile " << 100 * got[i] / total << "% truth "
            << 100 * truth[i] / in_functions << "%; ";
   }
-  report << "clock profile " << 100 * clock / total << "% truth " << outside << "%";
+  report << "clock profile " << 100 * clock / total << "% truth " << outside << "%; workers "
+         << workers_total / 1e6 << " ms profile, " << workers_cpu / 1e6 << " ms truth";
   std::printf("cpu truth: %s\n", report.str().c_str());
   for (int i = 0; i < 3; ++i) {
     // Shares of the three functions' time (the truth covers only theirs).
@@ -124,6 +142,17 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   }
   EXPECT_LT(100 * clock / total, 3.0) << report.str();
   EXPECT_NEAR(100 * clock / total, outside, 2.0) << report.str();
+  // The total: each cpu sample carries the thread's CPU time since its previous sample, read
+  // from schedstat at the stop, so the workers' samples sum to their CPU time from profctl's
+  // attach to their last sample. Against the window between the truth reads that differs by
+  // the CPU they ran between the attach and the first read, and between the last read and
+  // the stop (a few ms of wall time each; at most 2 CPUs), and by the time after each
+  // worker's last sample (under one period, 2 ms at 499 Hz). 3 % of ~1.8 s of worker CPU
+  // (here each worker has ~1/9 of a CPU; more on a bigger machine) is 50 ms of CPU: the
+  // edges stay well inside it, while a lost sample's time, a sample charged a fixed period
+  // instead of the CPU it stands for, or a dropped thread shows beyond it.
+  const double period_ns = 1e9 / 499;
+  EXPECT_NEAR(workers_total, workers_cpu, 0.03 * workers_cpu + 2 * 2 * period_ns) << report.str();
 }
 
 }  // namespace

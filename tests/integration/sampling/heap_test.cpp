@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
-// The heap profile on real processes: an exactly known workload recorded exactly at
-// --mem-rate 1; the target restored byte for byte after SIGINT, SIGTERM, SIGHUP and SIGKILL
-// of profctl; children forked while the probes are in; 8 threads allocating flat out; exec;
-// the target exiting while probed; 2000 queued signals to an allocating thread; the scaled
-// estimates at the default and a mid rate within the sampling's statistical error; a
-// function that cannot take a jump (breakpoint fallback). Targets: heap_target.c,
-// heap_int3.c.
+// The heap profile on real processes: an exactly known workload recorded exactly, each
+// allocation with its whole stack, at --mem-rate 1; the target restored byte for byte after
+// SIGINT, SIGTERM, SIGHUP and SIGKILL of profctl; children forked while the probes are in;
+// 8 threads allocating flat out; exec; the target exiting while probed; 2000 queued signals
+// to an allocating thread; the scaled estimates at the default and a mid rate within the
+// sampling's statistical error; a function that cannot take a jump (breakpoint fallback).
+// Targets: heap_target.c, heap_int3.c.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <string.h>
@@ -82,19 +82,87 @@ std::string maps_of(pid_t pid) {
   return ::testing::AssertionSuccess();
 }
 
-// The heap samples whose stack holds `function`, summed: values in Go's order (scaled
+// The whole stack of an allocation of heap_target.c (or heap_int3.c), innermost first: the
+// allocator's entry, where the probe records the thread, the target's noinline functions
+// from the innermost out, and the root of the main thread or of a pthread_create thread.
+// With --probe-stack-bytes 1K the copy ends inside main's frame (0x568 bytes of line buffers,
+// the stdin reader and a sigaction): it holds the return address into main but not main's
+// own, so a main-thread stack ends exactly at main.
+enum class Copy { kWhole, k1K };
+std::vector<std::string> on_main(std::vector<std::string> innermost, Copy copy = Copy::kWhole) {
+  return then(std::move(innermost),
+              copy == Copy::kWhole ? main_root() : std::vector<std::string>{"main"});
+}
+std::vector<std::string> on_thread(std::vector<std::string> innermost) {
+  return then(std::move(innermost), thread_root());
+}
+
+// Every heap sample that names `function` has one of `stacks` as its whole stack: a frame
+// missing, misplaced or extra, or the wrong allocator, fails.
+::testing::AssertionResult only_stacks(const Json& heap, const std::string& function,
+                                       const std::vector<std::vector<std::string>>& stacks) {
+  for (const Json& s : heap.at("samples")) {
+    if (!has_function(s, function)) {
+      continue;
+    }
+    ::testing::AssertionResult why = ::testing::AssertionFailure();
+    bool matched = false;
+    for (const auto& stack : stacks) {
+      if (auto r = stack_is(s, stack); r) {
+        matched = true;
+      } else {
+        why << r.message() << "\n";
+      }
+    }
+    if (!matched) {
+      return why << "(a sample of " << function << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// The heap samples whose whole stack is `stack`, summed: values in Go's order (scaled
 // estimates), or with key "raw_values" the sampled allocations themselves.
-std::vector<long long> heap_values_of(const Json& heap, const std::string& function,
+std::vector<long long> heap_values_at(const Json& heap, const std::vector<std::string>& stack,
                                       const char* key = "values") {
   std::vector<long long> sum(4, 0);
   for (const Json& s : heap.at("samples")) {
-    if (has_function(s, function)) {
+    if (stack_is(s, stack)) {
       for (size_t i = 0; i < 4; ++i) {
         sum[i] += s.at(s.contains(key) ? key : "values").at(i).get<long long>();
       }
     }
   }
   return sum;
+}
+
+// heap_values_at, after checking that every sample of the allocating function (stack[1],
+// the allocator's caller) has exactly that stack.
+std::vector<long long> heap_values_of(const Json& heap, const std::vector<std::string>& stack,
+                                      const char* key = "values") {
+  EXPECT_TRUE(only_stacks(heap, stack.at(1), {stack}));
+  return heap_values_at(heap, stack, key);
+}
+
+// The six functions of one round of "run", each with its whole stack (never freed: exit
+// does not free them). alloc_realloc's malloc(64) blocks are moved by realloc, which frees
+// them: the realloc's blocks are the live ones.
+void expect_one_exact_round(const Json& heap, Copy copy = Copy::kWhole) {
+  using V = std::vector<long long>;
+  // alloc_objects, alloc_space, inuse_objects, inuse_space per allocating stack.
+  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_small"}, copy)),
+            (V{100, 10000, 100, 10000}));
+  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_freed"}, copy)), (V{50, 204800, 0, 0}));
+  EXPECT_EQ(heap_values_of(heap, on_main({"calloc", "alloc_calloc"}, copy)),
+            (V{20, 5120, 20, 5120}));
+  const auto realloc_malloc = on_main({"malloc", "alloc_realloc"}, copy);
+  const auto realloc_realloc = on_main({"realloc", "alloc_realloc"}, copy);
+  EXPECT_TRUE(only_stacks(heap, "alloc_realloc", {realloc_malloc, realloc_realloc}));
+  EXPECT_EQ(heap_values_at(heap, realloc_malloc), (V{10, 10 * 64, 0, 0}));
+  EXPECT_EQ(heap_values_at(heap, realloc_realloc), (V{10, 10 * 8192, 10, 81920}));
+  EXPECT_EQ(heap_values_of(heap, on_main({"posix_memalign", "alloc_aligned"}, copy)),
+            (V{5, 5000, 5, 5000}));
+  EXPECT_EQ(heap_values_of(heap, on_thread({"malloc", "alloc_thread"})), (V{30, 6000, 30, 6000}));
 }
 
 long long heap_counter(const Json& heap, const std::string& name) {
@@ -119,15 +187,7 @@ TEST(Heap, AnExactWorkloadIsRecordedExactlyAtRate1AndTheTargetIsRestored) {
   ASSERT_TRUE(capture);
   const Json* heap = profile_of(*capture, "heap");
   ASSERT_NE(heap, nullptr);
-  // alloc_objects, alloc_space, inuse_objects, inuse_space per allocating function.
-  using V = std::vector<long long>;
-  EXPECT_EQ(heap_values_of(*heap, "alloc_small"), (V{100, 10000, 100, 10000}));
-  EXPECT_EQ(heap_values_of(*heap, "alloc_freed"), (V{50, 204800, 0, 0}));
-  EXPECT_EQ(heap_values_of(*heap, "alloc_calloc"), (V{20, 5120, 20, 5120}));
-  // 10 malloc(64), each moved by realloc to 8192 bytes: the realloc's block is live.
-  EXPECT_EQ(heap_values_of(*heap, "alloc_realloc"), (V{20, 10 * 64 + 10 * 8192, 10, 81920}));
-  EXPECT_EQ(heap_values_of(*heap, "alloc_aligned"), (V{5, 5000, 5, 5000}));
-  EXPECT_EQ(heap_values_of(*heap, "alloc_thread"), (V{30, 6000, 30, 6000}));
+  expect_one_exact_round(*heap);
   EXPECT_TRUE(outputs_valid(dir.path(), {{"heap", {"alloc_small", "alloc_thread"}}}));
 }
 
@@ -161,13 +221,14 @@ TEST(Heap, EightThreadsAllocatingFlatOutAreCountedOrTheirDropsAre) {
   ASSERT_TRUE(capture);
   const Json* heap = profile_of(*capture, "heap");
   ASSERT_NE(heap, nullptr);
-  const long long recorded = heap_values_of(*heap, "churn_loop")[0];
+  const auto churn = heap_values_of(*heap, on_thread({"malloc", "churn_loop"}));
+  const long long recorded = churn[0];
   const Json counters = heap->value("counters", Json::object());
   const long long dropped =
       counters.value("ring_dropped", 0LL) + counters.value("queue_dropped", 0LL);
   EXPECT_EQ(dropped, 0);
   EXPECT_EQ(recorded, 8 * 5000) << "recorded " << recorded << " dropped " << dropped;
-  EXPECT_EQ(heap_values_of(*heap, "churn_loop")[2], 0) << "every churn allocation was freed";
+  EXPECT_EQ(churn[2], 0) << "every churn allocation was freed";
 }
 
 TEST(Heap, SigkillOfProfctlLeavesTheTargetAllocatingCorrectly) {
@@ -208,7 +269,7 @@ TEST(Heap, ExecEndsTheHeapProfileCleanly) {
   ASSERT_TRUE(capture);
   const Json* heap = profile_of(*capture, "heap");
   ASSERT_NE(heap, nullptr);
-  EXPECT_EQ(heap_values_of(*heap, "alloc_small")[0], 100);
+  EXPECT_EQ(heap_values_of(*heap, on_main({"malloc", "alloc_small"}))[0], 100);
   EXPECT_NE(capture->dump().find("the heap profile ends there"), std::string::npos)
       << "no note of the exec";
 }
@@ -224,7 +285,14 @@ TEST(Heap, AFunctionThatCannotTakeAJumpIsProbedWithABreakpointAndRecordedExactly
   const Json* heap = profile_of(*capture, "heap");
   ASSERT_NE(heap, nullptr);
   using V = std::vector<long long>;
-  EXPECT_EQ(heap_values_of(*heap, "malloc_from_here"), (V{100, 4800, 100, 4800}));
+  // The innermost frame is heap_int3's own malloc, where the breakpoint is.
+  EXPECT_EQ(heap_values_of(*heap, on_main({"malloc", "malloc_from_here"})),
+            (V{100, 4800, 100, 4800}));
+  for (const Json& s : heap->at("samples")) {
+    if (has_function(s, "malloc_from_here")) {
+      EXPECT_TRUE(s.at("frames").at(0).value("module", "").ends_with("/heap_int3")) << s.dump();
+    }
+  }
   EXPECT_NE(capture->dump().find("breakpoint"), std::string::npos)
       << "the fallback is not reported";
 }
@@ -297,8 +365,9 @@ void expect_bulk_estimates(uint64_t rate, long n, long size, long keep_every,
   // A dropped record would bias the estimate low: there must be none at these volumes.
   EXPECT_EQ(heap_counter(*heap, "ring_dropped"), 0);
   EXPECT_EQ(heap_counter(*heap, "table_dropped"), 0);
-  const auto v = heap_values_of(*heap, "alloc_bulk");
-  const auto raw = heap_values_of(*heap, "alloc_bulk", "raw_values");
+  const auto bulk = on_main({"malloc", "alloc_bulk"}, Copy::k1K);
+  const auto v = heap_values_of(*heap, bulk);
+  const auto raw = heap_values_at(*heap, bulk, "raw_values");
   const std::string why = "sampled " + std::to_string(raw[0]) + " allocations (" +
                           std::to_string(raw[2]) + " live) of " + std::to_string(n) + " x " +
                           std::to_string(size) + " B at rate " +
@@ -340,17 +409,6 @@ TEST(Heap, AMidRateEstimatesWithinTighterBounds) {
 
 // --- The target ends while the probes are in --------------------------------------------
 
-// The six functions of one round of "run" (never freed: exit does not free them).
-void expect_one_exact_round(const Json& heap) {
-  using V = std::vector<long long>;
-  EXPECT_EQ(heap_values_of(heap, "alloc_small"), (V{100, 10000, 100, 10000}));
-  EXPECT_EQ(heap_values_of(heap, "alloc_freed"), (V{50, 204800, 0, 0}));
-  EXPECT_EQ(heap_values_of(heap, "alloc_calloc"), (V{20, 5120, 20, 5120}));
-  EXPECT_EQ(heap_values_of(heap, "alloc_realloc"), (V{20, 10 * 64 + 10 * 8192, 10, 81920}));
-  EXPECT_EQ(heap_values_of(heap, "alloc_aligned"), (V{5, 5000, 5, 5000}));
-  EXPECT_EQ(heap_values_of(heap, "alloc_thread"), (V{30, 6000, 30, 6000}));
-}
-
 // exit() with two more threads inside malloc/free flat out: profctl sees the target go, ends
 // with 3 ("the target went away", README/man), with no hang, and writes the capture with
 // what was allocated before; the target's exit itself is clean (status 0, not a crash in a
@@ -379,8 +437,9 @@ TEST(Heap, TheTargetExitingWhileProbedEndsWithCode3AndKeepsItsAllocations) {
   ASSERT_TRUE(capture);
   const Json* heap = profile_of(*capture, "heap");
   ASSERT_NE(heap, nullptr);
-  expect_one_exact_round(*heap);
-  EXPECT_GT(heap_values_of(*heap, "spin_alloc")[0], 0) << "the spinners were not recorded";
+  expect_one_exact_round(*heap, Copy::k1K);
+  EXPECT_GT(heap_values_of(*heap, on_thread({"malloc", "spin_alloc", "spin_main"}))[0], 0)
+      << "the spinners were not recorded";
   EXPECT_TRUE(outputs_valid(dir.path(), {{"heap", {"alloc_small", "alloc_thread"}}}));
 }
 
@@ -462,7 +521,8 @@ TEST(Heap, EveryQueuedSignalToAnAllocatingThreadArrivesAndEveryAllocationIsRecor
   ASSERT_NE(heap, nullptr);
   EXPECT_EQ(heap_counter(*heap, "ring_dropped"), 0);
   using V = std::vector<long long>;
-  EXPECT_EQ(heap_values_of(*heap, "alloc_signalled"), (V{16 * rounds, 16 * 24 * rounds, 0, 0}))
+  EXPECT_EQ(heap_values_of(*heap, on_thread({"malloc", "alloc_signalled", "sigalloc_main"})),
+            (V{16 * rounds, 16 * 24 * rounds, 0, 0}))
       << rounds << " rounds";
 }
 

@@ -400,6 +400,24 @@ std::vector<std::string> then(std::vector<std::string> functions,
   return ::testing::AssertionSuccess();
 }
 
+::testing::AssertionResult stack_is(const Json& sample, const std::vector<std::string>& stack) {
+  const Json frames = sample.value("frames", Json::array());
+  bool same = frames.size() == stack.size();
+  for (size_t i = 0; same && i < stack.size(); ++i) {
+    same = name_matches(stack[i], function_name(frames[i]));
+  }
+  if (same) {
+    return ::testing::AssertionSuccess();
+  }
+  std::string want;
+  for (const auto& f : stack) {
+    want += "  " + f + "\n";
+  }
+  return ::testing::AssertionFailure() << "expected the whole stack\n"
+                                       << want << "got:\n"
+                                       << stack_text(sample);
+}
+
 std::string label(const Json& sample, const std::string& key) {
   const Json labels = sample.value("labels", Json::object());
   return labels.contains(key) && labels[key].is_string() ? labels[key].get<std::string>() : "";
@@ -462,7 +480,8 @@ std::optional<Json> load_capture(const std::string& dir) {
 }
 
 std::optional<RunResult> go_pprof(const std::vector<std::string>& args) {
-  if (::access("/usr/bin/go", X_OK) != 0) {
+  const std::string go = go_binary();
+  if (go.empty()) {
     return std::nullopt;
   }
   TempDir home;
@@ -475,7 +494,7 @@ std::optional<RunResult> go_pprof(const std::vector<std::string>& args) {
                                    "GOCACHE=" + home.file("cache"),
                                    "PPROF_TMPDIR=" + home.path(),
                                    "GOTOOLCHAIN=local",
-                                   "/usr/bin/go",
+                                   go,
                                    "tool",
                                    "pprof"};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -483,10 +502,6 @@ std::optional<RunResult> go_pprof(const std::vector<std::string>& args) {
 }
 
 std::optional<RunResult> pprof_raw(const std::string& file) { return go_pprof({"-raw", file}); }
-
-const char* const kNoGo =
-    "/usr/bin/go is missing: golang-go is a test dependency (scripts/install-deps.sh); "
-    "without it the pprof files are not checked, which is a failure, not a skip";
 
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw) {
   // Samples:

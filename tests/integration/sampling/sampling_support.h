@@ -17,6 +17,7 @@
 
 #include "support/capture.h"
 #include "support/process.h"
+#include "tests/common/go_tool.h"
 
 namespace profctl::testing::sampling {
 
@@ -116,6 +117,11 @@ bool has_function(const Json& sample, const std::string& function);
 // in the stack, fails too.
 ::testing::AssertionResult stack_ends_with(const Json& sample,
                                            const std::vector<std::string>& outer);
+// The whole stack of a sample, innermost frame first, is exactly `stack`: every frame
+// (inlined ones too) by function name, "clone*" as above. For stacks the target makes
+// entirely known, e.g. a heap sample's: the allocator's entry, where the probe stops, then
+// the target's own functions and its thread's root.
+::testing::AssertionResult stack_is(const Json& sample, const std::vector<std::string>& stack);
 // The outer frames of every thread created by pthread_create, and of the main thread.
 std::vector<std::string> thread_root();
 std::vector<std::string> main_root();
@@ -151,12 +157,11 @@ void start_and_wait_for_probes(Child& target, BgProcess& p);
 void end_with_signal(BgProcess& p, int sig);
 inline void end_with_sigint(BgProcess& p) { end_with_signal(p, SIGINT); }
 
-// `go tool pprof ARGS...` (HOME and GOCACHE in a temporary directory); nullopt when go is not
-// installed, which callers report as a failure (kNoGo): golang-go is a dependency.
+// `go tool pprof ARGS...` (HOME and GOCACHE in a temporary directory); nullopt when go is
+// missing, which callers report as a failure (kNoGo, tests/common/go_tool.h).
 std::optional<RunResult> go_pprof(const std::vector<std::string>& args);
 // `go tool pprof -raw FILE`.
 std::optional<RunResult> pprof_raw(const std::string& file);
-extern const char* const kNoGo;
 // Totals of the "Samples:" section of `pprof -raw` output, "type/unit" -> sum.
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw);
 

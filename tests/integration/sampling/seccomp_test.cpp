@@ -197,8 +197,15 @@ TEST(Seccomp, AnAllowAllFilterStillGetsItsProbes) {
   ASSERT_NE(heap, nullptr);
   const int objects = value_index(*heap, "alloc_objects");
   ASSERT_GE(objects, 0);
+  // seccomp_target.c's worker thread: worker_main -> work_round -> malloc, the probe's stop.
+  const auto stack = then({"malloc", "work_round", "worker_main"}, thread_root());
+  for (const Json& s : heap->at("samples")) {
+    if (has_function(s, "work_round")) {
+      EXPECT_TRUE(stack_is(s, stack));
+    }
+  }
   const long long recorded =
-      sum_values(*heap, objects, [](const Json& s) { return has_function(s, "work_round"); });
+      sum_values(*heap, objects, [&](const Json& s) { return bool(stack_is(s, stack)); });
   // 16 allocations a round, a round every millisecond or so, for 0.5 s.
   EXPECT_GE(recorded, 16) << describe_samples(*heap);
   expect_alive_and_well(target, maps);

@@ -159,6 +159,13 @@ TEST(Mutex, ContendedLockingIsChargedToTheWaitingFunctionAndItsLock) {
   ASSERT_NE(blocked, nullptr);
   EXPECT_GT(totals_of(*blocked, "contend_rwlock", false).count, 0)
       << "the writers never waited: " << describe_samples(*blocked);
+  for (const Json* prof : {mutex, blocked}) {
+    for (const Json& s : prof->at("samples")) {
+      if (has_function(s, "contend_rwlock")) {
+        EXPECT_TRUE(stack_ends_with(s, then({"contend_rwlock"}, thread_root())));
+      }
+    }
+  }
   EXPECT_EQ(totals_of(*mutex, "contend_rwlock", false).count,
             totals_of(*blocked, "contend_rwlock", false).count)
       << describe_samples(*mutex) << "\n"
@@ -206,6 +213,7 @@ TEST(Mutex, ALockInAHeapObjectIsNamedByTheFunctionThatAllocatedIt) {
   ASSERT_GT(totals_of(*mutex, "contend_heap_mutex", true).count, 0) << describe_samples(*mutex);
   for (const Json& s : mutex->at("samples")) {
     if (has_function(s, "contend_heap_mutex")) {
+      EXPECT_TRUE(stack_ends_with(s, then({"contend_heap_mutex"}, thread_root())));
       EXPECT_EQ(label(s, "lock_name"), "heap object allocated in make_shared_lock");
     }
   }

@@ -5,8 +5,9 @@
 //          preempted thread resumes, which biased samples used to charge). The target
 //          measures each function's own CPU time with CLOCK_THREAD_CPUTIME_ID around every
 //          call: the truth the profile is checked against.
-//          Commands on stdin: "truth" -> "fifty=NS thirty=NS twenty=NS" (sums over both
-//          threads), "quit" / EOF -> exit.
+//          Commands on stdin: "truth" -> "fifty=NS thirty=NS twenty=NS cpu=NS" (sums over
+//          both threads; cpu is their whole CPU time, read from their thread CPU clocks),
+//          "quit" / EOF -> exit.
 //   batch  the two workers each run ITERATIONS (default 3000) loops of work, then the
 //          program exits: a job with a fixed amount of work, whose functions' CPU time does
 //          not depend on how long it ran or how busy the machine was. No commands.
@@ -83,6 +84,20 @@ NOINLINE static void* worker(void* arg) {
   return NULL;
 }
 
+static pthread_t workers[2];
+
+// Both workers' CPU time so far, from their CPU clocks: what a cpu profile of them sums to.
+static long long workers_cpu_ns(void) {
+  long long sum = 0;
+  for (int i = 0; i < 2; ++i) {
+    clockid_t c;
+    if (pthread_getcpuclockid(workers[i], &c) == 0) {
+      sum += now_ns(c);
+    }
+  }
+  return sum;
+}
+
 int main(int argc, char** argv) {
   sampling_die_with_parent();
   if (argc > 2 && strcmp(argv[1], "work") == 0) {
@@ -99,25 +114,25 @@ int main(int argc, char** argv) {
       usleep(50);
     }
   }
-  pthread_t t[2];
   if (argc > 1 && strcmp(argv[1], "batch") == 0) {
     iterations = argc > 3 && atol(argv[3]) > 0 ? atol(argv[3]) : 3000;
     for (int i = 0; i < 2; ++i)
-      pthread_create(&t[i], NULL, worker, NULL);
+      pthread_create(&workers[i], NULL, worker, NULL);
     for (int i = 0; i < 2; ++i)
-      pthread_join(t[i], NULL);
+      pthread_join(workers[i], NULL);
     return 0;
   }
   for (int i = 0; i < 2; ++i)
-    pthread_create(&t[i], NULL, worker, NULL);
+    pthread_create(&workers[i], NULL, worker, NULL);
   target_say("ready");
   struct target_lines in = {0};
   char line[128];
   while (target_next_line(&in, line, sizeof line) != NULL) {
     if (strcmp(line, "truth") == 0) {
       char out[160];
-      snprintf(out, sizeof out, "fifty=%lld thirty=%lld twenty=%lld", atomic_load(&truth[0]),
-               atomic_load(&truth[1]), atomic_load(&truth[2]));
+      snprintf(out, sizeof out, "fifty=%lld thirty=%lld twenty=%lld cpu=%lld",
+               atomic_load(&truth[0]), atomic_load(&truth[1]), atomic_load(&truth[2]),
+               workers_cpu_ns());
       target_say(out);
     } else if (strcmp(line, "quit") == 0) {
       break;
