@@ -331,7 +331,9 @@ Capture big_capture() {
   return c;
 }
 
-TEST(SamplingFlamegraphSize, FiftyThousandStacksDrawInUnderASecond) {
+// The page's size and that it draws are checked; how long drawing takes is a figure printed
+// for the record, never asserted (tests do not assert times).
+TEST(SamplingFlamegraphSize, FiftyThousandStacksFitInFourMegabytesAndDraw) {
   TempDir dir;
   {
     // Written here rather than through `profctl report`: its capture.json would be 100 MB
@@ -346,7 +348,6 @@ TEST(SamplingFlamegraphSize, FiftyThousandStacksDrawInUnderASecond) {
   ASSERT_EQ(dom.exit_code, 0) << dom.describe();
   const std::string ms = data_attribute(dom.out, "graph", "data-render-ms");
   ASSERT_FALSE(ms.empty()) << "the page did not finish drawing";
-  EXPECT_LT(std::stod(ms), 1000) << "parsing and drawing took " << ms << " ms";
   const size_t drawn = boxes_of(dom.out).size();
   EXPECT_GT(drawn, 1000u);
   std::printf("50,000 stacks: cpu.html %zu bytes, %zu boxes drawn in %s ms\n",
