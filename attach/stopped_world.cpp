@@ -261,7 +261,7 @@ bool StoppedWorld::settle(pid_t tid) {
     return false;
   }
   for (int i = 0; i < 64; ++i) {
-    auto ev = tp_.waiter_.next_for(tid, std::chrono::seconds(2));
+    auto ev = tp_.waits().next_status_of(tid, std::chrono::seconds(2));
     if (!ev) {
       return false;
     }
@@ -290,7 +290,7 @@ bool StoppedWorld::settle(pid_t tid) {
 Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_interrupt) {
   int strays = 0;
   for (;;) {
-    auto ev = tp_.waiter_.next_for(tid, std::chrono::seconds(10));
+    auto ev = tp_.waits().next_status_of(tid, std::chrono::seconds(10));
     if (!ev) {
       return Error{"thread " + std::to_string(tid) + " did not finish a remote syscall"};
     }
@@ -299,7 +299,7 @@ Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_i
       return false;
     }
     if (ev->pending_in_kernel) {
-      tp_.waiter_.consume(*ev);
+      tp_.waits().consume(*ev);
     }
     if (auto log = logger("attach"); log->should_log(spdlog::level::trace)) {
       std::ostringstream os;

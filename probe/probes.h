@@ -74,6 +74,7 @@ class Probes {
   const std::vector<std::string>& left() const { return left_; }
 
  private:
+  class Observer;  // what attach/ tells the probes (probes.cpp)
   struct Patch {
     uint64_t address = 0;
     std::vector<uint8_t> original;
