@@ -3,7 +3,8 @@
 // the process tree) hears of a traced process, and the few answers it gives, in one
 // interface. Every method is called on the tracing thread while the thread concerned is
 // stopped, from TracedProcess's one status handler or its snapshots; each has a default that
-// changes nothing, so an observer overrides only what it needs.
+// changes nothing, so an observer overrides only what it needs. An observer never adds or
+// removes observers of the process calling it.
 #pragma once
 
 #include <sys/types.h>
