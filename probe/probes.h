@@ -7,7 +7,7 @@
 // syscalls, writes the trampolines, registers every thread's stack, and patches the entries.
 //
 // Everything it changes is journaled, and undone in the last stopped world of the capture
-// (its TraceObserver's before_detach, so every path that detaches restores): the enabled flag
+// (a TracedProcess detach hook, so every path that detaches restores): the enabled flag
 // cleared, every patched byte rewritten with the file's, and both areas unmapped once no
 // thread is inside a trampoline (a thread blocked in a call-through keeps them mapped, with
 // the jumps gone: harmless). A child the target forks gets its bytes restored and the
