@@ -452,7 +452,6 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       return finish(SessionResult::End::kDuration);
     }
     if (opts_.on_status && now >= next_status) {
-      auto [med, worst] = median_and_max(res_.pauses_ns);
       SessionStatus st;
       st.elapsed_s = std::chrono::duration<double>(now - start_).count();
       st.duration_s = opts_.duration ? std::chrono::duration<double>(*opts_.duration).count() : 0.0;
@@ -465,8 +464,6 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       st.processes = tp_.process_count();
       st.samples = res_.samples;
       st.threads = tp_.thread_count();
-      st.median_pause_ns = med;
-      st.worst_pause_ns = worst;
       opts_.on_status(st);
       next_status = now + std::chrono::milliseconds(250);
     }

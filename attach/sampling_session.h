@@ -31,8 +31,6 @@ struct SessionStatus {
   size_t processes = 1;
   uint64_t samples = 0;  // thread snapshots taken
   size_t threads = 0;
-  uint64_t median_pause_ns = 0;
-  uint64_t worst_pause_ns = 0;
 };
 
 struct SessionOptions {

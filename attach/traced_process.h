@@ -79,11 +79,12 @@ struct WorldCapture {
   std::vector<std::string> notes;  // events worth a line in the report
 };
 
+// The memory and registers of a process profctl has seized, for code that runs while its
+// threads are stopped (a StoppedWorld, or a forked child at its first stop).
 class StoppedWorld;
 class ProcessTree;
 
-// The memory and registers of a process profctl has seized, for code that runs while its
-// threads are stopped (a StoppedWorld, or a forked child at its first stop).
+// A process (not a thread) a traced thread created, held at its first stop.
 struct ChildHookArgs {
   pid_t pid = 0;           // the new process
   pid_t parent_tid = 0;    // the thread that created it
