@@ -99,7 +99,11 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   res_.pauses_ns.push_back(ev.held_ns);
   res_.stop_latencies_ns.push_back(ev.stop_ns);
   ts->have_stack = true;
-  ts->last_run_ns = run_ns;
+  // The run time at the stop, not at the request: getting into our stop (and out of it) is
+  // run time too. A thread that has not had a CPU since is not stopped again: one that waits
+  // longer than a tick for a CPU would otherwise be stopped at every tick and only ever run
+  // into our next stop, never its own code (a spinner frozen in 't' under load).
+  ts->last_run_ns = std::max(run_ns, ts->run_at_stop_ns);
   ts->last_sp = ev.sample->regs.rsp;
   ts->last_pc = ev.sample->regs.rip;
   if (timer_) {
