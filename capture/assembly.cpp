@@ -31,6 +31,13 @@ void Assembly::add_profile(const std::string& kind, const ProfileData& data,
                          [this](uint32_t space) -> Symbolizer& { return symbolizer_for(space); });
 }
 
+void Assembly::add_collector_profile(const std::string& kind) {
+  const Collector& c = *run_.collector;
+  if (auto it = c.profiles().find(kind); it != c.profiles().end()) {
+    add_profile(kind, it->second, c.stacks());
+  }
+}
+
 void Assembly::name_locks(const std::string& kind) {
   auto p = capture_.profiles.find(kind);
   if (p == capture_.profiles.end()) {

@@ -43,6 +43,8 @@ class Assembly {
 
   // Adds a profile, symbolized, each row with its own address space's symbolizer.
   void add_profile(const std::string& kind, const ProfileData& data, const StackTable& stacks);
+  // Adds the sample collector's profile of that kind (cpu, wall, threadcreate), if it has one.
+  void add_collector_profile(const std::string& kind);
   // Names the "lock" labels of a profile already added (block, mutex, mutex_holders).
   void name_locks(const std::string& kind);
   void warn(std::string w) { capture_.warnings.push_back(std::move(w)); }

@@ -16,12 +16,7 @@ class CpuSource final : public ProfileSource {
     p.cpu_timer = p.cpu_timer || s.cpu_timer;
     p.collector.cpu = true;
   }
-  void add_to(Assembly& a) const override {
-    const auto& profiles = a.run().collector->profiles();
-    if (auto it = profiles.find("cpu"); it != profiles.end()) {
-      a.add_profile("cpu", it->second, a.run().collector->stacks());
-    }
-  }
+  void add_to(Assembly& a) const override { a.add_collector_profile("cpu"); }
 };
 
 }  // namespace

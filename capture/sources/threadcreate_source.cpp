@@ -13,12 +13,7 @@ class ThreadCreateSource final : public ProfileSource {
   void plan(SessionPlan& p, const CaptureSettings& /*s*/) const override {
     p.collector.threadcreate = true;
   }
-  void add_to(Assembly& a) const override {
-    const auto& profiles = a.run().collector->profiles();
-    if (auto it = profiles.find("threadcreate"); it != profiles.end()) {
-      a.add_profile("threadcreate", it->second, a.run().collector->stacks());
-    }
-  }
+  void add_to(Assembly& a) const override { a.add_collector_profile("threadcreate"); }
 };
 
 }  // namespace

@@ -14,12 +14,7 @@ class WallSource final : public ProfileSource {
     p.ticks = true;
     p.collector.wall = true;
   }
-  void add_to(Assembly& a) const override {
-    const auto& profiles = a.run().collector->profiles();
-    if (auto it = profiles.find("wall"); it != profiles.end()) {
-      a.add_profile("wall", it->second, a.run().collector->stacks());
-    }
-  }
+  void add_to(Assembly& a) const override { a.add_collector_profile("wall"); }
 };
 
 }  // namespace
