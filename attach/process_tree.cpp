@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
+#include <variant>
 
 #include "attach/proc.h"
 #include "base/fd.h"
@@ -17,41 +19,22 @@ namespace profctl {
 ProcessTree::ProcessTree(TracedProcess& root, TreeOptions opts) : root_(root), opts_(opts) {
   spaces_seen_.push_back(root_.space_id());  // its modules are the capture's own
   comms_[root_.pid()] = read_comm(root_.pid());
-  hook(root_);
+  watch(root_);
+  // Last: nothing after it can throw, so the destructor always gives the queue back.
+  queue_ = root_.lend_queue();
+  if (queue_ == nullptr) {
+    throw std::logic_error("ProcessTree: the root does not own its wait queue");
+  }
+  queue_->set_router(this);
 }
 
 ProcessTree::~ProcessTree() {
   detach_children();
-  root_.set_status_router({});
-  root_.set_adopt_hook({});
-  root_.set_child_claim({});
-  root_.set_sample_hook({});
+  // The observers added for every process stay on the root until its detach.
+  root_.remove_observer(this);
+  queue_->set_router(nullptr);
+  root_.return_queue(std::move(queue_));
 }
-
-namespace {
-
-// Whether thread `tid` of `pid` might be between creating a process and stopping at its
-// fork/clone event: it runs (/proc cannot say where), or is blocked in a fork or clone. A
-// thread gone, a zombie, or blocked anywhere else is not creating anything.
-bool may_be_creating(pid_t pid, pid_t tid) {
-  auto stat = read_task_stat(pid, tid);
-  if (!stat || stat->state == 'Z' || stat->state == 'X') {
-    return false;
-  }
-  auto text =
-      read_file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall");
-  if (!text) {
-    return false;
-  }
-  if (text->starts_with("running")) {
-    return true;
-  }
-  auto w = parse_syscall(*text);  // nullopt: "-1 ...", blocked outside a syscall
-  return w &&
-         (w->nr == SYS_clone || w->nr == SYS_fork || w->nr == SYS_vfork || w->nr == SYS_clone3);
-}
-
-}  // namespace
 
 template <class F>
 void ProcessTree::for_each_process(F&& f) {
@@ -68,13 +51,11 @@ void ProcessTree::detach_children(std::chrono::milliseconds stop_timeout) {
   closing_ = true;
   // Every thread is interrupted first, so that they all stop in parallel; then each process
   // collects its stops and detaches. A child's detach stops its threads first; a status of
-  // one that another's wait took is in the child's own queue (routed_in_), so no stop is
-  // waited for twice. It stays in children_ while it detaches: the router must still know
-  // whose statuses are whose.
+  // one that another's wait took is held for it in the queue, so no stop is waited for
+  // twice. It stays in children_ while it detaches: the router must still know whose
+  // statuses are whose.
   for (auto& c : children_) {
-    for (pid_t tid : c->tids()) {
-      c->interrupt_one(tid);
-    }
+    c->interrupt_all();
   }
   // Past the deadline (a thread that never stops took it) each process still gets 20 ms:
   // its threads were interrupted long ago, their stops are there to collect.
@@ -104,45 +85,34 @@ void ProcessTree::note(std::string s) {
   }
 }
 
-void ProcessTree::hook(TracedProcess& tp) {
-  tp.set_status_router([this](Waiter::Event& ev, const TracedProcess& self) {
-    TracedProcess* o = owner_of(ev.tid);
-    if (o == nullptr) {
-      release_stray(ev);
-      return true;
-    }
-    if (o == &self) {
-      return false;
-    }
-    if (ev.pending_in_kernel) {
-      // Left in the kernel, it would be peeked again and again: reaped now, its signal is
-      // the owner's to re-deliver (pending_signal) like any other.
-      waiter_.consume(ev);
-      ev.pending_in_kernel = false;
-    }
-    o->routed_in_.push_back(ev);
-    return true;
-  });
-  tp.set_adopt_hook(
-      [this](const ChildHookArgs& a, TracedProcess& parent) { return adopt(a, parent); });
-  tp.set_child_claim(
-      [this](pid_t child, const TracedProcess& asker) { return claim(child, asker); });
-  tp.set_sample_hook([this](Snapshot& s) {
-    if (std::find(spaces_seen_.begin(), spaces_seen_.end(), s.space) == spaces_seen_.end()) {
-      spaces_seen_.push_back(s.space);
-      if (new_space_) {
-        new_space_(s.pid, s.space);
-      }
-    }
-    if (sample_hook_) {
-      sample_hook_(s);
-    }
-  });
-  tp.set_own_signal(own_signal_);
+void ProcessTree::watch(TracedProcess& tp) {
+  tp.add_observer(unowned(*this));
+  for (const auto& o : observers_) {
+    tp.add_observer(o);
+  }
   tp.set_stack_bytes(stack_bytes_);
 }
 
-bool ProcessTree::adopt(const ChildHookArgs& a, TracedProcess& parent) {
+void ProcessTree::add_observer(std::shared_ptr<TraceObserver> o) {
+  for_each_process([&](TracedProcess& p) { p.add_observer(o); });
+  observers_.push_back(std::move(o));
+}
+
+void ProcessTree::remove_observer(const TraceObserver* o) {
+  for_each_process([&](TracedProcess& p) { p.remove_observer(o); });
+  std::erase_if(observers_, [&](const auto& p) { return p.get() == o; });
+}
+
+void ProcessTree::on_sample(Snapshot& s) {
+  if (std::find(spaces_seen_.begin(), spaces_seen_.end(), s.space) == spaces_seen_.end()) {
+    spaces_seen_.push_back(s.space);
+    if (new_space_) {
+      new_space_(s.pid, s.space);
+    }
+  }
+}
+
+bool ProcessTree::adopt_child(const ChildHookArgs& a, TracedProcess& parent) {
   if (!opts_.follow || closing_) {
     return false;
   }
@@ -153,27 +123,25 @@ bool ProcessTree::adopt(const ChildHookArgs& a, TracedProcess& parent) {
     }
     return false;
   }
-  std::unique_ptr<TracedProcess> c(new TracedProcess(a.pid));
-  c->space_id_ = parent.space_id_;         // a copy of its parent's mappings until it execs
-  c->table_.add(a.pid, TState::kStopped);  // at its first stop, already reaped
-  hook(*c);
+  std::unique_ptr<TracedProcess> c = TracedProcess::follow_child(a.pid, parent);
+  watch(*c);
   comms_[a.pid] = read_comm(a.pid);
   ++stats_.followed;
   TraceEvent e(TraceEvent::Kind::kProcessCreated, a.parent_tid, a.pid);
   e.process = a.pid;
-  events_.push_back(std::move(e));
+  queue_->push_back(std::move(e));
   TracedProcess* cp = c.get();
   children_.push_back(std::move(c));
-  cp->resume_one(a.pid, /*detach=*/false);
+  cp->resume(a.pid);
   return true;
 }
 
 const TracedProcess* ProcessTree::find(pid_t tid) const {
-  if (root_.table_.find(tid) != nullptr) {
+  if (root_.has_thread(tid)) {
     return &root_;
   }
   for (const auto& c : children_) {
-    if (c->table_.find(tid) != nullptr) {
+    if (c->has_thread(tid)) {
       return c.get();
     }
   }
@@ -236,26 +204,23 @@ void ProcessTree::release_stray(const Waiter::Event& ev) {
                          ev.tid, r == 0 ? "detached" : std::strerror(errno));
 }
 
-TracedProcess::ChildClaim ProcessTree::claim(pid_t child, const TracedProcess& asker) {
-  using C = TracedProcess::ChildClaim;
-  C out = C::kNone;
+ChildClaim ProcessTree::claim_child(pid_t child, const TracedProcess& asker) {
   if (auto it = std::find(settled_early_.begin(), settled_early_.end(), child);
       it != settled_early_.end()) {
     settled_early_.erase(it);  // settled at its first stop: its creator was thought dead
-    return C::kKnown;
+    return ChildClaim::kKnown;
   }
+  ChildClaim out = ChildClaim::kNone;
   for_each_process([&](TracedProcess& p) {
-    if (out != C::kNone || &p == &asker) {
+    if (out != ChildClaim::kNone || &p == &asker) {
       return;
     }
     if (p.pid() == child) {
-      out = C::kKnown;  // followed already
+      out = ChildClaim::kKnown;  // followed already
       return;
     }
-    auto it = p.children_.find(child);
-    if (it != p.children_.end() && it->second.first_stop && it->second.parent_tid == 0) {
-      p.children_.erase(it);  // its first stop, routed there by its parent pid
-      out = C::kFirstStop;
+    if (p.give_up_first_stop(child)) {  // its first stop, routed there by its parent pid
+      out = ChildClaim::kFirstStop;
       logger("attach")->debug(
           "child process {}: its first stop, held by {}, goes to its "
           "creator {}",
@@ -267,15 +232,7 @@ TracedProcess::ChildClaim ProcessTree::claim(pid_t child, const TracedProcess& a
 
 bool ProcessTree::creation_may_be_in_flight() {
   bool maybe = false;
-  for_each_process([&](TracedProcess& p) {
-    for (const auto& [tid, t] : p.table_.all()) {
-      // Held by us (its events are handled as they come) or not run yet: not creating.
-      if (maybe || t.state == TState::kStopped || t.state == TState::kNew) {
-        continue;
-      }
-      maybe = may_be_creating(p.pid(), tid);
-    }
-  });
+  for_each_process([&](TracedProcess& p) { maybe = maybe || p.creation_may_be_in_flight(); });
   return maybe;
 }
 
@@ -286,23 +243,20 @@ void ProcessTree::settle_stranded() {
   // reparented) never reports it, and its exit names no child: the stop would be held for
   // good, and whoever waits for that child with it. Once no traced thread can be between
   // a creation and its event, every such stop is stranded and is settled, parent unknown.
-  std::vector<std::pair<TracedProcess*, ChildProcess>> held;
+  std::vector<std::pair<TracedProcess*, pid_t>> held;
   for_each_process([&](TracedProcess& p) {
-    for (const auto& [cpid, c] : p.children_) {
-      if (c.first_stop && c.parent_tid == 0) {
-        held.emplace_back(&p, c);
-      }
+    for (pid_t c : p.held_first_stops()) {
+      held.emplace_back(&p, c);
     }
   });
   if (held.empty() || creation_may_be_in_flight()) {
     return;
   }
   for (auto& [p, c] : held) {
-    logger("attach")->debug("child process {}: held by {}, no creator can report it: settled",
-                            c.pid, p->pid());
-    p->settle_child(c);
-    p->children_.erase(c.pid);
-    settled_early_.push_back(c.pid);
+    logger("attach")->debug("child process {}: held by {}, no creator can report it: settled", c,
+                            p->pid());
+    p->settle_first_stop(c);
+    settled_early_.push_back(c);
     if (settled_early_.size() > 4096) {
       settled_early_.pop_front();
     }
@@ -363,16 +317,6 @@ bool ProcessTree::request_sample(pid_t tid) {
   return p != nullptr && p->request_sample(tid);
 }
 
-void ProcessTree::set_sample_hook(SnapshotFilter f) { sample_hook_ = std::move(f); }
-
-void ProcessTree::set_own_signal(OwnSignal f) {
-  own_signal_ = std::move(f);
-  root_.set_own_signal(own_signal_);
-  for (auto& c : children_) {
-    c->set_own_signal(own_signal_);
-  }
-}
-
 void ProcessTree::set_stack_bytes(size_t n) {
   stack_bytes_ = n;
   root_.set_stack_bytes(n);
@@ -385,39 +329,18 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::mill
                                                                size_t stack_bytes) {
   settle_stranded();
   // An exited child whose last child process is settled is of no more use.
-  std::erase_if(exited_,
-                [](const auto& c) { return c->children_.empty() && c->routed_in_.empty(); });
-  if (!events_.empty()) {
-    TraceEvent e = std::move(events_.front());
-    events_.pop_front();
-    return e;
-  }
-  // What a process queued for itself: its own events, statuses another's wait took.
-  for (size_t i = 0; i <= children_.size() + exited_.size(); ++i) {
-    TracedProcess& p = i == 0                     ? root_
-                       : i - 1 < children_.size() ? *children_[i - 1]
-                                                  : *exited_[i - 1 - children_.size()];
-    if (!p.events_.empty()) {
-      TraceEvent e = std::move(p.events_.front());
-      p.events_.pop_front();
-      return e;
-    }
-    if (!p.routed_in_.empty()) {
-      Waiter::Event ev = p.routed_in_.front();
-      p.routed_in_.pop_front();
-      return after(p, p.handle_status(ev, stack_bytes));
-    }
-  }
-  auto ev = waiter_.next(timeout);
-  if (!ev) {
+  std::erase_if(exited_, [&](const auto& c) {
+    return c->unsettled_children() == 0 && !queue_->holds_status_for(*c);
+  });
+  auto entry = queue_->next(timeout);
+  if (!entry) {
     return std::nullopt;
   }
-  TracedProcess* o = owner_of(ev->tid);
-  if (o == nullptr) {
-    release_stray(*ev);
-    return std::nullopt;
+  if (auto* ev = std::get_if<TraceEvent>(&*entry)) {
+    return std::move(*ev);
   }
-  return after(*o, o->handle_status(*ev, stack_bytes));
+  const auto& held = std::get<WaitQueue::Held>(*entry);
+  return after(*held.owner, held.owner->handle_status(held.status, stack_bytes));
 }
 
 std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
@@ -448,11 +371,11 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
       std::unique_ptr<TracedProcess> gone = std::move(*it);
       children_.erase(it);
       gone->settle_orphans();
-      if (!gone->children_.empty()) {
+      if (gone->unsettled_children() > 0) {
         logger("attach")->debug(
             "process {} exited before {} child processes reached their "
             "first stop: kept until they do",
-            gone->pid(), gone->children_.size());
+            gone->pid(), gone->unsettled_children());
         exited_.push_back(std::move(gone));
       }
     }

@@ -2,11 +2,11 @@
 // ProcessTree: the traced processes of one capture — the target, and, when following
 // children (`run` by default, `attach --children`), every process it starts by fork, vfork
 // or clone without CLONE_THREAD, and their execs, as `perf record -- CMD` follows them.
-// It gives the sampling session one view of all their threads: one wait for every status,
-// each routed to the process that owns the thread, and one event stream.
+// It gives the sampling session one view of all their threads: one wait queue for every
+// status, each routed to the process that owns the thread, and one event stream.
 //
 // A child is seized by the kernel at birth (PTRACE_O_TRACEFORK...). Past max_processes,
-// or without following, it is cleaned (the TracedProcess child hook) and detached at once.
+// or without following, it is cleaned (the observers' on_child_process) and detached at once.
 // An adopted child's exit is a note, never the capture's end; the target's exit ends it.
 #pragma once
 
@@ -23,7 +23,10 @@
 #include <utility>
 #include <vector>
 
+#include "attach/trace_event.h"
+#include "attach/trace_observer.h"
 #include "attach/traced_process.h"
+#include "attach/wait_queue.h"
 #include "attach/waiter.h"
 
 namespace profctl {
@@ -40,15 +43,19 @@ struct TreeStats {
   uint64_t left_traced = 0;   // threads and processes the detach could not reach (never stopped)
 };
 
-class ProcessTree {
+// The tree is the capture's wait choke point while it lives: it owns the one WaitQueue
+// (taken over from the root, given back at its end) and routes every status to the process
+// owning the thread; and it observes every process it holds, to adopt and settle the
+// processes they create.
+class ProcessTree : private TraceObserver, private WaitQueue::Router {
  public:
-  using TraceEvent = TracedProcess::TraceEvent;
-  using SnapshotFilter = TracedProcess::SnapshotFilter;
-  using OwnSignal = TracedProcess::OwnSignal;
+  using TraceEvent = ::profctl::TraceEvent;
 
+  // `root` must own its wait queue (a process seized or launched, not a followed child);
+  // it outlives the tree.
   ProcessTree(TracedProcess& root, TreeOptions opts);
   // Detaches every followed child (the root is its owner's to detach).
-  ~ProcessTree();
+  ~ProcessTree() override;
   ProcessTree(const ProcessTree&) = delete;
   ProcessTree& operator=(const ProcessTree&) = delete;
 
@@ -68,16 +75,24 @@ class ProcessTree {
   uint32_t current_space(pid_t pid) const;
   bool job_stopped(pid_t tid) const;
 
+  // An observer of every process of the tree, present and future, after the tree's own
+  // (TracedProcess::add_observer). An owned one stays on each process until its detach,
+  // the root's included (a CPU timer's signal raised late is still recognised); an
+  // unowned one is removed by remove_observer() before it dies.
+  void add_observer(std::shared_ptr<TraceObserver> o);
+  void remove_observer(const TraceObserver* o);
+
   // TracedProcess's sampling calls, for whichever process owns `tid`.
   bool request_sample(pid_t tid);
+  // The next event of any process: the oldest queued (an event, or a status a process's
+  // own wait held for another), else the kernel's next status, handled by its owner.
   std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
-  void push_event(TraceEvent e) { events_.push_front(std::move(e)); }
-  void set_sample_hook(SnapshotFilter f);
-  void set_own_signal(OwnSignal f);
+  // Puts an event back, to be returned first by next_event().
+  void push_event(TraceEvent e) { queue_->push_front(std::move(e)); }
   void set_stack_bytes(size_t n);
 
   // Called at the first snapshot of each address space, while its thread is stopped (the
-  // process is alive: its modules can be read), before the sample hook.
+  // process is alive: its modules can be read), before the other observers' on_sample.
   using NewSpace = std::function<void(pid_t pid, uint32_t space)>;
   void set_new_space(NewSpace f) { new_space_ = std::move(f); }
 
@@ -89,11 +104,15 @@ class ProcessTree {
   std::vector<std::string> take_notes() { return std::move(notes_); }
 
  private:
-  // The process a status of `tid` is for; null for a stray (a thread of no process of ours).
-  TracedProcess* owner_of(pid_t tid);
-  // Lets go of a stray's stop (with its signal, if it is a signal-delivery stop).
-  void release_stray(const Waiter::Event& ev);
-  TracedProcess::ChildClaim claim(pid_t child, const TracedProcess& asker);
+  // WaitQueue::Router: the process a status of `tid` is for; null for a stray (a thread of
+  // no process of ours), whose stop is let go of.
+  TracedProcess* owner_of(pid_t tid) override;
+  void release_stray(const Waiter::Event& ev) override;
+  // TraceObserver, on every process of the tree.
+  void on_sample(Snapshot& s) override;
+  bool adopt_child(const ChildHookArgs& args, TracedProcess& parent) override;
+  ChildClaim claim_child(pid_t child, const TracedProcess& asker) override;
+
   // A first stop held for its creator's event (parent unknown) whose creator can no longer
   // report it (killed at its clone event: the kernel drops the event) is settled now.
   void settle_stranded();
@@ -109,8 +128,8 @@ class ProcessTree {
   TracedProcess* find(pid_t tid) {
     return const_cast<TracedProcess*>(std::as_const(*this).find(tid));
   }
-  void hook(TracedProcess& tp);
-  bool adopt(const ChildHookArgs& args, TracedProcess& parent);
+  // Registers the tree's observers on a process it holds.
+  void watch(TracedProcess& tp);
   // What a process's event means for the tree: a followed child's exit and any followed
   // exec are absorbed (their threads' exits are queued instead).
   std::optional<TraceEvent> after(TracedProcess& tp, std::optional<TraceEvent> ev);
@@ -118,18 +137,17 @@ class ProcessTree {
 
   TracedProcess& root_;
   TreeOptions opts_;
+  // The capture's one wait queue, the root's while the tree lives.
+  std::unique_ptr<WaitQueue> queue_;
   std::vector<std::unique_ptr<TracedProcess>> children_;
   // Followed children that exited while a process they created was not settled yet (its
   // first stop still to come): kept until it is, so that it is settled, never held.
   std::vector<std::unique_ptr<TracedProcess>> exited_;
   // Child processes settled before their creator's event (settle_stranded): if the event
-  // comes after all, claim() says the child is dealt with. Bounded: pids are reused.
+  // comes after all, claim_child() says the child is dealt with. Bounded: pids are reused.
   std::deque<pid_t> settled_early_;
   bool closing_ = false;  // detaching: a child process created now is detached, not followed
-  std::deque<TraceEvent> events_;
-  Waiter waiter_;
-  SnapshotFilter sample_hook_;
-  OwnSignal own_signal_;
+  std::vector<std::shared_ptr<TraceObserver>> observers_;  // add_observer's, for every process
   NewSpace new_space_;
   std::vector<uint32_t> spaces_seen_;
   std::map<pid_t, std::string> comms_;

@@ -40,6 +40,17 @@ std::optional<uint64_t> read_run_ns(const Fd& fd) {
   return s ? std::optional<uint64_t>(s->run_ns) : std::nullopt;
 }
 
+// The CPU timer's signal is profctl's own, on every process, until the detach: one raised
+// just before the session ended is still taken as a sample, never delivered.
+class TimerSignals final : public TraceObserver {
+ public:
+  explicit TimerSignals(std::shared_ptr<CpuTimer> timer) : timer_(std::move(timer)) {}
+  bool own_signal(pid_t tid, int sig) override { return timer_->is_ours(tid, sig); }
+
+ private:
+  std::shared_ptr<CpuTimer> timer_;
+};
+
 }  // namespace
 
 std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v) {
@@ -228,39 +239,43 @@ SessionResult SamplingSession::finish(SessionResult::End end) {
   return res_;
 }
 
+void SamplingSession::on_thread_created(TracedProcess::TraceEvent& ev) {
+  if (opts_.on_maps_check) {
+    opts_.on_maps_check();
+  }
+  if (timer_ && ev.child != 0) {
+    (void)timer_->add(ev.child);
+  }
+  if (ev.child != 0) {
+    born_.insert(ev.child);
+  }
+  if (!ev.creator) {
+    return;
+  }
+  ThreadCreation c;
+  c.creator = ev.tid;
+  c.child = ev.child;
+  c.time_ns = monotonic_ns();
+  if (auto* ts = track(ev.tid)) {
+    if (ts->name.empty()) {
+      if (auto st = read_task_stat(ts->pid, ev.tid)) {
+        ts->name = st->comm;
+      }
+    }
+    c.creator_name = ts->name;
+    c.pid = ts->pid;
+    c.process = tp_.comm_of(ts->pid);
+  }
+  c.snap = std::move(*ev.creator);
+  sink_.on_thread_created(std::move(c));
+}
+
 std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::TraceEvent& ev) {
   using EK = TracedProcess::TraceEvent::Kind;
   switch (ev.kind) {
-    case EK::kThreadCreated: {
-      if (opts_.on_maps_check) {
-        opts_.on_maps_check();
-      }
-      if (timer_ && ev.child != 0) {
-        (void)timer_->add(ev.child);
-      }
-      if (ev.child != 0) {
-        born_.insert(ev.child);
-      }
-      if (ev.creator) {
-        ThreadCreation c;
-        c.creator = ev.tid;
-        c.child = ev.child;
-        c.time_ns = monotonic_ns();
-        if (auto* ts = track(ev.tid)) {
-          if (ts->name.empty()) {
-            if (auto st = read_task_stat(ts->pid, ev.tid)) {
-              ts->name = st->comm;
-            }
-          }
-          c.creator_name = ts->name;
-          c.pid = ts->pid;
-          c.process = tp_.comm_of(ts->pid);
-        }
-        c.snap = std::move(*ev.creator);
-        sink_.on_thread_created(std::move(c));
-      }
+    case EK::kThreadCreated:
+      on_thread_created(ev);
       break;
-    }
     case EK::kThreadExited:
       if (timer_) {
         timer_->remove(ev.tid);
@@ -314,116 +329,162 @@ void SamplingSession::tick() {
   // asked for all at once and taken as they arrive (next_event), so a tick never waits
   // for a thread that is waiting for a CPU.
   for (pid_t tid : tp_.tids()) {
-    ThreadState* ts = track(tid);
-    if (ts == nullptr) {
-      continue;
+    tick_thread(tid);
+  }
+}
+
+void SamplingSession::tick_thread(pid_t tid) {
+  ThreadState* ts = track(tid);
+  if (ts == nullptr) {
+    return;
+  }
+  uint64_t t_now = monotonic_ns();
+  uint64_t wall = t_now - ts->last_tick_ns;
+  ts->last_tick_ns = t_now;
+  if (auto p = pending_.find(tid); p != pending_.end()) {
+    p->second.sample.wall_ns += wall;  // still on its way to the stop: same stack
+    return;
+  }
+  ThreadSample s;
+  s.tid = tid;
+  s.time_ns = t_now;
+  s.wall_ns = wall;
+  // A thread that keeps not running is looked at less and less often (every 2nd,
+  // 4th... tick, at most kIdleRecheck apart): 56 idle threads then cost next to
+  // nothing. One that wakes is seen within kIdleRecheck; its CPU is charged exactly
+  // anyway (schedstat deltas).
+  if (ts->have_stack && ts->idle_skip > 0) {
+    --ts->idle_skip;
+    reuse(tid, s, *ts);
+    return;
+  }
+  auto sched = read_schedstat(ts->schedstat);
+  if (!sched) {
+    return;  // exiting
+  }
+  const uint64_t run_ns = sched->run_ns;
+  ts->seen_run_ns = run_ns;
+  if (ts->have_stack && run_ns == ts->last_run_ns) {
+    ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
+    ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip_);
+    reuse(tid, s, *ts);
+    return;
+  }
+  ts->idle_streak = 0;
+  if (parked_on_last_stack(tid, *ts)) {
+    ts->last_run_ns = run_ns;
+    reuse(tid, s, *ts);
+    return;
+  }
+  s.name = ts->name;
+  s.state = ts->state;
+  pending_[tid] = Pending{std::move(s), run_ns, sched->timeslices};
+  if (!tp_.request_sample(tid)) {
+    pending_.erase(tid);  // gone: its exit arrives as an event
+  }
+}
+
+bool SamplingSession::parked_on_last_stack(pid_t tid, ThreadState& ts) {
+  if (auto text = pread_text(ts.stat)) {
+    if (auto st = parse_stat(*text)) {
+      ts.name = st->comm;
+      ts.state = st->state;
     }
-    uint64_t t_now = monotonic_ns();
-    uint64_t wall = t_now - ts->last_tick_ns;
-    ts->last_tick_ns = t_now;
-    if (auto p = pending_.find(tid); p != pending_.end()) {
-      p->second.sample.wall_ns += wall;  // still on its way to the stop: same stack
-      continue;
-    }
-    ThreadSample s;
-    s.tid = tid;
-    s.time_ns = t_now;
-    s.wall_ns = wall;
-    // A thread that keeps not running is looked at less and less often (every 2nd,
-    // 4th... tick, at most kIdleRecheck apart): 56 idle threads then cost next to
-    // nothing. One that wakes is seen within kIdleRecheck; its CPU is charged exactly
-    // anyway (schedstat deltas).
-    if (ts->have_stack && ts->idle_skip > 0) {
-      --ts->idle_skip;
-      reuse(tid, s, *ts);
-      continue;
-    }
-    auto sched = read_schedstat(ts->schedstat);
-    if (!sched) {
-      continue;  // exiting
-    }
-    const std::optional<uint64_t> run_ns = sched->run_ns;
-    ts->seen_run_ns = sched->run_ns;
-    if (ts->have_stack && *run_ns == ts->last_run_ns) {
-      ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
-      ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip_);
-      reuse(tid, s, *ts);
-      continue;
-    }
-    ts->idle_streak = 0;
-    if (auto text = pread_text(ts->stat)) {
-      if (auto st = parse_stat(*text)) {
-        ts->name = st->comm;
-        ts->state = st->state;
-      }
-    }
-    // 't' outside a job-control stop: the thread is in a stop of profctl's own whose event
-    // is not handled yet (the CPU timer's signal stopped it while it ran): running.
-    if (ts->state == 't' && !tp_.job_stopped(tid)) {
-      ts->state = 'R';
-    }
-    // Our own stop makes a sleeping thread run briefly (it leaves its syscall for the
-    // ptrace-stop and restarts it), so its run time moves even when its code did not.
-    // Blocked again in a syscall at the very sp and pc of its last snapshot, it is on
-    // the same stack: reuse it without stopping it. A job-control-stopped thread ('t'
-    // between our samples: it listens) runs no code at all: same.
-    if (ts->have_stack && (ts->state == 't' || ts->state == 'T')) {
-      ts->last_run_ns = *run_ns;
-      reuse(tid, s, *ts);
-      continue;
-    }
-    if (ts->have_stack && ts->state != 'R') {
-      if (auto sc = read_task_syscall(ts->pid, tid);
-          sc && sc->sp == ts->last_sp && sc->pc == ts->last_pc) {
-        ts->last_run_ns = *run_ns;
-        reuse(tid, s, *ts);
-        continue;
-      }
-    }
-    s.name = ts->name;
-    s.state = ts->state;
-    pending_[tid] = Pending{std::move(s), *run_ns, sched->timeslices};
-    if (!tp_.request_sample(tid)) {
-      pending_.erase(tid);  // gone: its exit arrives as an event
+  }
+  // 't' outside a job-control stop: the thread is in a stop of profctl's own whose event
+  // is not handled yet (the CPU timer's signal stopped it while it ran): running.
+  if (ts.state == 't' && !tp_.job_stopped(tid)) {
+    ts.state = 'R';
+  }
+  if (!ts.have_stack) {
+    return false;
+  }
+  // Our own stop makes a sleeping thread run briefly (it leaves its syscall for the
+  // ptrace-stop and restarts it), so its run time moves even when its code did not.
+  // Blocked again in a syscall at the very sp and pc of its last snapshot, it is on
+  // the same stack: reuse it without stopping it. A job-control-stopped thread ('t'
+  // between our samples: it listens) runs no code at all: same.
+  if (ts.state == 't' || ts.state == 'T') {
+    return true;
+  }
+  if (ts.state != 'R') {
+    auto sc = read_task_syscall(ts.pid, tid);
+    return sc && sc->sp == ts.last_sp && sc->pc == ts.last_pc;
+  }
+  return false;
+}
+
+void SamplingSession::on_sample(Snapshot& snap) {
+  auto t = threads_.find(snap.tid);
+  if (t == threads_.end()) {
+    return;
+  }
+  if (auto s = read_schedstat(t->second.schedstat)) {
+    t->second.run_at_stop_ns = s->run_ns;
+    if (auto p = pending_.find(snap.tid); p != pending_.end()) {
+      p->second.timeslices_at_stop = s->timeslices;
     }
   }
 }
 
-SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
-  tp_.set_stack_bytes(opts_.stack_bytes);
-  // At each sample's stop, before the thread runs again: how many times the kernel has
-  // given it a CPU (complete() compares it with the count when the sample was asked).
-  tp_.set_sample_hook([this](Snapshot& snap) {
-    auto t = threads_.find(snap.tid);
-    if (t == threads_.end()) {
+void SamplingSession::start_cpu_timer() {
+  if (!opts_.cpu_timer || !opts_.sample) {
+    return;
+  }
+  timer_ = std::make_shared<CpuTimer>(static_cast<uint64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
+  for (pid_t tid : tp_.tids()) {
+    if (auto r = timer_->add(tid); !r) {
+      res_.cpu_timer_error = r.error().message();
+      timer_.reset();
       return;
     }
-    if (auto s = read_schedstat(t->second.schedstat)) {
-      t->second.run_at_stop_ns = s->run_ns;
-      if (auto p = pending_.find(snap.tid); p != pending_.end()) {
-        p->second.timeslices_at_stop = s->timeslices;
-      }
+  }
+  tp_.add_observer(std::make_shared<TimerSignals>(timer_));
+}
+
+std::optional<SessionResult::End> SamplingSession::ending(
+    Clock::time_point now, const std::atomic<bool>& stop,
+    std::optional<Clock::time_point>& stop_by) {
+  if (stop.load(std::memory_order_relaxed)) {
+    if (!stop_by) {
+      stop_by = now + opts_.stop_grace;
     }
-  });
-  if (opts_.cpu_timer && opts_.sample) {
-    timer_ = std::make_shared<CpuTimer>(static_cast<uint64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
-    for (pid_t tid : tp_.tids()) {
-      if (auto r = timer_->add(tid); !r) {
-        res_.cpu_timer_error = r.error().message();
-        timer_.reset();
-        break;
-      }
+    if (now >= *stop_by) {
+      return SessionResult::End::kInterrupted;
     }
   }
-  if (timer_) {
-    tp_.set_own_signal([timer = timer_](pid_t tid, int sig) { return timer->is_ours(tid, sig); });
+  if (opts_.duration && now - start_ >= *opts_.duration) {
+    return SessionResult::End::kDuration;
   }
+  return std::nullopt;
+}
+
+void SamplingSession::report_status(Clock::time_point now) {
+  SessionStatus st;
+  st.elapsed_s = std::chrono::duration<double>(now - start_).count();
+  st.duration_s = opts_.duration ? std::chrono::duration<double>(*opts_.duration).count() : 0.0;
+  st.ticks = res_.ticks;
+  uint64_t cpu_ns = 0;
+  for (const auto& [tid, ts] : threads_) {
+    cpu_ns += ts.seen_run_ns - std::min(ts.seen_run_ns, ts.start_run_ns);
+  }
+  st.cpu_s = static_cast<double>(cpu_ns) / 1e9;
+  st.processes = tp_.process_count();
+  st.samples = res_.samples;
+  st.threads = tp_.thread_count();
+  opts_.on_status(st);
+}
+
+SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
+  tp_.set_stack_bytes(opts_.stack_bytes);
+  tp_.add_observer(unowned(*this));
+  start_cpu_timer();
   struct Unhook {
     SamplingSession& s;
     ~Unhook() {
-      s.tp_.set_sample_hook({});
+      s.tp_.remove_observer(&s);
       // No more timer signals: the events go with their fds. One already raised is still
-      // ours to take while the target is traced (own_signal stays until the detach).
+      // ours to take while the target is traced (TimerSignals stays until the detach).
       if (s.timer_) {
         s.timer_->disable();
       }
@@ -444,31 +505,11 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   std::optional<Clock::time_point> stop_by;
   for (;;) {
     auto now = Clock::now();
-    if (stop.load(std::memory_order_relaxed)) {
-      if (!stop_by) {
-        stop_by = now + opts_.stop_grace;
-      }
-      if (now >= *stop_by) {
-        return finish(SessionResult::End::kInterrupted);
-      }
-    }
-    if (opts_.duration && now - start_ >= *opts_.duration) {
-      return finish(SessionResult::End::kDuration);
+    if (auto end = ending(now, stop, stop_by)) {
+      return finish(*end);
     }
     if (opts_.on_status && now >= next_status) {
-      SessionStatus st;
-      st.elapsed_s = std::chrono::duration<double>(now - start_).count();
-      st.duration_s = opts_.duration ? std::chrono::duration<double>(*opts_.duration).count() : 0.0;
-      st.ticks = res_.ticks;
-      uint64_t cpu_ns = 0;
-      for (const auto& [tid, ts] : threads_) {
-        cpu_ns += ts.seen_run_ns - std::min(ts.seen_run_ns, ts.start_run_ns);
-      }
-      st.cpu_s = static_cast<double>(cpu_ns) / 1e9;
-      st.processes = tp_.process_count();
-      st.samples = res_.samples;
-      st.threads = tp_.thread_count();
-      opts_.on_status(st);
+      report_status(now);
       next_status = now + std::chrono::milliseconds(250);
     }
     if (opts_.on_maps_check && now >= next_maps_check) {

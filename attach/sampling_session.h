@@ -71,7 +71,9 @@ struct SessionResult {
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
 
-class SamplingSession {
+// The session observes every process of the tree (TraceObserver::on_sample: what the
+// kernel says of a thread at its sample's stop).
+class SamplingSession : private TraceObserver {
  public:
   SamplingSession(ProcessTree& tp, SessionOptions opts, SampleSink& sink)
       : tp_(tp), opts_(std::move(opts)), sink_(sink) {}
@@ -113,9 +115,25 @@ class SamplingSession {
   ThreadState* track(pid_t tid);
   // The ticker: asks for a sample of every thread that ran since its last one.
   void tick();
+  void tick_thread(pid_t tid);
+  // Reads the thread's name and state. True when its run time moved but it is still on the
+  // stack of its last snapshot (blocked where it was, or job-control stopped): no stop.
+  bool parked_on_last_stack(pid_t tid, ThreadState& ts);
+  // At each sample's stop, before the thread runs again: how many times the kernel has
+  // given it a CPU (complete() compares it with the count when the sample was asked).
+  void on_sample(Snapshot& snap) override;
+  // The cpu profile's CPU timers (opts_.cpu_timer), on every traced thread; the session
+  // falls back to the ticks when the kernel refuses one.
+  void start_cpu_timer();
+  // Why the capture ends now, if it does (`stop_by`: the grace after `stop` was seen).
+  std::optional<SessionResult::End> ending(
+      std::chrono::steady_clock::time_point now, const std::atomic<bool>& stop,
+      std::optional<std::chrono::steady_clock::time_point>& stop_by);
+  void report_status(std::chrono::steady_clock::time_point now);
   // Event dispatch: one event of the target (clone, exit, exec, signal, sample taken).
   // Returns the end of the capture when the event ends it.
   std::optional<SessionResult::End> dispatch(TracedProcess::TraceEvent& ev);
+  void on_thread_created(TracedProcess::TraceEvent& ev);
   void complete(TracedProcess::TraceEvent& ev);
   void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts);
   // A CPU timer's sample (the thread stopped where its CPU was).
@@ -138,8 +156,8 @@ class SamplingSession {
   std::set<pid_t> born_;
   std::chrono::steady_clock::time_point start_;
   uint64_t max_idle_skip_ = 0;
-  // null: cpu samples come from the ticks. Shared with the TracedProcess's own-signal test,
-  // which must recognise a signal the timer raised until the target is detached.
+  // null: cpu samples come from the ticks. Shared with the own-signal observer on every
+  // process, which must recognise a signal the timer raised until the target is detached.
   std::shared_ptr<CpuTimer> timer_;
 };
 // Median and maximum of a set of durations (0 when empty).

@@ -36,7 +36,8 @@ std::string at(size_t pc, const std::string& what) {
 // The kernel's checks of a seccomp program at install time (seccomp_check_filter and
 // bpf_check_classic), as they apply to the program PTRACE_SECCOMP_GET_FILTER returns, which
 // is the one the process passed in, before the kernel's rewriting. A program that passes
-// cannot make the interpreter below index out of range.
+// cannot make the interpreter below index out of range. Kept whole (one case per opcode, as
+// the kernel's own switch): it reads against bpf_check_classic line by line.
 Result<void> check_program(std::span<const sock_filter> program) {
   if (program.empty() || program.size() > BPF_MAXINSNS) {
     return Error{"a program of " + std::to_string(program.size()) + " instructions"};
@@ -287,6 +288,8 @@ std::string cannot_read(pid_t tid, const Error& e) {
 
 }  // namespace
 
+// The interpreter, kept whole: one case per instruction class; split, its registers (a, x
+// and the scratch memory) would be passed around.
 Result<uint32_t> run_seccomp_program(std::span<const sock_filter> program,
                                      const RemoteSyscall& call) {
   if (auto ok = check_program(program); !ok) {

@@ -15,6 +15,43 @@
 
 namespace profctl {
 
+namespace {
+
+// What of a stack is copied: from rsp to the end of its mapping (or the thread pointer),
+// at most `max_bytes`. Allocates the copy's buffer.
+void bound_stack(Snapshot& s, const std::vector<MapEntry>& maps, size_t max_bytes) {
+  const uint64_t sp = s.regs.rsp;
+  s.stack_base = sp;
+  const MapEntry* m = find_mapping(maps, sp);
+  if (m == nullptr || !m->readable) {
+    // The mapping is new (created during the stop) or rsp is garbage. Copy what
+    // max_bytes allows; a short read below says how much was really there.
+    s.stack_end = sp + std::min<uint64_t>(max_bytes, 64 * 1024);
+    if (s.stack_end < sp) {
+      s.stack_end = UINT64_MAX;
+    }
+  } else {
+    s.stack_end = m->end;
+    // A pthread's stack mapping holds its struct pthread (the TCB, ~2.3 KB) at the top,
+    // where fs_base (the thread pointer) points, with static TLS just below it: no
+    // frame lives at or above fs_base, so the copy stops there.
+    if (s.regs.fs_base > sp && s.regs.fs_base < m->end) {
+      s.stack_end = s.regs.fs_base;
+    }
+  }
+  uint64_t want = s.stack_end - sp;
+  if (want > max_bytes) {
+    want = max_bytes;
+    s.stack_cut = true;
+    s.stack_cut_reason = "stack copy limited to --stack-bytes " + std::to_string(max_bytes);
+  }
+  s.stack_size = static_cast<size_t>(want);
+  // Uninitialised on purpose: zero-filling megabytes would cost more than the copy.
+  s.stack_bytes = std::make_unique_for_overwrite<std::byte[]>(s.stack_size);
+}
+
+}  // namespace
+
 uint64_t StackReader::read_stacks(std::vector<Snapshot>& snaps, const std::vector<MapEntry>& maps,
                                   size_t max_bytes) {
   std::vector<iovec> local;
@@ -24,37 +61,10 @@ uint64_t StackReader::read_stacks(std::vector<Snapshot>& snaps, const std::vecto
   remote.reserve(snaps.size());
   for (size_t i = 0; i < snaps.size(); ++i) {
     Snapshot& s = snaps[i];
-    uint64_t sp = s.regs.rsp;
-    s.stack_base = sp;
-    const MapEntry* m = find_mapping(maps, sp);
-    if (m == nullptr || !m->readable) {
-      // The mapping is new (created during the stop) or rsp is garbage. Copy what
-      // max_bytes allows; a short read below says how much was really there.
-      s.stack_end = sp + std::min<uint64_t>(max_bytes, 64 * 1024);
-      if (s.stack_end < sp) {
-        s.stack_end = UINT64_MAX;
-      }
-    } else {
-      s.stack_end = m->end;
-      // A pthread's stack mapping holds its struct pthread (the TCB, ~2.3 KB) at the top,
-      // where fs_base (the thread pointer) points, with static TLS just below it: no
-      // frame lives at or above fs_base, so the copy stops there.
-      if (s.regs.fs_base > sp && s.regs.fs_base < m->end) {
-        s.stack_end = s.regs.fs_base;
-      }
-    }
-    uint64_t want = s.stack_end - sp;
-    if (want > max_bytes) {
-      want = max_bytes;
-      s.stack_cut = true;
-      s.stack_cut_reason = "stack copy limited to --stack-bytes " + std::to_string(max_bytes);
-    }
-    s.stack_size = static_cast<size_t>(want);
-    // Uninitialised on purpose: zero-filling megabytes would cost more than the copy.
-    s.stack_bytes = std::make_unique_for_overwrite<std::byte[]>(s.stack_size);
+    bound_stack(s, maps, max_bytes);
     if (s.stack_size > 0) {
       local.push_back({s.stack_bytes.get(), s.stack_size});
-      remote.push_back({reinterpret_cast<void*>(sp), s.stack_size});
+      remote.push_back({reinterpret_cast<void*>(s.stack_base), s.stack_size});
       owner.push_back(i);
     }
   }

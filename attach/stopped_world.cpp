@@ -261,7 +261,7 @@ bool StoppedWorld::settle(pid_t tid) {
     return false;
   }
   for (int i = 0; i < 64; ++i) {
-    auto ev = tp_.waiter_.next_for(tid, std::chrono::seconds(2));
+    auto ev = tp_.waits().next_status_of(tid, std::chrono::seconds(2));
     if (!ev) {
       return false;
     }
@@ -290,7 +290,7 @@ bool StoppedWorld::settle(pid_t tid) {
 Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_interrupt) {
   int strays = 0;
   for (;;) {
-    auto ev = tp_.waiter_.next_for(tid, std::chrono::seconds(10));
+    auto ev = tp_.waits().next_status_of(tid, std::chrono::seconds(10));
     if (!ev) {
       return Error{"thread " + std::to_string(tid) + " did not finish a remote syscall"};
     }
@@ -299,7 +299,7 @@ Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_i
       return false;
     }
     if (ev->pending_in_kernel) {
-      tp_.waiter_.consume(*ev);
+      tp_.waits().consume(*ev);
     }
     if (auto log = logger("attach"); log->should_log(spdlog::level::trace)) {
       std::ostringstream os;
@@ -324,7 +324,70 @@ Result<bool> StoppedWorld::await_chain_stop(pid_t tid, bool& restop, bool want_i
   }
 }
 
+// One remote syscall, in phases: pick a thread and check the call can run (syscall_thread),
+// save the thread and lay the sigreturn frame that restores it (save_thread), run the
+// chain (run_chain), and put the thread back where it was (restore_thread).
+struct StoppedWorld::SavedThread {
+  user_regs_struct regs{};
+  uint64_t mask = 0;
+  uint64_t frame = 0;  // the sigreturn frame below its stack: the chain's stack pointer
+};
+
+struct StoppedWorld::ChainRun {
+  pid_t tid = 0;
+  bool restop = false;  // a SIGSTOP arrived meanwhile: sent again at the end
+  bool alive = true;
+  __ptrace_syscall_info info{};  // at the last stop
+};
+
 Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
+  auto tid = syscall_thread(nr, args);
+  if (!tid) {
+    return tid.error();
+  }
+  auto saved = save_thread(*tid);
+  if (!saved) {
+    return saved.error();
+  }
+  // From the SETREGS on, the thread restores itself whenever it is let go.
+  user_regs_struct r = saved->regs;
+  r.rip = tp_.chain_.syscall_ret;
+  r.rsp = saved->frame;
+  r.rax = static_cast<unsigned long long>(nr);
+  // orig_rax = -1: the resume from the interrupt stop must not restart a syscall the
+  // thread was in (that would move rip back by two); the frame and `saved` hold that state.
+  r.orig_rax = static_cast<unsigned long long>(-1);
+  r.rdi = args[0];
+  r.rsi = args[1];
+  r.rdx = args[2];
+  r.r10 = args[3];
+  r.r8 = args[4];
+  r.r9 = args[5];
+  if (auto s = set_regs(*tid, r); !s) {
+    return s.error();
+  }
+  // Signals wait in the kernel while the thread runs our code: none is taken from it, and
+  // they arrive in their order, with their siginfo, once it resumes.
+  Result<void> blocked = set_sigmask(*tid, ~uint64_t{0});
+  ChainRun run;
+  run.tid = *tid;
+  Result<long> out = Error{"syscall " + std::to_string(nr) + " did not complete"};
+  if (blocked) {
+    out = run_chain(run, nr);
+  }
+  if (!run.alive) {
+    return out;
+  }
+  if (auto back = restore_thread(run, *saved); !back) {
+    return back.error();
+  }
+  if (!blocked) {
+    return blocked.error();
+  }
+  return out;
+}
+
+Result<pid_t> StoppedWorld::syscall_thread(long nr, const std::array<uint64_t, 6>& args) {
   const pid_t tid = pick_thread();
   if (tid == 0) {
     return Error{"no thread of pid " + std::to_string(pid_) +
@@ -333,7 +396,7 @@ Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
   if (auto c = find_chain(); !c) {
     return c.error();
   }
-  const auto chain = tp_.chain_;
+  const auto& chain = tp_.chain_;
   // A thread with a user shadow stack would fault at the chain's `ret` and rt_sigreturn.
   if (thread_has_shadow_stack(tid)) {
     return Error{"thread " + std::to_string(tid) +
@@ -347,102 +410,96 @@ Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
   if (auto ok = seccomp_allows(tid, {SYS_rt_sigreturn, {}, chain.sigreturn_next}); !ok) {
     return ok.error();
   }
-  auto saved = regs(tid);
-  if (!saved) {
-    return saved.error();
+  return tid;
+}
+
+Result<StoppedWorld::SavedThread> StoppedWorld::save_thread(pid_t tid) {
+  SavedThread saved;
+  auto regs_now = regs(tid);
+  if (!regs_now) {
+    return regs_now.error();
   }
+  saved.regs = *regs_now;
   auto mask = get_sigmask(tid);
   if (!mask) {
     return mask.error();
   }
+  saved.mask = *mask;
   auto text = read_maps_text(pid_);
   if (!text) {
     return text.error();
   }
   const std::vector<MapEntry> maps = parse_maps(*text);
-  const MapEntry* stack = find_mapping(maps, saved->rsp - kRedZone);
+  const MapEntry* stack = find_mapping(maps, saved.regs.rsp - kRedZone);
   if (stack == nullptr || !stack->writable) {
     return Error{"thread " + std::to_string(tid) + "'s stack pointer is not in writable memory"};
   }
-  auto frame =
-      build_sigreturn_frame(*saved, *mask, read_xstate(tid), chain.sigreturn, stack->start);
+  auto frame = build_sigreturn_frame(saved.regs, saved.mask, read_xstate(tid), tp_.chain_.sigreturn,
+                                     stack->start);
   if (!frame) {
     return Error{"thread " + std::to_string(tid) + ": " + frame.error().message()};
   }
   if (auto w = write(frame->address, frame->bytes); !w) {
     return w.error();
   }
+  saved.frame = frame->address;
+  return saved;
+}
 
-  // From the SETREGS on, the thread restores itself whenever it is let go.
-  user_regs_struct r = *saved;
-  r.rip = chain.syscall_ret;
-  r.rsp = frame->address;
-  r.rax = static_cast<unsigned long long>(nr);
-  // orig_rax = -1: the resume from the interrupt stop must not restart a syscall the
-  // thread was in (that would move rip back by two); the frame and `saved` hold that state.
-  r.orig_rax = static_cast<unsigned long long>(-1);
-  r.rdi = args[0];
-  r.rsi = args[1];
-  r.rdx = args[2];
-  r.r10 = args[3];
-  r.r8 = args[4];
-  r.r9 = args[5];
-  if (auto s = set_regs(tid, r); !s) {
+Result<void> StoppedWorld::chain_step(ChainRun& run) {
+  const pid_t tid = run.tid;
+  if (ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) != 0) {
+    return errno_error("PTRACE_SYSCALL " + std::to_string(tid));
+  }
+  auto st = await_chain_stop(tid, run.restop, /*want_interrupt=*/false);
+  if (!st) {
+    return st.error();  // still running our code: restore_thread's interrupt stops it
+  }
+  if (!*st) {
+    run.alive = false;
+    return Error{"thread " + std::to_string(tid) + " exited during a remote syscall"};
+  }
+  run.info = syscall_info(tid);
+  return {};
+}
+
+Result<long> StoppedWorld::run_chain(ChainRun& run, long nr) {
+  const pid_t tid = run.tid;
+  const __ptrace_syscall_info& info = run.info;
+  if (auto s = chain_step(run); !s) {
     return s.error();
   }
-  // Signals wait in the kernel while the thread runs our code: none is taken from it, and
-  // they arrive in their order, with their siginfo, once it resumes.
-  Result<void> blocked = set_sigmask(tid, ~uint64_t{0});
-
-  Result<long> out = Error{"syscall " + std::to_string(nr) + " did not complete"};
-  bool restop = false;
-  bool alive = true;
-  auto step = [&](__ptrace_syscall_info& info) -> bool {
-    if (ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) != 0) {
-      out = errno_error("PTRACE_SYSCALL " + std::to_string(tid));
-      return false;
+  if (info.op != PTRACE_SYSCALL_INFO_ENTRY || info.entry.nr != static_cast<uint64_t>(nr) ||
+      info.instruction_pointer != tp_.chain_.syscall_ret + 2) {
+    // Not our call: undo it before it runs (the kernel skips a syscall whose number the
+    // tracer set to -1 at entry) and restore.
+    user_regs_struct skip{};
+    if (ptrace(PTRACE_GETREGS, tid, nullptr, &skip) == 0) {
+      skip.orig_rax = static_cast<unsigned long long>(-1);
+      (void)ptrace(PTRACE_SETREGS, tid, nullptr, &skip);
     }
-    auto st = await_chain_stop(tid, restop, /*want_interrupt=*/false);
-    if (!st) {
-      out = st.error();  // still running our code: the interrupt below stops it
-      return false;
-    }
-    if (!*st) {
-      alive = false;
-      out = Error{"thread " + std::to_string(tid) + " exited during a remote syscall"};
-      return false;
-    }
-    info = syscall_info(tid);
-    return true;
-  };
-  __ptrace_syscall_info info{};
-  if (blocked && step(info)) {
-    if (info.op != PTRACE_SYSCALL_INFO_ENTRY || info.entry.nr != static_cast<uint64_t>(nr) ||
-        info.instruction_pointer != chain.syscall_ret + 2) {
-      // Not our call: undo it before it runs (the kernel skips a syscall whose number the
-      // tracer set to -1 at entry) and restore.
-      user_regs_struct skip{};
-      if (ptrace(PTRACE_GETREGS, tid, nullptr, &skip) == 0) {
-        skip.orig_rax = static_cast<unsigned long long>(-1);
-        (void)ptrace(PTRACE_SETREGS, tid, nullptr, &skip);
-      }
-      out = Error{"thread " + std::to_string(tid) + " did not enter the remote syscall (stop " +
-                  std::to_string(info.op) + ", nr " + std::to_string(info.entry.nr) + ", ip " +
-                  std::to_string(info.instruction_pointer) + ")"};
-      if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
-        (void)step(info);
-      }
-    } else if (step(info)) {
-      if (info.op == PTRACE_SYSCALL_INFO_EXIT) {
-        out = static_cast<long>(info.exit.rval);
-      } else {
-        out = Error{"thread " + std::to_string(tid) + " stopped oddly in a remote syscall"};
+    Result<long> out =
+        Error{"thread " + std::to_string(tid) + " did not enter the remote syscall (stop " +
+              std::to_string(info.op) + ", nr " + std::to_string(info.entry.nr) + ", ip " +
+              std::to_string(info.instruction_pointer) + ")"};
+    if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
+      if (auto s = chain_step(run); !s) {
+        return s.error();
       }
     }
-  }
-  if (!alive) {
     return out;
   }
+  if (auto s = chain_step(run); !s) {
+    return s.error();
+  }
+  if (info.op != PTRACE_SYSCALL_INFO_EXIT) {
+    return Error{"thread " + std::to_string(tid) + " stopped oddly in a remote syscall"};
+  }
+  return static_cast<long>(info.exit.rval);
+}
+
+Result<void> StoppedWorld::restore_thread(ChainRun& run, const SavedThread& saved) {
+  const pid_t tid = run.tid;
   // Back into an interrupt stop, where the thread's own registers are restored: its resume
   // then runs the kernel's restart logic on them, exactly as if it had never left.
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) {
@@ -451,7 +508,7 @@ Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
   // (Fails only when a timeout above left the thread running: the interrupt stops it.)
   (void)ptrace(PTRACE_CONT, tid, nullptr, nullptr);
   for (;;) {
-    auto st = await_chain_stop(tid, restop, /*want_interrupt=*/true);
+    auto st = await_chain_stop(tid, run.restop, /*want_interrupt=*/true);
     if (!st) {
       return st.error();
     }
@@ -467,19 +524,16 @@ Result<long> StoppedWorld::syscall(long nr, std::array<uint64_t, 6> args) {
     }
   }
   // The mask first: a thread let go between these two calls still runs its sigreturn.
-  if (auto s = set_sigmask(tid, *mask); !s) {
+  if (auto s = set_sigmask(tid, saved.mask); !s) {
     return s.error();
   }
-  if (auto s = set_regs(tid, *saved); !s) {
+  if (auto s = set_regs(tid, saved.regs); !s) {
     return s.error();
   }
-  if (restop) {
+  if (run.restop) {
     ::syscall(SYS_tgkill, pid_, tid, SIGSTOP);
   }
-  if (!blocked) {
-    return blocked.error();
-  }
-  return out;
+  return {};
 }
 
 }  // namespace profctl

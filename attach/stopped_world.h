@@ -69,6 +69,14 @@ class StoppedWorld : public TargetMemory {
   // Waits for `tid`'s next stop during a remote syscall (false: it is gone). SIGSTOP is
   // noted in `restop` and the thread resumed; so is an interrupt stop, unless wanted.
   Result<bool> await_chain_stop(pid_t tid, bool& restop, bool want_interrupt);
+  // syscall()'s phases (stopped_world.cpp).
+  struct SavedThread;
+  struct ChainRun;
+  Result<pid_t> syscall_thread(long nr, const std::array<uint64_t, 6>& args);
+  Result<SavedThread> save_thread(pid_t tid);
+  Result<void> chain_step(ChainRun& run);
+  Result<long> run_chain(ChainRun& run, long nr);
+  Result<void> restore_thread(ChainRun& run, const SavedThread& saved);
 
   TracedProcess& tp_;
   pid_t pid_;

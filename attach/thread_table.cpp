@@ -4,6 +4,7 @@
 #include <sys/ptrace.h>
 
 #include <sstream>
+#include <utility>
 
 #include "base/log.h"
 
@@ -80,6 +81,9 @@ Transition ThreadTable::apply(pid_t tid, const WaitStatus& st, std::optional<boo
     set_state(it->second, TState::kNew);
   }
   TracedThread& t = it->second;
+  // A CPU-timer stop is a sample only for the status that reported it: one another path
+  // consumed (a world stop) must not turn this thread's next event (a clone) into one.
+  t.own_signal_stop = false;
   tr.before = t.state;
   tr.first_stop = t.state == TState::kNew;
   switch (st.kind()) {
@@ -129,7 +133,7 @@ Transition ThreadTable::apply(pid_t tid, const WaitStatus& st, std::optional<boo
 }
 
 void ThreadTable::resumed(pid_t tid, bool listening) {
-  if (auto* t = find(tid)) {
+  if (auto* t = find_mut(tid)) {
     set_state(*t, listening ? TState::kListening : TState::kRunning);
     t->pending_signal = 0;
     t->signal_in_kernel = false;
@@ -137,15 +141,53 @@ void ThreadTable::resumed(pid_t tid, bool listening) {
 }
 
 void ThreadTable::interrupted(pid_t tid) {
-  if (auto* t = find(tid)) {
+  if (auto* t = find_mut(tid)) {
     set_state(*t, TState::kInterrupted);
   }
 }
 
 void ThreadTable::exiting(pid_t tid) {
-  if (auto* t = find(tid)) {
+  if (auto* t = find_mut(tid)) {
     set_state(*t, TState::kExiting);
   }
+}
+
+void ThreadTable::breakpoint_trap(pid_t tid) {
+  if (auto* t = find_mut(tid)) {
+    t->pending_signal = 0;
+    t->signal_in_kernel = false;
+  }
+}
+
+void ThreadTable::timer_signal(pid_t tid) {
+  if (auto* t = find_mut(tid)) {
+    t->pending_signal = 0;
+    t->signal_in_kernel = false;
+    t->own_signal_stop = true;
+  }
+}
+
+bool ThreadTable::take_timer_stop(pid_t tid) {
+  auto* t = find_mut(tid);
+  if (t == nullptr || !t->own_signal_stop) {
+    return false;
+  }
+  t->own_signal_stop = false;
+  return true;
+}
+
+void ThreadTable::sample_requested(pid_t tid, uint64_t now_ns) {
+  if (auto* t = find_mut(tid)) {
+    t->sample_requested_ns = now_ns;
+  }
+}
+
+uint64_t ThreadTable::sample_taken(pid_t tid) {
+  auto* t = find_mut(tid);
+  if (t == nullptr) {
+    return 0;
+  }
+  return std::exchange(t->sample_requested_ns, 0);
 }
 
 void ThreadTable::forget(pid_t tid) {
@@ -161,7 +203,7 @@ void ThreadTable::clear() {
   awaiting_ = 0;
 }
 
-TracedThread* ThreadTable::find(pid_t tid) {
+TracedThread* ThreadTable::find_mut(pid_t tid) {
   auto it = threads_.find(tid);
   return it == threads_.end() ? nullptr : &it->second;
 }

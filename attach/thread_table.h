@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // ThreadTable: the one record of every traced thread's ptrace state, one explicit state
-// per thread, changed only by apply() (a wait status) and by the resume/interrupt
-// bookkeeping of TracedProcess. Pure logic: no ptrace call is made here, so every
-// transition is unit-tested.
+// per thread, changed only through the table's named transitions: apply() (a wait status)
+// and the bookkeeping of what TracedProcess does (resumed, interrupted, a signal that was
+// profctl's own, a sample asked for and taken). Threads are read through const pointers
+// only. Pure logic: no ptrace call is made here, so every transition is unit-tested.
 #pragma once
 
 #include <sys/types.h>
@@ -90,7 +91,20 @@ class ThreadTable {
   void forget(pid_t tid);   // no longer ours (detached)
   void clear();             // after exec: everything but the exec'ing thread is gone
 
-  TracedThread* find(pid_t tid);
+  // The signal of the thread's signal-delivery stop was profctl's own and is not the
+  // target's: a breakpoint of profctl's (the trap has been dealt with), or the sampling
+  // session's CPU timer (the stop is then a sample: take_timer_stop()). The thread stays
+  // stopped, with no signal to re-deliver.
+  void breakpoint_trap(pid_t tid);
+  void timer_signal(pid_t tid);
+  // True, once, when the thread's current stop is the CPU timer's (timer_signal): its
+  // sample is taken now. Any later wait status clears it too (apply).
+  bool take_timer_stop(pid_t tid);
+  // A sample of the thread was asked for at `now_ns` (monotonic); sample_taken() ends the
+  // request and returns when it was made (0: none was pending).
+  void sample_requested(pid_t tid, uint64_t now_ns);
+  uint64_t sample_taken(pid_t tid);
+
   const TracedThread* find(pid_t tid) const;
   bool gone(pid_t tid) const { return gone_.count(tid) > 0; }
   size_t size() const { return threads_.size(); }
@@ -98,10 +112,10 @@ class ThreadTable {
   std::vector<pid_t> tids() const;
   // Threads whose stop we are waiting for (kNew, kInterrupted).
   size_t awaiting_stop() const { return awaiting_; }
-  std::map<pid_t, TracedThread>& all() { return threads_; }
   const std::map<pid_t, TracedThread>& all() const { return threads_; }
 
  private:
+  TracedThread* find_mut(pid_t tid);
   void mark_gone(pid_t tid);
   // Every change of a thread's state goes through here, so awaiting_stop() is O(1).
   void set_state(TracedThread& t, TState s);

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -55,6 +56,38 @@ std::string comm_of(pid_t pid) {
   return c.empty() ? std::string("?") : c;
 }
 
+bool has_live_thread(pid_t pid) {
+  bool live = false;
+  if (auto tids = list_tasks(pid)) {
+    for (pid_t t : *tids) {
+      auto ts = read_task_stat(pid, t);
+      live = live || (ts && ts->state != 'Z' && ts->state != 'X');
+    }
+  }
+  return live;
+}
+
+// Whether thread `tid` of `pid` might be between creating a process and stopping at its
+// fork/clone event: it runs (/proc cannot say where), or is blocked in a fork or clone. A
+// thread gone, a zombie, or blocked anywhere else is not creating anything.
+bool may_be_creating(pid_t pid, pid_t tid) {
+  auto stat = read_task_stat(pid, tid);
+  if (!stat || stat->state == 'Z' || stat->state == 'X') {
+    return false;
+  }
+  auto text =
+      read_file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall");
+  if (!text) {
+    return false;
+  }
+  if (text->starts_with("running")) {
+    return true;
+  }
+  auto w = parse_syscall(*text);  // nullopt: "-1 ...", blocked outside a syscall
+  return w &&
+         (w->nr == SYS_clone || w->nr == SYS_fork || w->nr == SYS_vfork || w->nr == SYS_clone3);
+}
+
 AttachError ptrace_scope_error(pid_t pid) {
   std::string scope;
   if (auto s = read_file("/proc/sys/kernel/yama/ptrace_scope")) {
@@ -75,7 +108,36 @@ AttachError ptrace_scope_error(pid_t pid) {
 
 }  // namespace
 
-std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(pid_t pid) {
+TracedProcess::TracedProcess(pid_t pid, uint32_t space_id, std::unique_ptr<WaitQueue> own_queue,
+                             WaitQueue* queue)
+    : pid_(pid), space_id_(space_id), own_queue_(std::move(own_queue)), queue_(queue) {}
+
+std::unique_ptr<TracedProcess> TracedProcess::make_root(pid_t pid) {
+  auto q = std::make_unique<WaitQueue>();
+  WaitQueue* qp = q.get();
+  return std::unique_ptr<TracedProcess>(new TracedProcess(pid, new_space_id(), std::move(q), qp));
+}
+
+std::unique_ptr<TracedProcess> TracedProcess::follow_child(pid_t pid, const TracedProcess& parent) {
+  // A copy of its parent's mappings until it execs; waits through the parent's queue.
+  std::unique_ptr<TracedProcess> c(
+      new TracedProcess(pid, parent.space_id_, nullptr, parent.queue_));
+  c->table_.add(pid, TState::kStopped);  // at its first stop, already reaped
+  return c;
+}
+
+std::unique_ptr<WaitQueue> TracedProcess::lend_queue() { return std::move(own_queue_); }
+
+void TracedProcess::return_queue(std::unique_ptr<WaitQueue> q) {
+  queue_ = q.get();
+  own_queue_ = std::move(q);
+}
+
+void TracedProcess::remove_observer(const TraceObserver* o) {
+  std::erase_if(observers_, [&](const auto& p) { return p.get() == o; });
+}
+
+std::optional<AttachError> TracedProcess::check_seizable(pid_t pid) {
   const std::string spid = std::to_string(pid);
   if (pid == getpid()) {
     return AttachError{AttachFailure::kSelf, "pid " + spid + " is profctl itself", ""};
@@ -101,22 +163,13 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
                        "pid " + spid + " (" + stat->comm + ") is a kernel thread",
                        "kernel threads have no user-space stack to dump"};
   }
-  if (status->state == 'Z' || status->state == 'X') {
-    // A zombie leader can still have live threads (the main thread called pthread_exit).
-    bool live = false;
-    if (auto tids = list_tasks(pid)) {
-      for (pid_t t : *tids) {
-        auto ts = read_task_stat(pid, t);
-        live = live || (ts && ts->state != 'Z' && ts->state != 'X');
-      }
-    }
-    if (!live) {
-      return AttachError{AttachFailure::kZombie,
-                         "pid " + spid +
-                             " is a zombie: it has exited and waits for its parent (pid " +
-                             std::to_string(status->ppid) + ") to reap it",
-                         "there is nothing left to dump"};
-    }
+  if ((status->state == 'Z' || status->state == 'X') && !has_live_thread(pid)) {
+    // (A zombie leader can still have live threads: the main thread called pthread_exit.)
+    return AttachError{AttachFailure::kZombie,
+                       "pid " + spid +
+                           " is a zombie: it has exited and waits for its parent (pid " +
+                           std::to_string(status->ppid) + ") to reap it",
+                       "there is nothing left to dump"};
   }
   if (status->tracer_pid != 0) {
     return AttachError{AttachFailure::kAlreadyTraced,
@@ -125,33 +178,43 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(p
                            ")",
                        "detach that tracer (gdb, strace, another profctl) first"};
   }
-  std::unique_ptr<TracedProcess> tp(new TracedProcess(pid));
-  if (auto r = tp->seize_all(); !r) {
-    int err = r.error().err;
-    tp->detach_all();
-    if (err == EPERM || err == EACCES) {
-      // Recheck: a tracer may have attached between our check and our seize, to the
-      // process or to one of its threads only (strace -p TID).
-      pid_t who = tp->failed_tid_ != 0 ? tp->failed_tid_ : pid;
-      for (pid_t id : {pid, who}) {
-        if (auto again = read_status(id);
-            again && again->tracer_pid != 0 && again->tracer_pid != getpid()) {
-          std::string what =
-              id == pid ? "pid " + spid : "thread " + std::to_string(id) + " of pid " + spid;
-          return AttachError{AttachFailure::kAlreadyTraced,
-                             what + " is already traced by pid " +
-                                 std::to_string(again->tracer_pid) + " (" +
-                                 comm_of(again->tracer_pid) + ")",
-                             "detach that tracer (gdb, strace, another profctl) first"};
-        }
+  return std::nullopt;
+}
+
+AttachError TracedProcess::seize_error(const Error& e) const {
+  const std::string spid = std::to_string(pid_);
+  if (e.err == EPERM || e.err == EACCES) {
+    // Recheck: a tracer may have attached between our check and our seize, to the
+    // process or to one of its threads only (strace -p TID).
+    pid_t who = failed_tid_ != 0 ? failed_tid_ : pid_;
+    for (pid_t id : {pid_, who}) {
+      if (auto again = read_status(id);
+          again && again->tracer_pid != 0 && again->tracer_pid != getpid()) {
+        std::string what =
+            id == pid_ ? "pid " + spid : "thread " + std::to_string(id) + " of pid " + spid;
+        return AttachError{AttachFailure::kAlreadyTraced,
+                           what + " is already traced by pid " + std::to_string(again->tracer_pid) +
+                               " (" + comm_of(again->tracer_pid) + ")",
+                           "detach that tracer (gdb, strace, another profctl) first"};
       }
-      return ptrace_scope_error(pid);
     }
-    if (err == ESRCH) {
-      return AttachError{AttachFailure::kNoSuchProcess,
-                         "pid " + spid + " exited while profctl attached", ""};
-    }
-    return AttachError{AttachFailure::kOther, r.error().message(), ""};
+    return ptrace_scope_error(pid_);
+  }
+  if (e.err == ESRCH) {
+    return AttachError{AttachFailure::kNoSuchProcess,
+                       "pid " + spid + " exited while profctl attached", ""};
+  }
+  return AttachError{AttachFailure::kOther, e.message(), ""};
+}
+
+std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(pid_t pid) {
+  if (auto refused = check_seizable(pid)) {
+    return *refused;
+  }
+  std::unique_ptr<TracedProcess> tp = make_root(pid);
+  if (auto r = tp->seize_all(); !r) {
+    tp->detach_all();
+    return tp->seize_error(r.error());
   }
   return tp;
 }
@@ -233,24 +296,8 @@ uint32_t TracedProcess::new_space_id() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-std::optional<Waiter::Event> TracedProcess::next_own(std::chrono::milliseconds timeout) {
-  if (!routed_in_.empty()) {
-    Waiter::Event ev = routed_in_.front();
-    routed_in_.pop_front();
-    return ev;
-  }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    auto ev = waiter_.next(std::max(left, std::chrono::milliseconds(0)));
-    if (!ev || !router_ || !router_(*ev, *this)) {
-      return ev;
-    }
-    if (left.count() <= 0) {
-      return std::nullopt;
-    }
-  }
+std::optional<Waiter::Event> TracedProcess::next_status(std::chrono::milliseconds timeout) {
+  return queue_->next_status(*this, timeout);
 }
 
 pid_t TracedProcess::space_pid() const {
@@ -280,11 +327,6 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
     same_group = st && st->tgid == pid_;
   }
   Transition tr = table_.apply(ev.tid, ev.status, same_group);
-  // A CPU-timer stop is a sample only for the status that reported it: one another path
-  // consumed (a world stop) must not turn this thread's next event (a clone) into one.
-  if (TracedThread* t = table_.find(ev.tid)) {
-    t->own_signal_stop = false;
-  }
   using W = Transition::What;
   if (tr.what == W::kNotOurs && ev.status.stopped() && same_group.has_value()) {
     // The first stop of a process a traced thread created; its creator's event may not
@@ -294,58 +336,68 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
   }
   if (tr.what == W::kExited) {
     children_.erase(ev.tid);
-    if (hooks_.on_thread_exit) {
-      hooks_.on_thread_exit(ev.tid);
+    for (const auto& o : observers_) {
+      o->on_thread_exit(ev.tid);
     }
     return tr;
   }
-  if (tr.what == W::kSignal && tr.signal == SIGTRAP && hooks_.on_trap && hooks_.on_trap(ev.tid)) {
-    // profctl's own breakpoint, already handled: the trap is not the target's signal.
-    if (ev.pending_in_kernel) {
-      waiter_.consume(ev);
-    }
-    if (TracedThread* t = table_.find(ev.tid)) {
-      t->pending_signal = 0;
-      t->signal_in_kernel = false;
-    }
-    tr.what = W::kStopped;
-    tr.signal = 0;
+  if (take_own_signal(ev, tr)) {
     return tr;
   }
-  if (tr.what == W::kSignal && own_signal_ && own_signal_(ev.tid, tr.signal)) {
-    // The sampling session's CPU timer: a sample, never the program's signal.
-    if (ev.pending_in_kernel) {
-      waiter_.consume(ev);
-    }
-    if (TracedThread* t = table_.find(ev.tid)) {
-      t->pending_signal = 0;
-      t->signal_in_kernel = false;
-      t->own_signal_stop = true;
-    }
-    tr.what = W::kStopped;
-    tr.signal = 0;
-    return tr;
-  }
-  if (tr.first_stop && tr.what != W::kExited && hooks_.on_new_thread) {
+  if (tr.first_stop && !observers_.empty()) {
     user_regs_struct regs{};
     if (ptrace(PTRACE_GETREGS, ev.tid, nullptr, &regs) == 0) {
-      hooks_.on_new_thread(ev.tid, regs);
+      for (const auto& o : observers_) {
+        o->on_new_thread(ev.tid, regs);
+      }
     }
   }
-  if (tr.what != W::kPtraceEvent) {
-    return tr;
+  if (tr.what == W::kPtraceEvent) {
+    on_creation_event(ev.tid, tr.event);
   }
-  switch (tr.event) {
+  return tr;
+}
+
+bool TracedProcess::take_own_signal(const Waiter::Event& ev, Transition& tr) {
+  if (tr.what != Transition::What::kSignal) {
+    return false;
+  }
+  // profctl's own breakpoint, already handled by its observer: not the target's signal.
+  const bool trap =
+      tr.signal == SIGTRAP && std::any_of(observers_.begin(), observers_.end(),
+                                          [&](const auto& o) { return o->on_trap(ev.tid); });
+  // Or the sampling session's CPU timer: a sample, never the program's signal.
+  const bool timer = !trap && std::any_of(observers_.begin(), observers_.end(), [&](const auto& o) {
+    return o->own_signal(ev.tid, tr.signal);
+  });
+  if (!trap && !timer) {
+    return false;
+  }
+  if (ev.pending_in_kernel) {
+    queue_->consume(ev);
+  }
+  if (trap) {
+    table_.breakpoint_trap(ev.tid);
+  } else {
+    table_.timer_signal(ev.tid);
+  }
+  tr.what = Transition::What::kStopped;
+  tr.signal = 0;
+  return true;
+}
+
+void TracedProcess::on_creation_event(pid_t tid, int event) {
+  switch (event) {
     case PTRACE_EVENT_CLONE:
     case PTRACE_EVENT_FORK:
     case PTRACE_EVENT_VFORK: {
       unsigned long msg = 0;
-      if (ptrace(PTRACE_GETEVENTMSG, ev.tid, nullptr, &msg) != 0 || msg == 0) {
+      if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg) != 0 || msg == 0) {
         break;
       }
       const auto child = static_cast<pid_t>(msg);
       bool thread = false;
-      if (tr.event == PTRACE_EVENT_CLONE) {
+      if (event == PTRACE_EVENT_CLONE) {
         // clone() without CLONE_THREAD makes a process, not a thread of ours.
         auto st = read_status(child);
         thread = !st || st->tgid == pid_;
@@ -353,20 +405,19 @@ Transition TracedProcess::on_status(const Waiter::Event& ev) {
       if (thread) {
         table_.add_clone_child(child);
       } else {
-        on_child_process(child, ev.tid, tr.event, false);
+        on_child_process(child, tid, event, false);
       }
       break;
     }
     case PTRACE_EVENT_EXEC:
       rebuild_after_exec();
-      if (hooks_.on_exec) {
-        hooks_.on_exec();
+      for (const auto& o : observers_) {
+        o->on_exec();
       }
       break;
     default:
       break;
   }
-  return tr;
 }
 
 void TracedProcess::on_child_process(pid_t child, pid_t parent_tid, int event, bool first_stop) {
@@ -378,10 +429,16 @@ void TracedProcess::on_child_process(pid_t child, pid_t parent_tid, int event, b
     c.event = event;
   }
   c.first_stop = c.first_stop || first_stop;
-  if (parent_tid != 0 && !c.first_stop && claim_) {
+  if (parent_tid != 0 && !c.first_stop) {
     // Its first stop may have reached another process of the tree: waiting for it here
     // would hold the child stopped for good.
-    switch (claim_(child, *this)) {
+    ChildClaim claim = ChildClaim::kNone;
+    for (const auto& o : observers_) {
+      if ((claim = o->claim_child(child, *this)) != ChildClaim::kNone) {
+        break;
+      }
+    }
+    switch (claim) {
       case ChildClaim::kFirstStop:
         c.first_stop = true;
         break;
@@ -423,15 +480,19 @@ void TracedProcess::settle_child(const ChildProcess& c) {
   // kcmp tells for sure whether the child runs in the target's memory (vfork, CLONE_VM).
   args.shares_vm =
       c.event == PTRACE_EVENT_VFORK || ::syscall(SYS_kcmp, c.pid, space_pid(), KCMP_VM, 0, 0) == 0;
-  if (child_hook_) {
+  if (!observers_.empty()) {
     StoppedWorld child(*this, c.pid, {c.pid}, {}, /*resume_at_end=*/false);
-    try {
-      child_hook_(args, child);
-    } catch (const std::exception& e) {
-      logger("attach")->warn("cleaning child process {}: {}", c.pid, e.what());
+    for (const auto& o : observers_) {
+      try {
+        o->on_child_process(args, child);
+      } catch (const std::exception& e) {
+        logger("attach")->warn("cleaning child process {}: {}", c.pid, e.what());
+      }
     }
   }
-  if (adopt_hook_ && adopt_hook_(args, *this)) {
+  const bool adopted = std::any_of(observers_.begin(), observers_.end(),
+                                   [&](const auto& o) { return o->adopt_child(args, *this); });
+  if (adopted) {
     logger("attach")->debug("child process {} of thread {} (event {}) followed", c.pid,
                             c.parent_tid, c.event);
     return;  // traced on by its new owner
@@ -445,8 +506,53 @@ void TracedProcess::settle_child(const ChildProcess& c) {
                           c.parent_tid, c.event, args.shares_vm ? ", shares memory" : "");
 }
 
+std::vector<pid_t> TracedProcess::held_first_stops() const {
+  std::vector<pid_t> out;
+  for (const auto& [cpid, c] : children_) {
+    if (c.first_stop && c.parent_tid == 0) {
+      out.push_back(cpid);
+    }
+  }
+  return out;
+}
+
+bool TracedProcess::give_up_first_stop(pid_t child) {
+  auto it = children_.find(child);
+  if (it == children_.end() || !it->second.first_stop || it->second.parent_tid != 0) {
+    return false;
+  }
+  children_.erase(it);
+  return true;
+}
+
+void TracedProcess::settle_first_stop(pid_t child) {
+  auto it = children_.find(child);
+  if (it == children_.end()) {
+    return;
+  }
+  const ChildProcess c = it->second;  // a copy: settling can erase the entry
+  settle_child(c);
+  children_.erase(child);
+}
+
+bool TracedProcess::creation_may_be_in_flight() const {
+  for (const auto& [tid, t] : table_.all()) {
+    // Held by us (its events are handled as they come) or not run yet: not creating.
+    if (t.state != TState::kStopped && t.state != TState::kNew && may_be_creating(pid_, tid)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void TracedProcess::interrupt_all() {
+  for (pid_t tid : table_.tids()) {
+    interrupt_one(tid);
+  }
+}
+
 void TracedProcess::resume_one(pid_t tid, bool detach) {
-  TracedThread* t = table_.find(tid);
+  const TracedThread* t = table_.find(tid);
   if (t == nullptr || t->state != TState::kStopped) {
     return;
   }
@@ -480,7 +586,7 @@ void TracedProcess::resume_one(pid_t tid, bool detach) {
 }
 
 void TracedProcess::interrupt_one(pid_t tid) {
-  TracedThread* t = table_.find(tid);
+  const TracedThread* t = table_.find(tid);
   if (t == nullptr || (t->state != TState::kRunning && t->state != TState::kListening)) {
     return;
   }
@@ -527,7 +633,7 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     if (left.count() <= 0 && ++late > 2 * table_.size() + 8) {
       break;
     }
-    auto ev = next_own(std::max(left, std::chrono::milliseconds(0)));
+    auto ev = next_status(std::max(left, std::chrono::milliseconds(0)));
     if (!ev) {
       break;
     }
@@ -566,6 +672,16 @@ void TracedProcess::resume_all(bool detach) {
   }
 }
 
+std::vector<pid_t> TracedProcess::stopped_tids() const {
+  std::vector<pid_t> stopped;
+  for (const auto& [tid, t] : table_.all()) {
+    if (t.state == TState::kStopped) {
+      stopped.push_back(tid);
+    }
+  }
+  return stopped;
+}
+
 Result<std::unique_ptr<StoppedWorld>> TracedProcess::stop_world(std::chrono::milliseconds timeout) {
   if (!attached_) {
     return Error{"pid " + std::to_string(pid_) + " is no longer traced"};
@@ -574,32 +690,11 @@ Result<std::unique_ptr<StoppedWorld>> TracedProcess::stop_world(std::chrono::mil
     return r.error();
   }
   std::vector<pid_t> missing = stop_all(timeout);
-  std::vector<pid_t> stopped;
-  for (const auto& [tid, t] : table_.all()) {
-    if (t.state == TState::kStopped) {
-      stopped.push_back(tid);
-    }
-  }
   return std::unique_ptr<StoppedWorld>(
-      new StoppedWorld(*this, space_pid(), std::move(stopped), std::move(missing), true));
+      new StoppedWorld(*this, space_pid(), stopped_tids(), std::move(missing), true));
 }
 
-Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
-  auto log = logger("attach");
-  WorldCapture out;
-
-  // Catch threads created since seize() (by threads that were not yet seized).
-  if (auto r = seize_all(); !r) {
-    return r.error();
-  }
-  const pid_t space = space_pid();
-  auto maps_text = read_maps_text(space);
-  if (!maps_text) {
-    return maps_text.error();
-  }
-  out.maps_text = std::move(*maps_text);
-  std::vector<MapEntry> maps = parse_maps(out.maps_text);
-
+std::map<pid_t, ThreadInfo> TracedProcess::read_thread_infos() const {
   // Thread state before the stop, and what a blocked thread waits in.
   std::map<pid_t, ThreadInfo> infos;
   for (pid_t tid : table_.tids()) {
@@ -616,14 +711,11 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     }
     infos.emplace(tid, std::move(info));
   }
-  std::map<pid_t, bool> was_group_stopped;
+  return infos;
+}
 
-  TerminationSignalsBlocked blocked;
-  ScopedRealtime realtime;
-  const uint64_t t0 = monotonic_ns();
-  std::vector<pid_t> missing = stop_all(opts.stop_timeout);
-  const uint64_t t1 = monotonic_ns();
-
+std::vector<Snapshot> TracedProcess::copy_stopped(pid_t space, const std::vector<MapEntry>& maps,
+                                                  size_t stack_bytes, PauseTimes& pause) {
   // Registers, then every stack in one batched read.
   std::vector<Snapshot> snaps;
   snaps.reserve(table_.size());
@@ -631,7 +723,6 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     if (t.state != TState::kStopped) {
       continue;
     }
-    was_group_stopped[tid] = t.group_stop;
     Snapshot s;
     s.pid = pid_;
     s.tid = tid;
@@ -642,43 +733,26 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
     snaps.push_back(std::move(s));
   }
   StackReader reader(space);
-  out.pause.stack_bytes = reader.read_stacks(snaps, maps, opts.stack_bytes);
-  if (snapshot_filter_) {
-    for (Snapshot& s : snaps) {
-      snapshot_filter_(s);
+  pause.stack_bytes = reader.read_stacks(snaps, maps, stack_bytes);
+  for (Snapshot& s : snaps) {
+    for (const auto& o : observers_) {
+      o->filter_snapshot(s);
     }
   }
-  const uint64_t t2 = monotonic_ns();
+  return snaps;
+}
 
-  // Detach hooks (probes) must run before the last detach: resume now, detach after.
-  const bool detach_now = opts.detach && detach_hooks_.empty();
-  resume_all(detach_now);
-  // Seizing a group-stopped thread turns its /proc state from T into t; its group-stop
-  // report says how it was found.
-  for (auto& [tid, gs] : was_group_stopped) {
-    if (auto it = infos.find(tid); gs && it != infos.end() && it->second.state == 't') {
-      it->second.state = 'T';
-    }
-  }
-  const uint64_t t3 = monotonic_ns();
-  if (opts.detach && !detach_now) {
-    detach_all();
-  }
-  if (opts.detach && table_.empty()) {
-    attached_ = false;
-  }
-
-  out.pause.stop_ns = t1 - t0;
-  out.pause.capture_ns = t2 - t1;
-  out.pause.resume_ns = t3 - t2;
-  out.pause.world_stopped_ns = t3 - t0;
-
+void TracedProcess::assemble_capture(WorldCapture& out, std::map<pid_t, ThreadInfo>& infos,
+                                     std::vector<Snapshot>& snaps,
+                                     const std::vector<pid_t>& missing,
+                                     const CaptureOptions& opts) const {
   std::map<pid_t, Snapshot*> by_tid;
   for (auto& s : snaps) {
     by_tid[s.tid] = &s;
   }
+  auto wanted = [&](pid_t tid) { return opts.only_tids.empty() || opts.only_tids.count(tid); };
   for (auto& [tid, info] : infos) {
-    if (!opts.only_tids.empty() && !opts.only_tids.count(tid)) {
+    if (!wanted(tid)) {
       continue;
     }
     ThreadCapture tc;
@@ -697,7 +771,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   }
   // Threads born during the stop (seized at birth) have no /proc reading from before it.
   for (auto& [tid, sp] : by_tid) {
-    if (infos.count(tid) || (!opts.only_tids.empty() && !opts.only_tids.count(tid))) {
+    if (infos.count(tid) || !wanted(tid)) {
       continue;
     }
     ThreadCapture tc;
@@ -712,12 +786,72 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   }
   std::sort(out.threads.begin(), out.threads.end(),
             [](const ThreadCapture& a, const ThreadCapture& b) { return a.info.tid < b.info.tid; });
-  log->debug(
+}
+
+Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
+  WorldCapture out;
+  // Catch threads created since seize() (by threads that were not yet seized).
+  if (auto r = seize_all(); !r) {
+    return r.error();
+  }
+  const pid_t space = space_pid();
+  auto maps_text = read_maps_text(space);
+  if (!maps_text) {
+    return maps_text.error();
+  }
+  out.maps_text = std::move(*maps_text);
+  const std::vector<MapEntry> maps = parse_maps(out.maps_text);
+  std::map<pid_t, ThreadInfo> infos = read_thread_infos();
+
+  // The pause: stop, copy, resume, with nothing else in it.
+  TerminationSignalsBlocked blocked;
+  ScopedRealtime realtime;
+  const uint64_t t0 = monotonic_ns();
+  const std::vector<pid_t> missing = stop_all(opts.stop_timeout);
+  const uint64_t t1 = monotonic_ns();
+  std::map<pid_t, bool> was_group_stopped;
+  for (const auto& [tid, t] : table_.all()) {
+    if (t.state == TState::kStopped) {
+      was_group_stopped[tid] = t.group_stop;
+    }
+  }
+  std::vector<Snapshot> snaps = copy_stopped(space, maps, opts.stack_bytes, out.pause);
+  const uint64_t t2 = monotonic_ns();
+  // Observers with work to undo (probes) must run before the last detach: resume now,
+  // detach after.
+  const bool detach_now = opts.detach && !needs_detach_stop();
+  resume_all(detach_now);
+  const uint64_t t3 = monotonic_ns();
+  if (opts.detach && !detach_now) {
+    detach_all();
+  }
+  if (opts.detach && table_.empty()) {
+    attached_ = false;
+  }
+  out.pause.stop_ns = t1 - t0;
+  out.pause.capture_ns = t2 - t1;
+  out.pause.resume_ns = t3 - t2;
+  out.pause.world_stopped_ns = t3 - t0;
+
+  // Seizing a group-stopped thread turns its /proc state from T into t; its group-stop
+  // report says how it was found.
+  for (auto& [tid, gs] : was_group_stopped) {
+    if (auto it = infos.find(tid); gs && it != infos.end() && it->second.state == 't') {
+      it->second.state = 'T';
+    }
+  }
+  assemble_capture(out, infos, snaps, missing, opts);
+  logger("attach")->debug(
       "world stopped {:.3f} ms for {} threads (stop {:.3f}, capture {:.3f}, resume {:.3f}); "
       "{} stack bytes",
       out.pause.world_stopped_ns / 1e6, snaps.size(), out.pause.stop_ns / 1e6,
       out.pause.capture_ns / 1e6, out.pause.resume_ns / 1e6, out.pause.stack_bytes);
   return out;
+}
+
+bool TracedProcess::needs_detach_stop() const {
+  return std::any_of(observers_.begin(), observers_.end(),
+                     [](const auto& o) { return o->needs_detach_stop(); });
 }
 
 void TracedProcess::detach(std::chrono::milliseconds stop_timeout) { detach_all(stop_timeout); }
@@ -731,46 +865,8 @@ void TracedProcess::detach_all(std::chrono::milliseconds stop_timeout) {
   }
   attached_ = false;
   TerminationSignalsBlocked blocked;
-  // PTRACE_DETACH needs a stopped tracee: stop every thread first. Detach hooks run in
-  // that last stopped world; one that needs the target to run a little (a thread inside
-  // code it must not remove yet) gets the world resumed and stopped again, a bounded
-  // number of times.
-  std::vector<DetachHook> hooks = std::move(detach_hooks_);
-  detach_hooks_.clear();
-  std::vector<bool> done(hooks.size(), false);
-  for (int round = 0;; ++round) {
-    // The first stop waits up to the deadline; a thread that did not stop by then is not
-    // waited for again, the others (resumed for a moment) stop again within 100 ms.
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    stop_all(round == 0 ? left : std::max(left, std::chrono::milliseconds(100)));
-    bool all_done = true;
-    if (!hooks.empty()) {
-      StoppedWorld world(*this, space_pid(), {}, {}, /*resume_at_end=*/false);
-      for (const auto& [tid, t] : table_.all()) {
-        if (t.state == TState::kStopped) {
-          world.stopped_.push_back(tid);
-        }
-      }
-      for (size_t i = 0; i < hooks.size(); ++i) {
-        if (done[i]) {
-          continue;
-        }
-        try {
-          done[i] = hooks[i](world) || round >= 200;
-        } catch (const std::exception& e) {
-          logger("attach")->warn("detach hook: {}", e.what());
-          done[i] = true;
-        }
-        all_done = all_done && done[i];
-      }
-    }
-    if (all_done || table_.empty()) {
-      break;
-    }
-    resume_all(false);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  // PTRACE_DETACH needs a stopped tracee: stop every thread first.
+  run_detach_observers(deadline);
   resume_all(/*detach=*/true);
   // A thread that never stopped stays traced until profctl exits; the kernel detaches it
   // then (exit_ptrace), with nothing patched and no signal held.
@@ -783,6 +879,47 @@ void TracedProcess::detach_all(std::chrono::milliseconds stop_timeout) {
   }
   table_.clear();
   release_children(deadline);
+  // Nothing is left to observe: the observers this process kept alive (the probes, until
+  // they were removed) go now.
+  observers_.clear();
+}
+
+void TracedProcess::run_detach_observers(std::chrono::steady_clock::time_point deadline) {
+  // Observers with work to undo run in the last stopped world; one that needs the target to
+  // run a little (a thread inside code it must not remove yet) gets the world resumed and
+  // stopped again, a bounded number of times. Each runs on this one detach only.
+  std::vector<std::shared_ptr<TraceObserver>> undo;
+  std::copy_if(observers_.begin(), observers_.end(), std::back_inserter(undo),
+               [](const auto& o) { return o->needs_detach_stop(); });
+  std::vector<bool> done(undo.size(), false);
+  for (int round = 0;; ++round) {
+    // The first stop waits up to the deadline; a thread that did not stop by then is not
+    // waited for again, the others (resumed for a moment) stop again within 100 ms.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    stop_all(round == 0 ? left : std::max(left, std::chrono::milliseconds(100)));
+    bool all_done = true;
+    if (!undo.empty()) {
+      StoppedWorld world(*this, space_pid(), stopped_tids(), {}, /*resume_at_end=*/false);
+      for (size_t i = 0; i < undo.size(); ++i) {
+        if (done[i]) {
+          continue;
+        }
+        try {
+          done[i] = undo[i]->before_detach(world) || round >= 200;
+        } catch (const std::exception& e) {
+          logger("attach")->warn("detach hook: {}", e.what());
+          done[i] = true;
+        }
+        all_done = all_done && done[i];
+      }
+    }
+    if (all_done || table_.empty()) {
+      return;
+    }
+    resume_all(false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 void TracedProcess::release_children(std::chrono::steady_clock::time_point deadline) {
@@ -797,7 +934,7 @@ void TracedProcess::release_children(std::chrono::steady_clock::time_point deadl
     if (left.count() <= 0 && ++late > children_.size() + 8) {
       break;
     }
-    auto ev = next_own(std::max(left, std::chrono::milliseconds(0)));
+    auto ev = next_status(std::max(left, std::chrono::milliseconds(0)));
     if (!ev) {
       break;
     }
@@ -826,6 +963,9 @@ TracedProcess::~TracedProcess() {
     detach_all();
   } catch (...) {
     // Out of memory while detaching: profctl's exit lets the kernel detach the rest.
+  }
+  if (own_queue_ == nullptr && queue_ != nullptr) {
+    queue_->forget(*this);  // a followed child: the tree's queue lives on
   }
 }
 

@@ -10,8 +10,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
-#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -24,6 +22,9 @@
 #include "attach/snapshot.h"
 #include "attach/thread_info.h"
 #include "attach/thread_table.h"
+#include "attach/trace_event.h"
+#include "attach/trace_observer.h"
+#include "attach/wait_queue.h"
 #include "attach/waiter.h"
 #include "base/result.h"
 
@@ -79,21 +80,15 @@ struct WorldCapture {
   std::vector<std::string> notes;  // events worth a line in the report
 };
 
-// The memory and registers of a process profctl has seized, for code that runs while its
-// threads are stopped (a StoppedWorld, or a forked child at its first stop).
+class Fd;
 class StoppedWorld;
-class ProcessTree;
 
-// A process (not a thread) a traced thread created, held at its first stop.
-struct ChildHookArgs {
-  pid_t pid = 0;           // the new process
-  pid_t parent_tid = 0;    // the thread that created it
-  int event = 0;           // PTRACE_EVENT_FORK / _VFORK / _CLONE
-  bool shares_vm = false;  // vfork, clone(CLONE_VM): it runs in the target's own memory
-};
-
+// Every thread of one traced process and what ptrace requires of it. Its waits go through
+// the capture's one WaitQueue (its own while it is alone, a ProcessTree's while one follows
+// it); what others want to hear of it goes through TraceObservers.
 class TracedProcess {
  public:
+  using TraceEvent = ::profctl::TraceEvent;
   ~TracedProcess();
   TracedProcess(const TracedProcess&) = delete;
   TracedProcess& operator=(const TracedProcess&) = delete;
@@ -125,21 +120,7 @@ class TracedProcess {
     return t != nullptr && (t->state == TState::kListening || t->group_stop);
   }
   std::vector<pid_t> tids() const { return table_.tids(); }
-
-  // Runs for every process a traced thread creates (fork, vfork, clone without
-  // CLONE_THREAD) while it is held at its first stop, before it runs a single
-  // instruction; it is detached afterwards (it runs free of profctl). `mem` gives the hook
-  // the child's memory and a syscall in it.
-  using ChildHook = std::function<void(const ChildHookArgs&, StoppedWorld& child)>;
-  void set_child_hook(ChildHook hook) { child_hook_ = std::move(hook); }
-  // Runs after the child hook: true when the caller keeps the child traced (a ProcessTree
-  // following it, now its owner); false (or empty) detaches it.
-  using AdoptHook = std::function<bool(const ChildHookArgs&, TracedProcess& parent)>;
-  void set_adopt_hook(AdoptHook hook) { adopt_hook_ = std::move(hook); }
-  // With several traced processes (a ProcessTree), every wait of this one may return a
-  // status of another: the router takes such a status (true) and hands it to its owner.
-  using StatusRouter = std::function<bool(Waiter::Event& ev, const TracedProcess& self)>;
-  void set_status_router(StatusRouter r) { router_ = std::move(r); }
+  bool has_thread(pid_t tid) const { return table_.find(tid) != nullptr; }
   // Which address space the snapshots of this process belong to: it changes at exec, and a
   // forked child keeps its parent's (same mappings) until it execs. Stamped on every
   // Snapshot (Snapshot::space) so that each is unwound and symbolized with its own modules.
@@ -147,21 +128,13 @@ class TracedProcess {
   // True while `tid` is one of this process's traced threads, or a child process whose
   // creation it is settling.
   bool owns(pid_t tid) const { return table_.find(tid) != nullptr || children_.count(tid) > 0; }
-  // With several traced processes (a ProcessTree), the two halves of a child process's
-  // creation — its creator's event and its own first stop — can reach different processes:
-  // the first stop of a child whose event has not arrived yet is routed by its parent pid,
-  // which is not its creator's after clone(CLONE_PARENT) or a reparenting. Asked at a
-  // creator's event when this process has not seen the child's first stop: kFirstStop when
-  // another process held it (and gave it up), kKnown when the child is traced already.
-  enum class ChildClaim { kNone, kFirstStop, kKnown };
-  using ChildClaimHook = std::function<ChildClaim(pid_t child, const TracedProcess& self)>;
-  void set_child_claim(ChildClaimHook hook) { claim_ = std::move(hook); }
-  // Runs inside the last stopped world before every thread is detached, on every exit
-  // path that detaches (normal end, error, exception unwinding through the destructor).
-  // Returns false to ask for the target to run briefly and be stopped again (a thread was
-  // inside code the hook must not remove yet); bounded at about a second.
-  using DetachHook = std::function<bool(StoppedWorld&)>;
-  void add_detach_hook(DetachHook hook) { detach_hooks_.push_back(std::move(hook)); }
+
+  // Observers are called in the order they were added. One added as a shared_ptr is kept
+  // until the process is fully detached; `unowned(o)` registers one its caller keeps alive
+  // and removes.
+  void add_observer(std::shared_ptr<TraceObserver> o) { observers_.push_back(std::move(o)); }
+  void remove_observer(const TraceObserver* o);
+
   // Detaches every thread now (the destructor does the same), and every child process whose
   // creation was not settled yet, even after the process itself has exited. `stop_timeout`
   // bounds the wait for threads to reach the stop a detach needs; a thread still not
@@ -171,99 +144,88 @@ class TracedProcess {
   // Threads and child processes the last detach could not reach (see detach()).
   size_t left_traced() const { return left_traced_; }
 
-  // Called from the status handler, whatever the caller's purpose, while the thread is
-  // stopped. on_trap: a SIGTRAP signal-stop; return true when it was profctl's own
-  // breakpoint and the hook has moved rip on (the signal is then not delivered).
-  struct ThreadHooks {
-    std::function<void(pid_t tid, const user_regs_struct& regs)> on_new_thread;
-    std::function<void(pid_t tid)> on_thread_exit;
-    std::function<bool(pid_t tid)> on_trap;
-    std::function<void()> on_exec;
-  };
-  void set_thread_hooks(ThreadHooks hooks) { hooks_ = std::move(hooks); }
-  // Runs on every snapshot right after its stack was copied, while the thread is still
-  // stopped: the probe engine puts back what its own patches changed in the copy (a timed
-  // wait's return address), so nothing read from the target shows profctl's own bytes.
-  using SnapshotFilter = std::function<void(Snapshot&)>;
-  void set_snapshot_filter(SnapshotFilter f) { snapshot_filter_ = std::move(f); }
-  // Runs on every sampling snapshot (next_event's kSample) while its thread is still
-  // stopped, after the snapshot filter: the sampling session reads what the kernel says of
-  // the thread at the stop. Empty to remove.
-  void set_sample_hook(SnapshotFilter f) { sample_hook_ = std::move(f); }
-  // Says whether the signal `sig` stopping thread `tid` is profctl's own (the sampling
-  // session's CPU timer): such a stop becomes a kSample event with `timer` set and the
-  // signal is never delivered. Empty to remove.
-  using OwnSignal = std::function<bool(pid_t tid, int sig)>;
-  void set_own_signal(OwnSignal f) { own_signal_ = std::move(f); }
-
   // ---- sampling sessions (traced_process_events.cpp) ----
 
   // Starts argv[0] (PATH searched) stopped before its exec and seized, with EXITKILL: a
-  // program profctl started dies with it. The first TraceEvent::kExec is its exec.
+  // program profctl started dies with it. It is left held at its exec.
   static std::variant<std::unique_ptr<TracedProcess>, AttachError> launch(
       const std::vector<std::string>& argv);
 
   // Asks for a sample of `tid`: interrupts it and returns at once. When its stop arrives,
-  // next_event() snapshots it, resumes it and returns a kSample event: the caller never
+  // handle_status() snapshots it, resumes it and returns a kSample event: the caller never
   // waits for a thread to reach its stop (on a busy machine a runnable thread may wait a
   // scheduler slice for a CPU before it can). False when the thread is gone.
   bool request_sample(pid_t tid);
-
-  // A high-level event of the traced process. Everything else (stale interrupt stops,
-  // signals for the target, new threads' first stops) is handled inside next_event().
-  struct TraceEvent {
-    enum class Kind {
-      kThreadCreated,
-      kThreadExited,
-      kProcessExited,
-      kExec,
-      kSignal,
-      kSample,
-      kProcessCreated,  // ProcessTree: a followed child process (`child`), created by `tid`
-    };
-    TraceEvent(Kind k, pid_t t, pid_t c = 0, int s = 0) : kind(k), tid(t), child(c), status(s) {}
-    Kind kind;
-    pid_t tid = 0;                    // the creating / exiting / exec'ing / signalled thread
-    pid_t child = 0;                  // kThreadCreated: the new thread
-    int status = 0;                   // kProcessExited: raw wait status; kSignal: the signal
-    std::optional<Snapshot> creator;  // kThreadCreated: the creator, stopped at the clone
-    std::optional<Snapshot> sample;   // kSample: the thread's snapshot
-    uint64_t stop_ns = 0;  // kSample: from the request to the stop (mostly waiting for a CPU)
-    uint64_t held_ns = 0;  // kSample: from the stop to the resume: what it cost the thread
-    bool timer = false;    // kSample: taken at a stop by profctl's own CPU timer signal
-    pid_t process = 0;     // ProcessTree: the process of the event (kProcessExited, kExec)
-  };
-  // Waits up to `timeout` for the next event. nullopt: nothing happened in time.
-  std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
+  // What a status of one of this process's threads means for a sampling session (the
+  // ProcessTree's pump hands it over): the status is applied (on_status) and the thread
+  // resumed unless the event holds it (kExec). nullopt: nothing the session sees.
+  std::optional<TraceEvent> handle_status(const Waiter::Event& ev, size_t stack_bytes);
   void set_stack_bytes(size_t n) { stack_bytes_ = n; }
-  // Puts an event back, to be returned first by next_event().
-  void push_event(TraceEvent e) { events_.push_front(std::move(e)); }
-  // Resumes a thread that next_event() left stopped (the exec'ing thread after kExec).
+  // Resumes a thread left stopped (the exec'ing thread after kExec, a program at its exec
+  // or entry point).
   void resume(pid_t tid);
+  // Interrupts every running thread; their stops are collected by the next stop of the
+  // world or detach (ProcessTree: every process's threads stop in parallel).
+  void interrupt_all();
   // For a program held at its exec (launch): runs it to its entry point (auxv AT_ENTRY),
   // where the dynamic linker has loaded its libraries and nothing of the program has run,
   // and leaves it stopped there.
   Result<void> run_to_entry();
 
+  // ---- for a ProcessTree ----
+
+  // A child process `pid` of `parent`, seized by the kernel at birth and held at its first
+  // stop (already reaped): traced on as a process of its own, with its parent's mappings
+  // (until it execs) and its wait queue. Left stopped; resume(pid) lets it run.
+  static std::unique_ptr<TracedProcess> follow_child(pid_t pid, const TracedProcess& parent);
+  // Hands the wait queue over to a ProcessTree (the process waits through it still) and
+  // takes it back when the tree ends.
+  std::unique_ptr<WaitQueue> lend_queue();
+  void return_queue(std::unique_ptr<WaitQueue> q);
+  // Child processes whose first stop arrived before their creator's event (parent
+  // unknown), held by this process.
+  std::vector<pid_t> held_first_stops() const;
+  // Gives up the held first stop of `child` (its creator's event came to another
+  // process, which settles it); false when this process holds none.
+  bool give_up_first_stop(pid_t child);
+  // Settles a held first stop now, parent unknown (its creator can no longer report it).
+  void settle_first_stop(pid_t child);
+  // After this process's exit: the children whose first stop arrived but whose creator's
+  // event never will (the creator died at it) are settled now, parent unknown.
+  void settle_orphans();
+  // Child processes whose creation is not settled yet.
+  size_t unsettled_children() const { return children_.size(); }
+  // True while a traced thread might be between creating a process and reporting it
+  // (running, or in a fork/clone syscall).
+  bool creation_may_be_in_flight() const;
+
  private:
   friend class StoppedWorld;
-  friend class ProcessTree;
-  explicit TracedProcess(pid_t pid) : pid_(pid), space_id_(new_space_id()) {}
+  TracedProcess(pid_t pid, uint32_t space_id, std::unique_ptr<WaitQueue> own_queue,
+                WaitQueue* queue);
+  static std::unique_ptr<TracedProcess> make_root(pid_t pid);
+  // launch(): walks the program from its stop to its exec (`exec_error` reports a failed
+  // execvp); nullopt once it is held at its exec.
+  std::optional<AttachError> walk_to_exec(const Fd& exec_error, const std::string& command);
   static uint32_t new_space_id();
-  // The next status of any tracee that is not another traced process's (see set_status_router).
-  std::optional<Waiter::Event> next_own(std::chrono::milliseconds timeout);
+  // The wait queue (StoppedWorld waits through it too).
+  WaitQueue& waits() { return *queue_; }
+  std::optional<Waiter::Event> next_status(std::chrono::milliseconds timeout);
   Result<void> seize_all();
   Result<void> seize_one(pid_t tid);
+  static std::optional<AttachError> check_seizable(pid_t pid);
+  AttachError seize_error(const Error& e) const;
 
   // The one status handler: applies a wait status to the thread table and does what the
   // kernel requires whatever the caller's purpose (new threads and child processes at
   // their events, exec). The caller decides when to resume the thread.
   Transition on_status(const Waiter::Event& ev);
+  // A signal-delivery stop whose signal is profctl's own (a breakpoint, the CPU timer):
+  // kStopped, the signal never delivered.
+  bool take_own_signal(const Waiter::Event& ev, Transition& tr);
+  void on_creation_event(pid_t tid, int event);
   void on_child_process(pid_t child, pid_t parent_tid, int event, bool first_stop);
   void settle_child(const ChildProcess& c);
-  // After this process's exit: the children whose first stop arrived but whose creator's
-  // event never will (the creator died at it) are settled now, parent unknown.
-  void settle_orphans();
   // Detaches the child processes not settled yet, each at its first stop (waited for until
   // `deadline` when it has not arrived).
   void release_children(std::chrono::steady_clock::time_point deadline);
@@ -281,31 +243,38 @@ class TracedProcess {
   std::vector<pid_t> stop_all(std::chrono::milliseconds timeout);
   void resume_all(bool detach);
   void detach_all(std::chrono::milliseconds stop_timeout = std::chrono::milliseconds(2000));
+  // The detach's last stopped world(s): every observer that needs one undoes its work
+  // there, the world resumed and stopped again while one asks for it (bounded).
+  void run_detach_observers(std::chrono::steady_clock::time_point deadline);
+  std::vector<pid_t> stopped_tids() const;
+
+  // capture_world's phases.
+  std::map<pid_t, ThreadInfo> read_thread_infos() const;
+  std::vector<Snapshot> copy_stopped(pid_t space, const std::vector<MapEntry>& maps,
+                                     size_t stack_bytes, PauseTimes& pause);
+  void assemble_capture(WorldCapture& out, std::map<pid_t, ThreadInfo>& infos,
+                        std::vector<Snapshot>& snaps, const std::vector<pid_t>& missing,
+                        const CaptureOptions& opts) const;
 
   std::optional<Snapshot> snapshot_stopped(pid_t tid, size_t stack_bytes);
-  std::optional<TraceEvent> handle_status(const Waiter::Event& ev, size_t stack_bytes);
   // Snapshots a stopped thread and resumes it; `timer`: the stop is the CPU timer's.
   TraceEvent take_sample(pid_t tid, bool timer = false);
+  std::optional<TraceEvent> on_exit_status(pid_t tid, const Waiter::Event& ev);
+  std::optional<TraceEvent> on_event_stop(pid_t tid, const Transition& tr, size_t stack_bytes);
   void rebuild_after_exec();
+  bool needs_detach_stop() const;
 
   pid_t pid_;
   uint32_t space_id_ = 0;
   ThreadTable table_;
   std::map<pid_t, ChildProcess> children_;  // child processes not settled yet
   std::vector<MapEntry> maps_;              // refreshed when a stack pointer falls outside them
-  std::deque<TraceEvent> events_;           // events seen while waiting for something else
-  std::deque<Waiter::Event> routed_in_;     // statuses another process's wait took for this one
-  size_t stack_bytes_ = 8u << 20;           // for snapshots taken by next_event()
-  Waiter waiter_;
-  ChildHook child_hook_;
-  AdoptHook adopt_hook_;
-  StatusRouter router_;
-  ChildClaimHook claim_;
-  std::vector<DetachHook> detach_hooks_;
-  ThreadHooks hooks_;
-  SnapshotFilter snapshot_filter_;
-  SnapshotFilter sample_hook_;
-  OwnSignal own_signal_;
+  size_t stack_bytes_ = 8u << 20;           // for snapshots taken by handle_status()
+  // The capture's one wait queue: owned while the process is a root alone, lent to a
+  // ProcessTree meanwhile (queue_ points to it whoever owns it).
+  std::unique_ptr<WaitQueue> own_queue_;
+  WaitQueue* queue_ = nullptr;
+  std::vector<std::shared_ptr<TraceObserver>> observers_;
   bool attached_ = true;
   bool leader_gone_ = false;      // the main thread exited (pthread_exit): it is not traced
   pid_t failed_tid_ = 0;          // the thread PTRACE_SEIZE refused

@@ -20,6 +20,24 @@
 
 namespace profctl {
 
+namespace {
+
+// The child side of launch(): waits, stopped, until the parent has seized it, then execs.
+// Only async-signal-safe calls. profctl blocks SIGCHLD (and, mid-stop, termination
+// signals); the command starts with none blocked.
+[[noreturn]] void exec_when_seized(std::vector<char*>& cargv, int error_fd) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  raise(SIGSTOP);
+  execvp(cargv[0], cargv.data());
+  int err = errno;
+  (void)!write(error_fd, &err, sizeof err);
+  _exit(127);
+}
+
+}  // namespace
+
 std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
     const std::vector<std::string>& argv) {
   if (argv.empty()) {
@@ -42,24 +60,14 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
     return AttachError{AttachFailure::kOther, std::string("fork: ") + std::strerror(errno), ""};
   }
   if (pid == 0) {
-    // Child: wait, stopped, until the parent has seized us; then exec. Only async-signal-
-    // safe calls from here on. profctl blocks SIGCHLD (and, mid-stop, termination
-    // signals); the command starts with none blocked.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    raise(SIGSTOP);
-    execvp(cargv[0], cargv.data());
-    int err = errno;
-    (void)!write(wr.get(), &err, sizeof err);
-    _exit(127);
+    exec_when_seized(cargv, wr.get());
   }
   (void)wr.close();
   int st = 0;
   if (waitpid(pid, &st, WUNTRACED) != pid || !WIFSTOPPED(st)) {
     return AttachError{AttachFailure::kOther, "the command did not start", ""};
   }
-  std::unique_ptr<TracedProcess> tp(new TracedProcess(pid));
+  std::unique_ptr<TracedProcess> tp = make_root(pid);
   // EXITKILL is right here and only here: the program exists because profctl ran it.
   if (ptrace(PTRACE_SEIZE, pid, nullptr,
              PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
@@ -72,10 +80,18 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
   }
   tp->table_.add(pid, TState::kRunning);
   kill(pid, SIGCONT);
-  // Walk the child from its stop to its exec: group-stop trap, SIGCONT, then the exec.
+  if (auto failed = tp->walk_to_exec(rd, argv[0])) {
+    return *failed;
+  }
+  return tp;  // stopped at its first instruction; the caller resumes it
+}
+
+std::optional<AttachError> TracedProcess::walk_to_exec(const Fd& exec_error,
+                                                       const std::string& command) {
+  // From the child's stop to its exec: group-stop trap, SIGCONT, then the exec.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (;;) {
-    auto ev = tp->waiter_.next_for(pid, std::chrono::milliseconds(500));
+    auto ev = queue_->next_status_of(pid_, std::chrono::milliseconds(500));
     if (!ev) {
       if (std::chrono::steady_clock::now() > deadline) {
         return AttachError{AttachFailure::kOther, "the command did not reach exec", ""};
@@ -86,28 +102,29 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
     switch (ev->status.kind()) {
       case K::kExited:
       case K::kKilled: {
-        tp->table_.clear();
-        tp->attached_ = false;
+        table_.clear();
+        attached_ = false;
         int err = 0;
-        if (read(rd.get(), &err, sizeof err) == sizeof err) {
+        if (read(exec_error.get(), &err, sizeof err) == sizeof err) {
           return AttachError{AttachFailure::kOther,
-                             "cannot run '" + argv[0] + "': " + std::strerror(err),
+                             "cannot run '" + command + "': " + std::strerror(err),
                              "check the command name and PATH"};
         }
         return AttachError{AttachFailure::kOther, "the command exited before it started", ""};
       }
       case K::kPtraceEvent:
         if (ev->status.ptrace_event() == PTRACE_EVENT_EXEC) {
-          tp->table_.apply(pid, ev->status);
-          return tp;  // stopped at its first instruction; the caller resumes it
+          table_.apply(pid_, ev->status);
+          return std::nullopt;
         }
-        ptrace(PTRACE_CONT, pid, nullptr, nullptr);
+        ptrace(PTRACE_CONT, pid_, nullptr, nullptr);
         break;
       case K::kSignalStop:
-        ptrace(PTRACE_CONT, pid, nullptr, ev->status.signal() == SIGSTOP ? 0 : ev->status.signal());
+        ptrace(PTRACE_CONT, pid_, nullptr,
+               ev->status.signal() == SIGSTOP ? 0 : ev->status.signal());
         break;
       default:
-        ptrace(PTRACE_CONT, pid, nullptr, nullptr);
+        ptrace(PTRACE_CONT, pid_, nullptr, nullptr);
         break;
     }
   }
@@ -128,27 +145,27 @@ std::optional<Snapshot> TracedProcess::snapshot_stopped(pid_t tid, size_t stack_
   }
   StackReader reader(space_pid());
   reader.read_stacks(one, maps_, stack_bytes);
-  if (snapshot_filter_) {
-    snapshot_filter_(one[0]);
+  for (const auto& o : observers_) {
+    o->filter_snapshot(one[0]);
   }
-  if (sample_hook_) {
-    sample_hook_(one[0]);
+  for (const auto& o : observers_) {
+    o->on_sample(one[0]);
   }
   return std::move(one[0]);
 }
 
 bool TracedProcess::request_sample(pid_t tid) {
-  TracedThread* t = table_.find(tid);
+  const TracedThread* t = table_.find(tid);
   if (t == nullptr || t->state == TState::kExiting) {
     return false;
   }
   if (t->sample_requested_ns != 0) {
     return true;
   }
-  t->sample_requested_ns = monotonic_ns();
+  table_.sample_requested(tid, monotonic_ns());
   if (t->state == TState::kStopped) {
     // Held at an event right now (rare): its stop is here already.
-    events_.push_back(take_sample(tid));
+    queue_->push_back(take_sample(tid));
     return true;
   }
   if (t->state == TState::kRunning || t->state == TState::kListening) {
@@ -162,14 +179,12 @@ bool TracedProcess::request_sample(pid_t tid) {
 
 TracedProcess::TraceEvent TracedProcess::take_sample(pid_t tid, bool timer) {
   const uint64_t t_stop = monotonic_ns();
-  TracedThread* t = table_.find(tid);
   TraceEvent out(TraceEvent::Kind::kSample, tid);
   out.timer = timer;
   out.sample = snapshot_stopped(tid, stack_bytes_);
   // A timer's stop is not the one a tick asked for: that request still stands.
-  if (t != nullptr && !timer) {
-    out.stop_ns = t_stop - t->sample_requested_ns;
-    t->sample_requested_ns = 0;
+  if (table_.find(tid) != nullptr && !timer) {
+    out.stop_ns = t_stop - table_.sample_taken(tid);
   }
   resume_one(tid, /*detach=*/false);
   out.held_ns = monotonic_ns() - t_stop;
@@ -221,7 +236,7 @@ Result<void> TracedProcess::run_to_entry() {
   resume_one(pid_, false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
-    auto ev = next_own(std::chrono::milliseconds(200));
+    auto ev = next_status(std::chrono::milliseconds(200));
     if (!ev) {
       continue;
     }
@@ -229,12 +244,9 @@ Result<void> TracedProcess::run_to_entry() {
         ev->status.signal() == SIGTRAP) {
       user_regs_struct regs{};
       if (ptrace(PTRACE_GETREGS, pid_, nullptr, &regs) == 0 && regs.rip == entry + 1) {
-        waiter_.consume(*ev);
+        queue_->consume(*ev);
         table_.apply(pid_, ev->status);  // stopped; the trap is ours, not the program's
-        if (TracedThread* t = table_.find(pid_)) {
-          t->pending_signal = 0;
-          t->signal_in_kernel = false;
-        }
+        table_.breakpoint_trap(pid_);
         restore();
         regs.rip = entry;
         ptrace(PTRACE_SETREGS, pid_, nullptr, &regs);
@@ -253,20 +265,6 @@ Result<void> TracedProcess::run_to_entry() {
   return Error{"the program did not reach its entry point"};
 }
 
-std::optional<TracedProcess::TraceEvent> TracedProcess::next_event(
-    std::chrono::milliseconds timeout, size_t stack_bytes) {
-  if (!events_.empty()) {
-    TraceEvent e = std::move(events_.front());
-    events_.pop_front();
-    return e;
-  }
-  auto ev = next_own(timeout);
-  if (!ev) {
-    return std::nullopt;
-  }
-  return handle_status(*ev, stack_bytes);
-}
-
 std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Waiter::Event& ev,
                                                                       size_t stack_bytes) {
   using W = Transition::What;
@@ -277,63 +275,33 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Wait
     return std::nullopt;  // a child process: settled (or waiting for its creator's event)
   }
   if (tr.what == W::kExited) {
-    // A traced leader's exit is reported once the whole group is gone; without the leader
-    // (it exited early by pthread_exit) the last traced thread's exit ends the process.
-    if (tid == pid_ || (leader_gone_ && table_.empty())) {
-      table_.clear();
-      attached_ = false;
-      return TraceEvent{EK::kProcessExited, tid, 0, ev.status.raw()};
-    }
-    return TraceEvent{EK::kThreadExited, tid};
+    return on_exit_status(tid, ev);
   }
-  TracedThread* t = table_.find(tid);
+  const TracedThread* t = table_.find(tid);
   if (t == nullptr) {
     return std::nullopt;
   }
   if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
     return TraceEvent{EK::kExec, pid_};  // held; the caller ends the capture
   }
-  if (t->own_signal_stop) {
+  if (table_.take_timer_stop(tid)) {
     // Stopped by the CPU timer: where the CPU was. A tick's request, if one is pending,
     // still stops the thread again later.
-    t->own_signal_stop = false;
     return take_sample(tid, /*timer=*/true);
   }
   if (t->sample_requested_ns != 0 && tr.what != W::kPtraceEvent) {
     // The stop we asked for (or a signal / group-stop that came first: same place).
     if (tr.what == W::kSignal) {
-      events_.emplace_back(EK::kSignal, tid, 0, tr.signal);
+      queue_->push_back(TraceEvent(EK::kSignal, tid, 0, tr.signal));
     }
     return take_sample(tid);
   }
   switch (tr.what) {
-    case W::kSignal: {
+    case W::kSignal:
       resume_one(tid, false);  // re-delivered at once, never held for a sample
       return TraceEvent{EK::kSignal, tid, 0, tr.signal};
-    }
-    case W::kPtraceEvent: {
-      if (tr.event == PTRACE_EVENT_CLONE && table_.find(tid) != nullptr) {
-        unsigned long child = 0;
-        ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &child);
-        if (table_.find(static_cast<pid_t>(child)) != nullptr ||
-            table_.gone(static_cast<pid_t>(child))) {
-          TraceEvent out{EK::kThreadCreated, tid, static_cast<pid_t>(child)};
-          // The creator is stopped right at its clone: its stack is the creation stack.
-          out.creator = snapshot_stopped(tid, stack_bytes);
-          if (table_.find(tid)->sample_requested_ns != 0) {
-            events_.push_back(take_sample(tid));
-          } else {
-            resume_one(tid, false);
-          }
-          return out;
-        }
-      }
-      if (table_.find(tid) != nullptr && table_.find(tid)->sample_requested_ns != 0) {
-        return take_sample(tid);
-      }
-      resume_one(tid, false);
-      return std::nullopt;
-    }
+    case W::kPtraceEvent:
+      return on_event_stop(tid, tr, stack_bytes);
     case W::kGroupStop:
     case W::kStopped:
     default:
@@ -342,6 +310,50 @@ std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Wait
       resume_one(tid, false);
       return std::nullopt;
   }
+}
+
+std::optional<TracedProcess::TraceEvent> TracedProcess::on_exit_status(pid_t tid,
+                                                                       const Waiter::Event& ev) {
+  using EK = TraceEvent::Kind;
+  // A traced leader's exit is reported once the whole group is gone; without the leader
+  // (it exited early by pthread_exit) the last traced thread's exit ends the process.
+  if (tid == pid_ || (leader_gone_ && table_.empty())) {
+    table_.clear();
+    attached_ = false;
+    return TraceEvent{EK::kProcessExited, tid, 0, ev.status.raw()};
+  }
+  return TraceEvent{EK::kThreadExited, tid};
+}
+
+std::optional<TracedProcess::TraceEvent> TracedProcess::on_event_stop(pid_t tid,
+                                                                      const Transition& tr,
+                                                                      size_t stack_bytes) {
+  using EK = TraceEvent::Kind;
+  auto sample_pending = [&] {
+    const TracedThread* t = table_.find(tid);
+    return t != nullptr && t->sample_requested_ns != 0;
+  };
+  if (tr.event == PTRACE_EVENT_CLONE && table_.find(tid) != nullptr) {
+    unsigned long msg = 0;
+    ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg);
+    const auto child = static_cast<pid_t>(msg);
+    if (table_.find(child) != nullptr || table_.gone(child)) {
+      TraceEvent out{EK::kThreadCreated, tid, child};
+      // The creator is stopped right at its clone: its stack is the creation stack.
+      out.creator = snapshot_stopped(tid, stack_bytes);
+      if (sample_pending()) {
+        queue_->push_back(take_sample(tid));
+      } else {
+        resume_one(tid, false);
+      }
+      return out;
+    }
+  }
+  if (sample_pending()) {
+    return take_sample(tid);
+  }
+  resume_one(tid, false);
+  return std::nullopt;
 }
 
 }  // namespace profctl

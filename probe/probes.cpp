@@ -12,6 +12,7 @@
 #include "attach/proc.h"
 #include "attach/seccomp_check.h"
 #include "attach/stopped_world.h"
+#include "attach/trace_observer.h"
 #include "base/log.h"
 #include "base/text_fields.h"
 #include "probe/abi/probe_abi.h"
@@ -314,6 +315,42 @@ SharedAreaOptions shared_area_options(const ProbeOptions& o, pid_t pid) {
 
 }  // namespace
 
+// What attach/ tells the probes of their process, from the install to the last detach,
+// which removes them: the process keeps the probes alive until then.
+class Probes::Observer final : public TraceObserver {
+ public:
+  Observer(std::shared_ptr<Probes> probes, bool unhijack)
+      : p_(std::move(probes)), unhijack_(unhijack) {}
+  void on_new_thread(pid_t tid, const user_regs_struct& regs) override {
+    p_->register_thread(tid, regs);
+  }
+  void on_thread_exit(pid_t tid) override {
+    auto it = p_->thread_pointers_.find(tid);
+    if (it != p_->thread_pointers_.end()) {
+      p_->inst_.area.forget_thread(it->second, tid);
+      p_->thread_pointers_.erase(it);
+    }
+  }
+  bool on_trap(pid_t tid) override { return p_->on_trap(tid); }
+  void on_exec() override { p_->exec_.store(true); }
+  void filter_snapshot(Snapshot& snap) override {
+    if (unhijack_) {
+      p_->unhijack_copy(snap);
+    }
+  }
+  void on_child_process(const ChildHookArgs& child, StoppedWorld& cw) override {
+    if (!child.shares_vm) {
+      p_->clean_child(cw);
+    }
+  }
+  bool needs_detach_stop() const override { return true; }
+  bool before_detach(StoppedWorld& world) override { return p_->remove(world); }
+
+ private:
+  std::shared_ptr<Probes> p_;
+  bool unhijack_;  // timed waits are hijacked: stack copies need their return address back
+};
+
 Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOptions& o) {
   auto world = tp.stop_world();
   if (!world) {
@@ -344,50 +381,8 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
     return r.error();
   }
   // From here on every exit path that detaches restores the target.
-  tp.add_detach_hook([self](StoppedWorld& world) { return self->remove(world); });
-  hook_into(self, tp, o.waits);
+  tp.add_observer(std::make_shared<Observer>(self, !self->inst_.wait_returns.empty() && o.waits));
   return self;
-}
-
-void Probes::hook_into(const std::shared_ptr<Probes>& self, TracedProcess& tp, bool waits) {
-  std::weak_ptr<Probes> weak = self;
-  tp.set_child_hook([weak](const ChildHookArgs& child, StoppedWorld& cw) {
-    if (auto s = weak.lock(); s && !child.shares_vm) {
-      s->clean_child(cw);
-    }
-  });
-  TracedProcess::ThreadHooks hooks;
-  hooks.on_new_thread = [weak](pid_t tid, const user_regs_struct& regs) {
-    if (auto s = weak.lock()) {
-      s->register_thread(tid, regs);
-    }
-  };
-  hooks.on_thread_exit = [weak](pid_t tid) {
-    if (auto s = weak.lock()) {
-      auto it = s->thread_pointers_.find(tid);
-      if (it != s->thread_pointers_.end()) {
-        s->inst_.area.forget_thread(it->second, tid);
-        s->thread_pointers_.erase(it);
-      }
-    }
-  };
-  hooks.on_trap = [weak](pid_t tid) {
-    auto s = weak.lock();
-    return s && s->on_trap(tid);
-  };
-  hooks.on_exec = [weak] {
-    if (auto s = weak.lock()) {
-      s->exec_.store(true);
-    }
-  };
-  tp.set_thread_hooks(std::move(hooks));
-  if (!self->inst_.wait_returns.empty() && waits) {
-    tp.set_snapshot_filter([weak](Snapshot& snap) {
-      if (auto s = weak.lock()) {
-        s->unhijack_copy(snap);
-      }
-    });
-  }
 }
 
 Result<SitesByModule> Probes::find_sites(StoppedWorld& w, const std::vector<std::string>& modules,

@@ -75,6 +75,7 @@ class Probes {
   const std::vector<std::string>& left() const { return left_; }
 
  private:
+  class Observer;  // what attach/ tells the probes (probes.cpp)
   Probes() = default;
   Result<void> install_in(StoppedWorld& world, TracedProcess& tp);
   // The sites to probe, by module (the allocator's entry points and glibc's waits, as the
@@ -83,8 +84,6 @@ class Probes {
                                    const std::string& root);
   // Which probed function each wait site of an image is (for the thread table).
   void note_wait_sites(const std::vector<FoundSite>& funcs, const ProbeImage& image);
-  // The thread, child, exec and trap hooks, and the snapshot filter of timed waits.
-  static void hook_into(const std::shared_ptr<Probes>& self, TracedProcess& tp, bool waits);
   // maps_current: maps_ was read while every thread was stopped (install); otherwise the
   // maps are read again first.
   void register_thread(pid_t tid, const user_regs_struct& regs, bool maps_current = false);

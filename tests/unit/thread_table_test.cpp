@@ -127,5 +127,90 @@ TEST(ThreadTable, GoneTidsAreRememberedBoundedly) {
   EXPECT_TRUE(t.gone(109));
 }
 
+TEST(ThreadTable, ABreakpointTrapLeavesNoSignalToRedeliver) {
+  // profctl's own int3 (the probes' fallback, run's entry breakpoint): the SIGTRAP is not
+  // the target's and must not be re-injected at the resume.
+  ThreadTable t;
+  t.add(10, TState::kRunning);
+  ASSERT_EQ(t.apply(10, stop_status(SIGTRAP)).what, Transition::What::kSignal);
+  EXPECT_EQ(t.find(10)->pending_signal, SIGTRAP);
+  t.breakpoint_trap(10);
+  EXPECT_EQ(t.find(10)->state, TState::kStopped);
+  EXPECT_EQ(t.find(10)->pending_signal, 0);
+  EXPECT_FALSE(t.find(10)->signal_in_kernel);
+  EXPECT_FALSE(t.take_timer_stop(10));  // a breakpoint is no sample
+}
+
+TEST(ThreadTable, ATimerSignalIsNotRedeliveredAndMakesTheStopASampleOnce) {
+  ThreadTable t;
+  t.add(10, TState::kRunning);
+  t.apply(10, stop_status(SIGPROF));
+  t.timer_signal(10);
+  EXPECT_EQ(t.find(10)->state, TState::kStopped);
+  EXPECT_EQ(t.find(10)->pending_signal, 0);
+  EXPECT_FALSE(t.find(10)->signal_in_kernel);
+  EXPECT_TRUE(t.take_timer_stop(10));
+  EXPECT_FALSE(t.take_timer_stop(10));
+}
+
+TEST(ThreadTable, ATimerStopIsASampleOnlyForTheStatusThatReportedIt) {
+  // A timer stop another path consumed (a world stop) must not turn the thread's next event
+  // into a sample.
+  ThreadTable t;
+  t.add(10, TState::kRunning);
+  t.apply(10, stop_status(SIGPROF));
+  t.timer_signal(10);
+  t.resumed(10, false);
+  Transition tr = t.apply(10, clone_event());
+  EXPECT_EQ(tr.what, Transition::What::kPtraceEvent);
+  EXPECT_EQ(tr.event, PTRACE_EVENT_CLONE);
+  EXPECT_FALSE(t.take_timer_stop(10));
+}
+
+TEST(ThreadTable, ASampleRequestStandsAcrossResumesUntilTaken) {
+  ThreadTable t;
+  t.add(10, TState::kRunning);
+  t.sample_requested(10, 1234);
+  t.interrupted(10);
+  t.apply(10, stop_status(SIGUSR1));  // a signal came first: the request still stands
+  t.resumed(10, false);
+  EXPECT_EQ(t.find(10)->sample_requested_ns, 1234u);
+  t.interrupted(10);
+  t.apply(10, event_stop());
+  EXPECT_EQ(t.sample_taken(10), 1234u);
+  EXPECT_EQ(t.find(10)->sample_requested_ns, 0u);
+  EXPECT_EQ(t.sample_taken(10), 0u);  // none pending
+}
+
+TEST(ThreadTable, ForgetAndClearDropThreadsAndTheStopsAwaitedOfThem) {
+  ThreadTable t;
+  t.add(10, TState::kRunning);
+  t.add(11, TState::kRunning);
+  t.interrupted(10);
+  t.interrupted(11);
+  EXPECT_EQ(t.awaiting_stop(), 2u);
+  t.forget(10);  // detached
+  EXPECT_EQ(t.find(10), nullptr);
+  EXPECT_FALSE(t.gone(10));  // not exited: a status of it would be news
+  EXPECT_EQ(t.awaiting_stop(), 1u);
+  t.clear();  // exec
+  EXPECT_TRUE(t.empty());
+  EXPECT_EQ(t.awaiting_stop(), 0u);
+}
+
+TEST(ThreadTable, TransitionsOfAnUnknownThreadChangeNothing) {
+  ThreadTable t;
+  t.breakpoint_trap(99);
+  t.timer_signal(99);
+  t.sample_requested(99, 1);
+  t.resumed(99, false);
+  t.interrupted(99);
+  t.exiting(99);
+  EXPECT_FALSE(t.take_timer_stop(99));
+  EXPECT_EQ(t.sample_taken(99), 0u);
+  EXPECT_TRUE(t.empty());
+  EXPECT_EQ(t.awaiting_stop(), 0u);
+}
+
 }  // namespace
 }  // namespace profctl
