@@ -80,8 +80,8 @@ std::vector<std::string> probe_notes(ProbeCapture& probes) {
   const bool heap = probes.heap() != nullptr;
   if (heap && probes.heap()->tracker().counters().frees_dropped > 0) {
     out.push_back("heap: " + std::to_string(probes.heap()->tracker().counters().frees_dropped) +
-                  " free records were lost (ring full or not unwound in time): those "
-                  "allocations are still counted in use");
+                  " free records were lost (ring full or not unwound in time): an allocation "
+                  "whose free was lost stays counted in use");
   }
   if (ps.thread_dropped > 0) {
     out.push_back((heap ? "heap: " : "probes: ") + std::to_string(ps.thread_dropped) +

@@ -124,8 +124,8 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
           << " frees were lost (their addresses were allocated again); charged late\n";
     }
     if (uint64_t n = counter(h, "frees_dropped")) {
-      out << "frees lost: " << n << " free records were lost: those allocations are still "
-          << "counted in use\n";
+      out << "frees lost: " << n << " free records were lost: an allocation whose free was "
+          << "lost stays counted in use\n";
     }
     if (uint64_t n = counter(h, "table_dropped")) {
       out << "untracked: " << n
