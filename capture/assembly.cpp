@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "capture/assembly.h"
 
+#include "report/profile_loss.h"
+
 namespace profctl {
 
 Assembly::Assembly(Capture& c, PipelineResult& run, const CaptureSettings& settings,
@@ -35,6 +37,18 @@ void Assembly::add_collector_profile(const std::string& kind) {
   const Collector& c = *run_.collector;
   if (auto it = c.profiles().find(kind); it != c.profiles().end()) {
     add_profile(kind, it->second, c.stacks());
+  }
+}
+
+void Assembly::set_loss(const std::string& kind, const ProfileLoss& loss, bool warn_if_lossy) {
+  auto it = capture_.profiles.find(kind);
+  if (it == capture_.profiles.end()) {
+    return;
+  }
+  it->second.loss = loss;
+  it->second.dropped = loss.lost();
+  if (std::string w = loss_warning(kind, it->second); warn_if_lossy && !w.empty()) {
+    warn(std::move(w));
   }
 }
 

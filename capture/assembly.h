@@ -48,6 +48,9 @@ class Assembly {
   // Names the "lock" labels of a profile already added (block, mutex, mutex_holders).
   void name_locks(const std::string& kind);
   void warn(std::string w) { capture_.warnings.push_back(std::move(w)); }
+  // What a profile already added lost (ProbeLosses): its loss, its `dropped` (= lost()),
+  // and, with `warn_if_lossy`, the capture's warning that says so, all from `loss`.
+  void set_loss(const std::string& kind, const ProfileLoss& loss, bool warn_if_lossy = true);
 
  private:
   Capture& capture_;

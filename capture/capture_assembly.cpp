@@ -121,10 +121,16 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
 namespace {
 
 std::map<std::string, uint64_t> heap_counters(const HeapCounters& k) {
-  return {{"sampled_allocs", k.sampled_allocs}, {"sampled_frees", k.sampled_frees},
-          {"unknown_frees", k.unknown_frees},   {"missed_frees", k.missed_frees},
-          {"live_at_end", k.live_at_end},       {"ring_dropped", k.ring_dropped},
-          {"queue_dropped", k.queue_dropped},   {"table_dropped", k.table_dropped}};
+  return {{"sampled_allocs", k.sampled_allocs},
+          {"sampled_frees", k.sampled_frees},
+          {"unknown_frees", k.unknown_frees},
+          {"missed_frees", k.missed_frees},
+          {"live_at_end", k.live_at_end},
+          {"ring_dropped", k.ring_dropped},
+          {"queue_dropped", k.queue_dropped},
+          {"frees_dropped", k.frees_dropped},
+          {"capped", k.capped},
+          {"table_dropped", k.table_dropped}};
 }
 
 CaptureHeapSet heap_set(const HeapStackSet& set, const StackTable& stacks, Symbolizer& sym,

@@ -7,6 +7,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/saturating.h"
 #include "probe/abi/probe_abi.h"
 
 namespace profctl {
@@ -24,6 +25,7 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   po.waits = options.block || options.mutex;
   po.mem_rate = options.heap ? options.mem_rate : 0;
   po.stack_bytes = options.stack_bytes;
+  po.ring_bytes = options.ring_bytes;
   po.allow_breakpoints = options.allow_breakpoints;
   if (options.block) {
     // At least one tick: a rate of 0 would mean "off" to the blob.
@@ -146,16 +148,24 @@ void ProbeCapture::finish() {
   for (int round = 0; round < 4 && drain_once() > 0; ++round) {
   }
   ProbeCaptureStats s = stats();
+  // Read once: every loss below comes from this one copy of the target's counters.
+  const probe::ProbeCounters k = probes_->area().counters();
   if (heap_) {
-    heap_->tracker().note_table_dropped(s.table_dropped);
-    heap_->tracker().note_dropped(s.ring_dropped);
+    heap_->tracker().note_table_dropped(k.dropped_ptr_table_full);
+    heap_->tracker().note_dropped(k.dropped_ring_alloc);
+    heap_->tracker().note_frees_dropped(k.dropped_ring_free);
     heap_->finish();
+    const HeapCounters& hc = heap_->tracker().counters();
+    losses_.heap = {hc.sampled_allocs, hc.ring_dropped, hc.queue_dropped, hc.capped};
     for (auto& n : heap_->notes()) {
       notes_.push_back(std::move(n));
     }
   }
   if (waits_) {
     waits_->finish();
+    const WaitCollectorStats& w = waits_->stats();
+    losses_.block = {w.block_events, k.dropped_ring_block, w.block_dropped, w.block_capped};
+    losses_.mutex = {w.mutex_events, k.dropped_ring_mutex, w.mutex_dropped, w.mutex_capped};
     for (auto& n : waits_->notes()) {
       notes_.push_back(std::move(n));
     }
@@ -180,8 +190,9 @@ std::vector<std::string> ProbeCapture::notes() const {
 }
 
 uint64_t ProbeCapture::dropped() const {
-  auto c = probes_->area().counters();
-  return c.dropped_ring_full + c.dropped_ptr_table_full + c.dropped_thread_table_full;
+  uint64_t n = probes_->area().counters().dropped_ring_full;
+  n = sat_add(n, heap_ ? heap_->queue_dropped() : 0);
+  return sat_add(n, waits_ ? waits_->queue_dropped() : 0);
 }
 
 ProbeCaptureStats ProbeCapture::stats() const {

@@ -19,6 +19,7 @@
 #include "probe/tsc_clock.h"
 #include "profile/heap_collector.h"
 #include "profile/wait_collector.h"
+#include "report/capture.h"
 
 namespace profctl {
 
@@ -30,10 +31,20 @@ struct ProbeCaptureOptions {
   uint64_t block_rate_ns = 0;   // Go's SetBlockProfileRate: waits >= this always recorded
   uint64_t mutex_fraction = 0;  // Go's SetMutexProfileFraction: 1 in N
   uint32_t stack_bytes = 16 * 1024;
+  uint64_t ring_bytes = 64ULL << 20;  // rounded up to a power of two
   // A breakpoint (int3) where no jump fits: only for a program profctl started, which dies
   // with profctl anyway; in a process profctl attached to, a breakpoint left by a killed
   // profctl would kill it at the next call (SIGTRAP with no tracer).
   bool allow_breakpoints = false;
+};
+
+// What each probe profile lost, counted once at finish() from the ring's drops by profile
+// (probe_counters), the collectors' queue drops and their bounds: the one source every
+// output's loss numbers come from (the sources copy them into the Capture).
+struct ProbeLosses {
+  ProfileLoss heap;   // allocations: recorded = sampled_allocs
+  ProfileLoss block;  // waits chosen for block
+  ProfileLoss mutex;  // lock waits chosen for mutex (mutex_holders is charged from them)
 };
 
 struct ProbeCaptureStats {
@@ -64,9 +75,12 @@ class ProbeCapture {
   // ring, stops the drain thread and the collectors.
   void finish();
 
-  // Live counters for the status line (any thread).
+  // Live counters for the status line (any thread): records read, and records lost so far
+  // (the ring's drops and the collectors' queues'; the final per-profile counts: losses()).
   uint64_t records() const { return records_.load(std::memory_order_relaxed); }
   uint64_t dropped() const;
+  // After finish().
+  const ProbeLosses& losses() const { return losses_; }
 
   HeapCollector* heap() { return heap_.get(); }
   WaitCollector* waits() { return waits_.get(); }
@@ -100,6 +114,7 @@ class ProbeCapture {
   bool finished_ = false;
   bool ring_abandoned_ = false;     // the reader gave up: the probes were disabled
   std::vector<std::string> notes_;  // added at finish()
+  ProbeLosses losses_;              // set at finish()
 };
 
 }  // namespace profctl

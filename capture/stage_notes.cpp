@@ -71,20 +71,22 @@ std::vector<std::string> tree_notes(const TreeStats& tree, size_t max_processes)
 }
 
 std::vector<std::string> probe_notes(ProbeCapture& probes) {
+  // What each profile lost (ring, queue, bounds) is not here: the sources state it with the
+  // profile (Assembly::set_loss), from the numbers its outputs print.
   std::vector<std::string> out;
-  if (WaitCollector* wc = probes.waits(); wc != nullptr && wc->stats().dropped > 0) {
-    out.push_back("block/mutex: " + std::to_string(wc->stats().dropped) +
-                  " waits were dropped: unwinding could not keep up");
-  }
   const ProbeCaptureStats ps = probes.stats();
   // The probes' notes name the heap profile when there is one (it is what they mostly
   // record), the probe-driven profiles otherwise.
   const bool heap = probes.heap() != nullptr;
-  if (ps.ring_dropped > 0) {
-    out.push_back(heap ? "heap: " + std::to_string(ps.ring_dropped) +
-                             " allocation records were dropped: the probe ring was full"
-                       : "block/mutex: " + std::to_string(ps.ring_dropped) +
-                             " wait records were dropped: the probe ring was full");
+  if (heap && probes.heap()->tracker().counters().frees_dropped > 0) {
+    out.push_back("heap: " + std::to_string(probes.heap()->tracker().counters().frees_dropped) +
+                  " free records were lost (ring full or not unwound in time): an allocation "
+                  "whose free was lost stays counted in use");
+  }
+  if (ps.thread_dropped > 0) {
+    out.push_back((heap ? "heap: " : "probes: ") + std::to_string(ps.thread_dropped) +
+                  " probe hits came from threads without a slot (thread table full): their "
+                  "allocations and waits were not seen");
   }
   if (heap && ps.table_dropped > 0) {
     out.push_back("heap: " + std::to_string(ps.table_dropped) +

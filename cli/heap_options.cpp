@@ -34,6 +34,10 @@ void add_heap_capture_options(CLI::App& app, HeapOptionsCli& o) {
   app.add_option("--probe-stack-bytes", o.probe_stack_bytes,
                  "heap: bytes of stack copied per recorded allocation (512 to 1M)")
       ->capture_default_str();
+  app.add_option("--probe-ring-bytes", o.probe_ring_bytes,
+                 "heap, block, mutex: size of the ring the probes write their records into "
+                 "(64K to 4G; a full ring loses records)")
+      ->capture_default_str();
   add_sample_index_option(app, o.sample_index);
 }
 
@@ -55,6 +59,13 @@ HeapOptions resolve_heap_options(const HeapOptionsCli& o) {
                     "use 512 to 1M (e.g. 16K)");
   }
   h.probe_stack_bytes = psb;
+  // The shared area is mapped in the target too: more than 4G of it would be a burden there.
+  const uint64_t prb = parse_mem_rate(o.probe_ring_bytes);
+  if (prb < (64u << 10) || prb > (4ULL << 30)) {
+    throw UserError(ExitCode::kUsage, "bad --probe-ring-bytes '" + o.probe_ring_bytes + "'",
+                    "use 64K to 4G (e.g. 64M, the default; rounded up to a power of two)");
+  }
+  h.probe_ring_bytes = prb;
   return h;
 }
 

@@ -18,6 +18,7 @@ struct HeapOptions {
   uint64_t leak_age_ns = kDefaultLeakAgeNs;  // long-lived: live at the end and this old
   std::string sample_index = "inuse_space";  // folded values and text ranking
   uint64_t probe_stack_bytes = 16 * 1024;    // stack copied per recorded event
+  uint64_t probe_ring_bytes = 64ULL << 20;   // the probes' ring
 };
 
 // The command line's text, before validation.
@@ -25,6 +26,7 @@ struct HeapOptionsCli {
   std::string mem_rate = "512K";
   std::string leak_age = "10s";
   std::string probe_stack_bytes = "16K";
+  std::string probe_ring_bytes = "64M";
   std::string sample_index = "inuse_space";
 };
 

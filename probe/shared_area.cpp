@@ -277,7 +277,11 @@ ProbeCounters SharedArea::counters() const {
                        get(k.stack_copy_failed),
                        get(k.inflight),
                        get(k.waits_seen),
-                       get(k.waits_recorded)};
+                       get(k.waits_recorded),
+                       get(k.dropped_ring_alloc),
+                       get(k.dropped_ring_free),
+                       get(k.dropped_ring_mutex),
+                       get(k.dropped_ring_block)};
 }
 
 }  // namespace profctl::probe

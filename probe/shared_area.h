@@ -58,6 +58,11 @@ struct ProbeCounters {
   uint64_t inflight = 0;  // threads inside a call-through now: do not unmap while > 0
   uint64_t waits_seen = 0;
   uint64_t waits_recorded = 0;
+  // Of dropped_ring_full, by the profile that lost them (probe_counters).
+  uint64_t dropped_ring_alloc = 0;
+  uint64_t dropped_ring_free = 0;
+  uint64_t dropped_ring_mutex = 0;
+  uint64_t dropped_ring_block = 0;
 };
 
 // A timed wait in progress on one thread (probe_thread_slot's wait fields, each read once).

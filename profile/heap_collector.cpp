@@ -18,7 +18,14 @@ HeapCollector::HeapCollector(UnwinderFactory factory, uint64_t mem_rate, HeapLim
 
 HeapCollector::~HeapCollector() { finish(); }
 
-void HeapCollector::push(AllocEvent&& e) { queue_.try_push(std::move(e)); }
+bool HeapCollector::push(AllocEvent&& e) {
+  const bool alloc = e.kind == AllocEvent::Kind::kAlloc;
+  if (queue_.try_push(std::move(e))) {
+    return true;
+  }
+  ++(alloc ? allocs_refused_ : frees_refused_);
+  return false;
+}
 
 void HeapCollector::finish() {
   if (!queue_.finish()) {
@@ -26,18 +33,17 @@ void HeapCollector::finish() {
   }
   const auto q = queue_.stats();
   stats_.dropped = q.dropped;
+  stats_.allocs_dropped = allocs_refused_;
+  stats_.frees_dropped = frees_refused_;
   stats_.max_queued_bytes = q.max_bytes;
-  tracker_.note_queue_dropped(q.dropped);
+  tracker_.note_queue_dropped(allocs_refused_);
+  tracker_.note_frees_dropped(frees_refused_);
 }
 
 std::vector<std::string> HeapCollector::notes() const {
+  // The queue's drops are not here: they are the heap profile's loss (capture/), which
+  // every output states with the ring's, in one set of numbers.
   std::vector<std::string> out;
-  if (stats_.dropped > 0) {
-    out.push_back(std::to_string(stats_.dropped) +
-                  " allocation records were dropped: unwinding could not keep up (at most " +
-                  std::to_string(limits_.max_queued) + " records or " +
-                  std::to_string(limits_.max_queued_bytes >> 20) + " MiB of stacks wait)");
-  }
   if (const uint64_t n = tracker_.counters().capped; n > 0) {
     out.push_back(std::to_string(n) +
                   " sampled allocations were not counted: the heap profile "

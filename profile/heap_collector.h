@@ -38,6 +38,8 @@ struct AllocEvent {
 struct HeapCollectorStats {
   uint64_t unwound = 0;
   uint64_t dropped = 0;         // events dropped because the queue was full
+  uint64_t allocs_dropped = 0;  // of them, allocations
+  uint64_t frees_dropped = 0;   // of them, frees
   uint64_t truncated = 0;       // stacks that did not reach their outermost frame
   size_t max_queued_bytes = 0;  // the most stack bytes the queue held at once
 };
@@ -57,7 +59,8 @@ class HeapCollector {
   HeapCollector(const HeapCollector&) = delete;
   HeapCollector& operator=(const HeapCollector&) = delete;
 
-  void push(AllocEvent&& e);
+  // Queues an event for the worker; false (counted) when the queue is full.
+  bool push(AllocEvent&& e);
   // Drains the queue and stops the worker; the tracker and stacks are final afterwards.
   void finish();
   // After finish(): lines for the capture's warnings about the bounds that were reached.
@@ -66,6 +69,8 @@ class HeapCollector {
   HeapTracker& tracker() { return tracker_; }
   const StackTable& stacks() const { return stacks_; }
   const HeapCollectorStats& stats() const { return stats_; }
+  // Events the full queue refused so far (any thread: the status line).
+  uint64_t queue_dropped() const { return queue_.stats().dropped; }
 
  private:
   static size_t stack_bytes_of(const AllocEvent& e);
@@ -76,6 +81,9 @@ class HeapCollector {
   HeapTracker tracker_;
   StackTable stacks_;
   HeapCollectorStats stats_;
+  // The pushing thread's (the ring's drain): events the full queue refused, by kind.
+  uint64_t allocs_refused_ = 0;
+  uint64_t frees_refused_ = 0;
   // Last: its worker runs process() on the members above, so it stops before they go.
   BoundedWorker<AllocEvent, std::unique_ptr<Unwinder>> queue_;
 };

@@ -193,6 +193,10 @@ void HeapTracker::note_queue_dropped(uint64_t n) {
   counters_.queue_dropped = sat_add(counters_.queue_dropped, n);
 }
 
+void HeapTracker::note_frees_dropped(uint64_t n) {
+  counters_.frees_dropped = sat_add(counters_.frees_dropped, n);
+}
+
 void HeapTracker::note_table_dropped(uint64_t n) {
   counters_.table_dropped = sat_add(counters_.table_dropped, n);
 }
@@ -211,7 +215,7 @@ HeapResult HeapTracker::result(uint64_t end_ns, uint64_t leak_age_ns) const {
   r.counters.live_at_end = live_.size();
   r.profile.default_type = r.raw.default_type = "inuse_space";
   r.profile.dropped = r.raw.dropped =
-      sat_add(sat_add(counters_.ring_dropped, counters_.queue_dropped), counters_.table_dropped);
+      sat_add(sat_add(counters_.ring_dropped, counters_.queue_dropped), counters_.capped);
 
   // The profile: one row per stack, each bucket (one size) scaled on its own as Go does.
   struct Row {

@@ -55,10 +55,13 @@ struct HeapCounters {
   // An allocation returned a pointer that was still live here: its free record was lost
   // (ring full). The old allocation is taken as freed at that moment.
   uint64_t missed_frees = 0;
-  uint64_t live_at_end = 0;    // sampled pointers still live when the result was taken
-  uint64_t ring_dropped = 0;   // records lost because the ring was full (note_dropped)
-  uint64_t queue_dropped = 0;  // records read but not processed: the queue to the unwinding
-                               // worker was full (note_queue_dropped)
+  uint64_t live_at_end = 0;  // sampled pointers still live when the result was taken
+  // Allocation records lost (the heap profile's loss, as every output states it):
+  uint64_t ring_dropped = 0;   // the ring was full (note_dropped)
+  uint64_t queue_dropped = 0;  // read but not processed: the queue to the unwinding worker
+                               // was full (note_queue_dropped)
+  // Free records lost the same ways (note_frees_dropped): those allocations stay in use.
+  uint64_t frees_dropped = 0;
   uint64_t table_dropped = 0;  // sampled allocations the target's pointer table had no room
                                // for: their frees are never seen (note_table_dropped)
   // Sampled allocations not counted at all because a bound of HeapTrackerLimits was reached
@@ -104,8 +107,9 @@ struct HeapLeaks : HeapStackSet {
 struct HeapResult {
   // Go's four sample types in Go's order, scaled: alloc_objects/count, alloc_space/bytes,
   // inuse_objects/count, inuse_space/bytes; one row per stack (by StackId), no labels;
-  // period_type space/bytes, period mem_rate, default_type inuse_space, dropped = ring and
-  // table drops.
+  // period_type space/bytes, period mem_rate, default_type inuse_space, dropped = the
+  // allocations lost: ring, queue and capped (untracked pointers and lost frees are counted
+  // apart: they were recorded, their frees are what is missing).
   ProfileData profile;
   ProfileData raw;  // the same rows in the same order, unscaled (sampled counts and bytes)
   HeapPeak peak;
@@ -130,8 +134,9 @@ class HeapTracker {
   // A free of a pointer the target sampled; unknown pointers are counted, not charged.
   void on_free(uint64_t ptr, uint64_t time_ns);
 
-  void note_dropped(uint64_t n);        // ring records lost (ring full)
-  void note_queue_dropped(uint64_t n);  // records dropped before unwinding (queue full)
+  void note_dropped(uint64_t n);        // allocation records lost (ring full)
+  void note_queue_dropped(uint64_t n);  // allocations dropped before unwinding (queue full)
+  void note_frees_dropped(uint64_t n);  // free records lost (ring or queue full)
   void note_table_dropped(uint64_t n);  // sampled allocations the target could not track
 
   // The profile at `end_ns` (same clock as the records); allocations live at the end and at

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <tuple>
 
+#include "base/saturating.h"
+
 namespace profctl {
 
 std::pair<double, double> scale_block_event(uint64_t delay_ns, uint64_t rate_ns) {
@@ -40,7 +42,18 @@ WaitCollector::WaitCollector(UnwinderFactory factory, std::function<bool(uint64_
 
 WaitCollector::~WaitCollector() { finish(); }
 
-void WaitCollector::push(WaitEvent&& e) { queue_.try_push(std::move(e)); }
+bool WaitCollector::push(WaitEvent&& e) {
+  // As the ring counts its drops (probe_counters): a lock wait chosen for mutex is the mutex
+  // profile's loss; a generic wait that turns out to be an rwlock's is known only unwound.
+  const bool block = e.block;
+  const bool mutex = e.mutex && e.lock_wait;
+  if (queue_.try_push(std::move(e))) {
+    return true;
+  }
+  block_refused_ += block ? 1 : 0;
+  mutex_refused_ += mutex ? 1 : 0;
+  return false;
+}
 
 std::vector<std::string> WaitCollector::notes() const {
   std::vector<std::string> out;
@@ -65,6 +78,8 @@ void WaitCollector::finish() {
   }
   const auto q = queue_.stats();
   stats_.dropped = q.dropped;
+  stats_.block_dropped = block_refused_;
+  stats_.mutex_dropped = mutex_refused_;
   stats_.max_queued_bytes = q.max_bytes;
   build();
 }
@@ -116,6 +131,8 @@ void WaitCollector::record_wait(const WaitEvent& e, const Key& key, bool lock_wa
   if ((block && !room(block_acc_)) || (mutex && !room(mutex_acc_)) ||
       (timed && mutex_waits_.size() >= limits_.max_timed)) {
     ++stats_.capped;
+    stats_.block_capped += block ? 1 : 0;
+    stats_.mutex_capped += mutex ? 1 : 0;
     return;
   }
   if (block) {
@@ -164,11 +181,13 @@ void WaitCollector::build() {
     a.delay_ns += static_cast<double>(w.delay_ns);
   }
   put(holders_, holder_acc, static_cast<double>(mutex_fraction_ == 0 ? 1 : mutex_fraction_));
-  holders_.dropped = stats_.dropped;
   put(block_, block_acc_, 1.0);
   put(mutex_, mutex_acc_, static_cast<double>(mutex_fraction_ == 0 ? 1 : mutex_fraction_));
-  block_.dropped = stats_.dropped;
-  mutex_.dropped = stats_.dropped;
+  // What the collector lost of each; capture/ adds the ring's (ProfileLoss). The holders'
+  // side is charged from the mutex waits: it lost what they lost.
+  block_.dropped = sat_add(stats_.block_dropped, stats_.block_capped);
+  mutex_.dropped = sat_add(stats_.mutex_dropped, stats_.mutex_capped);
+  holders_.dropped = mutex_.dropped;
 }
 
 }  // namespace profctl

@@ -52,9 +52,14 @@ struct WaitCollectorStats {
   uint64_t truncated = 0;
   uint64_t block_events = 0;
   uint64_t mutex_events = 0;
-  uint64_t wakes = 0;           // releases of contended locks recorded
-  uint64_t unattributed = 0;    // mutex waits with no recorded release before their end
-  uint64_t capped = 0;          // waits or releases not counted: a bound of WaitLimits reached
+  uint64_t wakes = 0;         // releases of contended locks recorded
+  uint64_t unattributed = 0;  // mutex waits with no recorded release before their end
+  uint64_t capped = 0;        // waits or releases not counted: a bound of WaitLimits reached
+  // Each profile's share of the drops and caps above (a wait may be chosen for both):
+  uint64_t block_dropped = 0;  // waits chosen for block that the full queue refused
+  uint64_t mutex_dropped = 0;  // lock waits chosen for mutex that the full queue refused
+  uint64_t block_capped = 0;
+  uint64_t mutex_capped = 0;
   size_t max_queued_bytes = 0;  // the most stack bytes the queue held at once
 };
 
@@ -77,7 +82,8 @@ class WaitCollector {
   WaitCollector(const WaitCollector&) = delete;
   WaitCollector& operator=(const WaitCollector&) = delete;
 
-  void push(WaitEvent&& e);
+  // Queues a wait for the worker; false (counted) when the queue is full.
+  bool push(WaitEvent&& e);
   void finish();
   // After finish(): lines for the capture's warnings about the bounds that were reached.
   std::vector<std::string> notes() const;
@@ -91,6 +97,8 @@ class WaitCollector {
   const ProfileData& mutex_holders() const { return holders_; }
   const StackTable& stacks() const { return stacks_; }
   const WaitCollectorStats& stats() const { return stats_; }
+  // Waits the full queue refused so far (any thread: the status line).
+  uint64_t queue_dropped() const { return queue_.stats().dropped; }
 
  private:
   struct Acc {
@@ -126,6 +134,9 @@ class WaitCollector {
   ProfileData block_;
   ProfileData mutex_;
   WaitCollectorStats stats_;
+  // The pushing thread's (the ring's drain): waits the full queue refused, by profile.
+  uint64_t block_refused_ = 0;
+  uint64_t mutex_refused_ = 0;
   // Last: its worker runs process() on the members above, so it stops before they go.
   BoundedWorker<WaitEvent, std::unique_ptr<Unwinder>> queue_;
 };

@@ -130,12 +130,33 @@ struct CaptureHeap {
   bool operator==(const CaptureHeap&) const = default;
 };
 
+// What a profile lost between the target and the report, counted once when the capture is
+// assembled (the one source: every writer and warning prints these numbers as they are).
+// `dropped` of the profile is lost(). A profile that lost anything is partial: its totals
+// are lower bounds.
+struct ProfileLoss {
+  uint64_t recorded = 0;       // events counted in the profile
+  uint64_t ring_dropped = 0;   // probe records the target could not write: the ring was full
+  uint64_t queue_dropped = 0;  // read, but not unwound: unwinding could not keep up
+  uint64_t capped = 0;         // not counted: one of profctl's bounds (rows, live pointers)
+
+  uint64_t lost() const;  // saturating sum of the drops
+  uint64_t seen() const;  // recorded + lost, saturating
+  // lost / seen, in [0, 1]; 0 when nothing was seen.
+  double lost_share() const;
+
+  bool operator==(const ProfileLoss&) const = default;
+};
+
 struct Profile {
   std::vector<SampleType> sample_types;
   std::optional<SampleType> period_type;
   int64_t period = 0;
   std::vector<Sample> samples;
   uint64_t dropped = 0;  // events lost (unwinding could not keep up, ring full, ...)
+  // Where the lost events went, for profiles that know (the probe profiles); dropped is
+  // then loss->lost(). Absent in captures written before it was recorded.
+  std::optional<ProfileLoss> loss;
   // The sample type viewers show first (pprof's default_sample_type), e.g. "inuse_space".
   std::optional<std::string> default_sample_type;
   std::optional<CaptureHeap> heap;  // the heap profile only

@@ -6,6 +6,8 @@
 #include <functional>
 #include <map>
 
+#include "report/profile_loss.h"
+
 namespace profctl {
 namespace {
 
@@ -55,7 +57,12 @@ void write_capture_summary(const Capture& c, const CaptureSummary& s, std::ostre
       by_function[summary_function(kind, smp)] += v;
       total += v;
     }
+    // A lossy profile says so here too, in the words (and numbers) of its own header.
+    const std::string partial = partial_line(kind, p);
     if (total <= 0) {
+      if (!partial.empty()) {
+        out << "profctl: " << kind << ": " << partial << "\n";
+      }
       continue;
     }
     std::vector<std::pair<int64_t, std::string>> top;
@@ -68,6 +75,9 @@ void write_capture_summary(const Capture& c, const CaptureSummary& s, std::ostre
       out << (i == 0 ? "" : ", ") << top[i].second
           << printf_string(" %.1f%%",
                            100.0 * static_cast<double>(top[i].first) / static_cast<double>(total));
+    }
+    if (!partial.empty()) {
+      out << " (" << partial << ")";
     }
     out << "\n";
   }

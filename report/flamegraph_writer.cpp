@@ -7,6 +7,7 @@
 
 #include "report/flame_tree.h"
 #include "report/flamegraph_page.h"
+#include "report/profile_loss.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -55,16 +56,22 @@ Json flat_nodes(const FlameTree& t, StringTable& strings) {
   return out;
 }
 
-std::string subtitle(const Capture& c, const Profile* p) {
+std::string subtitle(const Capture& c, const std::string& kind, const Profile* p) {
   std::string s =
       "pid " + std::to_string(c.target.pid) + " (" + c.target.exe + "), start " +
       (c.window.start.empty() ? "unknown" : c.window.start) + ", duration " +
       report_detail::format_value(report_detail::seconds_to_ns(c.window.duration_s), "nanoseconds");
-  if (p != nullptr && p->dropped != 0) {
-    s += "; " + std::to_string(p->dropped) + " events lost, not counted";
+  std::string own_warning;
+  if (p != nullptr) {
+    if (std::string lost = loss_account(kind, *p); !lost.empty()) {
+      s += "; " + partial_line(kind, *p) + "; " + lost;
+    }
+    own_warning = loss_warning(kind, *p);  // said above: not again
   }
   for (const std::string& w : c.warnings) {
-    s += "; " + w;
+    if (w != own_warning) {
+      s += "; " + w;
+    }
   }
   return s;
 }
@@ -103,7 +110,7 @@ void write_flamegraph(const Capture& c, const std::string& kind, std::ostream& o
   Json data;
   data["title"] = p == nullptr ? "profctl: no " + kind + " profile in this capture"
                                : "profctl " + kind + " profile";
-  data["subtitle"] = subtitle(c, p);
+  data["subtitle"] = subtitle(c, kind, p);
   data["kind"] = kind;
   data["types"] = Json::array();
   for (const SampleType& st : tree.types) {

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "base/saturating.h"
+#include "report/profile_loss.h"
 #include "report/top_functions.h"
 #include "report/units.h"
 
@@ -76,8 +77,14 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
   out << "profctl heap profile: pid " << c.target.pid << " (" << c.target.exe << "), start "
       << (c.window.start.empty() ? "unknown" : c.window.start) << ", duration "
       << format_value(static_cast<int64_t>(c.window.duration_s * 1e9), "nanoseconds") << '\n';
+  const std::string partial = partial_line("heap", p);
+  if (!partial.empty()) {
+    out << partial << '\n';
+  }
   if (p.period <= 1) {
-    out << "sampling: every allocation is recorded (--mem-rate 1)\n";
+    out << (partial.empty() ? "sampling: every allocation is recorded (--mem-rate 1)\n"
+                            : "sampling: every allocation is sampled (--mem-rate 1), but not "
+                              "every record reached the profile (partial, above)\n");
   } else {
     out << "sampling: one allocation per " << bytes(p.period)
         << " allocated, on average (--mem-rate " << p.period << ")\n";
@@ -98,7 +105,7 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
       totals[i] = sat_add(totals[i], s.values[i]);
     }
   }
-  out << "total:";
+  out << (partial.empty() ? "total:" : "total (lower bounds):");
   for (size_t i = 0; i < p.sample_types.size(); ++i) {
     out << (i == 0 ? " " : ", ") << p.sample_types[i].type << ' '
         << format_value(totals[i], p.sample_types[i].unit);
@@ -116,11 +123,9 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
       out << "missed: " << n
           << " frees were lost (their addresses were allocated again); charged late\n";
     }
-    if (uint64_t n = counter(h, "ring_dropped")) {
-      out << "dropped: " << n << " records were lost (the ring was full)\n";
-    }
-    if (uint64_t n = counter(h, "queue_dropped")) {
-      out << "dropped: " << n << " records were not unwound (unwinding could not keep up)\n";
+    if (uint64_t n = counter(h, "frees_dropped")) {
+      out << "frees lost: " << n << " free records were lost: an allocation whose free was "
+          << "lost stays counted in use\n";
     }
     if (uint64_t n = counter(h, "table_dropped")) {
       out << "untracked: " << n
@@ -128,13 +133,17 @@ void write_summary(const Capture& c, const Profile& p, std::ostream& out) {
              "not seen)\n";
     }
   }
-  if (p.dropped != 0) {
-    out << "dropped: " << p.dropped << " events were lost and are not counted\n";
+  // The one account of what was lost (the capture's warning for it says the same: not again).
+  if (std::string lost = loss_account("heap", p); !lost.empty()) {
+    out << lost << '\n';
   }
   out << "note: memory allocated before the attach is unknown to this profile; its frees are "
          "not charged\n";
+  const std::string own_warning = loss_warning("heap", p);
   for (const std::string& w : c.warnings) {
-    out << "warning: " << w << '\n';
+    if (w != own_warning) {
+      out << "warning: " << w << '\n';
+    }
   }
 }
 

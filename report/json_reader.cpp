@@ -322,6 +322,34 @@ std::optional<CaptureHeap> read_heap(const Json& j, const std::string& path) {
   return h;
 }
 
+// The profile's loss, when the capture has one: its `dropped` must be the loss's sum (a
+// report that printed one and not the other would contradict itself).
+std::optional<ProfileLoss> read_loss(const Json& j, const std::string& path, bool has_dropped,
+                                     uint64_t dropped) {
+  const Json* v = maybe(j, "loss");
+  if (v == nullptr) {
+    return std::nullopt;
+  }
+  const std::string where = child(path, "loss");
+  object(*v, where);
+  ProfileLoss l;
+  auto count = [&](const char* key, uint64_t& out) {
+    if (const Json* f = maybe(*v, key)) {
+      out = integer<uint64_t>(*f, child(where, key));
+    }
+  };
+  count("recorded", l.recorded);
+  count("ring_dropped", l.ring_dropped);
+  count("queue_dropped", l.queue_dropped);
+  count("capped", l.capped);
+  if (has_dropped && dropped != l.lost()) {
+    throw FieldError{child(path, "dropped"), std::to_string(dropped) +
+                                                 " disagrees with the loss it sums (" +
+                                                 std::to_string(l.lost()) + ")"};
+  }
+  return l;
+}
+
 Profile read_profile(const Json& j, const std::string& path) {
   object(j, path);
   Profile p;
@@ -369,6 +397,10 @@ Profile read_profile(const Json& j, const std::string& path) {
     p.samples.push_back(std::move(s));
   }
   p.heap = read_heap(j, path);
+  p.loss = read_loss(j, path, maybe(j, "dropped") != nullptr, p.dropped);
+  if (p.loss) {
+    p.dropped = p.loss->lost();
+  }
   return p;
 }
 

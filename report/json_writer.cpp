@@ -135,6 +135,12 @@ Json profile_json(const Profile& p) {
   }
   j["period"] = p.period;
   j["dropped"] = p.dropped;
+  if (p.loss) {
+    j["loss"] = Json{{"recorded", p.loss->recorded},
+                     {"ring_dropped", p.loss->ring_dropped},
+                     {"queue_dropped", p.loss->queue_dropped},
+                     {"capped", p.loss->capped}};
+  }
   if (p.detail_omitted != 0) {
     j["detail_omitted"] = p.detail_omitted;
   }

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "report/profile.pb.h"
+#include "report/profile_loss.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -80,7 +81,8 @@ std::optional<int64_t> parse_int(const std::string& s) {
 
 class ProfileBuilder {
  public:
-  ProfileBuilder(const Capture& c, const Profile& p) : capture_(c), profile_(p) {
+  ProfileBuilder(const Capture& c, const std::string& kind, const Profile& p)
+      : capture_(c), kind_(kind), profile_(p) {
     str("");  // string_table[0] must be ""
   }
 
@@ -104,9 +106,10 @@ class ProfileBuilder {
       out_.set_time_nanos(*t);
     }
     out_.set_duration_nanos(report_detail::seconds_to_ns(capture_.window.duration_s));
-    if (profile_.dropped != 0) {
-      out_.add_comment(str("profctl: " + std::to_string(profile_.dropped) +
-                           " events were dropped and are not counted"));
+    // What was lost, first: pprof prints the comments above every view.
+    if (std::string partial = partial_line(kind_, profile_); !partial.empty()) {
+      out_.add_comment(str("profctl: " + partial));
+      out_.add_comment(str("profctl: " + loss_account(kind_, profile_)));
     }
     if (profile_.heap) {
       add_heap_comments(*profile_.heap);
@@ -115,8 +118,11 @@ class ProfileBuilder {
       out_.add_comment(str("profctl: " + std::to_string(profile_.detail_omitted) +
                            " events are counted per stack without labels (detail cap)"));
     }
+    const std::string own_warning = loss_warning(kind_, profile_);  // said above: not again
     for (const std::string& w : capture_.warnings) {
-      out_.add_comment(str("profctl: " + w));
+      if (w != own_warning) {
+        out_.add_comment(str("profctl: " + w));
+      }
     }
     return std::move(out_);
   }
@@ -302,6 +308,7 @@ class ProfileBuilder {
   }
 
   const Capture& capture_;
+  const std::string& kind_;
   const Profile& profile_;
   pb::Profile out_;
   std::unordered_map<std::string, int64_t> strings_;
@@ -338,7 +345,7 @@ Result<void> write_pprof(const Capture& c, const std::string& kind, std::ostream
   if (it == c.profiles.end()) {
     return Error{"no " + kind + " profile in the capture"};
   }
-  pb::Profile profile = ProfileBuilder(c, it->second).build();
+  pb::Profile profile = ProfileBuilder(c, kind, it->second).build();
   std::string bytes;
   if (!profile.SerializeToString(&bytes)) {
     return Error{"pprof: cannot serialize the " + kind + " profile"};

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "report/heap_text.h"
+#include "report/profile_loss.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -84,7 +85,11 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
     out << buf;
   }
   out << '\n';
-  out << "total:";
+  const std::string partial = partial_line(kind, p);
+  if (!partial.empty()) {
+    out << partial << '\n';
+  }
+  out << (partial.empty() ? "total:" : "total (lower bounds):");
   for (size_t i = 0; i < p.sample_types.size(); ++i) {
     out << (i == 0 ? " " : ", ") << p.sample_types[i].type << ' '
         << format_value(totals[i], p.sample_types[i].unit);
@@ -95,15 +100,18 @@ void write_header(const Capture& c, const std::string& kind, const Profile& p,
     out << "period: " << p.period_type->type << ' ' << format_value(p.period, p.period_type->unit)
         << '\n';
   }
-  if (p.dropped != 0) {
-    out << "dropped: " << p.dropped << " events were lost and are not counted\n";
+  if (std::string lost = loss_account(kind, p); !lost.empty()) {
+    out << lost << '\n';
   }
   if (p.detail_omitted != 0) {
     out << "detail: " << p.detail_omitted
         << " events past the per-event detail cap are counted per stack, without labels\n";
   }
+  const std::string own_warning = loss_warning(kind, p);  // said above: not again
   for (const std::string& w : c.warnings) {
-    out << "warning: " << w << '\n';
+    if (w != own_warning) {
+      out << "warning: " << w << '\n';
+    }
   }
 }
 

@@ -26,6 +26,7 @@ class BlockSource final : public ProfileSource {
     }
     WaitCollector& wc = *probes->waits();
     a.add_profile("block", wc.block(), wc.stacks());
+    a.set_loss("block", probes->losses().block);
     a.name_locks("block");
   }
 };

@@ -28,6 +28,7 @@ class HeapSource final : public ProfileSource {
     HeapCollector& heap = *probes->heap();
     const HeapResult r = heap.tracker().result(a.run().probes_end_ns, a.settings().leak_age_ns);
     add_heap_profile(a.capture(), r, heap.stacks(), a.symbolizer());
+    a.set_loss("heap", probes->losses().heap);
   }
 };
 

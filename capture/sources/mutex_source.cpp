@@ -26,9 +26,12 @@ class MutexSource final : public ProfileSource {
     }
     WaitCollector& wc = *probes->waits();
     a.add_profile("mutex", wc.mutex(), wc.stacks());
+    a.set_loss("mutex", probes->losses().mutex);
     a.name_locks("mutex");
     if (wc.stats().wakes > 0) {
       a.add_profile("mutex_holders", wc.mutex_holders(), wc.stacks());
+      // Charged from the mutex waits: it lost what they lost (said once, for mutex).
+      a.set_loss("mutex_holders", probes->losses().mutex, false);
       a.name_locks("mutex_holders");
     }
     if (wc.stats().unattributed > 0) {

@@ -192,7 +192,13 @@ struct probe_counters {
   uint64_t waits_recorded;            /* waits written to the ring */
   uint64_t waits_unwound;             /* hijacked waits undone at an unwinder's entry */
   uint64_t waits_not_hijacked;        /* cancellable waits left alone: no cancel site */
-  uint64_t reserved[5];
+  /* Of dropped_ring_full, by the profile that loses them (one record may count twice: a
+   * moved realloc is an allocation and a free; a lock wait may be chosen for both). */
+  uint64_t dropped_ring_alloc;        /* records with PROBE_REC_ALLOC */
+  uint64_t dropped_ring_free;         /* records with PROBE_REC_FREED */
+  uint64_t dropped_ring_mutex;        /* PROBE_KIND_MUTEX records with PROBE_REC_WAIT_MUTEX */
+  uint64_t dropped_ring_block;        /* records with PROBE_REC_WAIT_BLOCK */
+  uint64_t reserved[1];
 };
 
 /* At offset 0 of the shared area. Everything after the first line is written by profctl

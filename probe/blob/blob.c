@@ -396,6 +396,22 @@ static void fill_record(struct probe_record* r, struct probe_thread_slot* slot,
   r->stack_len = got;
 }
 
+/* Which profiles lose a record the ring has no room for: each says so, with its share. */
+static void count_ring_drop(struct probe_ctl* c, uint32_t kind, uint32_t flags) {
+  if (flags & PROBE_REC_ALLOC) {
+    COUNT(c, dropped_ring_alloc);
+  }
+  if (flags & PROBE_REC_FREED) {
+    COUNT(c, dropped_ring_free);
+  }
+  if (kind == PROBE_KIND_MUTEX && (flags & PROBE_REC_WAIT_MUTEX)) {
+    COUNT(c, dropped_ring_mutex);
+  }
+  if (flags & PROBE_REC_WAIT_BLOCK) {
+    COUNT(c, dropped_ring_block);
+  }
+}
+
 /* Writes one record: reserve, copy the stack (with_stack: the caller's), fill, commit. */
 static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
                             struct rec_in* in, int with_stack) {
@@ -405,6 +421,7 @@ static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
   struct probe_record* r = ring_reserve(c, len);
   if (!r) {
     COUNT(c, dropped_ring_full);
+    count_ring_drop(c, in->kind, in->flags);
     return;
   }
   uint64_t got = copy_stack(c, r, in->pid, in->rsp, want, &flags);

@@ -281,13 +281,16 @@ TEST(HeapTracker, DropsAreCountedAndNullIgnored) {
   t.note_dropped(2);
   t.note_table_dropped(3);
   t.note_queue_dropped(4);
+  t.note_frees_dropped(6);
   t.on_alloc(0, 100, 1, 1, 1);  // a failed allocation
   const HeapResult r = t.result(2);
   EXPECT_EQ(r.counters.ring_dropped, 7u);  // the ring's drops only: the queue's are apart
   EXPECT_EQ(r.counters.queue_dropped, 4u);
   EXPECT_EQ(r.counters.table_dropped, 3u);
+  EXPECT_EQ(r.counters.frees_dropped, 6u);
   EXPECT_EQ(r.counters.sampled_allocs, 0u);
-  EXPECT_EQ(r.profile.dropped, 14u);
+  // The allocations lost: untracked pointers and lost frees were recorded allocations.
+  EXPECT_EQ(r.profile.dropped, 11u);
   EXPECT_TRUE(r.profile.rows().empty());
   EXPECT_EQ(r.peak.bytes, 0);
   EXPECT_TRUE(r.peak.stacks.empty());

@@ -311,5 +311,36 @@ TEST(ReportJsonReader, SurvivesDeepNesting) {
   EXPECT_FALSE(from_json(std::string(100000, '[')).ok());
 }
 
+// What a profile lost: written beside `dropped` (its sum), valid under the schema, read back
+// as it was; a capture whose `dropped` disagrees with its loss is refused, not reported.
+TEST(ReportJson, LossRoundTripsAndValidates) {
+  Capture c = rich_capture();
+  c.profiles["heap"].loss = ProfileLoss{665481, 4500000, 71519, 2};
+  c.profiles["heap"].dropped = 4571521;
+  const std::string doc = to_json(c);
+  const nlohmann::json j = nlohmann::json::parse(doc);
+  EXPECT_EQ(j["profiles"]["heap"]["dropped"], 4571521);
+  EXPECT_EQ(j["profiles"]["heap"]["loss"],
+            nlohmann::json::parse(R"({"recorded": 665481, "ring_dropped": 4500000,
+                            "queue_dropped": 71519, "capped": 2})"));
+  EXPECT_FALSE(j["profiles"]["cpu"].contains("loss"));
+  EXPECT_EQ(validate(doc, "loss.json"), 0);
+  Result<Capture> back = from_json(doc);
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->profiles["heap"].loss, c.profiles["heap"].loss);
+  EXPECT_EQ(back->profiles["heap"].dropped, 4571521u);
+
+  nlohmann::json bad = j;
+  bad["profiles"]["heap"]["dropped"] = 1613376;
+  EXPECT_NE(error_of(bad.dump())
+                .find("profiles.heap.dropped: 1613376 disagrees with the loss it "
+                      "sums (4571521)"),
+            std::string::npos)
+      << error_of(bad.dump());
+  nlohmann::json typo = j;
+  typo["profiles"]["heap"]["loss"]["ring_droped"] = 1;
+  EXPECT_EQ(validate(typo.dump(), "loss-typo.json"), 1);
+}
+
 }  // namespace
 }  // namespace profctl

@@ -92,8 +92,9 @@ TEST(ReportPprof, HeaderFields) {
   EXPECT_EQ(v.p.period(), 10101010);
   EXPECT_EQ(v.p.time_nanos(), 1795514400LL * 1'000'000'000);  // 2026-11-24T10:00:00Z
   EXPECT_EQ(v.p.duration_nanos(), 30'500'000'000);
-  ASSERT_EQ(v.p.comment_size(), 2);
-  EXPECT_EQ(v.str(v.p.comment(0)), "profctl: 3 events were dropped and are not counted");
+  ASSERT_EQ(v.p.comment_size(), 3);
+  EXPECT_EQ(v.str(v.p.comment(0)), "profctl: partial: 3 samples lost; totals are lower bounds");
+  EXPECT_EQ(v.str(v.p.comment(1)), "profctl: lost 3 samples");
 }
 
 TEST(ReportPprof, MappingsComeFromModulesExeFirst) {

@@ -112,9 +112,10 @@ TEST(ReportProfileText, CpuTopStacksAndFunctions) {
   EXPECT_EQ(
       profile_text(rich_capture(), "cpu", 3),
       R"(profctl cpu profile: pid 4242 (/usr/bin/app), start 2026-11-24T10:00:00Z, duration 30.50s
-total: samples 11, cpu 111.11ms (5 entries, 4 distinct stacks)
+partial: 3 samples lost; totals are lower bounds
+total (lower bounds): samples 11, cpu 111.11ms (5 entries, 4 distinct stacks)
 period: cpu 10.10ms
-dropped: 3 events were lost and are not counted
+lost 3 samples
 warning: target exited during the capture
 
 top 3 of 4 stacks by cpu:

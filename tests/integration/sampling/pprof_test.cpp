@@ -260,27 +260,7 @@ TEST_F(SamplingPprof, DefaultGoToolPprofTopHasProfctlsFunctionsAndCosts) {
   }
 }
 
-// gzip in and out, for rewriting a .pb.gz.
-std::optional<std::string> gunzip(const std::string& in) {
-  z_stream zs{};
-  if (inflateInit2(&zs, 15 + 16) != Z_OK) {
-    return std::nullopt;
-  }
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  std::string out;
-  char buf[65536];
-  int rc = Z_OK;
-  while (rc == Z_OK) {
-    zs.next_out = reinterpret_cast<Bytef*>(buf);
-    zs.avail_out = sizeof buf;
-    rc = inflate(&zs, Z_NO_FLUSH);
-    out.append(buf, sizeof buf - zs.avail_out);
-  }
-  inflateEnd(&zs);
-  return rc == Z_STREAM_END ? std::optional<std::string>(out) : std::nullopt;
-}
-
+// gzip, for rewriting a .pb.gz (gunzip: sampling_support.h).
 std::string gzip(const std::string& in) {
   z_stream zs{};
   deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "report/profile.pb.h"
 #include "support/procfs.h"
 
 namespace profctl::testing::sampling {
@@ -502,6 +504,45 @@ std::optional<RunResult> go_pprof(const std::vector<std::string>& args) {
 }
 
 std::optional<RunResult> pprof_raw(const std::string& file) { return go_pprof({"-raw", file}); }
+
+std::optional<std::string> gunzip(const std::string& in) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 16) != Z_OK) {  // gzip only
+    return std::nullopt;
+  }
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(in.size());
+  std::string out;
+  std::vector<char> buf(65536);
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+    zs.avail_out = static_cast<uInt>(buf.size());
+    rc = inflate(&zs, Z_NO_FLUSH);
+    out.append(buf.data(), buf.size() - zs.avail_out);
+  }
+  inflateEnd(&zs);
+  return rc == Z_STREAM_END ? std::optional<std::string>(out) : std::nullopt;
+}
+
+std::optional<std::vector<std::string>> pprof_comments(const std::string& file) {
+  auto gz = read_text(file);
+  auto raw = gz ? gunzip(*gz) : std::nullopt;
+  perftools::profiles::Profile p;
+  if (!raw || !p.ParseFromString(*raw)) {
+    ADD_FAILURE() << file << " is missing or not a gzipped profile";
+    return std::nullopt;
+  }
+  std::vector<std::string> out;
+  for (int64_t i : p.comment()) {
+    if (i < 0 || i >= p.string_table_size()) {
+      ADD_FAILURE() << file << ": a comment's string index " << i << " is out of range";
+      return std::nullopt;
+    }
+    out.push_back(p.string_table(static_cast<int>(i)));
+  }
+  return out;
+}
 
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw) {
   // Samples:

@@ -164,5 +164,10 @@ std::optional<RunResult> go_pprof(const std::vector<std::string>& args);
 std::optional<RunResult> pprof_raw(const std::string& file);
 // Totals of the "Samples:" section of `pprof -raw` output, "type/unit" -> sum.
 std::map<std::string, long long> pprof_raw_totals(const std::string& raw);
+// A gzip stream's bytes; nullopt when it is not one, or is cut short.
+std::optional<std::string> gunzip(const std::string& in);
+// The comments of a .pb.gz profctl wrote, in order; nullopt (and a test failure) when it
+// cannot be read or decoded.
+std::optional<std::vector<std::string>> pprof_comments(const std::string& file);
 
 }  // namespace profctl::testing::sampling
