@@ -198,8 +198,11 @@ FunctionPattern::Resolution FunctionPattern::resolve(const std::vector<std::stri
   Resolution r;
   const std::set<std::string> distinct(names.begin(), names.end());
   if (regex_) {
+    // libstdc++'s matcher recurses about once per character: a name from a hostile or
+    // corrupt capture file is not searched past a length no demangled name reaches.
+    constexpr size_t kMaxSearched = 16384;
     for (const std::string& n : distinct) {
-      if (std::regex_search(n, re_)) {
+      if (n.size() <= kMaxSearched && std::regex_search(n, re_)) {
         r.names.push_back(n);
       }
     }
