@@ -24,7 +24,10 @@ struct CaptureSummary {
 };
 
 // cpu and wall are ranked by the running (leaf) function; the probe profiles, whose leaf is
-// malloc or a glibc wait, by the program's own frame nearest to it.
+// malloc or a glibc wait, by the program's own frame nearest to it. Functions are named as
+// the text reports name them (report_detail::frame_name: module+offset when unnamed), and
+// every profile kind has its line, also when its main sample type is empty ("heap
+// (inuse_space): nothing in use at the end; alloc_space: f 60.0%, ...").
 void write_capture_summary(const Capture& c, const CaptureSummary& s, std::ostream& out);
 
 }  // namespace profctl

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <set>
 
+#include "report/function_match.h"
 #include "report/units.h"
 
 namespace profctl {
@@ -118,6 +120,50 @@ std::string value_text(double v, const std::string& unit) {
   return report_detail::format_value(static_cast<int64_t>(std::llround(clamped)), unit);
 }
 
+// The change of the function(s) the gate names, as people type names (function_match.h).
+Result<DiffValue> function_value(const Gate& g, const TypeDiff& type) {
+  const bool self = g.subject == Gate::Subject::kFunctionSelf;
+  auto pattern = FunctionPattern::parse(g.function);
+  if (!pattern) {
+    return Error{"--fail-if '" + g.text + "': " + pattern.error().message()};
+  }
+  std::vector<std::string> names;
+  names.reserve(type.functions.size());
+  for (const FunctionDiff& f : type.functions) {
+    names.push_back(f.name);
+  }
+  const FunctionPattern::Resolution r = pattern->resolve(names);
+  if (!r.candidates.empty()) {
+    return Error{"--fail-if '" + g.text + "': " + ambiguity_message(*pattern, r.candidates)};
+  }
+  if (r.names.empty()) {
+    return Error{"--fail-if '" + g.text + "': no function '" + g.function + "' in the " + g.kind +
+                 " profile of either capture"};
+  }
+  DiffValue sum;
+  if (r.names.size() == 1) {
+    // One name in several modules (clock_gettime in the vDSO and in libc) is all of them.
+    for (const FunctionDiff& f : type.functions) {
+      if (f.name == r.names.front()) {
+        sum += self ? f.self : f.total;
+      }
+    }
+    return sum;
+  }
+  // Several functions (overloads, a regex): summed per stack, so that a stack with two of
+  // them (one overload calling another) counts once, as pprof's -focus counts it.
+  const std::set<std::string> wanted(r.names.begin(), r.names.end());
+  for (const StackDiff& s : type.stacks) {
+    const bool hit = self ? !s.frames.empty() && wanted.count(s.frames.back()) != 0
+                          : std::any_of(s.frames.begin(), s.frames.end(),
+                                        [&](const auto& n) { return wanted.count(n) != 0; });
+    if (hit) {
+      sum += s.value;
+    }
+  }
+  return sum;
+}
+
 }  // namespace
 
 Result<Gate> parse_gate(std::string_view text) {
@@ -177,6 +223,11 @@ Result<Gate> parse_gate(std::string_view text) {
     g.subject = Gate::Subject::kFunctionTotal;
     g.function = std::string(subject);
   }
+  if (g.subject != Gate::Subject::kTotal) {
+    if (auto p = FunctionPattern::parse(g.function); !p) {
+      return bad(text, p.error().message());
+    }
+  }
   return g;
 }
 
@@ -217,19 +268,12 @@ Result<GateResult> evaluate_gate(const Gate& g, const CaptureDiff& diff) {
   std::string what =
       (type->type.type == g.kind ? g.kind : g.kind + "." + type->type.type) + " total";
   if (g.subject != Gate::Subject::kTotal) {
-    // A name in several modules (clock_gettime in the vDSO and in libc) is all of them.
-    bool found = false;
-    for (const FunctionDiff& f : type->functions) {
-      if (f.name == g.function) {
-        sum += g.subject == Gate::Subject::kFunctionSelf ? f.self : f.total;
-        found = true;
-      }
-    }
-    v = &sum;
+    auto found = function_value(g, *type);
     if (!found) {
-      return Error{"--fail-if '" + g.text + "': no function '" + g.function + "' in the " + g.kind +
-                   " profile of either capture"};
+      return found.error();
     }
+    sum = *found;
+    v = &sum;
     what = g.function + (g.subject == Gate::Subject::kFunctionSelf ? " self" : " total");
   }
   GateResult r;

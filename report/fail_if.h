@@ -16,9 +16,11 @@ namespace profctl {
 //   KIND       a profile kind (cpu, wall, heap, threadcreate, ...)
 //   TYPE       one of its sample types (heap.alloc_space); default: the profile's main type
 //   SUBJECT    "total" (the whole profile), "self:FUNCTION" (the function as the innermost
-//              frame) or FUNCTION (anywhere in the stack: its total). FUNCTION is the name
-//              the reports print, C++ names with "::" and "<>" included; a
-//              name in several modules is the sum of them.
+//              frame) or FUNCTION (anywhere in the stack: its total). FUNCTION is a
+//              name as people type it (report/function_match.h): as the reports print it,
+//              or a C++ function without its parameter list or namespaces ("step" for
+//              "ns::Engine::step(long) const"), or /REGEX/; a name in several modules is
+//              the sum of them, a name that fits two functions is an error.
 //   OP         > >= < <=, comparing the change with the threshold
 //   THRESHOLD  [+|-]NUMBER then "%" (of the base value), "pp" (percentage points of the
 //              profile's total), a time unit (ns us ms s) or a size unit (B KiB MiB GiB,
@@ -51,7 +53,8 @@ struct GateResult {
 
 // Evaluates a gate on a diff. Fails (a usage error for the caller) when the kind is not in
 // both captures, the type is not in the profile, the function is in neither capture, or an
-// absolute threshold's unit does not fit the type's (a size for a time).
+// absolute threshold's unit does not fit the type's (a size for a time), or the name is
+// ambiguous (the message lists the candidates).
 Result<GateResult> evaluate_gate(const Gate& gate, const CaptureDiff& diff);
 
 }  // namespace profctl

@@ -2,6 +2,7 @@
 #include "report/heap_text.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cinttypes>
 #include <cstdio>
 #include <sstream>
@@ -228,9 +229,14 @@ void write_record(const Sample& s, const GoTypes& t, std::ostream& out) {
   const std::vector<int64_t>& raw = raw_of(s);
   out << at(raw, t.inuse_objects) << ": " << at(raw, t.inuse_space) << " ["
       << at(raw, t.alloc_objects) << ": " << at(raw, t.alloc_space) << "] @";
+  // pprof looks every record address up at address - 1, as Go's are return addresses; the
+  // innermost frame here is the allocator's entry itself (the probe's pc), so it is written
+  // one past it.
+  bool innermost = true;
   for (const Frame& f : s.frames) {
     if (!f.inlined) {
-      out << ' ' << report_detail::hex(f.pc);
+      out << ' ' << report_detail::hex(innermost ? f.pc + 1 : f.pc);
+      innermost = false;
     }
   }
   out << '\n';
@@ -242,6 +248,39 @@ void write_record(const Sample& s, const GoTypes& t, std::ostream& out) {
     out << '\n';
   }
   out << '\n';
+}
+
+// The modules' executable segments in the memory map section pprof's legacy parser reads
+// after the records ("start-limit perm path (@offset) build-id"), as in Go's legacy
+// profiles: with it pprof charges each address to its module ("[libc.so.6]", not
+// "<unknown>"), and names it from the binary where it can read one (google/pprof with
+// binutils does for any module; `go tool pprof` only for a non-PIE main program). A path
+// with a space cannot be written in that form and is left out, as are modules whose
+// segments are unknown (a capture from before they were recorded, a data file).
+void write_memory_map(const Capture& c, std::ostream& out) {
+  out << "--- Memory map: ---\n";
+  auto line = [&out](const CaptureModule& m, uint64_t start, uint64_t limit, uint64_t offset) {
+    out << report_detail::hex(start) << '-' << report_detail::hex(limit) << " r-xp " << m.path
+        << " (@" << std::hex << offset << std::dec << ')';
+    if (!m.build_id.empty() && std::all_of(m.build_id.begin(), m.build_id.end(), [](char ch) {
+          return std::isxdigit(static_cast<unsigned char>(ch)) != 0;
+        })) {
+      out << ' ' << m.build_id;
+    }
+    out << '\n';
+  };
+  for (const CaptureModule& m : c.modules) {
+    const bool writable =
+        !m.path.empty() && std::none_of(m.path.begin(), m.path.end(), [](char ch) {
+          return std::isspace(static_cast<unsigned char>(ch)) != 0;
+        });
+    if (!writable) {
+      continue;
+    }
+    for (const CaptureSegment& seg : m.exec_segments) {
+      line(m, seg.start, seg.limit, seg.file_offset);
+    }
+  }
 }
 
 }  // namespace
@@ -278,8 +317,9 @@ void write_heap_text(const Capture& c, std::ostream& out, const HeapTextOptions&
     write_peak_and_leaks(*p.heap, opts.top_n, summary);
   }
   if (opts.records) {
-    summary << "\nrecords (Go's debug=1 format; `go tool pprof heap.txt` reads this file), most "
-               "bytes in use first:\n";
+    summary << "\nrecords (Go's debug=1 format, most bytes in use first; pprof reads their "
+               "numbers, but names\nfunctions only from the binaries, by module where it cannot: "
+               "heap.pb.gz has every name):\n";
   }
   comment(out, summary.str());
   if (!opts.records) {
@@ -297,6 +337,7 @@ void write_heap_text(const Capture& c, std::ostream& out, const HeapTextOptions&
   for (const Sample* s : order) {
     write_record(*s, t, out);
   }
+  write_memory_map(c, out);
 }
 
 }  // namespace profctl

@@ -24,11 +24,17 @@ struct HeapTextOptions {
 //   N: B [N: B] @ 0xpc 0xpc ...
 //   #	0xpc	function	file:line
 //
-// The header and the records are Go's debug=1 format exactly (raw, unscaled counts of the
-// sampled allocations; Go writes twice the rate after "heap/", and pprof halves it), and
-// every other line is a '#' comment, so that `go tool pprof heap.txt` reads the file as Go's
-// own text heap profile. Frames carry no function entry, so a record's frame line gives the
-// function without Go's "+0xoff", and "module+0xoff" when the function is unknown.
+//   --- Memory map: ---
+//   0xstart-0xlimit r-xp /path (@offset) build-id
+//
+// The header, the records and the memory map are Go's legacy text format (raw, unscaled
+// counts of the sampled allocations; Go writes twice the rate after "heap/", and pprof
+// halves it), and every other line is a '#' comment, so that `go tool pprof heap.txt` reads
+// the numbers as Go's own text heap profile. The file is for people first: pprof ignores the
+// comments, so it names a record's addresses only from the binaries (by module where it
+// cannot); heap.pb.gz is the file for pprof. Frames carry no function entry, so a record's
+// frame line gives the function without Go's "+0xoff", and "module+0xoff" when the function
+// is unknown.
 void write_heap_text(const Capture& capture, std::ostream& out, const HeapTextOptions& opts);
 
 }  // namespace profctl

@@ -54,7 +54,7 @@ std::string function_key(const Frame& f) {
 }
 
 std::string frame_line(const Frame& f) {
-  std::string s = f.function ? *f.function : "??";
+  std::string s = frame_name(f);  // module+offset when unnamed, as every other output
   if (f.file) {
     s += "  at " + *f.file;
     if (f.line) {

@@ -18,7 +18,7 @@ std::string hex(uint64_t v);
 std::string frame_name(const Frame& f);
 
 // A frame for people: "function  at file:line  (module+0xoff)", "(inlined)" instead of the
-// module for an inlined call, "??" for an unknown function.
+// module for an inlined call; an unknown function by frame_name ("sort+0x4d20").
 std::string frame_line(const Frame& f);
 
 // v as a share of total: "12.50%" ("0.00%" when total is 0).

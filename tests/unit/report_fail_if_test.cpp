@@ -161,5 +161,64 @@ TEST(FailIfEvaluate, WhatCannotBeEvaluatedIsAnError) {
   EXPECT_NE(wrong_unit.error().message().find("in nanoseconds"), std::string::npos);
 }
 
+// C++ names as the reports print them: ns::f(int) calls ns::f(double) in one stack, so the
+// two overloads together are that stack once, not twice; a::g() and b::g() share a name.
+CaptureDiff cxx_diff() {
+  TypeDiff t;
+  t.type = {"cpu", "nanoseconds"};
+  auto v = [](double b, double n) { return diff_value(b, n, 1, 1000, 1200); };
+  t.total = v(1000, 1200);
+  t.functions = {{"ns::f(int)", "app", v(0, 0), v(300, 500)},
+                 {"ns::f(double)", "app", v(300, 500), v(300, 500)},
+                 {"a::g()", "app", v(200, 200), v(200, 200)},
+                 {"b::g()", "app", v(500, 500), v(500, 500)}};
+  t.stacks = {{{"main", "ns::f(int)", "ns::f(double)"}, v(300, 500)},
+              {{"main", "a::g()"}, v(200, 200)},
+              {{"main", "b::g()"}, v(500, 500)}};
+  KindDiff k;
+  k.kind = "cpu";
+  k.types = {t};
+  CaptureDiff d;
+  d.kinds = {k};
+  return d;
+}
+
+Result<GateResult> eval_cxx(const std::string& text) {
+  return evaluate_gate(parsed(text), cxx_diff());
+}
+
+TEST(FailIfEvaluate, ABareCxxNameIsTheFunctionWhateverItsParameters) {
+  auto r = eval_cxx("cpu:a::g>+0%");
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->message, "cpu:a::g>+0%: a::g total 200ns -> 200ns (+0.00%, -3.33pp)");
+  auto f = eval_cxx("cpu:f>+50%");  // both overloads: 300 -> 500 once, not 600 -> 1000
+  ASSERT_TRUE(f) << f.error().message();
+  EXPECT_TRUE(f->crossed);
+  EXPECT_NEAR(f->observed, 66.67, 0.01);
+  EXPECT_NE(f->message.find("f total 300ns -> 500ns"), std::string::npos) << f->message;
+  auto self = eval_cxx("cpu:self:ns::f>+0%");
+  ASSERT_TRUE(self) << self.error().message();
+  EXPECT_NE(self->message.find("300ns -> 500ns"), std::string::npos) << self->message;
+  auto one = eval_cxx("cpu:self:f(int)>+0%");  // never the leaf
+  ASSERT_TRUE(one) << one.error().message();
+  EXPECT_NE(one->message.find("0 -> 0"), std::string::npos) << one->message;
+}
+
+TEST(FailIfEvaluate, AnAmbiguousNameListsTheCandidatesInOneLine) {
+  auto r = eval_cxx("cpu:g>+10%");
+  ASSERT_FALSE(r);
+  const std::string m = r.error().message();
+  EXPECT_EQ(m,
+            "--fail-if 'cpu:g>+10%': 'g' matches 2 functions: a::g(), b::g(); give one as the "
+            "reports print it (e.g. 'a::g()'), or /REGEX/ for all it matches");
+}
+
+TEST(FailIfEvaluate, ARegexSumsEveryStackItMatchesOnce) {
+  auto r = eval_cxx("cpu:/::(f|g)\\(/>+0%");
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_NE(r->message.find("total 1.00us -> 1.20us (+20.00%"), std::string::npos) << r->message;
+  EXPECT_FALSE(parse_gate("cpu:/(/>+1%"));
+}
+
 }  // namespace
 }  // namespace profctl

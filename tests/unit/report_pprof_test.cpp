@@ -384,5 +384,33 @@ TEST_F(GoPprof, ReadsTheHeapTextAsGoDebug1) {
   }
 }
 
+// The memory map section after the records: pprof charges each address to its module (by
+// the code segment it lies in), with the module's build id, instead of "<unknown>".
+TEST_F(GoPprof, ReadsTheHeapTextsMemoryMap) {
+  Capture c = rich_capture();
+  for (CaptureModule& m : c.modules) {
+    m.exec_segments = {{m.start + 0x1000, m.start + 0x3000, 0x1000}};
+  }
+  std::ostringstream text;
+  write_heap_text(c, text, HeapTextOptions{});
+  EXPECT_NE(text.str().find("\n--- Memory map: ---\n0x7f3a2c028000-0x7f3a2c02a000 r-xp "
+                            "/usr/lib/x86_64-linux-gnu/libc.so.6 (@1000) "
+                            "b7f1c3d2e4a5968778695a4b3c2d1e0f\n"),
+            std::string::npos)
+      << text.str();
+  const std::string file = write_text("heap.txt", text.str());
+  CmdResult raw = pprof("-raw '" + file + "'");
+  ASSERT_EQ(raw.status, 0) << raw.output;
+  // pprof moves a legacy mapping's start back by its file offset.
+  EXPECT_NE(raw.output.find("0x55d0c0a00000/0x55d0c0a03000/0x0 /usr/bin/app "
+                            "0123456789abcdef0123456789abcdef01234567"),
+            std::string::npos)
+      << raw.output;
+  CmdResult top = pprof("-top -sample_index=alloc_space '" + file + "'");
+  ASSERT_EQ(top.status, 0) << top.output;
+  EXPECT_EQ(top.output.find("<unknown>"), std::string::npos) << top.output;
+  EXPECT_NE(top.output.find("[app]"), std::string::npos) << top.output;
+}
+
 }  // namespace
 }  // namespace profctl
