@@ -212,11 +212,27 @@ std::optional<std::string> Installer::patch_refusal(const SitePatch& sp,
   return std::nullopt;
 }
 
+std::optional<std::string> Installer::site_refusal(const SitePatch& sp,
+                                                   const std::vector<uint64_t>& pcs,
+                                                   bool allow_breakpoints) {
+  if (sp.method == PatchMethod::Refused) {
+    return sp.reason;
+  }
+  if (sp.method == PatchMethod::Alias) {
+    return std::nullopt;
+  }
+  return patch_refusal(sp, pcs, allow_breakpoints);
+}
+
 void Installer::journal_patches(const std::string& module, const std::vector<FoundSite>& sites,
                                 const ProbeImage& image, const std::vector<uint64_t>& pcs,
-                                bool allow_breakpoints) {
+                                bool allow_breakpoints,
+                                const std::function<bool(const FoundSite&)>& skip) {
   for (size_t i = 0; i < image.sites.size(); ++i) {
     const SitePatch& sp = image.sites[i];
+    if (skip && skip(sites[i])) {
+      continue;
+    }
     const std::string what = sites[i].name + " (" + module + ")";
     if (sp.method == PatchMethod::Refused) {
       into_.notes.push_back(what + " not probed: " + sp.reason);

@@ -81,6 +81,11 @@ class Probes {
   // options ask), their names kept for function_name().
   Result<SitesByModule> find_sites(StoppedWorld& w, const std::vector<std::string>& modules,
                                    const std::string& root);
+  // Why the heap sites are not patched at all: malloc (the name the dynamic linker binds)
+  // cannot be probed, or is not found. nullopt when it can be.
+  std::optional<std::string> malloc_refusal(Installer& installer, const SitesByModule& by_module,
+                                            const std::vector<ProbeImage>& images,
+                                            const std::vector<uint64_t>& pcs);
   // Which probed function each wait site of an image is (for the thread table).
   void note_wait_sites(const std::vector<FoundSite>& funcs, const ProbeImage& image);
   // The thread, child, exec and trap hooks, and the snapshot filter of timed waits.
