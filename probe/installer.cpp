@@ -55,7 +55,18 @@ Result<MappedArea> Installer::map_code_area(const std::string& module,
   if (!range) {
     return Error{"module " + module + " is not mapped"};
   }
-  auto where = find_code_area(maps, range->first, range->second, size);
+  // The areas this install mapped already are not in `maps` (read before them): two
+  // modules close together (a preloaded allocator next to libc) would get the same gap.
+  std::vector<MapEntry> taken = maps;
+  for (const MappedArea& a : into_.code_areas) {
+    MapEntry e;
+    e.start = a.address;
+    e.end = a.address + a.size;
+    taken.push_back(e);
+  }
+  std::sort(taken.begin(), taken.end(),
+            [](const MapEntry& a, const MapEntry& b) { return a.start < b.start; });
+  auto where = find_code_area(taken, range->first, range->second, size);
   if (!where) {
     return Error{"no free address range within reach of " + module};
   }
