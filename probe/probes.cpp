@@ -869,6 +869,11 @@ bool Probes::in_lock_function(uint64_t pc) const {
   return false;
 }
 
+bool is_heap_allocation_name(std::string_view name) {
+  return std::any_of(std::begin(kHeapFunctions), std::end(kHeapFunctions),
+                     [&](const Want& w) { return w.kind != PROBE_KIND_FREE && name == w.name; });
+}
+
 std::string Probes::function_name(uint64_t function) const {
   auto it = function_names_.find(function);
   return it == function_names_.end() ? std::string() : it->second;

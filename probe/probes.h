@@ -22,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "attach/snapshot.h"
@@ -44,6 +45,10 @@ struct ProbeOptions {
   uint64_t pointer_capacity = 1ULL << 22;
   bool allow_breakpoints = false;  // the int3 fallback (see ProbeCaptureOptions)
 };
+
+// True for the name of an allocation entry point the heap probes look for (malloc,
+// mallocx, tc_malloc, mi_zalloc, ...; not the frees): a heap record's innermost frame.
+bool is_heap_allocation_name(std::string_view name);
 
 class Probes {
  public:

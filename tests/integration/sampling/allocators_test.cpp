@@ -123,12 +123,10 @@ std::string library(const std::string& name) {
   return fs::exists(path) ? path : "";
 }
 
-#define REQUIRE_LIBRARY(var, name, package)                              \
-  const std::string var = library(name);                                 \
-  if (var.empty()) {                                                     \
-    GTEST_SKIP() << kLibDir << name << " is absent: install " << package \
-                 << " (scripts/install-deps.sh does)";                   \
-  }
+std::string absent(const std::string& name, const std::string& package) {
+  return std::string(kLibDir) + name + " is absent: install " + package +
+         " (scripts/install-deps.sh does)";
+}
 
 TEST(Allocators, GlibcIsRecordedExactly) {
   PROFCTL_REQUIRE_PROFCTL();
@@ -137,19 +135,28 @@ TEST(Allocators, GlibcIsRecordedExactly) {
 
 TEST(Allocators, PreloadedJemallocIsRecordedExactly) {
   PROFCTL_REQUIRE_PROFCTL();
-  REQUIRE_LIBRARY(so, "libjemalloc.so.2", "libjemalloc2");
+  const std::string so = library("libjemalloc.so.2");
+  if (so.empty()) {
+    GTEST_SKIP() << absent("libjemalloc.so.2", "libjemalloc2");
+  }
   expect_exact({"/usr/bin/env", "LD_PRELOAD=" + so, ALLOC_ANY}, so, "je_api");
 }
 
 TEST(Allocators, PreloadedTcmallocIsRecordedExactly) {
   PROFCTL_REQUIRE_PROFCTL();
-  REQUIRE_LIBRARY(so, "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4");
+  const std::string so = library("libtcmalloc_minimal.so.4");
+  if (so.empty()) {
+    GTEST_SKIP() << absent("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4");
+  }
   expect_exact({"/usr/bin/env", "LD_PRELOAD=" + so, ALLOC_ANY}, so, "tc_api");
 }
 
 TEST(Allocators, PreloadedMimallocIsRecordedExactly) {
   PROFCTL_REQUIRE_PROFCTL();
-  REQUIRE_LIBRARY(so, "libmimalloc.so.2", "libmimalloc2.0");
+  const std::string so = library("libmimalloc.so.2");
+  if (so.empty()) {
+    GTEST_SKIP() << absent("libmimalloc.so.2", "libmimalloc2.0");
+  }
   expect_exact({"/usr/bin/env", "LD_PRELOAD=" + so, ALLOC_ANY}, so, "mi_api");
 }
 
@@ -159,7 +166,10 @@ TEST(Allocators, LinkedJemallocIsRecordedExactly) {
     GTEST_SKIP() << "alloc_any_jemalloc was not built: libjemalloc2 was not installed when "
                     "the build was configured";
   }
-  REQUIRE_LIBRARY(so, "libjemalloc.so.2", "libjemalloc2");
+  const std::string so = library("libjemalloc.so.2");
+  if (so.empty()) {
+    GTEST_SKIP() << absent("libjemalloc.so.2", "libjemalloc2");
+  }
   expect_exact({ALLOC_ANY_JEMALLOC}, so, "je_api");
 }
 
