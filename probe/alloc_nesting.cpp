@@ -82,8 +82,21 @@ uint64_t length_of(const NestingScan& scan, uint64_t entry) {
   return n == 0 ? kWindow : std::min(n, kMaxFunction);
 }
 
-bool scan_function(const NestingScan& scan, uint64_t self, uint64_t entry, uint64_t len,
-                   int depth) {
+// Functions read per site at most: a module's code is the target's, and a function with
+// thousands of calls must not make the install slow. Past it the site counts as not nesting.
+constexpr int kMaxScans = 256;
+
+struct Walk {
+  uint64_t self;
+  std::set<uint64_t> seen;  // functions scanned already
+  int budget = kMaxScans;
+};
+
+bool scan_function(const NestingScan& scan, Walk& w, uint64_t entry, uint64_t len, int depth) {
+  if (!w.seen.insert(entry).second || --w.budget < 0) {
+    return false;
+  }
+  const uint64_t self = w.self;
   for (uint64_t t : branch_targets(scan.read, entry, len)) {
     if (t != self && scan.probed.contains(t)) {
       return true;
@@ -99,12 +112,15 @@ bool scan_function(const NestingScan& scan, uint64_t self, uint64_t entry, uint6
           return true;
         }
         next = scan.defined ? scan.defined(it->second) : std::nullopt;
+        if (next && *next != self && scan.probed.contains(*next)) {
+          return true;  // another name of a probed function (tc_memalign is memalign)
+        }
       }
     } else {
       next.reset();  // another module's function: not followed
     }
     if (next && depth > 0 && *next != self && *next >= scan.module_lo && *next < scan.module_hi &&
-        scan_function(scan, self, *next, length_of(scan, *next), depth - 1)) {
+        scan_function(scan, w, *next, length_of(scan, *next), depth - 1)) {
       return true;
     }
   }
@@ -114,7 +130,8 @@ bool scan_function(const NestingScan& scan, uint64_t self, uint64_t entry, uint6
 }  // namespace
 
 bool enters_probed(const NestingScan& scan, uint64_t entry, uint64_t size) {
-  return scan_function(scan, entry, entry, size == 0 ? length_of(scan, entry) : size, 2);
+  Walk w{entry, {}};
+  return scan_function(scan, w, entry, size == 0 ? length_of(scan, entry) : size, 2);
 }
 
 }  // namespace profctl::probe

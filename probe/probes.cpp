@@ -218,24 +218,28 @@ void mark_nesting(SitesByModule& by_module, const std::map<std::string, HeapModu
     for (const auto& [slot, name] : hm.syms.plt_slots) {
       scan.plt_slots.emplace(hm.bias + slot, name);
     }
-    // A slot not bound yet names a function; the module's own definition is the one
-    // followed (an intermediate like mimalloc's mi_valloc is defined next to its callee).
-    const std::string file = root + path;
-    const uint64_t bias = hm.bias;
-    auto cache = std::make_shared<std::map<std::string, std::optional<uint64_t>>>();
-    scan.defined = [file, bias, cache](const std::string& name) -> std::optional<uint64_t> {
-      if (auto hit = cache->find(name); hit != cache->end()) {
-        return hit->second;
-      }
-      std::optional<uint64_t>& out = (*cache)[name];
-      const std::string one[] = {name};
-      if (auto syms = read_elf_functions(file, one)) {
-        auto it = syms->functions.find(name);
-        if (it != syms->functions.end() && !it->second.ifunc) {
-          out = bias + it->second.value;
+    // A slot names a function; the module's own definition is the one followed (an
+    // intermediate like mimalloc's mi_valloc is defined next to its callee). Every slot's
+    // name is looked up in one read of the file, on the first question.
+    std::vector<std::string> slot_names;
+    for (const auto& [slot, name] : hm.syms.plt_slots) {
+      slot_names.push_back(name);
+    }
+    auto defined = std::make_shared<std::optional<std::map<std::string, uint64_t>>>();
+    scan.defined = [file = root + path, bias = hm.bias, slot_names = std::move(slot_names),
+                    defined](const std::string& name) -> std::optional<uint64_t> {
+      if (!defined->has_value()) {
+        defined->emplace();
+        if (auto syms = read_elf_functions(file, slot_names)) {
+          for (const auto& [n, f] : syms->functions) {
+            if (!f.ifunc) {
+              (**defined)[n] = bias + f.value;
+            }
+          }
         }
       }
-      return out;
+      auto it = (*defined)->find(name);
+      return it == (*defined)->end() ? std::nullopt : std::optional<uint64_t>(it->second);
     };
     scan.probed = probed;
     scan.probed_names = names;
@@ -585,10 +589,13 @@ std::optional<std::string> Probes::malloc_refusal(Installer& installer,
     }
     ++m;
   }
-  for (const std::string& n : inst_.notes) {
-    if (n.starts_with("malloc in ")) {
-      return n;  // an IFUNC
-    }
+  // An IFUNC: its note becomes the one line.
+  auto ifunc = std::find_if(inst_.notes.begin(), inst_.notes.end(),
+                            [](const std::string& n) { return n.starts_with("malloc in "); });
+  if (ifunc != inst_.notes.end()) {
+    std::string why = *ifunc;
+    inst_.notes.erase(ifunc);
+    return why;
   }
   return "no module of the process defines malloc";
 }

@@ -4,10 +4,13 @@
 // (DT_NEEDED before libc), with their own entry points (mallocx..., tc_..., mi_...). One
 // workload (alloc_any.c) reports its own allocations per function; profctl attached at
 // --mem-rate 1 must record exactly those, and nothing else. An allocator whose malloc
-// cannot be probed gives an empty heap profile and one line saying why.
+// cannot be probed gives an empty heap profile and one line saying why. Entry points that
+// call each other are sampled once per call.
 // Targets: alloc_any.c (also linked against jemalloc), refused_malloc.S.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -171,6 +174,64 @@ TEST(Allocators, LinkedJemallocIsRecordedExactly) {
     GTEST_SKIP() << absent("libjemalloc.so.2", "libjemalloc2");
   }
   expect_exact({ALLOC_ANY_JEMALLOC}, so, "je_api");
+}
+
+// An allocator's entry points that call each other (tcmalloc's posix_memalign calls
+// tc_memalign, mimalloc's valloc reaches mi_malloc_aligned, glibc's aligned functions
+// malloc) are sampled once per call, as the function the program called: at a rate where
+// most calls are not sampled, no sample of the inner function may appear below them, and
+// the count is one draw's (p = 1 - exp(-1000/4096) per call).
+void expect_one_draw_per_call(const std::vector<std::string>& argv) {
+  constexpr int kCalls = 20000;
+  Child target(argv);
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  // Small stack copies: 20,000 records of 16 KiB could fill the ring before profctl drains.
+  BgProcess p(
+      attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "4096", "--probe-stack-bytes",
+                                 "1K", "-v", "-o", dir.path(), "--format", "json"}));
+  start_and_wait_for_probes(target, p);
+  ASSERT_EQ(target.command("nest " + std::to_string(kCalls)), "done nest");
+  end_with_sigint(p);
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  EXPECT_EQ(warnings_of(*capture), "");  // nothing dropped
+  const double expected = kCalls * (1 - std::exp(-1000.0 / 4096));
+  for (const auto& [caller, entry] :
+       {std::pair{"nest_posix_memalign", "posix_memalign"}, std::pair{"nest_valloc", "valloc"}}) {
+    long long sampled = 0;
+    for (const Json& s : heap->at("samples")) {
+      if (!has_function(s, caller)) {
+        continue;
+      }
+      EXPECT_EQ(s.at("frames").at(0).value("function", ""), entry)
+          << caller << ": sampled inside the call\n"
+          << describe_samples(*heap, 10);
+      sampled += s.at("raw_values").at(0).get<long long>();
+    }
+    EXPECT_NEAR(static_cast<double>(sampled), expected, 6 * std::sqrt(expected)) << caller;
+  }
+}
+
+TEST(Allocators, EntryPointsThatCallEachOtherDrawOncePerCall) {
+  PROFCTL_REQUIRE_PROFCTL();
+  {
+    SCOPED_TRACE("glibc");
+    expect_one_draw_per_call({ALLOC_ANY});
+  }
+  for (const auto& [name, package] : {std::pair{"libjemalloc.so.2", "libjemalloc2"},
+                                      std::pair{"libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"},
+                                      std::pair{"libmimalloc.so.2", "libmimalloc2.0"}}) {
+    SCOPED_TRACE(name);
+    const std::string so = library(name);
+    if (so.empty()) {
+      std::printf("skipped: %s\n", absent(name, package).c_str());
+      continue;
+    }
+    expect_one_draw_per_call({"/usr/bin/env", "LD_PRELOAD=" + so, ALLOC_ANY});
+  }
 }
 
 TEST(Allocators, AnUnprobeableMallocLeavesTheProfileEmptyAndSaysWhy) {

@@ -10,6 +10,9 @@
 //           made (A), their bytes as requested (B), and of them the ones still live (C) and
 //           their bytes (D): the heap profile's alloc_objects, alloc_space, inuse_objects,
 //           inuse_space for the stacks through F (nothing is freed after the line).
+//   nest N -> N x (posix_memalign(64, 1000) + free) in nest_posix_memalign, then
+//           N x (valloc(1000) + free) in nest_valloc: allocators whose entry points call
+//           each other (tcmalloc, mimalloc, glibc); "done nest"
 //   quit / EOF -> exit 0
 // Each F is a noinline function that makes only the allocations it reports.
 #define _GNU_SOURCE
@@ -264,6 +267,25 @@ NOINLINE void mi_api(void) {
   KEEP_FRAME();
 }
 
+NOINLINE void nest_posix_memalign(int n) {
+  for (int i = 0; i < n; ++i) {
+    void* p = NULL;
+    if (posix_memalign(&p, 64, 1000) == 0) {
+      escape(p);
+      free(p);
+    }
+  }
+  KEEP_FRAME();
+}
+NOINLINE void nest_valloc(int n) {
+  for (int i = 0; i < n; ++i) {
+    void* p = valloc(1000);
+    escape(p);
+    free(p);
+  }
+  KEEP_FRAME();
+}
+
 static void run_workload(void) {
   report_len = 0;
   report[0] = '\0';
@@ -298,6 +320,11 @@ int main(void) {
     if (strncmp(line, "run", 3) == 0) {
       run_workload();
       printf("done%s\n", report);
+    } else if (strncmp(line, "nest ", 5) == 0) {
+      const int n = atoi(line + 5);
+      nest_posix_memalign(n);
+      nest_valloc(n);
+      printf("done nest\n");
     } else if (strncmp(line, "quit", 4) == 0) {
       break;
     }
