@@ -5,18 +5,16 @@
 #include <cstdlib>
 
 #include "capture/capture_assembly.h"
+#include "probe/probes.h"
 #include "symbolize/data_symbol.h"
 
 namespace profctl {
 
 bool is_allocator_function(std::string_view f) {
-  static constexpr std::array<std::string_view, 10> kEntries = {
-      "malloc",        "calloc",   "realloc", "reallocarray", "posix_memalign",
-      "aligned_alloc", "memalign", "valloc",  "pvalloc",      "strdup"};
-  for (std::string_view e : kEntries) {
-    if (f == e) {
-      return true;
-    }
+  // The allocation entry points the heap probes record (glibc's, jemalloc's mallocx,
+  // tcmalloc's tc_*, mimalloc's mi_*), and strdup.
+  if (probe::is_heap_allocation_name(f) || f == "strdup") {
+    return true;
   }
   // "operator new(unsigned long)", "operator new[](unsigned long, std::align_val_t)", ...
   if (f.starts_with("operator new")) {

@@ -162,6 +162,42 @@ Result<void> read_symbol_table(Elf* elf, Elf_Scn* scn, const GElf_Shdr& sh, cons
   return {};
 }
 
+// The jump-slot relocations of every SHT_RELA section, named by its symbol table.
+void read_plt_slots(Elf* elf, ElfModuleSymbols& out) {
+  constexpr size_t kMaxSlots = 1 << 16;
+  for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
+    GElf_Shdr sh;
+    if (gelf_getshdr(scn, &sh) == nullptr || sh.sh_type != SHT_RELA ||
+        sh.sh_entsize != sizeof(Elf64_Rela)) {
+      continue;
+    }
+    Elf_Scn* symscn = elf_getscn(elf, sh.sh_link);
+    GElf_Shdr symsh;
+    if (symscn == nullptr || gelf_getshdr(symscn, &symsh) == nullptr ||
+        symsh.sh_entsize != sizeof(Elf64_Sym)) {
+      continue;
+    }
+    Elf_Data* rel = elf_getdata(scn, nullptr);
+    Elf_Data* syms = elf_getdata(symscn, nullptr);
+    if (rel == nullptr || syms == nullptr) {
+      continue;
+    }
+    const size_t count = rel->d_size / sizeof(Elf64_Rela);
+    for (size_t i = 0; i < count && out.plt_slots.size() < kMaxSlots; ++i) {
+      GElf_Rela r;
+      GElf_Sym sym;
+      if (gelf_getrela(rel, static_cast<int>(i), &r) == nullptr ||
+          GELF_R_TYPE(r.r_info) != R_X86_64_JUMP_SLOT ||
+          gelf_getsym(syms, static_cast<int>(GELF_R_SYM(r.r_info)), &sym) == nullptr) {
+        continue;
+      }
+      if (const char* name = elf_strptr(elf, symsh.sh_link, sym.st_name); name && *name) {
+        out.plt_slots.emplace(r.r_offset, name);
+      }
+    }
+  }
+}
+
 Result<ElfModuleSymbols> read_functions(const std::string& path, std::span<const std::string> names,
                                         const ElfModuleSymbols* module) {
   if (elf_version(EV_CURRENT) == EV_NONE) {
@@ -189,6 +225,8 @@ Result<ElfModuleSymbols> read_functions(const std::string& path, std::span<const
   if (module != nullptr) {
     out.segments = module->segments;  // a debug file's own segments hold no code
     out.pie_or_shared = module->pie_or_shared;
+  } else {
+    read_plt_slots(elf.get(), out);
   }
   const std::set<std::string_view> wanted(names.begin(), names.end());
   // .symtab after .dynsym: it may carry sizes a stripped .dynsym lacks, never replaces a

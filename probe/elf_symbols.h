@@ -37,6 +37,9 @@ struct ElfModuleSymbols {
   std::vector<uint64_t> function_starts;  // link-time, sorted: .eh_frame_hdr's FDE starts
   std::vector<ElfLoadSegment> segments;
   std::map<std::string, ElfFunction, std::less<>> functions;  // the names that were found
+  // The jump slots (R_X86_64_JUMP_SLOT): the GOT slot's link-time address -> the symbol it
+  // binds, for telling which function a PLT stub calls, bound or not. Not for debug files.
+  std::map<uint64_t, std::string> plt_slots;
 };
 
 // Looks up `names` (defined functions only). A name that is absent is simply not in the

@@ -55,7 +55,18 @@ Result<MappedArea> Installer::map_code_area(const std::string& module,
   if (!range) {
     return Error{"module " + module + " is not mapped"};
   }
-  auto where = find_code_area(maps, range->first, range->second, size);
+  // The areas this install mapped already are not in `maps` (read before them): two
+  // modules close together (a preloaded allocator next to libc) would get the same gap.
+  std::vector<MapEntry> taken = maps;
+  for (const MappedArea& a : into_.code_areas) {
+    MapEntry e;
+    e.start = a.address;
+    e.end = a.address + a.size;
+    taken.push_back(e);
+  }
+  std::sort(taken.begin(), taken.end(),
+            [](const MapEntry& a, const MapEntry& b) { return a.start < b.start; });
+  auto where = find_code_area(taken, range->first, range->second, size);
   if (!where) {
     return Error{"no free address range within reach of " + module};
   }
@@ -212,11 +223,27 @@ std::optional<std::string> Installer::patch_refusal(const SitePatch& sp,
   return std::nullopt;
 }
 
+std::optional<std::string> Installer::site_refusal(const SitePatch& sp,
+                                                   const std::vector<uint64_t>& pcs,
+                                                   bool allow_breakpoints) {
+  if (sp.method == PatchMethod::Refused) {
+    return sp.reason;
+  }
+  if (sp.method == PatchMethod::Alias) {
+    return std::nullopt;
+  }
+  return patch_refusal(sp, pcs, allow_breakpoints);
+}
+
 void Installer::journal_patches(const std::string& module, const std::vector<FoundSite>& sites,
                                 const ProbeImage& image, const std::vector<uint64_t>& pcs,
-                                bool allow_breakpoints) {
+                                bool allow_breakpoints,
+                                const std::function<bool(const FoundSite&)>& skip) {
   for (size_t i = 0; i < image.sites.size(); ++i) {
     const SitePatch& sp = image.sites[i];
+    if (skip && skip(sites[i])) {
+      continue;
+    }
     const std::string what = sites[i].name + " (" + module + ")";
     if (sp.method == PatchMethod::Refused) {
       into_.notes.push_back(what + " not probed: " + sp.reason);

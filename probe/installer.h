@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -91,9 +92,16 @@ class Installer {
   // Journals the image's patches (`module` names it in notes): a refused site, an int3
   // without `allow_breakpoints`, a site with a thread's pc (of `pcs`) inside its first
   // bytes, or whose bytes changed since they were read, gets a note instead.
+  // Sites `skip` says yes to are left out without a note.
   void journal_patches(const std::string& module, const std::vector<FoundSite>& sites,
                        const ProbeImage& image, const std::vector<uint64_t>& pcs,
-                       bool allow_breakpoints);
+                       bool allow_breakpoints,
+                       const std::function<bool(const FoundSite&)>& skip = {});
+
+  // Why a site of an image cannot be patched now (the builder refused it, or
+  // patch_refusal below), nullopt when it can (an alias can when its first site can).
+  std::optional<std::string> site_refusal(const SitePatch& sp, const std::vector<uint64_t>& pcs,
+                                          bool allow_breakpoints);
 
   // Writes every journaled patch (enable the area first: no call goes unrecorded once
   // patched).

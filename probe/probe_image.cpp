@@ -37,8 +37,10 @@ bool valid_kind(uint32_t kind) {
 
 // Flags the blob understands, and only on the kind they are about.
 bool valid_flags(uint32_t kind, uint32_t flags) {
+  const bool alloc = kind >= PROBE_KIND_MALLOC && kind < PROBE_KIND_FREE;
   const uint32_t allowed = kind == PROBE_KIND_UNWIND  ? PROBE_SITE_CANCEL_UNWIND
                            : kind == PROBE_KIND_BLOCK ? PROBE_SITE_CANCELLABLE_ARG6
+                           : alloc                    ? PROBE_SITE_NESTS
                                                       : 0;
   return (flags & ~allowed) == 0;
 }

@@ -16,9 +16,11 @@
 #include "base/log.h"
 #include "base/text_fields.h"
 #include "probe/abi/probe_abi.h"
+#include "probe/alloc_nesting.h"
 #include "probe/code_area.h"
 #include "probe/elf_symbols.h"
 #include "probe/leftovers.h"
+#include "probe/link_map.h"
 #include "probe/wait_sites.h"
 
 namespace profctl::probe {
@@ -28,6 +30,8 @@ struct Want {
   const char* name;
   uint32_t kind;
 };
+// The C allocation functions first: an address that carries several of these names (an
+// allocator's aliases: tcmalloc's malloc is tc_malloc) keeps the first name.
 constexpr Want kHeapFunctions[] = {
     {"malloc", PROBE_KIND_MALLOC},
     {"calloc", PROBE_KIND_CALLOC},
@@ -39,6 +43,56 @@ constexpr Want kHeapFunctions[] = {
     {"memalign", PROBE_KIND_MEMALIGN},
     {"valloc", PROBE_KIND_VALLOC},
     {"pvalloc", PROBE_KIND_PVALLOC},
+    // The allocators' own entry points that programs call directly, each mapped onto the
+    // kind whose arguments it shares (the size in the same register). Left out: C++'s
+    // throwing operator new (and tc_new, mi_new...): an exception must never pass through a
+    // call-through frame (no CFI); the delete operators with them; functions that resize
+    // in place (xallocx, mi_expand), free on failure (mi_reallocf) or take a pointer to the
+    // pointer (mi_reallocarr); mi_heap_* and mi_strdup & co.
+    // jemalloc (non-standard API): mallocx(size, flags), rallocx(p, size, flags),
+    // dallocx(p, flags), sdallocx(p, size, flags).
+    {"mallocx", PROBE_KIND_MALLOC},
+    {"rallocx", PROBE_KIND_REALLOC},
+    {"dallocx", PROBE_KIND_FREE},
+    {"sdallocx", PROBE_KIND_FREE},
+    // gperftools' tcmalloc.
+    {"tc_malloc", PROBE_KIND_MALLOC},
+    {"tc_malloc_skip_new_handler", PROBE_KIND_MALLOC},
+    {"tc_calloc", PROBE_KIND_CALLOC},
+    {"tc_realloc", PROBE_KIND_REALLOC},
+    {"tc_free", PROBE_KIND_FREE},
+    {"tc_free_sized", PROBE_KIND_FREE},
+    {"tc_cfree", PROBE_KIND_FREE},
+    {"tc_memalign", PROBE_KIND_MEMALIGN},
+    {"tc_posix_memalign", PROBE_KIND_POSIX_MEMALIGN},
+    {"tc_valloc", PROBE_KIND_VALLOC},
+    {"tc_pvalloc", PROBE_KIND_PVALLOC},
+    {"tc_new_nothrow", PROBE_KIND_MALLOC},
+    {"tc_newarray_nothrow", PROBE_KIND_MALLOC},
+    // mimalloc: the *_aligned variants take the size first too (the *_aligned_at ones are
+    // left out: a code area has room for 32 sites).
+    {"mi_malloc", PROBE_KIND_MALLOC},
+    {"mi_zalloc", PROBE_KIND_MALLOC},
+    {"mi_malloc_small", PROBE_KIND_MALLOC},
+    {"mi_zalloc_small", PROBE_KIND_MALLOC},
+    {"mi_malloc_aligned", PROBE_KIND_MALLOC},
+    {"mi_zalloc_aligned", PROBE_KIND_MALLOC},
+    {"mi_new_nothrow", PROBE_KIND_MALLOC},
+    {"mi_new_aligned_nothrow", PROBE_KIND_MALLOC},
+    {"mi_calloc", PROBE_KIND_CALLOC},
+    {"mi_mallocn", PROBE_KIND_CALLOC},
+    {"mi_calloc_aligned", PROBE_KIND_CALLOC},
+    {"mi_realloc", PROBE_KIND_REALLOC},
+    {"mi_rezalloc", PROBE_KIND_REALLOC},
+    {"mi_realloc_aligned", PROBE_KIND_REALLOC},
+    {"mi_rezalloc_aligned", PROBE_KIND_REALLOC},
+    {"mi_reallocn", PROBE_KIND_REALLOCARRAY},
+    {"mi_reallocarray", PROBE_KIND_REALLOCARRAY},
+    {"mi_recalloc", PROBE_KIND_REALLOCARRAY},
+    {"mi_free", PROBE_KIND_FREE},
+    {"mi_free_size", PROBE_KIND_FREE},
+    {"mi_free_aligned", PROBE_KIND_FREE},
+    {"mi_free_size_aligned", PROBE_KIND_FREE},
 };
 
 // The probes make syscalls of their own in any thread (getpid, gettid, and
@@ -58,26 +112,20 @@ Result<void> check_seccomp(const StoppedWorld& w) {
   return {};
 }
 
-// Modules in the order the dynamic linker searches them: the executable first, then the
-// libraries as they were mapped.
-std::vector<std::string> modules_in_search_order(const std::vector<MapEntry>& maps,
-                                                 const std::string& exe) {
-  std::vector<std::string> modules;
-  std::set<std::string> seen;
-  for (const MapEntry& m : maps) {
-    if (!m.path.empty() && m.path[0] == '/' && seen.insert(m.path).second) {
-      modules.push_back(m.path);
-    }
-  }
-  std::stable_partition(modules.begin(), modules.end(),
-                        [&](const std::string& p) { return p == exe; });
-  return modules;
-}
+bool is_heap_kind(uint32_t kind) { return kind >= PROBE_KIND_MALLOC && kind <= PROBE_KIND_FREE; }
 
-// The allocator's entry points: each from the first module (in search order) that defines
-// it. An IFUNC is noted, not probed.
+// A module that holds allocation functions, as read for finding them.
+struct HeapModule {
+  ElfModuleSymbols syms;
+  uint64_t bias = 0;
+};
+
+// The allocator's entry points: each name from the first module (in the dynamic linker's
+// search order) that defines it, as ld.so binds it for every caller. An IFUNC is noted, not
+// probed.
 SitesByModule find_heap_functions(const std::vector<std::string>& modules, const std::string& root,
                                   const std::vector<MapEntry>& maps,
+                                  std::map<std::string, HeapModule>& read,
                                   std::vector<std::string>& notes) {
   SitesByModule by_module;
   std::set<std::string> missing;
@@ -103,16 +151,107 @@ SitesByModule find_heap_functions(const std::vector<std::string>& modules, const
         continue;
       }
       missing.erase(want.name);
+      auto& sites = by_module[path];
+      const uint64_t address = *bias + it->second.value;
+      if (std::any_of(sites.begin(), sites.end(),
+                      [&](const FoundSite& f) { return f.address == address; })) {
+        continue;  // an alias of a function found before (tcmalloc's tc_malloc is malloc)
+      }
       if (it->second.ifunc) {
         notes.push_back(std::string(want.name) + " in " + path +
                         " is an IFUNC resolver: not probed");
         continue;
       }
-      by_module[path].push_back(
-          FoundSite{want.name, want.kind, *bias + it->second.value, it->second.size});
+      sites.push_back(FoundSite{want.name, want.kind, address, it->second.size});
+    }
+    if (by_module[path].empty()) {
+      by_module.erase(path);
+    } else {
+      read[path] = HeapModule{std::move(*syms), *bias};
     }
   }
   return by_module;
+}
+
+// PROBE_SITE_NESTS on every allocation site whose function enters another probed one
+// (probe/alloc_nesting.h). realloc is left alone: enter_realloc already takes a frame for
+// the calls that nest (old NULL, size 0, a sampled old block), and an unsampled realloc
+// that frees an unsampled block through free is no second sample.
+void mark_nesting(SitesByModule& by_module, const std::map<std::string, HeapModule>& read,
+                  const std::vector<MapEntry>& maps, TargetMemory& target,
+                  const std::string& root) {
+  std::set<uint64_t> probed;
+  std::set<std::string> names;
+  for (const auto& [path, sites] : by_module) {
+    for (const FoundSite& f : sites) {
+      if (is_heap_kind(f.kind) && f.kind != PROBE_KIND_FREE) {
+        probed.insert(f.address);
+        names.insert(f.name);
+      }
+    }
+  }
+  ReadCode read_code = [&target](uint64_t address, size_t len) {
+    std::vector<uint8_t> b(len);
+    auto n = target.read(address, std::as_writable_bytes(std::span(b)));
+    b.resize(n ? *n : 0);
+    return b;
+  };
+  for (auto& [path, sites] : by_module) {
+    auto m = read.find(path);
+    if (m == read.end()) {
+      continue;
+    }
+    const HeapModule& hm = m->second;
+    NestingScan scan;
+    scan.read = read_code;
+    std::vector<uint64_t> starts = hm.syms.function_starts;
+    for (uint64_t& st : starts) {
+      st += hm.bias;
+    }
+    scan.length = lengths_from_starts(std::move(starts));
+    scan.module_lo = UINT64_MAX;
+    for (const MapEntry& e : maps) {
+      if (e.path == path) {
+        scan.module_lo = std::min(scan.module_lo, e.start);
+        scan.module_hi = std::max(scan.module_hi, e.end);
+      }
+    }
+    for (const auto& [slot, name] : hm.syms.plt_slots) {
+      scan.plt_slots.emplace(hm.bias + slot, name);
+    }
+    // A slot names a function; the module's own definition is the one followed (an
+    // intermediate like mimalloc's mi_valloc is defined next to its callee). Every slot's
+    // name is looked up in one read of the file, on the first question.
+    std::vector<std::string> slot_names;
+    for (const auto& [slot, name] : hm.syms.plt_slots) {
+      slot_names.push_back(name);
+    }
+    auto defined = std::make_shared<std::optional<std::map<std::string, uint64_t>>>();
+    scan.defined = [file = root + path, bias = hm.bias, slot_names = std::move(slot_names),
+                    defined](const std::string& name) -> std::optional<uint64_t> {
+      if (!defined->has_value()) {
+        defined->emplace();
+        if (auto syms = read_elf_functions(file, slot_names)) {
+          for (const auto& [n, f] : syms->functions) {
+            if (!f.ifunc) {
+              (**defined)[n] = bias + f.value;
+            }
+          }
+        }
+      }
+      auto it = (*defined)->find(name);
+      return it == (*defined)->end() ? std::nullopt : std::optional<uint64_t>(it->second);
+    };
+    scan.probed = probed;
+    scan.probed_names = names;
+    for (FoundSite& f : sites) {
+      if (is_heap_kind(f.kind) && f.kind != PROBE_KIND_FREE && f.kind != PROBE_KIND_REALLOC &&
+          f.kind != PROBE_KIND_REALLOCARRAY && enters_probed(scan, f.address, f.size)) {
+        f.flags |= PROBE_SITE_NESTS;
+        logger("probe")->debug("{} ({}) enters another probed allocation function", f.name, path);
+      }
+    }
+  }
 }
 
 // glibc's libc as the wait-site lookups below see it: its symbols and load bias, the
@@ -389,11 +528,13 @@ Result<SitesByModule> Probes::find_sites(StoppedWorld& w, const std::vector<std:
                                          const std::string& root) {
   SitesByModule by_module;
   if (options_heap_) {
-    by_module = find_heap_functions(modules, root, maps_, inst_.notes);
+    std::map<std::string, HeapModule> read;
+    by_module = find_heap_functions(modules, root, maps_, read, inst_.notes);
     if (by_module.empty()) {
       return Error{"no allocator entry point (malloc, free, ...) found in pid " +
                    std::to_string(w.pid())};
     }
+    mark_nesting(by_module, read, maps_, w, root);
   }
   if (options_waits_) {
     auto waits = find_wait_functions(w, modules, root, lock_ranges_);
@@ -412,7 +553,7 @@ Result<SitesByModule> Probes::find_sites(StoppedWorld& w, const std::vector<std:
   }
   for (auto& [path, funcs] : by_module) {
     for (const FoundSite& f : funcs) {
-      function_names_[f.address] = f.name;
+      function_names_.try_emplace(f.address, f.name);  // an alias keeps the first name
     }
   }
   return by_module;
@@ -425,6 +566,33 @@ void Probes::note_wait_sites(const std::vector<FoundSite>& funcs, const ProbeIma
       wait_sites_[image.sites[i].site_index] = funcs[i].address;
     }
   }
+}
+
+std::optional<std::string> Probes::malloc_refusal(Installer& installer,
+                                                  const SitesByModule& by_module,
+                                                  const std::vector<ProbeImage>& images,
+                                                  const std::vector<uint64_t>& pcs) {
+  size_t m = 0;
+  for (const auto& [path, funcs] : by_module) {
+    for (size_t i = 0; i < funcs.size(); ++i) {
+      if (funcs[i].kind == PROBE_KIND_MALLOC && funcs[i].name == "malloc") {
+        if (auto why = installer.site_refusal(images[m].sites[i], pcs, allow_breakpoints_)) {
+          return "malloc (" + path + ") cannot be probed: " + *why;
+        }
+        return std::nullopt;
+      }
+    }
+    ++m;
+  }
+  // An IFUNC: its note becomes the one line.
+  auto ifunc = std::find_if(inst_.notes.begin(), inst_.notes.end(),
+                            [](const std::string& n) { return n.starts_with("malloc in "); });
+  if (ifunc != inst_.notes.end()) {
+    std::string why = *ifunc;
+    inst_.notes.erase(ifunc);
+    return why;
+  }
+  return "no module of the process defines malloc";
 }
 
 // The install recipe's phases in order (probe/README.md); installer.h has the ones that
@@ -443,7 +611,14 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
     return maps_text.error();
   }
   maps_ = parse_maps(*maps_text);
-  auto by_module = find_sites(w, modules_in_search_order(maps_, read_exe(tp.pid())), root);
+  auto link_map = link_map_modules(w, maps_);
+  if (!link_map) {
+    // A static executable has none: it holds its own allocator, first in the order below.
+    logger("probe")->debug("no link map ({}): modules in address order, the executable first",
+                           link_map.error().message());
+  }
+  const std::vector<std::string> chain = link_map ? *link_map : std::vector<std::string>{};
+  auto by_module = find_sites(w, search_order(chain, maps_, read_exe(tp.pid())), root);
   if (!by_module) {
     return by_module.error();
   }
@@ -469,17 +644,31 @@ Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp) {
       pcs.push_back(regs->rip);
     }
   }
-  // Images and the journal.
-  size_t area_index = 0;
+  // Images, then the journal: the heap sites only when malloc itself can be probed.
+  std::vector<ProbeImage> images;
   for (auto& [path, funcs] : *by_module) {
-    auto image = installer.write_code_area(code[area_index++], funcs);
+    auto image = installer.write_code_area(code[images.size()], funcs);
     if (!image) {
       return image.error();
     }
     note_wait_sites(funcs, *image);
-    installer.journal_patches(path, funcs, *image, pcs, allow_breakpoints_);
+    images.push_back(std::move(*image));
   }
-  if (inst_.patches.empty()) {
+  std::optional<std::string> heap_refused;
+  if (options_heap_) {
+    heap_refused = malloc_refusal(installer, *by_module, images, pcs);
+  }
+  size_t image_index = 0;
+  for (auto& [path, funcs] : *by_module) {
+    installer.journal_patches(
+        path, funcs, images[image_index++], pcs, allow_breakpoints_,
+        [&](const FoundSite& f) { return heap_refused && is_heap_kind(f.kind); });
+  }
+  if (heap_refused) {
+    // One line, and an empty heap profile rather than one that misses most allocations.
+    inst_.notes.push_back("the profile is empty: " + *heap_refused);
+  }
+  if (inst_.patches.empty() && !heap_refused) {
     return Error{options_heap_ ? "none of the allocator's entry points could be probed"
                                : "none of the futex waits could be probed"};
   }
@@ -680,6 +869,11 @@ bool Probes::in_lock_function(uint64_t pc) const {
     }
   }
   return false;
+}
+
+bool is_heap_allocation_name(std::string_view name) {
+  return std::any_of(std::begin(kHeapFunctions), std::end(kHeapFunctions),
+                     [&](const Want& w) { return w.kind != PROBE_KIND_FREE && name == w.name; });
 }
 
 std::string Probes::function_name(uint64_t function) const {

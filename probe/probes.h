@@ -22,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "attach/snapshot.h"
@@ -44,6 +45,10 @@ struct ProbeOptions {
   uint64_t pointer_capacity = 1ULL << 22;
   bool allow_breakpoints = false;  // the int3 fallback (see ProbeCaptureOptions)
 };
+
+// True for the name of an allocation entry point the heap probes look for (malloc,
+// mallocx, tc_malloc, mi_zalloc, ...; not the frees): a heap record's innermost frame.
+bool is_heap_allocation_name(std::string_view name);
 
 class Probes {
  public:
@@ -82,6 +87,11 @@ class Probes {
   // options ask), their names kept for function_name().
   Result<SitesByModule> find_sites(StoppedWorld& w, const std::vector<std::string>& modules,
                                    const std::string& root);
+  // Why the heap sites are not patched at all: malloc (the name the dynamic linker binds)
+  // cannot be probed, or is not found. nullopt when it can be.
+  std::optional<std::string> malloc_refusal(Installer& installer, const SitesByModule& by_module,
+                                            const std::vector<ProbeImage>& images,
+                                            const std::vector<uint64_t>& pcs);
   // Which probed function each wait site of an image is (for the thread table).
   void note_wait_sites(const std::vector<FoundSite>& funcs, const ProbeImage& image);
   // maps_current: maps_ was read while every thread was stopped (install); otherwise the

@@ -17,7 +17,7 @@
 #define PROFCTL_PROBE_ABI_H
 
 #define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
-#define PROBE_ABI_VERSION 4
+#define PROBE_ABI_VERSION 5
 
 /* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
 #define PROBE_KIND_NONE 0
@@ -60,6 +60,11 @@
  * point (glibc's __futex_abstimed_wait_common). Such a wait is hijacked only while a
  * PROBE_SITE_CANCEL_UNWIND site's jump is in place. */
 #define PROBE_SITE_CANCELLABLE_ARG6 0x2u
+/* Allocation kinds: the function calls (or tail-jumps to) another probed allocation
+ * function, e.g. tcmalloc's posix_memalign calls tc_memalign, mimalloc's valloc jumps to
+ * mi_malloc_aligned. Every call goes through a frame, sampled or not, so that the depth
+ * keeps the inner probe quiet: one call, one sampling decision (ABI v5). */
+#define PROBE_SITE_NESTS 0x4u
 
 /* ---- record header states and flags -------------------------------------------------- */
 /* probe_record.header = len | (state << 32). Ring bytes are zero until a writer reserves

@@ -515,10 +515,27 @@ static inline int mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
 
 /* ---- per kind: entry ---------------------------------------------------------------- */
 
-static int enter_alloc(struct probe_ctl* c, struct probe_call* call, uint64_t size) {
+/* A frame that only raises the depth: no pid check, no record. The inner probes of the
+ * call stay quiet, so a call that enters another probed function is sampled once. */
+static int guard_call(struct probe_ctl* c, struct probe_call* call, struct probe_thread_slot* s,
+                      uint64_t size) {
+  __atomic_fetch_add(&s->depth, 1, __ATOMIC_ACQ_REL);
+  COUNT(c, inflight);
+  call->state = 0;
+  call->value = size;
+  call->slot = (uint64_t)s;
+  return 1;
+}
+
+/* `nests`: the function calls another probed allocation function (PROBE_SITE_NESTS), so an
+ * unsampled call still goes through a frame. */
+static int enter_alloc(struct probe_ctl* c, struct probe_call* call, uint64_t size, int nests) {
   struct probe_thread_slot* s = thread_slot(c);
-  if (!s || s->depth != 0 || !sample_alloc(c, s, size)) {
+  if (!s || s->depth != 0) {
     return 0;
+  }
+  if (!sample_alloc(c, s, size)) {
+    return nests ? guard_call(c, call, s, size) : 0;
   }
   return begin_call(c, call, s, PROBE_REC_ALLOC, size);
 }
@@ -568,12 +585,7 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
       return 0;
     }
   } else {
-    /* Only the depth guard: no pid check, no record. */
-    __atomic_fetch_add(&s->depth, 1, __ATOMIC_ACQ_REL);
-    COUNT(c, inflight);
-    call->state = 0;
-    call->value = size;
-    call->slot = (uint64_t)s;
+    guard_call(c, call, s, size);
   }
   if (at >= 0 && !ptr_remove_at(c, at, old)) {
     call->state &= ~(uint64_t)PROBE_REC_FREED;
@@ -818,22 +830,23 @@ int probe_enter(struct probe_call* call, uint32_t site) {
     return 0;
   }
   uint64_t n;
+  const int nests = (LOAD(&probe_blob_header.sites[site].flags) & PROBE_SITE_NESTS) != 0;
   switch (kind) {
     case PROBE_KIND_MALLOC:
     case PROBE_KIND_VALLOC:
     case PROBE_KIND_PVALLOC:
-      return enter_alloc(c, call, call->rdi);
+      return enter_alloc(c, call, call->rdi, nests);
     case PROBE_KIND_CALLOC:
-      return mul_overflows(call->rdi, call->rsi, &n) ? 0 : enter_alloc(c, call, n);
+      return mul_overflows(call->rdi, call->rsi, &n) ? 0 : enter_alloc(c, call, n, nests);
     case PROBE_KIND_ALIGNED_ALLOC:
     case PROBE_KIND_MEMALIGN:
-      return enter_alloc(c, call, call->rsi);
+      return enter_alloc(c, call, call->rsi, nests);
     case PROBE_KIND_POSIX_MEMALIGN:
-      return enter_alloc(c, call, call->rdx);
+      return enter_alloc(c, call, call->rdx, nests);
     case PROBE_KIND_FREE:
       return enter_free(c, call);
     case PROBE_KIND_REALLOC:
-      return enter_realloc(c, call, call->rdi, call->rsi, 0);
+      return enter_realloc(c, call, call->rdi, call->rsi, nests);
     case PROBE_KIND_REALLOCARRAY:
       n = mul_overflows(call->rsi, call->rdx, &n) ? UINT64_MAX : n;
       return enter_realloc(c, call, call->rdi, n, 1);

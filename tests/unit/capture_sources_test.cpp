@@ -123,7 +123,8 @@ TEST(LockNames, TheAllocatorIsKnownByItsFunctionNames) {
                         "operator new(unsigned long)", "operator new[](unsigned long)",
                         "operator new(unsigned long, std::align_val_t)",
                         "std::__new_allocator<int>::allocate(unsigned long, void const*)",
-                        "std::allocator_traits<std::allocator<int> >::allocate"}) {
+                        "std::allocator_traits<std::allocator<int> >::allocate", "mallocx",
+                        "tc_malloc", "mi_malloc", "mi_zalloc", "mi_mallocn"}) {
     EXPECT_TRUE(is_allocator_function(f)) << f;
   }
   for (const char* f : {"make_shared_lock", "main", "mallocish", "new_connection",
