@@ -227,8 +227,8 @@ TEST(ProfileLoss, FlameGraphSubtitleAndSummarySayIt) {
   empty.profiles["mutex"] = with_loss(m, loss(0, 7));
   std::ostringstream sum2;
   write_capture_summary(empty, CaptureSummary{}, sum2);
-  EXPECT_NE(sum2.str().find("profctl: mutex: partial: 100% of wait records lost (ring full); "
-                            "totals are lower bounds\n"),
+  EXPECT_NE(sum2.str().find("profctl: mutex (delay): nothing recorded (partial: 100% of wait "
+                            "records lost (ring full); totals are lower bounds)\n"),
             std::string::npos)
       << sum2.str();
 }
