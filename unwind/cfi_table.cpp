@@ -284,6 +284,7 @@ class CfiTableBuilder {
       }
       push(end, CfiRow{});  // kNone; replaced when the next FDE starts here
     }
+    t.index();
     return t;
   }
 };
@@ -311,10 +312,39 @@ Result<CfiTable> CfiTable::from_rows(uint64_t base, std::vector<CfiRow> rows) {
   if (!rows.empty() && rows.back().cfa != CfaRule::kNone) {
     return Error{"CFI table does not end with an end row"};
   }
+  if (rows.size() >= CfiTable::kBeforeFirst) {
+    return Error{"CFI table too large"};
+  }
   CfiTable t;
   t.base_ = base;
   t.rows_ = std::move(rows);
+  t.index();
   return t;
+}
+
+// Blocks of 256 bytes (ORC's size: a few rows each), larger when the rows span so much
+// that the index would pass 2^20 entries (4 MiB): a hostile table's span is up to 4 GiB.
+void CfiTable::index() {
+  block_first_.clear();
+  if (rows_.empty()) {
+    return;
+  }
+  const uint64_t span = uint64_t(rows_.back().pc) + 1;
+  block_shift_ = 8;
+  while ((span >> block_shift_) > (1u << 20)) {
+    ++block_shift_;
+  }
+  const uint64_t blocks = (span >> block_shift_) + 1;
+  block_first_.resize(blocks + 1);
+  size_t next = 0;  // the first row starting after the current block's first address
+  for (uint64_t b = 0; b <= blocks; ++b) {
+    const uint64_t at = b << block_shift_;
+    while (next < rows_.size() && rows_[next].pc <= at) {
+      ++next;
+    }
+    const uint32_t row = next == 0 ? kBeforeFirst : uint32_t(next - 1);
+    block_first_[b] = row;
+  }
 }
 
 namespace {

@@ -90,24 +90,30 @@ class CfiTable {
   static Result<CfiTable> from_rows(uint64_t base, std::vector<CfiRow> rows);
 
   // The row for link-time address `vaddr`; nullptr when no FDE covers it. The row may be
-  // kNotExpressible.
+  // kNotExpressible. Two loads and a short scan: the block index names the row holding
+  // each block's first address, as ORC's lookup table does, so a walk does not pay a
+  // binary search's chain of dependent loads per frame.
   const CfiRow* find(uint64_t vaddr) const {
     if (vaddr < base_ || vaddr - base_ > UINT32_MAX || rows_.empty()) {
       return nullptr;
     }
     const auto rel = static_cast<uint32_t>(vaddr - base_);
-    // Branch-light binary search for the last row with pc <= rel.
-    const CfiRow* lo = rows_.data();
-    size_t n = rows_.size();
-    if (rel < lo->pc) {
-      return nullptr;
+    const size_t block = rel >> block_shift_;
+    if (block + 1 >= block_first_.size()) {
+      return nullptr;  // past the last row, which is always kNone
     }
-    while (n > 1) {
-      size_t half = n / 2;
-      lo = (lo[half].pc <= rel) ? lo + half : lo;
-      n -= half;
+    uint32_t i = block_first_[block];
+    const uint32_t last = block_first_[block + 1];
+    if (i == kBeforeFirst) {
+      if (rel < rows_[0].pc) {
+        return nullptr;
+      }
+      i = 0;
     }
-    return lo->cfa == CfaRule::kNone ? nullptr : lo;
+    while (i < last && rows_[i + 1].pc <= rel) {
+      ++i;
+    }
+    return rows_[i].cfa == CfaRule::kNone ? nullptr : &rows_[i];
   }
 
   uint64_t base() const { return base_; }
@@ -115,8 +121,15 @@ class CfiTable {
   bool empty() const { return rows_.empty(); }
 
  private:
+  static constexpr uint32_t kBeforeFirst = UINT32_MAX;
+  void index();  // builds block_first_ from rows_
+
   uint64_t base_ = 0;
   std::vector<CfiRow> rows_;
+  // For each block of 2^block_shift_ bytes from base_ (one more at the end): the index of the
+  // row holding the block's first address, kBeforeFirst before the first row.
+  std::vector<uint32_t> block_first_;
+  unsigned block_shift_ = 8;
   friend class CfiTableBuilder;
 };
 
