@@ -256,8 +256,9 @@ class CfiTableBuilder {
       CfiRow row = rules;
       row.pc = static_cast<uint32_t>(pc - base);
       if (!t.rows_.empty() && t.rows_.back().pc == row.pc) {
-        t.rows_.back() = row;
-      } else if (t.rows_.empty() || !t.rows_.back().same_rules(row)) {
+        t.rows_.pop_back();  // the end of the FDE before, where this one starts
+      }
+      if (t.rows_.empty() || !t.rows_.back().same_rules(row)) {
         t.rows_.push_back(row);
       }
     };

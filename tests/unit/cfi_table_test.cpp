@@ -250,3 +250,250 @@ TEST(CfiTable, NoCfiIsAnEmptyTable) {
 
 }  // namespace
 }  // namespace profctl
+
+namespace profctl {
+namespace {
+
+// Builds .eh_frame bytes: CIEs ("zR", FDE addresses pc-relative sdata4, code alignment 1,
+// data alignment -8, return address column 16) and FDEs, at link-time address kSection.
+constexpr uint64_t kSection = 0x1000;
+
+class EhFrame {
+ public:
+  size_t cie(const std::vector<uint8_t>& insns, const std::string& aug = "zR") {
+    size_t at = begin();
+    u32(0);  // CIE id
+    b_.push_back(1);
+    b_.insert(b_.end(), aug.begin(), aug.end());
+    b_.push_back(0);
+    b_.push_back(1);     // code alignment
+    b_.push_back(0x78);  // data alignment -8
+    b_.push_back(16);    // return address column
+    if (aug.find('R') != std::string::npos) {
+      b_.push_back(1);     // augmentation data size
+      b_.push_back(0x1b);  // DW_EH_PE_pcrel | DW_EH_PE_sdata4
+    } else if (aug == "z") {
+      b_.push_back(0);
+    }
+    b_.insert(b_.end(), insns.begin(), insns.end());
+    finish(at);
+    return at;
+  }
+  void fde(size_t cie_at, uint64_t start, uint32_t len, const std::vector<uint8_t>& insns) {
+    size_t at = begin();
+    u32(uint32_t(b_.size() - cie_at));
+    u32(uint32_t(int32_t(start - (kSection + b_.size()))));
+    u32(len);
+    b_.push_back(0);  // augmentation data size
+    b_.insert(b_.end(), insns.begin(), insns.end());
+    finish(at);
+  }
+  std::vector<uint8_t> bytes() const {
+    auto out = b_;
+    out.insert(out.end(), 4, 0);  // terminator
+    return out;
+  }
+  std::vector<uint8_t>& raw() { return b_; }
+
+ private:
+  size_t begin() {
+    size_t at = b_.size();
+    u32(0);  // length, patched by finish()
+    return at;
+  }
+  void finish(size_t at) {
+    uint32_t len = uint32_t(b_.size() - at - 4);
+    std::memcpy(b_.data() + at, &len, 4);
+  }
+  void u32(uint32_t v) {
+    for (int i = 0; i < 4; ++i) {
+      b_.push_back(uint8_t(v >> (8 * i)));
+    }
+  }
+  std::vector<uint8_t> b_;
+};
+
+// def_cfa rsp+8; return address at CFA-8: every x86-64 CIE.
+const std::vector<uint8_t> kCieInsns = {DW_CFA_def_cfa, 7, 8, DW_CFA_offset | 16, 1};
+// push rbp; mov rbp, rsp; ...: CFA rsp+16 and rbp at CFA-16 after 1 byte, CFA on rbp after 4.
+const std::vector<uint8_t> kPushRbp = {
+    DW_CFA_advance_loc | 1, DW_CFA_def_cfa_offset,   16, DW_CFA_offset | 6, 2,
+    DW_CFA_advance_loc | 3, DW_CFA_def_cfa_register, 6};
+
+CfiTable compile(const EhFrame& e, CfiStats* st) {
+  auto b = e.bytes();
+  return CfiTable::compile_section(b, kSection, true, 0, st);
+}
+
+TEST(CfiTableBytes, WellFormedRows) {
+  EhFrame e;
+  size_t c = e.cie(kCieInsns);
+  e.fde(c, 0x2000, 0x20, kPushRbp);
+  CfiStats st;
+  CfiTable t = compile(e, &st);
+  EXPECT_EQ(st.fdes, 1u);
+  EXPECT_EQ(st.malformed_fdes, 0u);
+  const CfiRow* r = t.find(0x2000);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->cfa, CfaRule::kRsp);
+  EXPECT_EQ(r->cfa_offset, 8);
+  EXPECT_EQ(r->ra, SavedRule::kAtCfa);
+  EXPECT_EQ(r->ra_offset, -8);
+  EXPECT_EQ(r->rbp, SavedRule::kSameValue);
+  r = t.find(0x2003);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->cfa_offset, 16);
+  EXPECT_EQ(r->rbp, SavedRule::kAtCfa);
+  EXPECT_EQ(r->rbp_offset, -16);
+  r = t.find(0x201f);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->cfa, CfaRule::kRbp);
+  EXPECT_EQ(r->cfa_offset, 16);
+  EXPECT_EQ(t.find(0x1fff), nullptr);
+  EXPECT_EQ(t.find(0x2020), nullptr);
+  EXPECT_EQ(t.rows().size(), 4u);  // three rule rows and the end
+}
+
+TEST(CfiTableBytes, IdenticalRowsMerge) {
+  EhFrame e;
+  size_t c = e.cie(kCieInsns);
+  // Two FDEs back to back with the same rules, and a row that changes nothing.
+  e.fde(c, 0x2000, 0x10, {DW_CFA_advance_loc | 4, DW_CFA_nop, DW_CFA_def_cfa_offset, 8});
+  e.fde(c, 0x2010, 0x10, {});
+  CfiTable t = compile(e, nullptr);
+  ASSERT_EQ(t.rows().size(), 2u);
+  EXPECT_EQ(t.rows()[1].cfa, CfaRule::kNone);
+  EXPECT_EQ(t.rows()[1].pc, 0x2020u);
+}
+
+TEST(CfiTableBytes, RulesBeyondARowAreNotExpressible) {
+  EhFrame e;
+  size_t c = e.cie(kCieInsns);
+  size_t sig = e.cie(kCieInsns, "zRS");
+  // CFA as an expression (PLT stubs), on r10 (stack realignment), RA in a register,
+  // rbp as an expression; then a signal frame.
+  e.fde(c, 0x2000, 0x10, {DW_CFA_def_cfa_expression, 1, DW_OP_lit0});
+  e.fde(c, 0x2010, 0x10, {DW_CFA_def_cfa, 10, 0});
+  e.fde(c, 0x2020, 0x10, {DW_CFA_register, 16, 3});
+  e.fde(c, 0x2030, 0x10, {DW_CFA_expression, 6, 1, DW_OP_lit0});
+  e.fde(sig, 0x2040, 0x10, {});
+  e.fde(c, 0x2050, 0x10, {DW_CFA_undefined, 16});  // _start: the outermost frame
+  CfiStats st;
+  CfiTable t = compile(e, &st);
+  EXPECT_EQ(st.fdes, 6u);
+  for (uint64_t pc : {0x2000, 0x2010, 0x2020, 0x2030, 0x2040}) {
+    const CfiRow* r = t.find(pc + 5);
+    ASSERT_NE(r, nullptr) << pc;
+    EXPECT_EQ(r->cfa, CfaRule::kNotExpressible) << std::hex << pc;
+  }
+  const CfiRow* r = t.find(0x2050);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->cfa, CfaRule::kRsp);
+  EXPECT_EQ(r->ra, SavedRule::kUndefined);
+}
+
+TEST(CfiTableBytes, RememberAndRestoreState) {
+  EhFrame e;
+  size_t c = e.cie(kCieInsns);
+  // push; remember; (epilogue) pop -> CFA rsp+8; restore -> back to rsp+16.
+  e.fde(c, 0x2000, 0x10,
+        {DW_CFA_advance_loc | 1, DW_CFA_def_cfa_offset, 16, DW_CFA_remember_state,
+         DW_CFA_advance_loc | 2, DW_CFA_def_cfa_offset, 8, DW_CFA_advance_loc | 1,
+         DW_CFA_restore_state});
+  CfiTable t = compile(e, nullptr);
+  EXPECT_EQ(t.find(0x2001)->cfa_offset, 16);
+  EXPECT_EQ(t.find(0x2003)->cfa_offset, 8);
+  EXPECT_EQ(t.find(0x2004)->cfa_offset, 16);
+}
+
+// Each malformed FDE is dropped and counted; the good FDE beside it stays.
+TEST(CfiTableBytes, MalformedFdesAreDroppedAndCounted) {
+  const std::vector<std::vector<uint8_t>> bad = {
+      {0x3f},                                        // unknown opcode
+      {DW_CFA_restore_state},                        // nothing remembered
+      {DW_CFA_def_cfa, 7},                           // operand missing
+      {DW_CFA_advance_loc4, 0xff, 0xff},             // operand cut
+      {DW_CFA_def_cfa_expression, 100, DW_OP_lit0},  // block past the end
+      {DW_CFA_offset_extended, 16, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+       0x01},  // LEB128 of 11 bytes
+  };
+  for (size_t i = 0; i < bad.size(); ++i) {
+    EhFrame e;
+    size_t c = e.cie(kCieInsns);
+    e.fde(c, 0x2000, 0x10, bad[i]);
+    e.fde(c, 0x3000, 0x10, {});
+    CfiStats st;
+    CfiTable t = compile(e, &st);
+    EXPECT_EQ(st.malformed_fdes, 1u) << "case " << i;
+    EXPECT_EQ(st.fdes, 1u) << "case " << i;
+    EXPECT_EQ(t.find(0x2000), nullptr) << "case " << i;
+    EXPECT_NE(t.find(0x3000), nullptr) << "case " << i;
+  }
+  // Seventeen nested remember_states: deeper than the interpreter keeps.
+  EhFrame deep;
+  size_t c = deep.cie(kCieInsns);
+  deep.fde(c, 0x2000, 0x10, std::vector<uint8_t>(17, DW_CFA_remember_state));
+  CfiStats st;
+  compile(deep, &st);
+  EXPECT_EQ(st.malformed_fdes, 1u);
+  // A CIE with an augmentation nobody writes: its FDEs cannot be read (libdw refuses the
+  // CIE, so its FDE finds none).
+  EhFrame odd;
+  c = odd.cie(kCieInsns, "zQ");
+  odd.fde(c, 0x2000, 0x10, {});
+  st = {};
+  CfiTable t = compile(odd, &st);
+  EXPECT_GE(st.malformed_cies + st.malformed_fdes, 1u);
+  EXPECT_EQ(st.fdes, 0u);
+  EXPECT_EQ(t.find(0x2000), nullptr);
+  // An FDE whose length runs past the section.
+  EhFrame longer;
+  c = longer.cie(kCieInsns);
+  longer.fde(c, 0x2000, 0x10, {});
+  const size_t fde_at = c + 4 + longer.raw()[c];  // after the CIE's length and body
+  longer.raw()[fde_at + 1] = 0xff;                // the FDE's length: 0xff00 + its own
+  st = {};
+  t = compile(longer, &st);
+  EXPECT_GE(st.malformed_fdes, 1u);
+  EXPECT_EQ(t.find(0x2000), nullptr);
+}
+
+// Random damage to real CFI: no crash, no read out of bounds (the sanitized build checks
+// that), and every table that comes out is well formed.
+TEST(CfiTableBytes, DamagedSectionsNeverCrash) {
+  ElfFile f(CFI_STACK_TARGET_CFI);
+  ASSERT_NE(f.elf(), nullptr);
+  size_t shstrndx = 0;
+  ASSERT_EQ(elf_getshdrstrndx(f.elf(), &shstrndx), 0);
+  std::vector<uint8_t> eh;
+  uint64_t vaddr = 0;
+  for (Elf_Scn* s = elf_nextscn(f.elf(), nullptr); s != nullptr; s = elf_nextscn(f.elf(), s)) {
+    GElf_Shdr sh;
+    gelf_getshdr(s, &sh);
+    if (std::strcmp(elf_strptr(f.elf(), shstrndx, sh.sh_name), ".eh_frame") == 0) {
+      Elf_Data* d = elf_getdata(s, nullptr);
+      auto* p = static_cast<const uint8_t*>(d->d_buf);
+      eh.assign(p, p + d->d_size);
+      vaddr = sh.sh_addr;
+    }
+  }
+  ASSERT_FALSE(eh.empty());
+  std::mt19937 rng(19);
+  for (int round = 0; round < 3000; ++round) {
+    std::vector<uint8_t> b = eh;
+    int flips = 1 + int(rng() % 8);
+    for (int k = 0; k < flips; ++k) {
+      b[rng() % b.size()] = uint8_t(rng());
+    }
+    if (round % 4 == 0) {
+      b.resize(rng() % b.size());
+    }
+    CfiStats st;
+    CfiTable t = CfiTable::compile_section(b, vaddr, true, 0, &st);
+    std::vector<CfiRow> rows(t.rows().begin(), t.rows().end());
+    EXPECT_TRUE(CfiTable::from_rows(t.base(), std::move(rows)).ok()) << "round " << round;
+  }
+}
+
+}  // namespace
+}  // namespace profctl
