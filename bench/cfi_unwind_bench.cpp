@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
   profctl::CfiCache no_cache;
   double t0 = cpu_now();
   profctl::CfiModules mods = profctl::CfiModules::load((*dwfl)->get(), no_cache);
+  mods.resolve_all();
   double compile_s = cpu_now() - t0;
   profctl::DwflUnwinder dwfl_unwinder(**dwfl);
 

@@ -57,34 +57,53 @@ std::string build_id_of(Dwfl_Module* mod) {
 }  // namespace
 
 CfiModules CfiModules::load(Dwfl* dwfl, const CfiCache& cache) {
-  CfiModules out;
+  CfiModules out(cache);
   struct Ctx {
     CfiModules* out;
-    const CfiCache* cache;
     std::vector<CfiModule> placed;
-  } ctx{&out, &cache, {}};
+  } ctx{&out, {}};
   auto cb = [](Dwfl_Module* mod, void**, const char*, Dwarf_Addr, void* arg) -> int {
     auto* c = static_cast<Ctx*>(arg);
-    ++c->out->stats_.modules;
     Dwarf_Addr start = 0;
     Dwarf_Addr end = 0;
     dwfl_module_info(mod, nullptr, &start, &end, nullptr, nullptr, nullptr, nullptr);
-    Dwarf_Addr bias = 0;
-    Elf* elf = dwfl_module_getelf(mod, &bias);
-    if (elf == nullptr) {
-      ++c->out->stats_.failed;
-      return DWARF_CB_OK;
-    }
-    auto t = shared_table(build_id_of(mod), elf, *c->cache, c->out->stats_);
-    if (t) {
-      c->placed.push_back({start, end, bias, t.get()});
-      c->out->tables_.push_back(std::move(t));
-    }
+    const auto id = static_cast<uint32_t>(c->out->pending_.size());
+    c->out->pending_.push_back({mod, false});
+    c->placed.push_back({start, end, 0, nullptr, id});
     return DWARF_CB_OK;
   };
   dwfl_getmodules(dwfl, cb, &ctx, 0);
+  out.stats_.modules = out.pending_.size();
   out.walker_ = CfiWalker(std::move(ctx.placed));
   return out;
+}
+
+void CfiModules::resolve(uint32_t id) {
+  static const CfiTable kEmpty;
+  if (id >= pending_.size() || pending_[id].loaded) {
+    return;
+  }
+  pending_[id].loaded = true;
+  auto* mod = static_cast<Dwfl_Module*>(pending_[id].module);
+  Dwarf_Addr bias = 0;
+  Elf* elf = dwfl_module_getelf(mod, &bias);
+  std::shared_ptr<const CfiTable> t;
+  if (elf == nullptr) {
+    ++stats_.failed;
+  } else {
+    t = shared_table(build_id_of(mod), elf, cache_, stats_);
+  }
+  // The bias is known only now (libdwfl finds the ELF lazily): placed with the table.
+  walker_.place(id, bias, t ? t.get() : &kEmpty);
+  if (t) {
+    tables_.push_back(std::move(t));
+  }
+}
+
+void CfiModules::resolve_all() {
+  for (uint32_t id = 0; id < pending_.size(); ++id) {
+    resolve(id);
+  }
 }
 
 }  // namespace profctl

@@ -26,14 +26,28 @@ class CfiModules {
     uint64_t failed = 0;      // modules without an ELF or with an unreadable one
   };
 
-  // The tables of every module `dwfl` reports now (call again after its modules change).
+  // The modules `dwfl` reports now (call again after its modules change), without their
+  // tables: each is loaded when a walk first reaches the module (resolve), so a module no
+  // stack passes through costs nothing. `dwfl` must outlive this and not change.
   static CfiModules load(Dwfl* dwfl, const CfiCache& cache);
+
+  // Loads module `id`'s table (CfiWalkResult::module after a kNoTable stop). A module
+  // whose table cannot be had gets an empty one: walks then stop there with kNoRow.
+  void resolve(uint32_t id);
+  void resolve_all();
 
   const CfiWalker& walker() const { return walker_; }
   const Stats& stats() const { return stats_; }
 
  private:
-  CfiModules() : walker_({}) {}
+  struct Pending {
+    void* module = nullptr;  // Dwfl_Module*
+    bool loaded = false;
+  };
+  explicit CfiModules(const CfiCache& cache) : cache_(cache), walker_({}) {}
+
+  CfiCache cache_;
+  std::vector<Pending> pending_;                         // by CfiModule::id
   std::vector<std::shared_ptr<const CfiTable>> tables_;  // keeps the walker's tables alive
   CfiWalker walker_;
   Stats stats_;

@@ -189,6 +189,8 @@ bool CfiProgram::advance(uint64_t delta, uint64_t end, const Emit* emit) {
 }
 
 // One instruction (opcode `op` already read). Why each case is as it is: DWARF 5 6.4.2.
+// Longer than our functions should be: one short case per DW_CFA opcode, kept in one switch
+// so that it reads against the standard's table and no opcode can be missed.
 bool CfiProgram::step(uint8_t op, ByteReader& r, bool in_cie, uint64_t end, const Emit* emit) {
   const auto factored = [&](uint64_t n, int64_t* out) {
     return !__builtin_mul_overflow(int64_t(n), cie_.data_align, out) && int64_t(n) >= 0;

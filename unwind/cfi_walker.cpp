@@ -21,6 +21,8 @@ const char* to_string(CfiStop s) {
       return "frame does not move up the stack";
     case CfiStop::kMaxFrames:
       return "max frames";
+    case CfiStop::kNoTable:
+      return "table not loaded";
   }
   return "?";
 }
@@ -37,7 +39,16 @@ const CfiModule* CfiWalker::module_of(uint64_t pc) const {
     return nullptr;
   }
   --it;
-  return pc < it->end && it->table != nullptr ? &*it : nullptr;
+  return pc < it->end ? &*it : nullptr;
+}
+
+void CfiWalker::place(uint32_t id, uint64_t bias, const CfiTable* table) {
+  for (CfiModule& m : modules_) {
+    if (m.id == id) {
+      m.bias = bias;
+      m.table = table;
+    }
+  }
 }
 
 CfiWalkResult CfiWalker::walk(CfiRegs regs, const StackCopy& stack, uint64_t* pcs,
@@ -61,6 +72,11 @@ CfiWalkResult CfiWalker::walk(CfiRegs regs, const StackCopy& stack, uint64_t* pc
         out.stop = CfiStop::kNoModule;
         return out;
       }
+    }
+    if (mod->table == nullptr) {
+      out.stop = CfiStop::kNoTable;
+      out.module = mod->id;
+      return out;
     }
     const CfiRow* row = mod->table->find(lookup - mod->bias);
     if (row == nullptr) {

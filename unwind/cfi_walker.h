@@ -23,7 +23,11 @@ struct CfiModule {
   uint64_t start = 0;
   uint64_t end = 0;
   uint64_t bias = 0;
-  const CfiTable* table = nullptr;  // not owned; may be empty
+  // Not owned; may be empty. nullptr: not loaded yet, the walk stops with kNoTable so
+  // that the caller loads it (set_table) and walks again: tables of modules no stack
+  // passes through are never compiled.
+  const CfiTable* table = nullptr;
+  uint32_t id = 0;  // the caller's name for the module, reported with kNoTable
 };
 
 struct CfiRegs {
@@ -55,7 +59,9 @@ enum class CfiStop : uint8_t {
   kReadFailed,      // the return address or rbp is outside the stack copy
   kBadFrame,        // the caller's rsp is not above the callee's: corrupt or unusual
   kMaxFrames,       // the output is full
+  kNoTable,         // the pc's module has no table loaded yet (CfiWalkResult::module)
 };
+inline constexpr size_t kCfiStopCount = 8;
 
 const char* to_string(CfiStop s);
 
@@ -65,6 +71,7 @@ struct CfiWalkResult {
   // The registers of the last frame written, the one the walk could not unwind: where
   // libdwfl would continue (its other callee-saved registers are not known).
   CfiRegs at;
+  uint32_t module = 0;  // CfiModule::id, when kNoTable
 };
 
 class CfiWalker {
@@ -75,6 +82,8 @@ class CfiWalker {
   CfiWalkResult walk(CfiRegs regs, const StackCopy& stack, uint64_t* pcs, size_t max) const;
 
   const CfiModule* module_of(uint64_t pc) const;
+  // Gives module `id` its load bias and table (not owned).
+  void place(uint32_t id, uint64_t bias, const CfiTable* table);
 
  private:
   std::vector<CfiModule> modules_;

@@ -1,20 +1,26 @@
 // SPDX-License-Identifier: MIT
-// CfiWalker: on hand-made tables and stacks (every way a walk stops), and on this test's
-// own stack captured at a known depth, where it must return exactly DwflUnwinder's pcs.
+// CfiWalker: on hand-made tables and stacks (every way a walk stops), and on a live stack
+// captured at a known depth, where it must return exactly DwflUnwinder's pcs.
 #include "unwind/cfi_walker.h"
 
 #include <dwarf.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "unwind/cfi_modules.h"
 #include "unwind/dwfl_unwinder.h"
+#include "unwind/table_unwinder.h"
 #include "unwind/target_dwfl.h"
 
 namespace profctl {
@@ -137,44 +143,39 @@ TEST(CfiWalker, StopsWhereTheTableCannotGoOn) {
   EXPECT_EQ(r.frames, 1u);
 }
 
-// This process's own stack, 20 frames of recursion deep, both ways.
-std::vector<Snapshot> g_snaps;
+// A live stack 20 frames of recursion deep, in a child: it captures its own registers and
+// stack (getcontext and a copy, what a Snapshot holds), sends them, and waits to be killed.
+// A child, not this process: libelf maps the files each libdwfl session opens, and a later
+// session of this process would take those mappings for modules.
+int g_out_fd = -1;
 
 __attribute__((noinline)) void capture_here() {
   ucontext_t uc;
   getcontext(&uc);
-  Snapshot s;
-  s.pid = getpid();
-  s.tid = gettid();
   const auto* g = uc.uc_mcontext.gregs;
-  s.regs.rip = uint64_t(g[REG_RIP]);
-  s.regs.rsp = uint64_t(g[REG_RSP]);
-  s.regs.rbp = uint64_t(g[REG_RBP]);
-  s.regs.rbx = uint64_t(g[REG_RBX]);
-  s.regs.r12 = uint64_t(g[REG_R12]);
-  s.regs.r13 = uint64_t(g[REG_R13]);
-  s.regs.r14 = uint64_t(g[REG_R14]);
-  s.regs.r15 = uint64_t(g[REG_R15]);
-  s.stack_base = s.regs.rsp;
-  s.stack_size = 256 * 1024;
+  uint64_t hdr[4] = {uint64_t(g[REG_RIP]), uint64_t(g[REG_RSP]), uint64_t(g[REG_RBP]), 0};
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);) {
     uint64_t lo = std::stoull(line, nullptr, 16);
     uint64_t hi = std::stoull(line.substr(line.find('-') + 1), nullptr, 16);
-    if (s.stack_base >= lo && s.stack_base < hi) {
-      s.stack_size = std::min<uint64_t>(s.stack_size, hi - s.stack_base);
-      s.stack_end = hi;
+    if (hdr[1] >= lo && hdr[1] < hi) {
+      hdr[3] = hi;
     }
   }
-  s.stack_bytes = std::make_unique<std::byte[]>(s.stack_size);
-  std::memcpy(s.stack_bytes.get(), reinterpret_cast<const void*>(s.stack_base), s.stack_size);
-  g_snaps.push_back(std::move(s));
+  const uint64_t size = std::min<uint64_t>(hdr[3] - hdr[1], 256 * 1024);
+  std::vector<char> copy(size);
+  std::memcpy(copy.data(), reinterpret_cast<const void*>(hdr[1]), size);
+  if (write(g_out_fd, hdr, sizeof hdr) != sizeof hdr ||
+      write(g_out_fd, copy.data(), size) != ssize_t(size)) {
+    _exit(1);
+  }
 }
 
 __attribute__((noinline)) int recurse(int n) {
   volatile int pad[8] = {n};
   if (n == 0) {
     capture_here();
+    pause();
     return pad[0];
   }
   int r = recurse(n - 1) + pad[0];
@@ -182,26 +183,138 @@ __attribute__((noinline)) int recurse(int n) {
   return r;
 }
 
-TEST(CfiWalker, OwnStackMatchesLibdwfl) {
-  g_snaps.clear();
-  recurse(20);
-  ASSERT_EQ(g_snaps.size(), 1u);
-  const Snapshot& s = g_snaps[0];
-  auto dwfl = TargetDwfl::for_process(getpid(), {});
-  ASSERT_TRUE(dwfl.ok()) << dwfl.error().message();
+// The child, killed and reaped on every path.
+class StackChild {
+ public:
+  StackChild() {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+      return;
+    }
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(fds[0]);
+      g_out_fd = fds[1];
+      recurse(20);
+      _exit(0);
+    }
+    close(fds[1]);
+    in_ = fds[0];
+  }
+  ~StackChild() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (in_ >= 0) {
+      close(in_);
+    }
+  }
+  StackChild(const StackChild&) = delete;
+  StackChild& operator=(const StackChild&) = delete;
+
+  bool read_snapshot(Snapshot& s) {
+    uint64_t hdr[4];
+    if (pid_ <= 0 || !read_all(hdr, sizeof hdr) || hdr[3] <= hdr[1]) {
+      return false;
+    }
+    s.pid = s.tid = pid_;
+    s.regs.rip = hdr[0];
+    s.regs.rsp = hdr[1];
+    s.regs.rbp = hdr[2];
+    s.stack_base = hdr[1];
+    s.stack_end = hdr[3];
+    s.stack_size = std::min<uint64_t>(hdr[3] - hdr[1], 256 * 1024);
+    s.stack_bytes = std::make_unique<std::byte[]>(s.stack_size);
+    return read_all(s.stack_bytes.get(), s.stack_size);
+  }
+
+ private:
+  bool read_all(void* p, size_t n) {
+    auto* b = static_cast<char*>(p);
+    while (n > 0) {
+      ssize_t r = read(in_, b, n);
+      if (r <= 0) {
+        return false;
+      }
+      b += r;
+      n -= size_t(r);
+    }
+    return true;
+  }
+  pid_t pid_ = -1;
+  int in_ = -1;
+};
+
+TEST(CfiWalker, LiveStackMatchesLibdwfl) {
+  StackChild child;
+  Snapshot s;
+  ASSERT_TRUE(child.read_snapshot(s));
+  auto dwfl = TargetDwfl::for_process(s.pid, {});
+  auto dwfl2 = TargetDwfl::for_process(s.pid, {});
+  ASSERT_TRUE(dwfl.ok() && dwfl2.ok());
   CfiModules mods = CfiModules::load((*dwfl)->get(), CfiCache());
-  EXPECT_GT(mods.stats().compiled, 2u);
   DwflUnwinder du(**dwfl);
   UnwindResult want = du.unwind(s);
   ASSERT_GT(want.frames.size(), 22u);
+  EXPECT_FALSE(want.truncated) << want.reason;
   uint64_t pcs[512];
-  auto got = mods.walker().walk({s.regs.rip, s.regs.rsp, s.regs.rbp},
-                                {s.stack_base, s.stack_size, s.stack_bytes.get()}, pcs, 512);
-  // gtest's main thread ends in _start: the whole walk through the tables.
+  auto walk = [&] {
+    return mods.walker().walk({s.regs.rip, s.regs.rsp, s.regs.rbp},
+                              {s.stack_base, s.stack_size, s.stack_bytes.get()}, pcs, 512);
+  };
+  auto got = walk();
+  int loads = 0;
+  for (; got.stop == CfiStop::kNoTable && loads < 100; ++loads) {
+    mods.resolve(got.module);
+    got = walk();
+  }
+  // This binary and libc (__libc_start_call_main): loaded on demand, the others never.
+  EXPECT_GE(loads, 2);
+  EXPECT_EQ(mods.stats().compiled + mods.stats().shared, uint64_t(loads));
+  EXPECT_LT(uint64_t(loads), mods.stats().modules);
+  // The child's stack ends in _start: the whole walk through the tables.
   EXPECT_EQ(got.stop, CfiStop::kOutermost) << to_string(got.stop) << " at frame " << got.frames;
   ASSERT_EQ(got.frames, want.frames.size());
   for (size_t i = 0; i < got.frames; ++i) {
     EXPECT_EQ(pcs[i], want.frames[i].pc) << "frame " << i;
+  }
+
+  // TableUnwinder gives the same frames, without libdwfl.
+  TableUnwinder tu(**dwfl2, CfiCache());
+  UnwindResult viat = tu.unwind(s);
+  EXPECT_EQ(tu.counts().tables, 1u);
+  EXPECT_EQ(tu.counts().libdwfl, 0u);
+  ASSERT_EQ(viat.frames.size(), want.frames.size());
+  for (size_t i = 0; i < viat.frames.size(); ++i) {
+    EXPECT_EQ(viat.frames[i].pc, want.frames[i].pc) << "frame " << i;
+    EXPECT_EQ(viat.frames[i].activation, want.frames[i].activation) << "frame " << i;
+  }
+  EXPECT_FALSE(viat.truncated);
+}
+
+// A stack the tables cannot finish (the copy ends mid-stack) is libdwfl's, reason and all.
+TEST(CfiWalker, TableUnwinderFallsBackToLibdwfl) {
+  StackChild child;
+  Snapshot s;
+  ASSERT_TRUE(child.read_snapshot(s));
+  s.stack_size = 200;  // a few frames only
+  s.stack_cut = true;
+  s.stack_cut_reason = "--stack-bytes 200";
+  auto d1 = TargetDwfl::for_process(s.pid, {});
+  auto d2 = TargetDwfl::for_process(s.pid, {});
+  ASSERT_TRUE(d1.ok() && d2.ok());
+  DwflUnwinder du(**d1);
+  TableUnwinder tu(**d2, CfiCache());
+  UnwindResult want = du.unwind(s);
+  UnwindResult got = tu.unwind(s);
+  EXPECT_EQ(tu.counts().libdwfl, 1u);
+  EXPECT_EQ(tu.counts().stops[size_t(CfiStop::kReadFailed)], 1u);
+  EXPECT_TRUE(got.truncated);
+  EXPECT_EQ(got.reason, want.reason);
+  ASSERT_EQ(got.frames.size(), want.frames.size());
+  for (size_t i = 0; i < got.frames.size(); ++i) {
+    EXPECT_EQ(got.frames[i].pc, want.frames[i].pc);
   }
 }
 
