@@ -7,6 +7,8 @@
 // Both unwinders must return the same pcs for every stack, or the bench fails.
 //
 //   cfi_unwind_bench [seconds-per-side=2] [depth=26]
+#include <fcntl.h>
+#include <gelf.h>
 #include <sys/user.h>
 #include <time.h>
 #include <ucontext.h>
@@ -16,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -122,6 +125,38 @@ double cpu_now() {
   return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
 
+// One library: its table compiled from DWARF, and read back from a disk cache (a run after
+// the first), CPU milliseconds each.
+void compile_vs_cache(const char* path) {
+  elf_version(EV_CURRENT);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  Elf* elf = fd >= 0 ? elf_begin(fd, ELF_C_READ_MMAP, nullptr) : nullptr;
+  if (elf == nullptr) {
+    return;
+  }
+  char dir[] = "/tmp/cfi_unwind_bench.XXXXXX";
+  if (mkdtemp(dir) == nullptr) {
+    return;
+  }
+  profctl::CfiCache cache(std::string(dir) + "/cfi", profctl::CfiCache::kDefaultMaxBytes);
+  const std::string id = "0123456789abcdef0123456789abcdef01234567";
+  double t0 = cpu_now();
+  auto t = profctl::CfiTable::compile(elf);
+  const double compile_ms = (cpu_now() - t0) * 1e3;
+  if (t) {
+    cache.store(id, *t);
+    t0 = cpu_now();
+    auto back = cache.load(id);
+    const double load_ms = (cpu_now() - t0) * 1e3;
+    std::printf("%s: %zu rows (%zu KiB), compile %.1f ms, from the cache %.2f ms%s\n", path,
+                t->rows().size(), t->rows().size_bytes() / 1024, compile_ms, load_ms,
+                back ? "" : " (load FAILED)");
+  }
+  std::filesystem::remove_all(dir);
+  elf_end(elf);
+  close(fd);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,6 +232,8 @@ int main(int argc, char** argv) {
 
   std::printf("stacks %zu, frames/stack %.1f, modules %" PRIu64 ", table compile %.1f ms\n",
               g_stacks.size(), frames_per_stack, mods.stats().modules, compile_s * 1e3);
+  compile_vs_cache("/lib/x86_64-linux-gnu/libc.so.6");
+  compile_vs_cache("/lib/x86_64-linux-gnu/libstdc++.so.6");
   std::printf("tables:  %12.0f stacks/s  %8.1f ns/stack\n", cfi_rate, 1e9 / cfi_rate);
   std::printf("libdwfl: %12.0f stacks/s  %8.1f ns/stack\n", dwfl_rate, 1e9 / dwfl_rate);
   std::printf("speedup: %.1fx   (check %" PRIu64 ")\n", cfi_rate / dwfl_rate, check & 1);
