@@ -13,15 +13,31 @@ namespace {
 // Deeper stacks than this go to libdwfl, whose bound (65536 frames) says how they end.
 constexpr size_t kMaxTableFrames = 4096;
 
-bool tables_enabled() {
+const char* tables_setting() {
   const char* v = std::getenv("PROFCTL_UNWIND_TABLES");
-  return v == nullptr || std::strcmp(v, "0") != 0;
+  return v != nullptr ? v : "";
+}
+
+bool same_pcs(const UnwindResult& a, const UnwindResult& b) {
+  if (a.frames.size() != b.frames.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.frames.size(); ++i) {
+    if (a.frames[i].pc != b.frames[i].pc) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace
 
 TableUnwinder::TableUnwinder(TargetDwfl& dwfl, CfiCache cache)
-    : dwfl_(dwfl), fallback_(dwfl), cache_(std::move(cache)), enabled_(tables_enabled()) {}
+    : dwfl_(dwfl),
+      fallback_(dwfl),
+      cache_(std::move(cache)),
+      enabled_(std::strcmp(tables_setting(), "0") != 0),
+      check_(std::strcmp(tables_setting(), "check") == 0) {}
 
 TableUnwinder::TableUnwinder(TargetDwfl& dwfl)
     : TableUnwinder(dwfl, CfiCache::from_environment()) {}
@@ -52,6 +68,10 @@ TableUnwinder::~TableUnwinder() {
   logger("unwind")->debug("unwound {} stacks through CFI tables, {} by libdwfl{}{}{}",
                           counts_.tables, counts_.libdwfl, why.empty() ? "" : " (", why,
                           why.empty() ? "" : ")");
+  if (check_) {
+    logger("unwind")->info("CFI tables checked against libdwfl: {} stacks, {} differ",
+                           counts_.checked, counts_.mismatched);
+  }
 }
 
 std::optional<UnwindResult> TableUnwinder::walk_tables(const Snapshot& snap) {
@@ -95,6 +115,15 @@ UnwindResult TableUnwinder::unwind(const Snapshot& snap) {
   if (enabled_) {
     if (auto r = walk_tables(snap)) {
       ++counts_.tables;
+      if (check_) {
+        UnwindResult d = fallback_.unwind(snap);
+        ++counts_.checked;
+        if (!same_pcs(*r, d)) {
+          ++counts_.mismatched;
+          logger("unwind")->warn("tid {}: CFI tables give {} frames, libdwfl {} (first pc {:#x})",
+                                 snap.tid, r->frames.size(), d.frames.size(), snap.regs.rip);
+        }
+      }
       return std::move(*r);
     }
   }

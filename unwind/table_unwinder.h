@@ -9,6 +9,9 @@
 //
 // PROFCTL_UNWIND_TABLES=0 in the environment turns the tables off (libdwfl only): for
 // comparing the two and as a way out should the tables ever be wrong.
+// PROFCTL_UNWIND_TABLES=check unwinds every stack the tables finish with libdwfl too, and
+// counts (and logs at warning level) each one where the pcs differ: how a capture of any
+// program is checked against libdwfl.
 #pragma once
 
 #include <array>
@@ -29,6 +32,8 @@ class TableUnwinder : public Unwinder {
     uint64_t tables = 0;   // snapshots unwound by the tables alone
     uint64_t libdwfl = 0;  // snapshots libdwfl unwound (the tables stopped, or are off)
     std::array<uint64_t, kCfiStopCount> stops{};  // why the tables stopped, by CfiStop
+    uint64_t checked = 0;     // PROFCTL_UNWIND_TABLES=check: table walks redone by libdwfl
+    uint64_t mismatched = 0;  // of which libdwfl gave other pcs
   };
 
   // `dwfl` must outlive the unwinder. The tables are read from `cache` (or compiled and
@@ -51,6 +56,7 @@ class TableUnwinder : public Unwinder {
   DwflUnwinder fallback_;
   CfiCache cache_;
   bool enabled_ = true;
+  bool check_ = false;
   std::optional<CfiModules> modules_;
   uint64_t generation_ = 0;
   std::vector<uint64_t> pcs_;
