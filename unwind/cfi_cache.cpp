@@ -109,7 +109,7 @@ std::optional<CfiTable> CfiCache::load(std::string_view build_id) const {
     }
     got += size_t(n);
   }
-  Header h;
+  Header h{};
   std::memcpy(&h, buf.data(), sizeof h);
   const size_t body = buf.size() - 8;
   uint64_t sum = 0;

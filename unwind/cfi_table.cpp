@@ -34,12 +34,12 @@ struct Cie {
 // The augmentation string and data of a CIE: which encoding the FDEs' addresses use,
 // whether its FDEs are signal frames. Only the letters GCC, LLVM and the kernel's vDSO
 // write are understood; any other makes the CIE unusable (its FDEs' layout is unknown).
-bool parse_augmentation(const Dwarf_CIE& c, bool eh_frame, CfiCieInfo& out) {
+bool parse_augmentation(const Dwarf_CIE& c, CfiCieInfo& out) {
   std::string_view aug = c.augmentation != nullptr ? c.augmentation : "";
   if (aug.size() > 16) {
     return false;
   }
-  out.fde_encoding = eh_frame ? DW_EH_PE_absptr : DW_EH_PE_absptr;
+  out.fde_encoding = DW_EH_PE_absptr;  // without 'R': .debug_frame's, and old .eh_frame's
   if (aug.empty()) {
     return true;
   }
@@ -75,7 +75,7 @@ bool parse_augmentation(const Dwarf_CIE& c, bool eh_frame, CfiCieInfo& out) {
   return r.ok();
 }
 
-Cie parse_cie(const Dwarf_CIE& c, bool eh_frame, std::span<const uint8_t> section) {
+Cie parse_cie(const Dwarf_CIE& c, std::span<const uint8_t> section) {
   Cie out;
   const uint8_t* lo = section.data();
   const uint8_t* hi = section.data() + section.size();
@@ -93,7 +93,7 @@ Cie parse_cie(const Dwarf_CIE& c, bool eh_frame, std::span<const uint8_t> sectio
   out.info.initial = {c.initial_instructions,
                       size_t(c.initial_instructions_end - c.initial_instructions)};
   out.info.has_z = c.augmentation != nullptr && c.augmentation[0] == 'z';
-  out.usable = out.info.code_align != 0 && parse_augmentation(c, eh_frame, out.info);
+  out.usable = out.info.code_align != 0 && parse_augmentation(c, out.info);
   return out;
 }
 
@@ -184,8 +184,7 @@ std::optional<FdeRows> compile_fde(const Dwarf_FDE& f, const Cie& cie,
   return out;
 }
 
-// Every FDE of one section, compiled. `eh` holds the .eh_frame FDEs already compiled when
-// this is .debug_frame: those ranges keep .eh_frame's rows (libdwfl prefers it too).
+// Every FDE of one section, compiled and appended to `out`; bad entries counted in `st`.
 void compile_entries(std::span<const uint8_t> bytes, uint64_t section_vaddr, bool eh_frame,
                      CfiStats& st, std::vector<FdeRows>& out) {
   if (bytes.empty()) {
@@ -209,7 +208,7 @@ void compile_entries(std::span<const uint8_t> bytes, uint64_t section_vaddr, boo
       break;
     }
     if (rc == 0 && dwarf_cfi_cie_p(&e)) {
-      Cie c = parse_cie(e.cie, eh_frame, bytes);
+      Cie c = parse_cie(e.cie, bytes);
       ++st.cies;
       st.malformed_cies += c.usable ? 0 : 1;
       cies.emplace(off, c);
@@ -468,6 +467,7 @@ Result<CfiTable> CfiTable::compile(Elf* elf, CfiStats* stats) {
   std::span<const uint8_t> debug_frame = section_bytes(elf, ".debug_frame", &vaddr);
   if (!debug_frame.empty()) {
     std::vector<std::pair<uint64_t, uint64_t>> covered;
+    covered.reserve(fdes.size());
     for (const FdeRows& f : fdes) {
       covered.emplace_back(f.start, f.end);
     }
