@@ -3,7 +3,7 @@
 
 #include "capture/assembly.h"
 #include "capture/stage_notes.h"
-#include "unwind/dwfl_unwinder.h"
+#include "unwind/table_unwinder.h"
 
 namespace profctl {
 namespace {
@@ -34,7 +34,7 @@ void add_last_world(Assembly& a) {
   if (!run.world) {
     return;
   }
-  DwflUnwinder unwinder(*run.dwfl);
+  TableUnwinder unwinder(*run.dwfl);
   WaitedFn waited;
   if (ProbeCapture* pcp = run.probes.get()) {
     waited = [pcp, world_ns = run.world_ns](const Snapshot& s) -> std::optional<uint64_t> {

@@ -8,7 +8,7 @@
 #include "base/log.h"
 #include "base/user_error.h"
 #include "capture/hottest_function.h"
-#include "unwind/dwfl_unwinder.h"
+#include "unwind/table_unwinder.h"
 
 namespace profctl {
 namespace {
@@ -128,7 +128,7 @@ class Pipeline {
     popts.allow_breakpoints = req_.launch;  // a launched program dies with profctl anyway
     auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
       std::shared_ptr<TargetDwfl> dp = modules_of(*tp_, req_.dwfl);
-      return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<DwflUnwinder>(*dp); };
+      return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<TableUnwinder>(*dp); };
     };
     ProbeCapture::UnwinderFactory heap_unwinder = popts.heap ? unwinder_on() : nullptr;
     ProbeCapture::UnwinderFactory wait_unwinder =

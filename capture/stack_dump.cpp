@@ -5,7 +5,7 @@
 
 #include "base/log.h"
 #include "base/user_error.h"
-#include "unwind/dwfl_unwinder.h"
+#include "unwind/table_unwinder.h"
 
 namespace profctl {
 namespace {
@@ -58,7 +58,7 @@ Capture dump_stacks(std::unique_ptr<TracedProcess> tp, const StackDumpRequest& r
   const auto t_sym = std::chrono::steady_clock::now();
   Capture capture = new_capture(r.header, **dwfl);
   {
-    DwflUnwinder unwinder(**dwfl);
+    TableUnwinder unwinder(**dwfl);
     Symbolizer symbolizer(**dwfl, r.symbolize);
     add_world(capture, *world, unwinder, symbolizer, r.group);
   }

@@ -80,9 +80,9 @@ TargetDwfl& SpaceUnwinder::dwfl_of(uint32_t space) {
 
 UnwindResult SpaceUnwinder::unwind(const Snapshot& snap) {
   TargetDwfl* d = &dwfl_of(snap.space);
-  std::unique_ptr<DwflUnwinder>& u = unwinders_[d];
+  std::unique_ptr<TableUnwinder>& u = unwinders_[d];
   if (!u) {
-    u = std::make_unique<DwflUnwinder>(*d);
+    u = std::make_unique<TableUnwinder>(*d);
   }
   return u->unwind(snap);
 }

@@ -22,7 +22,7 @@
 #include <optional>
 #include <string>
 
-#include "unwind/dwfl_unwinder.h"
+#include "unwind/table_unwinder.h"
 #include "unwind/target_dwfl.h"
 #include "unwind/unwinder.h"
 
@@ -70,7 +70,7 @@ class SpaceUnwinder : public Unwinder {
   TargetDwfl& fallback_;
   SpaceModules& spaces_;
   std::map<uint32_t, std::unique_ptr<TargetDwfl>> loaded_;  // null: could not be loaded
-  std::map<TargetDwfl*, std::unique_ptr<DwflUnwinder>> unwinders_;
+  std::map<TargetDwfl*, std::unique_ptr<TableUnwinder>> unwinders_;
 };
 
 }  // namespace profctl
