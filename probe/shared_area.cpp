@@ -16,6 +16,9 @@ namespace profctl::probe {
 namespace {
 
 constexpr uint64_t kPage = 4096;
+// Lock-filter counters (probe_ctl.lock_filter_*): far more than the locks with a recorded
+// waiter at once, so a release rarely shares a counter with another lock's waiter.
+constexpr uint64_t kLockFilterCapacity = 4096;
 
 uint64_t page_up(uint64_t v) { return (v + kPage - 1) / kPage * kPage; }
 
@@ -55,7 +58,9 @@ Result<SharedArea> SharedArea::create_on(const SharedAreaOptions& o, Fd fd) {
   l.ptrs_offset = page_up(l.threads_offset + l.threads_capacity * sizeof(probe_thread_slot));
   l.filter_offset = page_up(l.ptrs_offset + l.ptrs_capacity * sizeof(uint64_t));
   l.filter_capacity = std::max<uint64_t>(l.ptrs_capacity / 64, 1024);  // 2^22 pointers: 256 KiB
-  l.ring_offset = page_up(l.filter_offset + l.filter_capacity * sizeof(uint32_t));
+  l.lock_filter_offset = page_up(l.filter_offset + l.filter_capacity * sizeof(uint32_t));
+  l.lock_filter_capacity = kLockFilterCapacity;
+  l.ring_offset = page_up(l.lock_filter_offset + l.lock_filter_capacity * sizeof(uint32_t));
   l.size = l.ring_offset + l.ring_size;
   l.max_probe = o.max_probe;
   l.stack_bytes = o.stack_bytes & ~7U;
@@ -99,6 +104,8 @@ Result<SharedArea> SharedArea::create_on(const SharedAreaOptions& o, Fd fd) {
   c->ptrs_capacity = l.ptrs_capacity;
   c->filter_offset = l.filter_offset;
   c->filter_capacity = l.filter_capacity;
+  c->lock_filter_offset = l.lock_filter_offset;
+  c->lock_filter_capacity = l.lock_filter_capacity;
   c->ring_offset = l.ring_offset;
   c->ring_size = l.ring_size;
   c->max_probe = l.max_probe;
@@ -219,7 +226,19 @@ void SharedArea::forget_thread(uint64_t tp, pid_t tid) {
   }
   at(s->stack_hi).store(0, std::memory_order_release);
   // An exited thread's wait is over (a cancellation unwinds past it without returning).
+  uncount_wait(*s);
   at(s->wait_active).store(0, std::memory_order_release);
+}
+
+// The slot's word is the target's: it selects a counter only within profctl's own filter.
+void SharedArea::uncount_wait(probe_thread_slot& s) const {
+  const uint64_t counted = at(s.wait_counted).exchange(0, std::memory_order_acq_rel);
+  if (counted == 0 || layout_.lock_filter_capacity == 0) {
+    return;
+  }
+  auto* filter = reinterpret_cast<uint32_t*>(data() + layout_.lock_filter_offset);
+  at(filter[(counted - 1) & (layout_.lock_filter_capacity - 1)])
+      .fetch_sub(1, std::memory_order_acq_rel);
 }
 
 namespace {
@@ -262,6 +281,7 @@ std::optional<ActiveWait> SharedArea::wait_of(uint64_t tp) const {
 
 void SharedArea::clear_wait(uint64_t tp) {
   if (probe_thread_slot* s = find_slot(tp, false)) {
+    uncount_wait(*s);
     at(s->wait_active).store(0, std::memory_order_release);
   }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // SharedArea: profctl's side of the memfd shared with the target (probe/abi/probe_abi.h):
-// the control block, the thread slot table, the sampled-pointer table and the ring.
+// the control block, the thread slot table, the sampled-pointer table and its filter, the
+// lock filter and the ring.
 // The target creates the memfd; profctl takes it without a path (probe/target_memfd.h),
 // proves it is that memfd, sizes, seals and maps it here; the target maps the same memfd
 // (MAP_SHARED, PROT_READ|PROT_WRITE).
@@ -148,6 +149,8 @@ class SharedArea {
     uint64_t ptrs_capacity = 0;
     uint64_t filter_offset = 0;
     uint64_t filter_capacity = 0;
+    uint64_t lock_filter_offset = 0;
+    uint64_t lock_filter_capacity = 0;
     uint64_t ring_offset = 0;
     uint64_t ring_size = 0;
     uint64_t size = 0;
@@ -159,6 +162,8 @@ class SharedArea {
       : fd_(std::move(fd)), base_(base), size_(layout.size), layout_(layout), owner_pid_(owner) {}
   probe_thread_slot* slots() const;
   probe_thread_slot* find_slot(uint64_t thread_pointer, bool claim) const;
+  // Lowers the lock-filter counter a slot's wait raised, if the blob has not yet.
+  void uncount_wait(probe_thread_slot& s) const;
 
   Fd fd_;
   void* base_ = nullptr;

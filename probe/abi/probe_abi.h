@@ -17,7 +17,7 @@
 #define PROFCTL_PROBE_ABI_H
 
 #define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
-#define PROBE_ABI_VERSION 5
+#define PROBE_ABI_VERSION 6
 
 /* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
 #define PROBE_KIND_NONE 0
@@ -42,7 +42,9 @@
 #define PROBE_KIND_MUTEX 17
 /* The release of a contended lock (__lll_lock_wake*: only called when a waiter sleeps, so
  * uncontended unlocks never reach it): the holder side of the mutex profile. Timed like a
- * wait; the record carries PROBE_REC_WAKE and args[0] = the lock. */
+ * wait; the record carries PROBE_REC_WAKE and args[0] = the lock. Recorded only while a
+ * lock wait chosen for the mutex profile waits on a lock of the same lock-filter counter
+ * (probe_ctl.lock_filter_*, ABI v6): the releases that can end a recorded wait. */
 #define PROBE_KIND_MUTEX_WAKE 18
 /* An entry of an unwinder: glibc's __pthread_unwind (every pthread_cancel and pthread_exit
  * goes through it), libgcc's _Unwind_RaiseException and _Unwind_ForcedUnwind (a throw, a
@@ -81,8 +83,11 @@
 #define PROBE_REC_STACK_FAILED 0x10u /* process_vm_readv failed: no stack bytes */
 #define PROBE_REC_STACK_CUT 0x20u    /* the copy stopped at ctl.stack_bytes, not at the end */
 #define PROBE_REC_PTR_NOT_TRACKED 0x40u /* pointer table full: this pointer's free is not seen */
-#define PROBE_REC_WAIT_MUTEX 0x80u      /* a wait chosen for the mutex profile (1/fraction) */
-#define PROBE_REC_WAIT_BLOCK 0x100u     /* a wait chosen for the block profile (block rate) */
+/* The blob's sampling decisions, each made once, in the target: profctl weighs what they
+ * chose (fraction; rate/delay) and never samples again. MUTEX: 1 in fraction, drawn at the
+ * wait's entry. BLOCK: delay >= rate, else with p = delay/rate, drawn at its end. */
+#define PROBE_REC_WAIT_MUTEX 0x80u      /* a wait chosen for the mutex profile */
+#define PROBE_REC_WAIT_BLOCK 0x100u     /* a wait chosen for the block profile */
 #define PROBE_REC_WAKE 0x200u           /* a contended lock's release (PROBE_KIND_MUTEX_WAKE) */
 
 /* ---- blob header layout --------------------------------------------------------------- */
@@ -181,7 +186,11 @@ struct probe_thread_slot {
   uint64_t wait_rng;    /* xorshift64* state of the wait sampling; 0 = not seeded */
   uint64_t wait_hijack; /* the word written there: the hijacking code area's
                            probe_wait_return (each code area has its own) */
-  uint64_t reserved2[1];
+  /* 1 + the index of the lock-filter counter this wait raised (a lock wait chosen for the
+   * mutex profile); 0 = none. Whoever ends the wait (the blob at its return or at an
+   * unwind, profctl at thread exit) takes it with an atomic exchange and lowers that
+   * counter, so it is lowered once (ABI v6). */
+  uint64_t wait_counted;
 };
 
 /* Counters: bumped with atomic adds by the target, read by profctl. */
@@ -233,7 +242,13 @@ struct probe_ctl {
    * same counter, so the common free costs an L1 hit instead of a miss in the big table. */
   uint64_t filter_offset;
   uint64_t filter_capacity; /* power of two; uint32_t counters */
-  uint64_t reserved0[16];
+  /* Lock filter (ABI v6): u32 counters indexed by a hash of a lock's address, each the
+   * number of lock waits chosen for the mutex profile that wait now on the locks hashing
+   * there. A contended release (PROBE_KIND_MUTEX_WAKE) whose counter is 0 cannot end a
+   * recorded wait and is not recorded, so the holder side costs what the fraction keeps. */
+  uint64_t lock_filter_offset;
+  uint64_t lock_filter_capacity; /* power of two; uint32_t counters; 0 = record every release */
+  uint64_t reserved0[14];
   /* offset 256 */
   uint64_t ring_head; /* bytes ever reserved (writers, CAS) */
   uint64_t pad_head[7];

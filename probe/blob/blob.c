@@ -610,6 +610,46 @@ extern char probe_wait_return[] HIDDEN;
 extern char probe_stubs[] HIDDEN;
 uint64_t probe_wait_exit(uint64_t* frame) HIDDEN;
 
+/* ---- lock filter: which releases can end a recorded wait ------------------------------
+ *
+ * A lock wait chosen for the mutex profile raises the counter of its lock's hash for as
+ * long as it waits; a contended release (__lll_lock_wake) is recorded only when its lock's
+ * counter is not 0. The holder side needs, per recorded wait, the last release of its lock
+ * before the wait ended; that release hands the lock on while the waiter waits (the waiter
+ * raised the counter before its futex exchange, which the releaser's exchange reads), so
+ * every release it can need is recorded, and at fraction N about 1/N of the releases cost
+ * a record instead of all of them. A hash collision only records a release too many. */
+
+static inline uint32_t* lock_counter(struct probe_ctl* c, uint64_t lock) {
+  uint64_t cap = LOAD(&c->lock_filter_capacity);
+  return (uint32_t*)((char*)c + c->lock_filter_offset) + (mix(lock) & (cap - 1));
+}
+
+/* True when a release of `lock` may end a recorded wait (no filter: every release). */
+static inline int lock_has_recorded_waiter(struct probe_ctl* c, uint64_t lock) {
+  return LOAD(&c->lock_filter_capacity) == 0 || LOAD_ACQ(lock_counter(c, lock)) != 0;
+}
+
+static inline void lock_count(struct probe_ctl* c, struct probe_thread_slot* s, uint64_t lock) {
+  uint64_t cap = LOAD(&c->lock_filter_capacity);
+  if (cap == 0) {
+    return;
+  }
+  uint64_t i = mix(lock) & (cap - 1);
+  __atomic_fetch_add((uint32_t*)((char*)c + c->lock_filter_offset) + i, 1, __ATOMIC_ACQ_REL);
+  STORE_REL(&s->wait_counted, i + 1);
+}
+
+/* Lowers the counter the slot's wait raised, once (profctl may race to do it at exit). */
+static inline void lock_uncount(struct probe_ctl* c, struct probe_thread_slot* s) {
+  uint64_t counted = __atomic_exchange_n(&s->wait_counted, 0, __ATOMIC_ACQ_REL);
+  uint64_t cap = LOAD(&c->lock_filter_capacity);
+  if (counted != 0 && cap != 0) {
+    uint32_t* counter = (uint32_t*)((char*)c + c->lock_filter_offset) + ((counted - 1) & (cap - 1));
+    __atomic_fetch_sub(counter, 1, __ATOMIC_ACQ_REL);
+  }
+}
+
 /* ---- unwinds ------------------------------------------------------------------------
  *
  * While a wait is hijacked, its caller's return address is probe_wait_return, for which no
@@ -704,6 +744,7 @@ static void unwind_unhijack(struct probe_ctl* c, struct probe_call* call) {
   /* A forked child shares the slot with its parent's thread, whose stack still holds the
    * hijack: only the owner forgets the wait. */
   if (pid == LOAD(&c->owner_pid)) {
+    lock_uncount(c, s);
     STORE_REL(&s->wait_active, 0);
   }
 }
@@ -716,16 +757,28 @@ static inline uint64_t wait_random(struct probe_thread_slot* s) {
   return rng_next(&s->wait_rng);
 }
 
+/* The sampling decisions, made here in the target so that what is not kept costs no record
+ * (profctl weighs what is kept and never samples again):
+ *  - mutex: 1 in `fraction` lock waits, an unbiased draw from the thread's own PRNG at the
+ *    entry (Go's mutexevent: cheaprandn(fraction) == 0). A wait not chosen, with no block
+ *    profile, is not even hijacked: it costs the slot lookup and one draw.
+ *  - block: Go's blockevent rule (delay >= rate always, else with probability delay/rate)
+ *    needs the delay, so it is drawn at the wait's end (probe_wait_exit), where the record
+ *    is written; with a block rate every wait is hijacked (timed), few are recorded.
+ *  - a release (MUTEX_WAKE): recorded only while a wait chosen for mutex waits on its lock
+ *    (the lock filter), the only releases the holder side can charge. */
 static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t site,
                       uint32_t kind) {
   uint64_t fraction = LOAD(&c->mutex_fraction);
   uint64_t rate = LOAD(&c->block_rate_ticks);
   /* Every kind may be a lock wait: profctl tells rwlock waits (BLOCK) apart by stack. A
-   * release (WAKE) matters to the mutex profile only, and every one is kept: profctl
-   * matches each recorded wait with the release that ended it. */
+   * release (WAKE) matters to the mutex profile only. */
   int wake = kind == PROBE_KIND_MUTEX_WAKE;
   int mutex = fraction != 0;
   if (!mutex && (rate == 0 || wake)) {
+    return 0;
+  }
+  if (wake && !lock_has_recorded_waiter(c, call->rdi)) {
     return 0;
   }
   /* A cancellation point's wait is hijacked only while the cancellation path puts the
@@ -745,6 +798,7 @@ static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t sit
       return 0; /* a wait of an outer frame is still on (a signal handler waits): leave it */
     }
     /* That frame is gone without returning (longjmp, cancellation): forget it. */
+    lock_uncount(c, s);
     STORE_REL(&s->wait_active, 0);
   }
   if (current_pid() != LOAD(&c->owner_pid)) {
@@ -764,6 +818,10 @@ static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t sit
   s->wait_addr = call->rdi;
   s->wait_tsc0 = rdtsc();
   s->wait_hijack = (uint64_t)(uintptr_t)probe_wait_return;
+  if (mutex && kind == PROBE_KIND_MUTEX) {
+    /* Before the original's futex exchange: a release that hands this lock on sees it. */
+    lock_count(c, s, call->rdi);
+  }
   STORE_REL(&s->wait_active, 1);
   /* The stub jumps to the original with rsp at this word: it returns to us. */
   call->ret_addr = (uint64_t)probe_wait_return;
@@ -780,10 +838,12 @@ uint64_t probe_wait_exit(uint64_t* frame) {
   uint64_t ret = s->wait_ret;
   uint32_t site = s->wait_site & 0x7fffffffu;
   int mutex = (s->wait_site & 0x80000000u) != 0;
+  lock_uncount(c, s);
   uint64_t delay = now - s->wait_tsc0;
   uint64_t rate = LOAD(&c->block_rate_ticks);
   uint32_t kind = LOAD(&probe_blob_header.sites[site].kind);
   int wake = kind == PROBE_KIND_MUTEX_WAKE;
+  /* Go's rule, unbiased: a draw uniform in [0, rate) is below delay with p = delay/rate. */
   int block = !wake && rate != 0 && (delay >= rate || wait_random(s) % rate < delay);
   if ((mutex || block) && LOAD(&c->enabled)) {
     struct rec_in in;

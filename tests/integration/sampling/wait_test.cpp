@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cmath>
+#include <regex>
 #include <sstream>
 
 #include "sampling_support.h"
@@ -194,6 +196,60 @@ TEST(Mutex, ContendedLockingIsChargedToTheWaitingFunctionAndItsLock) {
   EXPECT_NE(htext->find("side: holders"), std::string::npos) << *htext;
   EXPECT_TRUE(outputs_valid(dir.path(),
                             {{"mutex", {"contend_mutex"}}, {"mutex_holders", {"contend_mutex"}}}));
+}
+
+// --mutex-fraction is decided in the target, before anything is recorded: at 100, 1 in 100
+// contended waits and only the releases that can end them cost a record (before, every
+// release did: ~1 record per contention), so a 64 KiB ring loses nothing, and the profile's
+// contentions (the records times the fraction, weighed once) estimate the target's own
+// count of contended lock calls.
+TEST(Mutex, AHighFractionRecordsBeforeTheRingAndLosesNothing) {
+  PROFCTL_REQUIRE_PROFCTL();
+  constexpr long long kFraction = 100;
+  Child target({WAIT_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  BgProcess p(attach_argv(target.pid(), {"--profiles", "mutex", "--mutex-fraction",
+                                         std::to_string(kFraction), "--probe-ring-bytes", "64K",
+                                         "--probe-stack-bytes", "1K", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  const std::string reply =
+      target.command("trymutex 4 8000 0", milliseconds(120000)).value_or("(no reply)");
+  ASSERT_EQ(reply.rfind("done trymutex", 0), 0u) << reply;
+  end_with_sigint(p);
+  const std::string err = p.err();
+  const long long contended = field(reply, "contended");
+  ASSERT_GT(contended, 5000) << "the workload did not contend: " << reply;
+
+  EXPECT_EQ(err.find("mutex: partial"), std::string::npos) << err;
+  // What the probes wrote (waits and releases; -v's probe summary): about 1 in 100 waits,
+  // each with the few releases of its lock while it waited, not a release per contention.
+  std::smatch m;
+  const std::regex written("waits ([0-9]+) seen ([0-9]+) recorded");
+  ASSERT_TRUE(std::regex_search(err, m, written)) << err;
+  EXPECT_LT(std::stoll(m[2]) * 10, contended) << m[0] << "; " << reply;
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* mutex = profile_of(*capture, "mutex");
+  ASSERT_NE(mutex, nullptr);
+  EXPECT_EQ(mutex->value("dropped", -1LL), 0) << mutex->value("loss", Json()).dump();
+  EXPECT_EQ(mutex->value("period", 0LL), kFraction);
+  const Totals t = totals_of(*mutex, "contend_counted", true);
+  // Each recorded wait stands for kFraction (a binomial draw: sd = sqrt(C (N - 1))); a try
+  // that failed just before the holder let go took the fast path, so the target's count
+  // may exceed the real one by a little.
+  const double sd = std::sqrt(static_cast<double>(contended) * (kFraction - 1));
+  EXPECT_NEAR(static_cast<double>(t.count), static_cast<double>(contended),
+              4.5 * sd + 0.05 * static_cast<double>(contended))
+      << reply << "\n"
+      << describe_samples(*mutex);
+  EXPECT_EQ(t.count % kFraction, 0) << "weighed more than once, or not by the fraction";
+  // The releases that ended the recorded waits were recorded with them.
+  const Json* holders = profile_of(*capture, "mutex_holders");
+  ASSERT_NE(holders, nullptr) << err;
+  const Totals h = totals_of(*holders, "contend_counted", false, "unlock");
+  EXPECT_GE(h.count, t.count * 9 / 10) << describe_samples(*holders);
+  EXPECT_LE(h.count, t.count) << describe_samples(*holders);
 }
 
 TEST(Mutex, ALockInAHeapObjectIsNamedByTheFunctionThatAllocatedIt) {

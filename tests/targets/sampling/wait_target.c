@@ -12,6 +12,10 @@
 //                    holding it US microseconds (hold_the_lock); "done mutex waited_ns=T
 //                    slow=S" where T sums every pthread_mutex_lock call's duration and S
 //                    counts the calls that took longer than 20 us (surely contended)
+//   trymutex N R US -> like mutex (contend_counted), but each lock first tries the mutex and
+//                    counts the tries that found it taken: those calls take glibc's
+//                    contended path (__lll_lock_wait) unless the holder let go in the
+//                    instant between; "done trymutex contended=C"
 //   rwlock N R US -> N threads (contend_rwlock) each taking g_table_lock for writing R times,
 //                    holding it US microseconds; "done rwlock"
 //   heapmutex N R US -> like mutex, on a mutex make_shared_lock allocated with malloc
@@ -157,6 +161,23 @@ NOINLINE static void* contend_mutex(void* arg) {
   return NULL;
 }
 
+static long long mutex_contended;  // under g_queue_mutex
+
+NOINLINE static void* contend_counted(void* arg) {
+  (void)arg;
+  for (int i = 0; i < mutex_rounds; ++i) {
+    if (pthread_mutex_trylock(&g_queue_mutex) != 0) {
+      pthread_mutex_lock(&g_queue_mutex);
+      mutex_contended++;
+    }
+    hold_the_lock();
+    pthread_mutex_unlock(&g_queue_mutex);
+    sched_yield();
+  }
+  KEEP_FRAME();
+  return NULL;
+}
+
 // ---- a lock in a heap object ------------------------------------------------------------------
 static pthread_mutex_t* heap_lock;
 
@@ -281,6 +302,16 @@ int main(void) {
       for (int i = 0; i < n && i < 64; ++i)
         pthread_join(t[i], NULL);
       snprintf(out, sizeof out, "done mutex waited_ns=%lld slow=%lld", mutex_waited, mutex_slow);
+    } else if (sscanf(line, "trymutex %d %d %d", &n, &k, &ms) == 3) {
+      mutex_rounds = k;
+      hold_us = ms;
+      mutex_contended = 0;
+      pthread_t t[64];
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_create(&t[i], NULL, contend_counted, NULL);
+      for (int i = 0; i < n && i < 64; ++i)
+        pthread_join(t[i], NULL);
+      snprintf(out, sizeof out, "done trymutex contended=%lld", mutex_contended);
     } else if (sscanf(line, "rwlock %d %d %d", &n, &k, &ms) == 3) {
       mutex_rounds = k;
       hold_us = ms;
