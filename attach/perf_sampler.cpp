@@ -101,6 +101,7 @@ struct PerfSampler::Ring {
   size_t map_bytes = 0;
   size_t data_bytes = 0;  // a power of two
   pid_t tid = 0;
+  uint64_t last_count = 0;  // the clock's count at the previous record
   ~Ring() {
     if (base != nullptr) {
       munmap(base, map_bytes);
@@ -139,8 +140,8 @@ Result<void> PerfSampler::add(pid_t tid) {
   attr.type = PERF_TYPE_SOFTWARE;
   attr.config = PERF_COUNT_SW_TASK_CLOCK;
   attr.sample_period = period_ns_;
-  attr.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_REGS_USER |
-                     PERF_SAMPLE_STACK_USER;
+  attr.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_READ |
+                     PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER;
   attr.sample_regs_user = kRegsMask;
   attr.sample_stack_user = stack_bytes_;
   attr.use_clockid = 1;
@@ -202,8 +203,9 @@ void PerfSampler::disable() {
 }
 
 // Record layout for our sample_type (linux/perf_event.h, PERF_RECORD_SAMPLE):
-//   header; u64 ip; u32 pid, tid; u64 time; u64 abi; u64 regs[popcount(mask)] (absent when
-//   abi is NONE); u64 size; char data[size]; u64 dyn_size (absent when size is 0).
+//   header; u64 ip; u32 pid, tid; u64 time; u64 value (READ, read_format 0: the clock's
+//   count); u64 abi; u64 regs[popcount(mask)] (absent when abi is NONE); u64 size;
+//   char data[size]; u64 dyn_size (absent when size is 0).
 size_t PerfSampler::drain_ring(Ring& r, const std::function<void(PerfSample&&)>& fn) {
   perf_event_mmap_page* meta = r.meta();
   const uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
@@ -241,9 +243,16 @@ size_t PerfSampler::drain_ring(Ring& r, const std::function<void(PerfSample&&)>&
       PerfSample s;
       uint32_t pid_tid[2] = {0, 0};
       uint64_t abi = 0;
+      uint64_t count = 0;
       size_t off = 8 + 8;  // header, ip
-      bool ok = field(off, pid_tid, 8) && field(off + 8, &s.time_ns, 8) && field(off + 16, &abi, 8);
-      off += 24;
+      bool ok = field(off, pid_tid, 8) && field(off + 8, &s.time_ns, 8) &&
+                field(off + 16, &count, 8) && field(off + 24, &abi, 8);
+      off += 32;
+      if (ok) {
+        // Counted even when the record is unusable: the next one must not carry its time.
+        s.cpu_ns = count - std::min(count, r.last_count);
+        r.last_count = std::max(count, r.last_count);
+      }
       if (ok && abi == PERF_SAMPLE_REGS_ABI_NONE) {
         ++no_user_regs_;
         ok = false;

@@ -32,6 +32,9 @@ struct PerfSample {
   pid_t pid = 0;
   pid_t tid = 0;
   uint64_t time_ns = 0;  // CLOCK_MONOTONIC, when the clock overflowed
+  // The thread's CPU time since its previous record (since the event was enabled, for the
+  // first): the clock's own count, so a late overflow loses nothing.
+  uint64_t cpu_ns = 0;
   Snapshot snap;         // regs and stack copy (pid, tid set; space left to the caller)
 };
 

@@ -142,6 +142,17 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   sink_.on_sample(std::move(s));
 }
 
+const std::string& SamplingSession::name_of(ThreadState& ts) {
+  if (ts.name.empty()) {  // no tick has read it (the CPU clocks' samples, no wall profile)
+    if (auto text = pread_text(ts.stat)) {
+      if (auto st = parse_stat(*text)) {
+        ts.name = st->comm;
+      }
+    }
+  }
+  return ts.name;
+}
+
 void SamplingSession::stamp(ThreadSample& s, const ThreadState& ts) const {
   s.pid = ts.pid;
   s.space = ts.space;
@@ -175,7 +186,7 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
   res_.pauses_ns.push_back(ev.held_ns);
   ThreadSample s;
   s.tid = ev.tid;
-  s.name = ts != nullptr ? ts->name : std::string();
+  s.name = ts != nullptr ? name_of(*ts) : std::string();
   s.state = 'R';  // it was on a CPU: that is what raised the signal
   s.from_clock = true;
   s.time_ns = monotonic_ns();
@@ -500,20 +511,13 @@ void SamplingSession::recorded(PerfSample&& ps) {
   s.state = 'R';  // its CPU clock overflowed: it was on a CPU
   s.from_clock = true;
   s.time_ns = ps.time_ns;
-  // Each overflow is one period of the thread's CPU time, exactly: the kernel's clock
-  // keeps counting between records (nothing waits for profctl to re-arm it).
-  s.cpu_ns = perf_->period_ns();
+  // The clock's own count since the thread's previous record: about one period, exactly
+  // what the thread used whenever the overflow was taken.
+  s.cpu_ns = ps.cpu_ns;
   s.for_wall = false;
   ps.snap.space = tp_.space_of(ps.tid);
   if (ts != nullptr) {
-    if (ts->name.empty()) {  // no tick has read it (no wall profile)
-      if (auto text = pread_text(ts->stat); text) {
-        if (auto st = parse_stat(*text)) {
-          ts->name = st->comm;
-        }
-      }
-    }
-    s.name = ts->name;
+    s.name = name_of(*ts);
     stamp(s, *ts);
   } else {
     s.pid = ps.pid;

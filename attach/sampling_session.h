@@ -171,6 +171,8 @@ class SamplingSession : private TraceObserver {
   void drain_records();
   // A followed process is gone (exit) or is a new image (exec): its threads' states go.
   void forget_process(pid_t pid);
+  // The thread's name, read once when no tick has read it.
+  const std::string& name_of(ThreadState& ts);
   // Fills in the sample's process: pid, comm and address space.
   void stamp(ThreadSample& s, const ThreadState& ts) const;
   // End-of-capture flush: samples still on their way get a moment to arrive.
