@@ -144,6 +144,9 @@ Result<void> PerfSampler::add(pid_t tid) {
                      PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER;
   attr.sample_regs_user = kRegsMask;
   attr.sample_stack_user = stack_bytes_;
+  // The exec marks where a thread's records pass from its old image to its new one.
+  attr.comm = 1;
+  attr.comm_exec = 1;
   attr.use_clockid = 1;
   attr.clockid = CLOCK_MONOTONIC;
   attr.disabled = 1;
@@ -183,9 +186,10 @@ void PerfSampler::remove(pid_t tid, const std::function<void(PerfSample&&)>& fn)
   rings_.erase(it);
 }
 
-size_t PerfSampler::drain(pid_t tid, const std::function<void(PerfSample&&)>& fn) {
+size_t PerfSampler::drain(pid_t tid, const std::function<void(PerfSample&&)>& fn,
+                          bool until_exec) {
   auto it = rings_.find(tid);
-  return it == rings_.end() ? 0 : drain_ring(*it->second, fn);
+  return it == rings_.end() ? 0 : drain_ring(*it->second, fn, until_exec);
 }
 
 size_t PerfSampler::drain_all(const std::function<void(PerfSample&&)>& fn) {
@@ -206,7 +210,8 @@ void PerfSampler::disable() {
 //   header; u64 ip; u32 pid, tid; u64 time; u64 value (READ, read_format 0: the clock's
 //   count); u64 abi; u64 regs[popcount(mask)] (absent when abi is NONE); u64 size;
 //   char data[size]; u64 dyn_size (absent when size is 0).
-size_t PerfSampler::drain_ring(Ring& r, const std::function<void(PerfSample&&)>& fn) {
+size_t PerfSampler::drain_ring(Ring& r, const std::function<void(PerfSample&&)>& fn,
+                               bool until_exec) {
   perf_event_mmap_page* meta = r.meta();
   const uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
   uint64_t tail = meta->data_tail;
@@ -234,6 +239,10 @@ size_t PerfSampler::drain_ring(Ring& r, const std::function<void(PerfSample&&)>&
       r.copy(tail + off, out, len);
       return true;
     };
+    if (h.type == PERF_RECORD_COMM && (h.misc & PERF_RECORD_MISC_COMM_EXEC) != 0 && until_exec) {
+      tail += h.size;  // the records after it are the new image's
+      break;
+    }
     if (h.type == PERF_RECORD_LOST) {
       uint64_t lost = 0;
       if (field(16, &lost, 8)) {

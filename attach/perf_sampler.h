@@ -52,7 +52,8 @@ class PerfSampler {
   // Drains the thread's ring into `fn`, then closes its event.
   void remove(pid_t tid, const std::function<void(PerfSample&&)>& fn);
   // Every record waiting in the thread's ring, oldest first. Returns how many samples.
-  size_t drain(pid_t tid, const std::function<void(PerfSample&&)>& fn);
+  // `until_exec`: stops after the thread's exec (the records of its old image only).
+  size_t drain(pid_t tid, const std::function<void(PerfSample&&)>& fn, bool until_exec = false);
   // Every ring.
   size_t drain_all(const std::function<void(PerfSample&&)>& fn);
   // Stops every event; their rings stay readable.
@@ -70,7 +71,7 @@ class PerfSampler {
 
  private:
   struct Ring;
-  size_t drain_ring(Ring& r, const std::function<void(PerfSample&&)>& fn);
+  size_t drain_ring(Ring& r, const std::function<void(PerfSample&&)>& fn, bool until_exec = false);
 
   uint64_t period_ns_;
   uint32_t stack_bytes_;

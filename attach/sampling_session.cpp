@@ -173,6 +173,40 @@ void SamplingSession::forget_process(pid_t pid) {
   }
 }
 
+void SamplingSession::on_exec(pid_t pid) {
+  if (!perf_) {
+    forget_process(pid);
+    clock_add(pid);  // the exec'ing thread is the leader now
+    return;
+  }
+  // The tree resumed the new image before this event reached the session, so its rings may
+  // hold records of both images: the old image's (up to the exec marker) go with the old
+  // state (address space, name), the new image's with the new.
+  std::vector<pid_t> tids{pid};
+  for (const auto& [tid, ts] : threads_) {
+    if (ts.pid == pid && tid != pid) {
+      tids.push_back(tid);
+    }
+  }
+  auto emit = [this](PerfSample&& ps) { recorded(std::move(ps)); };
+  for (pid_t tid : tids) {
+    perf_->drain(tid, emit, /*until_exec=*/true);
+  }
+  for (pid_t tid : tids) {
+    if (auto t = threads_.find(tid); t != threads_.end()) {
+      flush_records(tid, t->second);
+      pending_.erase(tid);
+      sink_.on_thread_exited(tid);
+      threads_.erase(t);
+    }
+  }
+  for (pid_t tid : tids) {
+    perf_->remove(tid, emit);  // the new image's first records, with its new state
+  }
+  clock_add(pid);  // a fresh event for the exec'ing thread, the leader now
+  tp_.note_space(pid, tp_.space_of(pid));  // its modules, read while it is surely alive
+}
+
 void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
   if (timer_) {
     timer_->rearm(ev.tid);
@@ -314,8 +348,7 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       return SessionResult::End::kTargetExited;
     case EK::kExec:
       if (tp_.following()) {
-        forget_process(ev.process);  // a new image, sampled on (the tree resumed it)
-        clock_add(ev.process);        // the exec'ing thread is the leader now
+        on_exec(ev.process);  // a new image, sampled on (the tree resumed it)
         break;
       }
       return SessionResult::End::kExec;
@@ -516,6 +549,7 @@ void SamplingSession::recorded(PerfSample&& ps) {
   s.cpu_ns = ps.cpu_ns;
   s.for_wall = false;
   ps.snap.space = tp_.space_of(ps.tid);
+  tp_.note_space(ps.pid, ps.snap.space);
   if (ts != nullptr) {
     s.name = name_of(*ts);
     stamp(s, *ts);

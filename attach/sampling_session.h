@@ -171,6 +171,7 @@ class SamplingSession : private TraceObserver {
   void drain_records();
   // A followed process is gone (exit) or is a new image (exec): its threads' states go.
   void forget_process(pid_t pid);
+  void on_exec(pid_t pid);
   // The thread's name, read once when no tick has read it.
   const std::string& name_of(ThreadState& ts);
   // Fills in the sample's process: pid, comm and address space.
