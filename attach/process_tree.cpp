@@ -103,11 +103,13 @@ void ProcessTree::remove_observer(const TraceObserver* o) {
   std::erase_if(observers_, [&](const auto& p) { return p.get() == o; });
 }
 
-void ProcessTree::on_sample(Snapshot& s) {
-  if (std::find(spaces_seen_.begin(), spaces_seen_.end(), s.space) == spaces_seen_.end()) {
-    spaces_seen_.push_back(s.space);
+void ProcessTree::on_sample(Snapshot& s) { note_space(s.pid, s.space); }
+
+void ProcessTree::note_space(pid_t pid, uint32_t space) {
+  if (std::find(spaces_seen_.begin(), spaces_seen_.end(), space) == spaces_seen_.end()) {
+    spaces_seen_.push_back(space);
     if (new_space_) {
-      new_space_(s.pid, s.space);
+      new_space_(pid, space);
     }
   }
 }

@@ -95,6 +95,9 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   // process is alive: its modules can be read), before the other observers' on_sample.
   using NewSpace = std::function<void(pid_t pid, uint32_t space)>;
   void set_new_space(NewSpace f) { new_space_ = std::move(f); }
+  // A sample of `space` taken without a stop (a kernel sample record): announces the space
+  // as a stop's snapshot does, once, while its process is alive.
+  void note_space(pid_t pid, uint32_t space);
 
   // Detaches every followed child now (the destructor does the same). Their threads are
   // interrupted all at once and one deadline (`stop_timeout`) bounds the whole detach,

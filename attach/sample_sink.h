@@ -28,6 +28,9 @@ struct ThreadSample {
   // profile's when no CPU timer runs); a CPU timer's sample is the cpu profile's only.
   bool for_cpu = true;
   bool for_wall = true;
+  // A CPU clock's sample (a record or a timer signal): one cpu sample, whatever `ticks` the
+  // wall profile counts for it.
+  bool from_clock = false;
   pid_t pid = 0;        // its process (thread group)
   std::string process;  // the process's comm
   uint32_t space = 0;   // its address space (Snapshot::space), also for reused samples

@@ -117,8 +117,8 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   ts->last_run_ns = std::max(run_ns, ts->run_at_stop_ns);
   ts->last_sp = ev.sample->regs.rsp;
   ts->last_pc = ev.sample->regs.rip;
-  if (timer_) {
-    s.for_cpu = false;  // the CPU timer's samples make the cpu profile
+  if (timer_ || perf_) {
+    s.for_cpu = false;  // the CPU clocks' samples make the cpu profile
   } else if (s.state == 'R') {
     // Where a thread stops says where it spends CPU only if it was on a CPU when asked: the
     // interrupt then lands at an arbitrary instruction. A thread that was waiting for a CPU
@@ -142,6 +142,17 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   sink_.on_sample(std::move(s));
 }
 
+const std::string& SamplingSession::name_of(ThreadState& ts) {
+  if (ts.name.empty()) {  // no tick has read it (the CPU clocks' samples, no wall profile)
+    if (auto text = pread_text(ts.stat)) {
+      if (auto st = parse_stat(*text)) {
+        ts.name = st->comm;
+      }
+    }
+  }
+  return ts.name;
+}
+
 void SamplingSession::stamp(ThreadSample& s, const ThreadState& ts) const {
   s.pid = ts.pid;
   s.space = ts.space;
@@ -154,13 +165,46 @@ void SamplingSession::forget_process(pid_t pid) {
       ++it;
       continue;
     }
-    if (timer_) {
-      timer_->remove(it->first);
-    }
+    clock_remove(it->first);
+    flush_records(it->first, it->second);
     pending_.erase(it->first);
     sink_.on_thread_exited(it->first);
     it = threads_.erase(it);
   }
+}
+
+void SamplingSession::on_exec(pid_t pid) {
+  if (!perf_) {
+    forget_process(pid);
+    clock_add(pid);  // the exec'ing thread is the leader now
+    return;
+  }
+  // The tree resumed the new image before this event reached the session, so its rings may
+  // hold records of both images: the old image's (up to the exec marker) go with the old
+  // state (address space, name), the new image's with the new.
+  std::vector<pid_t> tids{pid};
+  for (const auto& [tid, ts] : threads_) {
+    if (ts.pid == pid && tid != pid) {
+      tids.push_back(tid);
+    }
+  }
+  auto emit = [this](PerfSample&& ps) { recorded(std::move(ps)); };
+  for (pid_t tid : tids) {
+    perf_->drain(tid, emit, /*until_exec=*/true);
+  }
+  for (pid_t tid : tids) {
+    if (auto t = threads_.find(tid); t != threads_.end()) {
+      flush_records(tid, t->second);
+      pending_.erase(tid);
+      sink_.on_thread_exited(tid);
+      threads_.erase(t);
+    }
+  }
+  for (pid_t tid : tids) {
+    perf_->remove(tid, emit);  // the new image's first records, with its new state
+  }
+  clock_add(pid);  // a fresh event for the exec'ing thread, the leader now
+  tp_.note_space(pid, tp_.space_of(pid));  // its modules, read while it is surely alive
 }
 
 void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
@@ -176,8 +220,9 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
   res_.pauses_ns.push_back(ev.held_ns);
   ThreadSample s;
   s.tid = ev.tid;
-  s.name = ts != nullptr ? ts->name : std::string();
+  s.name = ts != nullptr ? name_of(*ts) : std::string();
   s.state = 'R';  // it was on a CPU: that is what raised the signal
+  s.from_clock = true;
   s.time_ns = monotonic_ns();
   // The CPU time since the thread's last timer sample, exactly (schedstat at the stop):
   // the timer stays disarmed from its overflow until profctl takes the sample, so counting
@@ -235,6 +280,10 @@ SessionResult SamplingSession::finish(SessionResult::End end) {
     }
   }
   pending_.clear();
+  drain_records();
+  for (auto& [tid, ts] : threads_) {
+    flush_records(tid, ts);
+  }
   res_.end = end;
   return res_;
 }
@@ -243,10 +292,8 @@ void SamplingSession::on_thread_created(TracedProcess::TraceEvent& ev) {
   if (opts_.on_maps_check) {
     opts_.on_maps_check();
   }
-  if (timer_ && ev.child != 0) {
-    (void)timer_->add(ev.child);
-  }
   if (ev.child != 0) {
+    clock_add(ev.child);
     born_.insert(ev.child);
   }
   if (!ev.creator) {
@@ -277,8 +324,9 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       on_thread_created(ev);
       break;
     case EK::kThreadExited:
-      if (timer_) {
-        timer_->remove(ev.tid);
+      clock_remove(ev.tid);
+      if (auto t = threads_.find(ev.tid); t != threads_.end()) {
+        flush_records(ev.tid, t->second);
       }
       threads_.erase(ev.tid);
       pending_.erase(ev.tid);
@@ -286,10 +334,8 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       sink_.on_thread_exited(ev.tid);
       break;
     case EK::kProcessCreated:
-      if (timer_ && ev.child != 0) {
-        (void)timer_->add(ev.child);
-      }
       if (ev.child != 0) {
+        clock_add(ev.child);
         born_.insert(ev.child);
       }
       break;
@@ -302,10 +348,7 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       return SessionResult::End::kTargetExited;
     case EK::kExec:
       if (tp_.following()) {
-        forget_process(ev.process);  // a new image, sampled on (the tree resumed it)
-        if (timer_) {
-          (void)timer_->add(ev.process);  // the exec'ing thread is the leader now
-        }
+        on_exec(ev.process);  // a new image, sampled on (the tree resumed it)
         break;
       }
       return SessionResult::End::kExec;
@@ -325,6 +368,10 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
 
 void SamplingSession::tick() {
   ++res_.ticks;
+  drain_records();
+  if ((timer_ || perf_) && !opts_.wall) {
+    return;  // the cpu profile comes from the CPU clocks, and no wall profile is made
+  }
   // Which threads ran since their last sample: only those are stopped. Their stops are
   // asked for all at once and taken as they arrive (next_event), so a tick never waits
   // for a thread that is waiting for a CPU.
@@ -371,6 +418,9 @@ void SamplingSession::tick_thread(pid_t tid) {
     return;
   }
   ts->idle_streak = 0;
+  if (perf_ && wall_from_record(tid, *ts, s, run_ns)) {
+    return;
+  }
   if (parked_on_last_stack(tid, *ts)) {
     ts->last_run_ns = run_ns;
     reuse(tid, s, *ts);
@@ -429,17 +479,154 @@ void SamplingSession::on_sample(Snapshot& snap) {
 
 void SamplingSession::start_cpu_timer() {
   if (!opts_.cpu_timer || !opts_.sample) {
+    res_.cpu_source = "ticks";
     return;
   }
-  timer_ = std::make_shared<CpuTimer>(static_cast<uint64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
+  const auto period = static_cast<uint64_t>(1e9 / std::max(0.1, opts_.rate_hz));
+  if (opts_.perf_records) {
+    perf_ = std::make_unique<PerfSampler>(period, opts_.perf_stack_bytes);
+    for (pid_t tid : tp_.tids()) {
+      if (auto r = perf_->add(tid); !r) {
+        res_.perf_error = r.error().message();
+        perf_.reset();
+        break;
+      }
+    }
+    if (perf_) {
+      res_.cpu_source = "perf records";
+      return;
+    }
+  }
+  timer_ = std::make_shared<CpuTimer>(period);
   for (pid_t tid : tp_.tids()) {
     if (auto r = timer_->add(tid); !r) {
       res_.cpu_timer_error = r.error().message();
       timer_.reset();
+      res_.cpu_source = "ticks";
       return;
     }
   }
+  res_.cpu_source = "cpu timer signals";
   tp_.add_observer(std::make_shared<TimerSignals>(timer_));
+}
+
+void SamplingSession::clock_add(pid_t tid) {
+  if (perf_) {
+    if (auto r = perf_->add(tid); !r && res_.perf_error.empty()) {
+      res_.perf_error = r.error().message();  // this thread's CPU goes unsampled: said once
+    }
+  } else if (timer_) {
+    (void)timer_->add(tid);
+  }
+}
+
+void SamplingSession::clock_remove(pid_t tid) {
+  if (perf_) {
+    perf_->remove(tid, [this](PerfSample&& ps) { recorded(std::move(ps)); });
+  } else if (timer_) {
+    timer_->remove(tid);
+  }
+}
+
+void SamplingSession::drain_records() {
+  if (perf_) {
+    perf_->drain_all([this](PerfSample&& ps) { recorded(std::move(ps)); });
+    res_.perf_lost = perf_->lost();
+    res_.perf_unusable = perf_->no_user_regs() + perf_->malformed();
+  }
+}
+
+void SamplingSession::recorded(PerfSample&& ps) {
+  ThreadState* ts = track(ps.tid);
+  ++res_.timer_samples;
+  ThreadSample s;
+  s.tid = ps.tid;
+  s.state = 'R';  // its CPU clock overflowed: it was on a CPU
+  s.from_clock = true;
+  s.time_ns = ps.time_ns;
+  // The clock's own count since the thread's previous record: about one period, exactly
+  // what the thread used whenever the overflow was taken.
+  s.cpu_ns = ps.cpu_ns;
+  s.for_wall = false;
+  ps.snap.space = tp_.space_of(ps.tid);
+  tp_.note_space(ps.pid, ps.snap.space);
+  if (ts != nullptr) {
+    s.name = name_of(*ts);
+    stamp(s, *ts);
+  } else {
+    s.pid = ps.pid;
+    s.space = ps.snap.space;
+  }
+  s.snap = std::move(ps.snap);
+  if (ts != nullptr && opts_.wall) {
+    // Held until the thread's next tick, which may make it the wall sample too.
+    if (ts->held) {
+      sink_.on_sample(std::move(*ts->held));
+    }
+    ts->held = std::move(s);
+    return;
+  }
+  sink_.on_sample(std::move(s));
+}
+
+void SamplingSession::flush_records(pid_t tid, ThreadState& ts) {
+  if (ts.held) {
+    sink_.on_sample(std::move(*ts.held));
+    ts.held.reset();
+  }
+  if (ts.ticks_owed > 0) {
+    // The owed ticks found it running since its last wall sample, whose stack stands.
+    ThreadSample s;
+    s.tid = tid;
+    s.time_ns = monotonic_ns();
+    s.wall_ns = ts.wall_owed_ns;
+    s.ticks = ts.ticks_owed;
+    s.for_cpu = false;
+    reuse(tid, s, ts);
+    s.state = 'R';
+    ts.wall_owed_ns = 0;
+    ts.ticks_owed = 0;
+  }
+}
+
+// A running thread's place at a tick is a draw from where it spends its CPU, which is what
+// its sample records are: the latest one (taken within the last tick of its CPU time) is its
+// wall sample, with no stop. A tick that finds it running with no new record (it shares a
+// CPU with others) owes its wall time to the next record, for at most kMaxOwed; a thread
+// that is no longer running is sampled as any other (its place is where it waits).
+bool SamplingSession::wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s,
+                                       uint64_t run_ns) {
+  constexpr uint64_t kMaxOwedNs = 250'000'000;
+  (void)parked_on_last_stack(tid, ts);  // reads its name and state
+  if (ts.state != 'R') {
+    flush_records(tid, ts);
+    return false;
+  }
+  if (ts.held) {
+    ThreadSample& h = *ts.held;
+    h.for_wall = true;
+    h.wall_ns = s.wall_ns + ts.wall_owed_ns;
+    h.ticks = 1 + ts.ticks_owed;
+    h.name = ts.name;
+    ts.wall_owed_ns = 0;
+    ts.ticks_owed = 0;
+    ts.have_stack = true;
+    ts.last_run_ns = run_ns;
+    ts.last_sp = h.snap->regs.rsp;
+    ts.last_pc = h.snap->regs.rip;
+    ts.idle_streak = 0;
+    ++res_.wall_from_records;
+    sink_.on_sample(std::move(h));
+    ts.held.reset();
+    return true;
+  }
+  if (ts.have_stack && ts.wall_owed_ns + s.wall_ns <= kMaxOwedNs) {
+    ts.wall_owed_ns += s.wall_ns;
+    ++ts.ticks_owed;
+    return true;
+  }
+  flush_records(tid, ts);
+  return false;
 }
 
 std::optional<SessionResult::End> SamplingSession::ending(
@@ -487,6 +674,9 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       // ours to take while the target is traced (TimerSignals stays until the detach).
       if (s.timer_) {
         s.timer_->disable();
+      }
+      if (s.perf_) {
+        s.perf_->disable();
       }
     }
   } unhook{*this};

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "attach/cpu_timer.h"
+#include "attach/perf_sampler.h"
 #include "attach/process_tree.h"
 #include "attach/sample_sink.h"
 #include "attach/traced_process.h"
@@ -41,6 +42,13 @@ struct SessionOptions {
   // The cpu profile from each thread's own CPU clock (attach/cpu_timer.h) instead of the
   // ticks; falls back to the ticks when the kernel refuses it.
   bool cpu_timer = false;
+  // With cpu_timer: first try the kernel's sample records (attach/perf_sampler.h: no stop,
+  // no signal), then the CPU timer's signals. false: the signals only.
+  bool perf_records = true;
+  uint32_t perf_stack_bytes = 32 * 1024;  // user stack the kernel copies per sample
+  // Whether the ticks' samples are consumed by the wall profile. When the cpu profile comes
+  // from the threads' CPU clocks and no wall profile is made, the ticks stop no thread.
+  bool wall = true;
   std::function<void(const SessionStatus&)> on_status;  // called ~4 times a second
   // Called every 100 ms and at every thread creation, while the target is alive: the
   // moment to notice new mappings (libraries loaded after exec, dlopen).
@@ -65,8 +73,14 @@ struct SessionResult {
   // (not a fair draw of where it spends CPU): kept for the wall profile, their CPU time
   // charged to the thread's next fair sample.
   uint64_t cpu_deferred = 0;
-  uint64_t timer_samples = 0;               // cpu samples taken by the CPU timer
-  std::string cpu_timer_error;              // why the CPU timer could not be used ("" when it was)
+  uint64_t timer_samples = 0;  // cpu samples taken by the CPU clocks (records or signals)
+  // Where the cpu samples came from: "perf records", "cpu timer signals" or "ticks".
+  std::string cpu_source;
+  std::string perf_error;       // why the sample records could not be used ("" when they were)
+  std::string cpu_timer_error;  // why the CPU timer could not be used ("" when it was)
+  uint64_t perf_lost = 0;       // sample records the kernel could not write (ring full)
+  uint64_t perf_unusable = 0;   // records without user registers or failing a size check
+  uint64_t wall_from_records = 0;  // wall samples of running threads taken from their records
   std::vector<uint64_t> pauses_ns;          // one per snapshot: stop to resume (the thread held)
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
@@ -103,6 +117,12 @@ class SamplingSession : private TraceObserver {
     uint64_t idle_streak = 0;  // consecutive looks that found it had not run
     uint64_t last_sp = 0;      // rsp and rip of the last snapshot
     uint64_t last_pc = 0;
+    // Sample records: the latest one, held until the next tick (it may be the wall sample
+    // too), and the wall time of ticks that found the thread running with no new record,
+    // owed to its next one.
+    std::optional<ThreadSample> held;
+    uint64_t wall_owed_ns = 0;
+    uint64_t ticks_owed = 0;
   };
   // A sample asked for whose stop has not arrived yet.
   struct Pending {
@@ -136,10 +156,24 @@ class SamplingSession : private TraceObserver {
   void on_thread_created(TracedProcess::TraceEvent& ev);
   void complete(TracedProcess::TraceEvent& ev);
   void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts);
+  // A running thread's wall sample from its latest sample record (no stop). True when the
+  // tick needs nothing more of the thread.
+  bool wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s, uint64_t run_ns);
+  // What a thread's records still hold back: the held record, the owed wall time.
+  void flush_records(pid_t tid, ThreadState& ts);
   // A CPU timer's sample (the thread stopped where its CPU was).
   void timed(TracedProcess::TraceEvent& ev);
+  // A kernel sample record (the thread was not stopped at all).
+  void recorded(PerfSample&& ps);
+  // The thread's CPU clock: armed when it appears, drained and closed when it goes.
+  void clock_add(pid_t tid);
+  void clock_remove(pid_t tid);
+  void drain_records();
   // A followed process is gone (exit) or is a new image (exec): its threads' states go.
   void forget_process(pid_t pid);
+  void on_exec(pid_t pid);
+  // The thread's name, read once when no tick has read it.
+  const std::string& name_of(ThreadState& ts);
   // Fills in the sample's process: pid, comm and address space.
   void stamp(ThreadSample& s, const ThreadState& ts) const;
   // End-of-capture flush: samples still on their way get a moment to arrive.
@@ -159,6 +193,8 @@ class SamplingSession : private TraceObserver {
   // null: cpu samples come from the ticks. Shared with the own-signal observer on every
   // process, which must recognise a signal the timer raised until the target is detached.
   std::shared_ptr<CpuTimer> timer_;
+  // null: no sample records (the CPU timer's signals or the ticks make the cpu profile).
+  std::unique_ptr<PerfSampler> perf_;
 };
 // Median and maximum of a set of durations (0 when empty).
 std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v);

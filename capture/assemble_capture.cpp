@@ -70,6 +70,9 @@ Capture assemble_capture(PipelineResult& run, const AssembleOptions& o) {
   }
   add_notes(c, collector_notes(run.collector->stats()));
   add_notes(c, tree_notes(run.tree, o.max_processes));
+  if (run.plan.collector.cpu && !run.session.cpu_source.empty()) {
+    c.options["cpu_samples"] = run.session.cpu_source;
+  }
   add_notes(c, session_notes(run.session, run.plan,
                              {o.settings.rate_hz, o.launch, o.stop_signal, o.stop_grace}));
   log_session_stats(run.session, run.collector->stats());

@@ -175,6 +175,8 @@ class Pipeline {
     sopts.stack_bytes = req_.stack_bytes;
     sopts.sample = out_.plan.ticks;
     sopts.cpu_timer = out_.plan.cpu_timer;
+    sopts.perf_records = out_.plan.cpu_records;
+    sopts.wall = out_.plan.collector.wall;
     sopts.stop_grace = req_.stop_grace;
     if (req_.on_status) {
       live_.probes = out_.probes.get();

@@ -31,6 +31,19 @@ std::vector<std::string> session_notes(const SessionResult& res, const SessionPl
                   static_cast<double>(res.ticks) / res.elapsed_s, ctx.rate_hz);
     out.emplace_back(buf);
   }
+  if (plan.collector.cpu && plan.cpu_records && res.cpu_source != "perf records") {
+    out.push_back("cpu: the kernel's sample records were refused (" + res.perf_error +
+                  "): cpu samples came from " + res.cpu_source +
+                  ", which stop the thread at each sample (costlier)");
+  } else if (plan.collector.cpu && !res.perf_error.empty()) {
+    out.push_back("cpu: a thread created during the capture has no sample records (" +
+                  res.perf_error + "): its CPU is missing from the cpu profile");
+  }
+  if (res.perf_lost > 0) {
+    out.push_back("cpu: " + std::to_string(res.perf_lost) +
+                  " sample records were lost (the kernel's ring was full): the cpu profile "
+                  "is short by that many samples");
+  }
   if (res.end == SessionResult::End::kTargetExited) {
     out.emplace_back(ctx.launch ? "the program exited" : "the target exited during the capture");
   }
@@ -105,13 +118,13 @@ void log_session_stats(const SessionResult& res, const CollectorStats& cs) {
   logger("capture")->debug(
       "{} ticks ({:.1f}/s), {} snapshots, {} reused, {} signals re-delivered; unwound {} in "
       "{:.3f}s; pause (stop to resume) median {} worst {}; interrupt to stop median {} "
-      "worst {}; cpu: {} timer samples{}, {} tick samples deferred (the thread was waiting for a "
+      "worst {}; cpu from {}: {} clock samples{}, {} wall samples from records, {} tick samples deferred (the thread was waiting for a "
       "CPU when asked)",
       res.ticks, res.elapsed_s > 0 ? static_cast<double>(res.ticks) / res.elapsed_s : 0.0,
       res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med), fmt_us(worst),
-      fmt_us(stop_med), fmt_us(stop_worst), res.timer_samples,
+      fmt_us(stop_med), fmt_us(stop_worst), res.cpu_source, res.timer_samples,
       res.cpu_timer_error.empty() ? "" : " (CPU timer unavailable: " + res.cpu_timer_error + ")",
-      res.cpu_deferred);
+      res.wall_from_records, res.cpu_deferred);
 }
 
 }  // namespace profctl

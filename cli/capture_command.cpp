@@ -123,6 +123,9 @@ CaptureSettings settings_of(const CaptureOptionsCli& o, const HeapOptions& heap,
   // CPU samples from each thread's own CPU clock, where the CPU really was (see
   // attach/cpu_timer.h); PROFCTL_CPU_TICKS=1 keeps the ticker-driven cpu profile.
   s.cpu_timer = std::getenv("PROFCTL_CPU_TICKS") == nullptr;
+  // PROFCTL_CPU_SIGNALS=1: the CPU clocks' signals (a stop per sample) even where the
+  // kernel's sample records are allowed, as on a machine that refuses them.
+  s.cpu_records = std::getenv("PROFCTL_CPU_SIGNALS") == nullptr;
   s.mem_rate = static_cast<int64_t>(heap.mem_rate);
   s.leak_age_ns = heap.leak_age_ns;
   s.probe_stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);

@@ -89,7 +89,9 @@ void Collector::process(Unwinder& u, ThreadSample& s) {
     ++stats_.unwound;
     stats_.truncated += r.truncated ? 1 : 0;
     id = stacks_.intern(r.frames);
-    last_stack_[s.tid] = id;
+    if (s.for_wall) {
+      last_stack_[s.tid] = id;  // a reused sample is the wall profile's: its last wall stack
+    }
   } else {
     auto it = last_stack_.find(s.tid);
     if (it == last_stack_.end()) {
@@ -105,8 +107,8 @@ void Collector::process(Unwinder& u, ThreadSample& s) {
   }
   const uint32_t space = s.snap ? s.snap->space : s.space;
   if (auto it = profiles_.find("cpu"); it != profiles_.end() && s.state == 'R' && s.for_cpu) {
-    it->second.add(id, labels, {static_cast<int64_t>(s.ticks), static_cast<int64_t>(s.cpu_ns)},
-                   space);
+    const int64_t count = s.from_clock ? 1 : static_cast<int64_t>(s.ticks);
+    it->second.add(id, labels, {count, static_cast<int64_t>(s.cpu_ns)}, space);
     if (const auto& frames = stacks_.get(id); !frames.empty() && s.cpu_ns > 0) {
       std::lock_guard lock(hot_mu_);
       leaf_cpu_[{space, frames.front().pc}] += s.cpu_ns;

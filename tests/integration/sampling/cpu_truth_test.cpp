@@ -39,8 +39,13 @@ bool all_traced(pid_t pid) {
          std::all_of(tids.begin(), tids.end(), [&](pid_t tid) { return tracer_pid(pid, tid) > 0; });
 }
 
-TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
+// Both of the CPU clocks' paths: the kernel's sample records (the default where allowed) and
+// the overflow signals (PROFCTL_CPU_SIGNALS=1, the path of a machine that refuses records).
+class CpuTruth : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   PROFCTL_REQUIRE_PROFCTL();
+  const bool signals = GetParam() == "signals";
   // The competitors: 16 processes of ~100 us bursts and 50 us sleeps (killed by pid by
   // their Child destructors, and with PR_SET_PDEATHSIG should the test die).
   std::vector<std::unique_ptr<Child>> hogs;
@@ -54,8 +59,12 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   TempDir dir;
   // The truth is read inside the capture, as close to its ends as the test can: once every
   // thread is traced, and before profctl is told to stop.
-  BgProcess p(attach_argv(
-      target.pid(), {"--profiles", "cpu", "--rate", "499", "-o", dir.path(), "--format", "json"}));
+  auto argv = attach_argv(
+      target.pid(), {"--profiles", "cpu", "--rate", "499", "-o", dir.path(), "--format", "json"});
+  if (signals) {
+    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});  // env execs profctl
+  }
+  BgProcess p(argv);
   ASSERT_TRUE(
       wait_until([&] { return all_traced(target.pid()); }, milliseconds(30000), milliseconds(1)))
       << p.err();
@@ -84,6 +93,9 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
 
   auto capture = load_capture(dir.path());
   ASSERT_TRUE(capture);
+  // The capture says which path made it (this machine allows both: the tests run as root).
+  EXPECT_EQ(capture->at("options").value("cpu_samples", ""),
+            signals ? "cpu timer signals" : "perf records");
   const Json* cpu = profile_of(*capture, "cpu");
   ASSERT_NE(cpu, nullptr);
   const int ci = value_index(*cpu, "cpu");
@@ -142,8 +154,8 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   }
   EXPECT_LT(100 * clock / total, 3.0) << report.str();
   EXPECT_NEAR(100 * clock / total, outside, 2.0) << report.str();
-  // The total: each cpu sample carries the thread's CPU time since its previous sample, read
-  // from schedstat at the stop, so the workers' samples sum to their CPU time from profctl's
+  // The total: each cpu sample carries the thread's CPU time since its previous sample (read
+  // from schedstat at the stop, or the clock's own count in the record), so the workers' samples sum to their CPU time from profctl's
   // attach to their last sample. Against the window between the truth reads that differs by
   // the CPU they ran between the attach and the first read, and between the last read and
   // the stop (a few ms of wall time each; at most 2 CPUs), and by the time after each
@@ -154,6 +166,9 @@ TEST(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   const double period_ns = 1e9 / 499;
   EXPECT_NEAR(workers_total, workers_cpu, 0.03 * workers_cpu + 2 * 2 * period_ns) << report.str();
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, CpuTruth, ::testing::Values("records", "signals"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace profctl::testing::sampling

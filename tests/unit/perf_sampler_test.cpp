@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: MIT
+// PerfSampler on a thread of the test process itself: the kernel's records carry the
+// thread's registers and its stack, one record per period of its CPU time.
+#include "attach/perf_sampler.h"
+
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace profctl {
+namespace {
+
+std::atomic<bool> g_go{false};
+std::atomic<bool> g_stop{false};
+std::atomic<pid_t> g_tid{0};
+std::atomic<uint64_t> g_spin_sp{0};
+std::atomic<bool> g_spun{false};
+std::atomic<uint64_t> g_spun_at{0};  // CLOCK_MONOTONIC when spin_for returned
+
+uint64_t monotonic_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// A marker on the spinner's stack: every record's stack copy starts below it and holds it.
+constexpr uint64_t kMarker = 0x5eed5eed5eed5eedULL;
+
+__attribute__((noinline)) uint64_t spin_for(uint64_t cpu_ns) {
+  volatile uint64_t marker = kMarker;
+  g_spin_sp.store(reinterpret_cast<uint64_t>(&marker));
+  const uint64_t end = thread_cpu_ns() + cpu_ns;
+  uint64_t n = 0;
+  while (thread_cpu_ns() < end) {
+    ++n;
+  }
+  return n + marker;
+}
+
+TEST(PerfSampler, RecordsCarryRegistersAndStackOncePerPeriodOfCpu) {
+  std::thread spinner([] {
+    g_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+    while (!g_go.load()) {  // sleeps: no CPU (no record) before the spin
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    spin_for(300'000'000);  // 300 ms of CPU
+    g_spun_at = monotonic_now();
+    g_spun = true;
+    while (!g_stop.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  while (g_tid.load() == 0) {
+    std::this_thread::yield();
+  }
+  constexpr uint64_t kPeriod = 10'000'000;  // 10 ms of CPU
+  PerfSampler sampler(kPeriod, 8192);
+  if (auto r = sampler.add(g_tid.load()); !r) {
+    g_stop = true;
+    g_go = true;
+    spinner.join();
+    GTEST_SKIP() << "perf events refused here: " << r.error().message();
+  }
+  g_go = true;
+  std::vector<PerfSample> got;
+  // Drained while it runs (the ring holds a few records only), as the session does at ticks.
+  // Until the spin is over, however long a loaded machine makes it take (at most 60 s).
+  for (int i = 0; i < 12000 && !g_spun.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    sampler.drain(g_tid.load(), [&](PerfSample&& s) { got.push_back(std::move(s)); });
+  }
+  g_stop = true;
+  spinner.join();
+  sampler.remove(g_tid.load(), [&](PerfSample&& s) { got.push_back(std::move(s)); });
+
+  EXPECT_EQ(sampler.lost(), 0u);
+  // Each record carries the CPU since the previous one: about a period each, and together
+  // the CPU of the spin (300 ms) give or take the thread's start and its sleeps after.
+  uint64_t cpu = 0;
+  for (const PerfSample& s : got) {
+    EXPECT_GE(s.cpu_ns, kPeriod * 9 / 10);
+    EXPECT_LE(s.cpu_ns, kPeriod * 2);
+    cpu += s.cpu_ns;
+  }
+  EXPECT_NEAR(static_cast<double>(cpu), 300e6, 30e6);
+  EXPECT_EQ(sampler.malformed(), 0u);
+  // 300 ms of CPU at one record per 10 ms: 30, give or take the spin's start and end.
+  EXPECT_GE(got.size(), 27u);
+  EXPECT_LE(got.size(), 33u);
+  const uint64_t marker_at = g_spin_sp.load();
+  size_t with_marker = 0;
+  uint64_t last_time = 0;
+  for (const PerfSample& s : got) {
+    EXPECT_EQ(s.tid, g_tid.load());
+    EXPECT_EQ(s.pid, getpid());
+    EXPECT_EQ(s.snap.tid, s.tid);
+    EXPECT_GE(s.time_ns, last_time);  // oldest first
+    last_time = s.time_ns;
+    EXPECT_EQ(s.snap.stack_base, s.snap.regs.rsp);
+    EXPECT_GT(s.snap.stack_size, 0u);
+    EXPECT_LE(s.snap.stack_size, 8192u);
+    // The copy is of the thread's own stack: the marker sits where spin_for put it (a record
+    // taken once it returned sees what later calls wrote there).
+    if (s.time_ns < g_spun_at.load() && marker_at >= s.snap.stack_base && marker_at + 8 <= s.snap.stack_base + s.snap.stack_size) {
+      uint64_t v = 0;
+      std::memcpy(&v, s.snap.stack_bytes.get() + (marker_at - s.snap.stack_base), 8);
+      EXPECT_EQ(v, kMarker);
+      ++with_marker;
+    }
+  }
+  // Nearly every record is taken inside spin_for (or the clock call it makes).
+  EXPECT_GE(with_marker, got.size() * 8 / 10);
+}
+
+TEST(PerfSampler, AThreadThatDoesNotRunMakesNoRecords) {
+  std::atomic<bool> stop{false};
+  std::atomic<pid_t> tid{0};
+  std::thread sleeper([&] {
+    tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+    while (!stop.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  while (tid.load() == 0) {
+    std::this_thread::yield();
+  }
+  PerfSampler sampler(1'000'000, 4096);
+  if (auto r = sampler.add(tid.load()); !r) {
+    stop = true;
+    sleeper.join();
+    GTEST_SKIP() << "perf events refused here: " << r.error().message();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  size_t n = sampler.drain_all([](PerfSample&&) {});
+  stop = true;
+  sleeper.join();
+  // Ten wake-ups of microseconds each: far less than one 1 ms period of CPU.
+  EXPECT_LE(n, 1u);
+}
+
+}  // namespace
+}  // namespace profctl
