@@ -539,6 +539,7 @@ void SamplingSession::drain_records() {
 void SamplingSession::recorded(PerfSample&& ps) {
   ThreadState* ts = track(ps.tid);
   ++res_.timer_samples;
+  ++res_.records;
   ThreadSample s;
   s.tid = ps.tid;
   s.state = 'R';  // its CPU clock overflowed: it was on a CPU

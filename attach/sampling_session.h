@@ -66,6 +66,7 @@ struct SessionResult {
   double elapsed_s = 0;
   uint64_t ticks = 0;
   uint64_t samples = 0;  // threads stopped and snapshotted
+  uint64_t records = 0;  // samples the kernel wrote without a stop (perf sample records)
   uint64_t reused = 0;   // thread samples that needed no stop
   uint64_t signals = 0;  // signals for the target seen and re-delivered
   uint64_t lost = 0;     // threads that could not be stopped for a sample

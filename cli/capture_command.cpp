@@ -200,7 +200,7 @@ void write_results(const Capture& c, const CaptureOptionsCli& o,
     std::cerr << "profctl: note: " << w << "\n";
   }
   CaptureSummary sum;
-  sum.samples = res.samples;
+  sum.samples = res.samples + res.records;
   sum.reused = res.reused;
   sum.lost = res.lost;
   sum.achieved_hz = res.elapsed_s > 0 ? static_cast<double>(res.ticks) / res.elapsed_s : 0.0;

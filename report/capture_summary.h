@@ -14,7 +14,7 @@
 namespace profctl {
 
 struct CaptureSummary {
-  uint64_t samples = 0;  // threads stopped and snapshotted
+  uint64_t samples = 0;  // threads stopped and snapshotted, and the kernel's sample records
   uint64_t reused = 0;   // samples that needed no stop
   uint64_t lost = 0;     // threads that could not be stopped in time
   double achieved_hz = 0;

@@ -176,18 +176,26 @@ void releases_follow_chosen_waits(uint64_t fraction, int rounds) {
 
   const double p = 1.0 / static_cast<double>(fraction);
   EXPECT_NEAR(static_cast<double>(d.waits.size()), rounds * p, slack(rounds, p));
-  // Exactly the releases that happened during a recorded wait: one per recorded wait, inside
-  // it (a release starts after its wait began and before it ended).
-  ASSERT_EQ(d.wakes.size(), d.waits.size());
+  // The releases that happened during a recorded wait: one per recorded wait, inside it (a
+  // release starts after its wait began and before it ended). One can be missed: when the
+  // waiter takes the lock between the holder's exchange and its wake call (it had not gone
+  // to sleep yet), its wait ends before the wake looks at the filter. That wake has nobody
+  // to wake either; it is rare (a few in a thousand rounds).
+  ASSERT_LE(d.wakes.size(), d.waits.size());
+  ASSERT_GE(d.wakes.size() * 100, d.waits.size() * 98);
   auto by_end = [](const ProbeRecord& a, const ProbeRecord& b) { return a.tsc < b.tsc; };
   std::sort(d.waits.begin(), d.waits.end(), by_end);
   std::sort(d.wakes.begin(), d.wakes.end(), by_end);
-  for (size_t i = 0; i < d.waits.size(); ++i) {
-    EXPECT_EQ(d.wakes[i].flags & PROBE_REC_WAKE, PROBE_REC_WAKE);
-    const uint64_t wait_start = d.waits[i].args[1];
-    const uint64_t wake_start = d.wakes[i].args[1];
-    EXPECT_GT(wake_start, wait_start) << i;
-    EXPECT_LT(wake_start, d.waits[i].tsc) << i;
+  size_t w = 0;
+  for (const ProbeRecord& wake : d.wakes) {
+    EXPECT_EQ(wake.flags & PROBE_REC_WAKE, PROBE_REC_WAKE);
+    const uint64_t wake_start = wake.args[1];
+    while (w < d.waits.size() && d.waits[w].tsc < wake_start) {
+      ++w;  // a wait that ended before this release began: its release was the missed kind
+    }
+    ASSERT_LT(w, d.waits.size()) << "a release after every recorded wait ended";
+    EXPECT_GT(wake_start, d.waits[w].args[1]) << "a release before its wait began";
+    ++w;
   }
   // Every counter the chosen waits raised is down again.
   const auto* c = reinterpret_cast<const probe_ctl*>(probes->area().data());

@@ -87,11 +87,12 @@ TEST(PerfSampler, RecordsCarryRegistersAndStackOncePerPeriodOfCpu) {
   sampler.remove(g_tid.load(), [&](PerfSample&& s) { got.push_back(std::move(s)); });
 
   EXPECT_EQ(sampler.lost(), 0u);
-  // Each record carries the CPU since the previous one: about a period each, and together
-  // the CPU of the spin (300 ms) give or take the thread's start and its sleeps after.
+  // Each record carries the CPU since the previous one: up to about a period each (the
+  // kernel's timer restarts its period when the thread is scheduled in, so a record can come
+  // early), and together the CPU of the spin (300 ms) give or take its start and end.
   uint64_t cpu = 0;
   for (const PerfSample& s : got) {
-    EXPECT_GE(s.cpu_ns, kPeriod * 9 / 10);
+    EXPECT_GT(s.cpu_ns, 0u);
     EXPECT_LE(s.cpu_ns, kPeriod * 2);
     cpu += s.cpu_ns;
   }

@@ -105,7 +105,10 @@ TEST(SamplingCpu, BurnAandBurnBGetTheirThreeToOneShareAndTheTotalIsTheCpuUsed) {
   const double share = static_cast<double>(total) / static_cast<double>(used);
   EXPECT_GE(share, 0.88) << "cpu profile total " << total << " ns, the target used " << used
                          << " ns while traced (schedstat). " << why.str();
-  EXPECT_LE(share, 1.02) << "cpu profile total " << total << " ns, the target used " << used
+  // The test's own reads of the target's CPU come after profctl's attach and detach by its
+  // polling and scheduling delay (tens of ms under load, of ~1.4 s): 5 % covers them, while
+  // CPU from before the attach (the burners ran ~1 s before it) shows far beyond.
+  EXPECT_LE(share, 1.05) << "cpu profile total " << total << " ns, the target used " << used
                          << " ns while traced (schedstat): more CPU than was used is charged "
                             "(CPU from before the attach?)";
   EXPECT_TRUE(outputs_valid(dir.path(), {{"cpu", {"burn_a", "burn_b"}}}));
