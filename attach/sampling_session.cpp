@@ -189,8 +189,18 @@ void SamplingSession::on_exec(pid_t pid) {
     }
   }
   auto emit = [this](PerfSample&& ps) { recorded(std::move(ps)); };
+  // The tree has switched the process to its new image already: the old image's records
+  // take the space their thread had (none known: they cannot be unwound, and are counted).
+  auto emit_old = [this](PerfSample&& ps) {
+    auto t = threads_.find(ps.tid);
+    if (t == threads_.end()) {
+      ++old_image_unusable_;
+      return;
+    }
+    recorded(std::move(ps), t->second.space);
+  };
   for (pid_t tid : tids) {
-    perf_->drain(tid, emit, /*until_exec=*/true);
+    perf_->drain(tid, emit_old, /*until_exec=*/true);
   }
   for (pid_t tid : tids) {
     if (auto t = threads_.find(tid); t != threads_.end()) {
@@ -532,11 +542,11 @@ void SamplingSession::drain_records() {
   if (perf_) {
     perf_->drain_all([this](PerfSample&& ps) { recorded(std::move(ps)); });
     res_.perf_lost = perf_->lost();
-    res_.perf_unusable = perf_->no_user_regs() + perf_->malformed();
+    res_.perf_unusable = perf_->no_user_regs() + perf_->malformed() + old_image_unusable_;
   }
 }
 
-void SamplingSession::recorded(PerfSample&& ps) {
+void SamplingSession::recorded(PerfSample&& ps, uint32_t space) {
   ThreadState* ts = track(ps.tid);
   ++res_.timer_samples;
   ++res_.records;
@@ -549,7 +559,7 @@ void SamplingSession::recorded(PerfSample&& ps) {
   // what the thread used whenever the overflow was taken.
   s.cpu_ns = ps.cpu_ns;
   s.for_wall = false;
-  ps.snap.space = tp_.space_of(ps.tid);
+  ps.snap.space = space != 0 ? space : tp_.space_of(ps.tid);
   tp_.note_space(ps.pid, ps.snap.space);
   if (ts != nullptr) {
     s.name = name_of(*ts);

@@ -165,7 +165,8 @@ class SamplingSession : private TraceObserver {
   // A CPU timer's sample (the thread stopped where its CPU was).
   void timed(TracedProcess::TraceEvent& ev);
   // A kernel sample record (the thread was not stopped at all).
-  void recorded(PerfSample&& ps);
+  // `space`: the address space to unwind it in (0: the thread's current one).
+  void recorded(PerfSample&& ps, uint32_t space = 0);
   // The thread's CPU clock: armed when it appears, drained and closed when it goes.
   void clock_add(pid_t tid);
   void clock_remove(pid_t tid);
@@ -196,6 +197,7 @@ class SamplingSession : private TraceObserver {
   std::shared_ptr<CpuTimer> timer_;
   // null: no sample records (the CPU timer's signals or the ticks make the cpu profile).
   std::unique_ptr<PerfSampler> perf_;
+  uint64_t old_image_unusable_ = 0;  // records of an image gone before its thread was tracked
 };
 // Median and maximum of a set of durations (0 when empty).
 std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v);
