@@ -186,8 +186,7 @@ void PerfSampler::remove(pid_t tid, const std::function<void(PerfSample&&)>& fn)
   rings_.erase(it);
 }
 
-size_t PerfSampler::drain(pid_t tid, const std::function<void(PerfSample&&)>& fn,
-                          bool until_exec) {
+size_t PerfSampler::drain(pid_t tid, const std::function<void(PerfSample&&)>& fn, bool until_exec) {
   auto it = rings_.find(tid);
   return it == rings_.end() ? 0 : drain_ring(*it->second, fn, until_exec);
 }

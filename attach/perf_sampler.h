@@ -35,7 +35,7 @@ struct PerfSample {
   // The thread's CPU time since its previous record (since the event was enabled, for the
   // first): the clock's own count, so a late overflow loses nothing.
   uint64_t cpu_ns = 0;
-  Snapshot snap;         // regs and stack copy (pid, tid set; space left to the caller)
+  Snapshot snap;  // regs and stack copy (pid, tid set; space left to the caller)
 };
 
 class PerfSampler {

@@ -213,7 +213,7 @@ void SamplingSession::on_exec(pid_t pid) {
   for (pid_t tid : tids) {
     perf_->remove(tid, emit);  // the new image's first records, with its new state
   }
-  clock_add(pid);  // a fresh event for the exec'ing thread, the leader now
+  clock_add(pid);                          // a fresh event for the exec'ing thread, the leader now
   tp_.note_space(pid, tp_.space_of(pid));  // its modules, read while it is surely alive
 }
 

@@ -77,12 +77,12 @@ struct SessionResult {
   uint64_t timer_samples = 0;  // cpu samples taken by the CPU clocks (records or signals)
   // Where the cpu samples came from: "perf records", "cpu timer signals" or "ticks".
   std::string cpu_source;
-  std::string perf_error;       // why the sample records could not be used ("" when they were)
-  std::string cpu_timer_error;  // why the CPU timer could not be used ("" when it was)
-  uint64_t perf_lost = 0;       // sample records the kernel could not write (ring full)
-  uint64_t perf_unusable = 0;   // records without user registers or failing a size check
-  uint64_t wall_from_records = 0;  // wall samples of running threads taken from their records
-  std::vector<uint64_t> pauses_ns;          // one per snapshot: stop to resume (the thread held)
+  std::string perf_error;           // why the sample records could not be used ("" when they were)
+  std::string cpu_timer_error;      // why the CPU timer could not be used ("" when it was)
+  uint64_t perf_lost = 0;           // sample records the kernel could not write (ring full)
+  uint64_t perf_unusable = 0;       // records without user registers or failing a size check
+  uint64_t wall_from_records = 0;   // wall samples of running threads taken from their records
+  std::vector<uint64_t> pauses_ns;  // one per snapshot: stop to resume (the thread held)
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
 
