@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "probe/x86_decoder.h"
+
 namespace profctl::probe {
 namespace {
 
@@ -12,26 +14,10 @@ constexpr uint64_t kWindow = 256;         // bytes read when a function's length
 constexpr uint64_t kMaxFunction = 16384;  // bytes read of one function at most
 constexpr size_t kPltStubBytes = 16;
 
-struct Decoded {
-  ZydisDecodedInstruction ins{};
-  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT]{};
-};
-
-class Decoder {
- public:
-  Decoder() { ZydisDecoderInit(&d_, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64); }
-  bool decode(std::span<const uint8_t> bytes, Decoded& out) const {
-    return ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d_, bytes.data(), bytes.size(), &out.ins, out.ops));
-  }
-
- private:
-  ZydisDecoder d_{};
-};
-
 // The targets of the direct calls and jumps of [entry, entry + len) that leave it.
 std::vector<uint64_t> branch_targets(const ReadCode& read, uint64_t entry, uint64_t len) {
   const std::vector<uint8_t> code = read(entry, len);
-  Decoder d;
+  X86Decoder d;
   std::vector<uint64_t> out;
   for (size_t off = 0; off < code.size();) {
     Decoded i;
@@ -54,7 +40,7 @@ std::vector<uint64_t> branch_targets(const ReadCode& read, uint64_t entry, uint6
 // The GOT slot a PLT stub jumps through: `[endbr64] [bnd] jmp qword [rip + d]`.
 std::optional<uint64_t> plt_slot(const ReadCode& read, uint64_t stub) {
   const std::vector<uint8_t> code = read(stub, kPltStubBytes);
-  Decoder d;
+  X86Decoder d;
   size_t off = 0;
   for (int n = 0; n < 2 && off < code.size(); ++n) {
     Decoded i;

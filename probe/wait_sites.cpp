@@ -5,28 +5,14 @@
 
 #include <algorithm>
 
+#include "probe/x86_decoder.h"
+
 namespace profctl::probe {
 namespace {
 
 constexpr size_t kCalleeWindow = 512;  // bytes of a callee read to look for its syscall
 constexpr int kMovToSyscallMax = 12;   // instructions allowed between `mov eax, 202` and it
 constexpr uint64_t kSysFutex = 202;
-
-struct Decoded {
-  ZydisDecodedInstruction ins{};
-  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT]{};
-};
-
-class Decoder {
- public:
-  Decoder() { ZydisDecoderInit(&d_, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64); }
-  bool decode(std::span<const uint8_t> bytes, Decoded& out) const {
-    return ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d_, bytes.data(), bytes.size(), &out.ins, out.ops));
-  }
-
- private:
-  ZydisDecoder d_{};
-};
 
 // Direct branch target of a relative call/jmp, if `i` is one.
 std::optional<uint64_t> direct_target(const Decoded& i, uint64_t address) {
@@ -49,7 +35,7 @@ std::optional<uint64_t> direct_target(const Decoded& i, uint64_t address) {
 // jumps to the common body; __pthread_unwind_next loads a field and calls __pthread_unwind.
 std::optional<uint64_t> wrapper_target(std::span<const uint8_t> code, uint64_t address,
                                        bool calls = false) {
-  Decoder d;
+  X86Decoder d;
   size_t off = 0;
   for (int n = 0; n < 6 && off < code.size(); ++n) {
     Decoded i;
@@ -71,7 +57,7 @@ std::optional<uint64_t> wrapper_target(std::span<const uint8_t> code, uint64_t a
 }  // namespace
 
 bool issues_futex_syscall(std::span<const uint8_t> code) {
-  Decoder d;
+  X86Decoder d;
   size_t off = 0;
   int since_mov = -1;  // instructions since `mov eax, 202`; -1: none seen
   while (off < code.size()) {
@@ -102,7 +88,7 @@ namespace {
 // once, leaving out the function's own branches.
 std::vector<uint64_t> targets_of(uint64_t entry, uint64_t size, const ReadCode& read) {
   std::vector<uint8_t> code = read(entry, size);
-  Decoder d;
+  X86Decoder d;
   // Calls first: the slow path is called; a tail jump more often leads to another variant
   // of the whole operation (elision, robust mutexes).
   std::vector<uint64_t> calls;
