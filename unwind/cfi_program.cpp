@@ -18,45 +18,35 @@ uint64_t ByteReader::fixed(size_t n) {
   return v;
 }
 
-uint64_t ByteReader::uleb() {
+// One LEB128 value: its bits, and the shift after its last byte and that byte (0 when it is
+// malformed: past the end, or more than 10 bytes, which no 64-bit value needs).
+ByteReader::Leb ByteReader::leb() {
   uint64_t v = 0;
   for (unsigned shift = 0; shift < 70; shift += 7) {
     if (p_ == end_) {
-      fail();
-      return 0;
+      break;
     }
-    uint8_t b = *p_++;
+    const uint8_t b = *p_++;
     if (shift < 64) {
       v |= uint64_t(b & 0x7f) << shift;
     }
     if ((b & 0x80) == 0) {
-      return v;
-    }
-  }
-  fail();  // more than 10 bytes: not a 64-bit value
-  return 0;
-}
-
-int64_t ByteReader::sleb() {
-  uint64_t v = 0;
-  for (unsigned shift = 0; shift < 70; shift += 7) {
-    if (p_ == end_) {
-      fail();
-      return 0;
-    }
-    uint8_t b = *p_++;
-    if (shift < 64) {
-      v |= uint64_t(b & 0x7f) << shift;
-    }
-    if ((b & 0x80) == 0) {
-      if (shift + 7 < 64 && (b & 0x40) != 0) {
-        v |= ~uint64_t(0) << (shift + 7);
-      }
-      return int64_t(v);
+      return {v, shift + 7, b};
     }
   }
   fail();
-  return 0;
+  return {};
+}
+
+uint64_t ByteReader::uleb() { return leb().bits; }
+
+int64_t ByteReader::sleb() {
+  const Leb l = leb();
+  uint64_t v = l.bits;
+  if (l.shift != 0 && l.shift < 64 && (l.last & 0x40) != 0) {
+    v |= ~uint64_t(0) << l.shift;  // sign-extend from the last byte's sign bit
+  }
+  return int64_t(v);
 }
 
 bool ByteReader::skip(uint64_t n) {

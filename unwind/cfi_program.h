@@ -40,6 +40,12 @@ class ByteReader {
   bool skip_encoded(uint8_t enc) { return encoded(enc & 0x0f).has_value(); }
 
  private:
+  struct Leb {
+    uint64_t bits = 0;
+    unsigned shift = 0;  // bits read (0: malformed)
+    uint8_t last = 0;    // the last byte, whose bit 6 is the sign of an SLEB128
+  };
+  Leb leb();
   bool fail() {
     ok_ = false;
     p_ = end_;
