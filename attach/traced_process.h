@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -171,6 +172,12 @@ class TracedProcess {
   // where the dynamic linker has loaded its libraries and nothing of the program has run,
   // and leaves it stopped there.
   Result<void> run_to_entry();
+  // For a program held at its exec: runs it with a breakpoint at `hook`, the address of a
+  // function whose whole body is `ret` (ld.so's _dl_debug_state, which it calls at each
+  // change of its link map), until a hit that `accept` takes (called with the program
+  // stopped at the hit). A declined hit returns from the function at once, as it would have.
+  // Leaves the program stopped at `hook` with its byte restored: it runs the `ret` next.
+  Result<void> run_to_hook(uint64_t hook, const std::function<bool()>& accept);
 
   // ---- for a ProcessTree ----
 
@@ -211,6 +218,10 @@ class TracedProcess {
   // The wait queue (StoppedWorld waits through it too).
   WaitQueue& waits() { return *queue_; }
   std::optional<Waiter::Event> next_status(std::chrono::milliseconds timeout);
+  // run_to_entry and run_to_hook: a breakpoint at `at` until `accept` takes a hit; a declined
+  // hit returns from the function (`ret`). `what` names the place for errors.
+  Result<void> run_to_breakpoint(uint64_t at, const std::function<bool()>& accept,
+                                 const std::string& what);
   Result<void> seize_all();
   Result<void> seize_one(pid_t tid);
   static std::optional<AttachError> check_seizable(pid_t pid);

@@ -222,17 +222,29 @@ Result<void> TracedProcess::run_to_entry() {
   if (entry == 0) {
     return Error{"no AT_ENTRY in the auxiliary vector of pid " + std::to_string(pid_)};
   }
+  return run_to_breakpoint(
+      entry, [] { return true; }, "its entry point");
+}
+
+Result<void> TracedProcess::run_to_hook(uint64_t hook, const std::function<bool()>& accept) {
+  return run_to_breakpoint(hook, accept, "the dynamic linker's notification");
+}
+
+Result<void> TracedProcess::run_to_breakpoint(uint64_t at, const std::function<bool()>& accept,
+                                              const std::string& what) {
   auto mem = Fd::open("/proc/" + std::to_string(pid_) + "/mem", O_RDWR);
   if (!mem) {
     return mem.error();
   }
   uint8_t original = 0;
   const uint8_t int3 = 0xcc;
-  if (pread(mem->get(), &original, 1, static_cast<off_t>(entry)) != 1 ||
-      pwrite(mem->get(), &int3, 1, static_cast<off_t>(entry)) != 1) {
-    return errno_error("breakpoint at the entry point");
+  if (pread(mem->get(), &original, 1, static_cast<off_t>(at)) != 1 ||
+      pwrite(mem->get(), &int3, 1, static_cast<off_t>(at)) != 1) {
+    return errno_error("breakpoint at " + what);
   }
-  auto restore = [&] { (void)!pwrite(mem->get(), &original, 1, static_cast<off_t>(entry)); };
+  // The program is ours from its exec (launch): it dies with profctl, so a byte left behind
+  // by a killed profctl is never run by anything that outlives it.
+  auto restore = [&] { (void)!pwrite(mem->get(), &original, 1, static_cast<off_t>(at)); };
   resume_one(pid_, false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -240,29 +252,41 @@ Result<void> TracedProcess::run_to_entry() {
     if (!ev) {
       continue;
     }
+    user_regs_struct regs{};
     if (ev->tid == pid_ && ev->status.kind() == WaitStatus::Kind::kSignalStop &&
-        ev->status.signal() == SIGTRAP) {
-      user_regs_struct regs{};
-      if (ptrace(PTRACE_GETREGS, pid_, nullptr, &regs) == 0 && regs.rip == entry + 1) {
-        queue_->consume(*ev);
-        table_.apply(pid_, ev->status);  // stopped; the trap is ours, not the program's
-        table_.breakpoint_trap(pid_);
+        ev->status.signal() == SIGTRAP && ptrace(PTRACE_GETREGS, pid_, nullptr, &regs) == 0 &&
+        regs.rip == at + 1) {
+      queue_->consume(*ev);
+      table_.apply(pid_, ev->status);  // stopped; the trap is ours, not the program's
+      table_.breakpoint_trap(pid_);
+      if (accept()) {
         restore();
-        regs.rip = entry;
+        regs.rip = at;
         ptrace(PTRACE_SETREGS, pid_, nullptr, &regs);
         return {};
       }
+      // Declined: do the function's `ret` here, the breakpoint stays for the next call.
+      uint64_t ret = 0;
+      if (pread(mem->get(), &ret, sizeof ret, static_cast<off_t>(regs.rsp)) != sizeof ret) {
+        restore();
+        return errno_error("reading the return address at " + what);
+      }
+      regs.rip = ret;
+      regs.rsp += sizeof ret;
+      ptrace(PTRACE_SETREGS, pid_, nullptr, &regs);
+      resume_one(pid_, false);
+      continue;
     }
     auto tr = on_status(*ev);
     if (tr.what == Transition::What::kExited && ev->tid == pid_) {
-      return Error{"the program exited before its entry point"};
+      return Error{"the program exited before " + what};
     }
     if (table_.find(ev->tid) != nullptr && table_.find(ev->tid)->state == TState::kStopped) {
       resume_one(ev->tid, false);
     }
   }
   restore();
-  return Error{"the program did not reach its entry point"};
+  return Error{"the program did not reach " + what};
 }
 
 std::optional<TracedProcess::TraceEvent> TracedProcess::handle_status(const Waiter::Event& ev,

@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/user_error.h"
 #include "capture/hottest_function.h"
+#include "probe/startup_hook.h"
 #include "unwind/table_unwinder.h"
 
 namespace profctl {
@@ -91,12 +92,25 @@ class Pipeline {
     }
   }
 
-  // A launched program's allocations are recorded from its entry point: its libraries
-  // are loaded (the allocator can be found and probed) and none of its code has run yet.
+  // A launched program's allocations are recorded from before its libraries' constructors:
+  // the probes go in when ld.so reports its link map complete (every library mapped and
+  // relocated, the allocator found where it binds malloc) and before _dl_init runs a single
+  // initializer. A static program has no ld.so: its constructors run after its entry point.
   void hold_at_entry() {
     if (!req_.launch || !out_.plan.any_probes()) {
       return;
     }
+    const pid_t pid = tp_->pid();
+    auto hook = probe::dynamic_linker_hook(pid);
+    if (hook) {
+      auto r = tp_->run_to_hook(*hook, [pid] { return probe::link_map_consistent(pid); });
+      if (!r) {
+        throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
+      }
+      logger("capture")->debug("probes go in at ld.so's notification, before the constructors");
+      return;
+    }
+    logger("capture")->debug("probes go in at the entry point: {}", hook.error().message());
     if (auto r = tp_->run_to_entry(); !r) {
       throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
     }

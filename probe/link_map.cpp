@@ -13,8 +13,9 @@ namespace {
 
 constexpr size_t kMaxPhdrs = 256;
 constexpr size_t kMaxDynamic = 4096;  // entries of the executable's dynamic section
-// struct r_debug: int r_version; struct link_map* r_map; ...
+// struct r_debug: int r_version; struct link_map* r_map; ElfW(Addr) r_brk; r_state; ...
 constexpr uint64_t kRMapOffset = 8;
+constexpr uint64_t kRStateOffset = 24;
 // struct link_map: l_addr, l_name, l_ld, l_next, l_prev (the public prefix, <link.h>).
 constexpr uint64_t kLdOffset = 16;
 constexpr uint64_t kNextOffset = 24;
@@ -102,6 +103,22 @@ Result<uint64_t> r_debug_address(TargetMemory& target) {
 }
 
 }  // namespace
+
+Result<int> link_map_state(TargetMemory& target) {
+  auto r_debug = r_debug_address(target);
+  if (!r_debug) {
+    return r_debug.error();
+  }
+  auto map = read_value<uint64_t>(target, *r_debug + kRMapOffset);
+  auto state = read_value<int32_t>(target, *r_debug + kRStateOffset);
+  if (!map || !state) {
+    return Error{"r_debug is not readable"};
+  }
+  if (*map == 0) {
+    return Error{"the link map is empty"};
+  }
+  return *state;
+}
 
 Result<std::vector<std::string>> link_map_modules(TargetMemory& target,
                                                   const std::vector<MapEntry>& maps) {

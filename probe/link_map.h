@@ -26,6 +26,10 @@ inline constexpr size_t kMaxLinkMapEntries = 4096;
 Result<std::vector<std::string>> link_map_modules(TargetMemory& target,
                                                   const std::vector<MapEntry>& maps);
 
+// r_debug.r_state of the target (RT_CONSISTENT, RT_ADD or RT_DELETE of <link.h>): an error
+// while ld.so has not published r_debug (DT_DEBUG unset) or its map is still empty.
+Result<int> link_map_state(TargetMemory& target);
+
 // `modules` (link map order), then every other file mapped in `maps` that is not among them,
 // in address order, with `exe` first when the link map is empty.
 std::vector<std::string> search_order(const std::vector<std::string>& link_map,

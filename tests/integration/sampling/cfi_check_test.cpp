@@ -48,7 +48,7 @@ class CfiCheck : public ::testing::Test {
   void check(const std::vector<std::string>& command, uint64_t min_stacks) {
     std::vector<std::string> argv = {PROFCTL_BIN, "run", "-v", "--rate", "500", "--"};
     argv.insert(argv.end(), command.begin(), command.end());
-    RunResult r = run(argv, {.timeout = std::chrono::milliseconds(120000)});
+    RunResult r = run(argv, {.timeout = std::chrono::milliseconds(120000), .uid = std::nullopt});
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     Checked c = parse(r.err);
     EXPECT_EQ(c.differ, 0u) << r.err.substr(0, 4000);

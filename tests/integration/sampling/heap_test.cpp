@@ -297,6 +297,27 @@ TEST(Heap, AFunctionThatCannotTakeAJumpIsProbedWithABreakpointAndRecordedExactly
       << "the fallback is not reported";
 }
 
+TEST(Heap, RunRecordsTheAllocationsOfALibrarysConstructor) {
+  PROFCTL_REQUIRE_PROFCTL();
+  TempDir dir;
+  auto r = run({PROFCTL_BIN, "run", "--profiles", kProfiles, "--mem-rate", "1", "-o", dir.path(),
+                "--", HEAP_CTOR});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  using V = std::vector<long long>;
+  // libheap_ctor_lib.so's constructor ran before the program's entry point, from ld.so's
+  // _dl_init; main's allocations after it. Each exactly once, nothing lost.
+  // (call_init is inlined into _dl_init once, and its own copy too: libc6-dbg's DWARF.)
+  EXPECT_EQ(heap_values_of(*heap, {"malloc", "ctor_alloc", "heap_ctor_lib_init", "call_init",
+                                   "call_init", "_dl_init", "_dl_start_user"}),
+            (V{1, 12345, 1, 12345}))
+      << heap->dump();
+  EXPECT_EQ(heap_values_of(*heap, on_main({"malloc", "main_alloc"})), (V{10, 480, 10, 480}));
+}
+
 // --- Statistics of the sampled profile --------------------------------------------------
 //
 // The target draws the bytes to its next sample from an exponential distribution of mean
