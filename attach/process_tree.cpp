@@ -114,6 +114,10 @@ void ProcessTree::note_space(pid_t pid, uint32_t space) {
   }
 }
 
+bool ProcessTree::follows_child(const ChildHookArgs& /*args*/) const {
+  return opts_.follow && !closing_ && children_.size() < opts_.max_processes;
+}
+
 bool ProcessTree::adopt_child(const ChildHookArgs& a, TracedProcess& parent) {
   if (!opts_.follow || closing_) {
     return false;
@@ -134,6 +138,9 @@ bool ProcessTree::adopt_child(const ChildHookArgs& a, TracedProcess& parent) {
   queue_->push_back(std::move(e));
   TracedProcess* cp = c.get();
   children_.push_back(std::move(c));
+  if (followed_) {
+    followed_(*cp);
+  }
   cp->resume(a.pid);
   return true;
 }

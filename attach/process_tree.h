@@ -95,6 +95,10 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   // process is alive: its modules can be read), before the other observers' on_sample.
   using NewSpace = std::function<void(pid_t pid, uint32_t space)>;
   void set_new_space(NewSpace f) { new_space_ = std::move(f); }
+  // Called for each child process the tree follows, while it is still held at its first
+  // stop (its observers can be added; it runs once this returns).
+  using Followed = std::function<void(TracedProcess& child)>;
+  void set_followed(Followed f) { followed_ = std::move(f); }
   // A sample of `space` taken without a stop (a kernel sample record): announces the space
   // as a stop's snapshot does, once, while its process is alive.
   void note_space(pid_t pid, uint32_t space);
@@ -113,6 +117,7 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   void release_stray(const Waiter::Event& ev) override;
   // TraceObserver, on every process of the tree.
   void on_sample(Snapshot& s) override;
+  bool follows_child(const ChildHookArgs& args) const override;
   bool adopt_child(const ChildHookArgs& args, TracedProcess& parent) override;
   ChildClaim claim_child(pid_t child, const TracedProcess& asker) override;
 
@@ -152,6 +157,7 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   bool closing_ = false;  // detaching: a child process created now is detached, not followed
   std::vector<std::shared_ptr<TraceObserver>> observers_;  // add_observer's, for every process
   NewSpace new_space_;
+  Followed followed_;
   std::vector<uint32_t> spaces_seen_;
   std::map<pid_t, std::string> comms_;
   size_t stack_bytes_ = 8u << 20;

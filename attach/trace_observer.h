@@ -25,6 +25,7 @@ struct ChildHookArgs {
   pid_t parent_tid = 0;    // the thread that created it
   int event = 0;           // PTRACE_EVENT_FORK / _VFORK / _CLONE
   bool shares_vm = false;  // vfork, clone(CLONE_VM): it runs in the target's own memory
+  bool followed = false;   // an observer will keep it traced (follows_child said so)
 };
 
 // With several traced processes (a ProcessTree), the two halves of a child process's
@@ -61,8 +62,12 @@ class TraceObserver {
   virtual void on_sample(Snapshot& /*s*/) {}
 
   // ---- child processes (fork, vfork, clone without CLONE_THREAD) ----
+  // Asked first: true when the observer will keep the child traced (adopt_child will say
+  // yes). The answer is in ChildHookArgs::followed for on_child_process.
+  virtual bool follows_child(const ChildHookArgs& /*args*/) const { return false; }
   // Held at its first stop, before it runs a single instruction: `child` gives its memory
-  // and a syscall in it (the probe engine cleans its copy of the probes).
+  // and a syscall in it (the probe engine cleans its copy of the probes, or, for a child
+  // that is followed, makes them the child's own).
   virtual void on_child_process(const ChildHookArgs& /*args*/, StoppedWorld& /*child*/) {}
   // After every observer's on_child_process: true when the observer keeps the child
   // traced (a ProcessTree following it, now its owner); otherwise it is detached.

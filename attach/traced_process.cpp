@@ -480,6 +480,8 @@ void TracedProcess::settle_child(const ChildProcess& c) {
   // kcmp tells for sure whether the child runs in the target's memory (vfork, CLONE_VM).
   args.shares_vm =
       c.event == PTRACE_EVENT_VFORK || ::syscall(SYS_kcmp, c.pid, space_pid(), KCMP_VM, 0, 0) == 0;
+  args.followed = std::any_of(observers_.begin(), observers_.end(),
+                              [&](const auto& o) { return o->follows_child(args); });
   if (!observers_.empty()) {
     StoppedWorld child(*this, c.pid, {c.pid}, {}, /*resume_at_end=*/false);
     for (const auto& o : observers_) {

@@ -65,6 +65,9 @@ class Pipeline {
     auto tree = std::make_unique<ProcessTree>(*tp_, req_.tree);
     out_.root_space = tp_->space_id();
     follow_spaces(*tree);
+    if (out_.probes) {
+      tree->set_followed([pc = out_.probes.get()](TracedProcess& c) { pc->followed(c); });
+    }
     SessionOptions sopts = session_options(*tree);
     if (req_.launch) {
       if (req_.on_start) {
@@ -140,6 +143,7 @@ class Pipeline {
     }
     ProbeCaptureOptions popts = out_.plan.probes;
     popts.allow_breakpoints = req_.launch;  // a launched program dies with profctl anyway
+    popts.follow_children = req_.tree.follow;
     auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
       std::shared_ptr<TargetDwfl> dp = modules_of(*tp_, req_.dwfl);
       return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<TableUnwinder>(*dp); };

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "capture/probe_capture.h"
 
+#include <poll.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmath>
 
+#include "attach/proc.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/saturating.h"
@@ -12,12 +16,34 @@
 
 namespace profctl {
 
+namespace {
+
+// The counters a child's ring adds to the capture's (foreign_pid_events stays the root's: a
+// child's own records are not foreign; inflight is a state, not a count).
+void add_counters(probe::ProbeCounters& sum, const probe::ProbeCounters& k) {
+  sum.records_written = sat_add(sum.records_written, k.records_written);
+  sum.dropped_ring_full = sat_add(sum.dropped_ring_full, k.dropped_ring_full);
+  sum.dropped_ptr_table_full = sat_add(sum.dropped_ptr_table_full, k.dropped_ptr_table_full);
+  sum.dropped_thread_table_full =
+      sat_add(sum.dropped_thread_table_full, k.dropped_thread_table_full);
+  sum.stack_copy_failed = sat_add(sum.stack_copy_failed, k.stack_copy_failed);
+  sum.waits_seen = sat_add(sum.waits_seen, k.waits_seen);
+  sum.waits_recorded = sat_add(sum.waits_recorded, k.waits_recorded);
+  sum.dropped_ring_alloc = sat_add(sum.dropped_ring_alloc, k.dropped_ring_alloc);
+  sum.dropped_ring_free = sat_add(sum.dropped_ring_free, k.dropped_ring_free);
+  sum.dropped_ring_mutex = sat_add(sum.dropped_ring_mutex, k.dropped_ring_mutex);
+  sum.dropped_ring_block = sat_add(sum.dropped_ring_block, k.dropped_ring_block);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
                                                           const ProbeCaptureOptions& options,
                                                           UnwinderFactory heap_unwinder,
                                                           UnwinderFactory wait_unwinder) {
   std::unique_ptr<ProbeCapture> pc(new ProbeCapture());
   pc->pid_ = tp.pid();
+  pc->comm_ = read_comm(tp.pid());
   pc->options_ = options;
   pc->clock_ = probe::TscClock::calibrate(std::chrono::milliseconds(10));
   probe::ProbeOptions po;
@@ -56,6 +82,18 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
         [probes_ptr](uint64_t pc_) { return probes_ptr->in_lock_function(pc_); },
         options.block ? std::max<uint64_t>(1, options.block_rate_ns) : 0, po.mutex_fraction);
   }
+  if (options.follow_children) {
+    pc->probes_->set_on_adopted(
+        [p = pc.get()](std::shared_ptr<probe::Probes> child) { p->adopted(std::move(child)); },
+        [p = pc.get()] {
+          if (p->live_rings_.load() < kMaxChildRings) {
+            return true;
+          }
+          std::lock_guard lock(p->children_mu_);
+          p->children_capped_ = true;
+          return false;
+        });
+  }
   pc->drainer_ = std::thread([p = pc.get()] { p->drain_loop(); });
   logger("probe")->debug("probes installed: {} functions", pc->probes_->probed());
   if (options.heap) {
@@ -66,8 +104,96 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
 
 uint64_t ProbeCapture::now_ns() const { return monotonic_ns(); }
 
+void ProbeCapture::adopted(std::shared_ptr<probe::Probes> child) {
+  std::lock_guard lock(children_mu_);
+  pending_[child->pid()] = std::move(child);
+  live_rings_.fetch_add(1);
+}
+
+void ProbeCapture::followed(TracedProcess& child) {
+  std::shared_ptr<probe::Probes> p;
+  {
+    std::lock_guard lock(children_mu_);
+    auto it = pending_.find(child.pid());
+    if (it == pending_.end()) {
+      return;  // not adopted (cleaned instead, or not forked from a probed process)
+    }
+    p = std::move(it->second);
+    pending_.erase(it);
+  }
+  child.add_observer(probe::Probes::observer_for(p));
+  auto ring = std::make_unique<ChildRing>();
+  ring->pid = child.pid();
+  // Opened while the child is held at its first stop: it cannot have been reaped.
+  ring->pidfd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, child.pid(), 0)));
+  ring->comm = read_comm(child.pid());
+  ring->reader = std::make_unique<probe::RingReader>(p->area());
+  ring->probes = std::move(p);
+  std::lock_guard lock(children_mu_);
+  // Tags 1..65535 in bits 48-63, above every user-space address of x86-64.
+  ring->tag = static_cast<uint64_t>((children_total_++ % 0xffff) + 1) << 48;
+  names_[ring->tag >> 48] = {ring->pid, ring->comm};
+  children_.push_back(std::move(ring));
+}
+
+size_t ProbeCapture::children_probed() const {
+  std::lock_guard lock(children_mu_);
+  return children_total_;
+}
+
+// On the drain thread: a child that has exited writes nothing more; once its ring is
+// drained, its counters are kept and its area is released (memfd, pages).
+void ProbeCapture::retire_exited() {
+  std::vector<std::unique_ptr<ChildRing>> gone;
+  {
+    std::lock_guard lock(children_mu_);
+    for (auto it = children_.begin(); it != children_.end();) {
+      pollfd p{(*it)->pidfd.get(), POLLIN, 0};
+      if ((*it)->pidfd.valid() && ::poll(&p, 1, 0) == 1) {
+        gone.push_back(std::move(*it));
+        it = children_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& c : gone) {
+    while (drain_ring(*c->reader, c->pid, c->tag) > 0) {
+    }
+    const probe::ProbeCounters k = c->probes->area().counters();
+    std::lock_guard lock(children_mu_);
+    add_counters(retired_, k);
+    live_rings_.fetch_sub(1);
+  }
+}
+
 size_t ProbeCapture::drain_once() {
-  size_t n = reader_->drain([this](const probe::RecordView& v) {
+  size_t n = drain_ring(*reader_, pid_, 0);
+  if (reader_->gave_up() && !ring_abandoned_) {
+    // Nothing reads the ring any more: the probes need not record into it.
+    ring_abandoned_ = true;
+    probes_->area().set_enabled(false);
+    logger("probe")->warn("probes: {}", reader_->note());
+  }
+  std::vector<ChildRing*> rings;
+  {
+    std::lock_guard lock(children_mu_);
+    for (auto& c : children_) {
+      rings.push_back(c.get());
+    }
+  }
+  for (ChildRing* c : rings) {
+    n += drain_ring(*c->reader, c->pid, c->tag);
+  }
+  retire_exited();
+  return n;
+}
+
+size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t tag) {
+  // The process label: only when the capture follows children (the sampled profiles'
+  // rule); the root's rows are then labelled too.
+  const pid_t label = options_.follow_children ? pid : 0;
+  size_t n = reader.drain([&](const probe::RecordView& v) {
     probe::ProbeRecord r = probe::to_probe_record(v);
     const uint64_t t = clock_.to_monotonic_ns(r.tsc);
     if (r.kind == PROBE_KIND_BLOCK || r.kind == PROBE_KIND_MUTEX ||
@@ -83,10 +209,10 @@ size_t ProbeCapture::drain_once() {
       e.start_ns = clock_.to_monotonic_ns(r.args[1]);
       e.end_ns = t;
       e.delay_ns = clock_.ticks_to_ns(r.value);
-      e.lock = r.args[0];
+      e.lock = r.args[0] | tag;
       e.tid = r.tid;
       e.snap = probe::to_snapshot(std::move(r));
-      e.snap->pid = pid_;
+      e.snap->pid = pid;
       waits_->push(std::move(e));
       return;
     }
@@ -97,7 +223,7 @@ size_t ProbeCapture::drain_once() {
     if (r.flags & PROBE_REC_FREED) {
       AllocEvent f;
       f.kind = AllocEvent::Kind::kFree;
-      f.ptr = r.args[0];
+      f.ptr = r.args[0] | tag;
       f.time_ns = t;
       f.tid = r.tid;
       heap_->push(std::move(f));
@@ -105,23 +231,28 @@ size_t ProbeCapture::drain_once() {
     if (r.flags & PROBE_REC_ALLOC) {
       AllocEvent a;
       a.kind = AllocEvent::Kind::kAlloc;
-      a.ptr = r.ptr;
+      a.ptr = r.ptr | tag;
       a.size = r.value;
       a.time_ns = t;
       a.tid = r.tid;
+      a.pid = label;
       a.snap = probe::to_snapshot(std::move(r));
-      a.snap->pid = pid_;
+      a.snap->pid = pid;
       heap_->push(std::move(a));
     }
   });
   records_.fetch_add(n, std::memory_order_relaxed);
-  if (reader_->gave_up() && !ring_abandoned_) {
-    // Nothing reads the ring any more: the probes need not record into it.
-    ring_abandoned_ = true;
-    probes_->area().set_enabled(false);
-    logger("probe")->warn("probes: {}", reader_->note());
-  }
   return n;
+}
+
+probe::ProbeCounters ProbeCapture::counters() const {
+  probe::ProbeCounters sum = probes_->area().counters();
+  std::lock_guard lock(children_mu_);
+  add_counters(sum, retired_);
+  for (const auto& c : children_) {
+    add_counters(sum, c->probes->area().counters());
+  }
+  return sum;
 }
 
 void ProbeCapture::drain_loop() {
@@ -149,12 +280,19 @@ void ProbeCapture::finish() {
   }
   ProbeCaptureStats s = stats();
   // Read once: every loss below comes from this one copy of the target's counters.
-  const probe::ProbeCounters k = probes_->area().counters();
+  const probe::ProbeCounters k = counters();
   if (heap_) {
     heap_->tracker().note_table_dropped(k.dropped_ptr_table_full);
     heap_->tracker().note_dropped(k.dropped_ring_alloc);
     heap_->tracker().note_frees_dropped(k.dropped_ring_free);
     heap_->finish();
+    if (options_.follow_children) {
+      heap_->tracker().name_process(pid_, comm_);
+      std::lock_guard lock(children_mu_);
+      for (const auto& [tag, name] : names_) {
+        heap_->tracker().name_process(name.first, name.second);
+      }
+    }
     const HeapCounters& hc = heap_->tracker().counters();
     losses_.heap = {hc.sampled_allocs, hc.ring_dropped, hc.queue_dropped, hc.capped};
     for (auto& n : heap_->notes()) {
@@ -162,6 +300,12 @@ void ProbeCapture::finish() {
     }
   }
   if (waits_) {
+    if (options_.follow_children) {
+      std::map<uint64_t, std::pair<pid_t, std::string>> by_tag{{0, {pid_, comm_}}};
+      std::lock_guard lock(children_mu_);
+      by_tag.insert(names_.begin(), names_.end());
+      waits_->name_processes(std::move(by_tag));
+    }
     waits_->finish();
     const WaitCollectorStats& w = waits_->stats();
     losses_.block = {w.block_events, k.dropped_ring_block, w.block_dropped, w.block_capped};
@@ -173,14 +317,23 @@ void ProbeCapture::finish() {
   if (auto n = reader_->note(); !n.empty()) {
     notes_.push_back(std::move(n));
   }
-  auto c = probes_->area().counters();
+  {
+    std::lock_guard lock(children_mu_);
+    if (children_capped_) {
+      notes_.push_back("more than " + std::to_string(kMaxChildRings) +
+                       " child processes probed at once: the others were cleaned of the probes "
+                       "(their allocations and waits are not in the profiles)");
+    }
+  }
+  auto c = counters();
   const auto& rs = reader_->stats();
   logger("probe")->debug(
       "probes: {} records read ({} written by the target), {} dropped (ring full), {} untracked "
       "pointers, {} threads without a slot, {} foreign, {} abandoned, {} corrupt, {} stacks cut; "
-      "waits {} seen {} recorded",
+      "waits {} seen {} recorded; {} child processes probed",
       s.records, c.records_written, s.ring_dropped, s.table_dropped, c.dropped_thread_table_full,
-      rs.foreign_pid, rs.abandoned, rs.corrupt, rs.stack_cut, c.waits_seen, c.waits_recorded);
+      rs.foreign_pid, rs.abandoned, rs.corrupt, rs.stack_cut, c.waits_seen, c.waits_recorded,
+      children_probed());
 }
 
 std::vector<std::string> ProbeCapture::notes() const {
@@ -190,14 +343,14 @@ std::vector<std::string> ProbeCapture::notes() const {
 }
 
 uint64_t ProbeCapture::dropped() const {
-  uint64_t n = probes_->area().counters().dropped_ring_full;
+  uint64_t n = counters().dropped_ring_full;
   n = sat_add(n, heap_ ? heap_->queue_dropped() : 0);
   return sat_add(n, waits_ ? waits_->queue_dropped() : 0);
 }
 
 ProbeCaptureStats ProbeCapture::stats() const {
   ProbeCaptureStats s;
-  auto c = probes_->area().counters();
+  auto c = counters();
   s.records = records_.load();
   s.ring_dropped = c.dropped_ring_full;
   s.table_dropped = c.dropped_ptr_table_full;

@@ -7,12 +7,15 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "attach/traced_process.h"
+#include "base/fd.h"
 #include "base/result.h"
 #include "probe/probes.h"
 #include "probe/ring_reader.h"
@@ -36,6 +39,10 @@ struct ProbeCaptureOptions {
   // with profctl anyway; in a process profctl attached to, a breakpoint left by a killed
   // profctl would kill it at the next call (SIGTRAP with no tracer).
   bool allow_breakpoints = false;
+  // Child processes the process tree follows keep their inherited probes, with a ring of
+  // their own (Probes::adopt); their records are labelled with their pid. Off: they are
+  // cleaned of the probes before they run.
+  bool follow_children = false;
 };
 
 // What each probe profile lost, counted once at finish() from the ring's drops by profile
@@ -71,6 +78,12 @@ class ProbeCapture {
   ProbeCapture(const ProbeCapture&) = delete;
   ProbeCapture& operator=(const ProbeCapture&) = delete;
 
+  // A child process the tree follows, held at its first stop (ProcessTree::set_followed):
+  // if its probes were adopted, they observe it from now on and their ring is drained.
+  void followed(TracedProcess& child);
+  // Child processes whose probes were adopted.
+  size_t children_probed() const;
+
   // Call after the target is detached (the probes removed): drains what is left in the
   // ring, stops the drain thread and the collectors.
   void finish();
@@ -97,9 +110,26 @@ class ProbeCapture {
   uint64_t tsc_to_ns(uint64_t tsc) const { return clock_.to_monotonic_ns(tsc); }
 
  private:
+  // A followed child's adopted probes and their ring.
+  struct ChildRing {
+    pid_t pid = 0;
+    uint64_t tag = 0;  // or'ed into its pointers: two processes can hand out the same address
+    std::string comm;
+    std::shared_ptr<probe::Probes> probes;
+    std::unique_ptr<probe::RingReader> reader;
+    Fd pidfd;  // readable once the child has exited: its ring is then drained and retired
+  };
+  // Followed children probed at once at most: each holds a memfd and its ring's pages in
+  // profctl until it exits. Past it, a child is cleaned of the probes (said once).
+  static constexpr size_t kMaxChildRings = 128;
   ProbeCapture() = default;
   void drain_loop();
   size_t drain_once();
+  size_t drain_ring(probe::RingReader& reader, pid_t pid, uint64_t tag);
+  void adopted(std::shared_ptr<probe::Probes> child);
+  // Every ring's counters, summed (the root's and each child's).
+  probe::ProbeCounters counters() const;
+  void retire_exited();
 
   std::shared_ptr<probe::Probes> probes_;
   std::unique_ptr<probe::RingReader> reader_;
@@ -108,6 +138,7 @@ class ProbeCapture {
   probe::TscClock clock_;
   ProbeCaptureOptions options_;
   pid_t pid_ = 0;
+  std::string comm_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> records_{0};
   std::thread drainer_;
@@ -115,6 +146,16 @@ class ProbeCapture {
   bool ring_abandoned_ = false;     // the reader gave up: the probes were disabled
   std::vector<std::string> notes_;  // added at finish()
   ProbeLosses losses_;              // set at finish()
+  // Adopted by the tracing thread (pending until the tree follows the child), drained by
+  // the drain thread; retired by it once the child has exited and its ring is empty.
+  mutable std::mutex children_mu_;
+  std::map<pid_t, std::shared_ptr<probe::Probes>> pending_;
+  std::vector<std::unique_ptr<ChildRing>> children_;
+  size_t children_total_ = 0;                                // ever probed
+  std::map<uint64_t, std::pair<pid_t, std::string>> names_;  // tag >> 48 -> pid, comm
+  bool children_capped_ = false;       // kMaxChildRings was reached (noted at finish)
+  probe::ProbeCounters retired_;       // the counters of the retired rings, summed
+  std::atomic<size_t> live_rings_{0};  // children_ plus pending_, for may_adopt
 };
 
 }  // namespace profctl

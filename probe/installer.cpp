@@ -100,7 +100,16 @@ Result<void> Installer::map_shared_area(const SharedAreaOptions& options) {
   }
   // The memfd's name must be in target memory: it borrows the first code area (rw, and
   // overwritten by the image later).
-  const uint64_t name_at = into_.code_areas.front().address;
+  return map_shared_area_with(options, into_.code_areas.front().address, 0);
+}
+
+Result<void> Installer::map_shared_area_at(const SharedAreaOptions& options, uint64_t name_at,
+                                           uint64_t at) {
+  return map_shared_area_with(options, name_at, at);
+}
+
+Result<void> Installer::map_shared_area_with(const SharedAreaOptions& options, uint64_t name_at,
+                                             uint64_t at) {
   const std::string name = random_memfd_name();
   if (auto r = target_.write(name_at, std::as_bytes(std::span(name.c_str(), name.size() + 1)));
       !r) {
@@ -119,12 +128,17 @@ Result<void> Installer::map_shared_area(const SharedAreaOptions& options) {
   }
   into_.area = std::move(*area);
   // MAP_POPULATE: the target's first record must not fault in ring pages.
-  auto shared = checked(target_.syscall(SYS_mmap, {0, into_.area.size(), PROT_READ | PROT_WRITE,
-                                                   MAP_SHARED | MAP_POPULATE, *tfd, 0}),
-                        "mmap of the probe shared area");
+  const uint64_t flags =
+      MAP_SHARED | (options.prefault ? MAP_POPULATE : 0) | (at != 0 ? MAP_FIXED : 0);
+  auto shared = checked(
+      target_.syscall(SYS_mmap, {at, into_.area.size(), PROT_READ | PROT_WRITE, flags, *tfd, 0}),
+      "mmap of the probe shared area");
   close_tfd();
   if (!shared) {
     return shared.error();
+  }
+  if (at != 0 && *shared != at) {
+    return Error{"the probe shared area was not mapped where asked"};
   }
   into_.shared = {*shared, into_.area.size()};
   // The descriptor the target mapped is a number in a table another process may share
@@ -169,7 +183,18 @@ void Installer::write_process_token(const ProbeImage& image) {
   if (auto wipe = target_.syscall(SYS_madvise, {image.process_token, kPage, kMadvWipeOnFork});
       wipe && *wipe == 0) {
     const auto owner = static_cast<uint64_t>(target_.pid());
-    (void)target_.write(image.process_token, std::as_bytes(std::span(&owner, 1)));
+    if (target_.write(image.process_token, std::as_bytes(std::span(&owner, 1)))) {
+      into_.tokens.push_back(image.process_token);
+    }
+  }
+}
+
+void Installer::write_tokens(const std::vector<uint64_t>& tokens) {
+  const auto owner = static_cast<uint64_t>(target_.pid());
+  for (uint64_t at : tokens) {
+    if (target_.write(at, std::as_bytes(std::span(&owner, 1)))) {
+      into_.tokens.push_back(at);
+    }
   }
 }
 

@@ -61,6 +61,7 @@ struct Installation {
   MappedArea shared;                   // the target's mapping of it
   std::vector<MappedArea> code_areas;  // one per probed module
   std::vector<uint64_t> wait_returns;  // probe_wait_return in each code area
+  std::vector<uint64_t> tokens;        // the process tokens written (wipe-on-fork pages)
   std::vector<Patch> patches;          // the journal: what write_patches writes
   std::vector<std::string> notes;      // lines for the report (sites not probed, and how)
   size_t probed = 0;                   // sites journaled or aliased
@@ -83,6 +84,12 @@ class Installer {
   // first code area), taken and proven by profctl (probe/target_memfd.h), mapped into the
   // target MAP_SHARED|MAP_POPULATE, and its descriptor closed there again.
   Result<void> map_shared_area(const SharedAreaOptions& options);
+  // The same, the name written at `name_at` (writable target memory) and the area mapped
+  // MAP_FIXED at `at`, replacing what is there: a forked child's own area where its
+  // inherited code areas expect the shared one.
+  Result<void> map_shared_area_at(const SharedAreaOptions& options, uint64_t name_at, uint64_t at);
+  // The target's pid written at each process token (a forked child's pages read 0).
+  void write_tokens(const std::vector<uint64_t>& tokens);
 
   // A module's image: its sites' bytes read from the target, the image built for `code`,
   // written there, made r-x up to the process token, and the token (the target's pid)
@@ -113,6 +120,8 @@ class Installer {
   void unmap_areas();
 
  private:
+  Result<void> map_shared_area_with(const SharedAreaOptions& options, uint64_t name_at,
+                                    uint64_t at);
   Result<std::vector<std::vector<uint8_t>>> read_functions(const std::vector<FoundSite>& sites);
   Result<void> protect_code(const MappedArea& code, const ProbeImage& image);
   void write_process_token(const ProbeImage& image);

@@ -478,9 +478,16 @@ class Probes::Observer final : public TraceObserver {
     }
   }
   void on_child_process(const ChildHookArgs& child, StoppedWorld& cw) override {
-    if (!child.shares_vm) {
-      p_->clean_child(cw);
+    if (child.shares_vm) {
+      return;
     }
+    if (child.followed && p_->on_adopted_ && (!p_->may_adopt_ || p_->may_adopt_())) {
+      if (auto c = p_->adopt(cw)) {
+        p_->on_adopted_(std::move(c));
+        return;
+      }
+    }
+    p_->clean_child(cw);
   }
   bool needs_detach_stop() const override { return true; }
   bool before_detach(StoppedWorld& world) override { return p_->remove(world); }
@@ -520,8 +527,79 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
     return r.error();
   }
   // From here on every exit path that detaches restores the target.
-  tp.add_observer(std::make_shared<Observer>(self, !self->inst_.wait_returns.empty() && o.waits));
+  self->unhijack_ = !self->inst_.wait_returns.empty() && o.waits;
+  tp.add_observer(observer_for(self));
   return self;
+}
+
+std::shared_ptr<TraceObserver> Probes::observer_for(std::shared_ptr<Probes> probes) {
+  const bool unhijack = probes->unhijack_;
+  return std::make_shared<Observer>(std::move(probes), unhijack);
+}
+
+std::shared_ptr<Probes> Probes::adopt(StoppedWorld& child) {
+  if (restored_ || exec_.load() || inst_.shared.address == 0) {
+    return nullptr;
+  }
+  std::shared_ptr<Probes> c(new Probes());
+  c->pid_ = child.pid();
+  c->options_ = options_;
+  c->options_.owner_pid = child.pid();
+  c->options_.ring_bytes = std::min(options_.ring_bytes, kChildRingBytes);
+  c->options_.pointer_capacity = std::min(options_.pointer_capacity, kChildPointerCapacity);
+  c->options_.thread_capacity = std::min(options_.thread_capacity, kChildThreadCapacity);
+  c->options_.prefault = false;
+  c->options_heap_ = options_heap_;
+  c->options_waits_ = options_waits_;
+  c->allow_breakpoints_ = allow_breakpoints_;
+  c->unhijack_ = unhijack_;
+  c->on_adopted_ = on_adopted_;
+  c->may_adopt_ = may_adopt_;
+  c->function_names_ = function_names_;
+  c->wait_sites_ = wait_sites_;
+  c->lock_ranges_ = lock_ranges_;
+  // What the child inherited: the same patches at the same addresses (those not restored
+  // yet), the same code areas.
+  c->inst_.code_areas = inst_.code_areas;
+  c->inst_.wait_returns = inst_.wait_returns;
+  c->inst_.probed = inst_.probed;
+  for (const Patch& p : inst_.patches) {
+    if (!p.restored) {
+      c->inst_.patches.push_back(p);
+    }
+  }
+  auto fail = [&](const std::string& why) -> std::shared_ptr<Probes> {
+    std::lock_guard lock(notes_mu_);
+    inst_.notes.push_back("child process " + std::to_string(child.pid()) +
+                          " is not probed: " + why);
+    return nullptr;
+  };
+  auto regs = child.regs(child.pid());
+  if (!regs) {
+    return fail("its registers are not readable");
+  }
+  Installer installer(child, c->inst_);
+  // The memfd's name goes below the child's stack pointer (past the red zone): the thread
+  // is held, and nothing of the child reads that memory before it runs on.
+  const uint64_t name_at = (regs->rsp - 4096) & ~uint64_t{15};
+  if (auto r = installer.map_shared_area_at(c->options_, name_at, inst_.shared.address); !r) {
+    return fail(r.error().message());
+  }
+  if (c->inst_.shared.size < inst_.shared.size) {
+    // The rest of the parent's (larger) area is the parent's memfd still: not the child's.
+    const uint64_t tail = inst_.shared.address + c->inst_.shared.size;
+    auto r = child.syscall(SYS_munmap, {tail, inst_.shared.size - c->inst_.shared.size});
+    if (!r || *r != 0) {
+      return fail("the inherited shared area could not be unmapped");
+    }
+  }
+  installer.write_tokens(inst_.tokens);
+  if (auto text = read_maps_text(child.pid())) {
+    c->maps_ = parse_maps(*text);
+  }
+  c->register_thread(child.pid(), *regs, true);
+  c->inst_.area.set_enabled(true);
+  return c;
 }
 
 Result<SitesByModule> Probes::find_sites(StoppedWorld& w, const std::vector<std::string>& modules,

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,6 +59,26 @@ class Probes {
   ~Probes();
   Probes(const Probes&) = delete;
   Probes& operator=(const Probes&) = delete;
+
+  // A forked child the process tree follows (held at its first stop): its inherited
+  // patches and code areas are kept, and its own shared area (smaller: kChildRingBytes)
+  // replaces the parent's at the same address, so the inherited trampolines record into
+  // it; its token and its thread are written. nullptr when that fails: the child is then
+  // cleaned as an unfollowed one is, and the reason is noted.
+  std::shared_ptr<Probes> adopt(StoppedWorld& child);
+  // What attach/ must tell these probes (new threads, traps, exec, child processes, the
+  // detach that removes them): register it on the process they are in.
+  static std::shared_ptr<TraceObserver> observer_for(std::shared_ptr<Probes> probes);
+  // Called with each child's probes made by adopt() (the child is still held): the
+  // capture drains their ring. Inherited by the children's probes.
+  // `may_adopt` is asked first: false cleans the child instead (the capture's bound).
+  using Adopted = std::function<void(std::shared_ptr<Probes>)>;
+  using MayAdopt = std::function<bool()>;
+  void set_on_adopted(Adopted f, MayAdopt may_adopt) {
+    on_adopted_ = std::move(f);
+    may_adopt_ = std::move(may_adopt);
+  }
+  pid_t pid() const { return pid_; }
 
   SharedArea& area() { return inst_.area; }
   // The probed function at `function` (a record's rip): its name, "" when unknown.
@@ -126,6 +147,16 @@ class Probes {
   bool options_heap_ = true;
   bool options_waits_ = false;
   bool allow_breakpoints_ = false;
+  bool unhijack_ = false;  // timed waits are hijacked: stack copies need their return address
+  Adopted on_adopted_;
+  MayAdopt may_adopt_;
 };
+
+// A followed child's own ring: smaller than the root's, as children are many and most of
+// their records are few (workers); its pointer table likewise.
+// Not prefaulted: a short-lived child costs only the pages it writes.
+inline constexpr uint64_t kChildRingBytes = 4ULL << 20;
+inline constexpr uint64_t kChildPointerCapacity = 1ULL << 16;
+inline constexpr uint64_t kChildThreadCapacity = 256;
 
 }  // namespace profctl::probe

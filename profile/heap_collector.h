@@ -32,6 +32,7 @@ struct AllocEvent {
   uint64_t size = 0;  // kAlloc: bytes requested
   uint64_t time_ns = 0;
   pid_t tid = 0;
+  pid_t pid = 0;                 // kAlloc: the process, when the capture follows several
   std::optional<Snapshot> snap;  // kAlloc: at the allocating function's entry
 };
 

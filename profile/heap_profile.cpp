@@ -54,7 +54,8 @@ std::pair<int64_t, int64_t> scale_heap_sample(int64_t count, int64_t bytes, uint
 // splitmix64's finalizer over both fields: sizes are small multiples of 8 and stack ids are
 // dense, so the raw bits would cluster.
 size_t HeapTracker::BucketKeyHash::operator()(const BucketKey& k) const {
-  uint64_t x = k.size ^ (static_cast<uint64_t>(k.stack) * 0x9e3779b97f4a7c15ULL);
+  uint64_t x = k.size ^ (static_cast<uint64_t>(k.stack) * 0x9e3779b97f4a7c15ULL) ^
+               (static_cast<uint64_t>(k.pid) << 40);
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return static_cast<size_t>(x ^ (x >> 31));
@@ -65,11 +66,11 @@ HeapTracker::HeapTracker(uint64_t mem_rate, HeapTrackerLimits limits)
 
 void HeapTracker::set_start(uint64_t time_ns) { start_ns_ = time_ns; }
 
-uint32_t HeapTracker::bucket_for(StackId stack, uint64_t size) {
-  auto [it, added] =
-      bucket_index_.try_emplace(BucketKey{stack, size}, static_cast<uint32_t>(buckets_.size()));
+uint32_t HeapTracker::bucket_for(StackId stack, uint64_t size, pid_t pid) {
+  auto [it, added] = bucket_index_.try_emplace(BucketKey{stack, size, pid},
+                                               static_cast<uint32_t>(buckets_.size()));
   if (added) {
-    buckets_.push_back(Bucket{stack, size, estimate(size), 0, 0});
+    buckets_.push_back(Bucket{stack, size, estimate(size), 0, 0, pid});
   }
   return it->second;
 }
@@ -79,15 +80,15 @@ int64_t HeapTracker::estimate(uint64_t size) const {
   return scale_heap_sample(1, sat_i64(size), rate_).second;
 }
 
-void HeapTracker::on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t time_ns,
-                           pid_t tid) {
+void HeapTracker::on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t time_ns, pid_t tid,
+                           pid_t pid) {
   if (ptr == 0) {
     return;
   }
   auto it = live_.find(ptr);
   if ((it == live_.end() && live_.size() >= limits_.max_live) ||
       (buckets_.size() >= limits_.max_buckets &&
-       bucket_index_.find(BucketKey{stack, size}) == bucket_index_.end())) {
+       bucket_index_.find(BucketKey{stack, size, pid}) == bucket_index_.end())) {
     counters_.capped = sat_add(counters_.capped, uint64_t{1});
     return;
   }
@@ -101,7 +102,7 @@ void HeapTracker::on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t 
     release(it->second.bucket, time_ns);
     live_.erase(it);
   }
-  const uint32_t b = bucket_for(stack, size);
+  const uint32_t b = bucket_for(stack, size, pid);
   buckets_[b].allocs = sat_add(buckets_[b].allocs, uint64_t{1});
   live_.emplace(ptr, Live{time_ns, b, tid});
   inuse_estimate_ = sat_add(inuse_estimate_, buckets_[b].estimate);
@@ -217,21 +218,28 @@ HeapResult HeapTracker::result(uint64_t end_ns, uint64_t leak_age_ns) const {
   r.profile.dropped = r.raw.dropped =
       sat_add(sat_add(counters_.ring_dropped, counters_.queue_dropped), counters_.capped);
 
-  // The profile: one row per stack, each bucket (one size) scaled on its own as Go does.
+  // The profile: one row per stack (and process, when several are followed), each bucket
+  // (one size) scaled on its own as Go does.
   struct Row {
     StackSums alloc, inuse;
   };
-  std::map<StackId, Row> rows;
+  std::map<std::pair<StackId, pid_t>, Row> rows;
   for (const Bucket& b : buckets_) {
-    Row& row = rows[b.stack];
+    Row& row = rows[{b.stack, b.pid}];
     row.alloc.add(b.allocs, b.size, rate_);
     row.inuse.add(b.allocs - b.frees, b.size, rate_);
   }
-  for (const auto& [stack, row] : rows) {
-    r.profile.add(stack, {},
+  for (const auto& [key, row] : rows) {
+    std::map<std::string, std::string> labels;
+    if (key.second != 0) {
+      labels["pid"] = std::to_string(key.second);
+      auto n = process_names_.find(key.second);
+      labels["comm"] = n != process_names_.end() ? n->second : std::string();
+    }
+    r.profile.add(key.first, labels,
                   {row.alloc.objects, row.alloc.bytes, row.inuse.objects, row.inuse.bytes});
     r.raw.add(
-        stack, {},
+        key.first, labels,
         {row.alloc.raw_objects, row.alloc.raw_bytes, row.inuse.raw_objects, row.inuse.raw_bytes});
   }
 

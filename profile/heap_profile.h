@@ -24,7 +24,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -130,7 +132,13 @@ class HeapTracker {
   // A sampled allocation of `size` bytes at `ptr` (target address) made on `stack` by
   // thread `tid`. A realloc arrives as on_free(old) then on_alloc(new). A null ptr (a
   // failed allocation) is ignored.
-  void on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t time_ns, pid_t tid);
+  // `pid`: the process, when a capture follows several (its rows are labelled pid and
+  // comm, see name_process); 0 when it does not. Pointers of different processes must
+  // differ (the caller tags them).
+  void on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t time_ns, pid_t tid,
+                pid_t pid = 0);
+  // The comm label of process `pid`'s rows.
+  void name_process(pid_t pid, std::string comm) { process_names_[pid] = std::move(comm); }
   // A free of a pointer the target sampled; unknown pointers are counted, not charged.
   void on_free(uint64_t ptr, uint64_t time_ns);
 
@@ -160,10 +168,12 @@ class HeapTracker {
     int64_t estimate = 0;  // one allocation's scaled bytes (exp() once per bucket, not per record)
     uint64_t allocs = 0;
     uint64_t frees = 0;
+    pid_t pid = 0;
   };
   struct BucketKey {
     StackId stack;
     uint64_t size;
+    pid_t pid;
     bool operator==(const BucketKey&) const = default;
   };
   struct BucketKeyHash {
@@ -180,7 +190,7 @@ class HeapTracker {
     int32_t delta;
   };
 
-  uint32_t bucket_for(StackId stack, uint64_t size);
+  uint32_t bucket_for(StackId stack, uint64_t size, pid_t pid);
   int64_t estimate(uint64_t size) const;
   void changed(uint32_t bucket, int32_t delta, uint64_t time_ns);
   void release(uint32_t bucket, uint64_t time_ns);
@@ -193,6 +203,7 @@ class HeapTracker {
   std::vector<Bucket> buckets_;
   std::unordered_map<BucketKey, uint32_t, BucketKeyHash> bucket_index_;
   std::unordered_map<uint64_t, Live> live_;  // target pointer -> its sampled allocation
+  std::map<pid_t, std::string> process_names_;
   HeapCounters counters_;
 
   // The peak. The running total is the sum of per-allocation estimates (integers, so that

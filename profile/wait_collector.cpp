@@ -154,12 +154,18 @@ void WaitCollector::record_wait(const WaitEvent& e, const Key& key, bool lock_wa
 }
 
 void WaitCollector::build() {
-  auto put = [](ProfileData& p, const std::map<Key, Acc>& acc, double scale) {
+  auto put = [this](ProfileData& p, const std::map<Key, Acc>& acc, double scale) {
+    constexpr uint64_t kAddressBits = (uint64_t{1} << 48) - 1;
     for (const auto& [key, a] : acc) {
       char lock[32];
-      std::snprintf(lock, sizeof lock, "0x%llx", static_cast<unsigned long long>(key.second));
-      p.add(key.first, {{"lock", lock}},
-            {std::llround(a.count * scale), std::llround(a.delay_ns * scale)});
+      std::snprintf(lock, sizeof lock, "0x%llx",
+                    static_cast<unsigned long long>(key.second & kAddressBits));
+      std::map<std::string, std::string> labels{{"lock", lock}};
+      if (auto it = processes_.find(key.second >> 48); it != processes_.end()) {
+        labels["pid"] = std::to_string(it->second.first);
+        labels["comm"] = it->second.second;
+      }
+      p.add(key.first, labels, {std::llround(a.count * scale), std::llround(a.delay_ns * scale)});
     }
   };
   // The holder side: each mutex wait goes to the latest release of its lock that began

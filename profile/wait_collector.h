@@ -84,6 +84,12 @@ class WaitCollector {
 
   // Queues a wait for the worker; false (counted) when the queue is full.
   bool push(WaitEvent&& e);
+  // Before finish(), when the capture follows child processes: a lock's address carries its
+  // process's tag in bits 48-63 (0: the root), and rows are labelled with the pid and comm
+  // these name (the lock label shows the address alone).
+  void name_processes(std::map<uint64_t, std::pair<pid_t, std::string>> by_tag) {
+    processes_ = std::move(by_tag);
+  }
   void finish();
   // After finish(): lines for the capture's warnings about the bounds that were reached.
   std::vector<std::string> notes() const;
@@ -127,6 +133,7 @@ class WaitCollector {
   };
   std::map<Key, Acc> block_acc_;
   std::map<Key, Acc> mutex_acc_;
+  std::map<uint64_t, std::pair<pid_t, std::string>> processes_;  // by tag (name_processes)
   std::vector<Timed> mutex_waits_;
   std::vector<Timed> wakes_;
   ProfileData holders_;
