@@ -365,6 +365,9 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
     comms_[tp.pid()] = read_comm(tp.pid());
     if (opts_.follow) {
       // Followed: the new image is sampled on (its modules are read at its first sample).
+      if (child_exec_ && &tp != &root_) {
+        child_exec_(tp);
+      }
       tp.resume(tp.pid());
     }
     return ev;

@@ -99,6 +99,9 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   // stop (its observers can be added; it runs once this returns).
   using Followed = std::function<void(TracedProcess& child)>;
   void set_followed(Followed f) { followed_ = std::move(f); }
+  // Called when a followed child has exec'd, held at its exec event, before it runs on (it
+  // may be run further and held again: the probes of its new image go in there).
+  void set_child_exec(Followed f) { child_exec_ = std::move(f); }
   // A sample of `space` taken without a stop (a kernel sample record): announces the space
   // as a stop's snapshot does, once, while its process is alive.
   void note_space(pid_t pid, uint32_t space);
@@ -158,6 +161,7 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   std::vector<std::shared_ptr<TraceObserver>> observers_;  // add_observer's, for every process
   NewSpace new_space_;
   Followed followed_;
+  Followed child_exec_;
   std::vector<uint32_t> spaces_seen_;
   std::map<pid_t, std::string> comms_;
   size_t stack_bytes_ = 8u << 20;

@@ -133,12 +133,12 @@ std::map<std::string, uint64_t> heap_counters(const HeapCounters& k) {
           {"table_dropped", k.table_dropped}};
 }
 
-CaptureHeapSet heap_set(const HeapStackSet& set, const StackTable& stacks, Symbolizer& sym,
-                        bool ages) {
+CaptureHeapSet heap_set(const HeapStackSet& set, const StackTable& stacks,
+                        const SymbolizerFor& sym_for, bool ages) {
   CaptureHeapSet out{set.objects, set.bytes, set.raw_objects, set.raw_bytes, {}};
   for (const HeapStackUse& s : set.stacks) {
     CaptureHeapStack cs{s.objects, s.bytes, s.raw_objects, s.raw_bytes,
-                        symbolize_stack(stacks.get(s.stack), sym)};
+                        symbolize_stack(stacks.get(s.stack), sym_for(s.space))};
     if (ages) {
       cs.oldest_age_ns = s.oldest_age_ns;
       cs.oldest_tid = s.oldest_tid;
@@ -151,8 +151,8 @@ CaptureHeapSet heap_set(const HeapStackSet& set, const StackTable& stacks, Symbo
 }  // namespace
 
 void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stacks,
-                      Symbolizer& sym) {
-  add_profile(c, "heap", heap.profile, stacks, sym);
+                      const SymbolizerFor& sym_for) {
+  add_profile(c, "heap", heap.profile, stacks, sym_for);
   Profile& p = c.profiles["heap"];
   // heap.raw has the same rows in the same order (HeapTracker::result).
   const auto& raw = heap.raw.rows();
@@ -162,9 +162,9 @@ void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stac
   CaptureHeap h;
   h.counters = heap_counters(heap.counters);
   h.peak_at_ns = heap.peak.at_ns;
-  h.peak = heap_set(heap.peak, stacks, sym, false);
+  h.peak = heap_set(heap.peak, stacks, sym_for, false);
   h.leak_min_age_ns = heap.leaks.min_age_ns;
-  h.leaks = heap_set(heap.leaks, stacks, sym, true);
+  h.leaks = heap_set(heap.leaks, stacks, sym_for, true);
   p.heap = std::move(h);
 }
 

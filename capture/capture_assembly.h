@@ -66,6 +66,6 @@ void add_profile(Capture& c, const std::string& kind, const ProfileData& data,
 // sections and the counters; each stack symbolized once. `stacks` is the table the
 // tracker's StackIds come from.
 void add_heap_profile(Capture& c, const HeapResult& heap, const StackTable& stacks,
-                      Symbolizer& sym);
+                      const SymbolizerFor& sym_for);
 
 }  // namespace profctl

@@ -66,7 +66,15 @@ class Pipeline {
     out_.root_space = tp_->space_id();
     follow_spaces(*tree);
     if (out_.probes) {
-      tree->set_followed([pc = out_.probes.get()](TracedProcess& c) { pc->followed(c); });
+      ProbeCapture* pc = out_.probes.get();
+      ProcessTree* t = tree.get();
+      tree->set_followed([pc](TracedProcess& c) { pc->followed(c); });
+      // The new image's modules are read while it is held with its libraries loaded.
+      tree->set_child_exec([pc, t](TracedProcess& c) {
+        if (pc->child_exec(c)) {
+          t->note_space(c.pid(), c.space_id());
+        }
+      });
     }
     SessionOptions sopts = session_options(*tree);
     if (req_.launch) {
@@ -144,9 +152,16 @@ class Pipeline {
     ProbeCaptureOptions popts = out_.plan.probes;
     popts.allow_breakpoints = req_.launch;  // a launched program dies with profctl anyway
     popts.follow_children = req_.tree.follow;
+    // By the record's space: a followed child's new image after an exec has its own.
     auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
       std::shared_ptr<TargetDwfl> dp = modules_of(*tp_, req_.dwfl);
-      return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<TableUnwinder>(*dp); };
+      std::shared_ptr<SpaceModules> ws = worker_spaces_;
+      if (!req_.tree.follow) {
+        return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<TableUnwinder>(*dp); };
+      }
+      return [dp, ws]() -> std::unique_ptr<Unwinder> {
+        return std::make_unique<SpaceUnwinder>(*dp, *ws);
+      };
     };
     ProbeCapture::UnwinderFactory heap_unwinder = popts.heap ? unwinder_on() : nullptr;
     ProbeCapture::UnwinderFactory wait_unwinder =

@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/saturating.h"
 #include "probe/abi/probe_abi.h"
+#include "probe/startup_hook.h"
 
 namespace profctl {
 
@@ -82,17 +83,9 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
         [probes_ptr](uint64_t pc_) { return probes_ptr->in_lock_function(pc_); },
         options.block ? std::max<uint64_t>(1, options.block_rate_ns) : 0, po.mutex_fraction);
   }
+  pc->probe_options_ = po;
   if (options.follow_children) {
-    pc->probes_->set_on_adopted(
-        [p = pc.get()](std::shared_ptr<probe::Probes> child) { p->adopted(std::move(child)); },
-        [p = pc.get()] {
-          if (p->live_rings_.load() < kMaxChildRings) {
-            return true;
-          }
-          std::lock_guard lock(p->children_mu_);
-          p->children_capped_ = true;
-          return false;
-        });
+    pc->wire(*pc->probes_);
   }
   pc->drainer_ = std::thread([p = pc.get()] { p->drain_loop(); });
   logger("probe")->debug("probes installed: {} functions", pc->probes_->probed());
@@ -103,6 +96,63 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
 }
 
 uint64_t ProbeCapture::now_ns() const { return monotonic_ns(); }
+
+void ProbeCapture::wire(probe::Probes& probes) {
+  probes.set_on_adopted([this](std::shared_ptr<probe::Probes> child) { adopted(std::move(child)); },
+                        [this] {
+                          if (live_rings_.load() < kMaxChildRings) {
+                            return true;
+                          }
+                          std::lock_guard lock(children_mu_);
+                          children_capped_ = true;
+                          return false;
+                        });
+}
+
+bool ProbeCapture::child_exec(TracedProcess& child) {
+  if (!options_.follow_children || stop_.load()) {
+    return false;
+  }
+  if (live_rings_.load() >= kMaxChildRings) {
+    std::lock_guard lock(children_mu_);
+    children_capped_ = true;
+    return false;
+  }
+  const pid_t pid = child.pid();
+  auto hook = probe::dynamic_linker_hook(pid);
+  if (!hook) {
+    // A static program: its constructors run after its entry point, which it reaches at
+    // once; the probes go in at its first stop instead, which is not now. Not probed.
+    note_child("child process " + std::to_string(pid) +
+               " is not probed after its exec: " + hook.error().message());
+    return false;
+  }
+  if (auto r = child.run_to_hook(*hook, [pid] { return probe::link_map_consistent(pid); }); !r) {
+    note_child("child process " + std::to_string(pid) +
+               " is not probed after its exec: " + r.error().message());
+    return false;
+  }
+  probe::ProbeOptions po = probe_options_;
+  po.child = true;
+  auto probes = probe::Probes::install(child, po);
+  if (!probes) {
+    note_child("child process " + std::to_string(pid) +
+               " is not probed after its exec: " + probes.error().message());
+    return false;
+  }
+  wire(**probes);
+  live_rings_.fetch_add(1);
+  add_ring(child, std::move(*probes), child.space_id());
+  return true;
+}
+
+void ProbeCapture::note_child(std::string line) {
+  logger("probe")->debug("{}", line);
+  std::lock_guard lock(children_mu_);
+  if (child_notes_++ < kMaxChildNotes) {
+    notes_children_.push_back(std::move(line));
+  }
+}
 
 void ProbeCapture::adopted(std::shared_ptr<probe::Probes> child) {
   std::lock_guard lock(children_mu_);
@@ -122,7 +172,13 @@ void ProbeCapture::followed(TracedProcess& child) {
     pending_.erase(it);
   }
   child.add_observer(probe::Probes::observer_for(p));
+  add_ring(child, std::move(p), 0);
+}
+
+void ProbeCapture::add_ring(TracedProcess& child, std::shared_ptr<probe::Probes> p,
+                            uint32_t space) {
   auto ring = std::make_unique<ChildRing>();
+  ring->space = space;
   ring->pid = child.pid();
   // Opened while the child is held at its first stop: it cannot have been reaped.
   ring->pidfd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, child.pid(), 0)));
@@ -158,7 +214,7 @@ void ProbeCapture::retire_exited() {
     }
   }
   for (auto& c : gone) {
-    while (drain_ring(*c->reader, c->pid, c->tag) > 0) {
+    while (drain_ring(*c->reader, c->pid, c->tag, c->space) > 0) {
     }
     const probe::ProbeCounters k = c->probes->area().counters();
     std::lock_guard lock(children_mu_);
@@ -168,7 +224,7 @@ void ProbeCapture::retire_exited() {
 }
 
 size_t ProbeCapture::drain_once() {
-  size_t n = drain_ring(*reader_, pid_, 0);
+  size_t n = drain_ring(*reader_, pid_, 0, 0);
   if (reader_->gave_up() && !ring_abandoned_) {
     // Nothing reads the ring any more: the probes need not record into it.
     ring_abandoned_ = true;
@@ -183,13 +239,14 @@ size_t ProbeCapture::drain_once() {
     }
   }
   for (ChildRing* c : rings) {
-    n += drain_ring(*c->reader, c->pid, c->tag);
+    n += drain_ring(*c->reader, c->pid, c->tag, c->space);
   }
   retire_exited();
   return n;
 }
 
-size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t tag) {
+size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t tag,
+                                uint32_t space) {
   // The process label: only when the capture follows children (the sampled profiles'
   // rule); the root's rows are then labelled too.
   const pid_t label = options_.follow_children ? pid : 0;
@@ -213,6 +270,9 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       e.tid = r.tid;
       e.snap = probe::to_snapshot(std::move(r));
       e.snap->pid = pid;
+      if (space != 0) {
+        e.snap->space = space;
+      }
       waits_->push(std::move(e));
       return;
     }
@@ -236,8 +296,12 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       a.time_ns = t;
       a.tid = r.tid;
       a.pid = label;
+      a.space = space;
       a.snap = probe::to_snapshot(std::move(r));
       a.snap->pid = pid;
+      if (space != 0) {
+        a.snap->space = space;
+      }
       heap_->push(std::move(a));
     }
   });
@@ -339,6 +403,12 @@ void ProbeCapture::finish() {
 std::vector<std::string> ProbeCapture::notes() const {
   std::vector<std::string> out = probes_->notes();
   out.insert(out.end(), notes_.begin(), notes_.end());
+  std::lock_guard lock(children_mu_);
+  out.insert(out.end(), notes_children_.begin(), notes_children_.end());
+  if (child_notes_ > kMaxChildNotes) {
+    out.push_back(std::to_string(child_notes_ - kMaxChildNotes) +
+                  " more child processes were not probed after their exec");
+  }
   return out;
 }
 

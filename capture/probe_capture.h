@@ -81,7 +81,12 @@ class ProbeCapture {
   // A child process the tree follows, held at its first stop (ProcessTree::set_followed):
   // if its probes were adopted, they observe it from now on and their ring is drained.
   void followed(TracedProcess& child);
-  // Child processes whose probes were adopted.
+  // A followed child that exec'd, held at its exec event (ProcessTree::set_child_exec): runs
+  // it to where ld.so has its new image's libraries loaded (before their constructors) and
+  // installs the probes there, with a ring of its own. True when they are in: the new
+  // image's space should then be announced (its modules read for unwinding).
+  bool child_exec(TracedProcess& child);
+  // Child processes whose probes were adopted or installed after an exec.
   size_t children_probed() const;
 
   // Call after the target is detached (the probes removed): drains what is left in the
@@ -117,7 +122,8 @@ class ProbeCapture {
     std::string comm;
     std::shared_ptr<probe::Probes> probes;
     std::unique_ptr<probe::RingReader> reader;
-    Fd pidfd;  // readable once the child has exited: its ring is then drained and retired
+    uint32_t space = 0;  // the image its records' stacks are in: 0 the target's (a fork)
+    Fd pidfd;            // readable once the child has exited: its ring is then drained and retired
   };
   // Followed children probed at once at most: each holds a memfd and its ring's pages in
   // profctl until it exits. Past it, a child is cleaned of the probes (said once).
@@ -125,8 +131,13 @@ class ProbeCapture {
   ProbeCapture() = default;
   void drain_loop();
   size_t drain_once();
-  size_t drain_ring(probe::RingReader& reader, pid_t pid, uint64_t tag);
+  size_t drain_ring(probe::RingReader& reader, pid_t pid, uint64_t tag, uint32_t space);
   void adopted(std::shared_ptr<probe::Probes> child);
+  // Hands `child` its process's probes: the children it forks are adopted (when followed).
+  void wire(probe::Probes& probes);
+  void note_child(std::string line);  // a child not probed: noted, up to kMaxChildNotes
+  // Starts draining a followed child's probes (registered on `child`).
+  void add_ring(TracedProcess& child, std::shared_ptr<probe::Probes> probes, uint32_t space);
   // Every ring's counters, summed (the root's and each child's).
   probe::ProbeCounters counters() const;
   void retire_exited();
@@ -137,6 +148,7 @@ class ProbeCapture {
   std::unique_ptr<WaitCollector> waits_;
   probe::TscClock clock_;
   ProbeCaptureOptions options_;
+  probe::ProbeOptions probe_options_;  // the root's; a child's new image gets child = true
   pid_t pid_ = 0;
   std::string comm_;
   std::atomic<bool> stop_{false};
@@ -153,7 +165,10 @@ class ProbeCapture {
   std::vector<std::unique_ptr<ChildRing>> children_;
   size_t children_total_ = 0;                                // ever probed
   std::map<uint64_t, std::pair<pid_t, std::string>> names_;  // tag >> 48 -> pid, comm
-  bool children_capped_ = false;       // kMaxChildRings was reached (noted at finish)
+  bool children_capped_ = false;             // kMaxChildRings was reached (noted at finish)
+  std::vector<std::string> notes_children_;  // child processes not probed, and why
+  size_t child_notes_ = 0;
+  static constexpr size_t kMaxChildNotes = 8;
   probe::ProbeCounters retired_;       // the counters of the retired rings, summed
   std::atomic<size_t> live_rings_{0};  // children_ plus pending_, for may_adopt
 };

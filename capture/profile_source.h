@@ -27,10 +27,10 @@ namespace profctl {
 
 // The user's settings that sources read (validated by cli/).
 struct CaptureSettings {
-  double rate_hz = 99;            // ticks per second (cpu, wall)
-  bool cpu_timer = true;          // cpu samples from each thread's CPU clock (attach/cpu_timer.h)
+  double rate_hz = 99;      // ticks per second (cpu, wall)
+  bool cpu_timer = true;    // cpu samples from each thread's CPU clock (attach/cpu_timer.h)
   bool cpu_records = true;  // and first from the kernel's sample records (attach/perf_sampler.h)
-  int64_t mem_rate = 512 * 1024;  // heap: bytes between samples on average (1: every one)
+  int64_t mem_rate = 512 * 1024;            // heap: bytes between samples on average (1: every one)
   uint64_t leak_age_ns = 10'000'000'000;    // heap: live at the end and this old is long-lived
   uint32_t probe_stack_bytes = 16 * 1024;   // stack copied per probe record
   uint64_t probe_ring_bytes = 64ULL << 20;  // the probes' ring (records the drain has not read)
@@ -40,8 +40,8 @@ struct CaptureSettings {
 
 // What a capture's sources ask of the session: the union of every source's plan.
 struct SessionPlan {
-  bool ticks = false;      // sampling ticks at rate_hz
-  bool cpu_timer = false;  // cpu samples from the threads' CPU clocks (else the ticks')
+  bool ticks = false;        // sampling ticks at rate_hz
+  bool cpu_timer = false;    // cpu samples from the threads' CPU clocks (else the ticks')
   bool cpu_records = false;  // those clocks' kernel sample records first (else their signals)
   // What the sample collector aggregates: the sampler's events a source consumes
   // (ticks' and CPU timer's samples, clone events).

@@ -118,7 +118,8 @@ void log_session_stats(const SessionResult& res, const CollectorStats& cs) {
   logger("capture")->debug(
       "{} ticks ({:.1f}/s), {} snapshots, {} reused, {} signals re-delivered; unwound {} in "
       "{:.3f}s; pause (stop to resume) median {} worst {}; interrupt to stop median {} "
-      "worst {}; cpu from {}: {} clock samples{}, {} wall samples from records, {} tick samples deferred (the thread was waiting for a "
+      "worst {}; cpu from {}: {} clock samples{}, {} wall samples from records, {} tick samples "
+      "deferred (the thread was waiting for a "
       "CPU when asked)",
       res.ticks, res.elapsed_s > 0 ? static_cast<double>(res.ticks) / res.elapsed_s : 0.0,
       res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med), fmt_us(worst),

@@ -449,6 +449,12 @@ SharedAreaOptions shared_area_options(const ProbeOptions& o, pid_t pid) {
   so.owner_pid = pid;
   so.block_rate_ticks = o.block_rate_ticks;
   so.mutex_fraction = o.mutex_fraction;
+  if (o.child) {
+    so.ring_bytes = std::min(so.ring_bytes, kChildRingBytes);
+    so.pointer_capacity = std::min(so.pointer_capacity, kChildPointerCapacity);
+    so.thread_capacity = std::min(so.thread_capacity, kChildThreadCapacity);
+    so.prefault = false;
+  }
   return so;
 }
 

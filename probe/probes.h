@@ -45,6 +45,7 @@ struct ProbeOptions {
   uint64_t ring_bytes = 64ULL << 20;
   uint64_t pointer_capacity = 1ULL << 22;
   bool allow_breakpoints = false;  // the int3 fallback (see ProbeCaptureOptions)
+  bool child = false;  // a followed child's new image: a child's smaller, lazy area (kChild*)
 };
 
 // True for the name of an allocation entry point the heap probes look for (malloc,

@@ -74,7 +74,7 @@ void HeapCollector::process(Unwinder* unwinder, AllocEvent& e) {
   } else {
     stack = stacks_.intern({});
   }
-  tracker_.on_alloc(e.ptr, e.size, stack, e.time_ns, e.tid, e.pid);
+  tracker_.on_alloc(e.ptr, e.size, stack, e.time_ns, e.tid, e.pid, e.space);
 }
 
 }  // namespace profctl

@@ -33,6 +33,7 @@ struct AllocEvent {
   uint64_t time_ns = 0;
   pid_t tid = 0;
   pid_t pid = 0;                 // kAlloc: the process, when the capture follows several
+  uint32_t space = 0;            // kAlloc: its image, when not the target's (an exec'd child)
   std::optional<Snapshot> snap;  // kAlloc: at the allocating function's entry
 };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "base/saturating.h"
 
@@ -55,7 +56,7 @@ std::pair<int64_t, int64_t> scale_heap_sample(int64_t count, int64_t bytes, uint
 // dense, so the raw bits would cluster.
 size_t HeapTracker::BucketKeyHash::operator()(const BucketKey& k) const {
   uint64_t x = k.size ^ (static_cast<uint64_t>(k.stack) * 0x9e3779b97f4a7c15ULL) ^
-               (static_cast<uint64_t>(k.pid) << 40);
+               (static_cast<uint64_t>(k.pid) << 40) ^ (static_cast<uint64_t>(k.space) << 20);
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return static_cast<size_t>(x ^ (x >> 31));
@@ -66,11 +67,11 @@ HeapTracker::HeapTracker(uint64_t mem_rate, HeapTrackerLimits limits)
 
 void HeapTracker::set_start(uint64_t time_ns) { start_ns_ = time_ns; }
 
-uint32_t HeapTracker::bucket_for(StackId stack, uint64_t size, pid_t pid) {
-  auto [it, added] = bucket_index_.try_emplace(BucketKey{stack, size, pid},
+uint32_t HeapTracker::bucket_for(StackId stack, uint64_t size, pid_t pid, uint32_t space) {
+  auto [it, added] = bucket_index_.try_emplace(BucketKey{stack, size, pid, space},
                                                static_cast<uint32_t>(buckets_.size()));
   if (added) {
-    buckets_.push_back(Bucket{stack, size, estimate(size), 0, 0, pid});
+    buckets_.push_back(Bucket{stack, size, estimate(size), 0, 0, pid, space});
   }
   return it->second;
 }
@@ -81,14 +82,14 @@ int64_t HeapTracker::estimate(uint64_t size) const {
 }
 
 void HeapTracker::on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t time_ns, pid_t tid,
-                           pid_t pid) {
+                           pid_t pid, uint32_t space) {
   if (ptr == 0) {
     return;
   }
   auto it = live_.find(ptr);
   if ((it == live_.end() && live_.size() >= limits_.max_live) ||
       (buckets_.size() >= limits_.max_buckets &&
-       bucket_index_.find(BucketKey{stack, size, pid}) == bucket_index_.end())) {
+       bucket_index_.find(BucketKey{stack, size, pid, space}) == bucket_index_.end())) {
     counters_.capped = sat_add(counters_.capped, uint64_t{1});
     return;
   }
@@ -102,7 +103,7 @@ void HeapTracker::on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t 
     release(it->second.bucket, time_ns);
     live_.erase(it);
   }
-  const uint32_t b = bucket_for(stack, size, pid);
+  const uint32_t b = bucket_for(stack, size, pid, space);
   buckets_[b].allocs = sat_add(buckets_[b].allocs, uint64_t{1});
   live_.emplace(ptr, Live{time_ns, b, tid});
   inuse_estimate_ = sat_add(inuse_estimate_, buckets_[b].estimate);
@@ -170,13 +171,15 @@ std::vector<std::pair<uint32_t, uint64_t>> HeapTracker::live_counts_at_peak() co
 
 HeapStackSet HeapTracker::stack_set(
     const std::vector<std::pair<uint32_t, uint64_t>>& counts) const {
-  std::map<StackId, StackSums> per_stack;
+  std::map<std::pair<StackId, uint32_t>, StackSums> per_stack;
   for (const auto& [b, n] : counts) {
-    per_stack[buckets_[b].stack].add(n, buckets_[b].size, rate_);
+    per_stack[{buckets_[b].stack, buckets_[b].space}].add(n, buckets_[b].size, rate_);
   }
   HeapStackSet set;
-  for (const auto& [stack, s] : per_stack) {
-    set.stacks.push_back(HeapStackUse{stack, s.objects, s.bytes, s.raw_objects, s.raw_bytes});
+  for (const auto& [key, s] : per_stack) {
+    HeapStackUse use{key.first, s.objects, s.bytes, s.raw_objects, s.raw_bytes};
+    use.space = key.second;
+    set.stacks.push_back(use);
     set.objects = sat_add(set.objects, s.objects);
     set.bytes = sat_add(set.bytes, s.bytes);
     set.raw_objects = sat_add(set.raw_objects, s.raw_objects);
@@ -223,24 +226,26 @@ HeapResult HeapTracker::result(uint64_t end_ns, uint64_t leak_age_ns) const {
   struct Row {
     StackSums alloc, inuse;
   };
-  std::map<std::pair<StackId, pid_t>, Row> rows;
+  std::map<std::tuple<StackId, pid_t, uint32_t>, Row> rows;
   for (const Bucket& b : buckets_) {
-    Row& row = rows[{b.stack, b.pid}];
+    Row& row = rows[{b.stack, b.pid, b.space}];
     row.alloc.add(b.allocs, b.size, rate_);
     row.inuse.add(b.allocs - b.frees, b.size, rate_);
   }
   for (const auto& [key, row] : rows) {
+    const auto& [stack, pid, space] = key;
     std::map<std::string, std::string> labels;
-    if (key.second != 0) {
-      labels["pid"] = std::to_string(key.second);
-      auto n = process_names_.find(key.second);
+    if (pid != 0) {
+      labels["pid"] = std::to_string(pid);
+      auto n = process_names_.find(pid);
       labels["comm"] = n != process_names_.end() ? n->second : std::string();
     }
-    r.profile.add(key.first, labels,
-                  {row.alloc.objects, row.alloc.bytes, row.inuse.objects, row.inuse.bytes});
+    r.profile.add(stack, labels,
+                  {row.alloc.objects, row.alloc.bytes, row.inuse.objects, row.inuse.bytes}, space);
     r.raw.add(
-        key.first, labels,
-        {row.alloc.raw_objects, row.alloc.raw_bytes, row.inuse.raw_objects, row.inuse.raw_bytes});
+        stack, labels,
+        {row.alloc.raw_objects, row.alloc.raw_bytes, row.inuse.raw_objects, row.inuse.raw_bytes},
+        space);
   }
 
   static_cast<HeapStackSet&>(r.peak) = stack_set(live_counts_at_peak());
@@ -268,10 +273,10 @@ HeapResult HeapTracker::result(uint64_t end_ns, uint64_t leak_age_ns) const {
     }
   }
   std::vector<std::pair<uint32_t, uint64_t>> old_counts;
-  std::map<StackId, Oldest> oldest_per_stack;
+  std::map<std::pair<StackId, uint32_t>, Oldest> oldest_per_stack;
   for (const auto& [b, o] : old) {
     old_counts.emplace_back(b, o.count);
-    Oldest& s = oldest_per_stack[buckets_[b].stack];
+    Oldest& s = oldest_per_stack[{buckets_[b].stack, buckets_[b].space}];
     if (o.time_ns < s.time_ns || (o.time_ns == s.time_ns && o.tid < s.tid)) {
       s = o;
     }
@@ -279,7 +284,7 @@ HeapResult HeapTracker::result(uint64_t end_ns, uint64_t leak_age_ns) const {
   static_cast<HeapStackSet&>(r.leaks) = stack_set(old_counts);
   r.leaks.min_age_ns = leak_age_ns;
   for (HeapStackUse& s : r.leaks.stacks) {
-    const Oldest& o = oldest_per_stack[s.stack];
+    const Oldest& o = oldest_per_stack[{s.stack, s.space}];
     s.oldest_age_ns = end_ns > o.time_ns ? end_ns - o.time_ns : 0;
     s.oldest_tid = o.tid;
   }

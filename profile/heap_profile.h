@@ -90,6 +90,7 @@ struct HeapStackUse {
   int64_t raw_bytes = 0;       // their bytes
   uint64_t oldest_age_ns = 0;  // long-lived only: age of the oldest allocation at the end
   pid_t oldest_tid = 0;        // long-lived only: the thread that made it
+  uint32_t space = 0;          // the image the stack's pcs belong to (0: the target's)
 };
 
 // Totals and stacks, largest scaled bytes first.
@@ -136,7 +137,7 @@ class HeapTracker {
   // comm, see name_process); 0 when it does not. Pointers of different processes must
   // differ (the caller tags them).
   void on_alloc(uint64_t ptr, uint64_t size, StackId stack, uint64_t time_ns, pid_t tid,
-                pid_t pid = 0);
+                pid_t pid = 0, uint32_t space = 0);
   // The comm label of process `pid`'s rows.
   void name_process(pid_t pid, std::string comm) { process_names_[pid] = std::move(comm); }
   // A free of a pointer the target sampled; unknown pointers are counted, not charged.
@@ -169,11 +170,13 @@ class HeapTracker {
     uint64_t allocs = 0;
     uint64_t frees = 0;
     pid_t pid = 0;
+    uint32_t space = 0;  // the image the stack's pcs belong to (0: the target's)
   };
   struct BucketKey {
     StackId stack;
     uint64_t size;
     pid_t pid;
+    uint32_t space;
     bool operator==(const BucketKey&) const = default;
   };
   struct BucketKeyHash {
@@ -190,7 +193,7 @@ class HeapTracker {
     int32_t delta;
   };
 
-  uint32_t bucket_for(StackId stack, uint64_t size, pid_t pid);
+  uint32_t bucket_for(StackId stack, uint64_t size, pid_t pid, uint32_t space);
   int64_t estimate(uint64_t size) const;
   void changed(uint32_t bucket, int32_t delta, uint64_t time_ns);
   void release(uint32_t bucket, uint64_t time_ns);

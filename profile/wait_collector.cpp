@@ -138,12 +138,14 @@ void WaitCollector::record_wait(const WaitEvent& e, const Key& key, bool lock_wa
   if (block) {
     auto [count, delay] = scale_block_event(e.delay_ns, block_rate_ns_);
     Acc& a = block_acc_[key];
+    a.space = e.snap ? e.snap->space : 0;
     a.count += count;
     a.delay_ns += delay;
     ++stats_.block_events;
   }
   if (mutex) {
     Acc& a = mutex_acc_[key];
+    a.space = e.snap ? e.snap->space : 0;
     a.count += 1;
     a.delay_ns += static_cast<double>(e.delay_ns);
     ++stats_.mutex_events;
@@ -165,7 +167,8 @@ void WaitCollector::build() {
         labels["pid"] = std::to_string(it->second.first);
         labels["comm"] = it->second.second;
       }
-      p.add(key.first, labels, {std::llround(a.count * scale), std::llround(a.delay_ns * scale)});
+      p.add(key.first, labels, {std::llround(a.count * scale), std::llround(a.delay_ns * scale)},
+            a.space);
     }
   };
   // The holder side: each mutex wait goes to the latest release of its lock that began

@@ -110,6 +110,7 @@ class WaitCollector {
   struct Acc {
     double count = 0;
     double delay_ns = 0;
+    uint32_t space = 0;  // the address space of the stack (its process's image)
   };
   using Key = std::pair<StackId, uint64_t>;  // stack, lock
   static size_t stack_bytes_of(const WaitEvent& e);

@@ -27,7 +27,8 @@ class HeapSource final : public ProfileSource {
     }
     HeapCollector& heap = *probes->heap();
     const HeapResult r = heap.tracker().result(a.run().probes_end_ns, a.settings().leak_age_ns);
-    add_heap_profile(a.capture(), r, heap.stacks(), a.symbolizer());
+    add_heap_profile(a.capture(), r, heap.stacks(),
+                     [&a](uint32_t space) -> Symbolizer& { return a.symbolizer_for(space); });
     a.set_loss("heap", probes->losses().heap);
   }
 };

@@ -64,7 +64,8 @@ TEST_F(HeapAssembly, TrackerToCaptureToEveryWriter) {
   c.target = {1, SYMFIX_PATH, {}};
   {
     Symbolizer sym(*dwfl_, {});
-    add_heap_profile(c, t.result(20 * kSec, 10 * kSec), stacks, sym);
+    add_heap_profile(c, t.result(20 * kSec, 10 * kSec), stacks,
+                     [&sym](uint32_t) -> Symbolizer& { return sym; });
   }
   ASSERT_EQ(c.profiles.count("heap"), 1u);
   const Profile& p = c.profiles.at("heap");

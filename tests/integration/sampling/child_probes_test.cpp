@@ -87,6 +87,37 @@ TEST(ChildProbes, RunRecordsTheForkedChildsAllocationsAndLocksUnderItsPid) {
   EXPECT_TRUE(outputs_valid(dir.path(), {{"heap", {"child_alloc"}}}));
 }
 
+TEST(ChildProbes, AChildIsProbedAgainAfterItsExecFromItsLibrariesConstructors) {
+  PROFCTL_REQUIRE_PROFCTL();
+  TempDir dir;
+  // "; true": the shell forks for heap_ctor instead of exec'ing it in place.
+  RunResult r = run(run_argv({"--profiles", "heap", "--mem-rate", "1", "-o", dir.path()},
+                             {"/bin/sh", "-c", std::string(HEAP_CTOR) + "; true"}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  // The new image's allocations, each once, unwound and named in its own modules: the
+  // library constructor's from ld.so's _dl_init (the probes went in before it ran).
+  const auto ctor = heap_by_pid(*heap, "ctor_alloc");
+  ASSERT_EQ(ctor.size(), 1u) << describe_samples(*heap);
+  const std::string child = ctor.begin()->first;
+  EXPECT_NE(child, std::to_string(capture->at("target").value("pid", 0))) << "not the shell's";
+  EXPECT_EQ(ctor.begin()->second, (V{1, 12345, 1, 12345}));
+  EXPECT_EQ(heap_by_pid(*heap, "main_alloc"),
+            (std::map<std::string, V>{{child, {10, 480, 10, 480}}}));
+  for (const Json& s : heap->at("samples")) {
+    if (has_function(s, "ctor_alloc")) {
+      EXPECT_TRUE(has_function(s, "_dl_init")) << s.dump();
+      EXPECT_EQ(label(s, "comm"), "heap_ctor");
+    }
+    if (has_function(s, "main_alloc")) {
+      EXPECT_TRUE(stack_ends_with(s, then({"main_alloc"}, main_root()))) << s.dump();
+    }
+  }
+}
+
 TEST(ChildProbes, NoChildrenRecordsOnlyTheCommandAndCleansTheChild) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
