@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "base/fd.h"
@@ -162,6 +163,24 @@ std::optional<SyscallWait> read_task_syscall(pid_t pid, pid_t tid) {
     return std::nullopt;
   }
   return parse_syscall(*text);
+}
+
+Result<std::map<uint64_t, uint64_t>> read_auxv(pid_t pid, std::initializer_list<uint64_t> keys) {
+  auto auxv = read_file("/proc/" + std::to_string(pid) + "/auxv");
+  if (!auxv) {
+    return auxv.error();
+  }
+  std::map<uint64_t, uint64_t> out;
+  for (size_t off = 0; off + 16 <= auxv->size(); off += 16) {
+    uint64_t key = 0;
+    uint64_t val = 0;
+    std::memcpy(&key, auxv->data() + off, 8);
+    std::memcpy(&val, auxv->data() + off + 8, 8);
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
+      out[key] = val;
+    }
+  }
+  return out;
 }
 
 Result<std::string> read_maps_text(pid_t pid) {

@@ -6,6 +6,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +51,9 @@ Result<TaskStat> read_task_stat(pid_t pid, pid_t tid);
 Result<ProcStatus> read_status(pid_t pid);
 std::optional<SyscallWait> read_task_syscall(pid_t pid, pid_t tid);
 Result<std::string> read_maps_text(pid_t pid);
+// The auxiliary vector entries of pid (/proc/PID/auxv) with these keys (AT_*): key -> value,
+// a key absent from the vector absent from the map.
+Result<std::map<uint64_t, uint64_t>> read_auxv(pid_t pid, std::initializer_list<uint64_t> keys);
 std::string read_exe(pid_t pid);                   // "" when unreadable
 std::vector<std::string> read_cmdline(pid_t pid);  // empty when unreadable
 std::string read_comm(pid_t pid);                  // "" when unreadable

@@ -205,20 +205,11 @@ void TracedProcess::rebuild_after_exec() {
 void TracedProcess::resume(pid_t tid) { resume_one(tid, /*detach=*/false); }
 
 Result<void> TracedProcess::run_to_entry() {
-  auto auxv = read_file("/proc/" + std::to_string(pid_) + "/auxv");
+  auto auxv = read_auxv(pid_, {AT_ENTRY});
   if (!auxv) {
     return auxv.error();
   }
-  uint64_t entry = 0;
-  for (size_t off = 0; off + 16 <= auxv->size(); off += 16) {
-    uint64_t key = 0;
-    uint64_t val = 0;
-    std::memcpy(&key, auxv->data() + off, 8);
-    std::memcpy(&val, auxv->data() + off + 8, 8);
-    if (key == AT_ENTRY) {
-      entry = val;
-    }
-  }
+  const uint64_t entry = auxv->contains(AT_ENTRY) ? auxv->at(AT_ENTRY) : 0;
   if (entry == 0) {
     return Error{"no AT_ENTRY in the auxiliary vector of pid " + std::to_string(pid_)};
   }

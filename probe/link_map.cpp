@@ -35,23 +35,12 @@ Result<T> read_value(TargetMemory& target, uint64_t addr) {
 
 // AT_PHDR and AT_PHNUM of the process: where its executable's program headers are.
 Result<std::pair<uint64_t, uint64_t>> program_headers(pid_t pid) {
-  auto auxv = read_file("/proc/" + std::to_string(pid) + "/auxv");
+  auto auxv = read_auxv(pid, {AT_PHDR, AT_PHNUM});
   if (!auxv) {
     return auxv.error();
   }
-  uint64_t phdr = 0;
-  uint64_t phnum = 0;
-  for (size_t off = 0; off + 16 <= auxv->size(); off += 16) {
-    uint64_t key = 0;
-    uint64_t val = 0;
-    std::memcpy(&key, auxv->data() + off, 8);
-    std::memcpy(&val, auxv->data() + off + 8, 8);
-    if (key == AT_PHDR) {
-      phdr = val;
-    } else if (key == AT_PHNUM) {
-      phnum = val;
-    }
-  }
+  const uint64_t phdr = auxv->contains(AT_PHDR) ? auxv->at(AT_PHDR) : 0;
+  const uint64_t phnum = auxv->contains(AT_PHNUM) ? auxv->at(AT_PHNUM) : 0;
   if (phdr == 0 || phnum == 0 || phnum > kMaxPhdrs) {
     return Error{"no usable AT_PHDR/AT_PHNUM in the auxiliary vector"};
   }

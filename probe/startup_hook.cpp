@@ -43,31 +43,15 @@ class ProcMemory final : public TargetMemory {
   Fd mem_;
 };
 
-Result<uint64_t> auxv_value(pid_t pid, uint64_t wanted) {
-  auto auxv = read_file("/proc/" + std::to_string(pid) + "/auxv");
-  if (!auxv) {
-    return auxv.error();
-  }
-  for (size_t off = 0; off + 16 <= auxv->size(); off += 16) {
-    uint64_t key = 0;
-    uint64_t val = 0;
-    std::memcpy(&key, auxv->data() + off, 8);
-    std::memcpy(&val, auxv->data() + off + 8, 8);
-    if (key == wanted) {
-      return val;
-    }
-  }
-  return uint64_t{0};
-}
-
 }  // namespace
 
 Result<uint64_t> dynamic_linker_hook(pid_t pid) {
-  auto base = auxv_value(pid, AT_BASE);
-  if (!base) {
-    return base.error();
+  auto auxv = read_auxv(pid, {AT_BASE});
+  if (!auxv) {
+    return auxv.error();
   }
-  if (*base == 0) {
+  const uint64_t base = auxv->contains(AT_BASE) ? auxv->at(AT_BASE) : 0;
+  if (base == 0) {
     return Error{"no dynamic linker (a static program)"};
   }
   auto text = read_maps_text(pid);
@@ -75,7 +59,7 @@ Result<uint64_t> dynamic_linker_hook(pid_t pid) {
     return text.error();
   }
   const std::vector<MapEntry> maps = parse_maps(*text);
-  const MapEntry* m = find_mapping(maps, *base);
+  const MapEntry* m = find_mapping(maps, base);
   if (m == nullptr || m->path.empty() || m->path[0] != '/') {
     return Error{"the dynamic linker's mapping has no file"};
   }
