@@ -450,7 +450,7 @@ SharedAreaOptions shared_area_options(const ProbeOptions& o, pid_t pid) {
   so.block_rate_ticks = o.block_rate_ticks;
   so.mutex_fraction = o.mutex_fraction;
   if (o.child) {
-    so.ring_bytes = std::min(so.ring_bytes, kChildRingBytes);
+    so.ring_bytes = child_ring_bytes(so.ring_bytes);
     so.pointer_capacity = std::min(so.pointer_capacity, kChildPointerCapacity);
     so.thread_capacity = std::min(so.thread_capacity, kChildThreadCapacity);
     so.prefault = false;
@@ -551,7 +551,7 @@ std::shared_ptr<Probes> Probes::adopt(StoppedWorld& child) {
   c->pid_ = child.pid();
   c->options_ = options_;
   c->options_.owner_pid = child.pid();
-  c->options_.ring_bytes = std::min(options_.ring_bytes, kChildRingBytes);
+  c->options_.ring_bytes = child_ring_bytes(options_.ring_bytes);
   c->options_.pointer_capacity = std::min(options_.pointer_capacity, kChildPointerCapacity);
   c->options_.thread_capacity = std::min(options_.thread_capacity, kChildThreadCapacity);
   c->options_.prefault = false;

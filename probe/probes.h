@@ -16,6 +16,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -62,7 +63,7 @@ class Probes {
   Probes& operator=(const Probes&) = delete;
 
   // A forked child the process tree follows (held at its first stop): its inherited
-  // patches and code areas are kept, and its own shared area (smaller: kChildRingBytes)
+  // patches and code areas are kept, and its own shared area (smaller: child_ring_bytes)
   // replaces the parent's at the same address, so the inherited trampolines record into
   // it; its token and its thread are written. nullptr when that fails: the child is then
   // cleaned as an unfollowed one is, and the reason is noted.
@@ -155,8 +156,12 @@ class Probes {
 
 // A followed child's own ring: smaller than the root's, as children are many and most of
 // their records are few (workers); its pointer table likewise.
-// Not prefaulted: a short-lived child costs only the pages it writes.
-inline constexpr uint64_t kChildRingBytes = 4ULL << 20;
+// Not prefaulted: a short-lived child costs only the pages it writes. Its ring is a quarter
+// of the root's (--probe-ring-bytes: 16 MiB by default), at least kMinChildRingBytes.
+inline constexpr uint64_t kMinChildRingBytes = 4ULL << 20;
+inline uint64_t child_ring_bytes(uint64_t root_ring_bytes) {
+  return std::max(root_ring_bytes / 4, std::min(root_ring_bytes, kMinChildRingBytes));
+}
 inline constexpr uint64_t kChildPointerCapacity = 1ULL << 16;
 inline constexpr uint64_t kChildThreadCapacity = 256;
 
