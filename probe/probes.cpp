@@ -584,6 +584,11 @@ std::shared_ptr<Probes> Probes::adopt(StoppedWorld& child) {
   if (!regs) {
     return fail("its registers are not readable");
   }
+  // The parent may have added a seccomp filter since the install: the child's remote
+  // syscalls must not be the ones it kills for.
+  if (auto r = check_seccomp(child); !r) {
+    return fail(r.error().message());
+  }
   Installer installer(child, c->inst_);
   // The memfd's name goes below the child's stack pointer (past the red zone): the thread
   // is held, and nothing of the child reads that memory before it runs on.
