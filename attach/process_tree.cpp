@@ -127,7 +127,6 @@ bool ProcessTree::adopt_child(const ChildHookArgs& a, TracedProcess& parent) {
   }
   std::unique_ptr<TracedProcess> c = TracedProcess::follow_child(a.pid, parent);
   watch(*c);
-  comms_[a.pid] = read_comm(a.pid);
   ++stats_.followed;
   TraceEvent e(TraceEvent::Kind::kProcessCreated, a.parent_tid, a.pid);
   e.process = a.pid;
@@ -135,6 +134,9 @@ bool ProcessTree::adopt_child(const ChildHookArgs& a, TracedProcess& parent) {
   TracedProcess* cp = c.get();
   children_.push_back(std::move(c));
   cp->resume(a.pid);
+  // Read once it runs: a vfork parent waits for this child's exec, so the child's stop
+  // is the program's own time. A zombie's comm stays readable until profctl reaps it.
+  comms_[a.pid] = read_comm(a.pid);
   return true;
 }
 
@@ -327,7 +329,7 @@ void ProcessTree::set_stack_bytes(size_t n) {
   }
 }
 
-std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::milliseconds timeout,
+std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::nanoseconds timeout,
                                                                size_t stack_bytes) {
   settle_stranded();
   // An exited child whose last child process is settled is of no more use.
@@ -355,11 +357,11 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
     ev->process = tp.pid();
   }
   if (ev->kind == EK::kExec) {
-    comms_[tp.pid()] = read_comm(tp.pid());
     if (opts_.follow) {
       // Followed: the new image is sampled on (its modules are read at its first sample).
       tp.resume(tp.pid());
     }
+    comms_[tp.pid()] = read_comm(tp.pid());  // after the resume: off the program's time
     return ev;
   }
   if (ev->kind == EK::kProcessExited && &tp != &root_) {

@@ -86,7 +86,7 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   bool request_sample(pid_t tid);
   // The next event of any process: the oldest queued (an event, or a status a process's
   // own wait held for another), else the kernel's next status, handled by its owner.
-  std::optional<TraceEvent> next_event(std::chrono::milliseconds timeout, size_t stack_bytes);
+  std::optional<TraceEvent> next_event(std::chrono::nanoseconds timeout, size_t stack_bytes);
   // Puts an event back, to be returned first by next_event().
   void push_event(TraceEvent e) { queue_->push_front(std::move(e)); }
   void set_stack_bytes(size_t n);
