@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <map>
 #include <utility>
 
@@ -555,7 +556,14 @@ void SamplingSession::arm_due_clocks() {
     if (ts == nullptr) {
       continue;  // exiting
     }
-    clock_add(tid);
+    if (perf_) {
+      // ESRCH: it exited since (its exit is an event still to come): nothing is missing.
+      if (auto r = perf_->add(tid); !r && r.error().err != ESRCH && res_.perf_error.empty()) {
+        res_.perf_error = r.error().message();
+      }
+    } else {
+      clock_add(tid);
+    }
     if (perf_ && perf_->has(tid)) {
       // The clock counts from now: the CPU the thread used since it was born goes with
       // its first record (a timer's samples weigh schedstat's CPU and need nothing).
