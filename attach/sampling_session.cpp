@@ -776,6 +776,8 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     // To the nanosecond: a wait rounded to milliseconds ended early and left the last
     // fraction of a millisecond before each tick to a sleep that served no stop.
     auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - now);
+    // A burst of process statuses is waited for at the normal policy (ScopedRealtime::set_up).
+    realtime.set_up(!tp_.in_burst());
     auto ev = tp_.next_event(std::max(left, std::chrono::nanoseconds(0)), opts_.stack_bytes);
     if (ev) {
       if (auto end = dispatch(*ev)) {
@@ -793,6 +795,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     if (next_tick < now) {
       next_tick = now + interval;  // fell behind: skip ticks rather than burst
     }
+    realtime.set_up(true);  // the tick's stops: at FIFO, as they always were
     tick();
   }
 }
