@@ -62,6 +62,7 @@ class PerfSampler {
   uint64_t period_ns() const { return period_ns_; }
   uint32_t stack_bytes() const { return stack_bytes_; }
   size_t threads() const { return rings_.size(); }
+  bool has(pid_t tid) const { return rings_.count(tid) != 0; }
   // Samples the kernel could not write (ring full: profctl did not drain in time).
   uint64_t lost() const { return lost_; }
   // Records without user registers (the clock overflowed in a kernel thread context).

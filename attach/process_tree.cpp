@@ -131,7 +131,6 @@ bool ProcessTree::adopt_child(const ChildHookArgs& a, TracedProcess& parent) {
   }
   std::unique_ptr<TracedProcess> c = TracedProcess::follow_child(a.pid, parent);
   watch(*c);
-  comms_[a.pid] = read_comm(a.pid);
   ++stats_.followed;
   TraceEvent e(TraceEvent::Kind::kProcessCreated, a.parent_tid, a.pid);
   e.process = a.pid;
@@ -142,6 +141,9 @@ bool ProcessTree::adopt_child(const ChildHookArgs& a, TracedProcess& parent) {
     followed_(*cp);
   }
   cp->resume(a.pid);
+  // Read once it runs: a vfork parent waits for this child's exec, so the child's stop
+  // is the program's own time. A zombie's comm stays readable until profctl reaps it.
+  comms_[a.pid] = read_comm(a.pid);
   return true;
 }
 
@@ -334,7 +336,7 @@ void ProcessTree::set_stack_bytes(size_t n) {
   }
 }
 
-std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::milliseconds timeout,
+std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::nanoseconds timeout,
                                                                size_t stack_bytes) {
   settle_stranded();
   // An exited child whose last child process is settled is of no more use.
@@ -342,6 +344,7 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::mill
     return c->unsettled_children() == 0 && !queue_->holds_status_for(*c);
   });
   auto entry = queue_->next(timeout);
+  in_burst_ = false;
   if (!entry) {
     return std::nullopt;
   }
@@ -349,7 +352,9 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::mill
     return std::move(*ev);
   }
   const auto& held = std::get<WaitQueue::Held>(*entry);
-  return after(*held.owner, held.owner->handle_status(held.status, stack_bytes));
+  auto ev = after(*held.owner, held.owner->handle_status(held.status, stack_bytes));
+  in_burst_ = !ev || ev->kind != TraceEvent::Kind::kSample;
+  return ev;
 }
 
 std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
@@ -362,7 +367,6 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
     ev->process = tp.pid();
   }
   if (ev->kind == EK::kExec) {
-    comms_[tp.pid()] = read_comm(tp.pid());
     if (opts_.follow) {
       // Followed: the new image is sampled on (its modules are read at its first sample).
       if (child_exec_ && &tp != &root_) {
@@ -370,6 +374,7 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,
       }
       tp.resume(tp.pid());
     }
+    comms_[tp.pid()] = read_comm(tp.pid());  // after the resume: off the program's time
     return ev;
   }
   if (ev->kind == EK::kProcessExited && &tp != &root_) {

@@ -5,8 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <map>
-#include <thread>
+#include <utility>
 
 #include "attach/proc.h"
 #include "attach/realtime.h"
@@ -176,7 +177,7 @@ void SamplingSession::forget_process(pid_t pid) {
 void SamplingSession::on_exec(pid_t pid) {
   if (!perf_) {
     forget_process(pid);
-    clock_add(pid);  // the exec'ing thread is the leader now
+    clock_due(pid);  // the exec'ing thread is the leader now
     return;
   }
   // The tree resumed the new image before this event reached the session, so its rings may
@@ -210,11 +211,17 @@ void SamplingSession::on_exec(pid_t pid) {
       threads_.erase(t);
     }
   }
+  if (tids.size() == 1 && perf_->has(pid)) {
+    // One thread: its event stays. The kernel keeps a task's events across exec, and what
+    // the ring holds after the exec marker is the new image's (the space it has now). A
+    // fork+exec then costs one event, not two.
+    tp_.note_space(pid, tp_.space_of(pid));  // its modules, read while it is surely alive
+    return;
+  }
   for (pid_t tid : tids) {
     perf_->remove(tid, emit);  // the new image's first records, with its new state
   }
-  clock_add(pid);                          // a fresh event for the exec'ing thread, the leader now
-  tp_.note_space(pid, tp_.space_of(pid));  // its modules, read while it is surely alive
+  clock_due(pid);  // a fresh event for the exec'ing thread, the leader now
 }
 
 void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
@@ -303,7 +310,7 @@ void SamplingSession::on_thread_created(TracedProcess::TraceEvent& ev) {
     opts_.on_maps_check();
   }
   if (ev.child != 0) {
-    clock_add(ev.child);
+    clock_due(ev.child);
     born_.insert(ev.child);
   }
   if (!ev.creator) {
@@ -345,7 +352,7 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       break;
     case EK::kProcessCreated:
       if (ev.child != 0) {
-        clock_add(ev.child);
+        clock_due(ev.child);
         born_.insert(ev.child);
       }
       break;
@@ -378,6 +385,7 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
 
 void SamplingSession::tick() {
   ++res_.ticks;
+  arm_due_clocks();
   drain_records();
   if ((timer_ || perf_) && !opts_.wall) {
     return;  // the cpu profile comes from the CPU clocks, and no wall profile is made
@@ -530,6 +538,42 @@ void SamplingSession::clock_add(pid_t tid) {
   }
 }
 
+void SamplingSession::clock_due(pid_t tid) {
+  if (perf_ || timer_) {
+    clock_due_.push_back(tid);
+  }
+}
+
+void SamplingSession::arm_due_clocks() {
+  std::vector<pid_t> due;
+  due.swap(clock_due_);
+  for (pid_t tid : due) {
+    const pid_t pid = tp_.pid_of(tid);
+    if (pid == 0) {
+      continue;  // gone before its first tick (its tid may be another's by now)
+    }
+    ThreadState* ts = track(tid);
+    if (ts == nullptr) {
+      continue;  // exiting
+    }
+    if (perf_) {
+      // ESRCH: it exited since (its exit is an event still to come): nothing is missing.
+      if (auto r = perf_->add(tid); !r && r.error().err != ESRCH && res_.perf_error.empty()) {
+        res_.perf_error = r.error().message();
+      }
+    } else {
+      clock_add(tid);
+    }
+    if (perf_ && perf_->has(tid)) {
+      // The clock counts from now: the CPU the thread used since it was born goes with
+      // its first record (a timer's samples weigh schedstat's CPU and need nothing).
+      const uint64_t run_ns = read_run_ns(ts->schedstat).value_or(0);
+      ts->clock_unseen_ns = run_ns - std::min(run_ns, ts->cpu_mark_ns);
+      tp_.note_space(pid, tp_.space_of(tid));  // records may come: its modules, while alive
+    }
+  }
+}
+
 void SamplingSession::clock_remove(pid_t tid) {
   if (perf_) {
     perf_->remove(tid, [this](PerfSample&& ps) { recorded(std::move(ps)); });
@@ -558,6 +602,9 @@ void SamplingSession::recorded(PerfSample&& ps, uint32_t space) {
   // The clock's own count since the thread's previous record: about one period, exactly
   // what the thread used whenever the overflow was taken.
   s.cpu_ns = ps.cpu_ns;
+  if (ts != nullptr) {
+    s.cpu_ns += std::exchange(ts->clock_unseen_ns, 0);
+  }
   s.for_wall = false;
   ps.snap.space = space != 0 ? space : tp_.space_of(ps.tid);
   tp_.note_space(ps.pid, ps.snap.space);
@@ -726,8 +773,12 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     if (stop_by) {
       wake = std::min(wake, *stop_by);
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now);
-    auto ev = tp_.next_event(std::max(left, std::chrono::milliseconds(0)), opts_.stack_bytes);
+    // To the nanosecond: a wait rounded to milliseconds ended early and left the last
+    // fraction of a millisecond before each tick to a sleep that served no stop.
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - now);
+    // A burst of process statuses is waited for at the normal policy (ScopedRealtime::set_up).
+    realtime.set_up(!tp_.in_burst());
+    auto ev = tp_.next_event(std::max(left, std::chrono::nanoseconds(0)), opts_.stack_bytes);
     if (ev) {
       if (auto end = dispatch(*ev)) {
         return finish(*end);
@@ -738,15 +789,13 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       continue;  // more events may be waiting; a stream of them never starves the ticks
     }
     if (!opts_.sample || now < next_tick) {
-      if (opts_.sample && next_tick - now < std::chrono::milliseconds(1)) {
-        std::this_thread::sleep_until(next_tick);
-      }
       continue;
     }
     next_tick += interval;
     if (next_tick < now) {
       next_tick = now + interval;  // fell behind: skip ticks rather than burst
     }
+    realtime.set_up(true);  // the tick's stops: at FIFO, as they always were
     tick();
   }
 }

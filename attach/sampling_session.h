@@ -124,6 +124,9 @@ class SamplingSession : private TraceObserver {
     std::optional<ThreadSample> held;
     uint64_t wall_owed_ns = 0;
     uint64_t ticks_owed = 0;
+    // CPU the thread used before its clock was armed (it was born since the last tick):
+    // added to its first record's weight.
+    uint64_t clock_unseen_ns = 0;
   };
   // A sample asked for whose stop has not arrived yet.
   struct Pending {
@@ -170,6 +173,13 @@ class SamplingSession : private TraceObserver {
   // The thread's CPU clock: armed when it appears, drained and closed when it goes.
   void clock_add(pid_t tid);
   void clock_remove(pid_t tid);
+  // A thread born (or exec'd into a new event) during the session gets its clock at the
+  // next tick, not at once: a process that lives less than a tick (fork+exec of a short
+  // command) then costs no event at all, and it could not have filled a period of its CPU
+  // clock anyway (the first record comes a full period after the clock starts). What it
+  // used before its clock started is added to its first record (clock_unseen_ns).
+  void clock_due(pid_t tid);
+  void arm_due_clocks();
   void drain_records();
   // A followed process is gone (exit) or is a new image (exec): its threads' states go.
   void forget_process(pid_t pid);
@@ -190,6 +200,7 @@ class SamplingSession : private TraceObserver {
   // Threads (and processes) created during the session and not tracked yet: all of their
   // CPU is the session's, from their first instruction.
   std::set<pid_t> born_;
+  std::vector<pid_t> clock_due_;  // threads whose clock is armed at the next tick
   std::chrono::steady_clock::time_point start_;
   uint64_t max_idle_skip_ = 0;
   // null: cpu samples come from the ticks. Shared with the own-signal observer on every

@@ -323,8 +323,12 @@ pid_t TracedProcess::space_pid() const {
 Transition TracedProcess::on_status(const Waiter::Event& ev) {
   std::optional<bool> same_group;
   if (table_.find(ev.tid) == nullptr && ev.status.stopped()) {
-    auto st = read_status(ev.tid);
-    same_group = st && st->tgid == pid_;
+    if (children_.count(ev.tid) != 0) {
+      same_group = false;  // its creator's fork or vfork event named it: a process
+    } else {
+      auto st = read_status(ev.tid);
+      same_group = st && st->tgid == pid_;
+    }
   }
   Transition tr = table_.apply(ev.tid, ev.status, same_group);
   using W = Transition::What;

@@ -65,7 +65,7 @@ std::optional<Waiter::Event> WaitQueue::next_status_of(pid_t tid,
   return waiter_.next_for(tid, timeout);
 }
 
-std::optional<WaitQueue::Entry> WaitQueue::next(std::chrono::milliseconds timeout) {
+std::optional<WaitQueue::Entry> WaitQueue::next(std::chrono::nanoseconds timeout) {
   if (!entries_.empty()) {
     Entry e = std::move(entries_.front());
     entries_.pop_front();

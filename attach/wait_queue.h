@@ -60,7 +60,7 @@ class WaitQueue {
   // ---- the pump (ProcessTree::next_event) ----
   // The oldest entry, else the kernel's next status routed to its owner (a stray's is
   // released: nullopt). Needs a router.
-  std::optional<Entry> next(std::chrono::milliseconds timeout);
+  std::optional<Entry> next(std::chrono::nanoseconds timeout);
   void push_back(TraceEvent e) { entries_.emplace_back(std::move(e)); }
   void push_front(TraceEvent e) { entries_.emplace_front(std::move(e)); }
 

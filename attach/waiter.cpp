@@ -66,7 +66,7 @@ void Waiter::consume(const Event& e) {
 }
 
 std::optional<Waiter::Event> Waiter::wait_one(idtype_t which, pid_t id,
-                                              std::chrono::milliseconds timeout) {
+                                              std::chrono::nanoseconds timeout) {
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -94,11 +94,11 @@ std::optional<Waiter::Event> Waiter::wait_one(idtype_t which, pid_t id,
   }
 }
 
-std::optional<Waiter::Event> Waiter::next(std::chrono::milliseconds timeout) {
+std::optional<Waiter::Event> Waiter::next(std::chrono::nanoseconds timeout) {
   return wait_one(P_ALL, 0, timeout);
 }
 
-std::optional<Waiter::Event> Waiter::next_for(pid_t tid, std::chrono::milliseconds timeout) {
+std::optional<Waiter::Event> Waiter::next_for(pid_t tid, std::chrono::nanoseconds timeout) {
   return wait_one(P_PID, tid, timeout);
 }
 

@@ -35,9 +35,9 @@ class Waiter {
 
   // The next status of any tracee or child (__WALL). Waits at most `timeout`; nullopt when
   // it elapsed, or there is nothing left to wait for.
-  std::optional<Event> next(std::chrono::milliseconds timeout);
+  std::optional<Event> next(std::chrono::nanoseconds timeout);
   // The next status of `tid` only; statuses of others stay in the kernel for next().
-  std::optional<Event> next_for(pid_t tid, std::chrono::milliseconds timeout);
+  std::optional<Event> next_for(pid_t tid, std::chrono::nanoseconds timeout);
   // Reaps a status left in the kernel (a signal stop the caller holds on to). Its signal
   // is then profctl's to re-deliver.
   void consume(const Event& e);
@@ -46,7 +46,7 @@ class Waiter {
   static void block_sigchld();
 
  private:
-  std::optional<Event> wait_one(idtype_t which, pid_t id, std::chrono::milliseconds timeout);
+  std::optional<Event> wait_one(idtype_t which, pid_t id, std::chrono::nanoseconds timeout);
   std::optional<Event> peek(idtype_t which, pid_t id, bool* none_left);
 };
 

@@ -44,7 +44,8 @@ def run(args, cfg, workload, workdir):
     if cfg == "base":
         argv = cmd
     elif cfg.startswith("profctl"):
-        argv = [args.profctl, "run", "--profiles", "cpu,wall", "-o", out, "--format", "json"]
+        exe = args.baseline if cfg == "profctl-baseline" else args.profctl
+        argv = [exe, "run", "--profiles", "cpu,wall", "-o", out, "--format", "json"]
         if cfg == "profctl-nochildren":
             argv.append("--no-children")
         argv += ["--"] + cmd
@@ -68,8 +69,12 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("--out", help="also write the table to this file")
+    ap.add_argument("--baseline", help="another profctl (an older commit), children followed, "
+                    "run in the same rounds as column profctl-baseline")
     args = ap.parse_args()
     configs = [c for c in CONFIGS if c != "perf" or shutil.which("perf")]
+    if args.baseline:
+        configs.insert(1, "profctl-baseline")
     if "perf" not in configs:
         print("perf not found: its column is left out", file=sys.stderr)
     results = {(c, w): [] for c in configs for w in WORKLOADS}

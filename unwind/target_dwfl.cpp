@@ -18,6 +18,7 @@
 #include "base/fd.h"
 #include "base/log.h"
 #include "base/proc_maps.h"
+#include "unwind/debug_cache.h"
 
 namespace profctl {
 namespace {
@@ -108,20 +109,53 @@ struct Session {
 int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr base,
              char** file_name, Elf** elfp);
 
+// A module's separate debug file: where its build-id names one under /usr/lib/debug and
+// that file's sections are compressed (Debian's -dbg packages), its decompressed copy
+// (DebugCache), so that libdw does not inflate the same file again in every session;
+// otherwise libdwfl's own search. (libdwfl's search cannot be asked first: its build-id
+// lookup keeps the Elf it opened, and the fd returned here would go unused.) The name is
+// the original's (libdwfl resolves a .gnu_debugaltlink relative to it).
+int find_debuginfo(Dwfl_Module* mod, void** userdata, const char* modname, GElf_Addr base,
+                   const char* file_name, const char* debuglink_file, GElf_Word debuglink_crc,
+                   char** debuginfo_file_name) {
+  static const DebugCache cache = DebugCache::from_environment();
+  const unsigned char* bits = nullptr;
+  GElf_Addr vaddr = 0;
+  const int len = dwfl_module_build_id(mod, &bits, &vaddr);
+  std::string id;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < len && bits != nullptr; ++i) {
+    id += kHex[bits[i] >> 4];
+    id += kHex[bits[i] & 0xf];
+  }
+  if (cache.enabled() && id.size() > 2) {
+    const std::string path =
+        "/usr/lib/debug/.build-id/" + id.substr(0, 2) + "/" + id.substr(2) + ".debug";
+    if (auto fd = Fd::open(path, O_RDONLY)) {
+      if (const int copy = cache.decompressed(fd->get(), id); copy >= 0) {
+        *debuginfo_file_name = strdup(path.c_str());
+        return copy;
+      }
+    }
+  }
+  return dwfl_standard_find_debuginfo(mod, userdata, modname, base, file_name, debuglink_file,
+                                      debuglink_crc, debuginfo_file_name);
+}
+
 // find_elf for live targets. The module name is the path as the target sees it; the file
 // is opened through /proc/PID/root so that a target in another mount namespace (a
 // container) resolves its own file. "[vdso: PID]" and other bracketed names go to
 // libdwfl's own callback, which reads the vdso image from /proc/PID/mem.
 constexpr Dwfl_Callbacks kProcCallbacks{
     .find_elf = find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = find_debuginfo,
     .section_address = nullptr,
     .debuginfo_path = &g_debuginfo_path_ptr,
 };
 
 constexpr Dwfl_Callbacks kOfflineCallbacks{
     .find_elf = dwfl_build_id_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = find_debuginfo,
     .section_address = dwfl_offline_section_address,
     .debuginfo_path = &g_debuginfo_path_ptr,
 };
