@@ -395,13 +395,23 @@ int main(int argc, char** argv) {
   }
   pthread_sigmask(SIG_UNBLOCK, &rt, NULL);
   if (argc > 1 && strcmp(argv[1], "aslimit") == 0) {
-    usleep(100000);  // every thread has its stack and malloc arena
+    // Every thread has its stack and malloc arena, and the size has settled: glibc maps an
+    // arena's 128 MiB and unmaps the unaligned half, so a size read in between is 64 MiB
+    // high, and the limit above it would let the 97 MiB area in (seen under a loaded suite).
     long pages = 0;
-    FILE* f = fopen("/proc/self/statm", "r");
-    if (f == NULL || fscanf(f, "%ld", &pages) != 1) {
-      return 2;
+    for (int i = 0; i < 30; ++i) {
+      usleep(100000);
+      long now = 0;
+      FILE* f = fopen("/proc/self/statm", "r");
+      if (f == NULL || fscanf(f, "%ld", &now) != 1) {
+        return 2;
+      }
+      fclose(f);
+      if (now == pages) {
+        break;
+      }
+      pages = now;
     }
-    fclose(f);
     struct rlimit lim = {(rlim_t)pages * 4096 + (48u << 20), (rlim_t)pages * 4096 + (48u << 20)};
     if (setrlimit(RLIMIT_AS, &lim) != 0) {
       return 2;
