@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "base/cache_dir.h"
 #include "base/fd.h"
 #include "base/log.h"
 #include "base/safe_file.h"
@@ -52,36 +53,14 @@ uint64_t fnv1a(const void* p, size_t n) {
   return h;
 }
 
-bool valid_build_id(std::string_view id) {
-  return id.size() >= 2 && id.size() <= kMaxBuildId &&
-         std::all_of(id.begin(), id.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-// The directory is used only if it is the user's and no one else can write it: another
-// user's files there would choose our stacks.
-bool dir_is_private(const std::string& dir) {
-  struct stat st {};
-  return lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
-         (st.st_mode & 022) == 0;
-}
-
 }  // namespace
 
 CfiCache CfiCache::from_environment() {
-  if (const char* off = std::getenv("PROFCTL_NO_CACHE");
-      off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0) {
+  std::string dir = cache_dir_from_environment("cfi");
+  if (dir.empty()) {
     return {};
   }
-  std::string root;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && x[0] == '/') {
-    root = x;
-  } else if (const char* h = std::getenv("HOME"); h != nullptr && h[0] == '/') {
-    root = std::string(h) + "/.cache";
-  } else {
-    return {};
-  }
-  return CfiCache(root + "/profctl/cfi", kDefaultMaxBytes);
+  return CfiCache(std::move(dir), kDefaultMaxBytes);
 }
 
 std::string CfiCache::path_of(std::string_view build_id) const {
@@ -89,7 +68,7 @@ std::string CfiCache::path_of(std::string_view build_id) const {
 }
 
 std::optional<CfiTable> CfiCache::load(std::string_view build_id) const {
-  if (!enabled() || !valid_build_id(build_id) || !dir_is_private(dir_)) {
+  if (!enabled() || !valid_build_id(build_id) || !cache_dir_is_private(dir_)) {
     return std::nullopt;
   }
   const std::string path = path_of(build_id);
@@ -142,7 +121,7 @@ bool CfiCache::store(std::string_view build_id, const CfiTable& table) const {
   if (!ec) {
     ::chmod(dir_.c_str(), 0700);  // ours, made just now or before
   }
-  if (!dir_is_private(dir_)) {
+  if (!cache_dir_is_private(dir_)) {
     return false;
   }
   Header h{};
@@ -171,41 +150,7 @@ bool CfiCache::store(std::string_view build_id, const CfiTable& table) const {
   return true;
 }
 
-// Keeps the directory under max_bytes_: the least recently used tables go first, down to
-// three quarters of the bound so that eviction does not run at every store.
-void CfiCache::evict() const {
-  struct Entry {
-    std::filesystem::path path;
-    uint64_t size;
-    std::filesystem::file_time_type mtime;
-  };
-  std::vector<Entry> entries;
-  uint64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
-    std::error_code e2;
-    if (!e.is_regular_file(e2) || e.path().extension() != ".cfi") {
-      continue;
-    }
-    Entry en{e.path(), e.file_size(e2), e.last_write_time(e2)};
-    if (!e2) {
-      total += en.size;
-      entries.push_back(std::move(en));
-    }
-  }
-  if (total <= max_bytes_) {
-    return;
-  }
-  std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return a.mtime < b.mtime; });
-  for (const Entry& e : entries) {
-    if (total <= max_bytes_ / 4 * 3) {
-      break;
-    }
-    std::filesystem::remove(e.path, ec);
-    total -= e.size;
-  }
-}
+void CfiCache::evict() const { evict_oldest(dir_, ".cfi", max_bytes_); }
 
 Result<CfiTable> CfiCache::load_or_compile(std::string_view build_id, Elf* elf,
                                            bool* from_cache) const {

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/cache_dir.h"
 #include "base/fd.h"
 #include "base/log.h"
 
@@ -26,11 +27,6 @@ struct ElfDeleter {
   void operator()(Elf* e) const { elf_end(e); }
 };
 using ElfPtr = std::unique_ptr<Elf, ElfDeleter>;
-
-bool valid_build_id(std::string_view id) {
-  return id.size() >= 2 && id.size() <= 128 &&
-         id.find_first_not_of("0123456789abcdef") == std::string_view::npos;
-}
 
 std::string hex(const void* bits, size_t len) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -53,29 +49,14 @@ bool has_compressed_section(Elf* elf) {
   return false;
 }
 
-// As CfiCache's: only a directory of ours that no one else can write.
-bool dir_is_private(const std::string& dir) {
-  struct stat st {};
-  return lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
-         (st.st_mode & 022) == 0;
-}
-
 }  // namespace
 
 DebugCache DebugCache::from_environment() {
-  if (const char* off = std::getenv("PROFCTL_NO_CACHE");
-      off != nullptr && *off != '\0' && std::strcmp(off, "0") != 0) {
+  std::string dir = cache_dir_from_environment("debug");
+  if (dir.empty()) {
     return {};
   }
-  std::string root;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && x[0] == '/') {
-    root = x;
-  } else if (const char* h = std::getenv("HOME"); h != nullptr && h[0] == '/') {
-    root = std::string(h) + "/.cache";
-  } else {
-    return {};
-  }
-  return DebugCache(root + "/profctl/debug", kDefaultMaxBytes);
+  return DebugCache(std::move(dir), kDefaultMaxBytes);
 }
 
 std::string DebugCache::path_of(std::string_view build_id) const {
@@ -175,7 +156,7 @@ int DebugCache::decompressed(int fd, std::string_view build_id) const {
     return -1;
   }
   const std::string path = path_of(build_id);
-  if (dir_is_private(dir_)) {
+  if (cache_dir_is_private(dir_)) {
     if (int c = open_checked(path, build_id); c >= 0) {
       return c;
     }
@@ -183,7 +164,7 @@ int DebugCache::decompressed(int fd, std::string_view build_id) const {
     std::error_code ec;
     std::filesystem::create_directories(dir_, ec);
     ::chmod(dir_.c_str(), 0700);
-    if (!dir_is_private(dir_)) {
+    if (!cache_dir_is_private(dir_)) {
       return -1;
     }
   }
@@ -194,40 +175,6 @@ int DebugCache::decompressed(int fd, std::string_view build_id) const {
   return open_checked(path, build_id);
 }
 
-// Keeps the directory under max_bytes_: the least recently used copies go first, down to
-// three quarters of the bound so that eviction does not run at every store.
-void DebugCache::evict() const {
-  struct Entry {
-    std::filesystem::path path;
-    uint64_t size;
-    std::filesystem::file_time_type mtime;
-  };
-  std::vector<Entry> entries;
-  uint64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
-    std::error_code e2;
-    if (!e.is_regular_file(e2) || e.path().extension() != ".debug") {
-      continue;
-    }
-    Entry en{e.path(), e.file_size(e2), e.last_write_time(e2)};
-    if (!e2) {
-      total += en.size;
-      entries.push_back(std::move(en));
-    }
-  }
-  if (total <= max_bytes_) {
-    return;
-  }
-  std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return a.mtime < b.mtime; });
-  for (const Entry& e : entries) {
-    if (total <= max_bytes_ / 4 * 3) {
-      break;
-    }
-    std::filesystem::remove(e.path, ec);
-    total -= e.size;
-  }
-}
+void DebugCache::evict() const { evict_oldest(dir_, ".debug", max_bytes_); }
 
 }  // namespace profctl

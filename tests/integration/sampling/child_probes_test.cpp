@@ -118,7 +118,7 @@ TEST(ChildProbes, AChildIsProbedAgainAfterItsExecFromItsLibrariesConstructors) {
   }
 }
 
-TEST(ChildProbes, NoChildrenRecordsOnlyTheCommandAndCleansTheChild) {
+TEST(ChildProbes, NoChildrenRecordsOnlyTheCommand) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
   RunResult r = run(run_argv(
