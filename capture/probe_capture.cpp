@@ -121,8 +121,7 @@ bool ProbeCapture::child_exec(TracedProcess& child) {
   const pid_t pid = child.pid();
   auto hook = probe::dynamic_linker_hook(pid);
   if (!hook) {
-    // A static program: its constructors run after its entry point, which it reaches at
-    // once; the probes go in at its first stop instead, which is not now. Not probed.
+    // A static program (no ld.so to hold it at before its constructors) is not probed.
     note_child("child process " + std::to_string(pid) +
                " is not probed after its exec: " + hook.error().message());
     return false;
