@@ -34,6 +34,11 @@ void add_counters(probe::ProbeCounters& sum, const probe::ProbeCounters& k) {
   sum.dropped_ring_free = sat_add(sum.dropped_ring_free, k.dropped_ring_free);
   sum.dropped_ring_mutex = sat_add(sum.dropped_ring_mutex, k.dropped_ring_mutex);
   sum.dropped_ring_block = sat_add(sum.dropped_ring_block, k.dropped_ring_block);
+  sum.walks = sat_add(sum.walks, k.walks);
+  sum.walk_fallbacks = sat_add(sum.walk_fallbacks, k.walk_fallbacks);
+  sum.ring_waits = sat_add(sum.ring_waits, k.ring_waits);
+  sum.dropped_stalled = sat_add(sum.dropped_stalled, k.dropped_stalled);
+  sum.stack_ids_new = sat_add(sum.stack_ids_new, k.stack_ids_new);
 }
 
 }  // namespace
@@ -61,6 +66,11 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
                                               pc->clock_.ticks_per_ns())));
   }
   po.mutex_fraction = options.mutex ? std::max<uint64_t>(1, options.mutex_fraction) : 0;
+  po.unwind_bytes = options.walk_in_target ? po.unwind_bytes : 0;
+  po.ring_wait = options.ring_wait;
+  po.liveness_ticks = static_cast<uint64_t>(
+      static_cast<double>(std::chrono::nanoseconds(options.liveness).count()) *
+      pc->clock_.ticks_per_ns());
   auto probes = probe::Probes::install(tp, po);
   if (!probes) {
     return probes.error();
@@ -86,6 +96,13 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   pc->probe_options_ = po;
   if (options.follow_children) {
     pc->wire(*pc->probes_);
+  }
+  if (options.walk_in_target) {
+    // After the install, with the target running: until the tables are in, records carry
+    // stack copies (profctl unwinds them), so nothing is lost by placing them late.
+    pc->tables_ = std::make_unique<ProbeTables>(pc->pid_);
+    pc->tables_->refresh(pc->probes_->area());
+    pc->tables_at_ = std::chrono::steady_clock::now();
   }
   pc->drainer_ = std::thread([p = pc.get()] { p->drain_loop(); });
   logger("probe")->debug("probes installed: {} functions", pc->probes_->probed());
@@ -183,6 +200,10 @@ void ProbeCapture::add_ring(TracedProcess& child, std::shared_ptr<probe::Probes>
   ring->pidfd = Fd(static_cast<int>(::syscall(SYS_pidfd_open, child.pid(), 0)));
   ring->comm = read_comm(child.pid());
   ring->reader = std::make_unique<probe::RingReader>(p->area());
+  if (options_.walk_in_target) {
+    ring->tables = std::make_unique<ProbeTables>(child.pid());
+    ring->tables->refresh(p->area());
+  }
   ring->probes = std::move(p);
   std::lock_guard lock(children_mu_);
   // Tags 1..65535 in bits 48-63, above every user-space address of x86-64.
@@ -267,12 +288,16 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       e.delay_ns = clock_.ticks_to_ns(r.value);
       e.lock = r.args[0] | tag;
       e.tid = r.tid;
-      e.snap = probe::to_snapshot(std::move(r));
-      e.snap->pid = pid;
-      if (space != 0) {
-        e.snap->space = space;
+      if (r.walked) {
+        e.walked = WalkedStack{tag, r.stack_id, std::move(r.pcs)};
+      } else {
+        e.snap = probe::to_snapshot(std::move(r));
+        e.snap->pid = pid;
+        if (space != 0) {
+          e.snap->space = space;
+        }
       }
-      waits_->push(std::move(e));
+      push_wait(std::move(e));
       return;
     }
     if (!heap_) {
@@ -285,7 +310,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       f.ptr = r.args[0] | tag;
       f.time_ns = t;
       f.tid = r.tid;
-      heap_->push(std::move(f));
+      push_heap(std::move(f));
     }
     if (r.flags & PROBE_REC_ALLOC) {
       AllocEvent a;
@@ -296,12 +321,16 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       a.tid = r.tid;
       a.pid = label;
       a.space = space;
-      a.snap = probe::to_snapshot(std::move(r));
-      a.snap->pid = pid;
-      if (space != 0) {
-        a.snap->space = space;
+      if (r.walked) {
+        a.walked = WalkedStack{tag, r.stack_id, std::move(r.pcs)};
+      } else {
+        a.snap = probe::to_snapshot(std::move(r));
+        a.snap->pid = pid;
+        if (space != 0) {
+          a.snap->space = space;
+        }
       }
-      heap_->push(std::move(a));
+      push_heap(std::move(a));
     }
   });
   records_.fetch_add(n, std::memory_order_relaxed);
@@ -318,8 +347,69 @@ probe::ProbeCounters ProbeCapture::counters() const {
   return sum;
 }
 
+void ProbeCapture::push_heap(AllocEvent&& e) {
+  if (options_.ring_wait) {
+    heap_->push_waiting(std::move(e), [this] { keep_alive(false); });
+  } else {
+    heap_->push(std::move(e));
+  }
+}
+
+void ProbeCapture::push_wait(WaitEvent&& e) {
+  if (options_.ring_wait) {
+    waits_->push_waiting(std::move(e), [this] { keep_alive(false); });
+  } else {
+    waits_->push(std::move(e));
+  }
+}
+
+// On the drain thread. The heartbeat says "profctl is alive and reading": a writer that
+// finds the ring full waits only while it is fresh. A target that found it stale silenced
+// its probes; they are enabled again here (unless the reader gave up on the ring), and the
+// records dropped meanwhile are in the ring's drop counters.
+void ProbeCapture::keep_alive(bool tables_too) {
+  auto beat = [&](probe::Probes& p) {
+    probe::SharedArea& a = p.area();
+    a.heartbeat();
+    if (a.stalled() && !ring_abandoned_ && !p.removing()) {
+      a.resume_after_stall();
+      stalls_.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  beat(*probes_);
+  // Children are retired on this thread only: their pointers stay valid outside the lock.
+  std::vector<ChildRing*> rings;
+  {
+    std::lock_guard lock(children_mu_);
+    for (auto& c : children_) {
+      rings.push_back(c.get());
+    }
+  }
+  for (ChildRing* c : rings) {
+    beat(*c->probes);
+  }
+  if (!tables_too) {
+    return;
+  }
+  // Modules loaded since (dlopen): their tables, at most twice a second.
+  const auto now = std::chrono::steady_clock::now();
+  if (now - tables_at_ < std::chrono::milliseconds(500)) {
+    return;
+  }
+  tables_at_ = now;
+  if (tables_) {
+    tables_->refresh(probes_->area());
+  }
+  for (ChildRing* c : rings) {
+    if (c->tables) {
+      c->tables->refresh(c->probes->area());
+    }
+  }
+}
+
 void ProbeCapture::drain_loop() {
   while (!stop_.load(std::memory_order_acquire)) {
+    keep_alive(true);
     if (drain_once() == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
@@ -380,6 +470,12 @@ void ProbeCapture::finish() {
   if (auto n = reader_->note(); !n.empty()) {
     notes_.push_back(std::move(n));
   }
+  if (const uint64_t st = stalls_.load(); st > 0 || k.dropped_stalled > 0) {
+    notes_.push_back(
+        "profctl did not read the probe ring for " + std::to_string(options_.liveness.count()) +
+        " ms " + std::to_string(st) + " times: the target stopped waiting for it and dropped " +
+        std::to_string(k.dropped_stalled) + " records meanwhile (they are in the dropped counts)");
+  }
   {
     std::lock_guard lock(children_mu_);
     if (children_capped_) {
@@ -397,6 +493,11 @@ void ProbeCapture::finish() {
       s.records, c.records_written, s.ring_dropped, s.table_dropped, c.dropped_thread_table_full,
       rs.foreign_pid, rs.abandoned, rs.corrupt, rs.stack_cut, c.waits_seen, c.waits_recorded,
       children_probed());
+  logger("probe")->debug(
+      "probes: {} stacks walked in the target ({} records defined a stack id), {} copied for "
+      "profctl to unwind; {} records waited for room in the ring, {} dropped while profctl "
+      "did not read ({} stalls)",
+      c.walks, c.stack_ids_new, c.walk_fallbacks, c.ring_waits, c.dropped_stalled, stalls_.load());
 }
 
 std::vector<std::string> ProbeCapture::notes() const {

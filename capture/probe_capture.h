@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include "attach/traced_process.h"
 #include "base/fd.h"
 #include "base/result.h"
+#include "capture/probe_tables.h"
 #include "probe/probes.h"
 #include "probe/ring_reader.h"
 #include "probe/tsc_clock.h"
@@ -43,6 +45,14 @@ struct ProbeCaptureOptions {
   // their own (Probes::adopt); their records are labelled with their pid. Off: they are
   // cleaned of the probes before they run.
   bool follow_children = false;
+  // A full ring makes the target's recording thread wait for profctl to read (nothing is
+  // lost while profctl lives); false: the record is dropped and counted (--probe-lossy).
+  bool ring_wait = true;
+  // How long the target waits for a profctl that stopped draining before it drops the
+  // record and silences the probes (profctl SIGKILLed: the target goes on after this).
+  std::chrono::milliseconds liveness{100};
+  // Walk recorded stacks in the target with compiled CFI tables (false: copy them).
+  bool walk_in_target = true;
 };
 
 // What each probe profile lost, counted once at finish() from the ring's drops by profile
@@ -124,6 +134,7 @@ class ProbeCapture {
     std::unique_ptr<probe::RingReader> reader;
     uint32_t space = 0;  // the image its records' stacks are in: 0 the target's (a fork)
     Fd pidfd;            // readable once the child has exited: its ring is then drained and retired
+    std::unique_ptr<ProbeTables> tables;  // its modules' unwind tables in its area
   };
   // Followed children probed at once at most: each holds a memfd and its ring's pages in
   // profctl until it exits. Past it, a child is cleaned of the probes (said once).
@@ -141,6 +152,12 @@ class ProbeCapture {
   // Every ring's counters, summed (the root's and each child's).
   probe::ProbeCounters counters() const;
   void retire_exited();
+  // Every area's heartbeat, its stall (re-enabled and counted), and, every so often, its
+  // modules' tables (dlopen).
+  void keep_alive(bool tables_too);
+  // Queues a collector event without loss (ring_wait) or droppably.
+  void push_heap(AllocEvent&& e);
+  void push_wait(WaitEvent&& e);
 
   std::shared_ptr<probe::Probes> probes_;
   std::unique_ptr<probe::RingReader> reader_;
@@ -169,8 +186,11 @@ class ProbeCapture {
   std::vector<std::string> notes_children_;  // child processes not probed, and why
   size_t child_notes_ = 0;
   static constexpr size_t kMaxChildNotes = 8;
-  probe::ProbeCounters retired_;       // the counters of the retired rings, summed
-  std::atomic<size_t> live_rings_{0};  // children_ plus pending_, for may_adopt
+  probe::ProbeCounters retired_;         // the counters of the retired rings, summed
+  std::unique_ptr<ProbeTables> tables_;  // the root's modules' unwind tables
+  std::atomic<uint64_t> stalls_{0};      // times the target found profctl gone and fell silent
+  std::chrono::steady_clock::time_point tables_at_{};  // last look at the modules
+  std::atomic<size_t> live_rings_{0};                  // children_ plus pending_, for may_adopt
 };
 
 }  // namespace profctl

@@ -101,7 +101,7 @@ constexpr Want kHeapFunctions[] = {
 Result<void> check_seccomp(const StoppedWorld& w) {
   for (pid_t tid : w.stopped()) {
     for (long nr : {long{SYS_getpid}, long{SYS_gettid}, long{SYS_process_vm_readv},
-                    long{SYS_process_vm_writev}}) {
+                    long{SYS_process_vm_writev}, long{SYS_nanosleep}}) {
       const auto self = static_cast<uint64_t>(w.pid());
       if (auto ok = seccomp_allows(tid, {nr, {self, 0, 1, 0, 1, 0}, 0}, SeccompNeed::kSurvive);
           !ok) {
@@ -449,6 +449,9 @@ SharedAreaOptions shared_area_options(const ProbeOptions& o, pid_t pid) {
   so.owner_pid = pid;
   so.block_rate_ticks = o.block_rate_ticks;
   so.mutex_fraction = o.mutex_fraction;
+  so.unwind_bytes = o.unwind_bytes;
+  so.ring_wait = o.ring_wait;
+  so.liveness_ticks = o.liveness_ticks;
   if (o.child) {
     so.ring_bytes = child_ring_bytes(so.ring_bytes);
     so.pointer_capacity = std::min(so.pointer_capacity, kChildPointerCapacity);
@@ -873,6 +876,7 @@ bool Probes::remove(StoppedWorld& w, bool last_chance) {
     removed_ = true;  // gone with the old image; nothing of ours is mapped any more
     return true;
   }
+  removing_.store(true, std::memory_order_release);
   if (inst_.area.data() != nullptr) {
     inst_.area.set_enabled(false);
   }

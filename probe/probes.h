@@ -47,6 +47,12 @@ struct ProbeOptions {
   uint64_t pointer_capacity = 1ULL << 22;
   bool allow_breakpoints = false;  // the int3 fallback (see ProbeCaptureOptions)
   bool child = false;  // a followed child's new image: a child's smaller, lazy area (kChild*)
+  // The walk in the target (ABI v7): room for the modules' compiled unwind tables (0: every
+  // record copies its stack). A full ring makes writers wait while profctl's heartbeat is
+  // younger than liveness_ticks (ring_wait false, or 0 ticks: they drop, counted).
+  uint64_t unwind_bytes = 16ULL << 20;
+  bool ring_wait = true;
+  uint64_t liveness_ticks = 0;
 };
 
 // True for the name of an allocation entry point the heap probes look for (malloc,
@@ -98,6 +104,8 @@ class Probes {
   bool gone_by_exec() const { return exec_.load(); }
   // True once removed from the target (detach).
   bool removed() const { return removed_; }
+  // True once the removal began (the probes were disabled for good): any thread.
+  bool removing() const { return removing_.load(std::memory_order_acquire); }
   // After removal: what could not be taken out of the target (exact addresses and sizes);
   // empty when the target's code and maps are as they were before the install.
   const std::vector<std::string>& left() const { return left_; }
@@ -143,6 +151,7 @@ class Probes {
   std::mutex notes_mu_;  // a child is cleaned on the ptrace thread while notes may be read
   std::atomic<bool> exec_{false};
   bool removed_ = false;
+  std::atomic<bool> removing_{false};
   bool restored_ = false;
   int remove_attempts_ = 0;
   SharedAreaOptions options_;

@@ -26,6 +26,7 @@ RingReader::RingReader(SharedArea& area, std::chrono::nanoseconds abandon_after,
       abandon_after_(abandon_after),
       limits_(limits) {
   stack_.resize(stack_budget_);
+  pcs_.resize(PROBE_MAX_PCS);
 }
 
 void RingReader::consume(uint64_t len) {
@@ -111,6 +112,13 @@ uint64_t RingReader::take_entry(const Entry& e, uint64_t head,
 
 uint64_t RingReader::take_record(const Entry& e, uint64_t head,
                                  const std::function<void(const RecordView&)>& fn, size_t& handed) {
+  if (e.len_ok && e.len >= sizeof(probe_record_walked)) {
+    uint16_t flags = 0;
+    std::memcpy(&flags, ring_ + e.off + offsetof(probe_record_walked, flags), sizeof flags);
+    if (flags & PROBE_REC_WALKED) {
+      return take_walked(e, head, fn, handed);
+    }
+  }
   if (!e.len_ok || e.len < sizeof(probe_record)) {
     resync(head);
     return 0;
@@ -137,6 +145,46 @@ uint64_t RingReader::take_record(const Entry& e, uint64_t head,
     std::memcpy(stack_.data(), ring_ + e.off + sizeof(probe_record), n);
     fn(RecordView{rec, {stack_.data(), static_cast<size_t>(n)}});
     ++stats_.records;
+    ++handed;
+  } else {
+    ++stats_.foreign_pid;
+  }
+  consume(e.len);
+  return e.len;
+}
+
+// A walked record: the fixed part once, then at most PROBE_MAX_PCS pcs, into private memory.
+uint64_t RingReader::take_walked(const Entry& e, uint64_t head,
+                                 const std::function<void(const RecordView&)>& fn, size_t& handed) {
+  probe_record_walked w{};
+  std::memcpy(&w, ring_ + e.off, sizeof w);
+  if (w.npcs > PROBE_MAX_PCS || w.npcs > (e.len - sizeof w) / 8 ||
+      (w.npcs != 0 && w.stack_id == 0)) {
+    resync(head);
+    return 0;
+  }
+  stalled_at_ = UINT64_MAX;
+  if (w.pid == area_.owner_pid()) {
+    probe_record rec{};
+    rec.header = e.header;
+    rec.kind = w.kind;
+    rec.flags = w.flags;
+    rec.site = w.site;
+    rec.pid = w.pid;
+    rec.tid = w.tid;
+    rec.tsc = w.tsc;
+    rec.value = w.value;
+    rec.ptr = w.ptr;
+    rec.args[0] = w.arg0;
+    rec.args[1] = w.arg1;
+    std::memcpy(pcs_.data(), ring_ + e.off + sizeof w, size_t{w.npcs} * 8);
+    RecordView v{rec, {}};
+    v.walked = true;
+    v.stack_id = w.stack_id;
+    v.pcs = {pcs_.data(), w.npcs};
+    fn(v);
+    ++stats_.records;
+    ++stats_.walked;
     ++handed;
   } else {
     ++stats_.foreign_pid;
@@ -217,6 +265,9 @@ ProbeRecord to_probe_record(const RecordView& v) {
   p.regs.r15 = r.r15;
   p.stack_base = r.rsp;
   p.stack.assign(v.stack.begin(), v.stack.end());
+  p.walked = v.walked;
+  p.stack_id = v.stack_id;
+  p.pcs.assign(v.pcs.begin(), v.pcs.end());
   return p;
 }
 

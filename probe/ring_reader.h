@@ -41,6 +41,12 @@ namespace profctl::probe {
 struct RecordView {
   const probe_record& rec;
   std::span<const std::byte> stack;  // copy of target memory [rec.rsp, rec.rsp + size)
+  // A PROBE_REC_WALKED record (rec holds its common fields, args[0..1], no registers and no
+  // stack): the target walked the stack. stack_id names its pcs (0: no stack); pcs holds
+  // them when this record defines the id (at most PROBE_MAX_PCS), else it is empty.
+  bool walked = false;
+  uint64_t stack_id = 0;
+  std::span<const uint64_t> pcs;
 };
 
 // A record copied out of the ring.
@@ -60,6 +66,10 @@ struct ProbeRecord {
   user_regs_struct regs{};
   uint64_t stack_base = 0;  // = regs.rsp
   std::vector<std::byte> stack;
+  // As RecordView: a walked record's stack id and, when it defines the id, its pcs.
+  bool walked = false;
+  uint64_t stack_id = 0;
+  std::vector<uint64_t> pcs;
 };
 
 struct RingReaderStats {
@@ -68,6 +78,7 @@ struct RingReaderStats {
   uint64_t abandoned = 0;    // records left uncommitted past the timeout, skipped
   uint64_t corrupt = 0;      // resynchronizations after a malformed entry or head
   uint64_t stack_cut = 0;    // records whose stack copy was longer than profctl's budget: cut
+  uint64_t walked = 0;       // of records, PROBE_REC_WALKED ones
   uint64_t bytes = 0;        // ring bytes consumed
 };
 
@@ -118,6 +129,8 @@ class RingReader {
                       const std::function<void(const RecordView&)>& fn, size_t& handed);
   uint64_t take_record(const Entry& e, uint64_t head,
                        const std::function<void(const RecordView&)>& fn, size_t& handed);
+  uint64_t take_walked(const Entry& e, uint64_t head,
+                       const std::function<void(const RecordView&)>& fn, size_t& handed);
   uint64_t take_uncommitted(const Entry& e, uint64_t head);
   void consume(uint64_t len);
   void resync(uint64_t head);
@@ -134,6 +147,7 @@ class RingReader {
   RingReaderStats stats_;
   bool gave_up_ = false;
   std::vector<std::byte> stack_;  // the current record's stack copy (private)
+  std::vector<uint64_t> pcs_;     // the current walked record's pcs (private)
 };
 
 ProbeRecord to_probe_record(const RecordView& view);

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <utility>
 
+#include "probe/tsc_clock.h"
+
 namespace profctl::probe {
 namespace {
 
@@ -47,7 +49,8 @@ Result<SharedArea> SharedArea::create_on(const SharedAreaOptions& o, Fd fd) {
     return Error{"probe shared area: capacities must be non-zero, ring >= 8 KiB", 0};
   }
   if (o.thread_capacity > (1ULL << 20) || o.pointer_capacity > (1ULL << 30) ||
-      o.ring_bytes > (1ULL << 34) || o.stack_bytes > (1U << 24)) {
+      o.ring_bytes > (1ULL << 34) || o.stack_bytes > (1U << 24) || o.unwind_bytes > (1ULL << 32) ||
+      o.stack_id_capacity > (1ULL << 26)) {
     return Error{"probe shared area: capacity out of range", 0};
   }
   Layout l;
@@ -60,7 +63,15 @@ Result<SharedArea> SharedArea::create_on(const SharedAreaOptions& o, Fd fd) {
   l.filter_capacity = std::max<uint64_t>(l.ptrs_capacity / 64, 1024);  // 2^22 pointers: 256 KiB
   l.lock_filter_offset = page_up(l.filter_offset + l.filter_capacity * sizeof(uint32_t));
   l.lock_filter_capacity = kLockFilterCapacity;
-  l.ring_offset = page_up(l.lock_filter_offset + l.lock_filter_capacity * sizeof(uint32_t));
+  const uint64_t stack_ids = o.unwind_bytes == 0 ? 0 : std::bit_ceil(o.stack_id_capacity);
+  const uint64_t stackid_offset =
+      page_up(l.lock_filter_offset + l.lock_filter_capacity * sizeof(uint32_t));
+  const uint64_t scratch_offset = page_up(stackid_offset + stack_ids * sizeof(uint64_t));
+  const uint64_t scratch_bytes =
+      o.unwind_bytes == 0 ? 0 : l.threads_capacity * 2 * PROBE_MAX_PCS * sizeof(uint64_t);
+  l.unwind_offset = page_up(scratch_offset + scratch_bytes);
+  l.unwind_size = page_up(o.unwind_bytes);
+  l.ring_offset = page_up(l.unwind_offset + l.unwind_size);
   l.size = l.ring_offset + l.ring_size;
   l.max_probe = o.max_probe;
   l.stack_bytes = o.stack_bytes & ~7U;
@@ -115,6 +126,17 @@ Result<SharedArea> SharedArea::create_on(const SharedAreaOptions& o, Fd fd) {
   c->mutex_fraction = o.mutex_fraction;
   c->owner_pid = o.owner_pid;
   c->enabled = 0;
+  if (o.unwind_bytes != 0) {
+    c->stackid_offset = stackid_offset;
+    c->stackid_capacity = stack_ids;
+    c->scratch_offset = scratch_offset;
+    c->unwind_offset = l.unwind_offset;
+    c->unwind_size = l.unwind_size;
+  }
+  c->unwind_dir = 0;
+  c->ring_wait = o.ring_wait && o.liveness_ticks != 0 ? 1 : 0;
+  c->liveness_ticks = o.liveness_ticks;
+  c->heartbeat_tsc = read_tsc();
   at(c->magic).store(PROBE_ABI_MAGIC, std::memory_order_release);
   return area;
 }
@@ -124,7 +146,8 @@ SharedArea::SharedArea(SharedArea&& other) noexcept
       base_(std::exchange(other.base_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       layout_(std::exchange(other.layout_, Layout{})),
-      owner_pid_(std::exchange(other.owner_pid_, 0)) {}
+      owner_pid_(std::exchange(other.owner_pid_, 0)),
+      unwind_(std::exchange(other.unwind_, UnwindRegion{})) {}
 
 SharedArea& SharedArea::operator=(SharedArea&& other) noexcept {
   if (this != &other) {
@@ -136,6 +159,7 @@ SharedArea& SharedArea::operator=(SharedArea&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
     layout_ = std::exchange(other.layout_, Layout{});
     owner_pid_ = std::exchange(other.owner_pid_, 0);
+    unwind_ = std::exchange(other.unwind_, UnwindRegion{});
   }
   return *this;
 }
@@ -301,7 +325,100 @@ ProbeCounters SharedArea::counters() const {
                        get(k.dropped_ring_alloc),
                        get(k.dropped_ring_free),
                        get(k.dropped_ring_mutex),
-                       get(k.dropped_ring_block)};
+                       get(k.dropped_ring_block),
+                       get(k.walks),
+                       get(k.walk_fallbacks),
+                       get(k.ring_waits),
+                       get(k.dropped_stalled),
+                       get(k.stack_ids_new)};
+}
+
+}  // namespace profctl::probe
+
+namespace profctl::probe {
+
+size_t SharedArea::publish_unwind_tables(std::vector<UnwindModule> modules) {
+  if (base_ == nullptr || layout_.unwind_size == 0) {
+    return 0;
+  }
+  std::sort(modules.begin(), modules.end(),
+            [](const UnwindModule& a, const UnwindModule& b) { return a.start < b.start; });
+  std::byte* region = data() + layout_.unwind_offset;
+  const uint64_t size = layout_.unwind_size;
+  auto place = [&](std::span<const std::byte> bytes) -> std::optional<uint64_t> {
+    const uint64_t off = (unwind_.used + 15) & ~uint64_t{15};
+    if (off > size || bytes.size() > size - off) {
+      return std::nullopt;
+    }
+    std::memcpy(region + off, bytes.data(), bytes.size());
+    unwind_.used = off + bytes.size();
+    return off;
+  };
+  std::vector<probe_unwind_module> dir;
+  uint64_t last_end = 0;
+  for (const UnwindModule& m : modules) {
+    const size_t nrows = m.rows.size() / sizeof(probe_unwind_row);
+    if (m.start >= m.end || m.start < last_end || nrows == 0 || m.blocks.size() < 2 ||
+        nrows > UINT32_MAX || m.blocks.size() > UINT32_MAX) {
+      continue;
+    }
+    const UnwindRegion::Placed* found = nullptr;
+    for (const auto& p : unwind_.placed) {
+      if (p.base == m.base && p.start == m.start && p.end == m.end && p.nrows == nrows) {
+        found = &p;
+      }
+    }
+    probe_unwind_module e{};
+    if (found != nullptr) {
+      e = found->entry;
+    } else {
+      auto rows = place(m.rows);
+      auto blocks = rows ? place(std::as_bytes(m.blocks)) : std::nullopt;
+      if (!rows || !blocks) {
+        continue;  // no room: this module's stacks are copied
+      }
+      e.start = m.start;
+      e.end = m.end;
+      e.base = m.base;
+      e.rows = *rows;
+      e.blocks = *blocks;
+      e.nrows = static_cast<uint32_t>(nrows);
+      e.nblocks = static_cast<uint32_t>(m.blocks.size() - 1);
+      e.block_shift = m.block_shift;
+      unwind_.placed.push_back({m.base, m.start, m.end, e.nrows, e});
+    }
+    dir.push_back(e);
+    last_end = m.end;
+  }
+  std::vector<std::byte> bytes(sizeof(probe_unwind_dir) + dir.size() * sizeof(probe_unwind_module));
+  probe_unwind_dir head{static_cast<uint32_t>(dir.size()), 0};
+  std::memcpy(bytes.data(), &head, sizeof head);
+  if (!dir.empty()) {
+    std::memcpy(bytes.data() + sizeof head, dir.data(), dir.size() * sizeof(probe_unwind_module));
+  }
+  auto at_dir = dir.empty() ? std::nullopt : place(bytes);
+  if (!at_dir) {
+    return unwind_.published;
+  }
+  at(ctl()->unwind_dir).store(*at_dir, std::memory_order_release);
+  unwind_.published = dir.size();
+  return dir.size();
+}
+
+void SharedArea::heartbeat() {
+  if (base_ != nullptr) {
+    at(ctl()->heartbeat_tsc).store(read_tsc(), std::memory_order_release);
+  }
+}
+
+bool SharedArea::stalled() const {
+  return base_ != nullptr && at(ctl()->stalled).load(std::memory_order_acquire) != 0;
+}
+
+void SharedArea::resume_after_stall() {
+  heartbeat();
+  at(ctl()->stalled).store(0, std::memory_order_release);
+  set_enabled(true);
 }
 
 }  // namespace profctl::probe

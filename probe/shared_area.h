@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "base/fd.h"
@@ -46,6 +47,14 @@ struct SharedAreaOptions {
   // target too and it takes no fault at all. Costs the whole area's memory from the start
   // (~100 MiB with the defaults).
   bool prefault = true;
+  // ABI v7, the walk in the target: bytes for the compiled unwind tables of the target's
+  // modules (0: no walk, every record copies its stack); stack ids remembered (entries).
+  uint64_t unwind_bytes = 16ULL << 20;
+  uint64_t stack_id_capacity = 1ULL << 16;
+  // A full ring makes a writer wait for room (false: it drops the record, counted) as long
+  // as profctl refreshed the heartbeat within liveness_ticks (TSC ticks; 0 = never waits).
+  bool ring_wait = true;
+  uint64_t liveness_ticks = 0;
 };
 
 // A snapshot of probe_ctl.counters.
@@ -64,6 +73,22 @@ struct ProbeCounters {
   uint64_t dropped_ring_free = 0;
   uint64_t dropped_ring_mutex = 0;
   uint64_t dropped_ring_block = 0;
+  uint64_t walks = 0;            // stacks the target walked whole
+  uint64_t walk_fallbacks = 0;   // stacks it copied instead (profctl unwinds them)
+  uint64_t ring_waits = 0;       // records that waited for room
+  uint64_t dropped_stalled = 0;  // records dropped because profctl did not drain in time
+  uint64_t stack_ids_new = 0;    // walked records that carried their pcs
+};
+
+// One module's compiled table for the walk in the target: rows as unwind/cfi_table.h's
+// CfiRow (the same 16 bytes as probe_unwind_row) and its block index.
+struct UnwindModule {
+  uint64_t start = 0;  // target addresses [start, end) of the module's code
+  uint64_t end = 0;
+  uint64_t base = 0;                 // target address of row pc 0
+  std::span<const std::byte> rows;   // nrows * 16 bytes, the last row "none"
+  std::span<const uint32_t> blocks;  // nblocks + 1 entries
+  uint32_t block_shift = 0;
 };
 
 // A timed wait in progress on one thread (probe_thread_slot's wait fields, each read once).
@@ -134,6 +159,23 @@ class SharedArea {
 
   ProbeCounters counters() const;
 
+  // Writes the tables of `modules` into the unwind region and makes them the ones the blob
+  // walks with (a new directory, published with a release store after the rows it names).
+  // Tables already written (same base and row count) are kept where they are; the region
+  // only grows, so a walk in progress never reads rewritten rows. Modules that overlap an
+  // earlier one or do not fit are left out (their stacks are copied). Returns how many
+  // modules the directory names.
+  size_t publish_unwind_tables(std::vector<UnwindModule> modules);
+  size_t unwind_tables() const { return unwind_.published; }
+
+  // The liveness word: call every few milliseconds while records are being drained. A
+  // writer waits for room only while it is fresh.
+  void heartbeat();
+  // True when the writers found profctl gone (heartbeat stale) and silenced the probes;
+  // resume() clears it and enables them again.
+  bool stalled() const;
+  void resume_after_stall();
+
   // Waits in progress (read while the target runs: a consistent view needs the thread
   // stopped). wait_of: the one of a thread pointer.
   std::vector<ActiveWait> active_waits() const;
@@ -156,6 +198,19 @@ class SharedArea {
     uint64_t size = 0;
     uint32_t max_probe = 0;
     uint32_t stack_bytes = 0;
+    uint64_t unwind_offset = 0;
+    uint64_t unwind_size = 0;
+  };
+  // profctl's own record of the unwind region (never read back from the area).
+  struct UnwindRegion {
+    uint64_t used = 16;  // bytes of the region written so far (bump; offset 0 = no directory)
+    struct Placed {
+      uint64_t base = 0, start = 0, end = 0;
+      uint32_t nrows = 0;
+      probe_unwind_module entry{};
+    };
+    std::vector<Placed> placed;
+    size_t published = 0;
   };
   static Result<SharedArea> create_on(const SharedAreaOptions& options, Fd fd);
   SharedArea(Fd fd, void* base, const Layout& layout, pid_t owner)
@@ -170,6 +225,7 @@ class SharedArea {
   size_t size_ = 0;
   Layout layout_;
   pid_t owner_pid_ = 0;
+  UnwindRegion unwind_;
 };
 
 // The slot hash shared with blob.c (must stay identical).

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -63,6 +64,28 @@ class BoundedWorker {
     }
     cv_.notify_one();
     return true;
+  }
+
+  // Queues an item once it fits, waiting for the worker to make room: the producer is held
+  // instead of the item dropped (back-pressure). `idle` runs between two looks, on the
+  // calling thread, at least every millisecond.
+  template <typename Idle>
+  void push_waiting(Item&& item, Idle&& idle) {
+    const size_t bytes = bytes_of_ ? bytes_of_(item) : 0;
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        const bool fits = queue_.size() < limits_.max_items &&
+                          (queue_.empty() || queued_bytes_ + bytes <= limits_.max_bytes);
+        if (fits || done_) {
+          enqueue(std::move(item), bytes);
+          break;
+        }
+        room_.wait_for(lock, std::chrono::milliseconds(1));
+      }
+      idle();
+    }
+    cv_.notify_one();
   }
 
   // Queues an item that must not be lost, past the bounds if need be (the caller bounds how
@@ -124,6 +147,7 @@ class BoundedWorker {
       queued_bytes_ -= queue_.front().bytes;
       queue_.pop_front();
       lock.unlock();
+      room_.notify_one();
       handler_(context, item);
     }
   }
@@ -133,7 +157,8 @@ class BoundedWorker {
   const Handler handler_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Entry> queue_;  // guarded by mu_, as are the three below
+  std::condition_variable room_;  // a producer in push_waiting waits here for room
+  std::deque<Entry> queue_;       // guarded by mu_, as are the three below
   size_t queued_bytes_ = 0;
   bool done_ = false;
   Stats stats_;

@@ -6,7 +6,7 @@
 namespace profctl {
 
 size_t HeapCollector::stack_bytes_of(const AllocEvent& e) {
-  return e.snap ? e.snap->stack_size : 0;
+  return e.snap ? e.snap->stack_size : (e.walked ? e.walked->pcs.size() * 8 : 0);
 }
 
 HeapCollector::HeapCollector(UnwinderFactory factory, uint64_t mem_rate, HeapLimits limits)
@@ -66,7 +66,11 @@ void HeapCollector::process(Unwinder* unwinder, AllocEvent& e) {
     return;
   }
   StackId stack = 0;
-  if (e.snap) {
+  if (e.walked) {
+    ++stats_.walked;
+    stack = walked_.resolve(stacks_, *e.walked);
+    stats_.unknown_stack_ids = walked_.unknown();
+  } else if (e.snap) {
     UnwindResult r = unwinder->unwind(*e.snap);
     ++stats_.unwound;
     stats_.truncated += r.truncated ? 1 : 0;

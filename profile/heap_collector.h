@@ -21,6 +21,7 @@
 #include "profile/bounded_worker.h"
 #include "profile/heap_profile.h"
 #include "profile/stack_table.h"
+#include "profile/walked_stacks.h"
 #include "unwind/unwinder.h"
 
 namespace profctl {
@@ -32,18 +33,21 @@ struct AllocEvent {
   uint64_t size = 0;  // kAlloc: bytes requested
   uint64_t time_ns = 0;
   pid_t tid = 0;
-  pid_t pid = 0;                 // kAlloc: the process, when the capture follows several
-  uint32_t space = 0;            // kAlloc: its image, when not the target's (an exec'd child)
-  std::optional<Snapshot> snap;  // kAlloc: at the allocating function's entry
+  pid_t pid = 0;                      // kAlloc: the process, when the capture follows several
+  uint32_t space = 0;                 // kAlloc: its image, when not the target's (an exec'd child)
+  std::optional<Snapshot> snap;       // kAlloc: at the allocating function's entry
+  std::optional<WalkedStack> walked;  // kAlloc: the stack as the target walked it (no snap)
 };
 
 struct HeapCollectorStats {
   uint64_t unwound = 0;
-  uint64_t dropped = 0;         // events dropped because the queue was full
-  uint64_t allocs_dropped = 0;  // of them, allocations
-  uint64_t frees_dropped = 0;   // of them, frees
-  uint64_t truncated = 0;       // stacks that did not reach their outermost frame
-  size_t max_queued_bytes = 0;  // the most stack bytes the queue held at once
+  uint64_t dropped = 0;            // events dropped because the queue was full
+  uint64_t allocs_dropped = 0;     // of them, allocations
+  uint64_t frees_dropped = 0;      // of them, frees
+  uint64_t truncated = 0;          // stacks that did not reach their outermost frame
+  uint64_t walked = 0;             // allocations whose stack the target walked (not unwound here)
+  uint64_t unknown_stack_ids = 0;  // walked stacks named by an id never defined: empty
+  size_t max_queued_bytes = 0;     // the most stack bytes the queue held at once
 };
 
 struct HeapLimits {
@@ -63,6 +67,10 @@ class HeapCollector {
 
   // Queues an event for the worker; false (counted) when the queue is full.
   bool push(AllocEvent&& e);
+  // Queues an event, waiting for room instead of dropping it; `idle` runs while it waits.
+  void push_waiting(AllocEvent&& e, const std::function<void()>& idle) {
+    queue_.push_waiting(std::move(e), idle);
+  }
   // Drains the queue and stops the worker; the tracker and stacks are final afterwards.
   void finish();
   // After finish(): lines for the capture's warnings about the bounds that were reached.
@@ -82,6 +90,7 @@ class HeapCollector {
   // Worker-owned until finish().
   HeapTracker tracker_;
   StackTable stacks_;
+  WalkedStacks walked_;
   HeapCollectorStats stats_;
   // The pushing thread's (the ring's drain): events the full queue refused, by kind.
   uint64_t allocs_refused_ = 0;

@@ -18,7 +18,9 @@ std::pair<double, double> scale_block_event(uint64_t delay_ns, uint64_t rate_ns)
   return {1.0, static_cast<double>(delay_ns)};
 }
 
-size_t WaitCollector::stack_bytes_of(const WaitEvent& e) { return e.snap ? e.snap->stack_size : 0; }
+size_t WaitCollector::stack_bytes_of(const WaitEvent& e) {
+  return e.snap ? e.snap->stack_size : (e.walked ? e.walked->pcs.size() * 8 : 0);
+}
 
 namespace {
 ProfileData wait_profile(uint64_t period) {
@@ -86,14 +88,21 @@ void WaitCollector::finish() {
 
 void WaitCollector::process(Unwinder* unwinder, WaitEvent& e) {
   std::vector<UnwoundFrame> frames;
-  if (e.snap) {
-    UnwindResult r = unwinder->unwind(*e.snap);
-    ++stats_.unwound;
-    stats_.truncated += r.truncated ? 1 : 0;
-    frames = std::move(r.frames);
+  StackId stack = 0;
+  if (e.walked) {
+    stack = walked_.resolve(stacks_, *e.walked);
+    frames = stacks_.get(stack);
+  } else {
+    if (e.snap) {
+      UnwindResult r = unwinder->unwind(*e.snap);
+      ++stats_.unwound;
+      stats_.truncated += r.truncated ? 1 : 0;
+      frames = std::move(r.frames);
+    }
+    stack = stacks_.intern(frames);
   }
   const bool lock_wait = is_lock_wait(e, frames);
-  const Key key{stacks_.intern(frames), e.lock};
+  const Key key{stack, e.lock};
   if (e.wake) {
     record_wake(e, key.first);
   } else {

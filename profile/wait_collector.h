@@ -29,6 +29,7 @@
 #include "profile/bounded_worker.h"
 #include "profile/profile_data.h"
 #include "profile/stack_table.h"
+#include "profile/walked_stacks.h"
 #include "unwind/unwinder.h"
 
 namespace profctl {
@@ -43,7 +44,8 @@ struct WaitEvent {
   uint64_t delay_ns = 0;
   uint64_t lock = 0;
   pid_t tid = 0;
-  std::optional<Snapshot> snap;  // at the wait function's entry
+  std::optional<Snapshot> snap;       // at the wait function's entry
+  std::optional<WalkedStack> walked;  // the stack as the target walked it (no snap)
 };
 
 struct WaitCollectorStats {
@@ -84,6 +86,10 @@ class WaitCollector {
 
   // Queues a wait for the worker; false (counted) when the queue is full.
   bool push(WaitEvent&& e);
+  // Queues an event, waiting for room instead of dropping it; `idle` runs while it waits.
+  void push_waiting(WaitEvent&& e, const std::function<void()>& idle) {
+    queue_.push_waiting(std::move(e), idle);
+  }
   // Before finish(), when the capture follows child processes: a lock's address carries its
   // process's tag in bits 48-63 (0: the root), and rows are labelled with the pid and comm
   // these name (the lock label shows the address alone).
@@ -139,6 +145,7 @@ class WaitCollector {
   std::vector<Timed> wakes_;
   ProfileData holders_;
   StackTable stacks_;
+  WalkedStacks walked_;
   ProfileData block_;
   ProfileData mutex_;
   WaitCollectorStats stats_;

@@ -118,6 +118,10 @@ class CfiTable {
 
   uint64_t base() const { return base_; }
   std::span<const CfiRow> rows() const { return rows_; }
+  // The block index find() uses (see block_first_), for a walker elsewhere (the probes'
+  // tables in the target, probe_abi.h).
+  std::span<const uint32_t> block_index() const { return block_first_; }
+  unsigned block_shift() const { return block_shift_; }
   bool empty() const { return rows_.empty(); }
 
  private:

@@ -82,6 +82,7 @@ class CfiWalker {
   CfiWalkResult walk(CfiRegs regs, const StackCopy& stack, uint64_t* pcs, size_t max) const;
 
   const CfiModule* module_of(uint64_t pc) const;
+  const std::vector<CfiModule>& modules() const { return modules_; }  // sorted by start
   // Gives module `id` its load bias and table (not owned).
   void place(uint32_t id, uint64_t bias, const CfiTable* table);
 

@@ -17,7 +17,7 @@
 #define PROFCTL_PROBE_ABI_H
 
 #define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
-#define PROBE_ABI_VERSION 6
+#define PROBE_ABI_VERSION 7
 
 /* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
 #define PROBE_KIND_NONE 0
@@ -89,6 +89,11 @@
 #define PROBE_REC_WAIT_MUTEX 0x80u      /* a wait chosen for the mutex profile */
 #define PROBE_REC_WAIT_BLOCK 0x100u     /* a wait chosen for the block profile */
 #define PROBE_REC_WAKE 0x200u           /* a contended lock's release (PROBE_KIND_MUTEX_WAKE) */
+/* ABI v7: the record is a struct probe_record_walked (the target walked its own stack with
+ * the compiled tables, or the record has no stack: a free). stack_id names the pcs; they
+ * follow the record (npcs of them) the first time an id is written, else npcs is 0 and an
+ * earlier record of the same ring defined them. */
+#define PROBE_REC_WALKED 0x400u
 
 /* ---- blob header layout --------------------------------------------------------------- */
 #define PROBE_MAX_SITES 32
@@ -212,7 +217,13 @@ struct probe_counters {
   uint64_t dropped_ring_free;         /* records with PROBE_REC_FREED */
   uint64_t dropped_ring_mutex;        /* PROBE_KIND_MUTEX records with PROBE_REC_WAIT_MUTEX */
   uint64_t dropped_ring_block;        /* records with PROBE_REC_WAIT_BLOCK */
-  uint64_t reserved[1];
+  /* ABI v7 */
+  uint64_t walks;               /* stacks the target walked whole with the tables */
+  uint64_t walk_fallbacks;      /* stacks it could not: a stack copy was recorded instead */
+  uint64_t ring_waits;          /* records that waited for room in the ring */
+  uint64_t dropped_stalled;     /* records dropped because profctl stopped draining */
+  uint64_t stack_ids_new;       /* walked records that carried their pcs */
+  uint64_t reserved[3];
 };
 
 /* At offset 0 of the shared area. Everything after the first line is written by profctl
@@ -248,7 +259,28 @@ struct probe_ctl {
    * recorded wait and is not recorded, so the holder side costs what the fraction keeps. */
   uint64_t lock_filter_offset;
   uint64_t lock_filter_capacity; /* power of two; uint32_t counters; 0 = record every release */
-  uint64_t reserved0[14];
+  /* ABI v7: the stack walk in the target (see "compiled unwind tables" below).
+   * unwind_*: the region holding the tables; unwind_dir: offset in it of the current
+   * struct probe_unwind_dir (release-stored by profctl after the tables it names are
+   * written; 0 = no tables: every record carries a stack copy). */
+  uint64_t unwind_offset;
+  uint64_t unwind_size;
+  uint64_t unwind_dir;
+  /* Stack ids already written to the ring: u64 entries, 0 empty, else an id with bit 0
+   * clear while its defining record is being written and set once it is committed. */
+  uint64_t stackid_offset;
+  uint64_t stackid_capacity; /* power of two; 0 = no interning: every walked record has pcs */
+  /* Per thread slot (same index), PROBE_MAX_PCS u64 of scratch for the walk. */
+  uint64_t scratch_offset;
+  /* Back-pressure (ring_wait != 0): a writer that finds the ring full waits for room as long
+   * as profctl is alive: heartbeat_tsc (rdtsc, refreshed by profctl every few ms) no older
+   * than liveness_ticks. Past that the writer drops its record, and the probes fall silent
+   * (enabled = 0, stalled = 1) until profctl is back. ring_wait == 0: drop at once. */
+  uint32_t ring_wait;
+  uint32_t stalled;
+  uint64_t heartbeat_tsc;
+  uint64_t liveness_ticks;
+  uint64_t reserved0[5];
   /* offset 256 */
   uint64_t ring_head; /* bytes ever reserved (writers, CAS) */
   uint64_t pad_head[7];
@@ -257,7 +289,7 @@ struct probe_ctl {
   uint64_t pad_tail[7];
   /* offset 384 */
   struct probe_counters counters;
-  uint64_t reserved1[48];
+  uint64_t reserved1[41];
 };
 
 /* One ring entry; the stack copy (stack_len bytes) follows it. len is a multiple of 8 and
@@ -280,6 +312,74 @@ struct probe_record {
   uint64_t stack_len; /* valid bytes of the copy of [rsp, rsp + stack_len) that follows */
 };
 
+/* PROBE_REC_WALKED records (ABI v7): the same first 24 bytes as struct probe_record (header,
+ * kind, flags, site, pid, tid), then what a walked or stackless record needs. npcs pcs
+ * follow, innermost first: pcs[0] is the probed function (the activation), the rest return
+ * addresses, the last one's frame outermost (the walk reached a frame whose return address
+ * is undefined). A free, or a realloc's freed half only, has stack_id 0 and no pcs. */
+struct probe_record_walked {
+  uint64_t header;
+  uint16_t kind;
+  uint16_t flags;
+  uint32_t site;
+  int32_t pid;
+  int32_t tid;
+  uint64_t tsc;
+  uint64_t value;    /* as probe_record */
+  uint64_t ptr;      /* as probe_record */
+  uint64_t arg0;     /* args[0]: a free's (or moved realloc's) old pointer; a wait's lock */
+  uint64_t arg1;     /* args[1]: a wait's start */
+  uint64_t stack_id; /* the hash of the pcs; 0 = no stack */
+  uint32_t npcs;     /* pcs following this record (0: stack_id was defined before) */
+  uint32_t reserved;
+};
+
+/* ---- compiled unwind tables (ABI v7) ---------------------------------------------------
+ * profctl compiles each module's CFI into rows sorted by pc (unwind/cfi_table.h: the same
+ * 16-byte rows) and writes them into the shared area's unwind region with a block index
+ * and a directory; the blob walks a recorded call's stack with them (blob.c, "walk").
+ * Every offset is relative to the region and checked against its size before use: the
+ * region is in memory the target can write. */
+#define PROBE_MAX_PCS 128
+#define PROBE_CFA_NONE 0
+#define PROBE_CFA_RSP 1
+#define PROBE_CFA_RBP 2
+#define PROBE_CFA_NOT_EXPRESSIBLE 3
+#define PROBE_SAVED_UNDEFINED 0
+#define PROBE_SAVED_SAME 1
+#define PROBE_SAVED_AT_CFA 2
+
+struct probe_unwind_row {
+  uint32_t pc; /* first address the row applies to, relative to the module's base */
+  int32_t cfa_offset;
+  int16_t ra_offset;
+  int16_t rbp_offset;
+  uint8_t cfa; /* PROBE_CFA_* */
+  uint8_t ra;  /* PROBE_SAVED_* */
+  uint8_t rbp; /* PROBE_SAVED_* */
+  uint8_t reserved;
+};
+
+struct probe_unwind_module {
+  uint64_t start; /* [start, end): target addresses the table answers for */
+  uint64_t end;
+  uint64_t base;   /* target address of row pc 0 (link-time table base + load bias) */
+  uint64_t rows;   /* region offset of nrows rows, the last one PROBE_CFA_NONE */
+  uint64_t blocks; /* region offset of nblocks + 1 u32: for each 2^block_shift bytes from
+                      base, the row holding the block's first address (UINT32_MAX: before
+                      the first row) */
+  uint32_t nrows;
+  uint32_t nblocks;
+  uint32_t block_shift;
+  uint32_t reserved;
+};
+
+struct probe_unwind_dir {
+  uint32_t count; /* modules, sorted by start, not overlapping */
+  uint32_t reserved;
+  /* struct probe_unwind_module modules[count] follows */
+};
+
 PROBE_STATIC_ASSERT(sizeof(struct probe_blob_site) == PROBE_BLOB_SITE_SIZE, "site size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_blob_header) == PROBE_BLOB_HEADER_SIZE, "header size");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, shared_area) ==
@@ -296,6 +396,13 @@ PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_tail) == 320, "tail line");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, counters) == 384, "counters line");
 PROBE_STATIC_ASSERT(sizeof(struct probe_ctl) == 896, "ctl size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_record) == 160, "record size");
+PROBE_STATIC_ASSERT(sizeof(struct probe_record_walked) == 80, "walked record size");
+PROBE_STATIC_ASSERT(offsetof(struct probe_record_walked, flags) ==
+                        offsetof(struct probe_record, flags), "common prefix");
+PROBE_STATIC_ASSERT(offsetof(struct probe_record_walked, tsc) ==
+                        offsetof(struct probe_record, tsc), "common prefix");
+PROBE_STATIC_ASSERT(sizeof(struct probe_unwind_row) == 16, "row size");
+PROBE_STATIC_ASSERT(sizeof(struct probe_unwind_module) == 56, "module size");
 
 #ifdef __cplusplus
 }

@@ -91,6 +91,7 @@ static inline long syscall6(long nr, long a, long b, long c, long d, long e, lon
   return ret;
 }
 
+#define SYS_nanosleep_ 35
 #define SYS_getpid_ 39
 #define SYS_gettid_ 186
 #define SYS_process_vm_readv_ 310
@@ -310,6 +311,261 @@ static struct probe_record* ring_reserve(struct probe_ctl* c, uint64_t len) {
   return 0;
 }
 
+/* A record that finds the ring full waits for room while profctl is alive (ring_wait set):
+ * profctl refreshes heartbeat_tsc every few milliseconds while it drains. A heartbeat older
+ * than liveness_ticks means profctl died or stopped draining: the record is dropped and the
+ * probes fall silent (enabled = 0, stalled = 1) so that no other call waits; a profctl that
+ * comes back clears stalled and enables them again (and reports the gap). Sleeping in the
+ * kernel gives the CPU to profctl's reader, which on a busy machine is what makes room. */
+static struct probe_record* ring_reserve_waiting(struct probe_ctl* c, uint64_t len) {
+  struct probe_record* r = ring_reserve(c, len);
+  if (LIKELY(r != 0) || !LOAD(&c->ring_wait) || len > c->ring_size / 2) {
+    return r;
+  }
+  COUNT(c, ring_waits);
+  for (;;) {
+    if (LOAD(&c->stalled)) {
+      return 0;
+    }
+    uint64_t beat = LOAD_ACQ(&c->heartbeat_tsc);
+    uint64_t now = rdtsc();
+    if (now > beat && now - beat > LOAD(&c->liveness_ticks)) {
+      STORE(&c->enabled, 0);
+      STORE_REL(&c->stalled, 1);
+      COUNT(c, dropped_stalled);
+      return 0;
+    }
+    struct {
+      long sec, nsec;
+    } ts = {0, 20000};
+    syscall6(SYS_nanosleep_, (long)&ts, 0, 0, 0, 0, 0);
+    r = ring_reserve(c, len);
+    if (r) {
+      return r;
+    }
+  }
+}
+
+/* ---- the stack walk: compiled unwind tables in the shared area -------------------------
+ *
+ * A recorded call's stack is walked here, in the target, with the CFI profctl compiled and
+ * placed in the area's unwind region (struct probe_unwind_dir), the same rows and lookup as
+ * profctl's CfiWalker (unwind/cfi_walker.cpp): per frame, the module of the pc (a binary
+ * search of the directory), its row (the block index, then a short scan), the CFA from rsp
+ * or rbp, and two loads from the stack. The record then carries pcs (or only the id of pcs
+ * written before) instead of a 16 KiB stack copy, and profctl unwinds nothing.
+ *
+ * Every read is bounded: the directory, module entries, rows and block index against the
+ * region (memory the target itself can write: a corrupted table gives wrong pcs, never a
+ * fault), the stack against the thread's registered bounds. A walk that cannot finish (a pc
+ * in no tabled module, no row, a "not expressible" row, a read outside the stack, a frame
+ * that does not move up, more than PROBE_MAX_PCS frames) returns 0 and the record falls
+ * back to the stack copy, for profctl to unwind with libdwfl (counted: walk_fallbacks). */
+
+struct walk_tables {
+  const char* region;
+  uint64_t size;
+  const struct probe_unwind_module* mods;
+  uint32_t count;
+};
+
+static int walk_tables_of(struct probe_ctl* c, struct walk_tables* t) {
+  uint64_t off = LOAD(&c->unwind_offset);
+  uint64_t size = LOAD(&c->unwind_size);
+  uint64_t area = LOAD(&c->area_size);
+  uint64_t dir = LOAD_ACQ(&c->unwind_dir);
+  if (dir == 0 || off > area || size > area - off || dir > size ||
+      size - dir < sizeof(struct probe_unwind_dir)) {
+    return 0;
+  }
+  t->region = (const char*)c + off;
+  t->size = size;
+  const struct probe_unwind_dir* d = (const struct probe_unwind_dir*)(t->region + dir);
+  uint32_t count = LOAD(&d->count);
+  uint64_t room = (size - dir - sizeof(*d)) / sizeof(struct probe_unwind_module);
+  if (count == 0 || count > room) {
+    return 0;
+  }
+  t->mods = (const struct probe_unwind_module*)(d + 1);
+  t->count = count;
+  return 1;
+}
+
+static const struct probe_unwind_module* walk_module_of(const struct walk_tables* t,
+                                                        uint64_t pc) {
+  uint32_t lo = 0, hi = t->count; /* the first module starting after pc is at hi */
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (pc < t->mods[mid].start) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  if (lo == 0) {
+    return 0;
+  }
+  const struct probe_unwind_module* m = &t->mods[lo - 1];
+  return pc < m->end ? m : 0;
+}
+
+/* The row for pc in m, as CfiTable::find; 0 = none (a gap, or a malformed table). */
+static const struct probe_unwind_row* walk_row(const struct walk_tables* t,
+                                               const struct probe_unwind_module* m, uint64_t pc) {
+  uint64_t nrows = m->nrows, nblocks = m->nblocks, shift = m->block_shift;
+  if (nrows == 0 || shift > 40 || m->rows > t->size || nrows > (t->size - m->rows) / 16 ||
+      m->blocks > t->size || nblocks + 1 > (t->size - m->blocks) / 4 || pc < m->base ||
+      pc - m->base > 0xffffffffULL) {
+    return 0;
+  }
+  const struct probe_unwind_row* rows = (const struct probe_unwind_row*)(t->region + m->rows);
+  const uint32_t* blocks = (const uint32_t*)(t->region + m->blocks);
+  uint32_t rel = (uint32_t)(pc - m->base);
+  uint64_t block = rel >> shift;
+  if (block >= nblocks) {
+    return 0;
+  }
+  uint32_t i = blocks[block];
+  uint32_t last = blocks[block + 1];
+  if (last >= nrows) {
+    return 0;
+  }
+  if (i == 0xffffffffu) {
+    if (rel < rows[0].pc) {
+      return 0;
+    }
+    i = 0;
+  }
+  for (uint32_t n = 0; i < last && rows[i + 1].pc <= rel; ++i) {
+    if (++n > 4096) {
+      return 0; /* a sane index leaves a few rows per block */
+    }
+  }
+  return rows[i].cfa == PROBE_CFA_NONE ? 0 : &rows[i];
+}
+
+/* The walk's view of the stack: [lo, hi) of the thread's registered stack, where the word
+ * at `patched` reads as `patched_value` (a wait's hijacked return address). */
+struct walk_stack {
+  uint64_t lo, hi, patched, patched_value;
+};
+
+static inline int walk_read(const struct walk_stack* s, uint64_t at, uint64_t* out) {
+  if (at < s->lo || s->hi < 8 || at > s->hi - 8 || (at & 7) != 0) {
+    return 0;
+  }
+  *out = at == s->patched ? s->patched_value : *(const volatile uint64_t*)(uintptr_t)at;
+  return 1;
+}
+
+/* Walks from the probed function's entry into pcs[0..PROBE_MAX_PCS); returns the number of
+ * pcs when the walk reached the outermost frame, else 0. *hash: of the pcs. */
+static uint32_t walk_stack(struct probe_ctl* c, const struct walk_stack* st, uint64_t rip,
+                           uint64_t rsp, uint64_t rbp, uint64_t* pcs, uint64_t* hash) {
+  struct walk_tables t;
+  if (!walk_tables_of(c, &t)) {
+    return 0;
+  }
+  uint64_t h = 0x243F6A8885A308D3ULL;
+  uint32_t n = 0;
+  pcs[n++] = rip;
+  h = (h ^ rip) * 0x9E3779B97F4A7C15ULL;
+  uint64_t lookup = rip;
+  const struct probe_unwind_module* mod = 0;
+  int rbp_known = 1;
+  for (;;) {
+    if (mod == 0 || lookup < mod->start || lookup >= mod->end) {
+      mod = walk_module_of(&t, lookup);
+      if (mod == 0) {
+        return 0;
+      }
+    }
+    const struct probe_unwind_row* row = walk_row(&t, mod, lookup);
+    if (row == 0 || row->cfa == PROBE_CFA_NOT_EXPRESSIBLE ||
+        (row->cfa == PROBE_CFA_RBP && !rbp_known) || row->cfa > PROBE_CFA_NOT_EXPRESSIBLE) {
+      return 0;
+    }
+    if (row->ra == PROBE_SAVED_UNDEFINED) {
+      break;
+    }
+    uint64_t cfa = (row->cfa == PROBE_CFA_RSP ? rsp : rbp) + (uint64_t)(int64_t)row->cfa_offset;
+    uint64_t ra = 0;
+    if (!walk_read(st, cfa + (uint64_t)(int64_t)row->ra_offset, &ra)) {
+      return 0;
+    }
+    uint64_t caller_rbp = rbp;
+    if (row->rbp == PROBE_SAVED_AT_CFA &&
+        !walk_read(st, cfa + (uint64_t)(int64_t)row->rbp_offset, &caller_rbp)) {
+      return 0;
+    }
+    if (ra == 0) {
+      break; /* as libdwfl: no pc 0 on x86-64, the end */
+    }
+    if (cfa <= rsp || n == PROBE_MAX_PCS) {
+      return 0;
+    }
+    rbp_known = row->rbp != PROBE_SAVED_UNDEFINED;
+    rsp = cfa;
+    rbp = caller_rbp;
+    pcs[n++] = ra;
+    h = (h ^ ra) * 0x9E3779B97F4A7C15ULL;
+    h ^= h >> 31;
+    lookup = ra - 1;
+  }
+  if (n < 2) {
+    return 0; /* what a stub without CFI looks like: libdwfl has a retry for it */
+  }
+  h ^= n;
+  *hash = (h & ~1ULL) ? (h & ~1ULL) : 2;
+  return n;
+}
+
+/* Whether the ring already holds the pcs of `id`: 1 = yes, write the id alone. 0 = write
+ * the pcs; *claim is then the table entry this record defines (publish it once the record
+ * is committed), or 0 when another writer is defining it right now or the table is full. */
+static int stack_id_known(struct probe_ctl* c, uint64_t id, uint64_t** claim) {
+  *claim = 0;
+  uint64_t cap = LOAD(&c->stackid_capacity);
+  uint64_t off = LOAD(&c->stackid_offset);
+  uint64_t area = LOAD(&c->area_size);
+  if (cap == 0 || (cap & (cap - 1)) != 0 || off > area || cap > (area - off) / 8) {
+    return 0;
+  }
+  uint64_t* t = (uint64_t*)((char*)c + off);
+  uint64_t mask = cap - 1;
+  uint64_t i = mix(id) & mask;
+  for (uint32_t n = 0; n < c->max_probe; ++n, i = (i + 1) & mask) {
+    uint64_t e = LOAD_ACQ(&t[i]);
+    if (e == 0) {
+      if (CAS(&t[i], &e, id)) {
+        *claim = &t[i];
+        return 0;
+      }
+    }
+    if ((e & ~1ULL) == id) {
+      return (int)(e & 1);
+    }
+  }
+  return 0;
+}
+
+/* The thread's walk scratch, or 0: per slot two buffers of PROBE_MAX_PCS words, one for the
+ * call-throughs and one for the waits' returns, the two record paths that can interrupt each
+ * other (a signal handler's lock wait during an allocation's record, or its allocation
+ * during a wait's record; neither path nests in itself: depth and wait_active see to it). */
+static uint64_t* walk_scratch(struct probe_ctl* c, struct probe_thread_slot* slot, int wait) {
+  uint64_t off = LOAD(&c->scratch_offset);
+  uint64_t area = LOAD(&c->area_size);
+  uint64_t cap = c->threads_capacity;
+  uint64_t* table = (uint64_t*)((char*)c + c->threads_offset);
+  uint64_t index = (uint64_t)((struct probe_thread_slot*)slot - (struct probe_thread_slot*)table);
+  uint64_t per = 2 * PROBE_MAX_PCS * 8;
+  if (off == 0 || index >= cap || off > area || cap > (area - off) / per) {
+    return 0;
+  }
+  return (uint64_t*)((char*)c + off + index * per) + (wait ? PROBE_MAX_PCS : 0);
+}
+
 /* What one record says, whichever path wrote it (call-through or wait return). */
 struct rec_in {
   uint32_t kind, flags, site;
@@ -412,13 +668,77 @@ static void count_ring_drop(struct probe_ctl* c, uint32_t kind, uint32_t flags) 
   }
 }
 
-/* Writes one record: reserve, copy the stack (with_stack: the caller's), fill, commit. */
+/* A short record (struct probe_record_walked): a walked stack's id and, the first time, its
+ * pcs; or no stack at all (with_stack 0: a free). 1 = written (or dropped and counted). */
+static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
+                         const struct rec_in* in, const uint64_t* pcs, uint32_t npcs,
+                         uint64_t id) {
+  uint64_t* claim = 0;
+  if (npcs != 0 && stack_id_known(c, id, &claim)) {
+    npcs = 0;
+  }
+  uint64_t len = sizeof(struct probe_record_walked) + (uint64_t)npcs * 8;
+  struct probe_record_walked* r = (struct probe_record_walked*)ring_reserve_waiting(c, len);
+  if (!r) {
+    COUNT(c, dropped_ring_full);
+    count_ring_drop(c, in->kind, in->flags);
+    return; /* a claimed id stays unpublished: later records carry its pcs */
+  }
+  r->kind = (uint16_t)in->kind;
+  r->flags = (uint16_t)(in->flags | PROBE_REC_WALKED);
+  r->site = in->site;
+  r->pid = in->pid;
+  int32_t tid = LOAD(&slot->tid);
+  r->tid = tid ? tid : (int32_t)syscall0(SYS_gettid_);
+  r->tsc = rdtsc();
+  r->value = in->value;
+  r->ptr = in->ptr;
+  r->arg0 = in->args[0];
+  r->arg1 = in->args[1];
+  r->stack_id = id;
+  r->npcs = npcs;
+  r->reserved = 0;
+  if (npcs != 0) {
+    copy_bytes(r + 1, pcs, (uint64_t)npcs * 8);
+    COUNT(c, stack_ids_new);
+  }
+  STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
+  if (claim) {
+    STORE_REL(claim, id | 1);
+  }
+  COUNT(c, records_written);
+}
+
+/* Writes one record. with_stack: walk the caller's stack (a short record with pcs), else,
+ * if the walk cannot finish, copy it (a full record for profctl to unwind); without a
+ * stack, a short record. */
 static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
                             struct rec_in* in, int with_stack) {
+  if (!with_stack) {
+    write_walked(c, slot, in, 0, 0, 0);
+    return;
+  }
+  uint64_t hi = LOAD_ACQ(&slot->stack_hi);
+  uint64_t lo = LOAD(&slot->stack_lo);
+  uint64_t* pcs = walk_scratch(c, slot, in->kind >= PROBE_KIND_BLOCK);
+  if (pcs && hi != 0 && lo <= in->rsp && in->rsp < hi && LOAD(&c->unwind_dir) != 0) {
+    struct walk_stack st = {lo, hi, in->rsp, in->ret_addr};
+    const struct probe_blob_site* s = &probe_blob_header.sites[in->site];
+    uint64_t id = 0;
+    uint32_t n = walk_stack(c, &st, LOAD(&s->function), in->rsp, in->rbp, pcs, &id);
+    if (n != 0) {
+      COUNT(c, walks);
+      write_walked(c, slot, in, pcs, n, id);
+      return;
+    }
+    COUNT(c, walk_fallbacks);
+  } else if (LOAD(&c->unwind_dir) != 0) {
+    COUNT(c, walk_fallbacks);
+  }
   uint32_t flags = in->flags;
-  uint64_t want = with_stack ? plan_stack_copy(c, slot, in->rsp, &flags) : 0;
+  uint64_t want = plan_stack_copy(c, slot, in->rsp, &flags);
   uint64_t len = sizeof(struct probe_record) + ((want + 7) & ~7ULL);
-  struct probe_record* r = ring_reserve(c, len);
+  struct probe_record* r = ring_reserve_waiting(c, len);
   if (!r) {
     COUNT(c, dropped_ring_full);
     count_ring_drop(c, in->kind, in->flags);
