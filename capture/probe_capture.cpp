@@ -104,6 +104,8 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
     pc->tables_->refresh(pc->probes_->area());
     pc->tables_at_ = std::chrono::steady_clock::now();
   }
+  pc->beating_.store(true);
+  pc->heartbeat_ = std::thread([p = pc.get()] { p->heartbeat_loop(); });
   pc->drainer_ = std::thread([p = pc.get()] { p->drain_loop(); });
   logger("probe")->debug("probes installed: {} functions", pc->probes_->probed());
   if (options.heap) {
@@ -333,6 +335,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       push_heap(std::move(a));
     }
   });
+  flush();
   records_.fetch_add(n, std::memory_order_relaxed);
   return n;
 }
@@ -348,18 +351,25 @@ probe::ProbeCounters ProbeCapture::counters() const {
 }
 
 void ProbeCapture::push_heap(AllocEvent&& e) {
-  if (options_.ring_wait) {
-    heap_->push_waiting(std::move(e), [this] { keep_alive(false); });
-  } else {
-    heap_->push(std::move(e));
+  heap_batch_.push_back(std::move(e));
+  if (heap_batch_.size() >= kBatch) {
+    heap_->push_all(heap_batch_, options_.ring_wait, [this] { keep_alive(false); });
   }
 }
 
 void ProbeCapture::push_wait(WaitEvent&& e) {
-  if (options_.ring_wait) {
-    waits_->push_waiting(std::move(e), [this] { keep_alive(false); });
-  } else {
-    waits_->push(std::move(e));
+  wait_batch_.push_back(std::move(e));
+  if (wait_batch_.size() >= kBatch) {
+    waits_->push_all(wait_batch_, options_.ring_wait, [this] { keep_alive(false); });
+  }
+}
+
+void ProbeCapture::flush() {
+  if (heap_ && !heap_batch_.empty()) {
+    heap_->push_all(heap_batch_, options_.ring_wait, [this] { keep_alive(false); });
+  }
+  if (waits_ && !wait_batch_.empty()) {
+    waits_->push_all(wait_batch_, options_.ring_wait, [this] { keep_alive(false); });
   }
 }
 
@@ -370,7 +380,6 @@ void ProbeCapture::push_wait(WaitEvent&& e) {
 void ProbeCapture::keep_alive(bool tables_too) {
   auto beat = [&](probe::Probes& p) {
     probe::SharedArea& a = p.area();
-    a.heartbeat();
     if (a.stalled() && !ring_abandoned_ && !p.removing()) {
       a.resume_after_stall();
       stalls_.fetch_add(1, std::memory_order_relaxed);
@@ -407,6 +416,19 @@ void ProbeCapture::keep_alive(bool tables_too) {
   }
 }
 
+void ProbeCapture::heartbeat_loop() {
+  while (beating_.load(std::memory_order_acquire)) {
+    probes_->area().heartbeat();
+    {
+      std::lock_guard lock(children_mu_);
+      for (auto& c : children_) {
+        c->probes->area().heartbeat();
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 void ProbeCapture::drain_loop() {
   while (!stop_.load(std::memory_order_acquire)) {
     keep_alive(true);
@@ -430,6 +452,10 @@ void ProbeCapture::finish() {
   // that still writes into the area (a forked child, or anything holding the memfd) cannot
   // keep profctl here.
   for (int round = 0; round < 4 && drain_once() > 0; ++round) {
+  }
+  beating_.store(false, std::memory_order_release);
+  if (heartbeat_.joinable()) {
+    heartbeat_.join();
   }
   ProbeCaptureStats s = stats();
   // Read once: every loss below comes from this one copy of the target's counters.
@@ -537,6 +563,10 @@ ProbeCapture::~ProbeCapture() {
     if (drainer_.joinable()) {
       drainer_.join();
     }
+  }
+  beating_.store(false);
+  if (heartbeat_.joinable()) {
+    heartbeat_.join();
   }
 }
 

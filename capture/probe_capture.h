@@ -155,9 +155,14 @@ class ProbeCapture {
   // Every area's heartbeat, its stall (re-enabled and counted), and, every so often, its
   // modules' tables (dlopen).
   void keep_alive(bool tables_too);
-  // Queues a collector event without loss (ring_wait) or droppably.
+  // Queues a collector event: batched, flushed every kBatch events and at the end of each
+  // ring's drain; without loss (ring_wait) or droppably.
   void push_heap(AllocEvent&& e);
   void push_wait(WaitEvent&& e);
+  void flush();
+  static constexpr size_t kBatch = 512;
+  std::vector<AllocEvent> heap_batch_;  // the drain thread's
+  std::vector<WaitEvent> wait_batch_;
 
   std::shared_ptr<probe::Probes> probes_;
   std::unique_ptr<probe::RingReader> reader_;
@@ -171,6 +176,12 @@ class ProbeCapture {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> records_{0};
   std::thread drainer_;
+  // Refreshes every area's heartbeat every few milliseconds while the capture runs, apart
+  // from the drain (which may be busy for longer: placing tables, a slow collector): the
+  // target waits for room only while profctl lives.
+  std::thread heartbeat_;
+  std::atomic<bool> beating_{false};
+  void heartbeat_loop();
   bool finished_ = false;
   bool ring_abandoned_ = false;     // the reader gave up: the probes were disabled
   std::vector<std::string> notes_;  // added at finish()

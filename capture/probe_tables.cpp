@@ -4,7 +4,9 @@
 #include <cstring>
 #include <vector>
 
+#include "attach/proc.h"
 #include "base/log.h"
+#include "base/proc_maps.h"
 #include "probe/abi/probe_abi.h"
 
 namespace profctl {
@@ -26,7 +28,34 @@ static_assert(uint8_t(SavedRule::kUndefined) == PROBE_SAVED_UNDEFINED &&
 
 ProbeTables::~ProbeTables() = default;
 
+namespace {
+
+// "start-end path" of every executable mapping of a file: what the tables depend on.
+std::optional<std::string> code_mappings(pid_t pid) {
+  auto text = read_maps_text(pid);
+  if (!text) {
+    return std::nullopt;
+  }
+  std::string out;
+  for (const MapEntry& m : parse_maps(*text)) {
+    if (m.executable && !m.path.empty()) {
+      out += std::to_string(m.start) + "-" + std::to_string(m.end) + " " + m.path + "\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 bool ProbeTables::refresh(probe::SharedArea& area) {
+  auto code = code_mappings(pid_);
+  if (!code) {
+    return false;
+  }
+  if (modules_ && *code == code_maps_) {
+    return true;
+  }
+  code_maps_ = std::move(*code);
   if (!dwfl_) {
     auto d = TargetDwfl::for_process(pid_, DwflOptions{});
     if (!d) {
@@ -37,10 +66,6 @@ bool ProbeTables::refresh(probe::SharedArea& area) {
   } else if (auto r = dwfl_->refresh(); !r) {
     return false;
   }
-  if (generation_ == dwfl_->generation() && modules_) {
-    return true;
-  }
-  generation_ = dwfl_->generation();
   modules_ = CfiModules::load(dwfl_->get(), CfiCache::from_environment());
   modules_->resolve_all();
   std::vector<probe::UnwindModule> out;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "probe/shared_area.h"
 #include "unwind/cfi_modules.h"
@@ -35,7 +36,9 @@ class ProbeTables {
   pid_t pid_;
   std::unique_ptr<TargetDwfl> dwfl_;
   std::optional<CfiModules> modules_;
-  uint64_t generation_ = UINT64_MAX;
+  // The process's executable file mappings at the last placement: only a change of these
+  // (dlopen, dlclose) makes libdwfl report the modules again, not the heap's mappings.
+  std::string code_maps_;
   size_t placed_ = 0;
 };
 

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace profctl {
 
@@ -66,25 +67,40 @@ class BoundedWorker {
     return true;
   }
 
-  // Queues an item once it fits, waiting for the worker to make room: the producer is held
-  // instead of the item dropped (back-pressure). `idle` runs between two looks, on the
-  // calling thread, at least every millisecond.
-  template <typename Idle>
-  void push_waiting(Item&& item, Idle&& idle) {
-    const size_t bytes = bytes_of_ ? bytes_of_(item) : 0;
-    for (;;) {
+  // Queues every item of `items` (in order, under one lock per run of items that fit, so a
+  // producer with many items pays a lock and a wake-up per batch, not per item) and clears
+  // it. wait: a full queue holds the producer until the worker makes room (back-pressure;
+  // `idle` runs on the calling thread at least every millisecond meanwhile). !wait: an item
+  // that does not fit is dropped and counted, and handed to `dropped` first.
+  template <typename Idle, typename Dropped>
+  void push_all(std::vector<Item>& items, bool wait, Idle&& idle, Dropped&& dropped) {
+    size_t i = 0;
+    while (i < items.size()) {
       {
         std::unique_lock lock(mu_);
-        const bool fits = queue_.size() < limits_.max_items &&
-                          (queue_.empty() || queued_bytes_ + bytes <= limits_.max_bytes);
-        if (fits || done_) {
-          enqueue(std::move(item), bytes);
-          break;
+        while (i < items.size()) {
+          const size_t bytes = bytes_of_ ? bytes_of_(items[i]) : 0;
+          const bool fits = queue_.size() < limits_.max_items &&
+                            (queue_.empty() || queued_bytes_ + bytes <= limits_.max_bytes);
+          if (fits || (wait && done_)) {
+            enqueue(std::move(items[i++]), bytes);
+          } else if (!wait) {
+            ++stats_.dropped;
+            dropped(items[i++]);
+          } else {
+            break;
+          }
         }
-        room_.wait_for(lock, std::chrono::milliseconds(1));
+        if (i < items.size()) {
+          cv_.notify_one();
+          room_.wait_for(lock, std::chrono::milliseconds(1));
+        }
       }
-      idle();
+      if (i < items.size()) {
+        idle();
+      }
     }
+    items.clear();
     cv_.notify_one();
   }
 
@@ -135,22 +151,31 @@ class BoundedWorker {
     stats_.max_bytes = std::max(stats_.max_bytes, queued_bytes_);
   }
 
+  // Takes the queued items a run at a time (one lock per run, not per item).
   void run(const Factory& factory) {
     Context context = factory();
+    std::vector<Item> run;
     for (;;) {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
-      if (queue_.empty()) {
-        return;  // done_ and drained
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
+        if (queue_.empty()) {
+          return;  // done_ and drained
+        }
+        for (size_t n = 0; n < kRun && !queue_.empty(); ++n) {
+          run.push_back(std::move(queue_.front().item));
+          queued_bytes_ -= queue_.front().bytes;
+          queue_.pop_front();
+        }
       }
-      Item item = std::move(queue_.front().item);
-      queued_bytes_ -= queue_.front().bytes;
-      queue_.pop_front();
-      lock.unlock();
       room_.notify_one();
-      handler_(context, item);
+      for (Item& item : run) {
+        handler_(context, item);
+      }
+      run.clear();
     }
   }
+  static constexpr size_t kRun = 256;
 
   const Limits limits_;
   const BytesOf bytes_of_;

@@ -27,6 +27,13 @@ bool HeapCollector::push(AllocEvent&& e) {
   return false;
 }
 
+void HeapCollector::push_all(std::vector<AllocEvent>& batch, bool wait,
+                             const std::function<void()>& idle) {
+  queue_.push_all(batch, wait, idle, [this](const AllocEvent& e) {
+    ++(e.kind == AllocEvent::Kind::kAlloc ? allocs_refused_ : frees_refused_);
+  });
+}
+
 void HeapCollector::finish() {
   if (!queue_.finish()) {
     return;

@@ -67,10 +67,9 @@ class HeapCollector {
 
   // Queues an event for the worker; false (counted) when the queue is full.
   bool push(AllocEvent&& e);
-  // Queues an event, waiting for room instead of dropping it; `idle` runs while it waits.
-  void push_waiting(AllocEvent&& e, const std::function<void()>& idle) {
-    queue_.push_waiting(std::move(e), idle);
-  }
+  // Queues a batch of events in order and clears it: wait, for room instead of dropping
+  // (`idle` runs while it waits); else as push() for each.
+  void push_all(std::vector<AllocEvent>& batch, bool wait, const std::function<void()>& idle);
   // Drains the queue and stops the worker; the tracker and stacks are final afterwards.
   void finish();
   // After finish(): lines for the capture's warnings about the bounds that were reached.

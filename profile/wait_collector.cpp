@@ -57,6 +57,14 @@ bool WaitCollector::push(WaitEvent&& e) {
   return false;
 }
 
+void WaitCollector::push_all(std::vector<WaitEvent>& batch, bool wait,
+                             const std::function<void()>& idle) {
+  queue_.push_all(batch, wait, idle, [this](const WaitEvent& e) {
+    block_refused_ += e.block ? 1 : 0;
+    mutex_refused_ += e.mutex && e.lock_wait ? 1 : 0;
+  });
+}
+
 std::vector<std::string> WaitCollector::notes() const {
   std::vector<std::string> out;
   if (stats_.capped > 0) {

@@ -86,10 +86,9 @@ class WaitCollector {
 
   // Queues a wait for the worker; false (counted) when the queue is full.
   bool push(WaitEvent&& e);
-  // Queues an event, waiting for room instead of dropping it; `idle` runs while it waits.
-  void push_waiting(WaitEvent&& e, const std::function<void()>& idle) {
-    queue_.push_waiting(std::move(e), idle);
-  }
+  // Queues a batch of events in order and clears it: wait, for room instead of dropping
+  // (`idle` runs while it waits); else as push() for each.
+  void push_all(std::vector<WaitEvent>& batch, bool wait, const std::function<void()>& idle);
   // Before finish(), when the capture follows child processes: a lock's address carries its
   // process's tag in bits 48-63 (0: the root), and rows are labelled with the pid and comm
   // these name (the lock label shows the address alone).

@@ -85,13 +85,10 @@ std::string maps_of(pid_t pid) {
 // The whole stack of an allocation of heap_target.c (or heap_int3.c), innermost first: the
 // allocator's entry, where the probe records the thread, the target's noinline functions
 // from the innermost out, and the root of the main thread or of a pthread_create thread.
-// With --probe-stack-bytes 1K the copy ends inside main's frame (0x568 bytes of line buffers,
-// the stdin reader and a sigaction): it holds the return address into main but not main's
-// own, so a main-thread stack ends exactly at main.
-enum class Copy { kWhole, k1K };
-std::vector<std::string> on_main(std::vector<std::string> innermost, Copy copy = Copy::kWhole) {
-  return then(std::move(innermost),
-              copy == Copy::kWhole ? main_root() : std::vector<std::string>{"main"});
+// The probes walk the stack in the target (ABI v7), whole whatever --probe-stack-bytes says
+// (that bounds only the copy a walk that cannot finish falls back to).
+std::vector<std::string> on_main(std::vector<std::string> innermost) {
+  return then(std::move(innermost), main_root());
 }
 std::vector<std::string> on_thread(std::vector<std::string> innermost) {
   return then(std::move(innermost), thread_root());
@@ -147,20 +144,20 @@ std::vector<long long> heap_values_of(const Json& heap, const std::vector<std::s
 // The six functions of one round of "run", each with its whole stack (never freed: exit
 // does not free them). alloc_realloc's malloc(64) blocks are moved by realloc, which frees
 // them: the realloc's blocks are the live ones.
-void expect_one_exact_round(const Json& heap, Copy copy = Copy::kWhole) {
+void expect_one_exact_round(const Json& heap) {
   using V = std::vector<long long>;
   // alloc_objects, alloc_space, inuse_objects, inuse_space per allocating stack.
-  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_small"}, copy)),
+  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_small"})),
             (V{100, 10000, 100, 10000}));
-  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_freed"}, copy)), (V{50, 204800, 0, 0}));
-  EXPECT_EQ(heap_values_of(heap, on_main({"calloc", "alloc_calloc"}, copy)),
+  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_freed"})), (V{50, 204800, 0, 0}));
+  EXPECT_EQ(heap_values_of(heap, on_main({"calloc", "alloc_calloc"})),
             (V{20, 5120, 20, 5120}));
-  const auto realloc_malloc = on_main({"malloc", "alloc_realloc"}, copy);
-  const auto realloc_realloc = on_main({"realloc", "alloc_realloc"}, copy);
+  const auto realloc_malloc = on_main({"malloc", "alloc_realloc"});
+  const auto realloc_realloc = on_main({"realloc", "alloc_realloc"});
   EXPECT_TRUE(only_stacks(heap, "alloc_realloc", {realloc_malloc, realloc_realloc}));
   EXPECT_EQ(heap_values_at(heap, realloc_malloc), (V{10, 10 * 64, 0, 0}));
   EXPECT_EQ(heap_values_at(heap, realloc_realloc), (V{10, 10 * 8192, 10, 81920}));
-  EXPECT_EQ(heap_values_of(heap, on_main({"posix_memalign", "alloc_aligned"}, copy)),
+  EXPECT_EQ(heap_values_of(heap, on_main({"posix_memalign", "alloc_aligned"})),
             (V{5, 5000, 5, 5000}));
   EXPECT_EQ(heap_values_of(heap, on_thread({"malloc", "alloc_thread"})), (V{30, 6000, 30, 6000}));
 }
@@ -386,7 +383,7 @@ void expect_bulk_estimates(uint64_t rate, long n, long size, long keep_every,
   // A dropped record would bias the estimate low: there must be none at these volumes.
   EXPECT_EQ(heap_counter(*heap, "ring_dropped"), 0);
   EXPECT_EQ(heap_counter(*heap, "table_dropped"), 0);
-  const auto bulk = on_main({"malloc", "alloc_bulk"}, Copy::k1K);
+  const auto bulk = on_main({"malloc", "alloc_bulk"});
   const auto v = heap_values_of(*heap, bulk);
   const auto raw = heap_values_at(*heap, bulk, "raw_values");
   const std::string why = "sampled " + std::to_string(raw[0]) + " allocations (" +
@@ -458,7 +455,7 @@ TEST(Heap, TheTargetExitingWhileProbedEndsWithCode3AndKeepsItsAllocations) {
   ASSERT_TRUE(capture);
   const Json* heap = profile_of(*capture, "heap");
   ASSERT_NE(heap, nullptr);
-  expect_one_exact_round(*heap, Copy::k1K);
+  expect_one_exact_round(*heap);
   EXPECT_GT(heap_values_of(*heap, on_thread({"malloc", "spin_alloc", "spin_main"}))[0], 0)
       << "the spinners were not recorded";
   EXPECT_TRUE(outputs_valid(dir.path(), {{"heap", {"alloc_small", "alloc_thread"}}}));
