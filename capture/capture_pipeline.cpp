@@ -35,6 +35,7 @@ SessionPlan plan_session(const std::vector<const ProfileSource*>& sources,
   plan.collector.period_ns = static_cast<int64_t>(1e9 / s.rate_hz);
   plan.probes.stack_bytes = s.probe_stack_bytes;
   plan.probes.ring_bytes = s.probe_ring_bytes;
+  plan.probes.ring_wait = !s.probe_lossy;
   return plan;
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "attach/proc.h"
 #include "base/clock.h"
@@ -51,6 +52,12 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   pc->pid_ = tp.pid();
   pc->comm_ = read_comm(tp.pid());
   pc->options_ = options;
+  // PROFCTL_PROBE_WALK=0: records carry stack copies that profctl unwinds (as before ABI v7):
+  // to compare the walk in the target with profctl's unwinders.
+  if (const char* w = std::getenv("PROFCTL_PROBE_WALK"); w != nullptr && std::string(w) == "0") {
+    pc->options_.walk_in_target = false;
+  }
+  const ProbeCaptureOptions& options_in = pc->options_;
   pc->clock_ = probe::TscClock::calibrate(std::chrono::milliseconds(10));
   probe::ProbeOptions po;
   po.heap = options.heap;
@@ -66,7 +73,7 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
                                               pc->clock_.ticks_per_ns())));
   }
   po.mutex_fraction = options.mutex ? std::max<uint64_t>(1, options.mutex_fraction) : 0;
-  po.unwind_bytes = options.walk_in_target ? po.unwind_bytes : 0;
+  po.unwind_bytes = options_in.walk_in_target ? po.unwind_bytes : 0;
   po.ring_wait = options.ring_wait;
   po.liveness_ticks = static_cast<uint64_t>(
       static_cast<double>(std::chrono::nanoseconds(options.liveness).count()) *
@@ -97,7 +104,7 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   if (options.follow_children) {
     pc->wire(*pc->probes_);
   }
-  if (options.walk_in_target) {
+  if (options_in.walk_in_target) {
     // After the install, with the target running: until the tables are in, records carry
     // stack copies (profctl unwinds them), so nothing is lost by placing them late.
     pc->tables_ = std::make_unique<ProbeTables>(pc->pid_);
@@ -273,7 +280,19 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
   // rule); the root's rows are then labelled too.
   const pid_t label = options_.follow_children ? pid : 0;
   size_t n = reader.drain([&](const probe::RecordView& v) {
-    probe::ProbeRecord r = probe::to_probe_record(v);
+    const probe_record& r = v.rec;  // walked records: the common fields and args[0..1]
+    // A walked record names its stack (no copy to unwind); a full one carries the copy.
+    auto stack_of = [&](auto& event) {
+      if (v.walked) {
+        event.walked = WalkedStack{tag, v.stack_id, {v.pcs.begin(), v.pcs.end()}};
+        return;
+      }
+      event.snap = std::make_unique<Snapshot>(probe::to_snapshot(probe::to_probe_record(v)));
+      event.snap->pid = pid;
+      if (space != 0) {
+        event.snap->space = space;
+      }
+    };
     const uint64_t t = clock_.to_monotonic_ns(r.tsc);
     if (r.kind == PROBE_KIND_BLOCK || r.kind == PROBE_KIND_MUTEX ||
         r.kind == PROBE_KIND_MUTEX_WAKE) {
@@ -290,15 +309,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       e.delay_ns = clock_.ticks_to_ns(r.value);
       e.lock = r.args[0] | tag;
       e.tid = r.tid;
-      if (r.walked) {
-        e.walked = WalkedStack{tag, r.stack_id, std::move(r.pcs)};
-      } else {
-        e.snap = probe::to_snapshot(std::move(r));
-        e.snap->pid = pid;
-        if (space != 0) {
-          e.snap->space = space;
-        }
-      }
+      stack_of(e);
       push_wait(std::move(e));
       return;
     }
@@ -323,15 +334,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       a.tid = r.tid;
       a.pid = label;
       a.space = space;
-      if (r.walked) {
-        a.walked = WalkedStack{tag, r.stack_id, std::move(r.pcs)};
-      } else {
-        a.snap = probe::to_snapshot(std::move(r));
-        a.snap->pid = pid;
-        if (space != 0) {
-          a.snap->space = space;
-        }
-      }
+      stack_of(a);
       push_heap(std::move(a));
     }
   });

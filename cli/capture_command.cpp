@@ -130,6 +130,7 @@ CaptureSettings settings_of(const CaptureOptionsCli& o, const HeapOptions& heap,
   s.leak_age_ns = heap.leak_age_ns;
   s.probe_stack_bytes = static_cast<uint32_t>(heap.probe_stack_bytes);
   s.probe_ring_bytes = heap.probe_ring_bytes;
+  s.probe_lossy = heap.probe_lossy;
   s.block_rate_ns = waits.block_rate_ns;
   s.mutex_fraction = waits.mutex_fraction;
   return s;

@@ -36,8 +36,11 @@ void add_heap_capture_options(CLI::App& app, HeapOptionsCli& o) {
       ->capture_default_str();
   app.add_option("--probe-ring-bytes", o.probe_ring_bytes,
                  "heap, block, mutex: size of the ring the probes write their records into "
-                 "(64K to 4G; a full ring loses records)")
+                 "(64K to 4G; a thread that finds it full waits for profctl to read)")
       ->capture_default_str();
+  app.add_flag("--probe-lossy", o.probe_lossy,
+               "heap, block, mutex: a thread that finds the ring full drops its record "
+               "(counted in every output) instead of waiting for profctl to read");
   add_sample_index_option(app, o.sample_index);
 }
 
@@ -66,6 +69,7 @@ HeapOptions resolve_heap_options(const HeapOptionsCli& o) {
                     "use 64K to 4G (e.g. 64M, the default; rounded up to a power of two)");
   }
   h.probe_ring_bytes = prb;
+  h.probe_lossy = o.probe_lossy;
   return h;
 }
 

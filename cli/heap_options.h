@@ -19,6 +19,7 @@ struct HeapOptions {
   std::string sample_index = "inuse_space";  // folded values and text ranking
   uint64_t probe_stack_bytes = 16 * 1024;    // stack copied per recorded event
   uint64_t probe_ring_bytes = 64ULL << 20;   // the probes' ring
+  bool probe_lossy = false;                  // a full ring drops records instead of waiting
 };
 
 // The command line's text, before validation.
@@ -27,6 +28,7 @@ struct HeapOptionsCli {
   std::string leak_age = "10s";
   std::string probe_stack_bytes = "16K";
   std::string probe_ring_bytes = "64M";
+  bool probe_lossy = false;
   std::string sample_index = "inuse_space";
 };
 

@@ -44,7 +44,7 @@ struct WaitEvent {
   uint64_t delay_ns = 0;
   uint64_t lock = 0;
   pid_t tid = 0;
-  std::optional<Snapshot> snap;       // at the wait function's entry
+  std::unique_ptr<Snapshot> snap;       // at the wait function's entry
   std::optional<WalkedStack> walked;  // the stack as the target walked it (no snap)
 };
 

@@ -17,6 +17,8 @@ class BlockSource final : public ProfileSource {
   }
   void describe(std::map<std::string, std::string>& options,
                 const CaptureSettings& s) const override {
+    options["probe_ring"] =
+        s.probe_lossy ? "lossy: a full ring drops records" : "waits: a full ring holds the writer";
     options["block_rate_ns"] = std::to_string(s.block_rate_ns);
   }
   void add_to(Assembly& a) const override {

@@ -17,6 +17,8 @@ class HeapSource final : public ProfileSource {
   }
   void describe(std::map<std::string, std::string>& options,
                 const CaptureSettings& s) const override {
+    options["probe_ring"] =
+        s.probe_lossy ? "lossy: a full ring drops records" : "waits: a full ring holds the writer";
     options["mem_rate"] = std::to_string(s.mem_rate);
     options["leak_age_ns"] = std::to_string(s.leak_age_ns);
   }

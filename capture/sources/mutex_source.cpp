@@ -17,6 +17,8 @@ class MutexSource final : public ProfileSource {
   }
   void describe(std::map<std::string, std::string>& options,
                 const CaptureSettings& s) const override {
+    options["probe_ring"] =
+        s.probe_lossy ? "lossy: a full ring drops records" : "waits: a full ring holds the writer";
     options["mutex_fraction"] = std::to_string(s.mutex_fraction);
   }
   void add_to(Assembly& a) const override {

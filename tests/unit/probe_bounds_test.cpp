@@ -80,7 +80,7 @@ AllocEvent alloc(uint64_t ptr, uint64_t size, uint64_t word, size_t stack_size) 
   e.kind = AllocEvent::Kind::kAlloc;
   e.ptr = ptr;
   e.size = size;
-  e.snap = snapshot(word, stack_size);
+  e.snap = std::make_unique<Snapshot>(snapshot(word, stack_size));
   return e;
 }
 
@@ -181,7 +181,7 @@ WaitEvent wait_event(uint64_t lock, uint64_t word, bool wake = false) {
   e.start_ns = 10;
   e.end_ns = 1010;
   e.lock = lock;
-  e.snap = snapshot(word, 64);
+  e.snap = std::make_unique<Snapshot>(snapshot(word, 64));
   return e;
 }
 
@@ -213,7 +213,7 @@ TEST(ProbeBounds, WaitCollectorQueueIsBoundedInStackBytes) {
   WaitCollector c([&gate] { return std::make_unique<GatedUnwinder>(gate); }, nullptr, 1, 1, limits);
   for (uint64_t i = 0; i < 2000; ++i) {
     WaitEvent e = wait_event(0x7000, 0x400000);
-    e.snap = snapshot(0x400000, 64 << 10);
+    e.snap = std::make_unique<Snapshot>(snapshot(0x400000, 64 << 10));
     c.push(std::move(e));
   }
   gate.open();

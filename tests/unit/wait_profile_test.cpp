@@ -50,7 +50,7 @@ WaitEvent wait_event(bool lock_wait, uint64_t caller, uint64_t delay_ns, uint64_
   Snapshot s;
   s.regs.rip = 0x1000;
   s.regs.rsp = caller;
-  e.snap = std::move(s);
+  e.snap = std::make_unique<Snapshot>(std::move(s));
   return e;
 }
 

@@ -10,11 +10,13 @@
 #include <signal.h>
 #include <string.h>
 
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -147,11 +149,9 @@ std::vector<long long> heap_values_of(const Json& heap, const std::vector<std::s
 void expect_one_exact_round(const Json& heap) {
   using V = std::vector<long long>;
   // alloc_objects, alloc_space, inuse_objects, inuse_space per allocating stack.
-  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_small"})),
-            (V{100, 10000, 100, 10000}));
+  EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_small"})), (V{100, 10000, 100, 10000}));
   EXPECT_EQ(heap_values_of(heap, on_main({"malloc", "alloc_freed"})), (V{50, 204800, 0, 0}));
-  EXPECT_EQ(heap_values_of(heap, on_main({"calloc", "alloc_calloc"})),
-            (V{20, 5120, 20, 5120}));
+  EXPECT_EQ(heap_values_of(heap, on_main({"calloc", "alloc_calloc"})), (V{20, 5120, 20, 5120}));
   const auto realloc_malloc = on_main({"malloc", "alloc_realloc"});
   const auto realloc_realloc = on_main({"realloc", "alloc_realloc"});
   EXPECT_TRUE(only_stacks(heap, "alloc_realloc", {realloc_malloc, realloc_realloc}));
@@ -431,6 +431,104 @@ TEST(Heap, AMidRateEstimatesWithinTighterBounds) {
 // with 3 ("the target went away", README/man), with no hang, and writes the capture with
 // what was allocated before; the target's exit itself is clean (status 0, not a crash in a
 // probe on the way out).
+using V4 = std::array<long long, 4>;
+
+// "N label" in profctl's -v line about the probes: the number before `label`, -1 if absent.
+long long probe_stat(const std::string& err, const std::string& label) {
+  const auto at = err.find(" " + label);
+  if (at == std::string::npos) {
+    return -1;
+  }
+  const auto start = err.find_last_of(' ', at - 1);
+  return std::atoll(err.c_str() + (start == std::string::npos ? 0 : start + 1));
+}
+
+// Every call recorded (--mem-rate 1) by a loop that allocates as fast as it can, through a
+// ring so small (64 KiB, ~800 records) that the target must wait for profctl again and
+// again: nothing is dropped, the counts are the program's own, every stack is whole and was
+// walked in the target (no stack copy, no unwinding in profctl).
+TEST(Heap, RateOneKeepsEveryCallOfABusyLoopAndDropsNothing) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({HEAP_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1",
+                                         "--probe-ring-bytes", "64K", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  constexpr long kCalls = 300000;
+  ASSERT_EQ(target.command("bulk " + std::to_string(kCalls) + " 48 100", milliseconds(120000)),
+            "done bulk kept=" + std::to_string(kCalls / 100));
+  end_with_sigint(p);
+
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  EXPECT_EQ(heap_counter(*heap, "ring_dropped"), 0);
+  EXPECT_EQ(heap_counter(*heap, "queue_dropped"), 0);
+  using V = std::vector<long long>;
+  EXPECT_EQ(heap_values_of(*heap, on_main({"malloc", "alloc_bulk"}), "raw_values"),
+            (V{kCalls, kCalls * 48, kCalls / 100, kCalls / 100 * 48}));
+  const std::string err = p.err();
+  EXPECT_GE(probe_stat(err, "stacks walked in the target"), kCalls) << err;
+  EXPECT_EQ(probe_stat(err, "copied for profctl to unwind"), 0) << err;
+  EXPECT_GT(probe_stat(err, "records waited for room in the ring"), 0)
+      << "the ring never filled: the test did not test the wait\n"
+      << err;
+  EXPECT_EQ(probe_stat(err, "dropped while profctl"), 0) << err;
+}
+
+// The stacks the target walks with the compiled tables are libdwfl's: one round of known
+// allocations captured with the walk and again with stack copies unwound by libdwfl alone
+// (PROFCTL_PROBE_WALK=0 PROFCTL_UNWIND_TABLES=0) gives the same samples, pc for pc.
+TEST(Heap, StacksWalkedInTheTargetAreTheOnesLibdwflFinds) {
+  PROFCTL_REQUIRE_PROFCTL();
+  auto samples = [](const std::vector<std::string>& env, int round) {
+    std::map<std::string, V4> out;
+    Child target({HEAP_TARGET});
+    EXPECT_TRUE(target.wait_ready());
+    TempDir dir;
+    std::vector<std::string> argv = {"/usr/bin/env"};
+    argv.insert(argv.end(), env.begin(), env.end());
+    for (auto& a : attach_argv(target.pid(),
+                               {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()})) {
+      argv.push_back(a);
+    }
+    BgProcess p(argv);
+    start_and_wait_for_probes(target, p);
+    EXPECT_EQ(target.command("run"), "done round=1");
+    end_with_sigint(p);
+    if (round == 0) {
+      EXPECT_GE(probe_stat(p.err(), "stacks walked in the target"), 215) << p.err();
+    } else {
+      EXPECT_EQ(probe_stat(p.err(), "stacks walked in the target"), 0) << p.err();
+    }
+    auto capture = load_capture(dir.path());
+    EXPECT_TRUE(capture);
+    const Json* heap = capture ? profile_of(*capture, "heap") : nullptr;
+    if (heap == nullptr) {
+      ADD_FAILURE() << "no heap profile";
+      return out;
+    }
+    // Keyed by the whole stack as module+offset (the same files at other addresses).
+    for (const Json& s : heap->at("samples")) {
+      std::string key;
+      for (const Json& f : s.value("frames", Json::array())) {
+        key += f.value("module", "?") + "+" + f.value("offset", "?") + " " +
+               f.value("function", "?") + "\n";
+      }
+      for (size_t i = 0; i < 4; ++i) {
+        out[key][i] += s.at("raw_values").at(i).get<long long>();
+      }
+    }
+    return out;
+  };
+  const auto walked = samples({}, 0);
+  const auto unwound = samples({"PROFCTL_PROBE_WALK=0", "PROFCTL_UNWIND_TABLES=0"}, 1);
+  ASSERT_FALSE(walked.empty());
+  EXPECT_EQ(walked, unwound);
+}
+
 TEST(Heap, TheTargetExitingWhileProbedEndsWithCode3AndKeepsItsAllocations) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({HEAP_TARGET});
