@@ -11,11 +11,14 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "probe/abi/probe_abi.h"
 #include "sampling_support.h"
 
 namespace profctl::testing::sampling {
@@ -265,6 +268,69 @@ TEST(ProbeSafetyRemoval, WhatCannotBeRemovedIsListedAndTheExitIsNotZero) {
   }
   ASSERT_TRUE(target.wait_status());
   EXPECT_EQ(*target.wait_status(), 0);
+}
+
+// The counters of the probe area a killed profctl left mapped in `pid` (read from the
+// target's memory): nullopt when there is none.
+std::optional<probe_counters> leftover_area_counters(pid_t pid) {
+  std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/maps").value_or(""));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("profctl-probe") == std::string::npos) {
+      continue;
+    }
+    const uint64_t start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
+    std::ifstream mem("/proc/" + std::to_string(pid) + "/mem", std::ios::binary);
+    probe_ctl ctl{};
+    mem.seekg(static_cast<std::streamoff>(start));
+    if (!mem.read(reinterpret_cast<char*>(&ctl), sizeof ctl) || ctl.magic != PROBE_ABI_MAGIC) {
+      continue;
+    }
+    return ctl.counters;
+  }
+  return std::nullopt;
+}
+
+// profctl SIGKILLed while every call is recorded (--mem-rate 1) into a ring so small that
+// the target's threads keep waiting for profctl to read: the target goes on (a waiting
+// writer gives up once profctl's heartbeat is 100 ms old, and the probes fall silent), its
+// own count of the work is right, it keeps working, and the next attach cleans up.
+TEST(ProbeSafetyRing, ProfctlKilledWhileTheTargetWaitsForRoomLeavesItRunning) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({HEAP_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  const std::set<std::string> before = code_mappings(target.pid());
+  BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1",
+                                         "--probe-ring-bytes", "64K", "-d", "60s", "-v"}));
+  start_and_wait_for_probes(target, p);
+  constexpr long kCalls = 3000000;
+  std::optional<std::string> reply;
+  std::thread work([&] {
+    reply = target.command("bulk " + std::to_string(kCalls) + " 32 1000", milliseconds(300000));
+  });
+  // Mid-loop: the ring is full most of the time, writers wait for the drain.
+  std::this_thread::sleep_for(milliseconds(400));
+  p.signal(SIGKILL);
+  ASSERT_TRUE(p.wait_exit(milliseconds(30000)));
+  work.join();
+  ASSERT_TRUE(reply) << "the target stopped answering after profctl was killed\n"
+                     << describe_tasks(target.pid());
+  EXPECT_EQ(*reply, "done bulk kept=" + std::to_string(kCalls / 1000));
+  // What the target's threads did, in their own counters: they waited for room, and one of
+  // them found profctl gone and silenced the probes (so the loop did not wait again).
+  auto k = leftover_area_counters(target.pid());
+  ASSERT_TRUE(k) << "no probe area left by the killed profctl";
+  EXPECT_GT(k->ring_waits, 0u) << "no writer ever waited: the kill did not test the wait";
+  EXPECT_GE(k->dropped_stalled, 1u);
+  EXPECT_EQ(k->inflight, 0u);
+  ASSERT_EQ(target.command("run"), "done round=1");  // it still allocates, and correctly
+  TempDir dir;
+  auto r = run(attach_argv(
+      target.pid(), {"--profiles", "heap", "-d", "0.3s", "--format", "json", "-o", dir.path()}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_EQ(code_mappings(target.pid()), before) << "before:\n"
+                                                 << joined(before) << "after:\n"
+                                                 << joined(code_mappings(target.pid()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, ProbeSafety, ::testing::Values("block", "spin"));
