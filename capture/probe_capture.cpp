@@ -210,8 +210,10 @@ void ProbeCapture::add_ring(TracedProcess& child, std::shared_ptr<probe::Probes>
   ring->comm = read_comm(child.pid());
   ring->reader = std::make_unique<probe::RingReader>(p->area());
   if (options_.walk_in_target) {
-    ring->tables = std::make_unique<ProbeTables>(child.pid());
-    ring->tables->refresh(p->area());
+    // Placed by the drain thread (keep_alive), off the tracing thread; a fork starts from the
+    // target's placement and reads no ELF when its mappings are the same.
+    ring->tables = tables_ ? std::make_unique<ProbeTables>(child.pid(), tables_->placement())
+                           : std::make_unique<ProbeTables>(child.pid());
   }
   ring->probes = std::move(p);
   std::lock_guard lock(children_mu_);
@@ -284,6 +286,8 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
     // A walked record names its stack (no copy to unwind); a full one carries the copy.
     auto stack_of = [&](auto& event) {
       if (v.walked) {
+        walked_.fetch_add(1, std::memory_order_relaxed);
+        ids_new_.fetch_add(v.pcs.empty() ? 0 : 1, std::memory_order_relaxed);
         event.walked = WalkedStack{tag, v.stack_id, {v.pcs.begin(), v.pcs.end()}};
         return;
       }
@@ -345,6 +349,8 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
 
 probe::ProbeCounters ProbeCapture::counters() const {
   probe::ProbeCounters sum = probes_->area().counters();
+  sum.walks = walked_.load(std::memory_order_relaxed);
+  sum.stack_ids_new = ids_new_.load(std::memory_order_relaxed);
   std::lock_guard lock(children_mu_);
   add_counters(sum, retired_);
   for (const auto& c : children_) {
@@ -403,7 +409,13 @@ void ProbeCapture::keep_alive(bool tables_too) {
   if (!tables_too) {
     return;
   }
-  // Modules loaded since (dlopen): their tables, at most twice a second.
+  // A new child's tables at once; modules loaded since (dlopen): at most twice a second.
+  for (ChildRing* c : rings) {
+    if (c->tables && !c->tables->placed() && !c->tables_tried) {
+      c->tables_tried = true;
+      c->tables->refresh(c->probes->area());
+    }
+  }
   const auto now = std::chrono::steady_clock::now();
   if (now - tables_at_ < std::chrono::milliseconds(500)) {
     return;

@@ -135,6 +135,7 @@ class ProbeCapture {
     uint32_t space = 0;  // the image its records' stacks are in: 0 the target's (a fork)
     Fd pidfd;            // readable once the child has exited: its ring is then drained and retired
     std::unique_ptr<ProbeTables> tables;  // its modules' unwind tables in its area
+    bool tables_tried = false;            // the first placement was attempted
   };
   // Followed children probed at once at most: each holds a memfd and its ring's pages in
   // profctl until it exits. Past it, a child is cleaned of the probes (said once).
@@ -175,6 +176,8 @@ class ProbeCapture {
   std::string comm_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> records_{0};
+  std::atomic<uint64_t> walked_{0};   // records whose stack the target walked
+  std::atomic<uint64_t> ids_new_{0};  // of them, defining their stack id
   std::thread drainer_;
   // Refreshes every area's heartbeat every few milliseconds while the capture runs, apart
   // from the drain (which may be busy for longer: placing tables, a slow collector): the

@@ -2,6 +2,7 @@
 #include "capture/probe_tables.h"
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "attach/proc.h"
@@ -26,8 +27,6 @@ static_assert(uint8_t(SavedRule::kUndefined) == PROBE_SAVED_UNDEFINED &&
               uint8_t(SavedRule::kSameValue) == PROBE_SAVED_SAME &&
               uint8_t(SavedRule::kAtCfa) == PROBE_SAVED_AT_CFA);
 
-ProbeTables::~ProbeTables() = default;
-
 namespace {
 
 // "start-end path" of every executable mapping of a file: what the tables depend on.
@@ -45,6 +44,29 @@ std::optional<std::string> code_mappings(pid_t pid) {
   return out;
 }
 
+// Reads the modules of `pid` and their tables (from the cache, or compiled).
+std::shared_ptr<const ProbeTables::Placement> read_placement(pid_t pid, std::string code_maps) {
+  auto d = TargetDwfl::for_process(pid, DwflOptions{});
+  if (!d) {
+    logger("probe")->debug("unwind tables for pid {}: {}", pid, d.error().message());
+    return nullptr;
+  }
+  auto p = std::make_shared<ProbeTables::Placement>();
+  p->code_maps = std::move(code_maps);
+  p->dwfl = std::move(*d);
+  p->modules =
+      std::make_unique<CfiModules>(CfiModules::load(p->dwfl->get(), CfiCache::from_environment()));
+  p->modules->resolve_all();
+  for (const CfiModule& m : p->modules->walker().modules()) {
+    if (m.table == nullptr || m.table->empty()) {
+      continue;
+    }
+    p->list.push_back({m.start, m.end, m.table->base() + m.bias, std::as_bytes(m.table->rows()),
+                       m.table->block_index(), m.table->block_shift()});
+  }
+  return p;
+}
+
 }  // namespace
 
 bool ProbeTables::refresh(probe::SharedArea& area) {
@@ -52,34 +74,21 @@ bool ProbeTables::refresh(probe::SharedArea& area) {
   if (!code) {
     return false;
   }
-  if (modules_ && *code == code_maps_) {
-    return true;
-  }
-  code_maps_ = std::move(*code);
-  if (!dwfl_) {
-    auto d = TargetDwfl::for_process(pid_, DwflOptions{});
-    if (!d) {
-      logger("probe")->debug("unwind tables for pid {}: {}", pid_, d.error().message());
+  if (!placement_ || *code != placement_->code_maps) {
+    auto p = read_placement(pid_, std::move(*code));
+    if (!p) {
       return false;
     }
-    dwfl_ = std::move(*d);
-  } else if (auto r = dwfl_->refresh(); !r) {
-    return false;
+    placement_ = std::move(p);
+    published_ = false;
   }
-  modules_ = CfiModules::load(dwfl_->get(), CfiCache::from_environment());
-  modules_->resolve_all();
-  std::vector<probe::UnwindModule> out;
-  for (const CfiModule& m : modules_->walker().modules()) {
-    if (m.table == nullptr || m.table->empty()) {
-      continue;
-    }
-    const auto rows = m.table->rows();
-    out.push_back({m.start, m.end, m.table->base() + m.bias, std::as_bytes(rows),
-                   m.table->block_index(), m.table->block_shift()});
+  if (published_) {
+    return true;
   }
-  placed_ = area.publish_unwind_tables(std::move(out));
+  placed_ = area.publish_unwind_tables(placement_->list);
+  published_ = true;
   logger("probe")->debug("unwind tables for pid {}: {} of {} modules placed in the probe area",
-                         pid_, placed_, modules_->walker().modules().size());
+                         pid_, placed_, placement_->list.size());
   return true;
 }
 

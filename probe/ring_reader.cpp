@@ -185,6 +185,8 @@ uint64_t RingReader::take_walked(const Entry& e, uint64_t head,
     fn(v);
     ++stats_.records;
     ++stats_.walked;
+    stats_.walked_stacks += w.stack_id != 0 ? 1 : 0;
+    stats_.stack_ids_new += w.npcs != 0 ? 1 : 0;
     ++handed;
   } else {
     ++stats_.foreign_pid;

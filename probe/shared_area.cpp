@@ -326,11 +326,11 @@ ProbeCounters SharedArea::counters() const {
                        get(k.dropped_ring_free),
                        get(k.dropped_ring_mutex),
                        get(k.dropped_ring_block),
-                       get(k.walks),
+                       0,
                        get(k.walk_fallbacks),
                        get(k.ring_waits),
                        get(k.dropped_stalled),
-                       get(k.stack_ids_new)};
+                       0};
 }
 
 }  // namespace profctl::probe

@@ -57,7 +57,8 @@ class BoundedWorker {
     const size_t bytes = bytes_of_ ? bytes_of_(item) : 0;
     {
       std::lock_guard lock(mu_);
-      if (queue_.size() >= limits_.max_items || queued_bytes_ + bytes > limits_.max_bytes) {
+      if (queue_.size() + in_hand_ >= limits_.max_items ||
+          queued_bytes_ + bytes > limits_.max_bytes) {
         ++stats_.dropped;
         return false;
       }
@@ -80,8 +81,8 @@ class BoundedWorker {
         std::unique_lock lock(mu_);
         while (i < items.size()) {
           const size_t bytes = bytes_of_ ? bytes_of_(items[i]) : 0;
-          const bool fits = queue_.size() < limits_.max_items &&
-                            (queue_.empty() || queued_bytes_ + bytes <= limits_.max_bytes);
+          const bool fits = queue_.size() + in_hand_ < limits_.max_items &&
+                            (queued_bytes_ == 0 || queued_bytes_ + bytes <= limits_.max_bytes);
           if (fits || (wait && done_)) {
             enqueue(std::move(items[i++]), bytes);
           } else if (!wait) {
@@ -151,11 +152,14 @@ class BoundedWorker {
     stats_.max_bytes = std::max(stats_.max_bytes, queued_bytes_);
   }
 
-  // Takes the queued items a run at a time (one lock per run, not per item).
+  // Takes the queued items a run at a time (one lock per run, not per item). Items of the run
+  // count against the bounds until the whole run is handled: the bounds are on what the
+  // worker holds, queued or in hand.
   void run(const Factory& factory) {
     Context context = factory();
     std::vector<Item> run;
     for (;;) {
+      size_t run_bytes = 0;
       {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
@@ -164,15 +168,21 @@ class BoundedWorker {
         }
         for (size_t n = 0; n < kRun && !queue_.empty(); ++n) {
           run.push_back(std::move(queue_.front().item));
-          queued_bytes_ -= queue_.front().bytes;
+          run_bytes += queue_.front().bytes;
           queue_.pop_front();
         }
+        in_hand_ = run.size();
       }
-      room_.notify_one();
       for (Item& item : run) {
         handler_(context, item);
       }
       run.clear();
+      {
+        std::lock_guard lock(mu_);
+        queued_bytes_ -= run_bytes;
+        in_hand_ = 0;
+      }
+      room_.notify_one();
     }
   }
   static constexpr size_t kRun = 256;
@@ -184,7 +194,8 @@ class BoundedWorker {
   std::condition_variable cv_;
   std::condition_variable room_;  // a producer in push_waiting waits here for room
   std::deque<Entry> queue_;       // guarded by mu_, as are the three below
-  size_t queued_bytes_ = 0;
+  size_t queued_bytes_ = 0;       // of the queue and the worker's run in hand
+  size_t in_hand_ = 0;            // items of the run the worker is handling
   bool done_ = false;
   Stats stats_;
   std::thread worker_;  // last: started once everything it uses exists

@@ -218,11 +218,11 @@ struct probe_counters {
   uint64_t dropped_ring_mutex;        /* PROBE_KIND_MUTEX records with PROBE_REC_WAIT_MUTEX */
   uint64_t dropped_ring_block;        /* records with PROBE_REC_WAIT_BLOCK */
   /* ABI v7 */
-  uint64_t walks;               /* stacks the target walked whole with the tables */
+  uint64_t walks_unused;        /* (walked stacks are counted by profctl's reader) */
   uint64_t walk_fallbacks;      /* stacks it could not: a stack copy was recorded instead */
   uint64_t ring_waits;          /* records that waited for room in the ring */
   uint64_t dropped_stalled;     /* records dropped because profctl stopped draining */
-  uint64_t stack_ids_new;       /* walked records that carried their pcs */
+  uint64_t stack_ids_unused;    /* (so are the records that define a stack id) */
   uint64_t reserved[3];
 };
 

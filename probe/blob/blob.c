@@ -700,7 +700,6 @@ static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
   r->reserved = 0;
   if (npcs != 0) {
     copy_bytes(r + 1, pcs, (uint64_t)npcs * 8);
-    COUNT(c, stack_ids_new);
   }
   STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
   if (claim) {
@@ -727,8 +726,8 @@ static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
     uint64_t id = 0;
     uint32_t n = walk_stack(c, &st, LOAD(&s->function), in->rsp, in->rbp, pcs, &id);
     if (n != 0) {
-      COUNT(c, walks);
-      write_walked(c, slot, in, pcs, n, id);
+      write_walked(c, slot, in, pcs, n, id); /* counted by profctl: a shared counter per
+                                                record would cost more than the walk */
       return;
     }
     COUNT(c, walk_fallbacks);

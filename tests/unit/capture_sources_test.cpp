@@ -112,10 +112,15 @@ TEST(ProfileSources, EachKindRecordsItsOwnSettings) {
   for (const ProfileSource* src : parse_profile_list("heap,block,mutex")) {
     src->describe(o, s);
   }
-  EXPECT_EQ(o, (std::map<std::string, std::string>{{"mem_rate", "1"},
-                                                   {"leak_age_ns", "5"},
-                                                   {"block_rate_ns", "6"},
-                                                   {"mutex_fraction", "7"}}));
+  EXPECT_EQ(o, (std::map<std::string, std::string>{
+                   {"mem_rate", "1"},
+                   {"leak_age_ns", "5"},
+                   {"block_rate_ns", "6"},
+                   {"mutex_fraction", "7"},
+                   {"probe_ring", "waits: a full ring holds the writer"}}));
+  s.probe_lossy = true;
+  parse_profile_list("heap").front()->describe(o, s);
+  EXPECT_EQ(o["probe_ring"], "lossy: a full ring drops records");
 }
 
 TEST(LockNames, TheAllocatorIsKnownByItsFunctionNames) {

@@ -4,7 +4,8 @@
 // heap's counters), the text report, the pprof comments and the end-of-capture summary —
 // and its header says it is partial, by what share, never that it is complete. A 64 KiB
 // ring (--probe-ring-bytes) cannot hold what 8 threads record when every allocation (or
-// every contended lock) is recorded: the drain sleeps 2 ms when it finds the ring empty,
+// every contended lock) is recorded and --probe-lossy drops what does not fit instead of
+// holding the writer: the drain sleeps 2 ms when it finds the ring empty,
 // and 8 threads fill 64 KiB in far less. Targets: heap_target.c, wait_target.c.
 #include <gtest/gtest.h>
 
@@ -62,10 +63,23 @@ TEST_P(Loss, EveryOutputGivesTheSameCountAndSaysPartial) {
   Child target({c.target});
   ASSERT_TRUE(target.wait_ready());
   TempDir dir;
-  std::vector<std::string> args = {
-      "--profiles", kind, "--probe-ring-bytes", "64K", "--format", "all", "-v", "-o", dir.path()};
+  std::vector<std::string> args = {"--profiles",
+                                   kind,
+                                   "--probe-ring-bytes",
+                                   "64K",
+                                   "--probe-lossy",
+                                   "--format",
+                                   "all",
+                                   "-v",
+                                   "-o",
+                                   dir.path()};
   args.insert(args.end(), c.flags.begin(), c.flags.end());
-  BgProcess p(attach_argv(target.pid(), args));
+  // Stack copies (16 KiB a record), not walked stacks (~100 bytes): the ring must fill.
+  std::vector<std::string> argv = {"/usr/bin/env", "PROFCTL_PROBE_WALK=0"};
+  for (auto& a : attach_argv(target.pid(), args)) {
+    argv.push_back(a);
+  }
+  BgProcess p(argv);
   start_and_wait_for_probes(target, p);
   const std::string reply = target.command(c.command, milliseconds(120000)).value_or("");
   ASSERT_EQ(reply.rfind(c.reply, 0), 0u)
