@@ -198,6 +198,29 @@ class Remover {
     }
   }
 
+  // Whether a thread of the old session is inside a call-through (its slot's depth > 0, ABI
+  // v7), read from target memory slot by slot within the checked table. An unreadable
+  // table counts as busy: the area is then left mapped, disabled.
+  bool in_call_through(const OldArea& a, const probe_ctl& ctl) {
+    if (ctl.threads_capacity == 0 || ctl.threads_capacity > kMaxSlots ||
+        ctl.threads_offset > ctl.area_size ||
+        ctl.threads_capacity * sizeof(probe_thread_slot) > ctl.area_size - ctl.threads_offset) {
+      return true;
+    }
+    const uint64_t table = a.header.shared_area + ctl.threads_offset;
+    for (uint64_t i = 0; i < ctl.threads_capacity; ++i) {
+      uint64_t depth = 0;
+      if (!read_obj(w_, table + i * sizeof(probe_thread_slot) + offsetof(probe_thread_slot, depth),
+                    depth)) {
+        return true;
+      }
+      if (depth != 0) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   // Waiting threads of the old session get their real return addresses back. The slot
   // table is read from target memory in bounded pieces; only a stack word that still holds
   // the old area's wait-return address is written, and only with an address of code.
@@ -241,7 +264,7 @@ class Remover {
     if (shared != nullptr) {
       restore_waits(a, ctl);
     }
-    bool busy = shared != nullptr && ctl.counters.inflight > 0;
+    bool busy = shared != nullptr && in_call_through(a, ctl);
     busy = busy || std::any_of(rips_.begin(), rips_.end(),
                                [&](uint64_t rip) { return rip >= a.start && rip < a.end; });
     const std::string what = "an earlier profctl session's probe area at " + hex(a.start) + " (" +

@@ -313,13 +313,22 @@ void SharedArea::clear_wait(uint64_t tp) {
 ProbeCounters SharedArea::counters() const {
   probe_counters& k = ctl()->counters;
   auto get = [](uint64_t& f) { return at(f).load(std::memory_order_acquire); };
-  return ProbeCounters{get(k.records_written),
+  // Per thread slot (ABI v7): the records each thread committed, and whether it is inside a
+  // call-through (depth > 0). The table's place and size are profctl's own.
+  uint64_t records = 0;
+  uint64_t inflight = 0;
+  probe_thread_slot* table = slots();
+  for (uint64_t i = 0; base_ != nullptr && i < layout_.threads_capacity; ++i) {
+    records += at(table[i].records).load(std::memory_order_relaxed);
+    inflight += at(table[i].depth).load(std::memory_order_acquire) != 0 ? 1 : 0;
+  }
+  return ProbeCounters{records,
                        get(k.dropped_ring_full),
                        get(k.dropped_ptr_table_full),
                        get(k.dropped_thread_table_full),
                        get(k.foreign_pid_events),
                        get(k.stack_copy_failed),
-                       get(k.inflight),
+                       inflight,
                        get(k.waits_seen),
                        get(k.waits_recorded),
                        get(k.dropped_ring_alloc),

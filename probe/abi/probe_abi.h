@@ -177,7 +177,9 @@ struct probe_thread_slot {
   uint64_t stack_hi;  /*   (stack_hi is written last; 0 = unknown) */
   int32_t tid;        /* set by profctl with the bounds; 0 = unknown (the blob asks gettid) */
   int32_t reserved32;
-  uint64_t reserved;
+  /* Records this thread committed (ABI v7: per thread, so that recording costs no shared
+   * counter; profctl sums the slots for records_written). */
+  uint64_t records;
   /* The wait in progress (second line). While wait_active, the stack word at wait_slot
    * holds wait_hijack (the blob's wait-return address) instead of wait_ret: profctl puts
    * wait_ret back in every stack copy it reads, and in the stack itself at detach; the blob
@@ -200,13 +202,13 @@ struct probe_thread_slot {
 
 /* Counters: bumped with atomic adds by the target, read by profctl. */
 struct probe_counters {
-  uint64_t records_written;           /* committed records */
+  uint64_t records_written_unused;    /* (ABI v7: counted per slot, probe_thread_slot.records) */
   uint64_t dropped_ring_full;         /* records that found no room */
   uint64_t dropped_ptr_table_full;    /* sampled pointers not tracked (their free is lost) */
   uint64_t dropped_thread_table_full; /* probe hits from a thread that found no slot */
   uint64_t foreign_pid_events;        /* sampled events in another process (a forked child) */
   uint64_t stack_copy_failed;         /* process_vm_readv failed outright */
-  uint64_t inflight;                  /* threads inside a call-through right now */
+  uint64_t inflight_unused;           /* (ABI v7: a slot's depth > 0 says it, per thread) */
   uint64_t waits_seen;                /* waits entered (recorded or not) */
   uint64_t waits_recorded;            /* waits written to the ring */
   uint64_t waits_unwound;             /* hijacked waits undone at an unwinder's entry */

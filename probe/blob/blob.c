@@ -705,7 +705,7 @@ static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
   if (claim) {
     STORE_REL(claim, id | 1);
   }
-  COUNT(c, records_written);
+  __atomic_fetch_add(&slot->records, 1, __ATOMIC_RELAXED);
 }
 
 /* Writes one record. with_stack: walk the caller's stack (a short record with pcs), else,
@@ -749,7 +749,7 @@ static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
   }
   fill_record(r, slot, in, flags, got);
   STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
-  COUNT(c, records_written);
+  __atomic_fetch_add(&slot->records, 1, __ATOMIC_RELAXED);
 }
 
 /* Writes one record for the call-through in `f`. */
@@ -819,8 +819,9 @@ static int begin_call(struct probe_ctl* c, struct probe_call* call, struct probe
     COUNT(c, foreign_pid_events);
     return 0;
   }
+  /* depth > 0 is also what tells profctl a thread is inside a call-through (the areas stay
+   * mapped until every slot is back at 0): no shared counter on this path. */
   __atomic_fetch_add(&s->depth, 1, __ATOMIC_ACQ_REL);
-  COUNT(c, inflight);
   call->state = state;
   call->value = value;
   call->slot = (uint64_t)s;
@@ -836,10 +837,10 @@ static inline int mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
 
 /* A frame that only raises the depth: no pid check, no record. The inner probes of the
  * call stay quiet, so a call that enters another probed function is sampled once. */
-static int guard_call(struct probe_ctl* c, struct probe_call* call, struct probe_thread_slot* s,
-                      uint64_t size) {
+static int guard_call(struct probe_call* call, struct probe_thread_slot* s, uint64_t size) {
+  /* depth > 0 is also what tells profctl a thread is inside a call-through (the areas stay
+   * mapped until every slot is back at 0): no shared counter on this path. */
   __atomic_fetch_add(&s->depth, 1, __ATOMIC_ACQ_REL);
-  COUNT(c, inflight);
   call->state = 0;
   call->value = size;
   call->slot = (uint64_t)s;
@@ -854,7 +855,7 @@ static int enter_alloc(struct probe_ctl* c, struct probe_call* call, uint64_t si
     return 0;
   }
   if (!sample_alloc(c, s, size)) {
-    return nests ? guard_call(c, call, s, size) : 0;
+    return nests ? guard_call(call, s, size) : 0;
   }
   return begin_call(c, call, s, PROBE_REC_ALLOC, size);
 }
@@ -904,7 +905,7 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
       return 0;
     }
   } else {
-    guard_call(c, call, s, size);
+    guard_call(call, s, size);
   }
   if (at >= 0 && !ptr_remove_at(c, at, old)) {
     call->state &= ~(uint64_t)PROBE_REC_FREED;
@@ -1290,6 +1291,5 @@ void probe_exit(struct probe_frame* f, uint32_t site) {
       break;
   }
   struct probe_thread_slot* s = (struct probe_thread_slot*)f->call.slot;
-  __atomic_fetch_sub(&s->depth, 1, __ATOMIC_ACQ_REL);
-  __atomic_fetch_sub(&c->counters.inflight, 1, __ATOMIC_RELEASE);
+  __atomic_fetch_sub(&s->depth, 1, __ATOMIC_RELEASE);
 }
