@@ -143,7 +143,7 @@ uint64_t RingReader::take_record(const Entry& e, uint64_t head,
     }
     rec.stack_len = n;
     std::memcpy(stack_.data(), ring_ + e.off + sizeof(probe_record), n);
-    fn(RecordView{rec, {stack_.data(), static_cast<size_t>(n)}});
+    fn(RecordView{rec, {stack_.data(), static_cast<size_t>(n)}, false, 0, {}});
     ++stats_.records;
     ++handed;
   } else {
@@ -178,11 +178,7 @@ uint64_t RingReader::take_walked(const Entry& e, uint64_t head,
     rec.args[0] = w.arg0;
     rec.args[1] = w.arg1;
     std::memcpy(pcs_.data(), ring_ + e.off + sizeof w, size_t{w.npcs} * 8);
-    RecordView v{rec, {}};
-    v.walked = true;
-    v.stack_id = w.stack_id;
-    v.pcs = {pcs_.data(), w.npcs};
-    fn(v);
+    fn(RecordView{rec, {}, true, w.stack_id, {pcs_.data(), w.npcs}});
     ++stats_.records;
     ++stats_.walked;
     stats_.walked_stacks += w.stack_id != 0 ? 1 : 0;

@@ -322,7 +322,6 @@ TEST(ProbeSafetyRing, ProfctlKilledWhileTheTargetWaitsForRoomLeavesItRunning) {
   ASSERT_TRUE(k) << "no probe area left by the killed profctl";
   EXPECT_GT(k->ring_waits, 0u) << "no writer ever waited: the kill did not test the wait";
   EXPECT_GE(k->dropped_stalled, 1u);
-  EXPECT_EQ(k->inflight, 0u);
   ASSERT_EQ(target.command("run"), "done round=1");  // it still allocates, and correctly
   TempDir dir;
   auto r = run(attach_argv(
