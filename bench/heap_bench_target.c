@@ -14,7 +14,7 @@
  * stdin before it starts (so that an attaching profiler can finish first).
  *
  * Output (one line on stdout, at the end):
- *   elapsed_ns E mallocs M frees F threads T
+ *   elapsed_ns E mallocs M frees F threads T sink S cpu_ns C
  * where M and F count the workload's calls (table fill + loop, and loop + final frees).
  */
 #define _GNU_SOURCE
@@ -39,6 +39,14 @@ struct worker {
 static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The process's CPU time: with elapsed, how much of the slowdown is the target's own work
+ * (the probes' record path) and how much waiting for a CPU or for the profiler. */
+static uint64_t cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -150,6 +158,7 @@ int main(int argc, char** argv) {
     }
   }
   uint64_t t0 = now_ns();
+  uint64_t c0 = cpu_ns();
   pthread_barrier_wait(&g_start);
   uint64_t mallocs = 0, frees = 0, sink = 0;
   for (int t = 0; t < g_threads; ++t) {
@@ -159,9 +168,11 @@ int main(int argc, char** argv) {
     sink += ws[t].sink;
   }
   uint64_t t1 = now_ns();
-  printf("elapsed_ns %llu mallocs %llu frees %llu threads %d sink %llu\n",
+  uint64_t c1 = cpu_ns();
+  printf("elapsed_ns %llu mallocs %llu frees %llu threads %d sink %llu cpu_ns %llu\n",
          (unsigned long long)(t1 - t0), (unsigned long long)mallocs,
-         (unsigned long long)frees, g_threads, (unsigned long long)(sink & 0xff));
+         (unsigned long long)frees, g_threads, (unsigned long long)(sink & 0xff),
+         (unsigned long long)(c1 - c0));
   fflush(stdout);
   free(ws);
   return 0;

@@ -36,8 +36,18 @@ void RingReader::consume(uint64_t len) {
   const uint64_t off = tail_ & (size_ - 1);
   std::memset(ring_ + off, 0, len);
   tail_ += len;
-  at(area_.ctl()->ring_tail).store(tail_, std::memory_order_release);
+  // Published every few KiB (and at the end of each drain), not per record: every writer
+  // reads the tail, so a store per record would move its cache line to them and back for
+  // each 80-byte record.
+  if (tail_ - published_ >= kPublishEvery) {
+    publish_tail();
+  }
   stats_.bytes += len;
+}
+
+void RingReader::publish_tail() {
+  published_ = tail_;
+  at(area_.ctl()->ring_tail).store(tail_, std::memory_order_release);
 }
 
 void RingReader::resync(uint64_t head) {
@@ -53,7 +63,7 @@ void RingReader::resync(uint64_t head) {
   std::memset(ring_, 0, dirty - first);
   stats_.bytes += dirty;
   tail_ = head & ~uint64_t{7};
-  at(area_.ctl()->ring_tail).store(tail_, std::memory_order_release);
+  publish_tail();
   stalled_at_ = UINT64_MAX;
   if (stats_.corrupt >= limits_.max_resyncs) {
     gave_up_ = true;
@@ -86,6 +96,9 @@ size_t RingReader::drain(const std::function<void(const RecordView&)>& fn, size_
       break;
     }
     consumed += taken;
+  }
+  if (published_ != tail_) {
+    publish_tail();
   }
   return handed;
 }
