@@ -612,7 +612,6 @@ void TracedProcess::redeliver_and_restop(pid_t tid) {
 }
 
 std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
-  auto log = logger("attach");
   const uint64_t t0 = monotonic_ns();
   // Interrupt everyone first, then collect the stops: the threads stop in parallel.
   for (pid_t tid : table_.tids()) {
@@ -625,40 +624,37 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     const TracedThread* t = table_.find(tid);
     return t == nullptr || (t->state != TState::kInterrupted && t->state != TState::kNew);
   });
-  size_t stuck = unresponsive_.size();
+  StopCollection c{t0, unresponsive_.size()};
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + timeout;
   const auto stuck_deadline = std::min(deadline, start + std::chrono::milliseconds(100));
+  // The stops are collected in passes over the threads still awaited, each asked alone
+  // (waitid P_PID: O(1) in the kernel, where a wait for any child walks every tracee, which
+  // made collecting n stops O(n^2)). Between passes profctl naps instead of being woken by
+  // every stop: the stopping threads keep both CPUs (bench/RESULTS.md, issue 20).
+  constexpr auto kNap = std::chrono::microseconds(50);
+  constexpr auto kFullPassEvery = std::chrono::milliseconds(2);
+  bool look = true;
+  auto last_pass = start;
   size_t late = 0;
-  while (table_.awaiting_stop() > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        (table_.awaiting_stop() <= stuck ? stuck_deadline : deadline) -
-        std::chrono::steady_clock::now());
-    // Past the deadline the stops already reported are still collected, without waiting: a
-    // thread that stopped can be detached. Bounded, since signals can keep coming.
-    if (left.count() <= 0 && ++late > 2 * table_.size() + 8) {
-      break;
+  while (table_.awaiting_stop() > 0 && !c.exec) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool past = now >= (table_.awaiting_stop() <= c.stuck ? stuck_deadline : deadline);
+    size_t handled = 0;
+    if (look || past || now - last_pass >= kFullPassEvery) {
+      handled = collect_stops(c);
+      last_pass = now;
     }
-    auto ev = next_status(std::max(left, std::chrono::milliseconds(0)));
-    if (!ev) {
-      break;
+    if (past) {
+      // Past the deadline the stops already reported are still collected, without waiting:
+      // a thread that stopped can be detached. Bounded, since signals can keep coming.
+      if (handled == 0 || ++late > 2 * table_.size() + 8) {
+        break;
+      }
+      continue;
     }
-    if (unresponsive_.erase(ev->tid) > 0) {
-      --stuck;
-    }
-    Transition tr = on_status(*ev);
-    if (log->should_log(spdlog::level::trace)) {
-      std::ostringstream os;
-      os << ev->status;
-      log->trace("{:.1f} us: thread {} {}", (monotonic_ns() - t0) / 1e3, ev->tid, os.str());
-    }
-    using W = Transition::What;
-    if (tr.what == W::kSignal) {
-      redeliver_and_restop(ev->tid);
-    } else if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
-      // Every other thread vanished; the exec'ing one is stopped: the world is this one.
-      break;
-    }
+    // SIGCHLD (taken by the nap) says a stop arrived since the last pass began.
+    look = handled > 0 || queue_->nap(kNap);
   }
   std::vector<pid_t> missing;
   for (const auto& [tid, t] : table_.all()) {
@@ -670,6 +666,43 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     }
   }
   return missing;
+}
+
+size_t TracedProcess::collect_stops(StopCollection& c) {
+  auto log = logger("attach");
+  std::vector<pid_t> awaited;
+  awaited.reserve(table_.awaiting_stop());
+  for (const auto& [tid, t] : table_.all()) {
+    if (t.state == TState::kInterrupted || t.state == TState::kNew) {
+      awaited.push_back(tid);
+    }
+  }
+  size_t handled = 0;
+  for (pid_t tid : awaited) {
+    auto ev = queue_->next_status_of(tid, std::chrono::milliseconds(0));
+    if (!ev) {
+      continue;
+    }
+    ++handled;
+    if (unresponsive_.erase(ev->tid) > 0) {
+      --c.stuck;
+    }
+    Transition tr = on_status(*ev);
+    if (log->should_log(spdlog::level::trace)) {
+      std::ostringstream os;
+      os << ev->status;
+      log->trace("{:.1f} us: thread {} {}", (monotonic_ns() - c.t0) / 1e3, ev->tid, os.str());
+    }
+    using W = Transition::What;
+    if (tr.what == W::kSignal) {
+      redeliver_and_restop(ev->tid);  // awaited again, in the next pass
+    } else if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
+      // Every other thread vanished; the exec'ing one is stopped: the world is this one.
+      c.exec = true;
+      break;
+    }
+  }
+  return handled;
 }
 
 void TracedProcess::resume_all(bool detach) {

@@ -252,6 +252,14 @@ class TracedProcess {
   // Interrupts every running thread and collects their stops (every thread stopped, or
   // gone, or the deadline passed). Returns the tids that did not stop.
   std::vector<pid_t> stop_all(std::chrono::milliseconds timeout);
+  // One pass of stop_all's collection: the status of each thread still awaited, if it has
+  // one, applied. Returns how many were handled.
+  struct StopCollection {
+    uint64_t t0 = 0;     // when the interrupts began (for the trace log)
+    size_t stuck = 0;    // unresponsive threads still awaited
+    bool exec = false;   // a thread exec'd: the world is that one thread
+  };
+  size_t collect_stops(StopCollection& c);
   void resume_all(bool detach);
   void detach_all(std::chrono::milliseconds stop_timeout = std::chrono::milliseconds(2000));
   // The detach's last stopped world(s): every observer that needs one undoes its work
