@@ -611,11 +611,25 @@ void TracedProcess::redeliver_and_restop(pid_t tid) {
   interrupt_one(tid);
 }
 
-std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
-  const uint64_t t0 = monotonic_ns();
-  // Interrupt everyone first, then collect the stops: the threads stop in parallel.
-  for (pid_t tid : table_.tids()) {
+std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout,
+                                           const std::vector<pid_t>& first) {
+  StopCollection c;
+  c.t0 = monotonic_ns();
+  // Interrupt everyone first, then collect the stops: the threads stop in parallel. Those
+  // on a CPU go first: until they stop they hold the CPUs the others need to reach theirs.
+  c.order.reserve(table_.size() + first.size());
+  auto interrupt = [&](pid_t tid) {
     interrupt_one(tid);
+    const TracedThread* t = table_.find(tid);
+    if (t != nullptr && t->state == TState::kInterrupted) {
+      c.order.push_back(tid);
+    }
+  };
+  for (pid_t tid : first) {
+    interrupt(tid);
+  }
+  for (pid_t tid : table_.tids()) {
+    interrupt(tid);
   }
   // A thread that missed an earlier stop's deadline (uninterruptible sleep, a vfork parent)
   // is not waited for that long again: once only such threads are missing, 100 ms more. One
@@ -624,38 +638,12 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     const TracedThread* t = table_.find(tid);
     return t == nullptr || (t->state != TState::kInterrupted && t->state != TState::kNew);
   });
-  StopCollection c{t0, unresponsive_.size()};
+  c.stuck = unresponsive_.size();
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + timeout;
   const auto stuck_deadline = std::min(deadline, start + std::chrono::milliseconds(100));
-  // The stops are collected in passes over the threads still awaited, each asked alone
-  // (waitid P_PID: O(1) in the kernel, where a wait for any child walks every tracee, which
-  // made collecting n stops O(n^2)). Between passes profctl naps instead of being woken by
-  // every stop: the stopping threads keep both CPUs (bench/RESULTS.md, issue 20).
-  constexpr auto kNap = std::chrono::microseconds(50);
-  constexpr auto kFullPassEvery = std::chrono::milliseconds(2);
-  bool look = true;
-  auto last_pass = start;
-  size_t late = 0;
-  while (table_.awaiting_stop() > 0 && !c.exec) {
-    const auto now = std::chrono::steady_clock::now();
-    const bool past = now >= (table_.awaiting_stop() <= c.stuck ? stuck_deadline : deadline);
-    size_t handled = 0;
-    if (look || past || now - last_pass >= kFullPassEvery) {
-      handled = collect_stops(c);
-      last_pass = now;
-    }
-    if (past) {
-      // Past the deadline the stops already reported are still collected, without waiting:
-      // a thread that stopped can be detached. Bounded, since signals can keep coming.
-      if (handled == 0 || ++late > 2 * table_.size() + 8) {
-        break;
-      }
-      continue;
-    }
-    // SIGCHLD (taken by the nap) says a stop arrived since the last pass began.
-    look = handled > 0 || queue_->nap(kNap);
-  }
+  collect_all_stops(c, deadline, stuck_deadline);
+  last_collection_ = c;
   std::vector<pid_t> missing;
   for (const auto& [tid, t] : table_.all()) {
     if (t.state != TState::kStopped) {
@@ -668,21 +656,84 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
   return missing;
 }
 
-size_t TracedProcess::collect_stops(StopCollection& c) {
+// The stops are collected in passes over the threads still awaited, each asked alone
+// (waitid P_PID: O(1) in the kernel, where a wait for any child walks every tracee, which
+// made collecting n stops O(n^2)). Between passes profctl naps instead of being woken by
+// every stop: while it runs (SCHED_FIFO) the threads queued on its CPU cannot reach their
+// stop. The threads stop roughly in the order they were interrupted, so a pass goes in that
+// order and ends after a few misses in a row; every few ms, and past the deadline, a pass
+// asks every thread. Once only a few are awaited, each stop wakes profctl.
+void TracedProcess::collect_all_stops(StopCollection& c,
+                                      std::chrono::steady_clock::time_point deadline,
+                                      std::chrono::steady_clock::time_point stuck_deadline) {
+  constexpr size_t kMisses = 8;
+  constexpr size_t kFew = 16;
+  constexpr auto kNap = std::chrono::microseconds(50);
+  constexpr auto kFullPassEvery = std::chrono::milliseconds(2);
+  bool look = true;
+  auto last_full = std::chrono::steady_clock::now();
+  size_t late = 0;
+  while (table_.awaiting_stop() > 0 && !c.exec) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool past = now >= (table_.awaiting_stop() <= c.stuck ? stuck_deadline : deadline);
+    const bool full = past || now - last_full >= kFullPassEvery;
+    size_t handled = 0;
+    if (look || full) {
+      handled = collect_stops(c, full ? SIZE_MAX : kMisses);
+      ++c.passes;
+      last_full = full ? now : last_full;
+    }
+    if (table_.awaiting_stop() == 0 || c.exec) {
+      break;
+    }
+    if (past) {
+      // Past the deadline the stops already reported are still collected, without waiting:
+      // a thread that stopped can be detached. Bounded, since signals can keep coming.
+      if (handled == 0 || ++late > 2 * table_.size() + 8) {
+        break;
+      }
+      continue;
+    }
+    if (handled > 0 && c.cut_short) {
+      continue;  // more may be waiting further on
+    }
+    // SIGCHLD (taken by the nap) says a stop arrived since the last pass began.
+    const bool few = table_.awaiting_stop() <= kFew;
+    look = queue_->nap(few ? std::chrono::nanoseconds(kFullPassEvery) : kNap, few);
+    ++c.naps;
+  }
+}
+
+size_t TracedProcess::collect_stops(StopCollection& c, size_t max_misses) {
   auto log = logger("attach");
-  std::vector<pid_t> awaited;
-  awaited.reserve(table_.awaiting_stop());
-  for (const auto& [tid, t] : table_.all()) {
-    if (t.state == TState::kInterrupted || t.state == TState::kNew) {
-      awaited.push_back(tid);
+  // In interrupt order; then any other awaited thread (one born during the stop).
+  std::erase_if(c.order, [&](pid_t tid) {
+    const TracedThread* t = table_.find(tid);
+    return t == nullptr || (t->state != TState::kInterrupted && t->state != TState::kNew);
+  });
+  std::vector<pid_t> awaited = c.order;
+  if (awaited.size() < table_.awaiting_stop()) {
+    for (const auto& [tid, t] : table_.all()) {
+      if ((t.state == TState::kInterrupted || t.state == TState::kNew) &&
+          std::find(c.order.begin(), c.order.end(), tid) == c.order.end()) {
+        awaited.push_back(tid);
+        c.order.push_back(tid);
+      }
     }
   }
   size_t handled = 0;
+  size_t misses = 0;
+  c.cut_short = false;
   for (pid_t tid : awaited) {
     auto ev = queue_->next_status_of(tid, std::chrono::milliseconds(0));
     if (!ev) {
+      if (++misses >= max_misses) {
+        c.cut_short = true;
+        break;
+      }
       continue;
     }
+    misses = 0;
     ++handled;
     if (unresponsive_.erase(ev->tid) > 0) {
       --c.stuck;
@@ -695,7 +746,7 @@ size_t TracedProcess::collect_stops(StopCollection& c) {
     }
     using W = Transition::What;
     if (tr.what == W::kSignal) {
-      redeliver_and_restop(ev->tid);  // awaited again, in the next pass
+      redeliver_and_restop(ev->tid);  // awaited again, in a later pass
     } else if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
       // Every other thread vanished; the exec'ing one is stopped: the world is this one.
       c.exec = true;
@@ -841,12 +892,18 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   out.maps_text = std::move(*maps_text);
   const std::vector<MapEntry> maps = parse_maps(out.maps_text);
   std::map<pid_t, ThreadInfo> infos = read_thread_infos();
+  std::vector<pid_t> running;
+  for (const auto& [tid, info] : infos) {
+    if (info.state == 'R') {
+      running.push_back(tid);
+    }
+  }
 
   // The pause: stop, copy, resume, with nothing else in it.
   TerminationSignalsBlocked blocked;
   ScopedRealtime realtime;
   const uint64_t t0 = monotonic_ns();
-  const std::vector<pid_t> missing = stop_all(opts.stop_timeout);
+  const std::vector<pid_t> missing = stop_all(opts.stop_timeout, running);
   const uint64_t t1 = monotonic_ns();
   std::map<pid_t, bool> was_group_stopped;
   for (const auto& [tid, t] : table_.all()) {
@@ -881,10 +938,11 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   }
   assemble_capture(out, infos, snaps, missing, opts);
   logger("attach")->debug(
-      "world stopped {:.3f} ms for {} threads (stop {:.3f}, capture {:.3f}, resume {:.3f}); "
-      "{} stack bytes",
+      "world stopped {:.3f} ms for {} threads (stop {:.3f} in {} passes and {} naps, capture "
+      "{:.3f}, resume {:.3f}); {} stack bytes",
       out.pause.world_stopped_ns / 1e6, snaps.size(), out.pause.stop_ns / 1e6,
-      out.pause.capture_ns / 1e6, out.pause.resume_ns / 1e6, out.pause.stack_bytes);
+      last_collection_.passes, last_collection_.naps, out.pause.capture_ns / 1e6,
+      out.pause.resume_ns / 1e6, out.pause.stack_bytes);
   return out;
 }
 

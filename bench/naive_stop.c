@@ -49,12 +49,12 @@ static uint64_t now_ns(void) {
 static int list_threads(pid_t pid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/task", pid);
-  DIR *d = opendir(path);
+  DIR* d = opendir(path);
   if (d == NULL) {
     return -1;
   }
   int n = 0;
-  struct dirent *e;
+  struct dirent* e;
   while ((e = readdir(d)) != NULL && n < kMaxThreads) {
     if (e->d_name[0] != '.') {
       g_tids[n++] = atoi(e->d_name);
@@ -67,7 +67,7 @@ static int list_threads(pid_t pid) {
 static int read_maps(pid_t pid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/maps", pid);
-  FILE *f = fopen(path, "r");
+  FILE* f = fopen(path, "r");
   if (f == NULL) {
     return -1;
   }
@@ -103,7 +103,7 @@ static int index_of(int n, pid_t tid) {
   return -1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: naive_stop PID [--no-realtime]\n");
     return 2;
@@ -117,7 +117,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   for (int i = 0; i < n; ++i) {
-    if (ptrace(PTRACE_SEIZE, g_tids[i], NULL, (void *)(long)PTRACE_O_TRACESYSGOOD) != 0) {
+    if (ptrace(PTRACE_SEIZE, g_tids[i], NULL, (void*)(long)PTRACE_O_TRACESYSGOOD) != 0) {
       fprintf(stderr, "naive_stop: PTRACE_SEIZE %d: %s\n", g_tids[i], strerror(errno));
       return 1;
     }
@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
     if (g_regs[i].fs_base > sp && g_regs[i].fs_base < end) {
       end = g_regs[i].fs_base;
     }
-    g_remote[i].iov_base = (void *)sp;
+    g_remote[i].iov_base = (void*)sp;
     g_remote[i].iov_len = end - sp;
     g_local[i].iov_base = malloc(end - sp + 1);
     g_local[i].iov_len = end - sp;
@@ -169,16 +169,16 @@ int main(int argc, char **argv) {
   }
   const uint64_t t2 = now_ns();
   for (int i = 0; i < n; ++i) {
-    ptrace(PTRACE_DETACH, g_tids[i], NULL, (void *)(long)g_sig[i]);
+    ptrace(PTRACE_DETACH, g_tids[i], NULL, (void*)(long)g_sig[i]);
   }
   const uint64_t t3 = now_ns();
   if (realtime) {
     (void)sched_setscheduler(0, old_policy, &old_param);
   }
-  printf("world_stopped_ns=%llu stop_ns=%llu capture_ns=%llu resume_ns=%llu threads=%d "
-         "stack_bytes=%llu\n",
-         (unsigned long long)(t3 - t0), (unsigned long long)(t1 - t0),
-         (unsigned long long)(t2 - t1), (unsigned long long)(t3 - t2), n,
-         (unsigned long long)bytes);
+  printf(
+      "world_stopped_ns=%llu stop_ns=%llu capture_ns=%llu resume_ns=%llu threads=%d "
+      "stack_bytes=%llu\n",
+      (unsigned long long)(t3 - t0), (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1),
+      (unsigned long long)(t3 - t2), n, (unsigned long long)bytes);
   return 0;
 }
