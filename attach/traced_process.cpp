@@ -668,7 +668,9 @@ void TracedProcess::collect_all_stops(StopCollection& c,
                                       std::chrono::steady_clock::time_point stuck_deadline) {
   constexpr size_t kMisses = 8;
   constexpr size_t kFew = 16;
-  constexpr auto kNap = std::chrono::microseconds(50);
+  constexpr std::chrono::nanoseconds kNap = std::chrono::microseconds(50);
+  constexpr std::chrono::nanoseconds kMaxNap = std::chrono::milliseconds(1);
+  std::chrono::nanoseconds nap = kNap;
   constexpr auto kFullPassEvery = std::chrono::milliseconds(2);
   bool look = true;
   auto last_full = std::chrono::steady_clock::now();
@@ -694,12 +696,13 @@ void TracedProcess::collect_all_stops(StopCollection& c,
       }
       continue;
     }
-    if (handled > 0 && c.cut_short) {
-      continue;  // more may be waiting further on
-    }
     // SIGCHLD (taken by the nap) says a stop arrived since the last pass began.
     const bool few = table_.awaiting_stop() <= kFew;
-    look = queue_->nap(few ? std::chrono::nanoseconds(kFullPassEvery) : kNap, few);
+    // No stop since the last nap: the next is twice as long (the stopping threads need
+    // the CPU; a CPU idle for 50 us at a time never pulls the runnable threads queued on
+    // the other one, bench/RESULTS.md).
+    nap = handled > 0 ? kNap : std::min(2 * nap, kMaxNap);
+    look = queue_->nap(few ? std::chrono::nanoseconds(kFullPassEvery) : nap, few);
     ++c.naps;
   }
 }
@@ -804,7 +807,28 @@ std::map<pid_t, ThreadInfo> TracedProcess::read_thread_infos() const {
   return infos;
 }
 
-std::vector<Snapshot> TracedProcess::copy_stopped(pid_t space, const std::vector<MapEntry>& maps,
+size_t TracedProcess::stack_copy_estimate(const std::map<pid_t, ThreadInfo>& infos,
+                                          const std::vector<MapEntry>& maps, size_t max_bytes) {
+  // A thread blocked in a syscall showed its stack pointer in /proc: its copy will be about
+  // the rest of that mapping. A running one's is a guess; a copy that does not fit gets a
+  // buffer of its own.
+  constexpr uint64_t kGuess = 16 * 1024;
+  constexpr uint64_t kMaxBlock = 64u << 20;
+  uint64_t total = 0;
+  for (const auto& [tid, info] : infos) {
+    uint64_t want = kGuess;
+    if (info.syscall && info.syscall->sp != 0) {
+      if (const MapEntry* m = find_mapping(maps, info.syscall->sp)) {
+        want = m->end - info.syscall->sp;
+      }
+    }
+    total += std::min<uint64_t>(want, max_bytes);
+  }
+  return static_cast<size_t>(std::min(total, kMaxBlock));
+}
+
+std::vector<Snapshot> TracedProcess::copy_stopped(StackReader& reader,
+                                                  const std::vector<MapEntry>& maps,
                                                   size_t stack_bytes, PauseTimes& pause) {
   // Registers, then every stack in one batched read.
   std::vector<Snapshot> snaps;
@@ -822,7 +846,6 @@ std::vector<Snapshot> TracedProcess::copy_stopped(pid_t space, const std::vector
     }
     snaps.push_back(std::move(s));
   }
-  StackReader reader(space);
   pause.stack_bytes = reader.read_stacks(snaps, maps, stack_bytes);
   for (Snapshot& s : snaps) {
     for (const auto& o : observers_) {
@@ -898,6 +921,8 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
       running.push_back(tid);
     }
   }
+  StackReader reader(space);
+  reader.reserve(stack_copy_estimate(infos, maps, opts.stack_bytes));
 
   // The pause: stop, copy, resume, with nothing else in it.
   TerminationSignalsBlocked blocked;
@@ -911,7 +936,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
       was_group_stopped[tid] = t.group_stop;
     }
   }
-  std::vector<Snapshot> snaps = copy_stopped(space, maps, opts.stack_bytes, out.pause);
+  std::vector<Snapshot> snaps = copy_stopped(reader, maps, opts.stack_bytes, out.pause);
   const uint64_t t2 = monotonic_ns();
   // Observers with work to undo (probes) must run before the last detach: resume now,
   // detach after.

@@ -82,6 +82,7 @@ struct WorldCapture {
 };
 
 class Fd;
+class StackReader;
 class StoppedWorld;
 
 // Every thread of one traced process and what ptrace requires of it. Its waits go through
@@ -278,7 +279,9 @@ class TracedProcess {
 
   // capture_world's phases.
   std::map<pid_t, ThreadInfo> read_thread_infos() const;
-  std::vector<Snapshot> copy_stopped(pid_t space, const std::vector<MapEntry>& maps,
+  static size_t stack_copy_estimate(const std::map<pid_t, ThreadInfo>& infos,
+                                    const std::vector<MapEntry>& maps, size_t max_bytes);
+  std::vector<Snapshot> copy_stopped(StackReader& reader, const std::vector<MapEntry>& maps,
                                      size_t stack_bytes, PauseTimes& pause);
   void assemble_capture(WorldCapture& out, std::map<pid_t, ThreadInfo>& infos,
                         std::vector<Snapshot>& snaps, const std::vector<pid_t>& missing,
