@@ -21,8 +21,8 @@ namespace profctl {
 struct StackBytesFree {
   StackBytesFree() = default;
   // From std::make_unique<std::byte[]>: a copy of its own.
-  StackBytesFree(std::default_delete<std::byte[]> /*own*/) {
-  }  // NOLINT(google-explicit-constructor)
+  // NOLINTNEXTLINE(google-explicit-constructor): implicit, so that such copies assign as before
+  StackBytesFree(std::default_delete<std::byte[]> /*own*/) {}
   explicit StackBytesFree(std::shared_ptr<const void> in_block) : block(std::move(in_block)) {}
   void operator()(std::byte* p) const {
     if (!block) {
