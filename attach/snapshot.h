@@ -15,6 +15,24 @@
 
 namespace profctl {
 
+// Frees a stack copy: its own allocation, or its share of a block that holds the copies of
+// every thread of one world capture (StackReader::reserve: allocated before the stop, so
+// that the stop holds no allocation and no page fault).
+struct StackBytesFree {
+  StackBytesFree() = default;
+  // From std::make_unique<std::byte[]>: a copy of its own.
+  // NOLINTNEXTLINE(google-explicit-constructor): implicit, so that such copies assign as before
+  StackBytesFree(std::default_delete<std::byte[]> /*own*/) {}
+  explicit StackBytesFree(std::shared_ptr<const void> in_block) : block(std::move(in_block)) {}
+  void operator()(std::byte* p) const {
+    if (!block) {
+      delete[] p;
+    }
+  }
+  std::shared_ptr<const void> block;  // set: the bytes live in this block
+};
+using StackBytes = std::unique_ptr<std::byte[], StackBytesFree>;
+
 struct Snapshot {
   pid_t pid = 0;  // thread group (address space) the thread belongs to
   pid_t tid = 0;
@@ -27,7 +45,7 @@ struct Snapshot {
   // thread's rsp at the stop (target address space).
   uint64_t stack_base = 0;
   size_t stack_size = 0;
-  std::unique_ptr<std::byte[]> stack_bytes;
+  StackBytes stack_bytes;
   // The end of the mapping that holds rsp (target address). stack_base + stack_size <
   // stack_end means the copy was cut by --stack-bytes (or a short read): an unwind that
   // runs off the copy is truncated, not finished.

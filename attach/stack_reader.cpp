@@ -2,6 +2,7 @@
 #include "attach/stack_reader.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -18,7 +19,7 @@ namespace profctl {
 namespace {
 
 // What of a stack is copied: from rsp to the end of its mapping (or the thread pointer),
-// at most `max_bytes`. Allocates the copy's buffer.
+// at most `max_bytes`.
 void bound_stack(Snapshot& s, const std::vector<MapEntry>& maps, size_t max_bytes) {
   const uint64_t sp = s.regs.rsp;
   s.stack_base = sp;
@@ -46,11 +47,39 @@ void bound_stack(Snapshot& s, const std::vector<MapEntry>& maps, size_t max_byte
     s.stack_cut_reason = "stack copy limited to --stack-bytes " + std::to_string(max_bytes);
   }
   s.stack_size = static_cast<size_t>(want);
-  // Uninitialised on purpose: zero-filling megabytes would cost more than the copy.
-  s.stack_bytes = std::make_unique_for_overwrite<std::byte[]>(s.stack_size);
 }
 
 }  // namespace
+
+void StackReader::reserve(size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  bytes = (bytes + page - 1) / page * page;
+  if (bytes == 0) {
+    return;
+  }
+  // MAP_POPULATE: the kernel fills every page in one go, far cheaper than a fault each
+  // during the copy, inside the stop (bench/RESULTS.md, issue 20).
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                 -1, 0);
+  if (p == MAP_FAILED) {
+    return;  // each copy gets its own buffer, as without a block
+  }
+  block_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p),
+                                      [bytes](std::byte* b) { munmap(b, bytes); });
+  block_size_ = bytes;
+  block_used_ = 0;
+}
+
+StackBytes StackReader::buffer(size_t size) {
+  constexpr size_t kAlign = 16;
+  if (block_ != nullptr && size <= block_size_ - block_used_) {
+    std::byte* at = block_.get() + block_used_;
+    block_used_ += std::min(block_size_ - block_used_, (size + kAlign - 1) / kAlign * kAlign);
+    return StackBytes(at, StackBytesFree(block_));
+  }
+  // Uninitialised on purpose: zero-filling megabytes would cost more than the copy.
+  return std::make_unique_for_overwrite<std::byte[]>(size);
+}
 
 uint64_t StackReader::read_stacks(std::vector<Snapshot>& snaps, const std::vector<MapEntry>& maps,
                                   size_t max_bytes) {
@@ -62,6 +91,7 @@ uint64_t StackReader::read_stacks(std::vector<Snapshot>& snaps, const std::vecto
   for (size_t i = 0; i < snaps.size(); ++i) {
     Snapshot& s = snaps[i];
     bound_stack(s, maps, max_bytes);
+    s.stack_bytes = buffer(s.stack_size);
     if (s.stack_size > 0) {
       local.push_back({s.stack_bytes.get(), s.stack_size});
       remote.push_back({reinterpret_cast<void*>(s.stack_base), s.stack_size});

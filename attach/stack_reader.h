@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "attach/proc.h"
@@ -20,6 +21,10 @@ class StackReader {
  public:
   explicit StackReader(pid_t pid) : pid_(pid) {}
 
+  // Allocates (and faults in) one block of about `bytes` for the copies, before a stop:
+  // read_stacks then puts each copy that fits in it and allocates only the others.
+  void reserve(size_t bytes);
+
   // Fills stack_base/stack_size/stack_bytes/stack_end/stack_cut of every snapshot from its
   // regs.rsp: [rsp, min(end of the mapping holding rsp, rsp + max_bytes)). Returns the
   // bytes copied in all. `maps` is /proc/PID/maps parsed, sorted.
@@ -28,7 +33,12 @@ class StackReader {
 
  private:
   size_t read_fallback(uint64_t addr, std::byte* dst, size_t len);
+  // A buffer for one copy: in the block when it fits, else its own.
+  StackBytes buffer(size_t size);
   pid_t pid_;
+  std::shared_ptr<std::byte> block_;  // reserve()'s block (munmapped with its last copy)
+  size_t block_size_ = 0;
+  size_t block_used_ = 0;
   Fd mem_;  // /proc/PID/mem, opened on first fallback
 };
 

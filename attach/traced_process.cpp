@@ -611,12 +611,25 @@ void TracedProcess::redeliver_and_restop(pid_t tid) {
   interrupt_one(tid);
 }
 
-std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
-  auto log = logger("attach");
-  const uint64_t t0 = monotonic_ns();
-  // Interrupt everyone first, then collect the stops: the threads stop in parallel.
-  for (pid_t tid : table_.tids()) {
+std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout,
+                                           const std::vector<pid_t>& first) {
+  StopCollection c;
+  c.t0 = monotonic_ns();
+  // Interrupt everyone first, then collect the stops: the threads stop in parallel. Those
+  // on a CPU go first: until they stop they hold the CPUs the others need to reach theirs.
+  c.order.reserve(table_.size() + first.size());
+  auto interrupt = [&](pid_t tid) {
     interrupt_one(tid);
+    const TracedThread* t = table_.find(tid);
+    if (t != nullptr && t->state == TState::kInterrupted) {
+      c.order.push_back(tid);
+    }
+  };
+  for (pid_t tid : first) {
+    interrupt(tid);
+  }
+  for (pid_t tid : table_.tids()) {
+    interrupt(tid);
   }
   // A thread that missed an earlier stop's deadline (uninterruptible sleep, a vfork parent)
   // is not waited for that long again: once only such threads are missing, 100 ms more. One
@@ -625,41 +638,12 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     const TracedThread* t = table_.find(tid);
     return t == nullptr || (t->state != TState::kInterrupted && t->state != TState::kNew);
   });
-  size_t stuck = unresponsive_.size();
+  c.stuck = unresponsive_.size();
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + timeout;
   const auto stuck_deadline = std::min(deadline, start + std::chrono::milliseconds(100));
-  size_t late = 0;
-  while (table_.awaiting_stop() > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        (table_.awaiting_stop() <= stuck ? stuck_deadline : deadline) -
-        std::chrono::steady_clock::now());
-    // Past the deadline the stops already reported are still collected, without waiting: a
-    // thread that stopped can be detached. Bounded, since signals can keep coming.
-    if (left.count() <= 0 && ++late > 2 * table_.size() + 8) {
-      break;
-    }
-    auto ev = next_status(std::max(left, std::chrono::milliseconds(0)));
-    if (!ev) {
-      break;
-    }
-    if (unresponsive_.erase(ev->tid) > 0) {
-      --stuck;
-    }
-    Transition tr = on_status(*ev);
-    if (log->should_log(spdlog::level::trace)) {
-      std::ostringstream os;
-      os << ev->status;
-      log->trace("{:.1f} us: thread {} {}", (monotonic_ns() - t0) / 1e3, ev->tid, os.str());
-    }
-    using W = Transition::What;
-    if (tr.what == W::kSignal) {
-      redeliver_and_restop(ev->tid);
-    } else if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
-      // Every other thread vanished; the exec'ing one is stopped: the world is this one.
-      break;
-    }
-  }
+  collect_all_stops(c, deadline, stuck_deadline);
+  last_collection_ = c;
   std::vector<pid_t> missing;
   for (const auto& [tid, t] : table_.all()) {
     if (t.state != TState::kStopped) {
@@ -670,6 +654,109 @@ std::vector<pid_t> TracedProcess::stop_all(std::chrono::milliseconds timeout) {
     }
   }
   return missing;
+}
+
+// The stops are collected in passes over the threads still awaited, each asked alone
+// (waitid P_PID: O(1) in the kernel, where a wait for any child walks every tracee, which
+// made collecting n stops O(n^2)). Between passes profctl naps instead of being woken by
+// every stop: while it runs (SCHED_FIFO) the threads queued on its CPU cannot reach their
+// stop. The threads stop roughly in the order they were interrupted, so a pass goes in that
+// order and ends after a few misses in a row; every few ms, and past the deadline, a pass
+// asks every thread. Once only a few are awaited, each stop wakes profctl.
+void TracedProcess::collect_all_stops(StopCollection& c,
+                                      std::chrono::steady_clock::time_point deadline,
+                                      std::chrono::steady_clock::time_point stuck_deadline) {
+  constexpr size_t kMisses = 8;
+  constexpr size_t kFew = 16;
+  constexpr std::chrono::nanoseconds kNap = std::chrono::microseconds(50);
+  constexpr std::chrono::nanoseconds kMaxNap = std::chrono::milliseconds(1);
+  std::chrono::nanoseconds nap = kNap;
+  constexpr auto kFullPassEvery = std::chrono::milliseconds(2);
+  bool look = true;
+  auto last_full = std::chrono::steady_clock::now();
+  size_t late = 0;
+  while (table_.awaiting_stop() > 0 && !c.exec) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool past = now >= (table_.awaiting_stop() <= c.stuck ? stuck_deadline : deadline);
+    const bool full = past || now - last_full >= kFullPassEvery;
+    size_t handled = 0;
+    if (look || full) {
+      handled = collect_stops(c, full ? SIZE_MAX : kMisses);
+      ++c.passes;
+      last_full = full ? now : last_full;
+    }
+    if (table_.awaiting_stop() == 0 || c.exec) {
+      break;
+    }
+    if (past) {
+      // Past the deadline the stops already reported are still collected, without waiting:
+      // a thread that stopped can be detached. Bounded, since signals can keep coming.
+      if (handled == 0 || ++late > 2 * table_.size() + 8) {
+        break;
+      }
+      continue;
+    }
+    // SIGCHLD (taken by the nap) says a stop arrived since the last pass began.
+    const bool few = table_.awaiting_stop() <= kFew;
+    // No stop since the last nap: the next is twice as long (the stopping threads need
+    // the CPU; a CPU idle for 50 us at a time never pulls the runnable threads queued on
+    // the other one, bench/RESULTS.md).
+    nap = handled > 0 ? kNap : std::min(2 * nap, kMaxNap);
+    look = queue_->nap(few ? std::chrono::nanoseconds(kFullPassEvery) : nap, few);
+    ++c.naps;
+  }
+}
+
+size_t TracedProcess::collect_stops(StopCollection& c, size_t max_misses) {
+  auto log = logger("attach");
+  // In interrupt order; then any other awaited thread (one born during the stop).
+  std::erase_if(c.order, [&](pid_t tid) {
+    const TracedThread* t = table_.find(tid);
+    return t == nullptr || (t->state != TState::kInterrupted && t->state != TState::kNew);
+  });
+  std::vector<pid_t> awaited = c.order;
+  if (awaited.size() < table_.awaiting_stop()) {
+    for (const auto& [tid, t] : table_.all()) {
+      if ((t.state == TState::kInterrupted || t.state == TState::kNew) &&
+          std::find(c.order.begin(), c.order.end(), tid) == c.order.end()) {
+        awaited.push_back(tid);
+        c.order.push_back(tid);
+      }
+    }
+  }
+  size_t handled = 0;
+  size_t misses = 0;
+  c.cut_short = false;
+  for (pid_t tid : awaited) {
+    auto ev = queue_->next_status_of(tid, std::chrono::milliseconds(0));
+    if (!ev) {
+      if (++misses >= max_misses) {
+        c.cut_short = true;
+        break;
+      }
+      continue;
+    }
+    misses = 0;
+    ++handled;
+    if (unresponsive_.erase(ev->tid) > 0) {
+      --c.stuck;
+    }
+    Transition tr = on_status(*ev);
+    if (log->should_log(spdlog::level::trace)) {
+      std::ostringstream os;
+      os << ev->status;
+      log->trace("{:.1f} us: thread {} {}", (monotonic_ns() - c.t0) / 1e3, ev->tid, os.str());
+    }
+    using W = Transition::What;
+    if (tr.what == W::kSignal) {
+      redeliver_and_restop(ev->tid);  // awaited again, in a later pass
+    } else if (tr.what == W::kPtraceEvent && tr.event == PTRACE_EVENT_EXEC) {
+      // Every other thread vanished; the exec'ing one is stopped: the world is this one.
+      c.exec = true;
+      break;
+    }
+  }
+  return handled;
 }
 
 void TracedProcess::resume_all(bool detach) {
@@ -720,7 +807,28 @@ std::map<pid_t, ThreadInfo> TracedProcess::read_thread_infos() const {
   return infos;
 }
 
-std::vector<Snapshot> TracedProcess::copy_stopped(pid_t space, const std::vector<MapEntry>& maps,
+size_t TracedProcess::stack_copy_estimate(const std::map<pid_t, ThreadInfo>& infos,
+                                          const std::vector<MapEntry>& maps, size_t max_bytes) {
+  // A thread blocked in a syscall showed its stack pointer in /proc: its copy will be about
+  // the rest of that mapping. A running one's is a guess; a copy that does not fit gets a
+  // buffer of its own.
+  constexpr uint64_t kGuess = 16 * 1024;
+  constexpr uint64_t kMaxBlock = 64u << 20;
+  uint64_t total = 0;
+  for (const auto& [tid, info] : infos) {
+    uint64_t want = kGuess;
+    if (info.syscall && info.syscall->sp != 0) {
+      if (const MapEntry* m = find_mapping(maps, info.syscall->sp)) {
+        want = m->end - info.syscall->sp;
+      }
+    }
+    total += std::min<uint64_t>(want, max_bytes);
+  }
+  return static_cast<size_t>(std::min(total, kMaxBlock));
+}
+
+std::vector<Snapshot> TracedProcess::copy_stopped(StackReader& reader,
+                                                  const std::vector<MapEntry>& maps,
                                                   size_t stack_bytes, PauseTimes& pause) {
   // Registers, then every stack in one batched read.
   std::vector<Snapshot> snaps;
@@ -738,7 +846,6 @@ std::vector<Snapshot> TracedProcess::copy_stopped(pid_t space, const std::vector
     }
     snaps.push_back(std::move(s));
   }
-  StackReader reader(space);
   pause.stack_bytes = reader.read_stacks(snaps, maps, stack_bytes);
   for (Snapshot& s : snaps) {
     for (const auto& o : observers_) {
@@ -808,12 +915,20 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   out.maps_text = std::move(*maps_text);
   const std::vector<MapEntry> maps = parse_maps(out.maps_text);
   std::map<pid_t, ThreadInfo> infos = read_thread_infos();
+  std::vector<pid_t> running;
+  for (const auto& [tid, info] : infos) {
+    if (info.state == 'R') {
+      running.push_back(tid);
+    }
+  }
+  StackReader reader(space);
+  reader.reserve(stack_copy_estimate(infos, maps, opts.stack_bytes));
 
   // The pause: stop, copy, resume, with nothing else in it.
   TerminationSignalsBlocked blocked;
   ScopedRealtime realtime;
   const uint64_t t0 = monotonic_ns();
-  const std::vector<pid_t> missing = stop_all(opts.stop_timeout);
+  const std::vector<pid_t> missing = stop_all(opts.stop_timeout, running);
   const uint64_t t1 = monotonic_ns();
   std::map<pid_t, bool> was_group_stopped;
   for (const auto& [tid, t] : table_.all()) {
@@ -821,7 +936,7 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
       was_group_stopped[tid] = t.group_stop;
     }
   }
-  std::vector<Snapshot> snaps = copy_stopped(space, maps, opts.stack_bytes, out.pause);
+  std::vector<Snapshot> snaps = copy_stopped(reader, maps, opts.stack_bytes, out.pause);
   const uint64_t t2 = monotonic_ns();
   // Observers with work to undo (probes) must run before the last detach: resume now,
   // detach after.
@@ -848,10 +963,11 @@ Result<WorldCapture> TracedProcess::capture_world(const CaptureOptions& opts) {
   }
   assemble_capture(out, infos, snaps, missing, opts);
   logger("attach")->debug(
-      "world stopped {:.3f} ms for {} threads (stop {:.3f}, capture {:.3f}, resume {:.3f}); "
-      "{} stack bytes",
+      "world stopped {:.3f} ms for {} threads (stop {:.3f} in {} passes and {} naps, capture "
+      "{:.3f}, resume {:.3f}); {} stack bytes",
       out.pause.world_stopped_ns / 1e6, snaps.size(), out.pause.stop_ns / 1e6,
-      out.pause.capture_ns / 1e6, out.pause.resume_ns / 1e6, out.pause.stack_bytes);
+      last_collection_.passes, last_collection_.naps, out.pause.capture_ns / 1e6,
+      out.pause.resume_ns / 1e6, out.pause.stack_bytes);
   return out;
 }
 

@@ -82,6 +82,7 @@ struct WorldCapture {
 };
 
 class Fd;
+class StackReader;
 class StoppedWorld;
 
 // Every thread of one traced process and what ptrace requires of it. Its waits go through
@@ -250,8 +251,25 @@ class TracedProcess {
   // at once (never hold it) and stop the thread again.
   void redeliver_and_restop(pid_t tid);
   // Interrupts every running thread and collects their stops (every thread stopped, or
-  // gone, or the deadline passed). Returns the tids that did not stop.
-  std::vector<pid_t> stop_all(std::chrono::milliseconds timeout);
+  // gone, or the deadline passed). Returns the tids that did not stop. `first`: threads to
+  // interrupt before the others (those last seen running).
+  std::vector<pid_t> stop_all(std::chrono::milliseconds timeout,
+                              const std::vector<pid_t>& first = {});
+  // stop_all's collection of the stops (traced_process.cpp says how).
+  struct StopCollection {
+    uint64_t t0 = 0;           // when the interrupts began (for the trace log)
+    size_t stuck = 0;          // unresponsive threads still awaited
+    std::vector<pid_t> order;  // awaited threads, in the order they were interrupted
+    bool exec = false;         // a thread exec'd: the world is that one thread
+    bool cut_short = false;    // the last pass ended at its misses, before the end
+    size_t passes = 0;         // for the debug log
+    size_t naps = 0;
+  };
+  void collect_all_stops(StopCollection& c, std::chrono::steady_clock::time_point deadline,
+                         std::chrono::steady_clock::time_point stuck_deadline);
+  // One pass: the status of each awaited thread that has one, applied, until `max_misses`
+  // threads in a row had none. Returns how many were handled.
+  size_t collect_stops(StopCollection& c, size_t max_misses);
   void resume_all(bool detach);
   void detach_all(std::chrono::milliseconds stop_timeout = std::chrono::milliseconds(2000));
   // The detach's last stopped world(s): every observer that needs one undoes its work
@@ -261,7 +279,9 @@ class TracedProcess {
 
   // capture_world's phases.
   std::map<pid_t, ThreadInfo> read_thread_infos() const;
-  std::vector<Snapshot> copy_stopped(pid_t space, const std::vector<MapEntry>& maps,
+  static size_t stack_copy_estimate(const std::map<pid_t, ThreadInfo>& infos,
+                                    const std::vector<MapEntry>& maps, size_t max_bytes);
+  std::vector<Snapshot> copy_stopped(StackReader& reader, const std::vector<MapEntry>& maps,
                                      size_t stack_bytes, PauseTimes& pause);
   void assemble_capture(WorldCapture& out, std::map<pid_t, ThreadInfo>& infos,
                         std::vector<Snapshot>& snaps, const std::vector<pid_t>& missing,
@@ -287,10 +307,11 @@ class TracedProcess {
   WaitQueue* queue_ = nullptr;
   std::vector<std::shared_ptr<TraceObserver>> observers_;
   bool attached_ = true;
-  bool leader_gone_ = false;      // the main thread exited (pthread_exit): it is not traced
-  pid_t failed_tid_ = 0;          // the thread PTRACE_SEIZE refused
-  size_t left_traced_ = 0;        // see left_traced()
-  std::set<pid_t> unresponsive_;  // threads that missed a stop_all deadline, still interrupted
+  bool leader_gone_ = false;        // the main thread exited (pthread_exit): it is not traced
+  pid_t failed_tid_ = 0;            // the thread PTRACE_SEIZE refused
+  size_t left_traced_ = 0;          // see left_traced()
+  StopCollection last_collection_;  // how the last stop_all went (debug log)
+  std::set<pid_t> unresponsive_;    // threads that missed a stop_all deadline, still interrupted
   // Remote syscalls (StoppedWorld::syscall) run as a chain of the target's own code: a
   // `syscall; ret` and a `mov $15, %rax; syscall` (rt_sigreturn). Found once per image.
   struct RemoteChain {

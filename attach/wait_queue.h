@@ -56,6 +56,9 @@ class WaitQueue {
   std::optional<Waiter::Event> next_status_of(pid_t tid, std::chrono::milliseconds timeout);
   // Reaps a status left in the kernel (Waiter::consume).
   void consume(const Waiter::Event& e) { waiter_.consume(e); }
+  // Sleeps a short while, not woken by each status unless `wake` (Waiter::nap); true when
+  // one may have arrived meanwhile.
+  bool nap(std::chrono::nanoseconds slice, bool wake = false) { return waiter_.nap(slice, wake); }
 
   // ---- the pump (ProcessTree::next_event) ----
   // The oldest entry, else the kernel's next status routed to its owner (a stray's is

@@ -65,6 +65,22 @@ void Waiter::consume(const Event& e) {
   }
 }
 
+bool Waiter::nap(std::chrono::nanoseconds slice, bool wake) {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(slice.count() / 1000000000);
+  ts.tv_nsec = static_cast<long>(slice.count() % 1000000000);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if (wake) {
+    return sigtimedwait(&chld, nullptr, &ts) == SIGCHLD;
+  }
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+  const timespec zero{};
+  return sigtimedwait(&chld, nullptr, &zero) == SIGCHLD;
+}
+
 std::optional<Waiter::Event> Waiter::wait_one(idtype_t which, pid_t id,
                                               std::chrono::nanoseconds timeout) {
   sigset_t chld;

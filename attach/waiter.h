@@ -41,6 +41,11 @@ class Waiter {
   // Reaps a status left in the kernel (a signal stop the caller holds on to). Its signal
   // is then profctl's to re-deliver.
   void consume(const Event& e);
+  // Sleeps `slice`, then says whether a status may have arrived since the last call
+  // (SIGCHLD came; it is taken). Not woken by each status that arrives meanwhile (a burst
+  // of hundreds of stops, each waking the waiter, costs the stopping threads more than the
+  // waiter's short sleep: bench/RESULTS.md), unless `wake`: then the first one ends it.
+  bool nap(std::chrono::nanoseconds slice, bool wake = false);
 
   // Blocks SIGCHLD in the calling thread; call before starting threads that must inherit it.
   static void block_sigchld();

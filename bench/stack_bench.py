@@ -14,7 +14,12 @@ times, interleaved, and reports medians as a Markdown table:
   * vs eu-stack: wall / wall of the like-for-like eu-stack mode;
   * world stopped: profctl's own figure (--format json -> .pause.world_stopped_ns),
     from a JSON run with the same flags right after each text run;
-  * complete: how many of the T worker threads were unwound through all of f39..f0.
+  * complete: how many of the T worker threads were unwound through all of f39..f0;
+  * naive stop: bench/naive_stop, the floor of a stop of the world (interrupt, wait,
+    registers, one batched stack read, detach, nothing else), its world stopped in the
+    same column; each profctl row's world stopped is also given as a ratio to it.
+
+--compare PATH runs a second profctl binary's rows in the same rounds (before/after).
 """
 
 import argparse
@@ -81,8 +86,9 @@ class Target:
 
 
 class Tool:
-    def __init__(self, name, argv, baseline=None, profctl_json=None, reps=None):
+    def __init__(self, name, argv, baseline=None, profctl_json=None, reps=None, naive=False):
         self.name = name
+        self.naive = naive  # prints "world_stopped_ns=N ..." (bench/naive_stop)
         self.argv = argv  # function pid -> argv
         self.baseline = baseline  # name of the eu-stack row it is compared with
         self.profctl_json = profctl_json  # function pid -> argv of the JSON companion
@@ -148,16 +154,25 @@ def fmt_ms(seconds_or_none, scale=1e3):
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
 
 
-def make_tools(profctl, with_profctl, gdb_reps_512):
+def profctl_tools(profctl, label):
+    text = lambda extra: (lambda pid: [profctl, "stack", str(pid)] + extra)
+    js = lambda extra: (lambda pid: [profctl, "stack", str(pid), "--format", "json"] + extra)
+    return [Tool(f"profctl stack{label}", text([]), baseline="eu-stack -i -s",
+                 profctl_json=js([])),
+            Tool(f"profctl stack --no-inline --no-source{label}",
+                 text(["--no-inline", "--no-source"]), baseline="eu-stack",
+                 profctl_json=js(["--no-inline", "--no-source"]))]
+
+
+def make_tools(profctl, with_profctl, gdb_reps_512, naive=None, compare=None, skip=()):
     tools = []
     if with_profctl:
-        text = lambda extra: (lambda pid: [profctl, "stack", str(pid)] + extra)
-        js = lambda extra: (lambda pid: [profctl, "stack", str(pid), "--format", "json"] + extra)
-        tools.append(Tool("profctl stack", text([]), baseline="eu-stack -i -s",
-                          profctl_json=js([])))
-        tools.append(Tool("profctl stack --no-inline --no-source",
-                          text(["--no-inline", "--no-source"]), baseline="eu-stack",
-                          profctl_json=js(["--no-inline", "--no-source"])))
+        tools.extend(profctl_tools(profctl, ""))
+    if compare:
+        tools.extend(profctl_tools(compare, " (compare)"))
+    if naive:
+        tools.append(Tool("naive stop (bench/naive_stop)", lambda pid: [naive, str(pid)],
+                          naive=True))
     tools.append(Tool("eu-stack", lambda pid: ["eu-stack", "-p", str(pid)]))
     tools.append(Tool("eu-stack -i -s", lambda pid: ["eu-stack", "-i", "-s", "-p", str(pid)]))
     tools.append(Tool("gdb thread apply all bt",
@@ -166,7 +181,7 @@ def make_tools(profctl, with_profctl, gdb_reps_512):
                       baseline="eu-stack -i -s",
                       reps=lambda t: gdb_reps_512 if t >= 512 else None))
     tools.append(Tool("(idle: no tool)", None))
-    return tools
+    return [t for t in tools if t.name not in skip]
 
 
 def bench_threads(target_path, threads, tools, reps, spin, log):
@@ -202,6 +217,11 @@ def bench_threads(target_path, threads, tools, reps, spin, log):
             if record:
                 res["wall"].append(wall)
                 res["gap"].append(gap)
+            if tool.naive:
+                m = re.search(r"world_stopped_ns=([0-9]+)", text)
+                if record and m:
+                    res["stopped"].append(int(m.group(1)) / 1e9)
+                return
             if tool.profctl_json is None:
                 if record:
                     res["complete"].append(count_f0_lines(text))
@@ -252,18 +272,27 @@ def bench_threads(target_path, threads, tools, reps, spin, log):
 def render(all_results, tools, reps, spin):
     lines = []
     lines.append("| threads | tool | runs | wall ms (median) | target pause ms (median) "
-                 "| vs eu-stack (wall) | world stopped ms (median) | complete threads |")
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+                 "| vs eu-stack (wall) | world stopped ms (median) | vs naive stop "
+                 "| complete threads |")
+    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    naive_name = next((t.name for t in tools if t.naive), None)
     for threads, results in all_results:
+        naive_stopped = median(results[naive_name]["stopped"]) if naive_name else None
         for tool in tools:
             r = results[tool.name]
             wall = median(r["wall"])
+            stopped = median(r["stopped"])
+            vs_naive = "—"
+            if tool.naive and stopped is not None:
+                vs_naive = "1.00"
+            elif stopped is not None and naive_stopped:
+                vs_naive = f"{stopped / naive_stopped:.2f}×"
             ratio = "—"
-            if tool.argv is None:
+            if tool.argv is None or tool.naive:
                 wall_s = "—"
             else:
                 wall_s = fmt_ms(wall)
-                if tool.baseline:
+                if tool.baseline in results:
                     base = median(results[tool.baseline]["wall"])
                     if wall is not None and base:
                         ratio = f"{wall / base:.2f}× `{tool.baseline}`"
@@ -277,7 +306,7 @@ def render(all_results, tools, reps, spin):
                 complete += f" ({len(r['errors'])} failed runs)"
             lines.append(f"| {threads} | {tool.name} | {len(r['wall'])} | {wall_s} | "
                          f"{fmt_ms(median(r['gap']))} | {ratio} | "
-                         f"{fmt_ms(median(r['stopped']))} | {complete} |")
+                         f"{fmt_ms(stopped)} | {vs_naive} | {complete} |")
     # profctl's own pause breakdown, whatever numeric fields .pause has.
     detail = []
     for threads, results in all_results:
@@ -356,6 +385,12 @@ def main():
     ap.add_argument("--spin", action="store_true",
                     help="workers spin instead of blocking in read()")
     ap.add_argument("--out", help="also write the table (with a header) to this file")
+    ap.add_argument("--compare", help="a second profctl binary, run in the same rounds "
+                    "(rows labelled '(compare)')")
+    ap.add_argument("--naive", help="bench/naive_stop binary (default: next to the target; "
+                    "'none' to leave it out)")
+    ap.add_argument("--skip", default="", help="comma-separated tool names to leave out, "
+                    "e.g. 'gdb thread apply all bt,eu-stack -i -s'")
     args = ap.parse_args()
 
     with_profctl = not args.no_profctl
@@ -371,8 +406,16 @@ def main():
         if shutil.which(exe) is None:
             sys.exit(f"stack_bench: {exe} not found in PATH")
 
+    naive = args.naive or os.path.join(os.path.dirname(target), "naive_stop")
+    if naive == "none" or not os.access(naive, os.X_OK):
+        if args.naive and args.naive != "none":
+            sys.exit(f"stack_bench: {naive} is not an executable")
+        naive = None
+    compare = os.path.abspath(args.compare) if args.compare else None
+    skip = tuple(x.strip() for x in args.skip.split(",") if x.strip())
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    tools = make_tools(os.path.abspath(args.profctl), with_profctl, args.gdb_reps_512)
+    tools = make_tools(os.path.abspath(args.profctl), with_profctl, args.gdb_reps_512,
+                       naive=naive, compare=compare, skip=skip)
     header = machine_header(args.profctl, with_profctl, args.spin, args.reps)
     if os.getloadavg()[0] > 0.5:
         log(f"warning: load average {os.getloadavg()[0]:.2f}: other work competes for the "
