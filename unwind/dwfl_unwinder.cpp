@@ -12,6 +12,12 @@
 #include "base/log.h"
 #include "unwind/x86_64_regs.h"
 
+#include <fcntl.h>
+#include <gelf.h>
+#include <unistd.h>
+
+#include <mutex>
+
 namespace profctl {
 namespace {
 
@@ -225,16 +231,41 @@ UnwindResult DwflUnwinder::retry_from_entry(const Snapshot& snap, UnwindResult f
   return second;
 }
 
+namespace {
+
+// An x86-64 ELF for dwfl_attach_state to take the architecture from: profctl's own
+// executable, opened once and never closed. Given no ELF, libdwfl takes the first module's
+// it can open, which in a process caught mid-exec, or whose files change, can be one that
+// is not the target's architecture at all (libdwfl then asserts on the register count).
+// profctl unwinds x86-64 only, so the architecture is known.
+Elf* architecture_elf() {
+  static Elf* elf = [] {
+    elf_version(EV_CURRENT);
+    const int fd = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    Elf* e = fd >= 0 ? elf_begin(fd, ELF_C_READ_MMAP, nullptr) : nullptr;
+    GElf_Ehdr eh;
+    if (e != nullptr && (gelf_getehdr(e, &eh) == nullptr || eh.e_machine != EM_X86_64)) {
+      elf_end(e);
+      e = nullptr;
+    }
+    return e;  // the fd stays open with it
+  }();
+  return elf;
+}
+
+}  // namespace
+
 UnwindResult DwflUnwinder::Impl::unwind_once(const Snapshot& snap) {
   UnwindResult out;
   Impl* impl_ = this;
   Dwfl* dwfl = impl_->target.get();
   if (impl_->ctx == nullptr && impl_->attach_error.empty()) {
-    // Once per Dwfl, after the modules are reported: with elf == nullptr libdwfl takes the
-    // architecture from the first module with an ELF.
+    // Once per Dwfl, after the modules are reported.
     auto ctx = std::make_unique<UnwindCtx>();
     pid_t pid = impl_->target.pid() > 0 ? impl_->target.pid() : snap.pid;
-    if (dwfl_attach_state(dwfl, nullptr, pid, &kThreadCallbacks, ctx.get())) {
+    static std::mutex attach_mu;  // the shared ELF above: one reader at a time
+    std::unique_lock attach_lock(attach_mu);
+    if (dwfl_attach_state(dwfl, architecture_elf(), pid, &kThreadCallbacks, ctx.get())) {
       impl_->ctx = ctx.release();
     } else {
       // Also the error when another DwflUnwinder already attached to this Dwfl.
