@@ -78,6 +78,10 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   po.liveness_ticks = static_cast<uint64_t>(
       static_cast<double>(std::chrono::nanoseconds(options.liveness).count()) *
       pc->clock_.ticks_per_ns());
+  if (options_in.walk_in_target) {
+    pc->tables_ = std::make_unique<ProbeTables>(pc->pid_);
+    pc->tables_->prepare();
+  }
   auto probes = probe::Probes::install(tp, po);
   if (!probes) {
     return probes.error();
@@ -104,10 +108,9 @@ Result<std::unique_ptr<ProbeCapture>> ProbeCapture::start(TracedProcess& tp,
   if (options.follow_children) {
     pc->wire(*pc->probes_);
   }
-  if (options_in.walk_in_target) {
-    // After the install, with the target running: until the tables are in, records carry
-    // stack copies (profctl unwinds them), so nothing is lost by placing them late.
-    pc->tables_ = std::make_unique<ProbeTables>(pc->pid_);
+  if (pc->tables_) {
+    // Read before the install; copied in now. Records made before carry stack copies
+    // (profctl unwinds them), so nothing is lost in between.
     pc->tables_->refresh(pc->probes_->area());
     pc->tables_at_ = std::chrono::steady_clock::now();
   }
@@ -291,6 +294,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
         event.walked = WalkedStack{tag, v.stack_id, {v.pcs.begin(), v.pcs.end()}};
         return;
       }
+      copied_.fetch_add(1, std::memory_order_relaxed);
       event.snap = std::make_unique<Snapshot>(probe::to_snapshot(probe::to_probe_record(v)));
       event.snap->pid = pid;
       if (space != 0) {
@@ -536,9 +540,10 @@ void ProbeCapture::finish() {
       children_probed());
   logger("probe")->debug(
       "probes: {} stacks walked in the target ({} records defined a stack id), {} copied for "
-      "profctl to unwind; {} records waited for room in the ring, {} dropped while profctl "
-      "did not read ({} stalls)",
-      c.walks, c.stack_ids_new, c.walk_fallbacks, c.ring_waits, c.dropped_stalled, stalls_.load());
+      "profctl to unwind ({} where the walk could not finish); {} records waited for room in "
+      "the ring, {} dropped while profctl did not read ({} stalls)",
+      c.walks, c.stack_ids_new, copied_.load(), c.walk_fallbacks, c.ring_waits, c.dropped_stalled,
+      stalls_.load());
 }
 
 std::vector<std::string> ProbeCapture::notes() const {

@@ -178,6 +178,7 @@ class ProbeCapture {
   std::atomic<uint64_t> records_{0};
   std::atomic<uint64_t> walked_{0};   // records whose stack the target walked
   std::atomic<uint64_t> ids_new_{0};  // of them, defining their stack id
+  std::atomic<uint64_t> copied_{0};   // records with a stack copy (profctl unwinds them)
   std::thread drainer_;
   // Refreshes every area's heartbeat every few milliseconds while the capture runs, apart
   // from the drain (which may be busy for longer: placing tables, a slow collector): the

@@ -69,6 +69,16 @@ std::shared_ptr<const ProbeTables::Placement> read_placement(pid_t pid, std::str
 
 }  // namespace
 
+void ProbeTables::prepare() {
+  auto code = code_mappings(pid_);
+  if (code && (!placement_ || *code != placement_->code_maps)) {
+    if (auto p = read_placement(pid_, std::move(*code))) {
+      placement_ = std::move(p);
+      published_ = false;
+    }
+  }
+}
+
 bool ProbeTables::refresh(probe::SharedArea& area) {
   auto code = code_mappings(pid_);
   if (!code) {

@@ -40,6 +40,10 @@ class ProbeTables {
   // changed. False when the modules cannot be read (the process went): its records keep
   // their stack copies.
   bool refresh(probe::SharedArea& area);
+  // Reads the modules and their tables now (before the probes' area exists), so that the
+  // first refresh() only copies them in: called before the install, the tables are in
+  // place before the program's first recorded call, not ~100 ms into it.
+  void prepare();
   bool placed() const { return placed_ > 0; }
   std::shared_ptr<const Placement> placement() const { return placement_; }
 

@@ -1,22 +1,19 @@
 // SPDX-License-Identifier: MIT
 #include "unwind/dwfl_unwinder.h"
 
-#include <chrono>
-
 #include <elfutils/libdwfl.h>
-
-#include <cinttypes>
-#include <cstdio>
-#include <cstring>
-
-#include "base/log.h"
-#include "unwind/x86_64_regs.h"
-
 #include <fcntl.h>
 #include <gelf.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
 #include <mutex>
+
+#include "base/log.h"
+#include "unwind/x86_64_regs.h"
 
 namespace profctl {
 namespace {
