@@ -70,6 +70,17 @@ TEST(CaptureEnd, DeadlineHoldsOnAnOversubscribedMachine) {
     hogs.push_back(std::make_unique<Child>(std::vector<std::string>{PROCESS_TREE, "hog"}));
   }
   Child target({PROCESS_TREE, "hog"});
+  // "hog" says nothing when it is ready: wait until the fork has exec'd it, or profctl may
+  // seize the test's own forked child and see the exec as the end of the window (a 38 us
+  // window in one quick-start run on a loaded machine).
+  const std::string exe = "/proc/" + std::to_string(target.pid()) + "/exe";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::error_code ec;
+        return fs::read_symlink(exe, ec) == fs::path(PROCESS_TREE);
+      },
+      milliseconds(30000)))
+      << "process_tree hog was never exec'd";
   TempDir dir;
   const auto t0 = std::chrono::steady_clock::now();
   RunResult r = run(attach_argv(target.pid(), {"-d", "2s", "--profiles", "cpu,wall", "-o",
