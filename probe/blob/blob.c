@@ -439,6 +439,8 @@ static const struct probe_unwind_row* walk_row(const struct walk_tables* t,
       return 0;
     }
     i = 0;
+  } else if (i >= nrows) {
+    return 0; /* an index past the rows: the region was written over */
   }
   for (uint32_t n = 0; i < last && rows[i + 1].pc <= rel; ++i) {
     if (++n > 4096) {
