@@ -35,11 +35,9 @@ void add_counters(probe::ProbeCounters& sum, const probe::ProbeCounters& k) {
   sum.dropped_ring_free = sat_add(sum.dropped_ring_free, k.dropped_ring_free);
   sum.dropped_ring_mutex = sat_add(sum.dropped_ring_mutex, k.dropped_ring_mutex);
   sum.dropped_ring_block = sat_add(sum.dropped_ring_block, k.dropped_ring_block);
-  sum.walks = sat_add(sum.walks, k.walks);
   sum.walk_fallbacks = sat_add(sum.walk_fallbacks, k.walk_fallbacks);
   sum.ring_waits = sat_add(sum.ring_waits, k.ring_waits);
   sum.dropped_stalled = sat_add(sum.dropped_stalled, k.dropped_stalled);
-  sum.stack_ids_new = sat_add(sum.stack_ids_new, k.stack_ids_new);
 }
 
 }  // namespace
@@ -353,8 +351,6 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
 
 probe::ProbeCounters ProbeCapture::counters() const {
   probe::ProbeCounters sum = probes_->area().counters();
-  sum.walks = walked_.load(std::memory_order_relaxed);
-  sum.stack_ids_new = ids_new_.load(std::memory_order_relaxed);
   std::lock_guard lock(children_mu_);
   add_counters(sum, retired_);
   for (const auto& c : children_) {
@@ -542,8 +538,8 @@ void ProbeCapture::finish() {
       "probes: {} stacks walked in the target ({} records defined a stack id), {} copied for "
       "profctl to unwind ({} where the walk could not finish); {} records waited for room in "
       "the ring, {} dropped while profctl did not read ({} stalls)",
-      c.walks, c.stack_ids_new, copied_.load(), c.walk_fallbacks, c.ring_waits, c.dropped_stalled,
-      stalls_.load());
+      walked_.load(), ids_new_.load(), copied_.load(), c.walk_fallbacks, c.ring_waits,
+      c.dropped_stalled, stalls_.load());
 }
 
 std::vector<std::string> ProbeCapture::notes() const {

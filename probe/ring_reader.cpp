@@ -193,9 +193,6 @@ uint64_t RingReader::take_walked(const Entry& e, uint64_t head,
     std::memcpy(pcs_.data(), ring_ + e.off + sizeof w, size_t{w.npcs} * 8);
     fn(RecordView{rec, {}, true, w.stack_id, {pcs_.data(), w.npcs}});
     ++stats_.records;
-    ++stats_.walked;
-    stats_.walked_stacks += w.stack_id != 0 ? 1 : 0;
-    stats_.stack_ids_new += w.npcs != 0 ? 1 : 0;
     ++handed;
   } else {
     ++stats_.foreign_pid;

@@ -73,15 +73,12 @@ struct ProbeRecord {
 };
 
 struct RingReaderStats {
-  uint64_t records = 0;        // committed records of the owner pid handed out
-  uint64_t foreign_pid = 0;    // committed records of other pids, skipped
-  uint64_t abandoned = 0;      // records left uncommitted past the timeout, skipped
-  uint64_t corrupt = 0;        // resynchronizations after a malformed entry or head
-  uint64_t stack_cut = 0;      // records whose stack copy was longer than profctl's budget: cut
-  uint64_t walked = 0;         // of records, PROBE_REC_WALKED ones
-  uint64_t walked_stacks = 0;  // of them, with a stack (an id)
-  uint64_t stack_ids_new = 0;  // of them, defining their id (carrying the pcs)
-  uint64_t bytes = 0;          // ring bytes consumed
+  uint64_t records = 0;      // committed records of the owner pid handed out
+  uint64_t foreign_pid = 0;  // committed records of other pids, skipped
+  uint64_t abandoned = 0;    // records left uncommitted past the timeout, skipped
+  uint64_t corrupt = 0;      // resynchronizations after a malformed entry or head
+  uint64_t stack_cut = 0;    // records whose stack copy was longer than profctl's budget: cut
+  uint64_t bytes = 0;        // ring bytes consumed
 };
 
 struct RingReaderLimits {

@@ -335,11 +335,9 @@ ProbeCounters SharedArea::counters() const {
                        get(k.dropped_ring_free),
                        get(k.dropped_ring_mutex),
                        get(k.dropped_ring_block),
-                       0,
                        get(k.walk_fallbacks),
                        get(k.ring_waits),
-                       get(k.dropped_stalled),
-                       0};
+                       get(k.dropped_stalled)};
 }
 
 }  // namespace profctl::probe

@@ -73,11 +73,9 @@ struct ProbeCounters {
   uint64_t dropped_ring_free = 0;
   uint64_t dropped_ring_mutex = 0;
   uint64_t dropped_ring_block = 0;
-  uint64_t walks = 0;            // stacks the target walked whole
   uint64_t walk_fallbacks = 0;   // stacks it copied instead (profctl unwinds them)
   uint64_t ring_waits = 0;       // records that waited for room
   uint64_t dropped_stalled = 0;  // records dropped because profctl did not drain in time
-  uint64_t stack_ids_new = 0;    // walked records that carried their pcs
 };
 
 // One module's compiled table for the walk in the target: rows as unwind/cfi_table.h's

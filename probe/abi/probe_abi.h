@@ -220,12 +220,12 @@ struct probe_counters {
   uint64_t dropped_ring_mutex;        /* PROBE_KIND_MUTEX records with PROBE_REC_WAIT_MUTEX */
   uint64_t dropped_ring_block;        /* records with PROBE_REC_WAIT_BLOCK */
   /* ABI v7 */
-  uint64_t walks_unused;        /* (walked stacks are counted by profctl's reader) */
-  uint64_t walk_fallbacks;      /* stacks it could not: a stack copy was recorded instead */
+  /* (Walked stacks and new stack ids are counted by profctl's reader, not here: a shared
+   * counter per record costs more than the walk.) */
+  uint64_t walk_fallbacks;      /* stacks the walk could not finish: copied instead */
   uint64_t ring_waits;          /* records that waited for room in the ring */
   uint64_t dropped_stalled;     /* records dropped because profctl stopped draining */
-  uint64_t stack_ids_unused;    /* (so are the records that define a stack id) */
-  uint64_t reserved[3];
+  uint64_t reserved[5];
 };
 
 /* At offset 0 of the shared area. Everything after the first line is written by profctl

@@ -629,6 +629,12 @@ static uint64_t copy_stack(struct probe_ctl* c, struct probe_record* r, int32_t 
   return (uint64_t)n;
 }
 
+/* The tid profctl registered for the slot's thread, else the kernel's word. */
+static inline int32_t record_tid(struct probe_thread_slot* slot) {
+  int32_t tid = LOAD(&slot->tid);
+  return tid ? tid : (int32_t)syscall0(SYS_gettid_);
+}
+
 /* The record's fixed part, from `in` and the thread's slot. */
 static void fill_record(struct probe_record* r, struct probe_thread_slot* slot,
                         const struct rec_in* in, uint32_t flags, uint64_t got) {
@@ -637,8 +643,7 @@ static void fill_record(struct probe_record* r, struct probe_thread_slot* slot,
   r->flags = (uint16_t)flags;
   r->site = in->site;
   r->pid = in->pid;
-  int32_t tid = LOAD(&slot->tid);
-  r->tid = tid ? tid : (int32_t)syscall0(SYS_gettid_);
+  r->tid = record_tid(slot);
   r->tsc = rdtsc();
   r->value = in->value;
   r->ptr = in->ptr;
@@ -694,8 +699,7 @@ static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
   r->flags = (uint16_t)(in->flags | PROBE_REC_WALKED);
   r->site = in->site;
   r->pid = in->pid;
-  int32_t tid = LOAD(&slot->tid);
-  r->tid = tid ? tid : (int32_t)syscall0(SYS_gettid_);
+  r->tid = record_tid(slot);
   r->tsc = rdtsc();
   r->value = in->value;
   r->ptr = in->ptr;

@@ -311,8 +311,9 @@ TEST(ProbeSafetyRing, ProfctlKilledWhileTheTargetWaitsForRoomLeavesItRunning) {
   // Mid-loop: the ring is full most of the time, writers wait for the drain.
   std::this_thread::sleep_for(milliseconds(400));
   p.signal(SIGKILL);
-  ASSERT_TRUE(p.wait_exit(milliseconds(30000)));
-  work.join();
+  const bool profctl_ended = p.wait_exit(milliseconds(30000)).has_value();
+  work.join();  // before any assertion: a joinable thread at return would end the test run
+  ASSERT_TRUE(profctl_ended);
   ASSERT_TRUE(reply) << "the target stopped answering after profctl was killed\n"
                      << describe_tasks(target.pid());
   EXPECT_EQ(*reply, "done bulk kept=" + std::to_string(kCalls / 1000));
