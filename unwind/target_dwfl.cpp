@@ -162,6 +162,15 @@ constexpr Dwfl_Callbacks kOfflineCallbacks{
 
 constexpr std::string_view kDeleted = " (deleted)";
 
+// True when the process's files can no longer be reached through /proc/PID/root: it has
+// exited (a zombie's root link is gone with its fs_struct) or was reaped.
+bool root_unreachable(pid_t pid) {
+  char link[64];
+  std::snprintf(link, sizeof link, "/proc/%d/root", pid);
+  char target[8];
+  return readlink(link, target, sizeof target) < 0 && (errno == ENOENT || errno == ESRCH);
+}
+
 int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr base,
              char** file_name, Elf** elfp) {
   auto* self = static_cast<Session*>(userdata != nullptr ? *userdata : nullptr);
@@ -185,9 +194,10 @@ int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr 
     path = "/proc/" + std::to_string(self->pid) + "/root" + std::string(name);
   }
   auto fd = Fd::open(path, O_RDONLY);
-  if (!fd && !name.ends_with(kDeleted) && kill(self->pid, 0) != 0 && errno == ESRCH) {
-    // The process is gone (a followed child read from its saved maps): its files by their
-    // own path, which is the same file unless a container's mount namespace said otherwise.
+  if (!fd && !name.ends_with(kDeleted) && root_unreachable(self->pid)) {
+    // The process is gone or a zombie (a followed child read from its saved maps; a zombie
+    // still answers kill(pid, 0) but has no root any more): its files by their own path,
+    // which is the same file unless a container's mount namespace said otherwise.
     path = std::string(name);
     fd = Fd::open(path, O_RDONLY);
   }

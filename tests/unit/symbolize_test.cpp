@@ -2,10 +2,13 @@
 // Offline symbolization of the symfix fixtures (no process): names, module+offset,
 // file:line, inlined frames, stripped files and unknown addresses.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
 
+#include "attach/proc.h"
 #include "symbolize/symbolizer.h"
 #include "tests/unit/symfix_util.h"
 #include "unwind/target_dwfl.h"
@@ -243,6 +246,48 @@ TEST(TargetDwfl, MissingFileIsAnError) {
   EXPECT_FALSE(t.ok());
   auto p = TargetDwfl::for_process(-5, {});
   EXPECT_FALSE(p.ok());
+}
+
+extern "C" __attribute__((noinline)) int zombie_marker(int x) {
+  asm volatile("" : "+r"(x));
+  return x + 1;
+}
+
+// A followed child that exits before its modules are loaded for symbolizing (the end of a
+// capture) is a zombie until profctl reaps it: kill(pid, 0) still answers, but its root is
+// gone, so its files are opened by their own path from the maps read while it lived.
+TEST(TargetDwfl, AZombiesSavedMapsStillNameItsFunctions) {
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(go[1]);
+    char c;
+    _exit(read(go[0], &c, 1) < 0 ? 1 : 0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  } reap{pid};
+  close(go[0]);
+  auto maps = read_maps_text(pid);
+  close(go[1]);  // the child exits now
+  ASSERT_TRUE(maps.ok());
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT), 0);  // a zombie
+  ASSERT_EQ(kill(pid, 0), 0);
+
+  auto t = TargetDwfl::for_maps(pid, std::move(*maps), {});
+  ASSERT_TRUE(t.ok()) << t.error().message();
+  Symbolizer s(**t, {});
+  const auto pc = reinterpret_cast<uint64_t>(&zombie_marker);
+  const std::vector<Frame>& frames = s.symbolize(pc, /*activation=*/true);
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().function, "zombie_marker") << describe(frames);
 }
 
 }  // namespace
