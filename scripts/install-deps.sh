@@ -8,7 +8,7 @@ packages=(
   libdw-dev libelf-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
   libprotobuf-dev protobuf-compiler zlib1g-dev
   golang-go python3 python3-jsonschema elfutils libc6-dbg lld chromium
-  libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 heaptrack
+  libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 heaptrack zstd
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cmath>
@@ -18,6 +19,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -530,11 +533,99 @@ TEST(Heap, StacksWalkedInTheTargetAreTheOnesLibdwflFinds) {
   EXPECT_EQ(walked, unwound);
 }
 
+// What heaptrack recorded, read from its data file (zstd-compressed text; numbers in hex,
+// indices 1-based into the earlier lines of their kind): `s LEN TEXT` a string, `i IP
+// MODULE [FUNCTION FILE LINE]...` an ip, `t IP PARENT` a trace, `a SIZE TRACE` an allocation
+// kind, `+ KIND` one allocation (0-based into the `a` lines). A trace's first ip is the
+// allocator's caller: the site, named (module file name, function or "").
+// A module's file name without its version: heaptrack names the soname link
+// (libstdc++.so.6), profctl the file (libstdc++.so.6.0.30).
+std::string module_name(const std::string& path) {
+  std::string name = std::filesystem::path(path).filename().string();
+  if (const auto so = name.find(".so."); so != std::string::npos) {
+    name.resize(so + 3);
+  }
+  return name;
+}
+
+struct Site {
+  long long calls = 0;
+  long long bytes = 0;
+};
+
+struct HeaptrackData {
+  long long calls = 0;
+  long long bytes = 0;
+  std::map<std::pair<std::string, std::string>, Site> sites;
+};
+
+std::optional<HeaptrackData> read_heaptrack(const std::string& zst) {
+  auto text = run({"/usr/bin/zstdcat", zst}, {.timeout = milliseconds(60000), .uid = {}});
+  if (text.exit_code != 0) {
+    return std::nullopt;
+  }
+  std::vector<std::string> strings{""};
+  std::vector<std::pair<size_t, size_t>> ips{{0, 0}};  // (module, function) string indices
+  std::vector<size_t> traces{0};                       // trace -> ip
+  std::vector<std::pair<long long, size_t>> kinds;     // (size, trace)
+  std::map<size_t, long long> per_kind;                // allocations of each kind
+  HeaptrackData d;
+  std::istringstream in(text.out);
+  std::string line;
+  auto hex = [](const std::string& w) { return std::stoull(w, nullptr, 16); };
+  while (std::getline(in, line)) {
+    if (line.size() < 2 || line[1] != ' ') {
+      continue;
+    }
+    std::istringstream f(line.substr(2));
+    std::string a, b, c;
+    switch (line[0]) {
+      case '+':
+        f >> a;
+        if (hex(a) >= kinds.size()) {
+          return std::nullopt;
+        }
+        ++d.calls;
+        d.bytes += kinds[hex(a)].first;
+        ++per_kind[hex(a)];
+        break;
+      case 'a':
+        f >> a >> b;
+        kinds.emplace_back(static_cast<long long>(hex(a)), hex(b));
+        break;
+      case 't':
+        f >> a >> b;
+        traces.push_back(hex(a));
+        break;
+      case 'i':
+        f >> a >> b >> c;
+        ips.emplace_back(hex(b), c.empty() ? 0 : hex(c));
+        break;
+      case 's':
+        strings.push_back(line.substr(std::min(line.size(), line.find(' ', 2) + 1)));
+        break;
+      default:
+        break;
+    }
+  }
+  for (const auto& [kind, n] : per_kind) {
+    const size_t trace = kinds[kind].second;
+    const size_t ip = trace < traces.size() ? traces[trace] : 0;
+    const auto [module, function] = ip < ips.size() ? ips[ip] : std::pair<size_t, size_t>{};
+    const std::string path = module < strings.size() ? strings[module] : "";
+    Site& site = d.sites[{module_name(path), function < strings.size() ? strings[function] : ""}];
+    site.calls += n;
+    site.bytes += n * kinds[kind].first;
+  }
+  return d;
+}
+
 // A real program at --mem-rate 1, beside the tool people use for this: CPython building and
 // sorting a dict (python3.11 itself; its small objects come from its own pool allocator, its
 // dict and list storage from malloc). Every call heaptrack counts, profctl records, to
-// within 0.5% (heaptrack's own start-up allocates), nothing dropped, the stacks walked in
-// the target.
+// within 0.5% (heaptrack's own start-up allocates), the bytes too, nothing dropped, the
+// stacks walked in the target, and heaptrack's five most frequent sites (the allocator's
+// caller) with the same counts.
 TEST(HeapRealPrograms, CPythonAllocatesWhatHeaptrackCounts) {
   PROFCTL_REQUIRE_PROFCTL();
   const std::string python = "/usr/bin/python3";
@@ -546,7 +637,8 @@ TEST(HeapRealPrograms, CPythonAllocatesWhatHeaptrackCounts) {
   { std::ofstream(py) << script; }
   // heaptrack (LD_PRELOAD from the start; its data through heaptrack_print's summary).
   const std::string ht = dir.path() + "/ht";
-  auto h = run({"/usr/bin/heaptrack", "-o", ht, python, py}, {milliseconds(120000)});
+  auto h = run({"/usr/bin/heaptrack", "-o", ht, python, py},
+               {.timeout = milliseconds(120000), .uid = {}});
   ASSERT_EQ(h.exit_code, 0) << h.describe();
   std::string zst;
   for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
@@ -555,7 +647,8 @@ TEST(HeapRealPrograms, CPythonAllocatesWhatHeaptrackCounts) {
     }
   }
   ASSERT_FALSE(zst.empty()) << "heaptrack wrote no data: " << h.err;
-  auto printed = run({"/usr/bin/heaptrack_print", zst}, {milliseconds(120000)});
+  auto printed =
+      run({"/usr/bin/heaptrack_print", zst}, {.timeout = milliseconds(120000), .uid = {}});
   ASSERT_EQ(printed.exit_code, 0) << printed.describe();
   const auto at = printed.out.find("calls to allocation functions: ");
   ASSERT_NE(at, std::string::npos) << printed.out.substr(0, 2000);
@@ -565,7 +658,7 @@ TEST(HeapRealPrograms, CPythonAllocatesWhatHeaptrackCounts) {
   const std::string out = dir.path() + "/profctl";
   auto r = run({PROFCTL_BIN, "run", "--profiles", "heap", "--mem-rate", "1", "-v", "-o", out, "--",
                 python, py},
-               {milliseconds(120000)});
+               {.timeout = milliseconds(120000), .uid = {}});
   ASSERT_EQ(r.exit_code, 0) << r.describe();
   auto capture = load_capture(out);
   ASSERT_TRUE(capture);
@@ -580,6 +673,75 @@ TEST(HeapRealPrograms, CPythonAllocatesWhatHeaptrackCounts) {
               0.005 * static_cast<double>(heaptrack_calls))
       << "profctl recorded " << calls << " allocation calls, heaptrack counted " << heaptrack_calls;
   EXPECT_GT(probe_stat(r.err, "stacks walked in the target"), calls / 2) << r.err;
+
+  auto data = read_heaptrack(zst);
+  ASSERT_TRUE(data) << "heaptrack's data could not be read: " << zst;
+  ASSERT_EQ(data->calls, heaptrack_calls) << "the data file and heaptrack_print disagree";
+  long long bytes = 0;
+  // Sites as heaptrack names them: the caller's module and its innermost function at the
+  // call (inlined functions share the pc), where heaptrack could name one.
+  std::map<std::pair<std::string, std::set<std::string>>, long long> sites;
+  for (const Json& sample : heap->at("samples")) {
+    const long long n = sample.at("raw_values").at(0).get<long long>();
+    bytes += sample.at("raw_values").at(1).get<long long>();
+    const Json& frames = sample.at("frames");
+    if (frames.size() < 2) {
+      continue;
+    }
+    std::set<std::string> names;
+    for (size_t i = 1; i < frames.size() && frames[i].value("pc", "") == frames[1].value("pc", "");
+         ++i) {
+      if (frames[i].contains("function") && frames[i]["function"].is_string()) {
+        names.insert(frames[i]["function"].get<std::string>());
+      }
+    }
+    sites[{module_name(frames[1].value("module", "")), names}] += n;
+  }
+  // heaptrack's own libraries allocate in the program (its preload library pulls in
+  // libstdc++, whose constructor allocates its 72,704-byte exception pool): sites in
+  // modules the program never mapped are heaptrack's, not the program's.
+  std::set<std::string> mapped;
+  for (const Json& m : capture->value("modules", Json::array())) {
+    mapped.insert(module_name(m.value("path", "")));
+  }
+  long long heaptrack_bytes = 0;
+  std::vector<std::pair<long long, std::pair<std::string, std::string>>> top;
+  for (const auto& [site, n] : data->sites) {
+    if (mapped.count(site.first) != 0) {
+      heaptrack_bytes += n.bytes;
+      top.emplace_back(n.calls, site);
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(bytes), static_cast<double>(heaptrack_bytes),
+              0.005 * static_cast<double>(heaptrack_bytes))
+      << "profctl recorded " << bytes << " bytes asked for, heaptrack " << heaptrack_bytes
+      << " (of " << data->bytes << ")";
+  std::sort(top.rbegin(), top.rend());
+  top.resize(std::min<size_t>(top.size(), 5));
+  ASSERT_EQ(top.size(), 5u);
+  for (const auto& [n, site] : top) {
+    const auto& [module, function] = site;
+    long long ours = 0;
+    std::set<std::string> named;  // every function heaptrack named in this module
+    for (const auto& [s, m] : data->sites) {
+      if (s.first == module && !s.second.empty()) {
+        named.insert(s.second);
+      }
+    }
+    for (const auto& [key, m] : sites) {
+      if (key.first != module) {
+        continue;
+      }
+      // heaptrack's unnamed sites of a module are one: ours whose names it never gave.
+      const bool same = function.empty()
+                            ? std::none_of(key.second.begin(), key.second.end(),
+                                           [&](const std::string& f) { return named.count(f); })
+                            : key.second.count(function) > 0;
+      ours += same ? m : 0;
+    }
+    EXPECT_EQ(ours, n) << "allocations from " << (function.empty() ? "?" : function) << " in "
+                       << module;
+  }
 }
 
 TEST(Heap, TheTargetExitingWhileProbedEndsWithCode3AndKeepsItsAllocations) {
