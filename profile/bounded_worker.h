@@ -14,7 +14,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -152,37 +151,42 @@ class BoundedWorker {
     stats_.max_bytes = std::max(stats_.max_bytes, queued_bytes_);
   }
 
-  // Takes the queued items a run at a time (one lock per run, not per item). Items of the run
-  // count against the bounds until the whole run is handled: the bounds are on what the
-  // worker holds, queued or in hand.
+  // Takes everything queued at once (one lock, and the two vectors trade places, so no
+  // allocation per item: a deque allocated a node per few events, a malloc and a free per
+  // ~4 records at --mem-rate 1), then hands the items over in runs, giving a run's room back
+  // after it (one lock per run). Taken items count against the bounds until their run is
+  // handled: the bounds are on what the worker holds, queued or in hand. An item's resources
+  // (a stack copy) are released as soon as it is handled, so the bytes given back are free.
   void run(const Factory& factory) {
     Context context = factory();
-    std::vector<Item> run;
+    std::vector<Entry> taken;
     for (;;) {
-      size_t run_bytes = 0;
       {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
         if (queue_.empty()) {
           return;  // done_ and drained
         }
-        for (size_t n = 0; n < kRun && !queue_.empty(); ++n) {
-          run.push_back(std::move(queue_.front().item));
-          run_bytes += queue_.front().bytes;
-          queue_.pop_front();
+        taken.swap(queue_);
+        in_hand_ = taken.size();
+      }
+      for (size_t i = 0; i < taken.size();) {
+        const size_t first = i;
+        const size_t end = std::min(taken.size(), i + kRun);
+        size_t run_bytes = 0;
+        for (; i < end; ++i) {
+          handler_(context, taken[i].item);
+          run_bytes += taken[i].bytes;
+          [[maybe_unused]] Item spent = std::move(taken[i].item);
         }
-        in_hand_ = run.size();
+        {
+          std::lock_guard lock(mu_);
+          queued_bytes_ -= run_bytes;
+          in_hand_ -= end - first;
+        }
+        room_.notify_one();
       }
-      for (Item& item : run) {
-        handler_(context, item);
-      }
-      run.clear();
-      {
-        std::lock_guard lock(mu_);
-        queued_bytes_ -= run_bytes;
-        in_hand_ = 0;
-      }
-      room_.notify_one();
+      taken.clear();
     }
   }
   static constexpr size_t kRun = 256;
@@ -193,7 +197,7 @@ class BoundedWorker {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable room_;  // a producer in push_waiting waits here for room
-  std::deque<Entry> queue_;       // guarded by mu_, as are the three below
+  std::vector<Entry> queue_;      // guarded by mu_, as are the three below
   size_t queued_bytes_ = 0;       // of the queue and the worker's run in hand
   size_t in_hand_ = 0;            // items of the run the worker is handling
   bool done_ = false;

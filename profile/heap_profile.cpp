@@ -62,6 +62,14 @@ size_t HeapTracker::BucketKeyHash::operator()(const BucketKey& k) const {
   return static_cast<size_t>(x ^ (x >> 31));
 }
 
+// Allocator pointers are 16-byte aligned and clustered: the finalizer spreads them over
+// the table's low bits (robin_map sizes are powers of two).
+size_t HeapTracker::PointerHash::operator()(uint64_t x) const {
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return static_cast<size_t>(x ^ (x >> 31));
+}
+
 HeapTracker::HeapTracker(uint64_t mem_rate, HeapTrackerLimits limits)
     : rate_(mem_rate == 0 ? 1 : mem_rate), limits_(limits) {}
 

@@ -22,12 +22,12 @@
 #pragma once
 
 #include <sys/types.h>
+#include <tsl/robin_map.h>
 
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -182,6 +182,9 @@ class HeapTracker {
   struct BucketKeyHash {
     size_t operator()(const BucketKey& k) const;
   };
+  struct PointerHash {
+    size_t operator()(uint64_t ptr) const;
+  };
   struct Live {
     uint64_t time_ns;
     uint32_t bucket;
@@ -204,8 +207,11 @@ class HeapTracker {
   HeapTrackerLimits limits_;
   std::optional<uint64_t> start_ns_;
   std::vector<Bucket> buckets_;
-  std::unordered_map<BucketKey, uint32_t, BucketKeyHash> bucket_index_;
-  std::unordered_map<uint64_t, Live> live_;  // target pointer -> its sampled allocation
+  // Open addressing (robin hood): at --mem-rate 1 every call of the target comes through
+  // here, and a node-based map's malloc and free per live pointer were a third of the heap
+  // worker's time.
+  tsl::robin_map<BucketKey, uint32_t, BucketKeyHash> bucket_index_;
+  tsl::robin_map<uint64_t, Live, PointerHash> live_;  // target pointer -> its allocation
   std::map<pid_t, std::string> process_names_;
   HeapCounters counters_;
 

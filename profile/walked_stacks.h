@@ -6,9 +6,10 @@
 // uses: the blob publishes an id only after its defining record is committed).
 #pragma once
 
+#include <tsl/robin_map.h>
+
 #include <cstddef>
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 #include "profile/stack_table.h"
@@ -41,8 +42,8 @@ class WalkedStacks {
   struct KeyHash {
     size_t operator()(const Key& k) const { return k.id ^ (k.ring * 0x9E3779B97F4A7C15ULL); }
   };
-  std::unordered_map<Key, StackId, KeyHash> ids_;
-  std::vector<UnwoundFrame> frames_;  // scratch
+  tsl::robin_map<Key, StackId, KeyHash> ids_;  // one lookup per walked record
+  std::vector<UnwoundFrame> frames_;           // scratch
   size_t max_ids_;
   uint64_t unknown_ = 0;
   uint64_t capped_ = 0;

@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config libzydis-dev
-  libdw-dev libelf-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
+  libdw-dev libelf-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev robin-map-dev
   libprotobuf-dev protobuf-compiler zlib1g-dev
   golang-go python3 python3-jsonschema elfutils libc6-dbg lld chromium
   libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0 heaptrack zstd
