@@ -74,8 +74,15 @@ size_t RingReader::drain(const std::function<void(const RecordView&)>& fn, size_
   probe_ctl* c = area_.ctl();
   size_t handed = 0;
   uint64_t consumed = 0;  // at most one ring's worth per call
+  // The head is read again only once the tail has caught up with it: writers CAS that line
+  // for every record, so a load per record moved it to this CPU and back each time. Every
+  // reservation moves the head past its whole record, so whatever starts below a head read
+  // once also ends below it.
+  uint64_t head = tail_;
   while (!gave_up_ && handed < max_records && consumed < size_) {
-    const uint64_t head = at(c->ring_head).load(std::memory_order_acquire);  // the target's
+    if (head == tail_) {
+      head = at(c->ring_head).load(std::memory_order_acquire);  // the target's
+    }
     const uint64_t avail = head - tail_;  // wraps when the head is behind: caught below
     if (avail == 0) {
       break;
