@@ -48,6 +48,7 @@ static int g_sender_pipe[2];
 static atomic_long g_received, g_gaps, g_badinfo, g_regs, g_heap, g_sys;
 static long g_expected;  // main thread only (the handler)
 static atomic_int g_stop;
+static atomic_int g_allocating; /* allocator threads past their first malloc (their arena) */
 static int g_have_avx2;
 
 // ---- signals ---------------------------------------------------------------------------
@@ -186,6 +187,25 @@ static unsigned char pattern(const void* p, size_t n) {
   return (unsigned char)(((uintptr_t)p >> 4) ^ n);
 }
 
+// The process's size in pages (statm's first field), or -1.
+static long statm_pages(void) {
+  long pages = -1;
+  FILE* f = fopen("/proc/self/statm", "r");
+  if (f != NULL) {
+    if (fscanf(f, "%ld", &pages) != 1) {
+      pages = -1;
+    }
+    fclose(f);
+  }
+  return pages;
+}
+
+// RLIMIT_AS 48 MiB above `pages`: room for profctl's code areas, not for its shared area.
+static int set_as_limit(long pages) {
+  struct rlimit lim = {(rlim_t)pages * 4096 + (48u << 20), (rlim_t)pages * 4096 + (48u << 20)};
+  return setrlimit(RLIMIT_AS, &lim);
+}
+
 static void* allocator(void* arg) {
   unsigned seed = (unsigned)(uintptr_t)arg;
   enum { kSlots = 128 };
@@ -210,6 +230,9 @@ static void* allocator(void* arg) {
       continue;
     }
     memset(slot[k], pattern(slot[k], len[k]), len[k]);
+    if (i == 0) {
+      atomic_fetch_add(&g_allocating, 1);
+    }
     if (i % 256 == 0) {
       usleep(500);
     }
@@ -395,26 +418,35 @@ int main(int argc, char** argv) {
   }
   pthread_sigmask(SIG_UNBLOCK, &rt, NULL);
   if (argc > 1 && strcmp(argv[1], "aslimit") == 0) {
-    // Every thread has its stack and malloc arena, and the size has settled: glibc maps an
-    // arena's 128 MiB and unmaps the unaligned half, so a size read in between is 64 MiB
-    // high, and the limit above it would let the 97 MiB area in (seen under a loaded suite).
-    long pages = 0;
-    for (int i = 0; i < 30; ++i) {
-      usleep(100000);
-      long now = 0;
-      FILE* f = fopen("/proc/self/statm", "r");
-      if (f == NULL || fscanf(f, "%ld", &now) != 1) {
-        return 2;
-      }
-      fclose(f);
-      if (now == pages) {
-        break;
-      }
-      pages = now;
+    // The limit goes 48 MiB above the settled size, once every thread runs and both
+    // allocators have their arena. A size read while glibc creates an arena is 64 MiB high
+    // (it maps 128 MiB and unmaps the unaligned half), and a loaded machine can hold a
+    // thread in between for a long time: the smallest of several reads is the settled size,
+    // and for a second after the limit is set a smaller read lowers it again (a limit 64 MiB
+    // too high let the 97 MiB area in, seen under a loaded suite).
+    while (atomic_load(&g_allocating) < 2) {
+      usleep(1000);
     }
-    struct rlimit lim = {(rlim_t)pages * 4096 + (48u << 20), (rlim_t)pages * 4096 + (48u << 20)};
-    if (setrlimit(RLIMIT_AS, &lim) != 0) {
+    long pages = statm_pages();
+    for (int i = 0; i < 10; ++i) {
+      usleep(50000);
+      long now = statm_pages();
+      if (now > 0 && (pages <= 0 || now < pages)) {
+        pages = now;
+      }
+    }
+    if (pages <= 0 || set_as_limit(pages) != 0) {
       return 2;
+    }
+    for (int i = 0; i < 20; ++i) {
+      usleep(50000);
+      long now = statm_pages();
+      if (now > 0 && now < pages) {
+        pages = now;
+        if (set_as_limit(pages) != 0) {
+          return 2;
+        }
+      }
     }
   }
   printf("ready pid=%d sender=%d\n", (int)self, (int)g_sender);
