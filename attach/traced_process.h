@@ -179,6 +179,9 @@ class TracedProcess {
   // stopped at the hit). A declined hit returns from the function at once, as it would have.
   // Leaves the program stopped at `hook` with its byte restored: it runs the `ret` next.
   Result<void> run_to_hook(uint64_t hook, const std::function<bool()>& accept);
+  // How the program ended when run_to_hook or run_to_entry failed because it exited first
+  // (ld.so could not load it): its status, reaped.
+  std::optional<WaitStatus> early_exit() const { return early_exit_; }
 
   // ---- for a ProcessTree ----
 
@@ -307,11 +310,12 @@ class TracedProcess {
   WaitQueue* queue_ = nullptr;
   std::vector<std::shared_ptr<TraceObserver>> observers_;
   bool attached_ = true;
-  bool leader_gone_ = false;        // the main thread exited (pthread_exit): it is not traced
-  pid_t failed_tid_ = 0;            // the thread PTRACE_SEIZE refused
-  size_t left_traced_ = 0;          // see left_traced()
-  StopCollection last_collection_;  // how the last stop_all went (debug log)
-  std::set<pid_t> unresponsive_;    // threads that missed a stop_all deadline, still interrupted
+  std::optional<WaitStatus> early_exit_;  // the program's end inside run_to_breakpoint
+  bool leader_gone_ = false;              // the main thread exited (pthread_exit): it is not traced
+  pid_t failed_tid_ = 0;                  // the thread PTRACE_SEIZE refused
+  size_t left_traced_ = 0;                // see left_traced()
+  StopCollection last_collection_;        // how the last stop_all went (debug log)
+  std::set<pid_t> unresponsive_;  // threads that missed a stop_all deadline, still interrupted
   // Remote syscalls (StoppedWorld::syscall) run as a chain of the target's own code: a
   // `syscall; ret` and a `mov $15, %rax; syscall` (rt_sigreturn). Found once per image.
   struct RemoteChain {

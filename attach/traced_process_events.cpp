@@ -270,6 +270,7 @@ Result<void> TracedProcess::run_to_breakpoint(uint64_t at, const std::function<b
     }
     auto tr = on_status(*ev);
     if (tr.what == Transition::What::kExited && ev->tid == pid_) {
+      early_exit_ = ev->status;
       return Error{"the program exited before " + what};
     }
     if (table_.find(ev->tid) != nullptr && table_.find(ev->tid)->state == TState::kStopped) {

@@ -23,11 +23,18 @@ class UserError : public std::runtime_error {
  public:
   UserError(ExitCode code, std::string message, std::string hint = {})
       : std::runtime_error(std::move(message)), code_(code), hint_(std::move(hint)) {}
+  // `run`'s program ended before the capture could start: profctl exits with the
+  // program's own code (DESIGN "Exit codes": run returns COMMAND's status).
+  UserError(int program_code, std::string message)
+      : std::runtime_error(std::move(message)), code_(ExitCode::kOk), raw_(program_code) {}
   ExitCode code() const { return code_; }
+  // The process exit code: the program's where it has one, else code().
+  int exit_code() const { return raw_ >= 0 ? raw_ : static_cast<int>(code_); }
   const std::string& hint() const { return hint_; }
 
  private:
   ExitCode code_;
+  int raw_ = -1;
   std::string hint_;
 };
 

@@ -108,8 +108,14 @@ class Pipeline {
   // the probes go in when ld.so reports its link map complete (every library mapped and
   // relocated, the allocator found where it binds malloc) and before _dl_init runs a single
   // initializer. A static program has no ld.so: its constructors run after its entry point.
+  // `run`: the program is held where ld.so has loaded its libraries and not yet run a
+  // constructor (its notification of a consistent link map), so that the probes go in
+  // before any of its code runs and the target's modules are read with every library in
+  // them. Read at the first instruction instead, they held the executable and ld.so only,
+  // and a program that lived a few milliseconds could exit before the worker unwound its
+  // samples, when the maps can no longer be re-read: every stack then ended in libc.
   void hold_at_entry() {
-    if (!req_.launch || !out_.plan.any_probes()) {
+    if (!req_.launch) {
       return;
     }
     const pid_t pid = tp_->pid();
@@ -117,10 +123,20 @@ class Pipeline {
     if (hook) {
       auto r = tp_->run_to_hook(*hook, [pid] { return probe::link_map_consistent(pid); });
       if (!r) {
+        if (auto st = tp_->early_exit()) {
+          // ld.so gave up (a missing library: it said why on the program's stderr).
+          const int code =
+              st->kind() == WaitStatus::Kind::kExited ? st->exit_code() : 128 + st->signal();
+          throw UserError(code, "the program ended while the dynamic linker loaded it (exit " +
+                                    std::to_string(code) + "): nothing was captured");
+        }
         throw UserError(ExitCode::kTargetGone, "cannot start the program: " + r.error().message());
       }
-      logger("capture")->debug("probes go in at ld.so's notification, before the constructors");
+      logger("capture")->debug("held at ld.so's notification, before the constructors");
       return;
+    }
+    if (!out_.plan.any_probes()) {
+      return;  // a static program: its modules are all there at its first instruction
     }
     logger("capture")->debug("probes go in at the entry point: {}", hook.error().message());
     if (auto r = tp_->run_to_entry(); !r) {

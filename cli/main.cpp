@@ -68,7 +68,7 @@ int run_main(int argc, char** argv) {
   } catch (const profctl::UserError& e) {
     // Everything that touched the target was restored and detached by RAII on the way here.
     print_error(e.what(), e.hint());
-    return static_cast<int>(e.code());
+    return e.exit_code();
   } catch (const std::exception& e) {
     print_error(std::string("internal error: ") + e.what(),
                 "the target was detached; please report this");

@@ -54,6 +54,7 @@ class BoundedWorker {
   // or the item's bytes would pass the byte bound.
   bool try_push(Item&& item) {
     const size_t bytes = bytes_of_ ? bytes_of_(item) : 0;
+    bool wake = false;
     {
       std::lock_guard lock(mu_);
       if (queue_.size() + in_hand_ >= limits_.max_items ||
@@ -62,8 +63,11 @@ class BoundedWorker {
         return false;
       }
       enqueue(std::move(item), bytes);
+      wake = wake_due();
     }
-    cv_.notify_one();
+    if (wake) {
+      cv_.notify_one();
+    }
     return true;
   }
 
@@ -101,18 +105,29 @@ class BoundedWorker {
       }
     }
     items.clear();
-    cv_.notify_one();
+    bool wake = false;
+    {
+      std::lock_guard lock(mu_);
+      wake = wake_due();
+    }
+    if (wake) {
+      cv_.notify_one();
+    }
   }
 
   // Queues an item that must not be lost, past the bounds if need be (the caller bounds how
   // many such items it pushes).
   void push(Item&& item) {
     const size_t bytes = bytes_of_ ? bytes_of_(item) : 0;
+    bool wake = false;
     {
       std::lock_guard lock(mu_);
       enqueue(std::move(item), bytes);
+      wake = wake_due();
     }
-    cv_.notify_one();
+    if (wake) {
+      cv_.notify_one();
+    }
   }
 
   // Lets the worker drain what is queued and joins it. True for the call that stopped the
@@ -163,7 +178,21 @@ class BoundedWorker {
     for (;;) {
       {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
+        // Items that trickle in (a sample per thread per tick, a thousand ticks a second)
+        // are gathered for up to kLinger: a wake-up per item was a context switch each, on
+        // both sides, most of profctl's context switches at 999 Hz. The first item after
+        // an idle spell wakes the worker; then producers wake it only for a full run (or a
+        // queue at a bound), or finish() does. Nothing the handler needs may depend on the
+        // target still being alive by then (`run` reads the target's modules once ld.so
+        // has loaded its libraries, capture_pipeline.cpp).
+        if (queue_.empty() && !done_) {
+          idle_ = true;
+          cv_.wait(lock, [&] { return done_ || !queue_.empty(); });
+          idle_ = false;
+        }
+        if (!done_ && !run_ready()) {
+          cv_.wait_for(lock, kLinger, [&] { return done_ || run_ready(); });
+        }
         if (queue_.empty()) {
           return;  // done_ and drained
         }
@@ -190,6 +219,16 @@ class BoundedWorker {
     }
   }
   static constexpr size_t kRun = 256;
+  static constexpr std::chrono::milliseconds kLinger{10};
+
+  // A run's worth is waiting, or the queue is at a bound (a producer may be waiting for
+  // room). Under mu_.
+  bool run_ready() const {
+    return queue_.size() >= kRun || queue_.size() + in_hand_ >= limits_.max_items ||
+           queued_bytes_ >= limits_.max_bytes / 2;
+  }
+  // Whether a producer should wake the worker now. Under mu_.
+  bool wake_due() const { return idle_ || run_ready(); }
 
   const Limits limits_;
   const BytesOf bytes_of_;
@@ -201,6 +240,7 @@ class BoundedWorker {
   size_t queued_bytes_ = 0;       // of the queue and the worker's run in hand
   size_t in_hand_ = 0;            // items of the run the worker is handling
   bool done_ = false;
+  bool idle_ = false;  // the worker waits for a first item (no timeout)
   Stats stats_;
   std::thread worker_;  // last: started once everything it uses exists
 };

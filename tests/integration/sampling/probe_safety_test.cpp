@@ -151,10 +151,21 @@ TEST_P(ProbeSafety, SigkillAtAnyMomentNeverHarmsTheTarget) {
     p.signal(SIGKILL);
     if (!p.wait_exit(milliseconds(30000))) {
       const std::string proc = "/proc/" + std::to_string(p.pid());
+      // Which of its threads is still in the kernel, and where (a zombie leader's own
+      // stack is empty: the thread that holds the exit up is another).
+      std::string tasks;
+      std::error_code ec;
+      for (const auto& t : std::filesystem::directory_iterator(proc + "/task", ec)) {
+        const std::string dir = t.path().string();
+        tasks += "task " + t.path().filename().string() + " wchan " +
+                 read_text(dir + "/wchan").value_or("?") + " state " +
+                 read_text(dir + "/stat").value_or("?") + "\n" +
+                 read_text(dir + "/stack").value_or("") + "\n";
+      }
       FAIL() << "round " << round << ": profctl (pid " << p.pid() << ") did not exit after "
              << "SIGKILL: " << read_text(proc + "/status").value_or("(no /proc entry)")
              << "\nwchan " << read_text(proc + "/wchan").value_or("?") << "\n"
-             << read_text(proc + "/stack").value_or("");
+             << read_text(proc + "/stack").value_or("") << tasks;
     }
     ASSERT_TRUE(wait_untraced(target.pid())) << describe_tasks(target.pid());
     ASSERT_TRUE(target.alive()) << "round " << round << " (" << ms << " ms): the target died, "
