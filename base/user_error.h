@@ -3,6 +3,7 @@
 // everything that touched the target has been restored and detached by RAII.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -26,15 +27,17 @@ class UserError : public std::runtime_error {
   // `run`'s program ended before the capture could start: profctl exits with the
   // program's own code (DESIGN "Exit codes": run returns COMMAND's status).
   UserError(int program_code, std::string message)
-      : std::runtime_error(std::move(message)), code_(ExitCode::kOk), raw_(program_code) {}
+      : std::runtime_error(std::move(message)),
+        code_(ExitCode::kTargetGone),
+        program_code_(program_code) {}
   ExitCode code() const { return code_; }
   // The process exit code: the program's where it has one, else code().
-  int exit_code() const { return raw_ >= 0 ? raw_ : static_cast<int>(code_); }
+  int exit_code() const { return program_code_.value_or(static_cast<int>(code_)); }
   const std::string& hint() const { return hint_; }
 
  private:
   ExitCode code_;
-  int raw_ = -1;
+  std::optional<int> program_code_;
   std::string hint_;
 };
 

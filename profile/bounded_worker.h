@@ -78,6 +78,7 @@ class BoundedWorker {
   // that does not fit is dropped and counted, and handed to `dropped` first.
   template <typename Idle, typename Dropped>
   void push_all(std::vector<Item>& items, bool wait, Idle&& idle, Dropped&& dropped) {
+    bool wake = false;
     size_t i = 0;
     while (i < items.size()) {
       {
@@ -98,6 +99,8 @@ class BoundedWorker {
         if (i < items.size()) {
           cv_.notify_one();
           room_.wait_for(lock, std::chrono::milliseconds(1));
+        } else {
+          wake = wake_due();
         }
       }
       if (i < items.size()) {
@@ -105,11 +108,6 @@ class BoundedWorker {
       }
     }
     items.clear();
-    bool wake = false;
-    {
-      std::lock_guard lock(mu_);
-      wake = wake_due();
-    }
     if (wake) {
       cv_.notify_one();
     }

@@ -87,23 +87,6 @@ TEST(ChildProbes, RunRecordsTheForkedChildsAllocationsAndLocksUnderItsPid) {
   EXPECT_TRUE(outputs_valid(dir.path(), {{"heap", {"child_alloc"}}}));
 }
 
-// `run` holds the program where ld.so has loaded its libraries; a program ld.so cannot load
-// ends before that. profctl then exits with the program's own status (ld.so's 127) and says
-// so in one line, whatever the profiles asked for.
-TEST(RunStart, AProgramTheDynamicLinkerCannotLoadGivesItsStatusBack) {
-  PROFCTL_REQUIRE_PROFCTL();
-  for (const char* profiles : {"cpu", "heap,mutex"}) {
-    TempDir dir;
-    RunResult r = run(run_argv({"--profiles", profiles, "-o", dir.path()}, {MISSING_LIB}));
-    EXPECT_EQ(r.exit_code, 127) << profiles << "\n" << r.describe();
-    EXPECT_NE(r.err.find("libheap_ctor_lib.so"), std::string::npos) << r.err;  // ld.so's
-    EXPECT_NE(r.err.find("profctl: the program ended while the dynamic linker loaded it (exit "
-                         "127): nothing was captured"),
-              std::string::npos)
-        << r.err;
-  }
-}
-
 TEST(ChildProbes, AChildIsProbedAgainAfterItsExecFromItsLibrariesConstructors) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
