@@ -83,10 +83,12 @@ class HeapCollector {
 
  private:
   static size_t stack_bytes_of(const AllocEvent& e);
-  void process(Unwinder* unwinder, AllocEvent& e);  // on the worker
+  // On the worker; or on push_all's thread for events without a stack copy (unwinder null)
+  // while the worker waits (BoundedWorker::handle_here).
+  void process(Unwinder* unwinder, AllocEvent& e);
 
   HeapLimits limits_;
-  // Worker-owned until finish().
+  // Worker-owned until finish() (lent to push_all's thread by handle_here).
   HeapTracker tracker_;
   StackTable stacks_;
   WalkedStacks walked_;

@@ -890,28 +890,52 @@ static int enter_alloc(struct probe_ctl* c, struct probe_call* call, uint64_t si
   return begin_call(c, call, s, PROBE_REC_ALLOC, size);
 }
 
-static int enter_free(struct probe_ctl* c, struct probe_call* call) {
+/* At --mem-rate 1 every allocation is recorded, so every free is too: no table of sampled
+ * pointers to keep (its CAS and filter counter on every call, and a cache miss in a large
+ * table, were a quarter of the target's time at that rate). A free of a pointer allocated
+ * before the attach then reaches profctl, which counts it as not charged. */
+static inline int records_all(struct probe_ctl* c) {
+  return LOAD(&c->mem_rate) == 1;
+}
+
+/* A free is recorded here, before the memory is released: once it is, another thread can
+ * get the same address from the allocator and record its allocation, which must come
+ * after this free in the ring. No frame of ours stays under the call (returns 0). */
+static int enter_free(struct probe_ctl* c, struct probe_call* call, uint32_t site) {
   uint64_t p = call->rdi;
   if (p == 0) {
     return 0;
   }
-  int64_t at = ptr_find(c, p);
-  if (LIKELY(at < 0)) {
-    return 0;
+  const int all = records_all(c);
+  int64_t at = -1;
+  if (!all) {
+    at = ptr_find(c, p);
+    if (LIKELY(at < 0)) {
+      return 0;
+    }
   }
   struct probe_thread_slot* s = thread_slot(c);
   if (!s || s->depth != 0) {
     return 0;
   }
-  /* Remove before the memory is released: afterwards another thread may get the same
-   * address and insert it again. */
-  if (!begin_call(c, call, s, PROBE_REC_FREED, 0)) {
+  long pid = current_pid();
+  if (pid != LOAD(&c->owner_pid)) {
+    COUNT(c, foreign_pid_events);
     return 0;
   }
-  if (!ptr_remove_at(c, at, p)) {
-    call->state = 0; /* another thread freed it first (a double free): no record */
+  if (!all && !ptr_remove_at(c, at, p)) {
+    return 0; /* another thread freed it first (a double free): no record */
   }
-  return 1;
+  struct rec_in in = {0};
+  in.kind = PROBE_KIND_FREE;
+  in.flags = PROBE_REC_FREED;
+  in.site = site;
+  in.pid = (int32_t)pid;
+  in.args[0] = p;
+  depth_add(s, 1); /* a signal handler's allocation meanwhile stays quiet, as in a call */
+  write_record_in(c, s, &in, 0);
+  depth_add(s, -1);
+  return 0;
 }
 
 /* realloc and reallocarray. glibc's realloc(NULL, n) enters malloc and realloc(p, 0)
@@ -924,7 +948,7 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
   if (!s || s->depth != 0) {
     return 0;
   }
-  int64_t at = old ? ptr_find(c, old) : -1;
+  int64_t at = !old ? -1 : records_all(c) ? INT64_MAX : ptr_find(c, old);
   int sampled = size != 0 && size != UINT64_MAX && sample_alloc(c, s, size);
   uint64_t state = (at >= 0 ? PROBE_REC_FREED : 0) | (sampled ? PROBE_REC_ALLOC : 0);
   if (state == 0 && !always_nests && old != 0 && size != 0) {
@@ -937,7 +961,7 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
   } else {
     guard_call(call, s, size);
   }
-  if (at >= 0 && !ptr_remove_at(c, at, old)) {
+  if (at >= 0 && at != INT64_MAX && !ptr_remove_at(c, at, old)) {
     call->state &= ~(uint64_t)PROBE_REC_FREED;
   }
   return 1;
@@ -1254,7 +1278,7 @@ int probe_enter(struct probe_call* call, uint32_t site) {
     case PROBE_KIND_POSIX_MEMALIGN:
       return enter_alloc(c, call, call->rdx, nests);
     case PROBE_KIND_FREE:
-      return enter_free(c, call);
+      return enter_free(c, call, site);
     case PROBE_KIND_REALLOC:
       return enter_realloc(c, call, call->rdi, call->rsi, nests);
     case PROBE_KIND_REALLOCARRAY:
@@ -1277,7 +1301,7 @@ static void exit_alloc(struct probe_ctl* c, uint32_t site, struct probe_frame* f
   uint64_t state = f->call.state;
   if ((state & PROBE_REC_ALLOC) && ptr != 0) {
     flags |= PROBE_REC_ALLOC;
-    if (!ptr_insert(c, ptr)) {
+    if (!records_all(c) && !ptr_insert(c, ptr)) {
       flags |= PROBE_REC_PTR_NOT_TRACKED;
     }
   }
@@ -1295,10 +1319,7 @@ void probe_exit(struct probe_frame* f, uint32_t site) {
   uint64_t ret = f->call.rax;
   switch (kind) {
     case PROBE_KIND_FREE:
-      if (f->call.state & PROBE_REC_FREED) {
-        write_record(c, site, f, kind, PROBE_REC_FREED, 0, 0);
-      }
-      break;
+      break; /* recorded at the entry (enter_free), which keeps no frame */
     case PROBE_KIND_POSIX_MEMALIGN: {
       uint64_t ptr = 0;
       if ((uint32_t)ret == 0 && f->call.rdi != 0) {
@@ -1311,7 +1332,9 @@ void probe_exit(struct probe_frame* f, uint32_t site) {
     case PROBE_KIND_REALLOCARRAY:
       if ((f->call.state & PROBE_REC_FREED) && ret == 0 && f->call.value != 0) {
         /* Failed: the old block is still live and still sampled. */
-        ptr_insert(c, f->call.rdi);
+        if (!records_all(c)) {
+          ptr_insert(c, f->call.rdi);
+        }
         f->call.state &= ~(uint64_t)PROBE_REC_FREED;
       }
       exit_alloc(c, site, f, kind, ret);

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <memory>
 #include <thread>
@@ -161,6 +162,42 @@ TEST(BoundedWorker, FactoryAndHandlerRunOnTheWorkerThread) {
   EXPECT_EQ(h.ctx->handled_on,
             (std::vector<std::thread::id>{h.ctx->made_on, h.ctx->made_on, h.ctx->made_on}))
       << "every item is handled with the factory's context, on the thread that made it";
+}
+
+// handle_here: a producer handles items itself, on its own thread, only when the worker
+// holds nothing (queued or in hand), so that push order is kept across both paths.
+TEST(BoundedWorker, HandleHereRunsOnTheCallerOnlyWhenTheWorkerHoldsNothing) {
+  Harness h({});
+  for (int i = 0; i < 3; ++i) {
+    h.worker->push(int{i});
+  }
+  std::vector<std::thread::id> direct_on;
+  auto direct = [&](int& item) {
+    h.ctx->seen.push_back(item);
+    direct_on.push_back(std::this_thread::get_id());
+  };
+  std::vector<int> batch = {10, 11};
+  EXPECT_FALSE(h.worker->handle_here(batch, direct)) << "items are queued before these";
+  EXPECT_EQ(batch, (std::vector<int>{10, 11})) << "a refused batch is left as it was";
+  h.release();
+  // The worker has taken and handled the three (and given them back) at some point.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool handled_here = false;
+  while (!handled_here && std::chrono::steady_clock::now() < deadline) {
+    if (h.handled.load(std::memory_order_acquire) == 3) {
+      handled_here = h.worker->handle_here(batch, direct);
+    }
+    std::this_thread::yield();
+  }
+  ASSERT_TRUE(handled_here);
+  EXPECT_TRUE(batch.empty());
+  EXPECT_EQ(direct_on, (std::vector<std::thread::id>{std::this_thread::get_id(),
+                                                     std::this_thread::get_id()}));
+  h.worker->push(int{20});
+  h.worker->push(int{21});
+  h.worker->finish();
+  EXPECT_EQ(h.ctx->seen, (std::vector<int>{0, 1, 2, 10, 11, 20, 21}));
+  EXPECT_EQ(h.handled.load(), 5u) << "the worker handled only what was queued";
 }
 
 TEST(BoundedWorker, DestructionWithoutFinishStillDrains) {
