@@ -310,6 +310,10 @@ static struct probe_record* ring_reserve(struct probe_ctl* c, uint64_t len) {
   if (len > size / 2) {
     return 0;
   }
+  /* Every writer CASes the head's line, so it is usually in another CPU's cache: a plain
+   * load fetched it shared and the CAS then had to take it again for writing. prefetchw
+   * asks for it writable once (a no-op on CPUs without it: the 0F 0D opcode is a NOP). */
+  __asm__ volatile("prefetchw %0" : : "m"(c->ring_head));
   for (int attempt = 0; attempt < 64; ++attempt) {
     uint64_t head = LOAD_ACQ(&c->ring_head);
     uint64_t tail = LOAD_ACQ(&c->ring_tail);
