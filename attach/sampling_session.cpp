@@ -111,6 +111,7 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   res_.pauses_ns.push_back(ev.held_ns);
   res_.stop_latencies_ns.push_back(ev.stop_ns);
   ts->have_stack = true;
+  ts->verify_by_reads = true;
   // The run time at the stop, not at the request: getting into our stop (and out of it) is
   // run time too. A thread that has not had a CPU since is not stopped again: one that waits
   // longer than a tick for a CPU would otherwise be stopped at every tick and only ever run
@@ -423,6 +424,9 @@ void SamplingSession::tick_thread(pid_t tid) {
     reuse(tid, s, *ts);
     return;
   }
+  if (perf_ && tick_from_switches(tid, *ts, s)) {
+    return;
+  }
   auto sched = read_schedstat(ts->schedstat);
   if (!sched) {
     return;  // exiting
@@ -450,6 +454,27 @@ void SamplingSession::tick_thread(pid_t tid) {
   if (!tp_.request_sample(tid)) {
     pending_.erase(tid);  // gone: its exit arrives as an event
   }
+}
+
+bool SamplingSession::tick_from_switches(pid_t tid, ThreadState& ts, ThreadSample& s) {
+  const RunState rs = perf_->run_state(tid);
+  const bool ran = rs.ins != ts.seen_ins;
+  ts.seen_ins = rs.ins;
+  if (!rs.known || !ts.have_stack || ts.verify_by_reads) {
+    ts.verify_by_reads = false;
+    return false;
+  }
+  if (!ran && !rs.runnable) {
+    // Asleep since its last look: on the same stack. The reads' idle backoff is not needed
+    // here (this look costs no syscall).
+    reuse(tid, s, ts);
+    return true;
+  }
+  if (!rs.runnable) {
+    return false;  // ran, then slept: its new stack needs a stop (the reads decide)
+  }
+  ts.state = 'R';
+  return wall_from_held(ts, s, std::nullopt);
 }
 
 bool SamplingSession::parked_on_last_stack(pid_t tid, ThreadState& ts) {
@@ -654,12 +679,21 @@ void SamplingSession::flush_records(pid_t tid, ThreadState& ts) {
 // that is no longer running is sampled as any other (its place is where it waits).
 bool SamplingSession::wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s,
                                        uint64_t run_ns) {
-  constexpr uint64_t kMaxOwedNs = 250'000'000;
   (void)parked_on_last_stack(tid, ts);  // reads its name and state
   if (ts.state != 'R') {
     flush_records(tid, ts);
     return false;
   }
+  if (wall_from_held(ts, s, run_ns)) {
+    return true;
+  }
+  flush_records(tid, ts);
+  return false;
+}
+
+bool SamplingSession::wall_from_held(ThreadState& ts, ThreadSample& s,
+                                     std::optional<uint64_t> run_ns) {
+  constexpr uint64_t kMaxOwedNs = 250'000'000;
   if (ts.held) {
     ThreadSample& h = *ts.held;
     h.for_wall = true;
@@ -669,7 +703,9 @@ bool SamplingSession::wall_from_record(pid_t tid, ThreadState& ts, ThreadSample&
     ts.wall_owed_ns = 0;
     ts.ticks_owed = 0;
     ts.have_stack = true;
-    ts.last_run_ns = run_ns;
+    if (run_ns) {
+      ts.last_run_ns = *run_ns;
+    }
     ts.last_sp = h.snap->regs.rsp;
     ts.last_pc = h.snap->regs.rip;
     ts.idle_streak = 0;
@@ -683,7 +719,6 @@ bool SamplingSession::wall_from_record(pid_t tid, ThreadState& ts, ThreadSample&
     ++ts.ticks_owed;
     return true;
   }
-  flush_records(tid, ts);
   return false;
 }
 

@@ -127,6 +127,11 @@ class SamplingSession : private TraceObserver {
     // CPU the thread used before its clock was armed (it was born since the last tick):
     // added to its first record's weight.
     uint64_t clock_unseen_ns = 0;
+    // perf records' switch count at the last look (RunState::ins), and whether the next
+    // look must read /proc all the same: after a stop of ours, whose own switches (into the
+    // stop and out, to restart its syscall) say nothing about the thread's code.
+    uint64_t seen_ins = 0;
+    bool verify_by_reads = true;
   };
   // A sample asked for whose stop has not arrived yet.
   struct Pending {
@@ -143,6 +148,13 @@ class SamplingSession : private TraceObserver {
   // Reads the thread's name and state. True when its run time moved but it is still on the
   // stack of its last snapshot (blocked where it was, or job-control stopped): no stop.
   bool parked_on_last_stack(pid_t tid, ThreadState& ts);
+  // With perf records' switch state: true when the tick's wall sample is settled without
+  // reading /proc (the thread slept since its last look: its last stack; or it is on a CPU
+  // or waiting for one: its cpu record, as wall_from_record).
+  bool tick_from_switches(pid_t tid, ThreadState& ts, ThreadSample& s);
+  // A running thread's wall sample from its held cpu record, or owed to its next one (up to
+  // 250 ms); false when neither (it needs a stop). run_ns: its schedstat run time, if read.
+  bool wall_from_held(ThreadState& ts, ThreadSample& s, std::optional<uint64_t> run_ns);
   // At each sample's stop, before the thread runs again: how many times the kernel has
   // given it a CPU (complete() compares it with the count when the sample was asked).
   void on_sample(Snapshot& snap) override;

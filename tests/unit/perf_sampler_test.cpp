@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -150,6 +152,79 @@ TEST(PerfSampler, AThreadThatDoesNotRunMakesNoRecords) {
   sleeper.join();
   // Ten wake-ups of microseconds each: far less than one 1 ms period of CPU.
   EXPECT_LE(n, 1u);
+}
+
+// The switch records: a thread asleep is not runnable and its switch-in count stands still;
+// once it wakes and spins it is runnable and the count has moved.
+TEST(PerfSampler, SwitchRecordsSayWhetherAThreadRunsOrSleeps) {
+  std::atomic<int> phase{0};  // 0 naps, 2 one long wait, 1 spin, 3 exit
+  std::atomic<pid_t> tid{0};
+  std::thread t([&] {
+    tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+    for (int p = phase.load(); p != 3; p = phase.load()) {
+      if (p == 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      } else if (p == 2) {
+        phase.wait(2);  // a futex wait until the test moves on
+      }  // 1: spin
+    }
+  });
+  while (tid.load() == 0) {
+    std::this_thread::yield();
+  }
+  PerfSampler sampler(10'000'000, 1024);
+  auto finish = [&] {
+    phase = 3;
+    phase.notify_all();
+    t.join();
+  };
+  if (auto r = sampler.add(tid.load()); !r) {
+    finish();
+    GTEST_SKIP() << "perf events refused here: " << r.error().message();
+  }
+  // Drained every 5 ms, as the session does at its ticks (the ring holds a few records).
+  auto wait_ms = [&](int ms) {
+    for (int i = 0; i < ms / 5; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      sampler.drain(tid.load(), [](PerfSample&&) {});
+    }
+  };
+  auto state = [&] {
+    sampler.drain(tid.load(), [](PerfSample&&) {});
+    return sampler.run_state(tid.load());
+  };
+  wait_ms(100);
+  const RunState napping = state();
+  if (!napping.known) {
+    finish();
+    // Switch records came with Linux 4.3: a newer kernel that gives none is a failure.
+    utsname u{};
+    int major = 0;
+    int minor = 0;
+    ASSERT_EQ(uname(&u), 0);
+    ASSERT_EQ(std::sscanf(u.release, "%d.%d", &major, &minor), 2);
+    ASSERT_TRUE(major < 4 || (major == 4 && minor < 3)) << "no switch records on " << u.release;
+    GTEST_SKIP() << "no context switch records on this kernel";
+  }
+  EXPECT_GT(napping.ins, 10u) << "a hundred 1 ms naps, each a switch in";
+  phase = 2;
+  wait_ms(100);
+  const RunState asleep = state();
+  wait_ms(200);
+  const RunState still = state();
+  EXPECT_TRUE(asleep.known);
+  EXPECT_FALSE(asleep.runnable);
+  EXPECT_FALSE(still.runnable);
+  EXPECT_EQ(still.ins, asleep.ins) << "a thread asleep is not switched in";
+  phase = 1;
+  phase.notify_all();
+  wait_ms(100);
+  const RunState spinning = state();
+  finish();
+  EXPECT_TRUE(spinning.known);
+  EXPECT_TRUE(spinning.runnable) << "on a CPU, or preempted while runnable";
+  EXPECT_GT(spinning.ins, still.ins);
+  EXPECT_EQ(sampler.lost(), 0u);
 }
 
 }  // namespace
