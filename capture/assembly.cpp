@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "capture/assembly.h"
 
+#include "base/log.h"
 #include "report/profile_loss.h"
 
 namespace profctl {
@@ -11,9 +12,16 @@ Assembly::Assembly(Capture& c, PipelineResult& run, const CaptureSettings& setti
       run_(run),
       settings_(settings),
       symbolize_(symbolize),
-      sym_(*run.dwfl, symbolize) {}
+      shared_frames_(std::make_shared<SharedFrames>()),
+      sym_(*run.dwfl, symbolize, shared_frames_) {}
 
-Assembly::~Assembly() = default;
+Assembly::~Assembly() {
+  if (shared_frames_->hits() + shared_frames_->misses() > 0) {
+    logger("symbolize")->debug(
+        "symbols: {} pcs named from another image of the same file, {} computed ({} images)",
+        shared_frames_->hits(), shared_frames_->misses(), space_syms_.size() + 1);
+  }
+}
 
 Symbolizer& Assembly::symbolizer_for(uint32_t space) {
   auto d = run_.spaces.find(space);
@@ -22,7 +30,7 @@ Symbolizer& Assembly::symbolizer_for(uint32_t space) {
   }
   auto& s = space_syms_[space];
   if (!s) {
-    s = std::make_unique<Symbolizer>(*d->second, symbolize_);
+    s = std::make_unique<Symbolizer>(*d->second, symbolize_, shared_frames_);
   }
   return *s;
 }

@@ -57,6 +57,7 @@ class Assembly {
   PipelineResult& run_;
   const CaptureSettings& settings_;
   SymbolizeOptions symbolize_;
+  std::shared_ptr<SharedFrames> shared_frames_;  // every space's symbolizer shares it
   Symbolizer sym_;
   std::map<uint32_t, std::unique_ptr<Symbolizer>> space_syms_;
   std::optional<UnwoundWorld> world_;

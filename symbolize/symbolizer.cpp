@@ -286,6 +286,9 @@ struct KeyHash {
 struct Symbolizer::Impl {
   TargetDwfl& target;
   SymbolizeOptions opts;
+  std::shared_ptr<SharedFrames> shared;
+  // Per module (name and start): its file's key in `shared`, "" when it has no build-id.
+  std::unordered_map<std::string, std::string> file_keys;
   // Node-based, so references handed out stay valid as the cache grows.
   std::unordered_map<Key, std::vector<Frame>, KeyHash> cache;
   // Per module, by name and start: a Dwfl_Module* dies when a refresh drops the module.
@@ -295,6 +298,8 @@ struct Symbolizer::Impl {
   const ModuleNames& module_names(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
   const CuIndex& cu_index(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
   std::vector<Frame> compute(uint64_t pc, bool activation);
+  std::vector<Frame> compute_in(Dwfl_Module* mod, uint64_t pc, Dwarf_Addr a);
+  const std::string& file_key(Dwfl_Module* mod, std::string_view name, Dwarf_Addr start);
 
   // The compile unit that holds `a`, and the bias of its addresses.
   struct CuAt {
@@ -310,8 +315,9 @@ struct Symbolizer::Impl {
                          SourcePos& pos, std::vector<Frame>& frames) const;
 };
 
-Symbolizer::Symbolizer(TargetDwfl& dwfl, SymbolizeOptions opts)
-    : impl_(std::make_unique<Impl>(Impl{dwfl, opts, {}, {}, {}})) {}
+Symbolizer::Symbolizer(TargetDwfl& dwfl, SymbolizeOptions opts,
+                       std::shared_ptr<SharedFrames> shared)
+    : impl_(std::make_unique<Impl>(Impl{dwfl, opts, std::move(shared), {}, {}, {}, {}})) {}
 
 Symbolizer::~Symbolizer() = default;
 
@@ -400,8 +406,7 @@ void Symbolizer::Impl::walk_inline_chain(Dwarf_Die* fn, const std::optional<ElfS
   std::free(chain);
 }
 
-// Phases: the module and offset; a PLT entry (done); the ELF symbol and function start;
-// file:line; the CU, then the inline chain from the innermost function to its subprogram.
+// The frames at pc: from the shared frames of its file when another image computed them.
 std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
   // A caller's pc is a return address: the call is the instruction before it, and the
   // return address itself can belong to the next line or even the next function
@@ -411,6 +416,68 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
   if (mod == nullptr) {
     return unknown_module_frame(pc);
   }
+  if (!shared) {
+    return compute_in(mod, pc, a);
+  }
+  Dwarf_Addr start = 0;
+  const char* modname =
+      dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
+  std::string_view name = modname != nullptr ? modname : "";
+  const std::string& file = file_key(mod, name, start);
+  Dwarf_Addr bias = 0;
+  if (file.empty() || dwfl_module_getelf(mod, &bias) == nullptr || pc < bias) {
+    return compute_in(mod, pc, a);
+  }
+  // The file's frames at this ELF address (the same in every image that maps the file);
+  // pc and module path are this image's.
+  std::string key = file;
+  key += std::to_string(pc - bias);
+  key += activation ? 'a' : 'r';
+  std::vector<Frame> frames;
+  if (auto it = shared->frames_.find(key); it != shared->frames_.end()) {
+    ++shared->hits_;
+    frames = it->second;
+  } else {
+    ++shared->misses_;
+    frames = compute_in(mod, pc, a);
+    shared->frames_.emplace(std::move(key), frames);
+  }
+  const std::string module = name.starts_with("[vdso") ? "[vdso]" : std::string(name);
+  for (Frame& f : frames) {
+    f.pc = pc;
+    f.module = module;
+  }
+  return frames;
+}
+
+// "b:<build-id hex>:" for a module with a build-id, else "" (not shared: two files at one
+// path in two images may differ).
+const std::string& Symbolizer::Impl::file_key(Dwfl_Module* mod, std::string_view name,
+                                              Dwarf_Addr start) {
+  std::string key = std::string(name) + '\0' + std::to_string(start);
+  auto it = file_keys.find(key);
+  if (it != file_keys.end()) {
+    return it->second;
+  }
+  std::string file;
+  const unsigned char* bits = nullptr;
+  GElf_Addr vaddr = 0;
+  const int len = dwfl_module_build_id(mod, &bits, &vaddr);
+  if (len > 0 && bits != nullptr) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    file = "b:";
+    for (int i = 0; i < len; ++i) {
+      file += kHex[bits[i] >> 4];
+      file += kHex[bits[i] & 15];
+    }
+    file += ':';
+  }
+  return file_keys.emplace(std::move(key), std::move(file)).first->second;
+}
+
+// Phases: the module and offset; a PLT entry (done); the ELF symbol and function start;
+// file:line; the CU, then the inline chain from the innermost function to its subprogram.
+std::vector<Frame> Symbolizer::Impl::compute_in(Dwfl_Module* mod, uint64_t pc, Dwarf_Addr a) {
   Frame phys;
   phys.pc = pc;
   Dwarf_Addr start = 0;

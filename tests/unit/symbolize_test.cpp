@@ -5,6 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -288,6 +291,69 @@ TEST(TargetDwfl, AZombiesSavedMapsStillNameItsFunctions) {
   const std::vector<Frame>& frames = s.symbolize(pc, /*activation=*/true);
   ASSERT_FALSE(frames.empty());
   EXPECT_EQ(frames.back().function, "zombie_marker") << describe(frames);
+}
+
+// Two images that map one file share its frames (SharedFrames): two `sleep` processes, each
+// with libc where its own ASLR put it. The second image's lookup is a hit and gives what its
+// own Symbolizer would compute, with its own pc.
+TEST(Symbolize, ImagesOfOneFileShareItsFrames) {
+  struct Sleeper {
+    pid_t pid = -1;
+    ~Sleeper() {
+      if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+  } one, two;
+  for (Sleeper* s : {&one, &two}) {
+    s->pid = fork();
+    ASSERT_GE(s->pid, 0);
+    if (s->pid == 0) {
+      execl("/bin/sleep", "sleep", "60", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+  }
+  // Until each has exec'd and mapped its libc.
+  std::unique_ptr<TargetDwfl> a;
+  std::unique_ptr<TargetDwfl> b;
+  std::unique_ptr<TargetDwfl> b_alone;
+  std::optional<testing::SymbolAt> in_one;
+  std::optional<testing::SymbolAt> in_two;
+  for (int i = 0; i < 1000 && !(in_one && in_two); ++i) {
+    usleep(10000);
+    auto ta = TargetDwfl::for_process(one.pid, {});
+    auto tb = TargetDwfl::for_process(two.pid, {});
+    auto tc = TargetDwfl::for_process(two.pid, {});
+    if (!ta.ok() || !tb.ok() || !tc.ok()) {
+      continue;
+    }
+    a = std::move(ta).value();
+    b = std::move(tb).value();
+    b_alone = std::move(tc).value();
+    in_one = find_symbol(a->get(), "libc.so", "getppid");
+    in_two = find_symbol(b->get(), "libc.so", "getppid");
+  }
+  ASSERT_TRUE(in_one && in_two) << "no getppid in the sleepers' libc";
+  auto shared = std::make_shared<SharedFrames>();
+  Symbolizer sa(*a, {}, shared);
+  Symbolizer sb(*b, {}, shared);
+  Symbolizer unshared(*b_alone, {});
+  const uint64_t pc_one = in_one->addr + 1;
+  const uint64_t pc_two = in_two->addr + 1;
+  const std::vector<Frame> got_one = sa.symbolize(pc_one, /*activation=*/true);
+  EXPECT_EQ(shared->misses(), 1u);
+  EXPECT_EQ(shared->hits(), 0u);
+  const std::vector<Frame> got_two = sb.symbolize(pc_two, /*activation=*/true);
+  EXPECT_EQ(shared->hits(), 1u) << "the second image reads nothing of libc";
+  const std::vector<Frame>& own = unshared.symbolize(pc_two, /*activation=*/true);
+  ASSERT_FALSE(got_two.empty());
+  EXPECT_EQ(got_two, own) << describe(got_two) << "against\n" << describe(own);
+  EXPECT_EQ(got_two.back().function, "getppid") << describe(got_two);
+  EXPECT_EQ(got_two.back().pc, pc_two);
+  ASSERT_EQ(got_one.size(), got_two.size());
+  EXPECT_EQ(got_one.back().pc, pc_one);
+  EXPECT_EQ(got_one.back().offset, got_two.back().offset);
 }
 
 }  // namespace
