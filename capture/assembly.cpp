@@ -16,10 +16,11 @@ Assembly::Assembly(Capture& c, PipelineResult& run, const CaptureSettings& setti
       sym_(*run.dwfl, symbolize, shared_frames_) {}
 
 Assembly::~Assembly() {
-  if (shared_frames_->hits() + shared_frames_->misses() > 0) {
-    logger("symbolize")->debug(
-        "symbols: {} pcs named from another image of the same file, {} computed ({} images)",
-        shared_frames_->hits(), shared_frames_->misses(), space_syms_.size() + 1);
+  const SharedFrames& f = *shared_frames_;
+  if (f.hits() + f.misses() > 0) {
+    auto log = logger("symbolize");
+    log->debug("symbols: {} pcs named from another image of the same file, {} computed ({} images)",
+               f.hits(), f.misses(), space_syms_.size() + 1);
   }
 }
 

@@ -276,8 +276,8 @@ class BoundedWorker {
   size_t queued_bytes_ = 0;       // of the queue and the worker's run in hand
   size_t in_hand_ = 0;            // items of the run the worker is handling
   bool done_ = false;
-  bool idle_ = false;    // the worker waits for a first item (no timeout)
-  bool direct_ = false;  // a producer is handling items itself (handle_here)
+  bool idle_ = false;           // the worker waits for a first item (no timeout)
+  bool direct_ = false;         // a producer is handling items itself (handle_here)
   bool direct_waiter_ = false;  // the worker waits for that to end
   Stats stats_;
   std::thread worker_;  // last: started once everything it uses exists

@@ -31,8 +31,8 @@ void HeapCollector::push_all(std::vector<AllocEvent>& batch, bool wait,
                              const std::function<void()>& idle) {
   // Events that need no unwinding (walked stacks, frees) are handled on the calling thread
   // when nothing is queued before them (BoundedWorker::handle_here).
-  const bool cheap =
-      std::none_of(batch.begin(), batch.end(), [](const AllocEvent& e) { return e.snap != nullptr; });
+  const bool cheap = std::none_of(batch.begin(), batch.end(),
+                                  [](const AllocEvent& e) { return e.snap != nullptr; });
   if (cheap && queue_.handle_here(batch, [this](AllocEvent& e) { process(nullptr, e); })) {
     return;
   }

@@ -35,7 +35,7 @@ struct AllocEvent {
   pid_t tid = 0;
   pid_t pid = 0;                      // kAlloc: the process, when the capture follows several
   uint32_t space = 0;                 // kAlloc: its image, when not the target's (an exec'd child)
-  std::unique_ptr<Snapshot> snap;       // kAlloc: at the allocating function's entry
+  std::unique_ptr<Snapshot> snap;     // kAlloc: at the allocating function's entry
   std::optional<WalkedStack> walked;  // kAlloc: the stack as the target walked it (no snap)
 };
 

@@ -191,8 +191,8 @@ TEST(BoundedWorker, HandleHereRunsOnTheCallerOnlyWhenTheWorkerHoldsNothing) {
   }
   ASSERT_TRUE(handled_here);
   EXPECT_TRUE(batch.empty());
-  EXPECT_EQ(direct_on, (std::vector<std::thread::id>{std::this_thread::get_id(),
-                                                     std::this_thread::get_id()}));
+  EXPECT_EQ(direct_on,
+            (std::vector<std::thread::id>{std::this_thread::get_id(), std::this_thread::get_id()}));
   h.worker->push(int{20});
   h.worker->push(int{21});
   h.worker->finish();

@@ -117,7 +117,8 @@ TEST(PerfSampler, RecordsCarryRegistersAndStackOncePerPeriodOfCpu) {
     EXPECT_LE(s.snap.stack_size, 8192u);
     // The copy is of the thread's own stack: the marker sits where spin_for put it (a record
     // taken once it returned sees what later calls wrote there).
-    if (s.time_ns < g_spun_at.load() && marker_at >= s.snap.stack_base && marker_at + 8 <= s.snap.stack_base + s.snap.stack_size) {
+    if (s.time_ns < g_spun_at.load() && marker_at >= s.snap.stack_base &&
+        marker_at + 8 <= s.snap.stack_base + s.snap.stack_size) {
       uint64_t v = 0;
       std::memcpy(&v, s.snap.stack_bytes.get() + (marker_at - s.snap.stack_base), 8);
       EXPECT_EQ(v, kMarker);
@@ -166,7 +167,7 @@ TEST(PerfSampler, SwitchRecordsSayWhetherAThreadRunsOrSleeps) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       } else if (p == 2) {
         phase.wait(2);  // a futex wait until the test moves on
-      }  // 1: spin
+      }                 // 1: spin
     }
   });
   while (tid.load() == 0) {
