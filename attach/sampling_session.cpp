@@ -112,6 +112,9 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   res_.stop_latencies_ns.push_back(ev.stop_ns);
   ts->have_stack = true;
   ts->verify_by_reads = true;
+  if (opts_.on_sample_pc) {
+    opts_.on_sample_pc(ts->pid, ev.sample->regs.rip);
+  }
   // The run time at the stop, not at the request: getting into our stop (and out of it) is
   // run time too. A thread that has not had a CPU since is not stopped again: one that waits
   // longer than a tick for a CPU would otherwise be stopped at every tick and only ever run
@@ -633,6 +636,9 @@ void SamplingSession::recorded(PerfSample&& ps, uint32_t space) {
   s.for_wall = false;
   ps.snap.space = space != 0 ? space : tp_.space_of(ps.tid);
   tp_.note_space(ps.pid, ps.snap.space);
+  if (opts_.on_sample_pc) {
+    opts_.on_sample_pc(ps.pid, ps.snap.regs.rip);
+  }
   if (ts != nullptr) {
     s.name = name_of(*ts);
     stamp(s, *ts);

@@ -9,6 +9,7 @@
 #include "base/user_error.h"
 #include "capture/hottest_function.h"
 #include "probe/startup_hook.h"
+#include "unwind/module_refresh.h"
 #include "unwind/table_unwinder.h"
 
 namespace profctl {
@@ -61,6 +62,7 @@ class Pipeline {
   PipelineResult run(const std::atomic<bool>& stop) {
     hold_at_entry();
     out_.dwfl = modules_of(*tp_, req_.dwfl);
+    out_.dwfl->share_maps(maps_memo_);
     start_collector();
     start_probes();
     auto tree = std::make_unique<ProcessTree>(*tp_, req_.tree);
@@ -151,6 +153,7 @@ class Pipeline {
     copts.process_labels = req_.tree.follow;
     // The factory owns what its unwinder reads: released when the worker thread ends.
     std::shared_ptr<TargetDwfl> wd = modules_of(*tp_, req_.dwfl);
+    wd->share_maps(maps_memo_);
     worker_spaces_ = std::make_shared<SpaceModules>(req_.dwfl);
     std::shared_ptr<SpaceModules> ws = worker_spaces_;
     out_.collector = std::make_unique<Collector>(
@@ -172,6 +175,7 @@ class Pipeline {
     // By the record's space: a followed child's new image after an exec has its own.
     auto unwinder_on = [&]() -> ProbeCapture::UnwinderFactory {
       std::shared_ptr<TargetDwfl> dp = modules_of(*tp_, req_.dwfl);
+      dp->share_maps(maps_memo_);
       std::shared_ptr<SpaceModules> ws = worker_spaces_;
       if (!req_.tree.follow) {
         return [dp]() -> std::unique_ptr<Unwinder> { return std::make_unique<TableUnwinder>(*dp); };
@@ -241,6 +245,15 @@ class Pipeline {
     }
     TargetDwfl* td = out_.dwfl.get();
     SpaceModules* ws = worker_spaces_.get();
+    // A sample's pc in no module of the target: a library loaded since the last look. Its
+    // maps are read now, while the target lives, into the memo the workers fall back on
+    // when they unwind the sample after the target has exited.
+    auto refresh = std::make_shared<ModuleRefresh>(*td);
+    sopts.on_sample_pc = [td, refresh, root = tp_->space_pid()](pid_t pid, uint64_t pc) {
+      if (pid == root && !td->has_module_at(pc)) {
+        (void)(*refresh)(pc);
+      }
+    };
     sopts.on_maps_check = [td, ws, &tree] {
       (void)td->refresh();
       // Libraries loaded since a followed image's first sample (its dynamic loader was
@@ -311,6 +324,9 @@ class Pipeline {
     tp_.reset();
     phase("unwinding the last samples");
     out_.collector->finish();
+    // Libraries the target loaded since the sampler last looked, for symbolizing: from its
+    // maps if it still runs, else from the newest text one of its readers saw (MapsMemo).
+    (void)out_.dwfl->refresh();
     load_spaces();
   }
 
@@ -339,6 +355,8 @@ class Pipeline {
   const PipelineRequest& req_;
   PipelineResult out_;
   std::shared_ptr<SpaceModules> worker_spaces_;  // the followed images' maps, by space
+  // The target's latest maps, shared by its TargetDwfls (the sampler's, the workers').
+  std::shared_ptr<MapsMemo> maps_memo_ = std::make_shared<MapsMemo>();
   uint64_t spaces_unread_ = 0;
   PipelineRequest::Live live_;
   std::unique_ptr<HottestFunction> hottest_;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "unwind/module_refresh.h"
 #include "unwind/x86_64_regs.h"
 
 namespace profctl {
@@ -151,49 +152,14 @@ struct DwflUnwinder::Impl {
   size_t max_frames;
   UnwindCtx* ctx = nullptr;  // owned by the Dwfl once attached (deleted by `detach`)
   std::string attach_error;  // set when attaching failed; every unwind reports it
-  std::chrono::steady_clock::time_point last_refresh{};
-  // Pages of pcs still in no module after a re-read of the maps, for this generation of
-  // the modules: those wait for the 20 ms throttle, any other page re-reads at once.
-  std::vector<uint64_t> unknown_pages;
-  uint64_t unknown_generation = 0;
+  ModuleRefresh refresh_for;  // a pc in no module: re-read the maps now or not
   UnwindResult unwind_once(const Snapshot& snap);
-  bool refresh_for(uint64_t pc);
 };
-
-// A pc in no known module means the target mapped something since the modules were
-// reported (ld.so loading libraries after exec, dlopen): re-read the maps. A page not seen
-// unknown since the modules last changed re-reads at once (a library loaded a moment ago
-// must not wait: `run` unwinds its first thread creations within milliseconds of libc's
-// mapping); pages that stayed unknown (JIT code, garbage pcs) re-read at most every 20 ms.
-// True when the modules changed.
-bool DwflUnwinder::Impl::refresh_for(uint64_t pc) {
-  constexpr size_t kMaxUnknownPages = 256;
-  if (target.generation() != unknown_generation) {
-    unknown_generation = target.generation();
-    unknown_pages.clear();
-  }
-  const uint64_t page = pc >> 12;
-  const bool fresh =
-      std::find(unknown_pages.begin(), unknown_pages.end(), page) == unknown_pages.end() &&
-      unknown_pages.size() < kMaxUnknownPages;
-  const auto now = std::chrono::steady_clock::now();
-  if (!fresh && now - last_refresh < std::chrono::milliseconds(20)) {
-    return false;
-  }
-  last_refresh = now;
-  const uint64_t gen = target.generation();
-  if (target.refresh() && target.generation() != gen) {
-    return true;
-  }
-  if (fresh) {
-    unknown_pages.push_back(page);
-  }
-  return false;
-}
 
 DwflUnwinder::DwflUnwinder(TargetDwfl& dwfl, size_t max_frames)
     : impl_(std::make_unique<Impl>(
-          Impl{dwfl, max_frames == 0 ? kDefaultMaxFrames : max_frames, nullptr, {}, {}, {}, 0})) {}
+          Impl{dwfl, max_frames == 0 ? kDefaultMaxFrames : max_frames, nullptr, {},
+               ModuleRefresh(dwfl)})) {}
 
 DwflUnwinder::~DwflUnwinder() {
   // The context stays with the Dwfl (it cannot be detached); make sure nothing it points
@@ -213,7 +179,7 @@ UnwindResult DwflUnwinder::unwind(const Snapshot& snap) {
   // again, and the walk again if the modules changed.
   std::optional<uint64_t> unknown;
   for (const UnwoundFrame& f : out.frames) {
-    if (dwfl_addrmodule(target.get(), f.pc) == nullptr) {
+    if (!target.has_module_at(f.pc)) {
       unknown = f.pc;
       break;
     }
@@ -245,8 +211,8 @@ UnwindResult DwflUnwinder::retry_from_entry(const Snapshot& snap, UnwindResult f
   if (ret == 0) {
     return first;
   }
-  if (dwfl_addrmodule(impl_->target.get(), ret - 1) == nullptr &&
-      (!impl_->refresh_for(ret - 1) || dwfl_addrmodule(impl_->target.get(), ret - 1) == nullptr)) {
+  if (!impl_->target.has_module_at(ret - 1) &&
+      (!impl_->refresh_for(ret - 1) || !impl_->target.has_module_at(ret - 1))) {
     return first;
   }
   Snapshot alt;

@@ -97,6 +97,7 @@ struct Session {
   DwflPtr dwfl;
   pid_t pid = 0;            // 0 for an offline session
   std::string maps_text;    // /proc/PID/maps at the last report
+  std::shared_ptr<MapsMemo> memo;  // shared with the process's other TargetDwfls, or null
   uint64_t generation = 0;  // bumped at every report
   std::map<std::string, MapEntry, std::less<>> first_mapping;
 
@@ -362,15 +363,13 @@ Result<void> TargetDwfl::refresh() {
     return {};  // offline: nothing changes
   }
   auto maps = read_file("/proc/" + std::to_string(impl_->pid) + "/maps");
-  if (!maps) {
-    return maps.error();
+  if (!maps || maps->empty()) {
+    // Gone, or an exiting or zombie process with no address space left to show: keep the
+    // modules it had, which are what its snapshots refer to, unless another reader saw
+    // more of them while it lived.
+    return from_memo();
   }
   if (*maps == impl_->maps_text) {
-    return {};
-  }
-  if (maps->empty()) {
-    // An exiting or zombie process has no address space left to show: keep the modules
-    // it had, which are what its snapshots refer to.
     return {};
   }
   // A process on its way out can show its address space half torn down (libc and the
@@ -382,18 +381,63 @@ Result<void> TargetDwfl::refresh() {
   const ssize_t n =
       readlink(("/proc/" + std::to_string(impl_->pid) + "/exe").c_str(), exe, sizeof exe - 1);
   if (n <= 0) {
-    return {};
+    return from_memo();
   }
   std::string_view path(exe, static_cast<size_t>(n));
   if (path.ends_with(" (deleted)")) {
     path.remove_suffix(std::string_view(" (deleted)").size());
   }
   if (maps->find(std::string(" ") + std::string(path)) == std::string::npos) {
-    return {};
+    return from_memo();
   }
   // Re-reporting on the same Dwfl keeps unchanged modules (name, start, end) with their
   // loaded ELF and DWARF, frees the gone ones and adds the new ones (docs/DESIGN.md "libdwfl" a.3).
-  return impl_->report();
+  auto r = impl_->report();
+  if (r && impl_->memo) {
+    std::lock_guard lock(impl_->memo->mu);
+    impl_->memo->text = impl_->maps_text;
+  }
+  return r;
+}
+
+Result<void> TargetDwfl::from_memo() {
+  if (!impl_->memo) {
+    return {};
+  }
+  std::string text;
+  {
+    std::lock_guard lock(impl_->memo->mu);
+    text = impl_->memo->text;
+  }
+  // Only a newer view of the same image (its executable is the first mapping of both).
+  auto first_path = [](std::string_view t) {
+    auto maps = parse_maps(t.substr(0, t.find('\n')));
+    return maps.empty() ? std::string() : maps.front().path;
+  };
+  if (text.empty() || text == impl_->maps_text ||
+      first_path(text) != first_path(impl_->maps_text)) {
+    return {};
+  }
+  return impl_->report_text(std::move(text));
+}
+
+bool TargetDwfl::has_module_at(uint64_t pc) const {
+  // A mapping of a file that is no ELF is reported as a module all the same: ld.so maps
+  // /etc/ld.so.cache while it loads a library, often where the library lands next. A pc
+  // there is in a module that is gone.
+  Dwfl_Module* mod = dwfl_addrmodule(impl_->dwfl.get(), pc);
+  Dwarf_Addr bias = 0;
+  return mod != nullptr && dwfl_module_getelf(mod, &bias) != nullptr;
+}
+
+void TargetDwfl::share_maps(std::shared_ptr<MapsMemo> memo) {
+  impl_->memo = std::move(memo);
+  if (impl_->memo && impl_->pid > 0 && !impl_->maps_text.empty()) {
+    std::lock_guard lock(impl_->memo->mu);
+    if (impl_->memo->text.empty()) {
+      impl_->memo->text = impl_->maps_text;
+    }
+  }
 }
 
 Dwfl* TargetDwfl::get() const { return impl_->dwfl.get(); }

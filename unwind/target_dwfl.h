@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,15 @@ struct ModuleInfo {
   std::vector<ModuleSegment> exec_segments;
 };
 
+// The latest /proc/PID/maps text of one live process that any of its TargetDwfls read,
+// shared by them all: the worker that unwinds a sample after the process has exited cannot
+// read its maps any more, but can report a library loaded late (dlopen) from the text
+// another TargetDwfl of the process (the sampler's) read while it lived.
+struct MapsMemo {
+  std::mutex mu;
+  std::string text;  // guarded by mu
+};
+
 class TargetDwfl {
  public:
   ~TargetDwfl();
@@ -60,8 +70,14 @@ class TargetDwfl {
   // Offline: ELF files with no process (tests, golden files).
   static Result<std::unique_ptr<TargetDwfl>> for_files(const std::vector<std::string>& paths);
 
-  // Re-reads /proc/PID/maps if it changed since the last report (dlopen/dlclose).
+  // Re-reads /proc/PID/maps if it changed since the last report (dlopen/dlclose). When the
+  // process can no longer show them (gone, a zombie, torn down at its exit), reports the
+  // shared memo's newer text instead, if there is one.
   Result<void> refresh();
+  // Whether pc lies in a reported module that has an ELF file (see the .cpp).
+  bool has_module_at(uint64_t pc) const;
+  // Shares `memo` with the other TargetDwfls of the same process (see MapsMemo).
+  void share_maps(std::shared_ptr<MapsMemo> memo);
 
   Dwfl* get() const;
   // Changes whenever the module list was re-reported (refresh() found new maps).
@@ -72,6 +88,7 @@ class TargetDwfl {
  private:
   struct Impl;
   explicit TargetDwfl(std::unique_ptr<Impl> impl);
+  Result<void> from_memo();  // refresh() for a process that can no longer show its maps
   std::unique_ptr<Impl> impl_;
 };
 

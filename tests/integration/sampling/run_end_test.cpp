@@ -247,6 +247,38 @@ TEST(RunEnd, AProgramTheDynamicLinkerCannotLoadGivesItsStatusBack) {
   }
 }
 
+// A library the program loads with dlopen once running, where it spends its last few
+// milliseconds before exiting: the samples there are unwound after the exit, when its maps
+// can no longer be read. They are named all the same: the sampler reads the maps while the
+// program lives, when a sample's pc is in no module (or in /etc/ld.so.cache, which ld.so
+// maps during the dlopen where the library then lands), and the unwinders fall back on that
+// text. Before, half the runs charged every sample to "ld.so.cache".
+TEST(RunEnd, ALibraryLoadedJustBeforeTheEndNamesTheLastSamples) {
+  PROFCTL_REQUIRE_PROFCTL();
+  for (int round = 0; round < 4; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    TempDir dir;
+    RunResult r = run(run_argv({"--profiles", "cpu", "--rate", "999", "-o", dir.path()},
+                               {DLOPEN_BURN, DLOPEN_BURN_LIB, "5"}));
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    auto cap = load_capture(dir.path());
+    ASSERT_TRUE(cap);
+    const Json* cpu = profile_of(*cap, "cpu");
+    ASSERT_NE(cpu, nullptr);
+    long long in_lib = 0;
+    for (const Json& s : cpu->value("samples", Json::array())) {
+      const long long n = s.at("values").at(0).get<long long>();
+      in_lib += has_function(s, "dlburn_spin") ? n : 0;
+      for (const Json& f : s.value("frames", Json::array())) {
+        EXPECT_TRUE(f.value("function", Json()).is_string()) << describe_samples(*cpu);
+      }
+    }
+    // 5 ms of CPU at one sample per ms of it.
+    EXPECT_GE(in_lib, 3) << describe_samples(*cpu);
+  }
+}
+
+
 TEST(RunEnd, SigtermMidChurnEndsAtTheProgramsExitWithinTheBound) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
