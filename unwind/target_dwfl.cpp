@@ -363,10 +363,17 @@ Result<void> TargetDwfl::refresh() {
     return {};  // offline: nothing changes
   }
   auto maps = read_file("/proc/" + std::to_string(impl_->pid) + "/maps");
-  if (!maps || maps->empty()) {
-    // Gone, or an exiting or zombie process with no address space left to show: keep the
-    // modules it had, which are what its snapshots refer to, unless another reader saw
-    // more of them while it lived.
+  if (!maps) {
+    // Gone: the modules it had, which are what its snapshots refer to, unless another
+    // reader saw more of them while it lived.
+    const uint64_t gen = impl_->generation;
+    if (auto r = from_memo(); r && impl_->generation != gen) {
+      return {};
+    }
+    return maps.error();
+  }
+  if (maps->empty()) {
+    // An exiting or zombie process with no address space left to show: the same.
     return from_memo();
   }
   if (*maps == impl_->maps_text) {
