@@ -184,6 +184,11 @@ SourcePos call_site(Dwarf_Die* die) {
   return pos;
 }
 
+// A module's path as frames name it: libdwfl calls the vdso "[vdso: PID]".
+std::string module_path(std::string_view name) {
+  return name.starts_with("[vdso") ? "[vdso]" : std::string(name);
+}
+
 // The frame of a pc in no module: its address is all there is.
 std::vector<Frame> unknown_module_frame(uint64_t pc) {
   Frame phys;
@@ -442,7 +447,7 @@ std::vector<Frame> Symbolizer::Impl::compute(uint64_t pc, bool activation) {
     frames = compute_in(mod, pc, a);
     shared->frames_.emplace(std::move(key), frames);
   }
-  const std::string module = name.starts_with("[vdso") ? "[vdso]" : std::string(name);
+  const std::string module = module_path(name);
   for (Frame& f : frames) {
     f.pc = pc;
     f.module = module;
@@ -459,19 +464,8 @@ const std::string& Symbolizer::Impl::file_key(Dwfl_Module* mod, std::string_view
   if (it != file_keys.end()) {
     return it->second;
   }
-  std::string file;
-  const unsigned char* bits = nullptr;
-  GElf_Addr vaddr = 0;
-  const int len = dwfl_module_build_id(mod, &bits, &vaddr);
-  if (len > 0 && bits != nullptr) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    file = "b:";
-    for (int i = 0; i < len; ++i) {
-      file += kHex[bits[i] >> 4];
-      file += kHex[bits[i] & 15];
-    }
-    file += ':';
-  }
+  const std::string id = module_build_id(mod);
+  std::string file = id.empty() ? std::string() : "b:" + id + ':';
   return file_keys.emplace(std::move(key), std::move(file)).first->second;
 }
 
@@ -484,7 +478,7 @@ std::vector<Frame> Symbolizer::Impl::compute_in(Dwfl_Module* mod, uint64_t pc, D
   const char* modname =
       dwfl_module_info(mod, nullptr, &start, nullptr, nullptr, nullptr, nullptr, nullptr);
   std::string_view name = modname != nullptr ? modname : "";
-  phys.module = name.starts_with("[vdso") ? "[vdso]" : std::string(name);
+  phys.module = module_path(name);
   Dwarf_Addr bias = 0;
   if (dwfl_module_getelf(mod, &bias) == nullptr) {
     bias = start;  // no ELF at all: the best offset there is is from the module's start

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/log.h"
+#include "unwind/target_dwfl.h"
 
 namespace profctl {
 namespace {
@@ -39,19 +40,6 @@ std::shared_ptr<const CfiTable> shared_table(const std::string& build_id, Elf* e
     tables[build_id] = p;
   }
   return p;
-}
-
-std::string build_id_of(Dwfl_Module* mod) {
-  const unsigned char* bits = nullptr;
-  GElf_Addr vaddr = 0;
-  int len = dwfl_module_build_id(mod, &bits, &vaddr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (int i = 0; i < len && bits != nullptr; ++i) {
-    out += kHex[bits[i] >> 4];
-    out += kHex[bits[i] & 0xf];
-  }
-  return out;
 }
 
 }  // namespace
@@ -91,7 +79,7 @@ void CfiModules::resolve(uint32_t id) {
   if (elf == nullptr) {
     ++stats_.failed;
   } else {
-    t = shared_table(build_id_of(mod), elf, cache_, stats_);
+    t = shared_table(module_build_id(mod), elf, cache_, stats_);
   }
   // The bias is known only now (libdwfl finds the ELF lazily): placed with the table.
   walker_.place(id, bias, t ? t.get() : &kEmpty);

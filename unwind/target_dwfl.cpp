@@ -95,10 +95,10 @@ std::vector<ModuleSegment> exec_segments(Dwfl_Module* mod) {
 // The state of one session. find_elf reaches it through each module's userdata slot.
 struct Session {
   DwflPtr dwfl;
-  pid_t pid = 0;            // 0 for an offline session
-  std::string maps_text;    // /proc/PID/maps at the last report
+  pid_t pid = 0;                   // 0 for an offline session
+  std::string maps_text;           // /proc/PID/maps at the last report
   std::shared_ptr<MapsMemo> memo;  // shared with the process's other TargetDwfls, or null
-  uint64_t generation = 0;  // bumped at every report
+  uint64_t generation = 0;         // bumped at every report
   std::map<std::string, MapEntry, std::less<>> first_mapping;
 
   Result<void> report();
@@ -120,15 +120,7 @@ int find_debuginfo(Dwfl_Module* mod, void** userdata, const char* modname, GElf_
                    const char* file_name, const char* debuglink_file, GElf_Word debuglink_crc,
                    char** debuginfo_file_name) {
   static const DebugCache cache = DebugCache::from_environment();
-  const unsigned char* bits = nullptr;
-  GElf_Addr vaddr = 0;
-  const int len = dwfl_module_build_id(mod, &bits, &vaddr);
-  std::string id;
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 0; i < len && bits != nullptr; ++i) {
-    id += kHex[bits[i] >> 4];
-    id += kHex[bits[i] & 0xf];
-  }
+  const std::string id = module_build_id(mod);
   if (cache.enabled() && id.size() > 2) {
     const std::string path =
         "/usr/lib/debug/.build-id/" + id.substr(0, 2) + "/" + id.substr(2) + ".debug";
@@ -281,6 +273,19 @@ Result<void> Session::report_text(std::string text) {
 void Session::load_all() { dwfl_getmodules(dwfl.get(), load_module, this, 0); }
 
 }  // namespace
+
+std::string module_build_id(Dwfl_Module* mod) {
+  const unsigned char* bits = nullptr;
+  GElf_Addr vaddr = 0;
+  const int len = dwfl_module_build_id(mod, &bits, &vaddr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < len && bits != nullptr; ++i) {
+    out += kHex[bits[i] >> 4];
+    out += kHex[bits[i] & 0xf];
+  }
+  return out;
+}
 
 struct TargetDwfl::Impl : Session {};
 
@@ -475,14 +480,7 @@ std::vector<ModuleInfo> TargetDwfl::modules() const {
         info.file_offset = it->second.offset;
       }
     }
-    const unsigned char* bits = nullptr;
-    GElf_Addr vaddr = 0;
-    int len = dwfl_module_build_id(mod, &bits, &vaddr);
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (int i = 0; i < len && bits != nullptr; ++i) {
-      info.build_id += kHex[bits[i] >> 4];
-      info.build_id += kHex[bits[i] & 0xf];
-    }
+    info.build_id = module_build_id(mod);
     info.exec_segments = exec_segments(mod);
     c->out.push_back(std::move(info));
     return DWARF_CB_OK;

@@ -14,7 +14,8 @@
 
 #include "base/result.h"
 
-typedef struct Dwfl Dwfl;  // NOLINT: libdwfl's C handle
+typedef struct Dwfl Dwfl;                // NOLINT: libdwfl's C handle
+typedef struct Dwfl_Module Dwfl_Module;  // NOLINT: libdwfl's C handle
 
 namespace profctl {
 
@@ -42,6 +43,9 @@ struct ModuleInfo {
   // module's load bias. Empty when the ELF could not be read.
   std::vector<ModuleSegment> exec_segments;
 };
+
+// The module's GNU build-id in hex; "" when it has none.
+std::string module_build_id(Dwfl_Module* mod);
 
 // The latest /proc/PID/maps text of one live process that any of its TargetDwfls read,
 // shared by them all: the worker that unwinds a sample after the process has exited cannot

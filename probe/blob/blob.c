@@ -922,22 +922,19 @@ static int enter_free(struct probe_ctl* c, struct probe_call* call, uint32_t sit
   if (!s || s->depth != 0) {
     return 0;
   }
-  long pid = current_pid();
-  if (pid != LOAD(&c->owner_pid)) {
-    COUNT(c, foreign_pid_events);
+  /* The raised depth keeps a signal handler's allocation meanwhile quiet, as in a call. */
+  if (!begin_call(c, call, s, PROBE_REC_FREED, 0)) {
     return 0;
   }
-  if (!all && !ptr_remove_at(c, at, p)) {
-    return 0; /* another thread freed it first (a double free): no record */
+  if (all || ptr_remove_at(c, at, p)) { /* else another thread freed it first: no record */
+    struct rec_in in = {0};
+    in.kind = PROBE_KIND_FREE;
+    in.flags = PROBE_REC_FREED;
+    in.site = site;
+    in.pid = (int32_t)call->pid;
+    in.args[0] = p;
+    write_record_in(c, s, &in, 0);
   }
-  struct rec_in in = {0};
-  in.kind = PROBE_KIND_FREE;
-  in.flags = PROBE_REC_FREED;
-  in.site = site;
-  in.pid = (int32_t)pid;
-  in.args[0] = p;
-  depth_add(s, 1); /* a signal handler's allocation meanwhile stays quiet, as in a call */
-  write_record_in(c, s, &in, 0);
   depth_add(s, -1);
   return 0;
 }
@@ -952,9 +949,11 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
   if (!s || s->depth != 0) {
     return 0;
   }
-  int64_t at = !old ? -1 : records_all(c) ? INT64_MAX : ptr_find(c, old);
+  const int all = records_all(c);
+  int64_t at = old && !all ? ptr_find(c, old) : -1;
+  int freed = old != 0 && (all || at >= 0);
   int sampled = size != 0 && size != UINT64_MAX && sample_alloc(c, s, size);
-  uint64_t state = (at >= 0 ? PROBE_REC_FREED : 0) | (sampled ? PROBE_REC_ALLOC : 0);
+  uint64_t state = (freed ? PROBE_REC_FREED : 0) | (sampled ? PROBE_REC_ALLOC : 0);
   if (state == 0 && !always_nests && old != 0 && size != 0) {
     return 0;
   }
@@ -965,7 +964,7 @@ static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t 
   } else {
     guard_call(call, s, size);
   }
-  if (at >= 0 && at != INT64_MAX && !ptr_remove_at(c, at, old)) {
+  if (at >= 0 && !ptr_remove_at(c, at, old)) {
     call->state &= ~(uint64_t)PROBE_REC_FREED;
   }
   return 1;

@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <tsl/robin_set.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -302,44 +303,21 @@ void run_threads_at_rate_one(uint64_t ring_bytes) {
   }
   uint64_t allocs[kThreads] = {};
   uint64_t frees = 0, matched = 0, other = 0, bad = 0;
-  // Pointers of the marker allocations recorded and not yet freed: an open-addressing set
-  // sized before the probes are on (this thread's own allocations would be recorded too).
-  std::vector<uint64_t> live(size_t{1} << 16, 0);
-  auto slot_of = [&](uint64_t p) {
-    size_t i = (p * 0x9E3779B97F4A7C15ULL >> 40) & (live.size() - 1);
-    while (live[i] != 0 && live[i] != p) {
-      i = (i + 1) & (live.size() - 1);
-    }
-    return i;
-  };
-  auto live_insert = [&](uint64_t p) { live[slot_of(p)] = p; };
-  auto live_erase = [&](uint64_t p) -> uint64_t {
-    size_t i = slot_of(p);
-    if (live[i] != p) {
-      return 0;
-    }
-    // Backward-shift deletion keeps every other key reachable from its home.
-    for (size_t j = (i + 1) & (live.size() - 1); live[j] != 0; j = (j + 1) & (live.size() - 1)) {
-      size_t home = (live[j] * 0x9E3779B97F4A7C15ULL >> 40) & (live.size() - 1);
-      if (((j - home) & (live.size() - 1)) >= ((j - i) & (live.size() - 1))) {
-        live[i] = live[j];
-        i = j;
-      }
-    }
-    live[i] = 0;
-    return 1;
-  };
+  // Pointers of the marker allocations recorded and not yet freed, with room made before
+  // the probes are on (this thread's own allocations would be recorded too).
+  tsl::robin_set<uint64_t> live;
+  live.reserve(size_t{1} << 16);
   std::function<void(const RecordView&)> count = [&](const RecordView& v) {
     const probe_record& r = v.rec;
     if (r.kind == PROBE_KIND_MALLOC && r.value >= kBase && r.value < kBase + kThreads) {
       ++allocs[r.value - kBase];
-      live_insert(r.ptr);
+      live.insert(r.ptr);
       if (r.rip != probes->address("malloc") || v.stack.size() != 512 || r.ptr == 0) {
         ++bad;
       }
     } else if (r.kind == PROBE_KIND_FREE) {
       ++frees;
-      matched += live_erase(r.args[0]);
+      matched += live.erase(r.args[0]);
       if (!v.walked || v.stack_id != 0 || !(r.flags & PROBE_REC_FREED)) {  // no stack
         ++bad;
       }
