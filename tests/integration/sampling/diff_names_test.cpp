@@ -3,8 +3,10 @@
 // `cxx_work 3` (tests/targets/sampling/cxx_work.cpp) differ only in acc_cpu_hot(int), whose
 // share of the job rises from 50% to 75% (+25 points) while work::Engine::step(long) const
 // falls from 30% to 15% and each helper() from 10% to 5%. Gates are in points, which do not
-// depend on the machine's speed; at ~400 and ~800 samples a share is known to within ~3
-// points, so +5pp is far from both the rise (+25) and the falls (-15, -5).
+// depend on the machine's speed. Each run uses 2 s of CPU (not a number of loops: a fast
+// machine ran 2000 loops in 0.14 s, 60 samples, and a share drifted 16 points), so at 500 Hz
+// ~1,000 samples give a share within ~1.6 points (one standard error), and +5pp is far from
+// both the rise (+25) and the falls (-15, -5).
 #include <gtest/gtest.h>
 
 #include "sampling_support.h"
