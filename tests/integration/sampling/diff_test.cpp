@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // `profctl diff` on real captures: `sampling_truth batch 1` and `batch 2` run the same job
-// (two workers, 4000 loops of work_fifty, work_thirty, work_twenty each) except that
+// (two workers, loops of work_fifty, work_thirty, work_twenty until each used 1.5 s of CPU;
+// a fixed loop count gave ~150 samples on a fast machine) except that
 // work_fifty does twice the work in the second. The diff must show that factor, the gate must
 // trip on it (exit 5) and not on work_thirty, a capture against itself is no regression, and
 // what diff writes is valid (schema, pprof -diff_base).
@@ -9,8 +10,8 @@
 // took from 1.0 s to 2.7 s of CPU in four runs here (other jobs on the SMT sibling,
 // frequency). So the factor is measured against the functions that did not change, in the
 // same run: work_fifty's factor over that of work_thirty and work_twenty together is 2,
-// whatever a unit cost. Each run has ~1,000-2,000 samples at 250 Hz (two threads, 2-4 s of
-// CPU); a function with half of them is known to within ~3% (one standard error,
+// whatever a unit cost and however many loops ran. Each run has ~750 samples at 250 Hz (two
+// threads, 3 s of CPU); a function with half of them is known to within ~3% (one standard error,
 // sqrt((1-p)/(n p))), and the ratio of four such estimates to within ~7%. Attribution adds
 // a few percent more on a busy machine (factors of 1.63 to 2.53 in 18 runs, some two at a
 // time, while builds ran alongside), so 2 is checked within [1.4, 3.0], which still excludes
@@ -50,7 +51,7 @@ class SamplingDiff : public ::testing::Test {
   }
   static std::string capture(const TempDir& dir, const std::string& factor) {
     RunResult r = profctl({"run", "--rate", "250", "--profiles", "cpu", "--format", "json", "-o",
-                           dir.path(), "--", SAMPLING_TRUTH, "batch", factor, "4000"},
+                           dir.path(), "--", SAMPLING_TRUTH, "batch", factor, "1500ms"},
                           RunOptions{milliseconds(120000), {}});
     return r.exit_code == 0 ? "" : "profctl run (factor " + factor + "): " + r.describe();
   }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// sampling_truth MODE [FACTOR]:
+// sampling_truth MODE [FACTOR] [LOOPS|Nms]:
 //   work [N] two threads ("worker") each loop over work_fifty (5 units), work_thirty (3) and
 //          work_twenty (2), reading CLOCK_MONOTONIC between units (a vDSO call: the place a
 //          preempted thread resumes, which biased samples used to charge). The target
@@ -8,9 +8,12 @@
 //          Commands on stdin: "truth" -> "fifty=NS thirty=NS twenty=NS cpu=NS" (sums over
 //          both threads; cpu is their whole CPU time, read from their thread CPU clocks),
 //          "quit" / EOF -> exit.
-//   batch  the two workers each run ITERATIONS (default 3000) loops of work, then the
-//          program exits: a job with a fixed amount of work, whose functions' CPU time does
-//          not depend on how long it ran or how busy the machine was. No commands.
+//   batch  the two workers each run LOOPS (default 3000) loops of work, or whole loops until
+//          each has used N ms of CPU time when the argument is "Nms", then the program exits:
+//          a job with fixed work, whose functions' shares do not depend on how long it ran or
+//          how busy the machine was. "Nms" also fixes the number of samples a profile of it
+//          gets, whatever the machine's speed (a unit's cost varies threefold between
+//          machines). No commands.
 //   hog    a CPU competitor with many wakeups: ~100 us of spinning, then a 50 us sleep,
 //          for ever (as a busy server or a parallel build loads a machine).
 // FACTOR (work, batch; default 1) multiplies work_fifty's units: "batch 2" is the same job
@@ -46,7 +49,8 @@ NOINLINE static void unit(void) {
 }
 
 static int fifty_factor = 1;
-static long iterations = -1;  // batch: loops per worker; -1: for ever
+static long batch_loops = -1;   // batch: loops per worker; -1: for ever, or by CPU time
+static long batch_cpu_ms = -1;  // batch "Nms": CPU time per worker
 
 NOINLINE void work_fifty(void) {
   for (int i = 0; i < 5 * fifty_factor; ++i)
@@ -68,13 +72,27 @@ NOINLINE static void* worker(void* arg) {
   (void)arg;
   pthread_setname_np(pthread_self(), "worker");
   void (*fns[3])(void) = {work_fifty, work_thirty, work_twenty};
-  // batch: no truth, so no syscalls between the units; the job's cost is all in them.
-  for (long i = 0; iterations >= 0 && i < iterations; ++i) {
+  // batch: no truth, so no syscalls between the units (by CPU time, one clock read per 8
+  // loops of 10 units, ~1 ms or more): the job's cost is all in the units.
+  for (long i = 0; batch_loops >= 0 && i < batch_loops; ++i) {
     for (int f = 0; f < 3; ++f) {
       fns[f]();
     }
   }
-  while (iterations < 0) {
+  if (batch_loops >= 0) {
+    return NULL;
+  }
+  while (batch_cpu_ms >= 0) {
+    for (int i = 0; i < 8; ++i) {
+      for (int f = 0; f < 3; ++f) {
+        fns[f]();
+      }
+    }
+    if (now_ns(CLOCK_THREAD_CPUTIME_ID) >= batch_cpu_ms * 1000000LL) {
+      return NULL;
+    }
+  }
+  for (;;) {
     for (int f = 0; f < 3; ++f) {
       long long t0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
       fns[f]();
@@ -115,7 +133,13 @@ int main(int argc, char** argv) {
     }
   }
   if (argc > 1 && strcmp(argv[1], "batch") == 0) {
-    iterations = argc > 3 && atol(argv[3]) > 0 ? atol(argv[3]) : 3000;
+    const long n = argc > 3 && atol(argv[3]) > 0 ? atol(argv[3]) : 3000;
+    const char* unit = argc > 3 ? argv[3] + strspn(argv[3], "0123456789") : "";
+    if (strcmp(unit, "ms") == 0) {
+      batch_cpu_ms = n;
+    } else {
+      batch_loops = n;
+    }
     for (int i = 0; i < 2; ++i)
       pthread_create(&workers[i], NULL, worker, NULL);
     for (int i = 0; i < 2; ++i)
