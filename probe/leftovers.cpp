@@ -14,7 +14,6 @@
 #include "attach/proc.h"
 #include "attach/stopped_world.h"
 #include "base/fd.h"
-#include "base/log.h"
 #include "base/text_fields.h"
 #include "probe/abi/probe_abi.h"
 
@@ -272,6 +271,7 @@ class Remover {
     if (busy) {
       report_.notes.push_back(what + " is still in use by a thread: left mapped, disabled");
       report_.clean = false;
+      report_.in_use = true;
       return;
     }
     if (!unmap(a.start, a.end - a.start)) {
@@ -344,10 +344,7 @@ class Remover {
 LeftoverReport remove_leftovers(StoppedWorld& world, const std::string& root) {
   LeftoverReport report;
   Remover(world, root, report).run();
-  for (const std::string& n : report.notes) {
-    logger("probe")->debug("{}", n);
-  }
-  return report;
+  return report;  // the caller says what is in the notes, once (a pass may be repeated)
 }
 
 }  // namespace profctl::probe

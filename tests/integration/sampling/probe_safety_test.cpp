@@ -281,6 +281,54 @@ TEST(ProbeSafetyRemoval, WhatCannotBeRemovedIsListedAndTheExitIsNotZero) {
   EXPECT_EQ(*target.wait_status(), 0);
 }
 
+// profctl SIGKILLed while a thread is inside a probed call (the target's malloc sleeping
+// 600 ms): the next attach finds that thread in the old area, disables it and restores its
+// entry points, lets the target run until the call has returned through it, and then
+// removes it. Before, the area stayed mapped for good whenever any thread happened to be
+// in a probed call at the moment of the attach (a malloc, a lock wait).
+TEST(ProbeSafetyRemoval, AnAreaInUseWhenTheNextAttachComesIsRemovedOnceItsCallReturns) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({PROBE_BUSY});
+  ASSERT_TRUE(target.wait_ready());
+  const std::set<std::string> before = code_mappings(target.pid());
+  {
+    TempDir killed;
+    BgProcess p(attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-d", "60s",
+                                           "-v", "-o", killed.path()}));
+    start_and_wait_for_probes(target, p);
+    ASSERT_EQ(target.command("slow 600"), "slow armed");
+    std::this_thread::sleep_for(milliseconds(50));  // the worker mallocs every 200 us
+    ASSERT_TRUE(p.signal(SIGKILL));
+    ASSERT_TRUE(p.wait_exit(milliseconds(30000)));
+  }
+  ASSERT_TRUE(wait_untraced(target.pid())) << describe_tasks(target.pid());
+  auto mid = target.command("status");
+  ASSERT_TRUE(mid);
+  ASSERT_NE(mid->find("slow=0"), std::string::npos)
+      << "the slow call ended before the next attach: the test proves nothing: " << *mid;
+  ASSERT_NE(code_mappings(target.pid()), before) << "the killed session left nothing";
+  TempDir dir;
+  auto r = run(attach_argv(target.pid(), {"--profiles", "heap", "-d", "0.2s", "-v", "--format",
+                                          "json", "-o", dir.path()}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.err.find("removed an earlier profctl session's probe area"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("still in use"), std::string::npos) << r.err;
+  EXPECT_EQ(code_mappings(target.pid()), before) << "before:\n"
+                                                 << joined(before) << "after:\n"
+                                                 << joined(code_mappings(target.pid()));
+  auto s = target.command("status");
+  ASSERT_TRUE(s);
+  EXPECT_NE(s->find("slow=1"), std::string::npos) << *s;
+  EXPECT_NE(s->find("bad=0"), std::string::npos) << *s;
+  EXPECT_EQ(target.command("quit", milliseconds(5000)), std::nullopt);
+  for (int i = 0; i < 100 && target.alive(); ++i) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_TRUE(target.wait_status());
+  EXPECT_EQ(*target.wait_status(), 0);
+}
+
 // The counters of the probe area a killed profctl left mapped in `pid` (read from the
 // target's memory): nullopt when there is none.
 std::optional<probe_counters> leftover_area_counters(pid_t pid) {
