@@ -24,7 +24,10 @@ lost samples (capture.json .warnings), and the CPU profctl used during the windo
 
 --tools runs other samplers in the same rotating rounds, each at every rate:
 `profctl` (the above), `profctl-signals` (the same with PROFCTL_CPU_SIGNALS=1: the cpu
-profile from ptrace stops and signals instead of kernel sample records), `perf`
+profile from ptrace stops and signals instead of kernel sample records, the path of a
+machine that allows perf events but not their sample rings, e.g. past perf_event_mlock_kb),
+`profctl-ticks` (PROFCTL_CPU_TICKS=1: no perf event at all, the ticker's ptrace stops only,
+the path of a container or a perf_event_paranoid that refuses perf_event_open), `perf`
 (`perf record -F HZ -g -p PID -- sleep D`, D the same capture length) and `perf-dwarf`
 (the same with `--call-graph dwarf`). For perf the window starts --settle seconds after
 perf started its workload (its events are open and enabled by then); perf's own CPU and
@@ -154,8 +157,9 @@ def run_baseline(target, window_s):
     return throughput(target, window_s)
 
 
-TOOLS = ("profctl", "profctl-signals", "perf", "perf-dwarf")
-PROFCTL_ENV = {"profctl": {}, "profctl-signals": {"PROFCTL_CPU_SIGNALS": "1"}}
+TOOLS = ("profctl", "profctl-signals", "profctl-ticks", "perf", "perf-dwarf")
+PROFCTL_ENV = {"profctl": {}, "profctl-signals": {"PROFCTL_CPU_SIGNALS": "1"},
+               "profctl-ticks": {"PROFCTL_CPU_TICKS": "1"}}
 PERF_CALL_GRAPH = {"perf": ["-g"], "perf-dwarf": ["--call-graph", "dwarf"]}
 
 
