@@ -207,11 +207,13 @@ AttachError TracedProcess::seize_error(const Error& e) const {
   return AttachError{AttachFailure::kOther, e.message(), ""};
 }
 
-std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(pid_t pid) {
+std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::seize(pid_t pid,
+                                                                               bool trace_forks) {
   if (auto refused = check_seizable(pid)) {
     return *refused;
   }
   std::unique_ptr<TracedProcess> tp = make_root(pid);
+  tp->trace_forks_ = trace_forks;
   if (auto r = tp->seize_all(); !r) {
     tp->detach_all();
     return tp->seize_error(r.error());
@@ -223,12 +225,15 @@ Result<void> TracedProcess::seize_one(pid_t tid) {
   // TRACECLONE: a thread cloned by a seized thread is seized by the kernel at birth, so no
   // thread created during a stop escapes it. TRACEFORK/TRACEVFORK: a process the target
   // creates is held at its first stop, so it can be cleaned of probes before it runs, and
-  // detached. TRACEEXEC: an exec is reported as an event, not as a stray SIGTRAP.
-  // TRACESYSGOOD: the syscall stops of a remote syscall (StoppedWorld::syscall) are told
-  // apart from a SIGTRAP, and PTRACE_GET_SYSCALL_INFO describes them.
-  constexpr long kOptions = PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
-                            PTRACE_O_TRACEEXEC | PTRACE_O_TRACESYSGOOD;
-  if (ptrace(PTRACE_SEIZE, tid, nullptr, kOptions) == 0) {
+  // detached (or followed); not asked for when neither can happen (trace_forks_). A thread
+  // the kernel seizes at its clone inherits its creator's options. TRACEEXEC: an exec is
+  // reported as an event, not as a stray SIGTRAP. TRACESYSGOOD: the syscall stops of a
+  // remote syscall (StoppedWorld::syscall) are told apart from a SIGTRAP, and
+  // PTRACE_GET_SYSCALL_INFO describes them.
+  constexpr long kForks = PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK;
+  constexpr long kOptions =
+      PTRACE_O_TRACECLONE | kForks | PTRACE_O_TRACEEXEC | PTRACE_O_TRACESYSGOOD;
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, trace_forks_ ? kOptions : kOptions & ~kForks) == 0) {
     table_.add(tid, TState::kRunning);
     return {};
   }

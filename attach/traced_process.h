@@ -97,8 +97,12 @@ class TracedProcess {
 
   // Checks that `pid` can be traced (exists, not a kernel thread, not a zombie, not
   // traced already) and seizes every thread, re-listing /proc/PID/task until no new
-  // thread appears. Nothing is stopped yet.
-  static std::variant<std::unique_ptr<TracedProcess>, AttachError> seize(pid_t pid);
+  // thread appears. Nothing is stopped yet. `trace_forks` false: the processes it creates
+  // are not seized at birth (for a capture that neither follows them nor puts anything of
+  // its own in the target's memory for them to inherit); each would otherwise cost it
+  // three stops (its fork event, the child's first stop, its detach).
+  static std::variant<std::unique_ptr<TracedProcess>, AttachError> seize(pid_t pid,
+                                                                         bool trace_forks = true);
 
   // Stops every thread, reads registers and stacks, resumes (or detaches) every thread at
   // once. Thread states and syscalls are read from /proc before the stop.
@@ -149,9 +153,10 @@ class TracedProcess {
   // ---- sampling sessions (traced_process_events.cpp) ----
 
   // Starts argv[0] (PATH searched) stopped before its exec and seized, with EXITKILL: a
-  // program profctl started dies with it. It is left held at its exec.
+  // program profctl started dies with it. It is left held at its exec. `trace_forks`: as
+  // for seize().
   static std::variant<std::unique_ptr<TracedProcess>, AttachError> launch(
-      const std::vector<std::string>& argv);
+      const std::vector<std::string>& argv, bool trace_forks = true);
 
   // Asks for a sample of `tid`: interrupts it and returns at once. When its stop arrives,
   // handle_status() snapshots it, resumes it and returns a kSample event: the caller never
@@ -311,6 +316,7 @@ class TracedProcess {
   std::vector<std::shared_ptr<TraceObserver>> observers_;
   bool attached_ = true;
   std::optional<WaitStatus> early_exit_;  // the program's end inside run_to_breakpoint
+  bool trace_forks_ = true;               // PTRACE_O_TRACEFORK/VFORK on the threads it seizes
   bool leader_gone_ = false;              // the main thread exited (pthread_exit): it is not traced
   pid_t failed_tid_ = 0;                  // the thread PTRACE_SEIZE refused
   size_t left_traced_ = 0;                // see left_traced()

@@ -39,7 +39,7 @@ namespace {
 }  // namespace
 
 std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
-    const std::vector<std::string>& argv) {
+    const std::vector<std::string>& argv, bool trace_forks) {
   if (argv.empty()) {
     return AttachError{AttachFailure::kOther, "no command to run", "profctl run -- CMD ARGS..."};
   }
@@ -68,10 +68,15 @@ std::variant<std::unique_ptr<TracedProcess>, AttachError> TracedProcess::launch(
     return AttachError{AttachFailure::kOther, "the command did not start", ""};
   }
   std::unique_ptr<TracedProcess> tp = make_root(pid);
-  // EXITKILL is right here and only here: the program exists because profctl ran it.
+  tp->trace_forks_ = trace_forks;
+  // EXITKILL is right here and only here: the program exists because profctl ran it. The
+  // breakpoint of run_to_hook is in ld.so's code only before any of the program's code runs,
+  // so no process it creates can inherit it: without probes or children followed, forks
+  // need not be traced.
+  const long forks = trace_forks ? PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK : 0;
   if (ptrace(PTRACE_SEIZE, pid, nullptr,
-             PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
-                 PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL) != 0) {
+             PTRACE_O_TRACECLONE | forks | PTRACE_O_TRACEEXEC | PTRACE_O_TRACESYSGOOD |
+                 PTRACE_O_EXITKILL) != 0) {
     int err = errno;
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);

@@ -257,8 +257,10 @@ int exit_code(pid_t pid, bool launch, const PipelineResult& run) {
   return res.end == SessionResult::End::kTargetExited ? static_cast<int>(ExitCode::kTargetGone) : 0;
 }
 
-std::unique_ptr<TracedProcess> seize_or_launch(const CaptureOptionsCli& o, bool launch) {
-  auto seized = launch ? TracedProcess::launch(o.command) : TracedProcess::seize(parse_pid(o.pid));
+std::unique_ptr<TracedProcess> seize_or_launch(const CaptureOptionsCli& o, bool launch,
+                                               bool trace_forks) {
+  auto seized = launch ? TracedProcess::launch(o.command, trace_forks)
+                       : TracedProcess::seize(parse_pid(o.pid), trace_forks);
   if (auto* err = std::get_if<AttachError>(&seized)) {
     if (launch) {
       throw UserError(ExitCode::kUsage, err->message, err->hint);
@@ -286,7 +288,11 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   // cleanly (detach, write), not kill profctl with the target seized.
   install_capture_signals(0);
   const std::string start = utc_now_rfc3339();
-  std::unique_ptr<TracedProcess> tp = seize_or_launch(o, launch);
+  // The processes the target creates are seized at birth only to be followed or cleaned
+  // of inherited probes.
+  const bool trace_forks =
+      follows_children(o, launch) || plan_session(req.sources, req.settings).any_probes();
+  std::unique_ptr<TracedProcess> tp = seize_or_launch(o, launch, trace_forks);
   const pid_t pid = tp->pid();
   AssembleOptions ao;
   ao.header = header_of(o, launch, pid, start, req.sources, req.settings);

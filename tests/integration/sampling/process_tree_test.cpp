@@ -214,6 +214,38 @@ TEST(ProcessTree, AttachChildrenFollowsAForkingServer) {
   EXPECT_LT(sampled, total_served * 12 / 10);
 }
 
+// An attach that neither follows children nor puts probes in the target does not seize
+// the processes the target creates (each would cost the server three stops: its fork event,
+// the child's first stop, the detach); one with probes still does, to take the inherited
+// probes out of each child before it runs. -vv logs each child it detaches.
+TEST(ProcessTree, AttachWithoutChildrenOrProbesDoesNotSeizeTheChildren) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child server({PROCESS_TREE, "server"});
+  ASSERT_TRUE(server.wait_ready()) << "process_tree server did not say ready";
+  for (const std::string profiles : {"cpu,wall", "heap"}) {
+    TempDir dir;
+    BgProcess p(attach_argv(server.pid(), {"--profiles", profiles, "-vv", "-o", dir.path()}));
+    ASSERT_TRUE(wait_traced(server.pid())) << "profctl never attached: " << p.err();
+    if (profiles == "heap") {
+      start_and_wait_for_probes(server, p);
+    }
+    for (int i = 0; i < 5; ++i) {
+      auto reply = server.command("fork 1", milliseconds(60000));
+      ASSERT_TRUE(reply && reply->rfind("done ", 0) == 0) << (reply ? *reply : "no reply");
+    }
+    end_with_sigint(p);
+    EXPECT_EQ(tracer_of(server.pid()), 0) << profiles << ": still traced after the capture";
+    const std::string err = p.err();
+    const bool detached_a_child = err.find(") detached") != std::string::npos &&
+                                  err.find("child process ") != std::string::npos;
+    if (profiles == "heap") {
+      EXPECT_TRUE(detached_a_child) << "heap: the children were not cleaned: " << err;
+    } else {
+      EXPECT_FALSE(detached_a_child) << profiles << ": a child was seized: " << err;
+    }
+  }
+}
+
 TEST(ProcessTree, AForkBombIsBoundedByMaxProcesses) {
   PROFCTL_REQUIRE_PROFCTL();
   TempDir dir;
