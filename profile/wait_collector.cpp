@@ -189,7 +189,12 @@ void WaitCollector::build() {
     }
   };
   // The holder side: each mutex wait goes to the latest release of its lock that began
-  // before the wait ended (the unlock that handed the lock on).
+  // before the wait ended (the unlock that handed the lock on). A wait with none before it
+  // goes to the first release within kReleaseRaceNs after it: the probe sees a release at
+  // its wake call, which comes after the unlock itself, and a waiter whose futex wait had
+  // returned (a signal, one of profctl's own stops) takes the lock in between and is gone
+  // before that release is stamped.
+  constexpr uint64_t kReleaseRaceNs = 1'000'000;
   auto by_lock_time = [](const Timed& a, const Timed& b) {
     return std::tie(a.lock, a.at_ns) < std::tie(b.lock, b.at_ns);
   };
@@ -198,11 +203,17 @@ void WaitCollector::build() {
   for (const Timed& w : mutex_waits_) {
     auto it =
         std::upper_bound(wakes_.begin(), wakes_.end(), Timed{w.at_ns, w.lock, 0, 0}, by_lock_time);
-    if (it == wakes_.begin() || (it - 1)->lock != w.lock) {
+    const Timed* by = nullptr;
+    if (it != wakes_.begin() && (it - 1)->lock == w.lock) {
+      by = &*(it - 1);
+    } else if (it != wakes_.end() && it->lock == w.lock && it->at_ns - w.at_ns <= kReleaseRaceNs) {
+      by = &*it;
+    }
+    if (by == nullptr) {
       ++stats_.unattributed;
       continue;
     }
-    Acc& a = holder_acc[Key{(it - 1)->stack, w.lock}];
+    Acc& a = holder_acc[Key{by->stack, w.lock}];
     a.count += 1;
     a.delay_ns += static_cast<double>(w.delay_ns);
   }

@@ -44,7 +44,7 @@ struct WaitEvent {
   uint64_t delay_ns = 0;
   uint64_t lock = 0;
   pid_t tid = 0;
-  std::unique_ptr<Snapshot> snap;       // at the wait function's entry
+  std::unique_ptr<Snapshot> snap;     // at the wait function's entry
   std::optional<WalkedStack> walked;  // the stack as the target walked it (no snap)
 };
 
@@ -54,9 +54,10 @@ struct WaitCollectorStats {
   uint64_t truncated = 0;
   uint64_t block_events = 0;
   uint64_t mutex_events = 0;
-  uint64_t wakes = 0;         // releases of contended locks recorded
-  uint64_t unattributed = 0;  // mutex waits with no recorded release before their end
-  uint64_t capped = 0;        // waits or releases not counted: a bound of WaitLimits reached
+  uint64_t wakes = 0;  // releases of contended locks recorded
+  uint64_t unattributed =
+      0;                // mutex waits with no recorded release before their end (or just after)
+  uint64_t capped = 0;  // waits or releases not counted: a bound of WaitLimits reached
   // Each profile's share of the drops and caps above (a wait may be chosen for both):
   uint64_t block_dropped = 0;  // waits chosen for block that the full queue refused
   uint64_t mutex_dropped = 0;  // lock waits chosen for mutex that the full queue refused

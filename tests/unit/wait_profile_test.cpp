@@ -109,14 +109,20 @@ TEST(WaitCollector, ChargesEachMutexWaitToTheReleaseThatEndedIt) {
     return e;
   };
   // Lock 0xa0 released by holder 0x7000 at t=100 and by 0x8000 at t=300; lock 0xb0 by
-  // 0x9000 at t=150 (in no particular order: the ring is not strictly ordered).
+  // 0x9000 at t=150; lock 0xc0 by 0x6000 at t=5 ms (in no particular order: the ring is not
+  // strictly ordered).
   c.push(wake(0x8000, 0xa0, 300));
   c.push(wake(0x7000, 0xa0, 100));
   c.push(wake(0x9000, 0xb0, 150));
+  c.push(wake(0x6000, 0xc0, 5'000'000));
   c.push(wait(0x2000, 0xa0, 120, 50));  // woken by 0x7000's release
   c.push(wait(0x2000, 0xa0, 350, 70));  // by 0x8000's
   c.push(wait(0x2000, 0xb0, 400, 30));  // by 0x9000's (a release of another lock is not it)
-  c.push(wait(0x2000, 0xa0, 90, 10));   // before any release of its lock: unattributed
+  // Ended 10 ns before any release of its lock was stamped: the first one, whose unlock
+  // freed the lock before its wake call (the waiter took it in between).
+  c.push(wait(0x2000, 0xa0, 90, 10));
+  // Nothing released 0xc0 within 1 ms before or after: unattributed.
+  c.push(wait(0x2000, 0xc0, 1'000'000, 40));
   c.finish();
   std::map<uint64_t, int64_t> delay_by_holder;
   for (const auto& r : c.mutex_holders().rows()) {
@@ -124,9 +130,9 @@ TEST(WaitCollector, ChargesEachMutexWaitToTheReleaseThatEndedIt) {
     delay_by_holder[frames.at(1).pc] += r.values[1];
   }
   EXPECT_EQ(delay_by_holder,
-            (std::map<uint64_t, int64_t>{{0x7000, 50}, {0x8000, 70}, {0x9000, 30}}));
+            (std::map<uint64_t, int64_t>{{0x7000, 60}, {0x8000, 70}, {0x9000, 30}}));
   EXPECT_EQ(c.stats().unattributed, 1u);
-  EXPECT_EQ(c.stats().wakes, 3u);
+  EXPECT_EQ(c.stats().wakes, 4u);
 }
 
 TEST(WaitOptions, BlockRateAndMutexFractionParseOrFailAsUsageErrors) {
