@@ -40,6 +40,10 @@ SessionPlan plan_session(const std::vector<const ProfileSource*>& sources,
   return plan;
 }
 
+bool seizes_new_processes(const PipelineRequest& req) {
+  return req.tree.follow || plan_session(req.sources, req.settings).any_probes();
+}
+
 namespace {
 
 bool needs_probes(const ProfileSource& src, const CaptureSettings& s) {

@@ -80,6 +80,12 @@ struct PipelineResult {
 SessionPlan plan_session(const std::vector<const ProfileSource*>& sources,
                          const CaptureSettings& settings);
 
+// Whether the target's new processes must be seized at birth (TracedProcess::seize and
+// launch, `trace_forks`): to be followed, or to be cleaned of the probes they inherit.
+// Otherwise each would cost its creator three stops for nothing. Needs req.sources,
+// req.settings and req.tree.follow.
+bool seizes_new_processes(const PipelineRequest& req);
+
 // Runs the capture on `tp` (seized, or launched and held at its exec) until the duration,
 // `stop`, the target's exit or exec; detaches (the probes removed) and finishes every
 // collector. Throws UserError(kTargetGone) when the target's modules cannot be read, or no

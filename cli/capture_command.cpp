@@ -288,11 +288,9 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   // cleanly (detach, write), not kill profctl with the target seized.
   install_capture_signals(0);
   const std::string start = utc_now_rfc3339();
-  // The processes the target creates are seized at birth only to be followed or cleaned
-  // of inherited probes.
-  const bool trace_forks =
-      follows_children(o, launch) || plan_session(req.sources, req.settings).any_probes();
-  std::unique_ptr<TracedProcess> tp = seize_or_launch(o, launch, trace_forks);
+  req.tree.follow = follows_children(o, launch);
+  req.tree.max_processes = o.max_processes;
+  std::unique_ptr<TracedProcess> tp = seize_or_launch(o, launch, seizes_new_processes(req));
   const pid_t pid = tp->pid();
   AssembleOptions ao;
   ao.header = header_of(o, launch, pid, start, req.sources, req.settings);
@@ -300,8 +298,6 @@ int run_capture(const CaptureOptionsCli& o, bool launch) {
   req.launch = launch;
   req.stack_bytes = o.stack_bytes;
   req.dwfl.debuginfod = o.common.debuginfod;
-  req.tree.follow = follows_children(o, launch);
-  req.tree.max_processes = o.max_processes;
   req.stop_grace = launch ? kRunStopGrace : std::chrono::milliseconds(0);
   const bool live = isatty(STDERR_FILENO) && o.common.verbose == 0;
   auto progress = std::make_unique<FinishProgress>(isatty(STDERR_FILENO) != 0);

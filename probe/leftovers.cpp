@@ -269,9 +269,8 @@ class Remover {
     const std::string what = "an earlier profctl session's probe area at " + hex(a.start) + " (" +
                              std::to_string(a.end - a.start) + " bytes)";
     if (busy) {
-      report_.notes.push_back(what + " is still in use by a thread: left mapped, disabled");
+      report_.in_use.push_back(what + " is still in use by a thread: left mapped, disabled");
       report_.clean = false;
-      report_.in_use = true;
       return;
     }
     if (!unmap(a.start, a.end - a.start)) {

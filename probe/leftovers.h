@@ -24,10 +24,10 @@ struct LeftoverReport {
   std::vector<std::string> notes;  // what was found and removed, or left and why
   bool found = false;              // an earlier session's probes were there
   bool clean = true;               // nothing of an earlier session remains
-  // An area stayed because a thread was inside it (a call through it had not returned).
-  // Its entry points are restored and it is disabled, so no thread enters it again: run
-  // the target a moment and call again, and it goes.
-  bool in_use = false;
+  // One note per area left because a thread was inside it (a call through it had not
+  // returned), apart from `notes`. Its entry points are restored and it is disabled, so no
+  // thread enters it again: run the target a moment and call again, and it goes.
+  std::vector<std::string> in_use;
 };
 
 // `root`: /proc/PID/root, through which the target's module files are read.

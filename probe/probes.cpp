@@ -508,48 +508,50 @@ class Probes::Observer final : public TraceObserver {
   bool unhijack_;  // timed waits are hijacked: stack copies need their return address back
 };
 
-Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOptions& o) {
-  const std::string root = "/proc/" + std::to_string(tp.pid()) + "/root";
-  // A session killed earlier left its probes in: they go first (probes on probes would
-  // relocate another session's jumps), and the capture says what was found. An area a
-  // thread is still inside (a call through it had not returned when the world stopped)
-  // is disabled and its entry points restored by the first pass, so the target runs a
-  // moment and the next pass removes it; a thread that stays (a long wait) leaves it
-  // mapped and disabled after kLeftoverPatience, as the notes say.
+namespace {
+
+// Stops the world with nothing of a killed earlier session left in it: its probes go first
+// (probes on probes would relocate another session's jumps), and `notes` says what was
+// found. An area a thread is still inside (a call through it had not returned when the
+// world stopped) is disabled and its entry points restored by the first pass, so the target
+// runs a moment and a later pass removes it; one still in use after kLeftoverPatience (a
+// long wait) stays mapped and disabled, as the notes say.
+Result<std::unique_ptr<StoppedWorld>> stop_without_leftovers(TracedProcess& tp,
+                                                             std::vector<std::string>& notes) {
   constexpr auto kLeftoverPatience = std::chrono::seconds(2);
+  const std::string root = "/proc/" + std::to_string(tp.pid()) + "/root";
   const auto give_up = std::chrono::steady_clock::now() + kLeftoverPatience;
-  Result<std::unique_ptr<StoppedWorld>> world = Error{"not stopped"};
-  LeftoverReport left;
-  bool waited = false;
-  for (;;) {
-    world = tp.stop_world();
-    if (!world) {
-      return world.error();
-    }
-    if ((*world)->stopped().empty()) {
-      return Error{"no thread of pid " + std::to_string(tp.pid()) + " could be stopped"};
-    }
-    LeftoverReport pass = remove_leftovers(**world, root);
-    const bool last = !pass.in_use || std::chrono::steady_clock::now() >= give_up;
-    left.found = left.found || pass.found;
-    left.clean = pass.clean;
-    left.in_use = pass.in_use;
-    for (std::string& n : pass.notes) {
-      // An area in use is said once, by the last pass, if it is still there then.
-      if (last || n.find("still in use") == std::string::npos) {
-        left.notes.push_back(std::move(n));
+  for (bool told = false;; told = true) {
+    {
+      auto world = tp.stop_world();
+      if (!world) {
+        return world.error();
       }
-    }
-    if (last) {
-      break;
-    }
-    if (!waited) {
-      waited = true;
-      logger("probe")->debug(
-          "a thread is inside an earlier session's probe area: the target runs until it is out");
-    }
-    world = Error{"not stopped"};  // resumed here
+      if ((*world)->stopped().empty()) {
+        return Error{"no thread of pid " + std::to_string(tp.pid()) + " could be stopped"};
+      }
+      LeftoverReport pass = remove_leftovers(**world, root);
+      notes.insert(notes.end(), pass.notes.begin(), pass.notes.end());
+      if (pass.in_use.empty() || std::chrono::steady_clock::now() >= give_up) {
+        notes.insert(notes.end(), pass.in_use.begin(), pass.in_use.end());
+        return world;
+      }
+      if (!told) {
+        logger("probe")->debug(
+            "a thread is inside an earlier session's probe area: the target runs until it is out");
+      }
+    }  // the world resumes here
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOptions& o) {
+  std::vector<std::string> leftovers;
+  auto world = stop_without_leftovers(tp, leftovers);
+  if (!world) {
+    return world.error();
   }
   StoppedWorld& w = **world;
   // The SharedArea is created inside install_in (from the target's memfd); start empty.
@@ -559,7 +561,7 @@ Result<std::shared_ptr<Probes>> Probes::install(TracedProcess& tp, const ProbeOp
   self->options_heap_ = o.heap;
   self->options_waits_ = o.waits;
   self->allow_breakpoints_ = o.allow_breakpoints;
-  if (auto r = self->install_in(w, tp, std::move(left)); !r) {
+  if (auto r = self->install_in(w, tp, leftovers); !r) {
     // Nothing has run since the install began: no thread can be inside our code, so one
     // pass undoes everything that can be undone; what cannot is said.
     self->remove(w, /*last_chance=*/true);
@@ -726,12 +728,13 @@ std::optional<std::string> Probes::malloc_refusal(Installer& installer,
 
 // The install recipe's phases in order (probe/README.md); installer.h has the ones that
 // write into the target.
-Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp, LeftoverReport left) {
+Result<void> Probes::install_in(StoppedWorld& w, TracedProcess& tp,
+                                const std::vector<std::string>& leftovers) {
   const std::string root = "/proc/" + std::to_string(w.pid()) + "/root";
-  for (const std::string& n : left.notes) {
+  for (const std::string& n : leftovers) {
     logger("probe")->debug("{}", n);
   }
-  inst_.notes.insert(inst_.notes.end(), left.notes.begin(), left.notes.end());
+  inst_.notes.insert(inst_.notes.end(), leftovers.begin(), leftovers.end());
   if (auto r = check_seccomp(w); !r) {
     return r.error();
   }

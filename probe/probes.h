@@ -36,8 +36,6 @@
 
 namespace profctl::probe {
 
-struct LeftoverReport;
-
 struct ProbeOptions {
   bool heap = true;               // malloc & co.
   bool waits = false;             // futex waits: the block and mutex profiles
@@ -115,7 +113,9 @@ class Probes {
  private:
   class Observer;  // what attach/ tells the probes (probes.cpp)
   Probes() = default;
-  Result<void> install_in(StoppedWorld& world, TracedProcess& tp, LeftoverReport left);
+  // `leftovers`: what was found of killed sessions (stop_without_leftovers), for the notes.
+  Result<void> install_in(StoppedWorld& world, TracedProcess& tp,
+                          const std::vector<std::string>& leftovers);
   // The sites to probe, by module (the allocator's entry points and glibc's waits, as the
   // options ask), their names kept for function_name().
   Result<SitesByModule> find_sites(StoppedWorld& w, const std::vector<std::string>& modules,

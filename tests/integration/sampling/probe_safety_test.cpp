@@ -229,6 +229,35 @@ TEST(ProbeSafetyInstall, AFailedInstallLeavesTheTargetAsFound) {
   expect_finished_clean(target);
 }
 
+// The next attach (-v: every note it finds) takes out what a killed or stuck session left,
+// all of it: the code mappings are as they were before any profctl.
+void expect_next_attach_removes_leftovers(pid_t pid, const std::set<std::string>& before) {
+  TempDir dir;
+  auto r = run(attach_argv(
+      pid, {"--profiles", "heap", "-d", "0.2s", "-v", "--format", "json", "-o", dir.path()}));
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_NE(r.err.find("removed an earlier profctl session's probe area"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("still in use"), std::string::npos) << r.err;
+  EXPECT_EQ(code_mappings(pid), before) << "before:\n"
+                                        << joined(before) << "after:\n"
+                                        << joined(code_mappings(pid));
+}
+
+// probe_busy's slow malloc returned, no block was ever corrupt, and it exits 0 when told.
+void expect_busy_target_quits_clean(Child& target) {
+  auto s = target.command("status");
+  ASSERT_TRUE(s);
+  EXPECT_NE(s->find("slow=1"), std::string::npos) << *s;
+  EXPECT_NE(s->find("bad=0"), std::string::npos) << *s;
+  EXPECT_EQ(target.command("quit", milliseconds(5000)), std::nullopt);
+  for (int i = 0; i < 100 && target.alive(); ++i) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_TRUE(target.wait_status());
+  EXPECT_EQ(*target.wait_status(), 0);
+}
+
 // A thread inside a probed call when the capture ends (the target's own malloc sleeping
 // for seconds) keeps the probe areas mapped: profctl says exactly what it left (addresses
 // and sizes) and exits 6, never 0. The target runs on correctly, and the next attach
@@ -263,22 +292,8 @@ TEST(ProbeSafetyRemoval, WhatCannotBeRemovedIsListedAndTheExitIsNotZero) {
   ASSERT_TRUE(s);
   EXPECT_NE(s->find("slow=1"), std::string::npos) << *s;
   EXPECT_NE(s->find("bad=0"), std::string::npos) << *s;
-  // The next attach takes the leftovers out.
-  TempDir dir2;
-  auto r = run(attach_argv(
-      target.pid(), {"--profiles", "heap", "-d", "0.2s", "--format", "json", "-o", dir2.path()}));
-  ASSERT_EQ(r.exit_code, 0) << r.describe();
-  EXPECT_NE(r.err.find("removed an earlier profctl session's probe area"), std::string::npos)
-      << r.err;
-  EXPECT_EQ(code_mappings(target.pid()), before) << "before:\n"
-                                                 << joined(before) << "after:\n"
-                                                 << joined(code_mappings(target.pid()));
-  EXPECT_EQ(target.command("quit", milliseconds(5000)), std::nullopt);
-  for (int i = 0; i < 100 && target.alive(); ++i) {
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  ASSERT_TRUE(target.wait_status());
-  EXPECT_EQ(*target.wait_status(), 0);
+  expect_next_attach_removes_leftovers(target.pid(), before);
+  expect_busy_target_quits_clean(target);
 }
 
 // profctl SIGKILLed while a thread is inside a probed call (the target's malloc sleeping
@@ -307,26 +322,8 @@ TEST(ProbeSafetyRemoval, AnAreaInUseWhenTheNextAttachComesIsRemovedOnceItsCallRe
   ASSERT_NE(mid->find("slow=0"), std::string::npos)
       << "the slow call ended before the next attach: the test proves nothing: " << *mid;
   ASSERT_NE(code_mappings(target.pid()), before) << "the killed session left nothing";
-  TempDir dir;
-  auto r = run(attach_argv(target.pid(), {"--profiles", "heap", "-d", "0.2s", "-v", "--format",
-                                          "json", "-o", dir.path()}));
-  ASSERT_EQ(r.exit_code, 0) << r.describe();
-  EXPECT_NE(r.err.find("removed an earlier profctl session's probe area"), std::string::npos)
-      << r.err;
-  EXPECT_EQ(r.err.find("still in use"), std::string::npos) << r.err;
-  EXPECT_EQ(code_mappings(target.pid()), before) << "before:\n"
-                                                 << joined(before) << "after:\n"
-                                                 << joined(code_mappings(target.pid()));
-  auto s = target.command("status");
-  ASSERT_TRUE(s);
-  EXPECT_NE(s->find("slow=1"), std::string::npos) << *s;
-  EXPECT_NE(s->find("bad=0"), std::string::npos) << *s;
-  EXPECT_EQ(target.command("quit", milliseconds(5000)), std::nullopt);
-  for (int i = 0; i < 100 && target.alive(); ++i) {
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  ASSERT_TRUE(target.wait_status());
-  EXPECT_EQ(*target.wait_status(), 0);
+  expect_next_attach_removes_leftovers(target.pid(), before);
+  expect_busy_target_quits_clean(target);
 }
 
 // The counters of the probe area a killed profctl left mapped in `pid` (read from the
