@@ -227,6 +227,8 @@ class SharedArea {
 };
 
 // The slot hash shared with blob.c (must stay identical).
-inline uint64_t probe_hash(uint64_t x) { return (x * 0x9E3779B97F4A7C15ULL) >> 29; }
+inline uint64_t probe_hash(uint64_t x) {
+  return (x * uint64_t{PROBE_HASH_MULTIPLIER}) >> PROBE_HASH_SHIFT;
+}
 
 }  // namespace profctl::probe

@@ -76,19 +76,19 @@
 #define PROBE_REC_STATE_COMMITTED 2u /* release-stored after the body: safe to read */
 #define PROBE_REC_STATE_PADDING 3u   /* skip len bytes: the record did not fit before the end */
 
-#define PROBE_REC_ALLOC 0x1u         /* ptr is a sampled allocation of value bytes */
-#define PROBE_REC_FREED 0x2u         /* args[0] was a sampled pointer and is now freed */
-#define PROBE_REC_STACK_BOUNDS 0x4u  /* stack copied with memcpy inside registered bounds */
-#define PROBE_REC_STACK_VMREADV 0x8u /* stack copied with process_vm_readv (bounds unknown) */
-#define PROBE_REC_STACK_FAILED 0x10u /* process_vm_readv failed: no stack bytes */
-#define PROBE_REC_STACK_CUT 0x20u    /* the copy stopped at ctl.stack_bytes, not at the end */
+#define PROBE_REC_ALLOC 0x1u            /* ptr is a sampled allocation of value bytes */
+#define PROBE_REC_FREED 0x2u            /* args[0] was a sampled pointer and is now freed */
+#define PROBE_REC_STACK_BOUNDS 0x4u     /* stack copied with memcpy inside registered bounds */
+#define PROBE_REC_STACK_VMREADV 0x8u    /* stack copied with process_vm_readv (bounds unknown) */
+#define PROBE_REC_STACK_FAILED 0x10u    /* process_vm_readv failed: no stack bytes */
+#define PROBE_REC_STACK_CUT 0x20u       /* the copy stopped at ctl.stack_bytes, not at the end */
 #define PROBE_REC_PTR_NOT_TRACKED 0x40u /* pointer table full: this pointer's free is not seen */
 /* The blob's sampling decisions, each made once, in the target: profctl weighs what they
  * chose (fraction; rate/delay) and never samples again. MUTEX: 1 in fraction, drawn at the
  * wait's entry. BLOCK: delay >= rate, else with p = delay/rate, drawn at its end. */
-#define PROBE_REC_WAIT_MUTEX 0x80u      /* a wait chosen for the mutex profile */
-#define PROBE_REC_WAIT_BLOCK 0x100u     /* a wait chosen for the block profile */
-#define PROBE_REC_WAKE 0x200u           /* a contended lock's release (PROBE_KIND_MUTEX_WAKE) */
+#define PROBE_REC_WAIT_MUTEX 0x80u  /* a wait chosen for the mutex profile */
+#define PROBE_REC_WAIT_BLOCK 0x100u /* a wait chosen for the block profile */
+#define PROBE_REC_WAKE 0x200u       /* a contended lock's release (PROBE_KIND_MUTEX_WAKE) */
 /* ABI v7: the record is a struct probe_record_walked (the target walked its own stack with
  * the compiled tables, or the record has no stack: a free). stack_id names the pcs; they
  * follow the record (npcs of them) the first time an id is written, else npcs is 0 and an
@@ -105,6 +105,23 @@
 #define PROBE_BLOB_SITES_OFFSET 64
 #define PROBE_BLOB_SITE_SIZE 32
 #define PROBE_BLOB_SITE_ORIGINAL_OFFSET 0
+#define PROBE_BLOB_SITE_KIND_OFFSET 16
+#define PROBE_BLOB_SITE_FLAGS_OFFSET 20
+
+/* ---- what the stubs' fast path reads (stubs.S, probe_fast) --------------------------- */
+#define PROBE_CTL_THREADS_OFFSET_OFFSET 24
+#define PROBE_CTL_THREADS_CAPACITY_OFFSET 32
+#define PROBE_CTL_MEM_RATE_OFFSET 80
+#define PROBE_CTL_ENABLED_OFFSET 92
+#define PROBE_CTL_FILTER_OFFSET_OFFSET 112
+#define PROBE_CTL_FILTER_CAPACITY_OFFSET 120
+#define PROBE_SLOT_SIZE 128
+#define PROBE_SLOT_KEY_OFFSET 0
+#define PROBE_SLOT_DEPTH_OFFSET 8
+#define PROBE_SLOT_COUNTDOWN_OFFSET 16
+#define PROBE_SLOT_RNG_OFFSET 24
+#define PROBE_HASH_MULTIPLIER 0x9E3779B97F4A7C15 /* the slot and filter hash: (x * this) >> 29 */
+#define PROBE_HASH_SHIFT 29
 
 /* ---- stub frame layout (shared by stubs.S and blob.c) -------------------------------- */
 /* The entry stub pushes rdi rsi rdx rcx r8 r9 rax r10 r11 (9) and reserves
@@ -169,13 +186,13 @@ struct probe_blob_header {
 /* Per-thread state, keyed by the thread pointer (%fs:0, the TCB self pointer). 128 bytes:
  * two cache lines of its own, so threads never share a line. */
 struct probe_thread_slot {
-  uint64_t key;       /* thread pointer; 0 = free. Claimed with CAS, never released */
-  uint64_t depth;     /* > 0 while inside a call-through: nested probes take the original */
-  int64_t countdown;  /* bytes left before the next sampled allocation */
-  uint64_t rng;       /* xorshift64* state; 0 = not seeded yet */
-  uint64_t stack_lo;  /* [stack_lo, stack_hi): the thread's stack, set by profctl */
-  uint64_t stack_hi;  /*   (stack_hi is written last; 0 = unknown) */
-  int32_t tid;        /* set by profctl with the bounds; 0 = unknown (the blob asks gettid) */
+  uint64_t key;      /* thread pointer; 0 = free. Claimed with CAS, never released */
+  uint64_t depth;    /* > 0 while inside a call-through: nested probes take the original */
+  int64_t countdown; /* bytes left before the next sampled allocation */
+  uint64_t rng;      /* xorshift64* state; 0 = not seeded yet */
+  uint64_t stack_lo; /* [stack_lo, stack_hi): the thread's stack, set by profctl */
+  uint64_t stack_hi; /*   (stack_hi is written last; 0 = unknown) */
+  int32_t tid;       /* set by profctl with the bounds; 0 = unknown (the blob asks gettid) */
   int32_t reserved32;
   /* Records this thread committed (ABI v7: per thread, so that recording costs no shared
    * counter; profctl sums the slots for records_written). */
@@ -215,37 +232,37 @@ struct probe_counters {
   uint64_t waits_not_hijacked;        /* cancellable waits left alone: no cancel site */
   /* Of dropped_ring_full, by the profile that loses them (one record may count twice: a
    * moved realloc is an allocation and a free; a lock wait may be chosen for both). */
-  uint64_t dropped_ring_alloc;        /* records with PROBE_REC_ALLOC */
-  uint64_t dropped_ring_free;         /* records with PROBE_REC_FREED */
-  uint64_t dropped_ring_mutex;        /* PROBE_KIND_MUTEX records with PROBE_REC_WAIT_MUTEX */
-  uint64_t dropped_ring_block;        /* records with PROBE_REC_WAIT_BLOCK */
+  uint64_t dropped_ring_alloc; /* records with PROBE_REC_ALLOC */
+  uint64_t dropped_ring_free;  /* records with PROBE_REC_FREED */
+  uint64_t dropped_ring_mutex; /* PROBE_KIND_MUTEX records with PROBE_REC_WAIT_MUTEX */
+  uint64_t dropped_ring_block; /* records with PROBE_REC_WAIT_BLOCK */
   /* ABI v7 */
   /* (Walked stacks and new stack ids are counted by profctl's reader, not here: a shared
    * counter per record costs more than the walk.) */
-  uint64_t walk_fallbacks;      /* stacks the walk could not finish: copied instead */
-  uint64_t ring_waits;          /* records that waited for room in the ring */
-  uint64_t dropped_stalled;     /* records dropped because profctl stopped draining */
+  uint64_t walk_fallbacks;  /* stacks the walk could not finish: copied instead */
+  uint64_t ring_waits;      /* records that waited for room in the ring */
+  uint64_t dropped_stalled; /* records dropped because profctl stopped draining */
   uint64_t reserved[5];
 };
 
 /* At offset 0 of the shared area. Everything after the first line is written by profctl
  * once (layout) or rarely (enabled, mem_rate); the ring indices have their own lines. */
 struct probe_ctl {
-  uint64_t magic;        /* PROBE_ABI_MAGIC */
-  uint32_t abi_version;  /* PROBE_ABI_VERSION */
-  uint32_t ctl_size;     /* sizeof(struct probe_ctl) */
-  uint64_t area_size;    /* bytes of the whole shared area */
+  uint64_t magic;       /* PROBE_ABI_MAGIC */
+  uint32_t abi_version; /* PROBE_ABI_VERSION */
+  uint32_t ctl_size;    /* sizeof(struct probe_ctl) */
+  uint64_t area_size;   /* bytes of the whole shared area */
   uint64_t threads_offset;
   uint64_t threads_capacity; /* power of two; struct probe_thread_slot entries */
   uint64_t ptrs_offset;
   uint64_t ptrs_capacity; /* power of two; uint64_t entries: 0 empty, 1 tombstone, else a pointer */
   uint64_t ring_offset;
-  uint64_t ring_size;     /* power of two, bytes */
-  uint32_t max_probe;     /* bound on linear probing in both tables */
-  uint32_t stack_bytes;   /* budget of each stack copy (multiple of 8) */
-  int64_t mem_rate;       /* Go MemProfileRate: mean bytes between samples; 1 all; 0 none */
-  int32_t owner_pid;      /* the profiled process; records of other pids are foreign */
-  uint32_t enabled;       /* 0: every trampoline takes the original path at once */
+  uint64_t ring_size;        /* power of two, bytes */
+  uint32_t max_probe;        /* bound on linear probing in both tables */
+  uint32_t stack_bytes;      /* budget of each stack copy (multiple of 8) */
+  int64_t mem_rate;          /* Go MemProfileRate: mean bytes between samples; 1 all; 0 none */
+  int32_t owner_pid;         /* the profiled process; records of other pids are foreign */
+  uint32_t enabled;          /* 0: every trampoline takes the original path at once */
   uint64_t block_rate_ticks; /* Go's block profile rate in TSC ticks: longer waits always,
                                 shorter ones with probability delay/rate; 0 = no block profile */
   uint64_t mutex_fraction;   /* Go's mutex profile fraction: 1 in N lock waits; 0 = none */
@@ -303,11 +320,11 @@ struct probe_record {
   uint32_t site;   /* index into probe_blob_header.sites */
   int32_t pid;
   int32_t tid;
-  uint64_t tsc;    /* rdtsc when the event completed */
-  uint64_t value;  /* alloc kinds: bytes requested; block/mutex: delay in TSC ticks */
-  uint64_t ptr;    /* alloc kinds: the allocated pointer (also for posix_memalign) */
+  uint64_t tsc;   /* rdtsc when the event completed */
+  uint64_t value; /* alloc kinds: bytes requested; block/mutex: delay in TSC ticks */
+  uint64_t ptr;   /* alloc kinds: the allocated pointer (also for posix_memalign) */
   uint64_t args[4];
-  uint64_t ret;    /* rax after the call */
+  uint64_t ret; /* rax after the call */
   /* Registers at the probed function's entry: rip = the function, rsp points at the
    * return address (waits: the real one is in the copy, never the hijacked word). */
   uint64_t rip, rsp, rbp, rbx, r12, r13, r14, r15;
@@ -385,14 +402,38 @@ struct probe_unwind_dir {
 PROBE_STATIC_ASSERT(sizeof(struct probe_blob_site) == PROBE_BLOB_SITE_SIZE, "site size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_blob_header) == PROBE_BLOB_HEADER_SIZE, "header size");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, shared_area) ==
-                        PROBE_BLOB_SHARED_AREA_OFFSET, "shared_area offset");
+                        PROBE_BLOB_SHARED_AREA_OFFSET,
+                    "shared_area offset");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, process_token) ==
-                        PROBE_BLOB_PROCESS_TOKEN_OFFSET, "process_token offset");
+                        PROBE_BLOB_PROCESS_TOKEN_OFFSET,
+                    "process_token offset");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, wait_return_offset) ==
-                        PROBE_BLOB_WAIT_RETURN_OFFSET, "wait_return_offset offset");
+                        PROBE_BLOB_WAIT_RETURN_OFFSET,
+                    "wait_return_offset offset");
 PROBE_STATIC_ASSERT(offsetof(struct probe_blob_header, sites) == PROBE_BLOB_SITES_OFFSET,
                     "sites offset");
-PROBE_STATIC_ASSERT(sizeof(struct probe_thread_slot) == 128, "slot is two cache lines");
+PROBE_STATIC_ASSERT(sizeof(struct probe_thread_slot) == PROBE_SLOT_SIZE, "slot is two lines");
+PROBE_STATIC_ASSERT(offsetof(struct probe_blob_site, kind) == PROBE_BLOB_SITE_KIND_OFFSET, "kind");
+PROBE_STATIC_ASSERT(offsetof(struct probe_blob_site, flags) == PROBE_BLOB_SITE_FLAGS_OFFSET,
+                    "flags");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, threads_offset) == PROBE_CTL_THREADS_OFFSET_OFFSET,
+                    "fast path: threads_offset");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, threads_capacity) ==
+                        PROBE_CTL_THREADS_CAPACITY_OFFSET,
+                    "fast path: threads_capacity");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, mem_rate) == PROBE_CTL_MEM_RATE_OFFSET,
+                    "fast path: mem_rate");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, enabled) == PROBE_CTL_ENABLED_OFFSET,
+                    "fast path: enabled");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, filter_offset) == PROBE_CTL_FILTER_OFFSET_OFFSET,
+                    "fast path: filter_offset");
+PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, filter_capacity) == PROBE_CTL_FILTER_CAPACITY_OFFSET,
+                    "fast path: filter_capacity");
+PROBE_STATIC_ASSERT(offsetof(struct probe_thread_slot, key) == PROBE_SLOT_KEY_OFFSET, "key");
+PROBE_STATIC_ASSERT(offsetof(struct probe_thread_slot, depth) == PROBE_SLOT_DEPTH_OFFSET, "depth");
+PROBE_STATIC_ASSERT(offsetof(struct probe_thread_slot, countdown) == PROBE_SLOT_COUNTDOWN_OFFSET,
+                    "countdown");
+PROBE_STATIC_ASSERT(offsetof(struct probe_thread_slot, rng) == PROBE_SLOT_RNG_OFFSET, "rng");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_head) == 256, "head line");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_tail) == 320, "tail line");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, counters) == 384, "counters line");
@@ -400,9 +441,10 @@ PROBE_STATIC_ASSERT(sizeof(struct probe_ctl) == 896, "ctl size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_record) == 160, "record size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_record_walked) == 80, "walked record size");
 PROBE_STATIC_ASSERT(offsetof(struct probe_record_walked, flags) ==
-                        offsetof(struct probe_record, flags), "common prefix");
-PROBE_STATIC_ASSERT(offsetof(struct probe_record_walked, tsc) ==
-                        offsetof(struct probe_record, tsc), "common prefix");
+                        offsetof(struct probe_record, flags),
+                    "common prefix");
+PROBE_STATIC_ASSERT(offsetof(struct probe_record_walked, tsc) == offsetof(struct probe_record, tsc),
+                    "common prefix");
 PROBE_STATIC_ASSERT(sizeof(struct probe_unwind_row) == 16, "row size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_unwind_module) == 56, "module size");
 

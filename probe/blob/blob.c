@@ -56,9 +56,8 @@ void probe_exit(struct probe_frame* frame, uint32_t site) HIDDEN;
 #define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define CAS(p, expected, desired)                                                       \
-  __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_ACQ_REL, \
-                              __ATOMIC_ACQUIRE)
+#define CAS(p, expected, desired) \
+  __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
 #define COUNT(c, field) __atomic_fetch_add(&(c)->counters.field, 1, __ATOMIC_RELAXED)
 
 static inline uint64_t thread_pointer(void) {
@@ -123,7 +122,9 @@ static inline struct probe_ctl* ctl_area(void) {
   return (struct probe_ctl*)(uintptr_t)LOAD(&probe_blob_header.shared_area);
 }
 
-static inline uint64_t mix(uint64_t x) { return (x * 0x9E3779B97F4A7C15ULL) >> 29; }
+static inline uint64_t mix(uint64_t x) {
+  return (x * (uint64_t)PROBE_HASH_MULTIPLIER) >> PROBE_HASH_SHIFT; /* as stubs.S */
+}
 
 /* ---- random sampling distance (Go's MemProfileRate) --------------------------------- */
 
@@ -157,8 +158,8 @@ static int64_t next_sample_distance(int64_t rate, uint64_t* rng) {
   if (rate <= 1) {
     return 0;
   }
-  uint64_t u = (rng_next(rng) >> 38) + 1;    /* uniform in [1, 2^26] */
-  uint64_t q = (26ULL << 16) - log2_q16(u);  /* -log2(u / 2^26) in Q16, >= 0 */
+  uint64_t u = (rng_next(rng) >> 38) + 1;   /* uniform in [1, 2^26] */
+  uint64_t q = (26ULL << 16) - log2_q16(u); /* -log2(u / 2^26) in Q16, >= 0 */
   unsigned __int128 d = (unsigned __int128)(uint64_t)rate * q * 45426ULL; /* ln2 in Q16 */
   return (int64_t)(uint64_t)(d >> 32) + 1;
 }
@@ -419,8 +420,7 @@ static int walk_tables_of(struct probe_ctl* c, struct walk_tables* t) {
   return 1;
 }
 
-static const struct probe_unwind_module* walk_module_of(const struct walk_tables* t,
-                                                        uint64_t pc) {
+static const struct probe_unwind_module* walk_module_of(const struct walk_tables* t, uint64_t pc) {
   uint32_t lo = 0, hi = t->count; /* the first module starting after pc is at hi */
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
@@ -602,15 +602,15 @@ struct rec_in {
   int32_t pid;
   uint64_t value, ptr, ret;
   uint64_t args[4];
-  uint64_t rsp;       /* rsp at the probed function's entry: the stack copy starts here */
-  uint64_t ret_addr;  /* the real return address: the copy's first word */
+  uint64_t rsp;      /* rsp at the probed function's entry: the stack copy starts here */
+  uint64_t ret_addr; /* the real return address: the copy's first word */
   uint64_t rbp, rbx, r12, r13, r14, r15;
 };
 
 /* How many stack bytes a record copies and how (PROBE_REC_STACK_* added to *flags):
  * memcpy inside the thread's registered bounds, else the kernel's process_vm_readv. */
-static uint64_t plan_stack_copy(struct probe_ctl* c, struct probe_thread_slot* slot,
-                                uint64_t rsp, uint32_t* flags) {
+static uint64_t plan_stack_copy(struct probe_ctl* c, struct probe_thread_slot* slot, uint64_t rsp,
+                                uint32_t* flags) {
   uint64_t want = LOAD(&c->stack_bytes) & ~7ULL;
   uint64_t hi = LOAD_ACQ(&slot->stack_hi);
   uint64_t lo = LOAD(&slot->stack_lo);
@@ -628,8 +628,8 @@ static uint64_t plan_stack_copy(struct probe_ctl* c, struct probe_thread_slot* s
 }
 
 /* Copies the stack from rsp into the record as planned; returns the bytes copied. */
-static uint64_t copy_stack(struct probe_ctl* c, struct probe_record* r, int32_t pid,
-                           uint64_t rsp, uint64_t want, uint32_t* flags) {
+static uint64_t copy_stack(struct probe_ctl* c, struct probe_record* r, int32_t pid, uint64_t rsp,
+                           uint64_t want, uint32_t* flags) {
   if (*flags & PROBE_REC_STACK_BOUNDS) {
     copy_bytes(r + 1, (const void*)rsp, want);
     return want;
@@ -706,8 +706,7 @@ static void count_ring_drop(struct probe_ctl* c, uint32_t kind, uint32_t flags) 
 /* A short record (struct probe_record_walked): a walked stack's id and, the first time, its
  * pcs; or no stack at all (with_stack 0: a free). 1 = written (or dropped and counted). */
 static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
-                         const struct rec_in* in, const uint64_t* pcs, uint32_t npcs,
-                         uint64_t id) {
+                         const struct rec_in* in, const uint64_t* pcs, uint32_t npcs, uint64_t id) {
   uint64_t* claim = 0;
   if (npcs != 0 && stack_id_known(c, id, &claim)) {
     npcs = 0;
@@ -745,8 +744,8 @@ static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
 /* Writes one record. with_stack: walk the caller's stack (a short record with pcs), else,
  * if the walk cannot finish, copy it (a full record for profctl to unwind); without a
  * stack, a short record. */
-static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
-                            struct rec_in* in, int with_stack) {
+static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot, struct rec_in* in,
+                            int with_stack) {
   if (!with_stack) {
     write_walked(c, slot, in, 0, 0, 0);
     return;
@@ -787,8 +786,8 @@ static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
 }
 
 /* Writes one record for the call-through in `f`. */
-static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame* f,
-                         uint32_t kind, uint32_t flags, uint64_t ptr, int with_stack) {
+static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame* f, uint32_t kind,
+                         uint32_t flags, uint64_t ptr, int with_stack) {
   struct rec_in in;
   in.kind = kind;
   in.flags = flags;
@@ -816,8 +815,7 @@ static void write_record(struct probe_ctl* c, uint32_t site, struct probe_frame*
 
 /* Go's rule: a sample when the allocation reaches the countdown. Fast path: one
  * subtraction on the thread's own cache line. */
-static inline int sample_alloc(struct probe_ctl* c, struct probe_thread_slot* s,
-                               uint64_t size) {
+static inline int sample_alloc(struct probe_ctl* c, struct probe_thread_slot* s, uint64_t size) {
   int64_t rate = LOAD(&c->mem_rate);
   if (rate <= 0) {
     return 0;
@@ -898,9 +896,7 @@ static int enter_alloc(struct probe_ctl* c, struct probe_call* call, uint64_t si
  * pointers to keep (its CAS and filter counter on every call, and a cache miss in a large
  * table, were a quarter of the target's time at that rate). A free of a pointer allocated
  * before the attach then reaches profctl, which counts it as not charged. */
-static inline int records_all(struct probe_ctl* c) {
-  return LOAD(&c->mem_rate) == 1;
-}
+static inline int records_all(struct probe_ctl* c) { return LOAD(&c->mem_rate) == 1; }
 
 /* A free is recorded here, before the memory is released: once it is, another thread can
  * get the same address from the allocator and record its allocation, which must come
@@ -943,8 +939,8 @@ static int enter_free(struct probe_ctl* c, struct probe_call* call, uint32_t sit
  * enters free; reallocarray enters realloc. Those calls go through a frame even when not
  * sampled, so the depth counter keeps the nested probe quiet: the event is recorded once,
  * as the outer call. */
-static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t old,
-                         uint64_t size, int always_nests) {
+static int enter_realloc(struct probe_ctl* c, struct probe_call* call, uint64_t old, uint64_t size,
+                         int always_nests) {
   struct probe_thread_slot* s = thread_slot(c);
   if (!s || s->depth != 0) {
     return 0;
@@ -1062,8 +1058,8 @@ static int cancel_unwind_armed(void) {
     if (p[0] != 0xe9) {
       continue;
     }
-    uint32_t rel = (uint32_t)p[1] | (uint32_t)p[2] << 8 | (uint32_t)p[3] << 16 |
-                   (uint32_t)p[4] << 24;
+    uint32_t rel =
+        (uint32_t)p[1] | (uint32_t)p[2] << 8 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 24;
     uint64_t target = (uint64_t)(uintptr_t)p + 5 + (uint64_t)(int64_t)(int32_t)rel;
     if (target == (uint64_t)(probe_stubs + (uint64_t)i * PROBE_STUB_STRIDE)) {
       return 1;
@@ -1144,8 +1140,7 @@ static inline uint64_t wait_random(struct probe_thread_slot* s) {
  *    is written; with a block rate every wait is hijacked (timed), few are recorded.
  *  - a release (MUTEX_WAKE): recorded only while a wait chosen for mutex waits on its lock
  *    (the lock filter), the only releases the holder side can charge. */
-static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t site,
-                      uint32_t kind) {
+static int enter_wait(struct probe_ctl* c, struct probe_call* call, uint32_t site, uint32_t kind) {
   uint64_t fraction = LOAD(&c->mutex_fraction);
   uint64_t rate = LOAD(&c->block_rate_ticks);
   /* Every kind may be a lock wait: profctl tells rwlock waits (BLOCK) apart by stack. A
@@ -1298,8 +1293,8 @@ int probe_enter(struct probe_call* call, uint32_t site) {
 
 /* ---- per kind: exit ----------------------------------------------------------------- */
 
-static void exit_alloc(struct probe_ctl* c, uint32_t site, struct probe_frame* f,
-                       uint32_t kind, uint64_t ptr) {
+static void exit_alloc(struct probe_ctl* c, uint32_t site, struct probe_frame* f, uint32_t kind,
+                       uint64_t ptr) {
   uint32_t flags = 0;
   uint64_t state = f->call.state;
   if ((state & PROBE_REC_ALLOC) && ptr != 0) {
