@@ -150,6 +150,8 @@ Result<void> PerfSampler::add(pid_t tid) {
   // The exec marks where a thread's records pass from its old image to its new one.
   attr.comm = 1;
   attr.comm_exec = 1;
+  // A record at each executable mapping the thread makes (take_mapped).
+  attr.mmap = 1;
   attr.use_clockid = 1;
   attr.clockid = CLOCK_MONOTONIC;
   attr.disabled = 1;
@@ -265,6 +267,13 @@ size_t PerfSampler::drain_ring(Ring& r, const std::function<void(PerfSample&&)>&
         r.run.runnable = (h.misc & PERF_RECORD_MISC_SWITCH_OUT_PREEMPT) != 0;
       }
       r.run.known = true;
+    } else if (h.type == PERF_RECORD_MMAP) {
+      // u32 pid, tid; u64 addr, len, pgoff; char filename[]
+      uint32_t pid_tid[2] = {0, 0};
+      uint64_t addr = 0;
+      if (field(8, pid_tid, 8) && field(16, &addr, 8) && mapped_.size() < 4096) {
+        mapped_.emplace_back(static_cast<pid_t>(pid_tid[0]), addr);
+      }
     } else if (h.type == PERF_RECORD_LOST) {
       uint64_t lost = 0;
       if (field(16, &lost, 8)) {

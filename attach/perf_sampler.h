@@ -21,6 +21,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "attach/snapshot.h"
 #include "base/fd.h"
@@ -82,6 +84,10 @@ class PerfSampler {
   uint64_t no_user_regs() const { return no_user_regs_; }
   // Records that failed a size check (never expected from the kernel).
   uint64_t malformed() const { return malformed_; }
+  // Where executable mappings were made since the last call (PERF_RECORD_MMAP: a dlopen),
+  // as {pid, start address}: a library can be read while the process lives even when no
+  // sample's pc lands in it (its samples all in the vdso's clock_gettime, say).
+  std::vector<std::pair<pid_t, uint64_t>> take_mapped() { return std::exchange(mapped_, {}); }
 
  private:
   struct Ring;
@@ -94,6 +100,7 @@ class PerfSampler {
   uint64_t lost_ = 0;
   uint64_t no_user_regs_ = 0;
   uint64_t malformed_ = 0;
+  std::vector<std::pair<pid_t, uint64_t>> mapped_;
 };
 
 }  // namespace profctl

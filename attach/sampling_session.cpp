@@ -613,6 +613,11 @@ void SamplingSession::clock_remove(pid_t tid) {
 void SamplingSession::drain_records() {
   if (perf_) {
     perf_->drain_all([this](PerfSample&& ps) { recorded(std::move(ps)); });
+    for (const auto& [pid, addr] : perf_->take_mapped()) {
+      if (opts_.on_sample_pc) {
+        opts_.on_sample_pc(pid, addr);  // a library mapped since: read while the process lives
+      }
+    }
     res_.perf_lost = perf_->lost();
     res_.perf_unusable = perf_->no_user_regs() + perf_->malformed() + old_image_unusable_;
   }

@@ -53,9 +53,10 @@ struct SessionOptions {
   // Called every 100 ms and at every thread creation, while the target is alive: the
   // moment to notice new mappings (libraries loaded after exec, dlopen).
   std::function<void()> on_maps_check;
-  // Called with the pid and pc of every sample (record or stop) as it is taken, while the
-  // process still lives: a pc in a library loaded since the last look (dlopen) can have
-  // its maps read before the process exits.
+  // Called with the pid and pc of every sample (record or stop) as it is taken, and with the
+  // start of every executable mapping the kernel's records report (a dlopen), while the
+  // process still lives: a library loaded since the last look can have its maps read
+  // before the process exits.
   std::function<void(pid_t, uint64_t)> on_sample_pc;
   // 0: `stop` ends the capture at once (attach). Otherwise (run: the program was sent the
   // same signal) the capture goes on until the target exits, for at most this long after
