@@ -97,7 +97,8 @@
 
 /* ---- blob header layout --------------------------------------------------------------- */
 #define PROBE_MAX_SITES 32
-#define PROBE_STUB_STRIDE 128 /* bytes between the entry stubs of consecutive sites */
+#define PROBE_STUB_STRIDE 512 /* bytes between the entry stubs of consecutive sites (each
+                                 holds its own fast path) */
 #define PROBE_BLOB_HEADER_SIZE 1088
 #define PROBE_BLOB_SHARED_AREA_OFFSET 32
 #define PROBE_BLOB_PROCESS_TOKEN_OFFSET 40
@@ -108,7 +109,7 @@
 #define PROBE_BLOB_SITE_KIND_OFFSET 16
 #define PROBE_BLOB_SITE_FLAGS_OFFSET 20
 
-/* ---- what the stubs' fast path reads (stubs.S, probe_fast) --------------------------- */
+/* ---- what the stubs' fast path reads (stubs.S) ------------------------------------- */
 #define PROBE_CTL_THREADS_OFFSET_OFFSET 24
 #define PROBE_CTL_THREADS_CAPACITY_OFFSET 32
 #define PROBE_CTL_MEM_RATE_OFFSET 80

@@ -44,25 +44,102 @@ probe_stubs:
         .balign PROBE_STUB_STRIDE
 probe_stub_\i:
         endbr64
-        /* The fast path first (probe_fast): five registers saved instead of nine and no C
-         * frame for a call that is not recorded, the common case at every rate but 1. */
+        /* The fast path, in each stub: a call that is not recorded (the common case at every
+         * rate but 1) costs five saved registers and no C frame. It uses rax rcx rdx r10 r11
+         * and the flags (dead at a function's entry), restored before either path. It
+         * decides exactly as probe_enter would, for the two kinds it knows and only where
+         * probe_enter takes the original path with nothing else to do; anything else (a
+         * slot not at its home entry, an unseeded thread, a sampled call, rate 1 or below,
+         * other kinds) goes on to probe_enter (.Lfull):
+         *  - MALLOC (no PROBE_SITE_NESTS): disabled; or the thread's slot is at its home
+         *    entry and is inside a call-through (depth > 0); or the allocation stays under
+         *    the countdown, which it lowers (sample_alloc, enter_alloc);
+         *  - FREE at a rate above 1: disabled, a null pointer, or a pointer whose page's
+         *    filter counter is 0 (enter_free, ptr_find).
+         * Inline rather than called: the call and its return were a sixth of its cost. */
         push %rax
         push %rcx
         push %rdx
         push %r10
         push %r11
         mov $\i, %edx
-        call probe_fast
-        test %eax, %eax                /* the pops leave the flags alone */
+        lea probe_blob_header(%rip), %r11
+        mov PROBE_BLOB_SHARED_AREA_OFFSET(%r11), %rax          /* struct probe_ctl* */
+        test %rax, %rax
+        jz .Lfull\i
+        shl $5, %edx                                           /* * PROBE_BLOB_SITE_SIZE */
+        lea PROBE_BLOB_SITES_OFFSET(%r11,%rdx), %r11           /* the site */
+        mov PROBE_BLOB_SITE_KIND_OFFSET(%r11), %ecx
+        cmp $PROBE_KIND_MALLOC, %ecx
+        je .Lmalloc\i
+        cmp $PROBE_KIND_FREE, %ecx
+        je .Lfree\i
+        jmp .Lfull\i
+.Lmalloc\i:
+        testl $PROBE_SITE_NESTS, PROBE_BLOB_SITE_FLAGS_OFFSET(%r11)
+        jnz .Lfull\i
+        cmpl $0, PROBE_CTL_ENABLED_OFFSET(%rax)
+        je .Lorig\i
+        cmpq $1, PROBE_CTL_MEM_RATE_OFFSET(%rax)
+        jle .Lfull\i
+        mov %fs:0, %rcx                                        /* the thread pointer: the key */
+        movabs $PROBE_HASH_MULTIPLIER, %r10
+        imul %rcx, %r10
+        shr $PROBE_HASH_SHIFT, %r10
+        mov PROBE_CTL_THREADS_CAPACITY_OFFSET(%rax), %rdx
+        dec %rdx
+        and %rdx, %r10
+        shl $7, %r10                                           /* * PROBE_SLOT_SIZE */
+        add PROBE_CTL_THREADS_OFFSET_OFFSET(%rax), %r10
+        add %rax, %r10                                         /* the home slot */
+        cmp %rcx, PROBE_SLOT_KEY_OFFSET(%r10)
+        jne .Lfull\i
+        cmpq $0, PROBE_SLOT_DEPTH_OFFSET(%r10)
+        jne .Lorig\i
+        cmpq $0, PROBE_SLOT_RNG_OFFSET(%r10)
+        je .Lfull\i
+        mov PROBE_SLOT_COUNTDOWN_OFFSET(%r10), %rcx
+        test %rcx, %rcx
+        jle .Lfull\i
+        cmp %rcx, %rdi                                         /* size < countdown */
+        jae .Lfull\i
+        sub %rdi, PROBE_SLOT_COUNTDOWN_OFFSET(%r10)
+        jmp .Lorig\i
+.Lfree\i:
+        cmpl $0, PROBE_CTL_ENABLED_OFFSET(%rax)
+        je .Lorig\i
+        test %rdi, %rdi
+        jz .Lorig\i
+        cmpq $1, PROBE_CTL_MEM_RATE_OFFSET(%rax)
+        je .Lfull\i                                              /* every free is recorded */
+        mov %rdi, %rcx
+        shr $12, %rcx                                          /* the pointer's page */
+        movabs $PROBE_HASH_MULTIPLIER, %r10
+        imul %rcx, %r10
+        shr $PROBE_HASH_SHIFT, %r10
+        mov PROBE_CTL_FILTER_CAPACITY_OFFSET(%rax), %rdx
+        dec %rdx
+        and %rdx, %r10
+        shl $2, %r10                                           /* u32 counters */
+        add PROBE_CTL_FILTER_OFFSET_OFFSET(%rax), %r10
+        add %rax, %r10
+        cmpl $0, (%r10)
+        jne .Lfull\i
+.Lorig\i:
         pop %r11
         pop %r10
         pop %rdx
         pop %rcx
         pop %rax
-        jnz 2f
         jmp *(probe_blob_header + PROBE_BLOB_SITES_OFFSET + \i * PROBE_BLOB_SITE_SIZE + PROBE_BLOB_SITE_ORIGINAL_OFFSET)(%rip)
+.Lfull\i:
+        pop %r11
+        pop %r10
+        pop %rdx
+        pop %rcx
+        pop %rax
         /* Save what the original path or the caller may rely on and C may clobber. */
-2:      push %rdi
+        push %rdi
         push %rsi
         push %rdx
         push %rcx
@@ -96,89 +173,6 @@ probe_stub_\i:
         .globl probe_stub_last
         .hidden probe_stub_last
         .set probe_stub_last, probe_stub_31   /* blob.ld checks the stubs stayed in stride */
-
-/* The fast path of a call that is not recorded, in assembly: edx = the site's index, every
- * other register as at F's entry; may change rax rcx rdx r10 r11 and the flags, which the
- * stub saved (flags are dead at a function's entry). eax = 0: take the original path at
- * once, with nothing recorded or counted; 1: go through probe_enter, which decides. It
- * decides exactly as probe_enter would for the two kinds it knows, and only the cases
- * where probe_enter takes the original path with nothing else to do; anything else (a
- * slot not at its home entry, an unseeded thread, a sampled call, rate 1 or below, other
- * kinds) goes to probe_enter:
- *  - MALLOC (no PROBE_SITE_NESTS): disabled; or the thread's slot is at its home entry and
- *    is inside a call-through (depth > 0); or the allocation stays under the countdown,
- *    which it lowers (sample_alloc, enter_alloc);
- *  - FREE at a rate above 1: disabled, a null pointer, or a pointer whose page's filter
- *    counter is 0 (enter_free, ptr_find). */
-        .balign 16
-probe_fast:
-        lea probe_blob_header(%rip), %r11
-        mov PROBE_BLOB_SHARED_AREA_OFFSET(%r11), %rax          /* struct probe_ctl* */
-        test %rax, %rax
-        jz .Lfull
-        shl $5, %edx                                           /* * PROBE_BLOB_SITE_SIZE */
-        lea PROBE_BLOB_SITES_OFFSET(%r11,%rdx), %r11           /* the site */
-        mov PROBE_BLOB_SITE_KIND_OFFSET(%r11), %ecx
-        cmp $PROBE_KIND_MALLOC, %ecx
-        je .Lmalloc
-        cmp $PROBE_KIND_FREE, %ecx
-        je .Lfree
-.Lfull:
-        mov $1, %eax
-        ret
-.Lmalloc:
-        testl $PROBE_SITE_NESTS, PROBE_BLOB_SITE_FLAGS_OFFSET(%r11)
-        jnz .Lfull
-        cmpl $0, PROBE_CTL_ENABLED_OFFSET(%rax)
-        je .Loriginal
-        cmpq $1, PROBE_CTL_MEM_RATE_OFFSET(%rax)
-        jle .Lfull
-        mov %fs:0, %rcx                                        /* the thread pointer: the key */
-        movabs $PROBE_HASH_MULTIPLIER, %r10
-        imul %rcx, %r10
-        shr $PROBE_HASH_SHIFT, %r10
-        mov PROBE_CTL_THREADS_CAPACITY_OFFSET(%rax), %rdx
-        dec %rdx
-        and %rdx, %r10
-        shl $7, %r10                                           /* * PROBE_SLOT_SIZE */
-        add PROBE_CTL_THREADS_OFFSET_OFFSET(%rax), %r10
-        add %rax, %r10                                         /* the home slot */
-        cmp %rcx, PROBE_SLOT_KEY_OFFSET(%r10)
-        jne .Lfull
-        cmpq $0, PROBE_SLOT_DEPTH_OFFSET(%r10)
-        jne .Loriginal
-        cmpq $0, PROBE_SLOT_RNG_OFFSET(%r10)
-        je .Lfull
-        mov PROBE_SLOT_COUNTDOWN_OFFSET(%r10), %rcx
-        test %rcx, %rcx
-        jle .Lfull
-        cmp %rcx, %rdi                                         /* size < countdown */
-        jae .Lfull
-        sub %rdi, PROBE_SLOT_COUNTDOWN_OFFSET(%r10)
-.Loriginal:
-        xor %eax, %eax
-        ret
-.Lfree:
-        cmpl $0, PROBE_CTL_ENABLED_OFFSET(%rax)
-        je .Loriginal
-        test %rdi, %rdi
-        jz .Loriginal
-        cmpq $1, PROBE_CTL_MEM_RATE_OFFSET(%rax)
-        je .Lfull                                              /* every free is recorded */
-        mov %rdi, %rcx
-        shr $12, %rcx                                          /* the pointer's page */
-        movabs $PROBE_HASH_MULTIPLIER, %r10
-        imul %rcx, %r10
-        shr $PROBE_HASH_SHIFT, %r10
-        mov PROBE_CTL_FILTER_CAPACITY_OFFSET(%rax), %rdx
-        dec %rdx
-        and %rdx, %r10
-        shl $2, %r10                                           /* u32 counters */
-        add PROBE_CTL_FILTER_OFFSET_OFFSET(%rax), %r10
-        add %rax, %r10
-        cmpl $0, (%r10)
-        jne .Lfull
-        jmp .Loriginal
 
 /* Call-through: rsp = struct probe_call, esi = site. Calls the original path with the
  * saved arguments, then probe_exit(frame, site), then returns the original's rax:rdx to
