@@ -62,13 +62,10 @@ probe_stub_\i:
         push %rdx
         push %r10
         push %r11
-        mov $\i, %edx
-        lea probe_blob_header(%rip), %r11
-        mov PROBE_BLOB_SHARED_AREA_OFFSET(%r11), %rax          /* struct probe_ctl* */
+        mov (probe_blob_header + PROBE_BLOB_SHARED_AREA_OFFSET)(%rip), %rax  /* probe_ctl* */
         test %rax, %rax
         jz .Lfull\i
-        shl $5, %edx                                           /* * PROBE_BLOB_SITE_SIZE */
-        lea PROBE_BLOB_SITES_OFFSET(%r11,%rdx), %r11           /* the site */
+        lea (probe_blob_header + PROBE_BLOB_SITES_OFFSET + \i * PROBE_BLOB_SITE_SIZE)(%rip), %r11
         mov PROBE_BLOB_SITE_KIND_OFFSET(%r11), %ecx
         cmp $PROBE_KIND_MALLOC, %ecx
         je .Lmalloc\i

@@ -163,8 +163,8 @@ TEST_P(CpuTruth, SharesMatchTheProgramsOwnMeasureOnAnOversubscribedMachine) {
   // sum to their CPU time from profctl's attach to their last sample. Against the window between
   // the truth reads that differs by the CPU they ran between the attach and the first read, and
   // between the last read and the stop (a few ms of wall time each; at most 2 CPUs), and by the
-  // time after each worker's last sample (under one period, 2 ms at 499 Hz). 3 % of ~1.8 s of
-  // worker CPU (here each worker has ~1/9 of a CPU; more on a bigger machine) is 50 ms of CPU: the
+  // time after each worker's last sample (under one period, 2 ms at 499 Hz). 3 % of ~3 s of
+  // worker CPU (here each worker has ~1/9 of a CPU; more on a bigger machine) is 90 ms of CPU: the
   // edges stay well inside it, while a lost sample's time, a sample charged a fixed period
   // instead of the CPU it stands for, or a dropped thread shows beyond it.
   const double period_ns = 1e9 / 499;
