@@ -36,7 +36,7 @@ struct ProbeCaptureOptions {
   uint64_t block_rate_ns = 0;   // Go's SetBlockProfileRate: waits >= this always recorded
   uint64_t mutex_fraction = 0;  // Go's SetMutexProfileFraction: 1 in N
   uint32_t stack_bytes = 16 * 1024;
-  uint64_t ring_bytes = 64ULL << 20;  // rounded up to a power of two
+  uint64_t ring_bytes = probe::kDefaultRingBytes;  // rounded up to a power of two
   // A breakpoint (int3) where no jump fits: only for a program profctl started, which dies
   // with profctl anyway; in a process profctl attached to, a breakpoint left by a killed
   // profctl would kill it at the next call (SIGTRAP with no tracer).

@@ -66,7 +66,7 @@ HeapOptions resolve_heap_options(const HeapOptionsCli& o) {
   const uint64_t prb = parse_mem_rate(o.probe_ring_bytes);
   if (prb < (64u << 10) || prb > (4ULL << 30)) {
     throw UserError(ExitCode::kUsage, "bad --probe-ring-bytes '" + o.probe_ring_bytes + "'",
-                    "use 64K to 4G (e.g. 64M, the default; rounded up to a power of two)");
+                    "use 64K to 4G (e.g. 8M, the default; rounded up to a power of two)");
   }
   h.probe_ring_bytes = prb;
   h.probe_lossy = o.probe_lossy;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "probe/shared_area.h"
 #include "profile/heap_profile.h"
 
 namespace profctl::cli {
@@ -18,8 +19,8 @@ struct HeapOptions {
   uint64_t leak_age_ns = kDefaultLeakAgeNs;  // long-lived: live at the end and this old
   std::string sample_index = "inuse_space";  // folded values and text ranking
   uint64_t probe_stack_bytes = 16 * 1024;    // stack copied per recorded event
-  uint64_t probe_ring_bytes = 64ULL << 20;   // the probes' ring
-  bool probe_lossy = false;                  // a full ring drops records instead of waiting
+  uint64_t probe_ring_bytes = probe::kDefaultRingBytes;  // the probes' ring
+  bool probe_lossy = false;  // a full ring drops records instead of waiting
 };
 
 // The command line's text, before validation.
@@ -27,7 +28,7 @@ struct HeapOptionsCli {
   std::string mem_rate = "512K";
   std::string leak_age = "10s";
   std::string probe_stack_bytes = "16K";
-  std::string probe_ring_bytes = "64M";
+  std::string probe_ring_bytes = "8M";
   bool probe_lossy = false;
   std::string sample_index = "inuse_space";
 };

@@ -43,7 +43,7 @@ struct ProbeOptions {
   uint64_t mutex_fraction = 0;    // 1 in N lock waits; 0 = no mutex profile
   int64_t mem_rate = 512 * 1024;
   uint32_t stack_bytes = 16 * 1024;
-  uint64_t ring_bytes = 64ULL << 20;
+  uint64_t ring_bytes = kDefaultRingBytes;
   uint64_t pointer_capacity = 1ULL << 22;
   bool allow_breakpoints = false;  // the int3 fallback (see ProbeCaptureOptions)
   bool child = false;  // a followed child's new image: a child's smaller, lazy area (kChild*)

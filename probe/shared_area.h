@@ -30,16 +30,22 @@
 
 namespace profctl::probe {
 
+// The ring's default size. Small enough to stay in the CPUs' caches while the target writes
+// and profctl reads it (a writer that finds it full waits for room): at --mem-rate 1 a
+// 64 MiB ring made every record a trip to memory on both sides, and cost the target ~25%
+// more than 8 MiB (bench/HEAP.md).
+inline constexpr uint64_t kDefaultRingBytes = 8ULL << 20;
+
 struct SharedAreaOptions {
-  int64_t mem_rate = 512 * 1024;           // Go's MemProfileRate; 1 = every allocation; 0 = none
-  uint32_t stack_bytes = 16 * 1024;        // stack copy budget per record (rounded down to 8)
-  uint64_t ring_bytes = 64ULL << 20;       // rounded up to a power of two
-  uint64_t pointer_capacity = 1ULL << 22;  // sampled pointers; rounded up to a power of two
-  uint64_t thread_capacity = 4096;         // thread slots; rounded up to a power of two
-  uint32_t max_probe = 16;                 // linear-probing bound in both tables
-  pid_t owner_pid = 0;                     // the target's pid (records of other pids are foreign)
-  uint64_t block_rate_ticks = 0;           // Go's block profile rate in TSC ticks; 0 = off
-  uint64_t mutex_fraction = 0;             // Go's mutex profile fraction; 0 = off
+  int64_t mem_rate = 512 * 1024;            // Go's MemProfileRate; 1 = every allocation; 0 = none
+  uint32_t stack_bytes = 16 * 1024;         // stack copy budget per record (rounded down to 8)
+  uint64_t ring_bytes = kDefaultRingBytes;  // rounded up to a power of two
+  uint64_t pointer_capacity = 1ULL << 22;   // sampled pointers; rounded up to a power of two
+  uint64_t thread_capacity = 4096;          // thread slots; rounded up to a power of two
+  uint32_t max_probe = 16;                  // linear-probing bound in both tables
+  pid_t owner_pid = 0;                      // the target's pid (records of other pids are foreign)
+  uint64_t block_rate_ticks = 0;            // Go's block profile rate in TSC ticks; 0 = off
+  uint64_t mutex_fraction = 0;              // Go's mutex profile fraction; 0 = off
   // Allocate every page of the area up front (fallocate on the memfd) and map it populated
   // in profctl: the target's first touch of a ring or table page is then a minor fault
   // that maps an existing page, never an allocation and zeroing on its probe path (on the

@@ -174,7 +174,7 @@ TEST(ProbeHostile, AScribblingTargetCannotCrashOrBloatProfctl) {
   const int code = exit_code_of(*st);
   EXPECT_TRUE(code == 0 || code == 3) << p.describe_status() << "\n" << p.err();
   // The records claimed 1 MiB stacks each, with new pointers and sizes: without bounds
-  // profctl grew by gigabytes. Its own 64 MiB ring is mapped in it too.
+  // profctl grew by gigabytes. Its own ring (8 MiB) is mapped in it too.
   EXPECT_LT(peak_kib, 768 * 1024) << "profctl peaked at " << peak_kib << " KiB";
   RecordProperty("peak_rss_kib", static_cast<int>(peak_kib));
   RecordProperty("scribble", *reply);
