@@ -173,13 +173,39 @@ uint64_t RingReader::take_record(const Entry& e, uint64_t head,
   return e.len;
 }
 
-// A walked record: the fixed part once, then at most PROBE_MAX_PCS pcs, into private memory.
+// The words of each PROBE_FIELD_* mask (a table: std::popcount is a libgcc call on the
+// baseline x86-64 this is built for, once per record).
+constexpr auto kFieldWords = [] {
+  std::array<uint8_t, PROBE_FIELDS_ALL + 1> t{};
+  for (unsigned m = 0; m <= PROBE_FIELDS_ALL; ++m) {
+    t[m] =
+        static_cast<uint8_t>((m & 1) + (m >> 1 & 1) + (m >> 2 & 1) + (m >> 3 & 1) + (m >> 4 & 1));
+  }
+  return t;
+}();
+
+// A walked record: the fixed part once, then its fields and at most PROBE_MAX_PCS pcs, into
+// private memory.
 uint64_t RingReader::take_walked(const Entry& e, uint64_t head,
                                  const std::function<void(const RecordView&)>& fn, size_t& handed) {
   probe_record_walked w{};
   std::memcpy(&w, ring_ + e.off, sizeof w);
-  if (w.npcs > PROBE_MAX_PCS || w.npcs > (e.len - sizeof w) / 8 ||
-      (w.npcs != 0 && w.stack_id == 0)) {
+  const uint64_t nwords = kFieldWords[w.fields & PROBE_FIELDS_ALL];
+  if ((w.fields & ~PROBE_FIELDS_ALL) != 0 || w.npcs > PROBE_MAX_PCS ||
+      nwords + w.npcs > (e.len - sizeof w) / 8) {
+    resync(head);
+    return 0;
+  }
+  uint64_t words[PROBE_FIELDS_MAX] = {};
+  uint64_t field[PROBE_FIELDS_MAX] = {};  // value, ptr, arg0, arg1, stack id
+  std::memcpy(words, ring_ + e.off + sizeof w, nwords * 8);
+  for (unsigned i = 0, n = 0; i < PROBE_FIELDS_MAX; ++i) {
+    if (w.fields & (1u << i)) {
+      field[i] = words[n++];
+    }
+  }
+  const uint64_t stack_id = field[4];
+  if (w.npcs != 0 && stack_id == 0) {
     resync(head);
     return 0;
   }
@@ -193,12 +219,12 @@ uint64_t RingReader::take_walked(const Entry& e, uint64_t head,
     rec.pid = w.pid;
     rec.tid = w.tid;
     rec.tsc = w.tsc;
-    rec.value = w.value;
-    rec.ptr = w.ptr;
-    rec.args[0] = w.arg0;
-    rec.args[1] = w.arg1;
-    std::memcpy(pcs_.data(), ring_ + e.off + sizeof w, size_t{w.npcs} * 8);
-    fn(RecordView{rec, {}, true, w.stack_id, {pcs_.data(), w.npcs}});
+    rec.value = field[0];
+    rec.ptr = field[1];
+    rec.args[0] = field[2];
+    rec.args[1] = field[3];
+    std::memcpy(pcs_.data(), ring_ + e.off + sizeof w + nwords * 8, size_t{w.npcs} * 8);
+    fn(RecordView{rec, {}, true, stack_id, {pcs_.data(), w.npcs}});
     ++stats_.records;
     ++handed;
   } else {

@@ -17,7 +17,7 @@
 #define PROFCTL_PROBE_ABI_H
 
 #define PROBE_ABI_MAGIC 0x3145424f52504650ULL /* "PFPROBE1" read as a little-endian u64 */
-#define PROBE_ABI_VERSION 7
+#define PROBE_ABI_VERSION 8
 
 /* ---- site kinds (record.kind, probe_blob_site.kind) ---------------------------------- */
 #define PROBE_KIND_NONE 0
@@ -95,10 +95,26 @@
  * earlier record of the same ring defined them. */
 #define PROBE_REC_WALKED 0x400u
 
+/* ---- the fields of a walked record (probe_record_walked.fields, ABI v8) --------------- */
+/* After its 32 bytes, a walked record holds one u64 for each bit set in `fields`, in bit
+ * order, then its pcs: a field that is not there is 0. A free is 40 bytes, an allocation
+ * 56, where every field written whole made 80 of each: at --mem-rate 1 the ring carries
+ * every call, and its bytes are what the target and profctl pay for (cache lines moving
+ * between their CPUs). Allocations carry no args (value is the request); frees and moved
+ * reallocs carry ARG0 (the old pointer), waits ARG0 (the lock) and ARG1 (the start). */
+#define PROBE_FIELD_VALUE 0x1u
+#define PROBE_FIELD_PTR 0x2u
+#define PROBE_FIELD_ARG0 0x4u
+#define PROBE_FIELD_ARG1 0x8u
+#define PROBE_FIELD_STACK_ID 0x10u
+#define PROBE_FIELDS_ALL 0x1fu
+#define PROBE_FIELDS_MAX 5
+
 /* ---- blob header layout --------------------------------------------------------------- */
 #define PROBE_MAX_SITES 32
-#define PROBE_STUB_STRIDE 512 /* bytes between the entry stubs of consecutive sites (each
-                                 holds its own fast path) */
+#define PROBE_STUB_STRIDE                                         \
+  512 /* bytes between the entry stubs of consecutive sites (each \
+         holds its own fast path) */
 #define PROBE_BLOB_HEADER_SIZE 1088
 #define PROBE_BLOB_SHARED_AREA_OFFSET 32
 #define PROBE_BLOB_PROCESS_TOKEN_OFFSET 40
@@ -332,26 +348,24 @@ struct probe_record {
   uint64_t stack_len; /* valid bytes of the copy of [rsp, rsp + stack_len) that follows */
 };
 
-/* PROBE_REC_WALKED records (ABI v7): the same first 24 bytes as struct probe_record (header,
- * kind, flags, site, pid, tid), then what a walked or stackless record needs. npcs pcs
- * follow, innermost first: pcs[0] is the probed function (the activation), the rest return
- * addresses, the last one's frame outermost (the walk reached a frame whose return address
- * is undefined). A free, or a realloc's freed half only, has stack_id 0 and no pcs. */
+/* PROBE_REC_WALKED records (ABI v8): the same first 12 bytes as struct probe_record
+ * (header, kind, flags), then the site, which fields follow (PROBE_FIELD_*: value, ptr,
+ * args[0], args[1], the stack id, each a u64 when its bit is set, in that order) and how
+ * many pcs follow them, innermost first: pcs[0] is the probed function (the activation),
+ * the rest return addresses, the last one's frame outermost (the walk reached a frame
+ * whose return address is undefined). A free, or a realloc's freed half only, has no stack
+ * id and no pcs. */
 struct probe_record_walked {
   uint64_t header;
   uint16_t kind;
   uint16_t flags;
-  uint32_t site;
+  uint16_t site;  /* index into probe_blob_header.sites */
+  uint8_t fields; /* PROBE_FIELD_* */
+  uint8_t npcs;   /* pcs following the fields (0: stack_id was defined before, or none) */
   int32_t pid;
   int32_t tid;
   uint64_t tsc;
-  uint64_t value;    /* as probe_record */
-  uint64_t ptr;      /* as probe_record */
-  uint64_t arg0;     /* args[0]: a free's (or moved realloc's) old pointer; a wait's lock */
-  uint64_t arg1;     /* args[1]: a wait's start */
-  uint64_t stack_id; /* the hash of the pcs; 0 = no stack */
-  uint32_t npcs;     /* pcs following this record (0: stack_id was defined before) */
-  uint32_t reserved;
+  /* the fields, then the pcs */
 };
 
 /* ---- compiled unwind tables (ABI v7) ---------------------------------------------------
@@ -440,7 +454,8 @@ PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, ring_tail) == 320, "tail line");
 PROBE_STATIC_ASSERT(offsetof(struct probe_ctl, counters) == 384, "counters line");
 PROBE_STATIC_ASSERT(sizeof(struct probe_ctl) == 896, "ctl size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_record) == 160, "record size");
-PROBE_STATIC_ASSERT(sizeof(struct probe_record_walked) == 80, "walked record size");
+PROBE_STATIC_ASSERT(sizeof(struct probe_record_walked) == 32, "walked record size");
+PROBE_STATIC_ASSERT(PROBE_MAX_PCS <= 255 && PROBE_MAX_SITES <= 65535, "npcs and site fit");
 PROBE_STATIC_ASSERT(offsetof(struct probe_record_walked, flags) ==
                         offsetof(struct probe_record, flags),
                     "common prefix");

@@ -704,14 +704,28 @@ static void count_ring_drop(struct probe_ctl* c, uint32_t kind, uint32_t flags) 
 }
 
 /* A short record (struct probe_record_walked): a walked stack's id and, the first time, its
- * pcs; or no stack at all (with_stack 0: a free). 1 = written (or dropped and counted). */
+ * pcs; or no stack at all (npcs 0, id 0: a free). Only the fields profctl reads for the
+ * kind, and only those that are not 0 (PROBE_FIELD_*). */
 static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
                          const struct rec_in* in, const uint64_t* pcs, uint32_t npcs, uint64_t id) {
   uint64_t* claim = 0;
   if (npcs != 0 && stack_id_known(c, id, &claim)) {
     npcs = 0;
   }
-  uint64_t len = sizeof(struct probe_record_walked) + (uint64_t)npcs * 8;
+  const int wait = in->kind >= PROBE_KIND_BLOCK;
+  const int arg0 = wait || (in->flags & PROBE_REC_FREED);
+  const uint64_t field[PROBE_FIELDS_MAX] = {in->value, in->ptr, arg0 ? in->args[0] : 0,
+                                            wait ? in->args[1] : 0, id};
+  uint64_t words[PROBE_FIELDS_MAX];
+  uint32_t fields = 0;
+  uint32_t nwords = 0;
+  for (uint32_t i = 0; i < PROBE_FIELDS_MAX; ++i) {
+    if (field[i] != 0) {
+      fields |= 1u << i;
+      words[nwords++] = field[i];
+    }
+  }
+  uint64_t len = sizeof(struct probe_record_walked) + (uint64_t)(nwords + npcs) * 8;
   struct probe_record_walked* r = (struct probe_record_walked*)ring_reserve_waiting(c, len);
   if (!r) {
     COUNT(c, dropped_ring_full);
@@ -720,19 +734,18 @@ static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
   }
   r->kind = (uint16_t)in->kind;
   r->flags = (uint16_t)(in->flags | PROBE_REC_WALKED);
-  r->site = in->site;
+  r->site = (uint16_t)in->site;
+  r->fields = (uint8_t)fields;
+  r->npcs = (uint8_t)npcs;
   r->pid = in->pid;
   r->tid = record_tid(slot);
   r->tsc = rdtsc();
-  r->value = in->value;
-  r->ptr = in->ptr;
-  r->arg0 = in->args[0];
-  r->arg1 = in->args[1];
-  r->stack_id = id;
-  r->npcs = npcs;
-  r->reserved = 0;
+  uint64_t* out = (uint64_t*)(r + 1);
+  for (uint32_t i = 0; i < nwords; ++i) {
+    out[i] = words[i];
+  }
   if (npcs != 0) {
-    copy_bytes(r + 1, pcs, (uint64_t)npcs * 8);
+    copy_bytes(out + nwords, pcs, (uint64_t)npcs * 8);
   }
   STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
   if (claim) {

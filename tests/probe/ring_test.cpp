@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "probe/abi/probe_abi.h"
 #include "probe/ring_reader.h"
@@ -222,6 +224,101 @@ TEST(ProbeRingReader, GarbageResynchronizes) {
   odd->header = 13 | (uint64_t{PROBE_REC_STATE_COMMITTED} << 32);
   EXPECT_TRUE(reader.drain_records().empty());
   EXPECT_EQ(reader.stats().corrupt, 2u);
+}
+
+// A walked record as blob.c's write_walked writes it: the 32 bytes, the non-zero fields in
+// bit order, then the pcs.
+bool put_walked(SharedArea& a, uint32_t fields, std::vector<uint64_t> words,
+                std::vector<uint64_t> pcs, uint64_t extra_len = 0) {
+  const uint64_t len = sizeof(probe_record_walked) + (words.size() + pcs.size()) * 8 + extra_len;
+  probe_record* r = reserve(a, len);
+  if (r == nullptr) {
+    return false;
+  }
+  auto* w = reinterpret_cast<probe_record_walked*>(r);
+  w->kind = PROBE_KIND_MALLOC;
+  w->flags = PROBE_REC_WALKED | PROBE_REC_ALLOC;
+  w->site = 3;
+  w->fields = static_cast<uint8_t>(fields);
+  w->npcs = static_cast<uint8_t>(pcs.size());
+  w->pid = getpid();
+  w->tid = 77;
+  w->tsc = 12345;
+  auto* out = reinterpret_cast<uint64_t*>(w + 1);
+  std::copy(words.begin(), words.end(), out);
+  std::copy(pcs.begin(), pcs.end(), out + words.size());
+  commit(r, len);
+  return true;
+}
+
+TEST(ProbeRingReader, WalkedRecordsCarryTheirFieldsInBitOrder) {
+  SharedArea a = small_area();
+  RingReader reader(a);
+  // An allocation defining its stack: value, ptr, stack id, then two pcs.
+  ASSERT_TRUE(put_walked(a, PROBE_FIELD_VALUE | PROBE_FIELD_PTR | PROBE_FIELD_STACK_ID,
+                         {48, 0x5000, 0xabc0}, {0x401000, 0x402000}));
+  // A free: the old pointer alone.
+  ASSERT_TRUE(put_walked(a, PROBE_FIELD_ARG0, {0x5000}, {}));
+  // A wait: every field but ptr, no pcs (its id defined before).
+  ASSERT_TRUE(
+      put_walked(a, PROBE_FIELD_VALUE | PROBE_FIELD_ARG0 | PROBE_FIELD_ARG1 | PROBE_FIELD_STACK_ID,
+                 {900, 0x7000, 555, 0xabc0}, {}));
+  auto got = reader.drain_records();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(reader.stats().corrupt, 0u);
+  for (const ProbeRecord& r : got) {
+    EXPECT_TRUE(r.walked);
+    EXPECT_EQ(r.site, 3u);
+    EXPECT_EQ(r.tid, 77);
+    EXPECT_EQ(r.tsc, 12345u);
+  }
+  EXPECT_EQ(got[0].value, 48u);
+  EXPECT_EQ(got[0].ptr, 0x5000u);
+  EXPECT_EQ(got[0].args[0], 0u);
+  EXPECT_EQ(got[0].stack_id, 0xabc0u);
+  EXPECT_EQ(got[0].pcs, (std::vector<uint64_t>{0x401000, 0x402000}));
+  EXPECT_EQ(got[1].value, 0u);
+  EXPECT_EQ(got[1].ptr, 0u);
+  EXPECT_EQ(got[1].args[0], 0x5000u);
+  EXPECT_EQ(got[1].stack_id, 0u);
+  EXPECT_TRUE(got[1].pcs.empty());
+  EXPECT_EQ(got[2].value, 900u);
+  EXPECT_EQ(got[2].ptr, 0u);
+  EXPECT_EQ(got[2].args[0], 0x7000u);
+  EXPECT_EQ(got[2].args[1], 555u);
+  EXPECT_EQ(got[2].stack_id, 0xabc0u);
+  EXPECT_TRUE(got[2].pcs.empty());
+}
+
+TEST(ProbeRingReader, MalformedWalkedRecordsResynchronize) {
+  SharedArea a = small_area();
+  RingReader reader(a);
+  // A field bit past the last field.
+  ASSERT_TRUE(put_walked(a, 0x20 | PROBE_FIELD_VALUE, {1, 2}, {}));
+  EXPECT_TRUE(reader.drain_records().empty());
+  EXPECT_EQ(reader.stats().corrupt, 1u);
+  // More fields and pcs than the record's length holds.
+  {
+    const uint64_t len = sizeof(probe_record_walked) + 8;
+    probe_record* r = reserve(a, len);
+    auto* w = reinterpret_cast<probe_record_walked*>(r);
+    w->flags = PROBE_REC_WALKED;
+    w->pid = getpid();
+    w->fields = PROBE_FIELD_VALUE | PROBE_FIELD_STACK_ID;
+    w->npcs = 1;
+    commit(r, len);
+  }
+  EXPECT_TRUE(reader.drain_records().empty());
+  EXPECT_EQ(reader.stats().corrupt, 2u);
+  // pcs without a stack id to name them.
+  ASSERT_TRUE(put_walked(a, PROBE_FIELD_VALUE, {1}, {0x401000}));
+  EXPECT_TRUE(reader.drain_records().empty());
+  EXPECT_EQ(reader.stats().corrupt, 3u);
+  // Slack after the words is allowed (len counts it), and the reader goes on.
+  ASSERT_TRUE(put_walked(a, PROBE_FIELD_ARG0, {0x9000}, {}, 16));
+  auto got = reader.drain_records();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].args[0], 0x9000u);
 }
 
 }  // namespace
