@@ -294,7 +294,12 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       if (v.walked) {
         ++walked;
         ids_new += v.pcs.empty() ? 0 : 1;
-        event.walked = WalkedStack{tag, v.stack_id, {v.pcs.begin(), v.pcs.end()}};
+        WalkedStack& w = event.walked.emplace();
+        w.ring = tag;
+        w.id = v.stack_id;
+        if (!v.pcs.empty()) {
+          w.pcs.assign(v.pcs.begin(), v.pcs.end());
+        }
         return;
       }
       ++copied;
@@ -327,17 +332,19 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
     if (!heap_) {
       return;
     }
+    // Built in place in the batch: at --mem-rate 1 this runs for every call the target
+    // makes, and a moved AllocEvent is a hundred bytes.
     // A realloc that moved: its old pointer is freed before the new one is allocated.
     if (r.flags & PROBE_REC_FREED) {
-      AllocEvent f;
+      AllocEvent& f = heap_batch_.emplace_back();
       f.kind = AllocEvent::Kind::kFree;
       f.ptr = r.args[0] | tag;
       f.time_ns = t;
       f.tid = r.tid;
-      push_heap(std::move(f));
+      heap_added();
     }
     if (r.flags & PROBE_REC_ALLOC) {
-      AllocEvent a;
+      AllocEvent& a = heap_batch_.emplace_back();
       a.kind = AllocEvent::Kind::kAlloc;
       a.ptr = r.ptr | tag;
       a.size = r.value;
@@ -346,7 +353,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       a.pid = label;
       a.space = space;
       stack_of(a);
-      push_heap(std::move(a));
+      heap_added();
     }
   });
   flush();
@@ -367,8 +374,7 @@ probe::ProbeCounters ProbeCapture::counters() const {
   return sum;
 }
 
-void ProbeCapture::push_heap(AllocEvent&& e) {
-  heap_batch_.push_back(std::move(e));
+void ProbeCapture::heap_added() {
   if (heap_batch_.size() >= kBatch) {
     heap_->push_all(heap_batch_, options_.ring_wait, [this] { keep_alive(false); });
   }

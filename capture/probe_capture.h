@@ -158,7 +158,7 @@ class ProbeCapture {
   void keep_alive(bool tables_too);
   // Queues a collector event: batched, flushed every kBatch events and at the end of each
   // ring's drain; without loss (ring_wait) or droppably.
-  void push_heap(AllocEvent&& e);
+  void heap_added();  // after an event was built at the end of heap_batch_
   void push_wait(WaitEvent&& e);
   void flush();
   static constexpr size_t kBatch = 512;

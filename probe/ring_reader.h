@@ -150,6 +150,7 @@ class RingReader {
   bool gave_up_ = false;
   std::vector<std::byte> stack_;  // the current record's stack copy (private)
   std::vector<uint64_t> pcs_;     // the current walked record's pcs (private)
+  probe_record walked_{};         // the current walked record's fields (the rest stays 0)
 };
 
 ProbeRecord to_probe_record(const RecordView& view);
