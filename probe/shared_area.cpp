@@ -68,7 +68,7 @@ Result<SharedArea> SharedArea::create_on(const SharedAreaOptions& o, Fd fd) {
       page_up(l.lock_filter_offset + l.lock_filter_capacity * sizeof(uint32_t));
   const uint64_t scratch_offset = page_up(stackid_offset + stack_ids * sizeof(uint64_t));
   const uint64_t scratch_bytes =
-      o.unwind_bytes == 0 ? 0 : l.threads_capacity * 2 * PROBE_MAX_PCS * sizeof(uint64_t);
+      o.unwind_bytes == 0 ? 0 : l.threads_capacity * 2 * PROBE_SCRATCH_WORDS * sizeof(uint64_t);
   l.unwind_offset = page_up(scratch_offset + scratch_bytes);
   l.unwind_size = page_up(o.unwind_bytes);
   l.ring_offset = page_up(l.unwind_offset + l.unwind_size);

@@ -306,7 +306,7 @@ struct probe_ctl {
    * clear while its defining record is being written and set once it is committed. */
   uint64_t stackid_offset;
   uint64_t stackid_capacity; /* power of two; 0 = no interning: every walked record has pcs */
-  /* Per thread slot (same index), PROBE_MAX_PCS u64 of scratch for the walk. */
+  /* Per thread slot (same index), 2 * PROBE_SCRATCH_WORDS u64 of scratch for the walk. */
   uint64_t scratch_offset;
   /* Back-pressure (ring_wait != 0): a writer that finds the ring full waits for room as long
    * as profctl is alive: heartbeat_tsc (rdtsc, refreshed by profctl every few ms) no older
@@ -375,6 +375,11 @@ struct probe_record_walked {
  * Every offset is relative to the region and checked against its size before use: the
  * region is in memory the target can write. */
 #define PROBE_MAX_PCS 128
+/* Per thread slot and record path (call-throughs, waits): PROBE_MAX_PCS words of pcs, then
+ * the path's walk memo (blob.c, struct walk_memo): PROBE_SCRATCH_WORDS u64 in all (ABI v8). */
+#define PROBE_WALK_MEMO_READS 48
+#define PROBE_WALK_MEMO_WORDS (7 + 2 * PROBE_WALK_MEMO_READS)
+#define PROBE_SCRATCH_WORDS (PROBE_MAX_PCS + PROBE_WALK_MEMO_WORDS)
 #define PROBE_CFA_NONE 0
 #define PROBE_CFA_RSP 1
 #define PROBE_CFA_RBP 2

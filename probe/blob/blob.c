@@ -488,10 +488,89 @@ static inline int walk_read(const struct walk_stack* s, uint64_t at, uint64_t* o
   return 1;
 }
 
+/* ---- the walk memo: a thread's last walk, to skip the next one when it is the same -------
+ *
+ * A walk is a function of its inputs alone: the tables (one directory offset names one set:
+ * profctl places a new directory for every change, never over an old one), the function,
+ * rsp and rbp at its entry, and the stack words it reads, each at an address the earlier
+ * inputs decide (rbp is an input only when a frame's CFA is computed from it before a
+ * saved rbp was read: code without frame pointers uses rbp as any other register). So when
+ * the function, rsp and rbp are those of the thread's last walk and
+ * every word that walk read reads the same again, this walk would read the same words and
+ * end with the same pcs, and its stack id: the record names the id without walking, and
+ * without looking it up (the memo is kept only once the id's pcs were committed to the
+ * ring). A loop that allocates from the same place, the common case at --mem-rate 1, pays
+ * a few compares of words in its own stack's cache lines instead of a table lookup per
+ * frame. The memo is in the shared area, where the target can write: a corrupt one names a
+ * wrong stack id (profctl shows what that id names, or an empty stack), never a fault. */
+struct walk_memo {
+  uint64_t dir, rip, rsp, rbp, id;
+  uint32_t n;        /* reads below; > PROBE_WALK_MEMO_READS: the walk read more (no memo) */
+  uint16_t valid;    /* 1: everything here describes a walk whose id is in the ring */
+  uint16_t rbp_used; /* 1: a frame's CFA came from the entry's rbp (else rbp is no input) */
+  /* Bit i: read i's value is an input (every return address; a saved rbp only when a
+   * frame's CFA came from it). The others are checked in bounds only: code without frame
+   * pointers saves rbp as any callee-saved register, with a value of the moment. */
+  uint64_t keep;
+  uint64_t addr[PROBE_WALK_MEMO_READS];
+  uint64_t value[PROBE_WALK_MEMO_READS];
+};
+_Static_assert(sizeof(struct walk_memo) == PROBE_WALK_MEMO_WORDS * 8, "memo size");
+
+static inline struct walk_memo* memo_of(uint64_t* scratch) {
+  return (struct walk_memo*)(scratch + PROBE_MAX_PCS);
+}
+
+/* Whether the memo's walk is this one's (see above). */
+static int memo_matches(const struct walk_memo* m, const struct walk_stack* st, uint64_t dir,
+                        uint64_t rip, uint64_t rsp, uint64_t rbp) {
+  uint32_t n = m->n;
+  if (!m->valid || m->dir != dir || m->rip != rip || m->rsp != rsp ||
+      (m->rbp_used && m->rbp != rbp) || n > PROBE_WALK_MEMO_READS) {
+    return 0;
+  }
+  uint64_t keep = m->keep;
+  for (uint32_t i = 0; i < n; ++i) {
+    uint64_t v = 0;
+    if (!walk_read(st, m->addr[i], &v) || (((keep >> i) & 1) && v != m->value[i])) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Notes a read; returns its index (PROBE_WALK_MEMO_READS: not kept). */
+static inline uint32_t memo_note(struct walk_memo* m, uint64_t at, uint64_t value, int input) {
+  if (m == 0) {
+    return PROBE_WALK_MEMO_READS;
+  }
+  uint32_t n = m->n;
+  if (n < PROBE_WALK_MEMO_READS) {
+    m->addr[n] = at;
+    m->value[n] = value;
+    m->keep |= (uint64_t)(input != 0) << n;
+  }
+  m->n = n + (n <= PROBE_WALK_MEMO_READS);
+  return n;
+}
+
+/* The read that rbp holds became an input (a frame's CFA came from it). */
+static inline void memo_rbp_used(struct walk_memo* m, int from_entry, uint32_t read) {
+  if (m == 0) {
+    return;
+  }
+  if (from_entry) {
+    m->rbp_used = 1;
+  } else if (read < PROBE_WALK_MEMO_READS) {
+    m->keep |= 1ULL << read;
+  }
+}
+
 /* Walks from the probed function's entry into pcs[0..PROBE_MAX_PCS); returns the number of
  * pcs when the walk reached the outermost frame, else 0. *hash: of the pcs. */
 static uint32_t walk_stack(struct probe_ctl* c, const struct walk_stack* st, uint64_t rip,
-                           uint64_t rsp, uint64_t rbp, uint64_t* pcs, uint64_t* hash) {
+                           uint64_t rsp, uint64_t rbp, uint64_t* pcs, uint64_t* hash,
+                           struct walk_memo* memo) {
   struct walk_tables t;
   if (!walk_tables_of(c, &t)) {
     return 0;
@@ -503,6 +582,8 @@ static uint32_t walk_stack(struct probe_ctl* c, const struct walk_stack* st, uin
   uint64_t lookup = rip;
   const struct probe_unwind_module* mod = 0;
   int rbp_known = 1;
+  int rbp_from_entry = 1;                    /* rbp is still the entry's value */
+  uint32_t rbp_read = PROBE_WALK_MEMO_READS; /* else the memo's read it came from */
   for (;;) {
     if (mod == 0 || lookup < mod->start || lookup >= mod->end) {
       mod = walk_module_of(&t, lookup);
@@ -518,15 +599,24 @@ static uint32_t walk_stack(struct probe_ctl* c, const struct walk_stack* st, uin
     if (row->ra == PROBE_SAVED_UNDEFINED) {
       break;
     }
+    if (row->cfa == PROBE_CFA_RBP) {
+      memo_rbp_used(memo, rbp_from_entry, rbp_read);
+    }
     uint64_t cfa = (row->cfa == PROBE_CFA_RSP ? rsp : rbp) + (uint64_t)(int64_t)row->cfa_offset;
     uint64_t ra = 0;
-    if (!walk_read(st, cfa + (uint64_t)(int64_t)row->ra_offset, &ra)) {
+    uint64_t ra_at = cfa + (uint64_t)(int64_t)row->ra_offset;
+    if (!walk_read(st, ra_at, &ra)) {
       return 0;
     }
+    memo_note(memo, ra_at, ra, 1);
     uint64_t caller_rbp = rbp;
-    if (row->rbp == PROBE_SAVED_AT_CFA &&
-        !walk_read(st, cfa + (uint64_t)(int64_t)row->rbp_offset, &caller_rbp)) {
-      return 0;
+    if (row->rbp == PROBE_SAVED_AT_CFA) {
+      uint64_t rbp_at = cfa + (uint64_t)(int64_t)row->rbp_offset;
+      if (!walk_read(st, rbp_at, &caller_rbp)) {
+        return 0;
+      }
+      rbp_read = memo_note(memo, rbp_at, caller_rbp, 0);
+      rbp_from_entry = 0;
     }
     if (ra == 0) {
       break; /* as libdwfl: no pc 0 on x86-64, the end */
@@ -579,21 +669,22 @@ static int stack_id_known(struct probe_ctl* c, uint64_t id, uint64_t** claim) {
   return 0;
 }
 
-/* The thread's walk scratch, or 0: per slot two buffers of PROBE_MAX_PCS words, one for the
- * call-throughs and one for the waits' returns, the two record paths that can interrupt each
- * other (a signal handler's lock wait during an allocation's record, or its allocation
- * during a wait's record; neither path nests in itself: depth and wait_active see to it). */
+/* The thread's walk scratch, or 0: per slot two buffers of PROBE_SCRATCH_WORDS words (the
+ * pcs, then the walk memo), one for the call-throughs and one for the waits' returns, the
+ * two record paths that can interrupt each other (a signal handler's lock wait during an
+ * allocation's record, or its allocation during a wait's record; neither path nests in
+ * itself: depth and wait_active see to it). */
 static uint64_t* walk_scratch(struct probe_ctl* c, struct probe_thread_slot* slot, int wait) {
   uint64_t off = LOAD(&c->scratch_offset);
   uint64_t area = LOAD(&c->area_size);
   uint64_t cap = c->threads_capacity;
   uint64_t* table = (uint64_t*)((char*)c + c->threads_offset);
   uint64_t index = (uint64_t)((struct probe_thread_slot*)slot - (struct probe_thread_slot*)table);
-  uint64_t per = 2 * PROBE_MAX_PCS * 8;
+  uint64_t per = 2 * PROBE_SCRATCH_WORDS * 8;
   if (off == 0 || index >= cap || off > area || cap > (area - off) / per) {
     return 0;
   }
-  return (uint64_t*)((char*)c + off + index * per) + (wait ? PROBE_MAX_PCS : 0);
+  return (uint64_t*)((char*)c + off + index * per) + (wait ? PROBE_SCRATCH_WORDS : 0);
 }
 
 /* What one record says, whichever path wrote it (call-through or wait return). */
@@ -706,11 +797,13 @@ static void count_ring_drop(struct probe_ctl* c, uint32_t kind, uint32_t flags) 
 /* A short record (struct probe_record_walked): a walked stack's id and, the first time, its
  * pcs; or no stack at all (npcs 0, id 0: a free). Only the fields profctl reads for the
  * kind, and only those that are not 0 (PROBE_FIELD_*). */
-static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
-                         const struct rec_in* in, const uint64_t* pcs, uint32_t npcs, uint64_t id) {
+static int write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
+                        const struct rec_in* in, const uint64_t* pcs, uint32_t npcs, uint64_t id) {
   uint64_t* claim = 0;
+  int in_ring = npcs == 0;
   if (npcs != 0 && stack_id_known(c, id, &claim)) {
     npcs = 0;
+    in_ring = 1;
   }
   const int wait = in->kind >= PROBE_KIND_BLOCK;
   const int arg0 = wait || (in->flags & PROBE_REC_FREED);
@@ -730,7 +823,7 @@ static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
   if (!r) {
     COUNT(c, dropped_ring_full);
     count_ring_drop(c, in->kind, in->flags);
-    return; /* a claimed id stays unpublished: later records carry its pcs */
+    return 0; /* a claimed id stays unpublished: later records carry its pcs */
   }
   r->kind = (uint16_t)in->kind;
   r->flags = (uint16_t)(in->flags | PROBE_REC_WALKED);
@@ -750,8 +843,10 @@ static void write_walked(struct probe_ctl* c, struct probe_thread_slot* slot,
   STORE_REL(&r->header, len | ((uint64_t)PROBE_REC_STATE_COMMITTED << 32));
   if (claim) {
     STORE_REL(claim, id | 1);
+    in_ring = 1;
   }
   count_record(slot);
+  return in_ring;
 }
 
 /* Writes one record. with_stack: walk the caller's stack (a short record with pcs), else,
@@ -766,14 +861,32 @@ static void write_record_in(struct probe_ctl* c, struct probe_thread_slot* slot,
   uint64_t hi = LOAD_ACQ(&slot->stack_hi);
   uint64_t lo = LOAD(&slot->stack_lo);
   uint64_t* pcs = walk_scratch(c, slot, in->kind >= PROBE_KIND_BLOCK);
-  if (pcs && hi != 0 && lo <= in->rsp && in->rsp < hi && LOAD(&c->unwind_dir) != 0) {
+  uint64_t dir = LOAD_ACQ(&c->unwind_dir);
+  if (pcs && hi != 0 && lo <= in->rsp && in->rsp < hi && dir != 0) {
     struct walk_stack st = {lo, hi, in->rsp, in->ret_addr};
     const struct probe_blob_site* s = &probe_blob_header.sites[in->site];
+    const uint64_t rip = LOAD(&s->function);
+    struct walk_memo* memo = memo_of(pcs);
+    if (memo_matches(memo, &st, dir, rip, in->rsp, in->rbp)) {
+      write_walked(c, slot, in, 0, 0, memo->id);
+      return;
+    }
+    memo->valid = 0;
+    memo->n = 0;
+    memo->rbp_used = 0;
+    memo->keep = 0;
     uint64_t id = 0;
-    uint32_t n = walk_stack(c, &st, LOAD(&s->function), in->rsp, in->rbp, pcs, &id);
+    uint32_t n = walk_stack(c, &st, rip, in->rsp, in->rbp, pcs, &id, memo);
     if (n != 0) {
-      write_walked(c, slot, in, pcs, n, id); /* counted by profctl: a shared counter per
-                                                record would cost more than the walk */
+      /* counted by profctl: a shared counter per record would cost more than the walk */
+      if (write_walked(c, slot, in, pcs, n, id) && memo->n <= PROBE_WALK_MEMO_READS) {
+        memo->dir = dir;
+        memo->rip = rip;
+        memo->rsp = in->rsp;
+        memo->rbp = in->rbp;
+        memo->id = id;
+        memo->valid = 1;
+      }
       return;
     }
     COUNT(c, walk_fallbacks);

@@ -482,6 +482,37 @@ TEST(Heap, RateOneKeepsEveryCallOfABusyLoopAndDropsNothing) {
   EXPECT_EQ(probe_stat(err, "dropped while profctl"), 0) << err;
 }
 
+// The blob skips a walk when the thread's last one read the same words (its memo): two
+// callers alike enough that every malloc entry has the same rsp and return address, called
+// in turn, must still get two stacks, each with exactly its own calls.
+TEST(Heap, AlternatingCallersWithTheSameFramesKeepTheirOwnStacks) {
+  PROFCTL_REQUIRE_PROFCTL();
+  Child target({HEAP_TARGET});
+  ASSERT_TRUE(target.wait_ready());
+  TempDir dir;
+  BgProcess p(
+      attach_argv(target.pid(), {"--profiles", "heap", "--mem-rate", "1", "-v", "-o", dir.path()}));
+  start_and_wait_for_probes(target, p);
+  constexpr long kCalls = 20000;
+  ASSERT_EQ(target.command("twins " + std::to_string(kCalls), milliseconds(60000)), "done twins");
+  end_with_sigint(p);
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  const Json* heap = profile_of(*capture, "heap");
+  ASSERT_NE(heap, nullptr);
+  using V = std::vector<long long>;
+  for (const char* twin : {"twin_a", "twin_b"}) {
+    EXPECT_EQ(
+        heap_values_at(*heap, on_main({"malloc", "alloc_twin", twin, "run_twins"}), "raw_values"),
+        (V{kCalls, kCalls * 72, 0, 0}))
+        << twin;
+  }
+  EXPECT_TRUE(only_stacks(*heap, "alloc_twin",
+                          {on_main({"malloc", "alloc_twin", "twin_a", "run_twins"}),
+                           on_main({"malloc", "alloc_twin", "twin_b", "run_twins"})}));
+  EXPECT_GE(probe_stat(p.err(), "stacks walked in the target"), 2 * kCalls) << p.err();
+}
+
 // The stacks the target walks with the compiled tables are libdwfl's: one round of known
 // allocations captured with the walk and again with stack copies unwound by libdwfl alone
 // (PROFCTL_PROBE_WALK=0 PROFCTL_UNWIND_TABLES=0) gives the same samples, pc for pc.

@@ -18,6 +18,10 @@
 //   sigcount -> "signals=S" (SIGRTMIN deliveries counted by the handler, which only counts)
 //   sigalloc stop -> stops and joins that thread, unblocks SIGRTMIN again;
 //               "done sigalloc rounds=R signals=S" (R calls of alloc_signalled)
+//   twins N  -> run_twins: 2N calls alternating twin_a and twin_b, each calling alloc_twin
+//               (malloc(72) then free); the twins' frames are alike, so every malloc
+//               entry has the same rsp and the same return address: only a word deeper
+//               in the stack tells the two stacks apart; then "done twins"
 //   exit N   -> exit(N) at once (atexit handlers and all, probes still in)
 //   quit / EOF -> exit 0
 // The exact workload of one round ("run"), from functions named for what they do:
@@ -127,6 +131,29 @@ NOINLINE static long alloc_bulk(long n, size_t size, long keep_every) {
   return kept;
 }
 
+NOINLINE static void alloc_twin(int which) {
+  void* p = malloc(72);
+  escape(p);
+  free(p);
+  escape((void*)(long)which);
+  KEEP_FRAME();
+}
+// Not alike enough for GCC to fold them into one (the argument differs).
+NOINLINE static void twin_a(void) {
+  alloc_twin(1);
+  KEEP_FRAME();
+}
+NOINLINE static void twin_b(void) {
+  alloc_twin(2);
+  KEEP_FRAME();
+}
+NOINLINE static void run_twins(long n) {
+  void (*volatile pick[2])(void) = {twin_a, twin_b};
+  for (long i = 0; i < 2 * n; ++i)
+    pick[i & 1]();
+  KEEP_FRAME();
+}
+
 NOINLINE static void spin_alloc(void) {
   for (;;) {
     void* p = malloc(64);
@@ -227,6 +254,9 @@ int main(void) {
       pthread_join(t, NULL);
       snprintf(out, sizeof out, "done round=%d", ++rounds);
       target_say(out);
+    } else if (strncmp(line, "twins ", 6) == 0) {
+      run_twins(atol(line + 6));
+      target_say("done twins");
     } else if (strncmp(line, "churn ", 6) == 0) {
       int n = atoi(line + 6);
       const char* count = strchr(line + 6, ' ');
