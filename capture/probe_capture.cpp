@@ -287,6 +287,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
   uint64_t walked = 0;
   uint64_t ids_new = 0;
   uint64_t copied = 0;
+  bool direct = false;  // in a direct run of the heap collector
   size_t n = reader.drain([&](const probe::RecordView& v) {
     const probe_record& r = v.rec;  // walked records: the common fields and args[0..1]
     // A walked record names its stack (no copy to unwind); a full one carries the copy.
@@ -332,6 +333,27 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
     if (!heap_) {
       return;
     }
+    // A walked record needs nothing of the collector's worker: handled here, at once, while
+    // the worker has nothing queued (a direct run; when the worker is busy, the records
+    // are batched, and the next try is when the batch was flushed).
+    if (v.walked && !direct && heap_batch_.empty()) {
+      direct = heap_->begin_direct();
+    }
+    if (direct && v.walked) {
+      if (r.flags & PROBE_REC_FREED) {
+        heap_->direct_free(r.args[0] | tag, t);
+      }
+      if (r.flags & PROBE_REC_ALLOC) {
+        ++walked;
+        ids_new += v.pcs.empty() ? 0 : 1;
+        heap_->direct_alloc(r.ptr | tag, r.value, t, r.tid, label, space, tag, v.stack_id, v.pcs);
+      }
+      return;
+    }
+    if (direct) {  // a stack copy, for the worker's unwinder: queued, in order
+      heap_->end_direct();
+      direct = false;
+    }
     // Built in place in the batch: at --mem-rate 1 this runs for every call the target
     // makes, and a moved AllocEvent is a hundred bytes.
     // A realloc that moved: its old pointer is freed before the new one is allocated.
@@ -356,6 +378,9 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
       heap_added();
     }
   });
+  if (direct) {
+    heap_->end_direct();
+  }
   flush();
   records_.fetch_add(n, std::memory_order_relaxed);
   walked_.fetch_add(walked, std::memory_order_relaxed);

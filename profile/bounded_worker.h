@@ -138,27 +138,39 @@ class BoundedWorker {
   // queued behind it.
   template <typename Direct>
   bool handle_here(std::vector<Item>& items, Direct&& direct) {
-    {
-      std::lock_guard lock(mu_);
-      if (!queue_.empty() || in_hand_ != 0 || direct_ || done_) {
-        return false;
-      }
-      direct_ = true;
+    if (!begin_direct()) {
+      return false;
     }
     for (Item& item : items) {
       direct(item);
     }
     items.clear();
+    end_direct();
+    return true;
+  }
+
+  // The same for a run of items the caller handles one by one as they come, without
+  // making them Items (ProbeCapture's drain at --mem-rate 1): true when nothing is queued
+  // or in hand; then, until end_direct(), the caller handles what it would have pushed, in
+  // order, and the worker waits. Pushing meanwhile is the caller's bug.
+  bool begin_direct() {
+    std::lock_guard lock(mu_);
+    if (!queue_.empty() || in_hand_ != 0 || direct_ || done_) {
+      return false;
+    }
+    direct_ = true;
+    return true;
+  }
+  void end_direct() {
     bool wake = false;
     {
       std::lock_guard lock(mu_);
       direct_ = false;
-      wake = direct_waiter_;  // an idle worker is not woken: a futex call per batch
+      wake = direct_waiter_;  // an idle worker is not woken: a futex call per run
     }
     if (wake) {
       cv_.notify_one();
     }
-    return true;
   }
 
   // Lets the worker drain what is queued and joins it. True for the call that stopped the

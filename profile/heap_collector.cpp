@@ -74,6 +74,15 @@ std::vector<std::string> HeapCollector::notes() const {
   return out;
 }
 
+void HeapCollector::direct_alloc(uint64_t ptr, uint64_t size, uint64_t time_ns, pid_t tid,
+                                 pid_t pid, uint32_t space, uint64_t ring, uint64_t id,
+                                 std::span<const uint64_t> pcs) {
+  ++stats_.walked;
+  const StackId stack = walked_.resolve(stacks_, ring, id, pcs);
+  stats_.unknown_stack_ids = walked_.unknown();
+  tracker_.on_alloc(ptr, size, stack, time_ns, tid, pid, space);
+}
+
 void HeapCollector::process(Unwinder* unwinder, AllocEvent& e) {
   if (e.kind == AllocEvent::Kind::kFree) {
     tracker_.on_free(e.ptr, e.time_ns);

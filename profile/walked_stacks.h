@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "profile/stack_table.h"
@@ -30,7 +31,10 @@ class WalkedStacks {
 
   // The StackTable id of `w`. An id never defined (its record lost to a corrupt ring) is the
   // empty stack, counted in unknown().
-  StackId resolve(StackTable& table, const WalkedStack& w);
+  StackId resolve(StackTable& table, const WalkedStack& w) {
+    return resolve(table, w.ring, w.id, w.pcs);
+  }
+  StackId resolve(StackTable& table, uint64_t ring, uint64_t id, std::span<const uint64_t> pcs);
   uint64_t unknown() const { return unknown_; }
   uint64_t capped() const { return capped_; }
 
