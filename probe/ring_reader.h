@@ -132,7 +132,8 @@ class RingReader {
                        const std::function<void(const RecordView&)>& fn, size_t& handed);
   uint64_t take_uncommitted(const Entry& e, uint64_t head);
   void consume(uint64_t len);
-  void publish_tail();  // the tail, for the writers (release store)
+  void publish_tail();   // zeroes what was consumed, then the tail for the writers (release)
+  void zero_consumed();  // [zeroed_, tail_)
   static constexpr uint64_t kPublishEvery = 4096;
   void resync(uint64_t head);
 
@@ -142,6 +143,7 @@ class RingReader {
   uint64_t stack_budget_;
   uint64_t tail_ = 0;       // profctl's: the area's ring_tail is written, never read
   uint64_t published_ = 0;  // the last tail stored in the area
+  uint64_t zeroed_ = 0;     // consumed bytes below this are zero again
   std::chrono::nanoseconds abandon_after_;
   RingReaderLimits limits_;
   uint64_t stalled_at_ = UINT64_MAX;
