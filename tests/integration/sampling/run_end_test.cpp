@@ -259,7 +259,7 @@ TEST(RunEnd, ALibraryLoadedJustBeforeTheEndNamesTheLastSamples) {
     SCOPED_TRACE("round " + std::to_string(round));
     TempDir dir;
     RunResult r = run(run_argv({"--profiles", "cpu", "--rate", "999", "-o", dir.path()},
-                               {DLOPEN_BURN, DLOPEN_BURN_LIB, "5"}));
+                               {DLOPEN_BURN, DLOPEN_BURN_LIB, "10"}));
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     auto cap = load_capture(dir.path());
     ASSERT_TRUE(cap);
@@ -273,11 +273,13 @@ TEST(RunEnd, ALibraryLoadedJustBeforeTheEndNamesTheLastSamples) {
         EXPECT_TRUE(f.value("function", Json()).is_string()) << describe_samples(*cpu);
       }
     }
-    // 5 ms of CPU at one sample per ms of it.
-    EXPECT_GE(in_lib, 3) << describe_samples(*cpu);
+    // 10 ms of CPU: ~10 samples at 999 Hz, fewer on a loaded machine (the task clock samples
+    // less than once per period of CPU when the thread's timeslices are shorter than the
+    // period; 5 ms and >= 3 failed 4 runs in 40 beside two spinning processes). What is
+    // checked is that the library's samples are named: 2 of them show it.
+    EXPECT_GE(in_lib, 2) << describe_samples(*cpu);
   }
 }
-
 
 TEST(RunEnd, SigtermMidChurnEndsAtTheProgramsExitWithinTheBound) {
   PROFCTL_REQUIRE_PROFCTL();
