@@ -290,11 +290,14 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
   bool direct = false;  // in a direct run of the heap collector
   size_t n = reader.drain([&](const probe::RecordView& v) {
     const probe_record& r = v.rec;  // walked records: the common fields and args[0..1]
+    auto count_walked = [&] {
+      ++walked;
+      ids_new += v.pcs.empty() ? 0 : 1;
+    };
     // A walked record names its stack (no copy to unwind); a full one carries the copy.
     auto stack_of = [&](auto& event) {
       if (v.walked) {
-        ++walked;
-        ids_new += v.pcs.empty() ? 0 : 1;
+        count_walked();
         WalkedStack& w = event.walked.emplace();
         w.ring = tag;
         w.id = v.stack_id;
@@ -344,8 +347,7 @@ size_t ProbeCapture::drain_ring(probe::RingReader& reader, pid_t pid, uint64_t t
         heap_->direct_free(r.args[0] | tag, t);
       }
       if (r.flags & PROBE_REC_ALLOC) {
-        ++walked;
-        ids_new += v.pcs.empty() ? 0 : 1;
+        count_walked();
         heap_->direct_alloc(r.ptr | tag, r.value, t, r.tid, label, space, tag, v.stack_id, v.pcs);
       }
       return;

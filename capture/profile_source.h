@@ -33,8 +33,7 @@ struct CaptureSettings {
   int64_t mem_rate = 512 * 1024;           // heap: bytes between samples on average (1: every one)
   uint64_t leak_age_ns = 10'000'000'000;   // heap: live at the end and this old is long-lived
   uint32_t probe_stack_bytes = 16 * 1024;  // stack copied per probe record
-  uint64_t probe_ring_bytes =
-      probe::kDefaultRingBytes;  // the probes' ring (records the drain has not read)
+  uint64_t probe_ring_bytes = probe::kDefaultRingBytes;  // the probes' ring
   bool probe_lossy = false;  // a full ring drops records (counted) instead of holding the writer
   uint64_t block_rate_ns = 10'000;  // block: waits this long always recorded
   uint64_t mutex_fraction = 1;      // mutex: 1 in N contended waits recorded

@@ -85,15 +85,16 @@ void HeapCollector::direct_alloc(uint64_t ptr, uint64_t size, uint64_t time_ns, 
 
 void HeapCollector::process(Unwinder* unwinder, AllocEvent& e) {
   if (e.kind == AllocEvent::Kind::kFree) {
-    tracker_.on_free(e.ptr, e.time_ns);
+    direct_free(e.ptr, e.time_ns);
+    return;
+  }
+  if (e.walked) {
+    direct_alloc(e.ptr, e.size, e.time_ns, e.tid, e.pid, e.space, e.walked->ring, e.walked->id,
+                 e.walked->pcs);
     return;
   }
   StackId stack = 0;
-  if (e.walked) {
-    ++stats_.walked;
-    stack = walked_.resolve(stacks_, *e.walked);
-    stats_.unknown_stack_ids = walked_.unknown();
-  } else if (e.snap) {
+  if (e.snap) {
     UnwindResult r = unwinder->unwind(*e.snap);
     ++stats_.unwound;
     stats_.truncated += r.truncated ? 1 : 0;

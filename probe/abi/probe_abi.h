@@ -112,9 +112,8 @@
 
 /* ---- blob header layout --------------------------------------------------------------- */
 #define PROBE_MAX_SITES 32
-#define PROBE_STUB_STRIDE                                         \
-  512 /* bytes between the entry stubs of consecutive sites (each \
-         holds its own fast path) */
+/* Bytes between the entry stubs of consecutive sites (each holds its own fast path). */
+#define PROBE_STUB_STRIDE 512
 #define PROBE_BLOB_HEADER_SIZE 1088
 #define PROBE_BLOB_SHARED_AREA_OFFSET 32
 #define PROBE_BLOB_PROCESS_TOKEN_OFFSET 40
@@ -461,6 +460,7 @@ PROBE_STATIC_ASSERT(sizeof(struct probe_ctl) == 896, "ctl size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_record) == 160, "record size");
 PROBE_STATIC_ASSERT(sizeof(struct probe_record_walked) == 32, "walked record size");
 PROBE_STATIC_ASSERT(PROBE_MAX_PCS <= 255 && PROBE_MAX_SITES <= 65535, "npcs and site fit");
+PROBE_STATIC_ASSERT(PROBE_FIELDS_ALL == (1u << PROBE_FIELDS_MAX) - 1, "one bit per field");
 PROBE_STATIC_ASSERT(offsetof(struct probe_record_walked, flags) ==
                         offsetof(struct probe_record, flags),
                     "common prefix");
