@@ -7,18 +7,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <span>
 #include <string_view>
 
 #include "base/fd.h"
 #include "base/log.h"
 #include "base/proc_maps.h"
 #include "unwind/debug_cache.h"
+#include "unwind/own_vdso.h"
 
 namespace profctl {
 namespace {
@@ -100,6 +103,7 @@ struct Session {
   std::shared_ptr<MapsMemo> memo;  // shared with the process's other TargetDwfls, or null
   uint64_t generation = 0;         // bumped at every report
   std::map<std::string, MapEntry, std::less<>> first_mapping;
+  bool own_vdso = false;  // report_text: the target's vDSO is profctl's (own_vdso.h)
 
   Result<void> report();
   // The modules of `text` (/proc/PID/maps read earlier), as report() does from the live file.
@@ -168,7 +172,14 @@ int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr 
              char** file_name, Elf** elfp) {
   auto* self = static_cast<Session*>(userdata != nullptr ? *userdata : nullptr);
   if (self == nullptr || self->pid <= 0 || modname == nullptr || modname[0] != '/') {
-    return dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
+    const int fd = dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
+    if (fd < 0 && *elfp == nullptr && self != nullptr && self->own_vdso &&
+        std::string_view(modname != nullptr ? modname : "").starts_with("[vdso")) {
+      // The target's memory is gone (it exited): the same image, from profctl's own.
+      const std::span<const char> image = own_vdso_image();
+      *elfp = elf_memory(const_cast<char*>(image.data()), image.size());
+    }
+    return fd;
   }
   std::string_view name(modname);
   std::string path;
@@ -259,6 +270,24 @@ Result<void> Session::report_text(std::string text) {
   }
   dwfl_report_begin(dwfl.get());
   int rc = dwfl_linux_proc_maps_report(dwfl.get(), f.get());
+  // libdwfl reports the vDSO only from a live process (its AT_SYSINFO_EHDR); from saved
+  // text it is skipped, and its frames had no module once the process was gone.
+  own_vdso = false;
+  if (rc == 0 && pid > 0) {
+    const std::vector<MapEntry> maps = parse_maps(maps_text);
+    auto vdso = std::find_if(maps.begin(), maps.end(),
+                             [](const MapEntry& m) { return m.path == "[vdso]"; });
+    if (vdso != maps.end() && !maps.empty() && maps.front().path.starts_with('/')) {
+      const std::string& exe = maps.front().path;
+      own_vdso = shares_own_vdso("/proc/" + std::to_string(pid) + "/root" + exe,
+                                 vdso->end - vdso->start) ||
+                 (root_unreachable(pid) && shares_own_vdso(exe, vdso->end - vdso->start));
+      const std::string name = "[vdso: " + std::to_string(pid) + "]";
+      if (dwfl_report_module(dwfl.get(), name.c_str(), vdso->start, vdso->end) == nullptr) {
+        logger("unwind")->debug("vdso of {}: {}", pid, dwfl_error_text());
+      }
+    }
+  }
   if (dwfl_report_end(dwfl.get(), nullptr, nullptr) != 0) {
     return Error{"dwfl_report_end " + std::to_string(pid) + ": " + dwfl_error_text()};
   }

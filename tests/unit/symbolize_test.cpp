@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Offline symbolization of the symfix fixtures (no process): names, module+offset,
 // file:line, inlined frames, stripped files and unknown addresses.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -291,6 +292,57 @@ TEST(TargetDwfl, AZombiesSavedMapsStillNameItsFunctions) {
   const std::vector<Frame>& frames = s.symbolize(pc, /*activation=*/true);
   ASSERT_FALSE(frames.empty());
   EXPECT_EQ(frames.back().function, "zombie_marker") << describe(frames);
+}
+
+// A process's last samples are often unwound after it is gone, and a thread that ends in
+// clock_gettime ends in the vDSO, which only the process's memory held: libdwfl does not
+// report it from saved maps. profctl names it from its own image (the kernel maps the same
+// one into every process of its ABI), so the dead child's vDSO frame reads as the live one.
+TEST(TargetDwfl, AReapedProcesssVdsoFramesAreStillNamed) {
+  void* vdso = dlopen("linux-vdso.so.1", RTLD_LAZY | RTLD_NOLOAD);
+  ASSERT_NE(vdso, nullptr) << dlerror();
+  const auto pc = reinterpret_cast<uint64_t>(dlsym(vdso, "__vdso_clock_gettime"));
+  ASSERT_NE(pc, 0u) << dlerror();
+
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(go[1]);
+    char c;
+    _exit(read(go[0], &c, 1) < 0 ? 1 : 0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+  } reap{pid};
+  close(go[0]);
+  auto maps = read_maps_text(pid);  // the child has the parent's vDSO, where fork left it
+  close(go[1]);
+  ASSERT_EQ(waitpid(pid, nullptr, 0), pid);  // reaped: no /proc/PID any more
+  reap.pid = -1;
+  ASSERT_TRUE(maps.ok());
+
+  auto live = TargetDwfl::for_process(getpid(), {});
+  ASSERT_TRUE(live.ok()) << live.error().message();
+  const std::vector<Frame> want = Symbolizer(**live, {}).symbolize(pc, /*activation=*/true);
+  ASSERT_FALSE(want.empty());
+  ASSERT_TRUE(want.back().function.has_value()) << describe(want);
+
+  auto dead = TargetDwfl::for_maps(pid, std::move(*maps), {});
+  ASSERT_TRUE(dead.ok()) << dead.error().message();
+  Symbolizer s(**dead, {});
+  const std::vector<Frame>& got = s.symbolize(pc, /*activation=*/true);
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.back().module, "[vdso]") << describe(got);
+  EXPECT_EQ(got.back().function, want.back().function) << describe(got);
+  EXPECT_EQ(got.back().offset, want.back().offset) << describe(got);
 }
 
 // Two images that map one file share its frames (SharedFrames): two `sleep` processes, each
