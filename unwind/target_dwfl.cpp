@@ -159,6 +159,19 @@ constexpr Dwfl_Callbacks kOfflineCallbacks{
 
 constexpr std::string_view kDeleted = " (deleted)";
 
+// True when two /proc/PID/maps texts show one image: their first mappings (the executable)
+// are the same file at the same address. After an exec the process shows another image,
+// even of the same file (ASLR moves it), whose maps say nothing of the old one's modules.
+bool same_image(std::string_view a, std::string_view b) {
+  auto first = [](std::string_view t) {
+    auto maps = parse_maps(t.substr(0, t.find('\n')));
+    return maps.empty() ? MapEntry{} : maps.front();
+  };
+  const MapEntry x = first(a);
+  const MapEntry y = first(b);
+  return !x.path.empty() && x.path == y.path && x.start == y.start;
+}
+
 // True when the process's files can no longer be reached through /proc/PID/root: it has
 // exited (a zombie's root link is gone with its fs_struct) or was reaped.
 bool root_unreachable(pid_t pid) {
@@ -340,14 +353,10 @@ Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_process(pid_t pid, const Dwf
 
 Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_maps(pid_t pid, std::string maps_text,
                                                          const DwflOptions& opts) {
-  // Still the same image (its executable is the first mapping of both): the live report,
-  // which also finds the vdso (libdwfl reads it from the process's memory).
-  auto first_path = [](std::string_view text) {
-    auto maps = parse_maps(text.substr(0, text.find('\n')));
-    return maps.empty() ? std::string() : maps.front().path;
-  };
+  // Still the same image: the live report, which also finds the vdso (libdwfl reads it
+  // from the process's memory).
   if (auto live = read_file("/proc/" + std::to_string(pid) + "/maps");
-      live && !live->empty() && first_path(*live) == first_path(maps_text)) {
+      live && !live->empty() && same_image(*live, maps_text)) {
     if (auto d = for_process(pid, opts)) {
       return d;
     }
@@ -413,6 +422,12 @@ Result<void> TargetDwfl::refresh() {
   if (*maps == impl_->maps_text) {
     return {};
   }
+  if (!impl_->maps_text.empty() && !same_image(*maps, impl_->maps_text)) {
+    // It called exec since (a capture that ends at the exec symbolizes after it): re-reported,
+    // the new image's maps wiped every module the old image's stacks refer to. Under load,
+    // 1 run in 25 of Heap.ExecEndsTheHeapProfileCleanly named no frame at all.
+    return from_memo();
+  }
   // A process on its way out can show its address space half torn down (libc and the
   // executable already unmapped, a few anonymous mappings left): re-reported, that wiped
   // the modules every stack still to be symbolized refers to. The executable is mapped
@@ -450,13 +465,8 @@ Result<void> TargetDwfl::from_memo() {
     std::lock_guard lock(impl_->memo->mu);
     text = impl_->memo->text;
   }
-  // Only a newer view of the same image (its executable is the first mapping of both).
-  auto first_path = [](std::string_view t) {
-    auto maps = parse_maps(t.substr(0, t.find('\n')));
-    return maps.empty() ? std::string() : maps.front().path;
-  };
-  if (text.empty() || text == impl_->maps_text ||
-      first_path(text) != first_path(impl_->maps_text)) {
+  // Only a newer view of the same image.
+  if (text.empty() || text == impl_->maps_text || !same_image(text, impl_->maps_text)) {
     return {};
   }
   return impl_->report_text(std::move(text));

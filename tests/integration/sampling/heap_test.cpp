@@ -270,7 +270,9 @@ TEST(Heap, ExecEndsTheHeapProfileCleanly) {
   ASSERT_TRUE(capture);
   const Json* heap = profile_of(*capture, "heap");
   ASSERT_NE(heap, nullptr);
-  EXPECT_EQ(heap_values_of(*heap, on_main({"malloc", "alloc_small"}))[0], 100);
+  EXPECT_EQ(heap_values_of(*heap, on_main({"malloc", "alloc_small"}))[0], 100)
+      << describe_samples(*heap) << "\n"
+      << p.err();
   EXPECT_NE(capture->dump().find("the heap profile ends there"), std::string::npos)
       << "no note of the exec";
 }
