@@ -34,9 +34,13 @@ Result<void> CpuTimer::add(pid_t tid) {
       fcntl(owned.get(), F_SETFL, O_ASYNC) != 0) {
     return errno_error("arming the CPU timer of thread " + std::to_string(tid));
   }
-  // One overflow, then the event disables itself and signals (event_limit 1); a sample
-  // re-arms it. So at most one of our signals is ever pending per thread.
-  if (ioctl(owned.get(), PERF_EVENT_IOC_REFRESH, 1) != 0) {
+  // Free-running: a signal at every period of the thread's CPU. At most one of ours is
+  // ever pending per thread all the same (SIGURG is not queued: a second overflow before
+  // the stop is merged into the first, and the samples weigh schedstat's CPU, not periods),
+  // and a stopped thread's clock does not advance. Re-arming after each sample instead
+  // (PERF_EVENT_IOC_REFRESH, event_limit 1) cost an ioctl and an IPI to the thread's CPU
+  // per sample (bench/SAMPLING.md).
+  if (ioctl(owned.get(), PERF_EVENT_IOC_ENABLE, 0) != 0) {
     return errno_error("enabling the CPU timer of thread " + std::to_string(tid));
   }
   events_[tid] = std::move(owned);
@@ -48,12 +52,6 @@ void CpuTimer::remove(pid_t tid) { events_.erase(tid); }
 void CpuTimer::disable() {
   for (auto& [tid, fd] : events_) {
     (void)ioctl(fd.get(), PERF_EVENT_IOC_DISABLE, 0);
-  }
-}
-
-void CpuTimer::rearm(pid_t tid) {
-  if (auto it = events_.find(tid); it != events_.end()) {
-    (void)ioctl(it->second.get(), PERF_EVENT_IOC_REFRESH, 1);
   }
 }
 

@@ -37,8 +37,6 @@ class CpuTimer {
   void remove(pid_t tid);
   // Stops every timer; the fds stay, so a signal already raised is still recognised.
   void disable();
-  // After a sample was taken from `tid`'s stop: arms it for the next period.
-  void rearm(pid_t tid);
   // True when the signal `sig` now pending for stopped thread `tid` is one of ours (read
   // with PTRACE_GETSIGINFO).
   bool is_ours(pid_t tid, int sig) const;

@@ -125,11 +125,13 @@ PerfSampler::PerfSampler(uint64_t period_ns, uint32_t stack_bytes)
     : period_ns_(period_ns),
       stack_bytes_(std::min(kMaxStackBytes, std::max<uint32_t>(64, stack_bytes)) & ~7u) {
   // Room for a few records: the rings are drained every tick, and a thread's clock cannot
-  // overflow much more than once a tick, so four records is ample.
+  // overflow much more than once a tick, so three records leave two late ticks of margin.
   // Plus room for a tick's switch records (8 bytes each: 2048 is a thread switching 200,000
-  // times a second at 99 Hz).
+  // times a second at 99 Hz). With the default 32 KiB stacks that is 128 KiB; four records
+  // made it 256 KiB, whose pages the kernel clears at each thread's mmap: on a fork+exec
+  // loop that was ~0.5 ms per new process on the tracer's critical path (bench/TREE.md).
   const size_t record = stack_bytes_ + 64 + 8 * kNumRegs;
-  ring_data_bytes_ = std::bit_ceil(4 * record + 2048 * 8);
+  ring_data_bytes_ = std::bit_ceil(3 * record + 2048 * 8);
 }
 
 PerfSampler::~PerfSampler() = default;

@@ -344,7 +344,6 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::nano
     return c->unsettled_children() == 0 && !queue_->holds_status_for(*c);
   });
   auto entry = queue_->next(timeout);
-  in_burst_ = false;
   if (!entry) {
     return std::nullopt;
   }
@@ -352,9 +351,7 @@ std::optional<ProcessTree::TraceEvent> ProcessTree::next_event(std::chrono::nano
     return std::move(*ev);
   }
   const auto& held = std::get<WaitQueue::Held>(*entry);
-  auto ev = after(*held.owner, held.owner->handle_status(held.status, stack_bytes));
-  in_burst_ = !ev || ev->kind != TraceEvent::Kind::kSample;
-  return ev;
+  return after(*held.owner, held.owner->handle_status(held.status, stack_bytes));
 }
 
 std::optional<ProcessTree::TraceEvent> ProcessTree::after(TracedProcess& tp,

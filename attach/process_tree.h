@@ -87,9 +87,6 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   // The next event of any process: the oldest queued (an event, or a status a process's
   // own wait held for another), else the kernel's next status, handled by its owner.
   std::optional<TraceEvent> next_event(std::chrono::nanoseconds timeout, size_t stack_bytes);
-  // True when the last status next_event() handled was no sample (a process's fork, first
-  // stop, exec, exit, a signal): the next is likely microseconds away.
-  bool in_burst() const { return in_burst_; }
   // Puts an event back, to be returned first by next_event().
   void push_event(TraceEvent e) { queue_->push_front(std::move(e)); }
   void set_stack_bytes(size_t n);
@@ -147,7 +144,6 @@ class ProcessTree : private TraceObserver, private WaitQueue::Router {
   // What a process's event means for the tree: a followed child's exit and any followed
   // exec are absorbed (their threads' exits are queued instead).
   std::optional<TraceEvent> after(TracedProcess& tp, std::optional<TraceEvent> ev);
-  bool in_burst_ = false;
   void note(std::string s);
 
   TracedProcess& root_;

@@ -25,30 +25,11 @@ class ScopedRealtime {
       sched_param p{};
       p.sched_priority = 1;
       raised_ = sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &p) == 0;
-      up_ = raised_;
     }
   }
   ~ScopedRealtime() {
-    if (raised_ && up_) {
+    if (raised_) {
       sched_setscheduler(0, policy_, &old_);
-    }
-  }
-  // Back to the old policy for a while (up=false) and up again, where it was raised at
-  // all. Why: a FIFO thread that sleeps is woken on its own CPU, which on a VM may be a
-  // halted vCPU (an interrupt and a VM entry: tens of microseconds); a normal one is woken
-  // where the thread that stopped ran. While a process's statuses come in a burst (its
-  // fork, first stop, exec, exit: a vfork parent waits for them) the tracer waits at the
-  // normal policy (bench/TREE.md).
-  void set_up(bool up) {
-    if (!raised_ || up == up_) {
-      return;
-    }
-    sched_param p{};
-    p.sched_priority = 1;
-    const int rc = up ? sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &p)
-                      : sched_setscheduler(0, policy_, &old_);
-    if (rc == 0) {
-      up_ = up;
     }
   }
   ScopedRealtime(const ScopedRealtime&) = delete;
@@ -59,7 +40,6 @@ class ScopedRealtime {
   int policy_ = -1;
   sched_param old_{};
   bool raised_ = false;
-  bool up_ = false;  // at FIFO now
 };
 
 }  // namespace profctl

@@ -229,9 +229,6 @@ void SamplingSession::on_exec(pid_t pid) {
 }
 
 void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
-  if (timer_) {
-    timer_->rearm(ev.tid);
-  }
   if (!ev.sample) {
     return;
   }
@@ -239,6 +236,10 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
   ++res_.samples;
   ++res_.timer_samples;
   res_.pauses_ns.push_back(ev.held_ns);
+  if (opts_.on_sample_pc && ts != nullptr) {
+    // A library the pc is in is read now, while the process lives (as for every sample).
+    opts_.on_sample_pc(ts->pid, ev.sample->regs.rip);
+  }
   ThreadSample s;
   s.tid = ev.tid;
   s.name = ts != nullptr ? name_of(*ts) : std::string();
@@ -246,8 +247,8 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
   s.from_clock = true;
   s.time_ns = monotonic_ns();
   // The CPU time since the thread's last timer sample, exactly (schedstat at the stop):
-  // the timer stays disarmed from its overflow until profctl takes the sample, so counting
-  // one period per sample would lose that time.
+  // counting one period per sample would lose the overflows merged into one pending signal
+  // (a thread that waited for its stop longer than a period).
   if (ts != nullptr && ts->run_at_stop_ns != 0) {
     s.cpu_ns = ts->run_at_stop_ns - std::min(ts->run_at_stop_ns, ts->cpu_mark_ns);
     ts->cpu_mark_ns = std::max(ts->cpu_mark_ns, ts->run_at_stop_ns);
@@ -259,6 +260,19 @@ void SamplingSession::timed(TracedProcess::TraceEvent& ev) {
     stamp(s, *ts);
   }
   s.snap = std::move(ev.sample);
+  hold(ts, std::move(s));
+}
+
+void SamplingSession::hold(ThreadState* ts, ThreadSample&& s) {
+  if (ts != nullptr && opts_.wall) {
+    // Held until the thread's next tick, which may make it the wall sample too
+    // (wall_from_record): a running thread is then not stopped again for its wall sample.
+    if (ts->held) {
+      sink_.on_sample(std::move(*ts->held));
+    }
+    ts->held = std::move(s);
+    return;
+  }
   sink_.on_sample(std::move(s));
 }
 
@@ -443,7 +457,7 @@ void SamplingSession::tick_thread(pid_t tid) {
     return;
   }
   ts->idle_streak = 0;
-  if (perf_ && wall_from_record(tid, *ts, s, run_ns)) {
+  if ((perf_ || timer_) && wall_from_record(tid, *ts, s, run_ns)) {
     return;
   }
   if (parked_on_last_stack(tid, *ts)) {
@@ -652,15 +666,7 @@ void SamplingSession::recorded(PerfSample&& ps, uint32_t space) {
     s.space = ps.snap.space;
   }
   s.snap = std::move(ps.snap);
-  if (ts != nullptr && opts_.wall) {
-    // Held until the thread's next tick, which may make it the wall sample too.
-    if (ts->held) {
-      sink_.on_sample(std::move(*ts->held));
-    }
-    ts->held = std::move(s);
-    return;
-  }
-  sink_.on_sample(std::move(s));
+  hold(ts, std::move(s));
 }
 
 void SamplingSession::flush_records(pid_t tid, ThreadState& ts) {
@@ -822,8 +828,6 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     // To the nanosecond: a wait rounded to milliseconds ended early and left the last
     // fraction of a millisecond before each tick to a sleep that served no stop.
     auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - now);
-    // A burst of process statuses is waited for at the normal policy (ScopedRealtime::set_up).
-    realtime.set_up(!tp_.in_burst());
     auto ev = tp_.next_event(std::max(left, std::chrono::nanoseconds(0)), opts_.stack_bytes);
     if (ev) {
       if (auto end = dispatch(*ev)) {
@@ -841,7 +845,6 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
     if (next_tick < now) {
       next_tick = now + interval;  // fell behind: skip ticks rather than burst
     }
-    realtime.set_up(true);  // the tick's stops: at FIFO, as they always were
     tick();
   }
 }

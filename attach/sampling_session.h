@@ -177,13 +177,15 @@ class SamplingSession : private TraceObserver {
   void on_thread_created(TracedProcess::TraceEvent& ev);
   void complete(TracedProcess::TraceEvent& ev);
   void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts);
-  // A running thread's wall sample from its latest sample record (no stop). True when the
-  // tick needs nothing more of the thread.
+  // A running thread's wall sample from its latest CPU-clock sample (a record, or a CPU
+  // timer's stop): no stop of its own. True when the tick needs nothing more of the thread.
   bool wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s, uint64_t run_ns);
   // What a thread's records still hold back: the held record, the owed wall time.
   void flush_records(pid_t tid, ThreadState& ts);
   // A CPU timer's sample (the thread stopped where its CPU was).
   void timed(TracedProcess::TraceEvent& ev);
+  // A CPU-clock sample: held for the thread's next tick when a wall profile is made.
+  void hold(ThreadState* ts, ThreadSample&& s);
   // A kernel sample record (the thread was not stopped at all).
   // `space`: the address space to unwind it in (0: the thread's current one).
   void recorded(PerfSample&& ps, uint32_t space = 0);

@@ -140,7 +140,11 @@ TEST(SamplingCpu, BurnAandBurnBGetTheirThreeToOneShareAndTheTotalIsTheCpuUsed) {
   EXPECT_TRUE(outputs_valid(dir.path(), {{"cpu", {"burn_a", "burn_b"}}}));
 }
 
-TEST(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
+// Both CPU clock paths: with records or timer signals, the spinner's wall samples are its
+// CPU clock's samples (no stop of its own at the ticks), and must still add up to its wall.
+class SamplingWallAndCpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
   PROFCTL_REQUIRE_PROFCTL();
   Child target({SAMPLING_SLEEP_SPIN});
   auto ready = target.wait_ready();
@@ -159,8 +163,13 @@ TEST(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
   ASSERT_EQ(comm.at(spinner), "spinner");
 
   TempDir dir;
-  RunResult r = profctl(
-      {"attach", std::to_string(pid), "-d", "2s", "--profiles", "cpu,wall", "-o", dir.path()});
+  std::vector<std::string> argv = {PROFCTL_BIN, "attach", std::to_string(pid),
+                                   "-d",        "2s",     "--profiles",
+                                   "cpu,wall",  "-o",     dir.path()};
+  if (GetParam() == "signals") {
+    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});  // env execs profctl
+  }
+  RunResult r = run(argv);
   ASSERT_FALSE(r.timed_out) << r.describe();
   ASSERT_EQ(r.exit_code, 0) << r.describe();
   EXPECT_TRUE(untouched(pid));
@@ -237,7 +246,11 @@ TEST(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
   EXPECT_TRUE(
       outputs_valid(dir.path(), {{"wall", {"sleeper_loop", "spin_loop"}}, {"cpu", {"spin_loop"}}}));
   EXPECT_EQ(target.command("ping"), "pong");
+  EXPECT_EQ(capture->value("options", Json()).value("cpu_samples", ""),
+            GetParam() == "signals" ? "cpu timer signals" : "perf records");
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, SamplingWallAndCpu, ::testing::Values("records", "signals"));
 
 }  // namespace
 }  // namespace profctl::testing::sampling

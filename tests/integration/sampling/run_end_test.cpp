@@ -252,14 +252,21 @@ TEST(RunEnd, AProgramTheDynamicLinkerCannotLoadGivesItsStatusBack) {
 // can no longer be read. They are named all the same: the sampler reads the maps while the
 // program lives, when a sample's pc is in no module (or in /etc/ld.so.cache, which ld.so
 // maps during the dlopen where the library then lands), and the unwinders fall back on that
-// text. Before, half the runs charged every sample to "ld.so.cache".
-TEST(RunEnd, ALibraryLoadedJustBeforeTheEndNamesTheLastSamples) {
+// text. Before, half the runs charged every sample to "ld.so.cache". Both CPU clock paths:
+// the timer signals' samples did not report their pcs, and named none of the library's.
+class RunEndLate : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RunEndLate, ALibraryLoadedJustBeforeTheEndNamesTheLastSamples) {
   PROFCTL_REQUIRE_PROFCTL();
   for (int round = 0; round < 4; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     TempDir dir;
-    RunResult r = run(run_argv({"--profiles", "cpu", "--rate", "999", "-o", dir.path()},
-                               {DLOPEN_BURN, DLOPEN_BURN_LIB, "10"}));
+    auto argv = run_argv({"--profiles", "cpu", "--rate", "999", "-o", dir.path()},
+                         {DLOPEN_BURN, DLOPEN_BURN_LIB, "10"});
+    if (GetParam() == "signals") {
+      argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});  // env execs profctl
+    }
+    RunResult r = run(argv);
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     auto cap = load_capture(dir.path());
     ASSERT_TRUE(cap);
@@ -280,6 +287,8 @@ TEST(RunEnd, ALibraryLoadedJustBeforeTheEndNamesTheLastSamples) {
     EXPECT_GE(in_lib, 2) << describe_samples(*cpu);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, RunEndLate, ::testing::Values("records", "signals"));
 
 TEST(RunEnd, SigtermMidChurnEndsAtTheProgramsExitWithinTheBound) {
   PROFCTL_REQUIRE_PROFCTL();
