@@ -257,29 +257,59 @@ extern "C" __attribute__((noinline)) int zombie_marker(int x) {
   return x + 1;
 }
 
+// A forked child of the test that waits for release() to exit; killed and reaped (by pid)
+// if the test ends first.
+class WaitingChild {
+ public:
+  WaitingChild() {
+    if (pipe(go_) != 0) {
+      return;
+    }
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(go_[1]);
+      char c;
+      _exit(read(go_[0], &c, 1) < 0 ? 1 : 0);
+    }
+    close(go_[0]);
+  }
+  ~WaitingChild() {
+    release();
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  WaitingChild(const WaitingChild&) = delete;
+  WaitingChild& operator=(const WaitingChild&) = delete;
+  pid_t pid() const { return pid_; }
+  // The child exits now.
+  void release() {
+    if (go_[1] >= 0) {
+      close(go_[1]);
+      go_[1] = -1;
+    }
+  }
+  bool reap() {
+    reaped_ = waitpid(pid_, nullptr, 0) == pid_;
+    return reaped_;
+  }
+
+ private:
+  int go_[2] = {-1, -1};
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+};
+
 // A followed child that exits before its modules are loaded for symbolizing (the end of a
 // capture) is a zombie until profctl reaps it: kill(pid, 0) still answers, but its root is
 // gone, so its files are opened by their own path from the maps read while it lived.
 TEST(TargetDwfl, AZombiesSavedMapsStillNameItsFunctions) {
-  int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    close(go[1]);
-    char c;
-    _exit(read(go[0], &c, 1) < 0 ? 1 : 0);
-  }
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  } reap{pid};
-  close(go[0]);
+  WaitingChild child;
+  const pid_t pid = child.pid();
+  ASSERT_GT(pid, 0);
   auto maps = read_maps_text(pid);
-  close(go[1]);  // the child exits now
+  child.release();
   ASSERT_TRUE(maps.ok());
   siginfo_t info{};
   ASSERT_EQ(waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT), 0);  // a zombie
@@ -304,29 +334,12 @@ TEST(TargetDwfl, AReapedProcesssVdsoFramesAreStillNamed) {
   const auto pc = reinterpret_cast<uint64_t>(dlsym(vdso, "__vdso_clock_gettime"));
   ASSERT_NE(pc, 0u) << dlerror();
 
-  int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    close(go[1]);
-    char c;
-    _exit(read(go[0], &c, 1) < 0 ? 1 : 0);
-  }
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
-      }
-    }
-  } reap{pid};
-  close(go[0]);
+  WaitingChild child;
+  const pid_t pid = child.pid();
+  ASSERT_GT(pid, 0);
   auto maps = read_maps_text(pid);  // the child has the parent's vDSO, where fork left it
-  close(go[1]);
-  ASSERT_EQ(waitpid(pid, nullptr, 0), pid);  // reaped: no /proc/PID any more
-  reap.pid = -1;
+  child.release();
+  ASSERT_TRUE(child.reap());  // no /proc/PID any more
   ASSERT_TRUE(maps.ok());
 
   auto live = TargetDwfl::for_process(getpid(), {});
