@@ -103,7 +103,7 @@ struct Session {
   std::shared_ptr<MapsMemo> memo;  // shared with the process's other TargetDwfls, or null
   uint64_t generation = 0;         // bumped at every report
   std::map<std::string, MapEntry, std::less<>> first_mapping;
-  bool own_vdso = false;  // report_text: the target's vDSO is profctl's (own_vdso.h)
+  bool own_vdso = false;  // report_text: the vDSO is read from profctl's own (own_vdso.h)
 
   Result<void> report();
   // The modules of `text` (/proc/PID/maps read earlier), as report() does from the live file.
@@ -185,14 +185,15 @@ int find_elf(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_Addr 
              char** file_name, Elf** elfp) {
   auto* self = static_cast<Session*>(userdata != nullptr ? *userdata : nullptr);
   if (self == nullptr || self->pid <= 0 || modname == nullptr || modname[0] != '/') {
-    const int fd = dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
-    if (fd < 0 && *elfp == nullptr && self != nullptr && self->own_vdso &&
+    if (self != nullptr && self->own_vdso &&
         std::string_view(modname != nullptr ? modname : "").starts_with("[vdso")) {
-      // The target's memory is gone (it exited): the same image, from profctl's own.
+      // Saved maps: the process may be gone, or another image by now (after an exec its
+      // memory at that address is anything). The same vDSO, from profctl's own memory.
       const std::span<const char> image = own_vdso_image();
       *elfp = elf_memory(const_cast<char*>(image.data()), image.size());
+      return -1;
     }
-    return fd;
+    return dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
   }
   std::string_view name(modname);
   std::string path;
@@ -255,6 +256,7 @@ Result<void> Session::report() {
   maps_text = std::move(*maps);
   ++generation;
   first_mapping = parse_first_mappings(maps_text);
+  own_vdso = false;  // live: libdwfl reads the vDSO from the process
 
   dwfl_report_begin(dwfl.get());
   int rc = dwfl_linux_proc_report(dwfl.get(), pid);
@@ -296,7 +298,8 @@ Result<void> Session::report_text(std::string text) {
                                  vdso->end - vdso->start) ||
                  (root_unreachable(pid) && shares_own_vdso(exe, vdso->end - vdso->start));
       const std::string name = "[vdso: " + std::to_string(pid) + "]";
-      if (dwfl_report_module(dwfl.get(), name.c_str(), vdso->start, vdso->end) == nullptr) {
+      if (own_vdso &&
+          dwfl_report_module(dwfl.get(), name.c_str(), vdso->start, vdso->end) == nullptr) {
         logger("unwind")->debug("vdso of {}: {}", pid, dwfl_error_text());
       }
     }
