@@ -34,7 +34,6 @@ class ScopedRealtime {
   }
   ScopedRealtime(const ScopedRealtime&) = delete;
   ScopedRealtime& operator=(const ScopedRealtime&) = delete;
-  bool raised() const { return raised_; }
 
  private:
   int policy_ = -1;

@@ -292,7 +292,7 @@ Result<void> Session::report_text(std::string text) {
     const std::vector<MapEntry> maps = parse_maps(maps_text);
     auto vdso = std::find_if(maps.begin(), maps.end(),
                              [](const MapEntry& m) { return m.path == "[vdso]"; });
-    if (vdso != maps.end() && !maps.empty() && maps.front().path.starts_with('/')) {
+    if (vdso != maps.end() && maps.front().path.starts_with('/')) {
       const std::string& exe = maps.front().path;
       own_vdso = shares_own_vdso("/proc/" + std::to_string(pid) + "/root" + exe,
                                  vdso->end - vdso->start) ||

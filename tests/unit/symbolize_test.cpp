@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <memory>
 #include <optional>
@@ -257,11 +258,12 @@ extern "C" __attribute__((noinline)) int zombie_marker(int x) {
   return x + 1;
 }
 
-// A forked child of the test that waits for release() to exit; killed and reaped (by pid)
-// if the test ends first.
+// A forked child of the test that waits for release() to exit (or to exec `exec_path`,
+// with no arguments but its name and "60"); killed and reaped (by pid) if the test ends
+// first.
 class WaitingChild {
  public:
-  WaitingChild() {
+  explicit WaitingChild(const char* exec_path = nullptr) {
     if (pipe(go_) != 0) {
       return;
     }
@@ -269,7 +271,11 @@ class WaitingChild {
     if (pid_ == 0) {
       close(go_[1]);
       char c;
-      _exit(read(go_[0], &c, 1) < 0 ? 1 : 0);
+      const bool released = read(go_[0], &c, 1) >= 0;
+      if (released && exec_path != nullptr) {
+        execl(exec_path, exec_path, "60", static_cast<char*>(nullptr));
+      }
+      _exit(released ? 0 : 1);
     }
     close(go_[0]);
   }
@@ -322,6 +328,33 @@ TEST(TargetDwfl, AZombiesSavedMapsStillNameItsFunctions) {
   const std::vector<Frame>& frames = s.symbolize(pc, /*activation=*/true);
   ASSERT_FALSE(frames.empty());
   EXPECT_EQ(frames.back().function, "zombie_marker") << describe(frames);
+}
+
+// A capture that ends at its target's exec symbolizes after it: refreshing the modules
+// then must not take the new image's maps (they say nothing of the old image's stacks).
+TEST(TargetDwfl, RefreshAfterAnExecKeepsTheOldImagesModules) {
+  WaitingChild child("/bin/sleep");
+  const pid_t pid = child.pid();
+  ASSERT_GT(pid, 0);
+  auto t = TargetDwfl::for_process(pid, {});
+  ASSERT_TRUE(t.ok()) << t.error().message();
+  auto has = [&](std::string_view part) {
+    auto mods = (*t)->modules();
+    return std::any_of(mods.begin(), mods.end(),
+                       [&](const ModuleInfo& m) { return m.path.find(part) != std::string::npos; });
+  };
+  ASSERT_TRUE(has("unit_tests"));
+  child.release();  // it execs sleep now
+  bool execd = false;
+  for (int i = 0; i < 500 && !execd; ++i) {
+    usleep(10000);
+    auto maps = read_maps_text(pid);
+    execd = maps.ok() && maps->find("/sleep") != std::string::npos;
+  }
+  ASSERT_TRUE(execd) << "the child did not exec /bin/sleep";
+  (void)(*t)->refresh();
+  EXPECT_TRUE(has("unit_tests")) << "the old image's executable is gone from the modules";
+  EXPECT_FALSE(has("/sleep")) << "the new image's maps were taken";
 }
 
 // A process's last samples are often unwound after it is gone, and a thread that ends in
