@@ -5,6 +5,7 @@
 #include <linux/perf_event.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -43,16 +44,46 @@ Result<void> CpuTimer::add(pid_t tid) {
   if (ioctl(owned.get(), PERF_EVENT_IOC_ENABLE, 0) != 0) {
     return errno_error("enabling the CPU timer of thread " + std::to_string(tid));
   }
-  events_[tid] = std::move(owned);
+  // Only the header page, no ring: the kernel has nothing to write there but its counters.
+  // Refused (ENOMEM/EPERM once perf_event_mlock_kb is spent): the session reads /proc.
+  void* page = mmap(nullptr, static_cast<size_t>(sysconf(_SC_PAGESIZE)), PROT_READ, MAP_SHARED,
+                    owned.get(), 0);
+  events_[tid] = Event{std::move(owned), Page(page == MAP_FAILED ? nullptr : page)};
   return {};
+}
+
+CpuTimer::Page& CpuTimer::Page::operator=(Page&& o) noexcept {
+  if (this != &o) {
+    Page gone(std::move(*this));
+    addr = std::exchange(o.addr, nullptr);
+  }
+  return *this;
+}
+
+CpuTimer::Page::~Page() {
+  if (addr != nullptr) {
+    munmap(addr, static_cast<size_t>(sysconf(_SC_PAGESIZE)));
+  }
 }
 
 void CpuTimer::remove(pid_t tid) { events_.erase(tid); }
 
 void CpuTimer::disable() {
-  for (auto& [tid, fd] : events_) {
-    (void)ioctl(fd.get(), PERF_EVENT_IOC_DISABLE, 0);
+  for (auto& [tid, ev] : events_) {
+    (void)ioctl(ev.fd.get(), PERF_EVENT_IOC_DISABLE, 0);
   }
+}
+
+std::optional<uint32_t> CpuTimer::sched_ins(pid_t tid) const {
+  auto it = events_.find(tid);
+  if (it == events_.end() || it->second.page.addr == nullptr) {
+    return std::nullopt;
+  }
+  // perf_event_update_userpage() makes `lock` odd while it writes and even after: any change
+  // says the event was scheduled in (or otherwise updated) since the last read. A torn read
+  // only ever shows a change, which costs a look at /proc, never a missed one.
+  const auto* pg = static_cast<const perf_event_mmap_page*>(it->second.page.addr);
+  return __atomic_load_n(&pg->lock, __ATOMIC_ACQUIRE);
 }
 
 bool CpuTimer::is_ours(pid_t tid, int sig) const {
@@ -70,7 +101,7 @@ bool CpuTimer::is_ours(pid_t tid, int sig) const {
     return false;
   }
   auto it = events_.find(tid);
-  return it != events_.end() && si.si_fd == it->second.get();
+  return it != events_.end() && si.si_fd == it->second.fd.get();
 }
 
 }  // namespace profctl

@@ -20,6 +20,8 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <utility>
 
 #include "base/fd.h"
 #include "base/result.h"
@@ -42,10 +44,31 @@ class CpuTimer {
   bool is_ours(pid_t tid, int sig) const;
   uint64_t period_ns() const { return period_ns_; }
   size_t armed() const { return events_.size(); }
+  // How many times the kernel has put the thread on a CPU since its timer was armed, as far
+  // as can be told without a syscall: a count that moves at every one of them (and
+  // sometimes between). nullopt when the thread's event page could not be mapped (the
+  // locked-memory budget of perf events is spent): ask /proc instead.
+  std::optional<uint32_t> sched_ins(pid_t tid) const;
 
  private:
+  // The event's first page, mapped read-only: the kernel rewrites it (perf_event_mmap_page,
+  // bumping its `lock`) each time it schedules the event in, i.e. the thread onto a CPU.
+  struct Page {
+    void* addr = nullptr;
+    Page() = default;
+    explicit Page(void* a) : addr(a) {}
+    Page(Page&& o) noexcept : addr(std::exchange(o.addr, nullptr)) {}
+    Page& operator=(Page&& o) noexcept;
+    Page(const Page&) = delete;
+    Page& operator=(const Page&) = delete;
+    ~Page();
+  };
+  struct Event {
+    Fd fd;
+    Page page;
+  };
   uint64_t period_ns_;
-  std::map<pid_t, Fd> events_;
+  std::map<pid_t, Event> events_;
 };
 
 }  // namespace profctl

@@ -55,6 +55,16 @@ std::optional<TaskStat> parse_stat(std::string_view text) {
       return std::nullopt;
     }
   }
+  // Optional from here: a short line (an old kernel, a test's) keeps processor -1.
+  for (int field = 16; field <= 39; ++field) {
+    std::string_view tok = next_token(rest);
+    if (tok.empty()) {
+      break;
+    }
+    if (unsigned cpu = 0; field == 39 && parse_num(tok, cpu) && cpu < 65536) {
+      st.processor = static_cast<int>(cpu);
+    }
+  }
   return st;
 }
 

@@ -28,6 +28,7 @@ struct TaskStat {
   uint64_t flags = 0;  // PF_* (PF_KTHREAD = 0x00200000)
   uint64_t utime_ticks = 0;
   uint64_t stime_ticks = 0;
+  int processor = -1;  // the CPU it runs on or last ran on (field 39); -1: not shown
 };
 
 // Fields of /proc/PID/status.

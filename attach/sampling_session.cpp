@@ -2,11 +2,13 @@
 #include "attach/sampling_session.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "attach/proc.h"
@@ -53,6 +55,16 @@ class TimerSignals final : public TraceObserver {
 };
 
 }  // namespace
+
+// The CPUs a process may run on (its affinity), at least 1.
+size_t cpus_of(pid_t pid) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(pid, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+    return static_cast<size_t>(CPU_COUNT(&set));
+  }
+  return static_cast<size_t>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+}
 
 std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v) {
   if (v.empty()) {
@@ -268,17 +280,26 @@ void SamplingSession::hold(ThreadState* ts, ThreadSample&& s) {
     // Held until the thread's next tick, which may make it the wall sample too
     // (wall_from_record): a running thread is then not stopped again for its wall sample.
     if (ts->held) {
-      sink_.on_sample(std::move(*ts->held));
+      clock_only(std::move(*ts->held));
     }
     ts->held = std::move(s);
     return;
   }
-  sink_.on_sample(std::move(s));
+  clock_only(std::move(s));
 }
 
-void SamplingSession::reuse(pid_t /*tid*/, ThreadSample& s, const ThreadState& ts) {
+void SamplingSession::clock_only(ThreadSample&& s) {
+  if (opts_.cpu) {
+    sink_.on_sample(std::move(s));
+  } else {
+    ++res_.clock_unused;
+  }
+}
+
+void SamplingSession::reuse(pid_t /*tid*/, ThreadSample& s, const ThreadState& ts,
+                            std::optional<char> state) {
   s.name = ts.name;
-  s.state = ts.state;
+  s.state = state.value_or(ts.state);
   stamp(s, ts);
   ++res_.reused;
   sink_.on_sample(std::move(s));
@@ -414,6 +435,7 @@ void SamplingSession::tick() {
   for (pid_t tid : tp_.tids()) {
     tick_thread(tid);
   }
+  stop_runnable();
 }
 
 void SamplingSession::tick_thread(pid_t tid) {
@@ -432,6 +454,19 @@ void SamplingSession::tick_thread(pid_t tid) {
   s.tid = tid;
   s.time_ns = t_now;
   s.wall_ns = wall;
+  if (timer_ && tick_from_timer_page(tid, *ts, s)) {
+    return;
+  }
+  // A timer sample since the last tick says the thread ran: whether it still runs (its
+  // state) is all the tick needs, not its run time. Off a CPU now, it needs a look below.
+  bool state_read = false;
+  if (timer_ && ts->held && opts_.wall) {
+    if (wall_from_record(tid, *ts, s, std::nullopt)) {
+      return;
+    }
+    state_read = true;
+    ts->idle_skip = 0;
+  }
   // A thread that keeps not running is looked at less and less often (every 2nd,
   // 4th... tick, at most kIdleRecheck apart): 56 idle threads then cost next to
   // nothing. One that wakes is seen within kIdleRecheck; its CPU is charged exactly
@@ -441,7 +476,7 @@ void SamplingSession::tick_thread(pid_t tid) {
     reuse(tid, s, *ts);
     return;
   }
-  if (perf_ && tick_from_switches(tid, *ts, s)) {
+  if (!state_read && perf_ && tick_from_switches(tid, *ts, s)) {
     return;
   }
   auto sched = read_schedstat(ts->schedstat);
@@ -450,15 +485,20 @@ void SamplingSession::tick_thread(pid_t tid) {
   }
   const uint64_t run_ns = sched->run_ns;
   ts->seen_run_ns = run_ns;
-  if (ts->have_stack && run_ns == ts->last_run_ns) {
+  if (!state_read && ts->have_stack && run_ns == ts->last_run_ns) {
     ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
     ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip_);
     reuse(tid, s, *ts);
     return;
   }
   ts->idle_streak = 0;
-  if ((perf_ || timer_) && wall_from_record(tid, *ts, s, run_ns)) {
-    return;
+  if (!state_read) {
+    if ((perf_ || timer_) && wall_from_record(tid, *ts, s, run_ns)) {
+      return;
+    }
+    if (!perf_ && !timer_) {
+      read_state(tid, *ts);
+    }  // else wall_from_record read it
   }
   if (parked_on_last_stack(tid, *ts)) {
     ts->last_run_ns = run_ns;
@@ -467,10 +507,60 @@ void SamplingSession::tick_thread(pid_t tid) {
   }
   s.name = ts->name;
   s.state = ts->state;
-  pending_[tid] = Pending{std::move(s), run_ns, sched->timeslices};
+  Pending p{std::move(s), run_ns, sched->timeslices};
+  if (!perf_ && !timer_) {
+    if (p.sample.state == 'R' && ts->have_stack) {
+      runnable_.push_back(Runnable{tid, std::move(p)});  // stop_runnable() decides
+      return;
+    }
+    flush_records(tid, *ts);  // its owed running ticks, before its stack moves on
+  }
+  request(tid, std::move(p));
+}
+
+void SamplingSession::request(pid_t tid, Pending&& p) {
+  pending_[tid] = std::move(p);
   if (!tp_.request_sample(tid)) {
     pending_.erase(tid);  // gone: its exit arrives as an event
   }
+}
+
+// Without CPU clocks every thread found running is a stop, and on a machine with more runnable
+// threads than CPUs most of them are not on a CPU at the tick: they stop only once they get
+// one, at their preemption point, a stop that serves the wall profile alone (their CPU goes
+// to a fair sample: complete()). 8 busy threads on 2 CPUs made 5.4 stops a tick, 94% of them
+// such. At most as many are stopped per tick as the target has CPUs, the longest-owed first;
+// the others owe the tick's wall time to their next stop, as a running thread with no new
+// clock sample does (wall_from_held), for at most kMaxOwedNs.
+void SamplingSession::stop_runnable() {
+  // First those that must (owed too long), then those that may be on a CPU right now: not
+  // queued on the one profctl runs on, whose thread it preempted. Their stop is the fair draw
+  // the cpu profile counts. Then the longest-owed.
+  const int here = sched_getcpu();
+  auto rank = [&](const Runnable& r) {
+    const ThreadState& ts = threads_.at(r.tid);
+    const bool must = ts.wall_owed_ns + r.pending.sample.wall_ns > kMaxOwedNs;
+    const bool elsewhere = ts.processor != here;
+    return std::tuple(must, elsewhere, ts.ticks_owed);
+  };
+  std::stable_sort(runnable_.begin(), runnable_.end(),
+                   [&](const Runnable& a, const Runnable& b) { return rank(a) > rank(b); });
+  size_t stops = 0;
+  for (Runnable& r : runnable_) {
+    ThreadState& ts = threads_.at(r.tid);
+    ThreadSample& s = r.pending.sample;
+    if (stops < stop_budget_ || ts.wall_owed_ns + s.wall_ns > kMaxOwedNs) {
+      s.wall_ns += std::exchange(ts.wall_owed_ns, 0);
+      s.ticks += std::exchange(ts.ticks_owed, 0);
+      ++stops;
+      request(r.tid, std::move(r.pending));
+    } else {
+      ts.wall_owed_ns += s.wall_ns;
+      ++ts.ticks_owed;
+      ++res_.ticks_owed;
+    }
+  }
+  runnable_.clear();
 }
 
 bool SamplingSession::tick_from_switches(pid_t tid, ThreadState& ts, ThreadSample& s) {
@@ -494,11 +584,34 @@ bool SamplingSession::tick_from_switches(pid_t tid, ThreadState& ts, ThreadSampl
   return wall_from_held(ts, s, std::nullopt);
 }
 
-bool SamplingSession::parked_on_last_stack(pid_t tid, ThreadState& ts) {
+bool SamplingSession::tick_from_timer_page(pid_t tid, ThreadState& ts, ThreadSample& s) {
+  const std::optional<uint32_t> ins = timer_->sched_ins(tid);
+  if (!ins) {
+    return false;
+  }
+  const bool moved = ts.seen_sched_ins != ins;
+  // Taken before this tick's reads (if any): a trip onto a CPU after them shows next tick.
+  ts.seen_sched_ins = ins;
+  if (moved) {
+    ts.idle_skip = 0;  // it was on a CPU since: looked at now, not at its backoff's next turn
+    return false;
+  }
+  // Asleep at its last look (state from /proc then) and not scheduled in since: nothing of
+  // it can have changed. A running thread, or one waiting for a CPU, is not settled here: it
+  // may run without ever being scheduled in again.
+  if (!ts.have_stack || ts.held || ts.state == 'R') {
+    return false;
+  }
+  reuse(tid, s, ts);
+  return true;
+}
+
+void SamplingSession::read_state(pid_t tid, ThreadState& ts) {
   if (auto text = pread_text(ts.stat)) {
     if (auto st = parse_stat(*text)) {
       ts.name = st->comm;
       ts.state = st->state;
+      ts.processor = st->processor;
     }
   }
   // 't' outside a job-control stop: the thread is in a stop of profctl's own whose event
@@ -506,6 +619,9 @@ bool SamplingSession::parked_on_last_stack(pid_t tid, ThreadState& ts) {
   if (ts.state == 't' && !tp_.job_stopped(tid)) {
     ts.state = 'R';
   }
+}
+
+bool SamplingSession::parked_on_last_stack(pid_t tid, ThreadState& ts) {
   if (!ts.have_stack) {
     return false;
   }
@@ -671,7 +787,7 @@ void SamplingSession::recorded(PerfSample&& ps, uint32_t space) {
 
 void SamplingSession::flush_records(pid_t tid, ThreadState& ts) {
   if (ts.held) {
-    sink_.on_sample(std::move(*ts.held));
+    clock_only(std::move(*ts.held));
     ts.held.reset();
   }
   if (ts.ticks_owed > 0) {
@@ -681,9 +797,10 @@ void SamplingSession::flush_records(pid_t tid, ThreadState& ts) {
     s.time_ns = monotonic_ns();
     s.wall_ns = ts.wall_owed_ns;
     s.ticks = ts.ticks_owed;
-    s.for_cpu = false;
-    reuse(tid, s, ts);
-    s.state = 'R';
+    // Running ticks: the ticker's count them in the cpu profile's samples (no CPU time: that
+    // goes with the thread's next fair stop); the clocks' samples make it otherwise.
+    s.for_cpu = !perf_ && !timer_;
+    reuse(tid, s, ts, 'R');
     ts.wall_owed_ns = 0;
     ts.ticks_owed = 0;
   }
@@ -695,8 +812,8 @@ void SamplingSession::flush_records(pid_t tid, ThreadState& ts) {
 // CPU with others) owes its wall time to the next record, for at most kMaxOwed; a thread
 // that is no longer running is sampled as any other (its place is where it waits).
 bool SamplingSession::wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s,
-                                       uint64_t run_ns) {
-  (void)parked_on_last_stack(tid, ts);  // reads its name and state
+                                       std::optional<uint64_t> run_ns) {
+  read_state(tid, ts);
   if (ts.state != 'R') {
     flush_records(tid, ts);
     return false;
@@ -710,7 +827,6 @@ bool SamplingSession::wall_from_record(pid_t tid, ThreadState& ts, ThreadSample&
 
 bool SamplingSession::wall_from_held(ThreadState& ts, ThreadSample& s,
                                      std::optional<uint64_t> run_ns) {
-  constexpr uint64_t kMaxOwedNs = 250'000'000;
   if (ts.held) {
     ThreadSample& h = *ts.held;
     h.for_wall = true;
@@ -793,6 +909,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   // The sampling thread blocks in its wait or sleeps; at FIFO priority the stop of a
   // thread it interrupted wakes it at once, instead of after some busy thread's slice.
   ScopedRealtime realtime;
+  stop_budget_ = cpus_of(tp_.pid());
   start_ = Clock::now();
   const auto interval =
       std::chrono::nanoseconds(static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));

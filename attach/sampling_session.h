@@ -49,6 +49,10 @@ struct SessionOptions {
   // Whether the ticks' samples are consumed by the wall profile. When the cpu profile comes
   // from the threads' CPU clocks and no wall profile is made, the ticks stop no thread.
   bool wall = true;
+  // Whether a cpu profile is made. Without one, the CPU clocks (cpu_timer) still run for a
+  // wall profile: a running thread's wall sample is then its latest clock sample, with no
+  // stop of its own; the clock samples no tick takes are dropped unwound.
+  bool cpu = true;
   std::function<void(const SessionStatus&)> on_status;  // called ~4 times a second
   // Called every 100 ms and at every thread creation, while the target is alive: the
   // moment to notice new mappings (libraries loaded after exec, dlopen).
@@ -87,6 +91,8 @@ struct SessionResult {
   uint64_t perf_lost = 0;           // sample records the kernel could not write (ring full)
   uint64_t perf_unusable = 0;       // records without user registers or failing a size check
   uint64_t wall_from_records = 0;   // wall samples of running threads taken from their records
+  uint64_t clock_unused = 0;        // clock samples dropped: no cpu profile, and no tick took them
+  uint64_t ticks_owed = 0;          // running threads' ticks owed to their next stop (over budget)
   std::vector<uint64_t> pauses_ns;  // one per snapshot: stop to resume (the thread held)
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
@@ -137,6 +143,10 @@ class SamplingSession : private TraceObserver {
     // stop and out, to restart its syscall) say nothing about the thread's code.
     uint64_t seen_ins = 0;
     bool verify_by_reads = true;
+    // The CPU timer's count of the thread's trips onto a CPU at the last tick
+    // (CpuTimer::sched_ins): unchanged, a thread asleep then is asleep still.
+    std::optional<uint32_t> seen_sched_ins;
+    int processor = -1;  // the CPU it ran on last, at its latest state read
   };
   // A sample asked for whose stop has not arrived yet.
   struct Pending {
@@ -145,18 +155,33 @@ class SamplingSession : private TraceObserver {
     uint64_t timeslices = 0;          // schedstat's count of CPU grants when the sample was asked
     uint64_t timeslices_at_stop = 0;  // and at its stop (0: not read)
   };
+  // A running thread a tick would stop (no CPU clocks): stop_runnable() picks which do.
+  struct Runnable {
+    pid_t tid = 0;
+    Pending pending;
+  };
+  // How long a running thread's wall ticks may wait for its next sample (clock or stop).
+  static constexpr uint64_t kMaxOwedNs = 250'000'000;
 
   ThreadState* track(pid_t tid);
   // The ticker: asks for a sample of every thread that ran since its last one.
   void tick();
   void tick_thread(pid_t tid);
-  // Reads the thread's name and state. True when its run time moved but it is still on the
-  // stack of its last snapshot (blocked where it was, or job-control stopped): no stop.
+  void request(pid_t tid, Pending&& p);
+  // The tick's running threads (no CPU clocks): stopped up to stop_budget_, the rest owe.
+  void stop_runnable();
+  // Reads the thread's name and state (/proc stat).
+  void read_state(pid_t tid, ThreadState& ts);
+  // With its state read: true when its run time moved but it is still on the stack of its
+  // last snapshot (blocked where it was, or job-control stopped): no stop.
   bool parked_on_last_stack(pid_t tid, ThreadState& ts);
   // With perf records' switch state: true when the tick's wall sample is settled without
   // reading /proc (the thread slept since its last look: its last stack; or it is on a CPU
   // or waiting for one: its cpu record, as wall_from_record).
   bool tick_from_switches(pid_t tid, ThreadState& ts, ThreadSample& s);
+  // With the CPU timer's page: true when the thread was asleep at its last look and the
+  // kernel has not put it on a CPU since (its last stack stands), read with no syscall.
+  bool tick_from_timer_page(pid_t tid, ThreadState& ts, ThreadSample& s);
   // A running thread's wall sample from its held cpu record, or owed to its next one (up to
   // 250 ms); false when neither (it needs a stop). run_ns: its schedstat run time, if read.
   bool wall_from_held(ThreadState& ts, ThreadSample& s, std::optional<uint64_t> run_ns);
@@ -176,16 +201,21 @@ class SamplingSession : private TraceObserver {
   std::optional<SessionResult::End> dispatch(TracedProcess::TraceEvent& ev);
   void on_thread_created(TracedProcess::TraceEvent& ev);
   void complete(TracedProcess::TraceEvent& ev);
-  void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts);
+  // Emits the thread's last stack for this tick (`state`: the sample's, else the thread's).
+  void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts,
+             std::optional<char> state = std::nullopt);
   // A running thread's wall sample from its latest CPU-clock sample (a record, or a CPU
   // timer's stop): no stop of its own. True when the tick needs nothing more of the thread.
-  bool wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s, uint64_t run_ns);
+  bool wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s,
+                        std::optional<uint64_t> run_ns);
   // What a thread's records still hold back: the held record, the owed wall time.
   void flush_records(pid_t tid, ThreadState& ts);
   // A CPU timer's sample (the thread stopped where its CPU was).
   void timed(TracedProcess::TraceEvent& ev);
   // A CPU-clock sample: held for the thread's next tick when a wall profile is made.
   void hold(ThreadState* ts, ThreadSample&& s);
+  // A CPU-clock sample no tick took for its wall sample: the cpu profile's, if one is made.
+  void clock_only(ThreadSample&& s);
   // A kernel sample record (the thread was not stopped at all).
   // `space`: the address space to unwind it in (0: the thread's current one).
   void recorded(PerfSample&& ps, uint32_t space = 0);
@@ -222,6 +252,8 @@ class SamplingSession : private TraceObserver {
   std::vector<pid_t> clock_due_;  // threads whose clock is armed at the next tick
   std::chrono::steady_clock::time_point start_;
   uint64_t max_idle_skip_ = 0;
+  size_t stop_budget_ = 1;  // running threads stopped per tick at most: the target's CPUs
+  std::vector<Runnable> runnable_;
   // null: cpu samples come from the ticks. Shared with the own-signal observer on every
   // process, which must recognise a signal the timer raised until the target is detached.
   std::shared_ptr<CpuTimer> timer_;

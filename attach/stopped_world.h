@@ -15,8 +15,8 @@
 #include <span>
 #include <vector>
 
-#include "base/fd.h"
 #include "attach/target_memory.h"
+#include "base/fd.h"
 #include "base/result.h"
 
 namespace profctl {

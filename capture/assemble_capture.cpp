@@ -70,7 +70,7 @@ Capture assemble_capture(PipelineResult& run, const AssembleOptions& o) {
   }
   add_notes(c, collector_notes(run.collector->stats()));
   add_notes(c, tree_notes(run.tree, o.max_processes));
-  if (run.plan.collector.cpu && !run.session.cpu_source.empty()) {
+  if ((run.plan.collector.cpu || run.plan.collector.wall) && !run.session.cpu_source.empty()) {
     c.options["cpu_samples"] = run.session.cpu_source;
   }
   add_notes(c, session_notes(run.session, run.plan,

@@ -235,6 +235,7 @@ class Pipeline {
     sopts.cpu_timer = out_.plan.cpu_timer;
     sopts.perf_records = out_.plan.cpu_records;
     sopts.wall = out_.plan.collector.wall;
+    sopts.cpu = out_.plan.collector.cpu;
     sopts.stop_grace = req_.stop_grace;
     if (req_.on_status) {
       live_.probes = out_.probes.get();

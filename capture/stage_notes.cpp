@@ -35,6 +35,10 @@ std::vector<std::string> session_notes(const SessionResult& res, const SessionPl
     out.push_back("cpu: the kernel's sample records were refused (" + res.perf_error +
                   "): cpu samples came from " + res.cpu_source +
                   ", which stop the thread at each sample (costlier)");
+  } else if (plan.collector.wall && plan.cpu_records && res.cpu_source != "perf records") {
+    out.push_back("wall: the kernel's sample records were refused (" + res.perf_error +
+                  "): running threads were sampled from " + res.cpu_source +
+                  ", which stop the thread at each sample (costlier)");
   } else if (plan.collector.cpu && !res.perf_error.empty()) {
     out.push_back("cpu: a thread created during the capture has no sample records (" +
                   res.perf_error + "): its CPU is missing from the cpu profile");
@@ -118,14 +122,14 @@ void log_session_stats(const SessionResult& res, const CollectorStats& cs) {
   logger("capture")->debug(
       "{} ticks ({:.1f}/s), {} snapshots, {} reused, {} signals re-delivered; unwound {} in "
       "{:.3f}s; pause (stop to resume) median {} worst {}; interrupt to stop median {} "
-      "worst {}; cpu from {}: {} clock samples{}, {} wall samples from records, {} tick samples "
-      "deferred (the thread was waiting for a "
-      "CPU when asked)",
+      "worst {}; cpu from {}: {} clock samples{} ({} unused), {} wall samples from records, "
+      "{} tick samples deferred (the thread was waiting for a CPU when asked), {} running "
+      "ticks owed to a later stop",
       res.ticks, res.elapsed_s > 0 ? static_cast<double>(res.ticks) / res.elapsed_s : 0.0,
       res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med), fmt_us(worst),
       fmt_us(stop_med), fmt_us(stop_worst), res.cpu_source, res.timer_samples,
       res.cpu_timer_error.empty() ? "" : " (CPU timer unavailable: " + res.cpu_timer_error + ")",
-      res.wall_from_records, res.cpu_deferred);
+      res.clock_unused, res.wall_from_records, res.cpu_deferred, res.ticks_owed);
 }
 
 }  // namespace profctl

@@ -115,7 +115,9 @@ void write_capture_summary(const Capture& c, const CaptureSummary& s, std::ostre
     out << ", " << s.samples << " samples (" << s.reused << " reused, " << s.lost << " lost), "
         << printf_string("%.1f Hz of %.0f requested", s.achieved_hz, s.requested_hz);
     if (auto src = c.options.find("cpu_samples"); src != c.options.end()) {
-      out << ", cpu samples from " << src->second;
+      out << (c.profiles.contains("cpu") ? ", cpu samples from "
+                                         : ", running threads sampled from ")
+          << src->second;
     }
   }
   out << "\n";

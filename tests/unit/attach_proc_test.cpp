@@ -23,6 +23,26 @@ TEST(ParseStat, CommWithSpacesAndParens) {
   EXPECT_EQ(st->stime_ticks, 17u);
 }
 
+TEST(ParseStat, ProcessorIsField39AndOptional) {
+  // A whole line as the kernel writes it: field 39, the CPU, is 1.
+  auto st = parse_stat(
+      "28108 (cat) R 28105 28105 25592 0 -1 4194304 98 0 0 0 0 0 0 0 20 0 1 0 5100507 3133440 "
+      "388 18446744073709551615 94897704509440 94897704529321 140737069787952 0 0 0 0 0 0 0 0 0 "
+      "17 1 0 0 0 0 0 94897704545328 94897704546944 94898662227968 140737069795774 "
+      "140737069795794 140737069795794 140737069797355 0");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->processor, 1);
+  // Cut before it (as the short lines above): not shown, not an error.
+  auto short_line = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 0");
+  ASSERT_TRUE(short_line);
+  EXPECT_EQ(short_line->processor, -1);
+  // A field 39 that is no CPU number leaves it unknown.
+  auto bad = parse_stat(
+      "7 (x) R 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 zz 1");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->processor, -1);
+}
+
 TEST(ParseStat, KernelThreadFlag) {
   auto st = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 0");
   ASSERT_TRUE(st);

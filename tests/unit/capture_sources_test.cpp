@@ -71,7 +71,9 @@ TEST(ProfileSources, EachKindAsksTheSessionForWhatItConsumes) {
 
   SessionPlan wall = plan_session(parse_profile_list("wall"), s);
   EXPECT_TRUE(wall.ticks);
-  EXPECT_FALSE(wall.cpu_timer);  // the wall profile's samples are the ticks'
+  // The CPU clocks run for a wall profile too: running threads' samples, with no stop.
+  EXPECT_TRUE(wall.cpu_timer);
+  EXPECT_EQ(wall.cpu_records, cpu.cpu_records);
   EXPECT_TRUE(wall.collector.wall);
   EXPECT_FALSE(wall.collector.cpu);
 
@@ -96,6 +98,7 @@ TEST(ProfileSources, EachKindAsksTheSessionForWhatItConsumes) {
 
   s.cpu_timer = false;  // PROFCTL_CPU_TICKS: the cpu profile from the ticks
   EXPECT_FALSE(plan_session(parse_profile_list("cpu,wall"), s).cpu_timer);
+  EXPECT_FALSE(plan_session(parse_profile_list("wall"), s).cpu_timer);
 }
 
 TEST(ProfileSources, EachKindRecordsItsOwnSettings) {

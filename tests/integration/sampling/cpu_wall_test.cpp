@@ -3,6 +3,7 @@
 // in the right total, and wall time for every thread, sleeping or not, with its tid, name and
 // state. Targets: sampling_burn.c (burn_a : burn_b = 3 : 1 of CPU) and sampling_sleep_spin.c.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -140,52 +141,51 @@ TEST(SamplingCpu, BurnAandBurnBGetTheirThreeToOneShareAndTheTotalIsTheCpuUsed) {
   EXPECT_TRUE(outputs_valid(dir.path(), {{"cpu", {"burn_a", "burn_b"}}}));
 }
 
-// Both CPU clock paths: with records or timer signals, the spinner's wall samples are its
-// CPU clock's samples (no stop of its own at the ticks), and must still add up to its wall.
-class SamplingWallAndCpu : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
-  PROFCTL_REQUIRE_PROFCTL();
-  Child target({SAMPLING_SLEEP_SPIN});
-  auto ready = target.wait_ready();
-  ASSERT_TRUE(ready) << "sampling_sleep_spin did not say ready";
-  auto kv = parse_key_values(*ready);
-  const pid_t pid = target.pid();
-  const std::string sleeper = kv.at("sleeper");
-  const std::string spinner = kv.at("spinner");
-  // What the kernel calls every thread, to check the labels against.
+// sampling_sleep_spin: a sleeper, a spinner and the command loop, with what the kernel calls
+// each thread (to check the labels against).
+struct SleepSpin {
+  Child target{{SAMPLING_SLEEP_SPIN}};
+  std::string sleeper;
+  std::string spinner;
   std::map<std::string, std::string> comm;
-  for (pid_t tid : task_ids(pid)) {
-    comm[std::to_string(tid)] = task_comm(pid, tid);
-  }
-  ASSERT_EQ(comm.size(), 3u);
-  ASSERT_EQ(comm.at(sleeper), "sleeper");
-  ASSERT_EQ(comm.at(spinner), "spinner");
 
-  TempDir dir;
-  std::vector<std::string> argv = {PROFCTL_BIN, "attach", std::to_string(pid),
-                                   "-d",        "2s",     "--profiles",
-                                   "cpu,wall",  "-o",     dir.path()};
-  if (GetParam() == "signals") {
-    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});  // env execs profctl
+  // False (with a failure) when the target did not come up as expected.
+  bool start() {
+    auto ready = target.wait_ready();
+    EXPECT_TRUE(ready) << "sampling_sleep_spin did not say ready";
+    if (!ready) {
+      return false;
+    }
+    auto kv = parse_key_values(*ready);
+    sleeper = kv.at("sleeper");
+    spinner = kv.at("spinner");
+    for (pid_t tid : task_ids(target.pid())) {
+      comm[std::to_string(tid)] = task_comm(target.pid(), tid);
+    }
+    EXPECT_EQ(comm.size(), 3u);
+    EXPECT_EQ(comm[sleeper], "sleeper");
+    EXPECT_EQ(comm[spinner], "spinner");
+    return comm.size() == 3 && comm[sleeper] == "sleeper" && comm[spinner] == "spinner";
   }
-  RunResult r = run(argv);
-  ASSERT_FALSE(r.timed_out) << r.describe();
-  ASSERT_EQ(r.exit_code, 0) << r.describe();
-  EXPECT_TRUE(untouched(pid));
-  auto capture = load_capture(dir.path());
-  ASSERT_TRUE(capture);
+};
 
-  const Json* wall = profile_of(*capture, "wall");
+std::function<bool(const Json&)> tid_is(const std::string& tid) {
+  return [tid](const Json& s) { return label(s, "tid") == tid; };
+}
+
+// The wall profile of sampling_sleep_spin: each thread on its own whole stack with its state,
+// and the sleeper's and the spinner's wall time the same (both lived through the capture).
+void expect_sleep_spin_wall(const Json& capture, const SleepSpin& t) {
+  const auto& comm = t.comm;
+  const std::string& sleeper = t.sleeper;
+  const std::string& spinner = t.spinner;
+  const Json* wall = profile_of(capture, "wall");
   ASSERT_NE(wall, nullptr);
   const int wall_ns = value_index(*wall, "wall");
   const int wall_n = value_index(*wall, "samples");
   ASSERT_GE(wall_ns, 0);
   ASSERT_GE(wall_n, 0);
   const std::string wall_samples = describe_samples(*wall, 30);
-  auto tid_is = [](const std::string& tid) {
-    return [tid](const Json& s) { return label(s, "tid") == tid; };
-  };
   for (const Json& s : wall->at("samples")) {
     const std::string tid = label(s, "tid");
     ASSERT_TRUE(comm.count(tid)) << "wall sample of an unknown tid " << s.dump();
@@ -223,6 +223,39 @@ TEST_P(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
   // machine the spinner has fewer, longer samples. The wall time above is what the profile
   // promises, and it stays within 2%.
   std::printf("wall samples: sleeper %lld spinner %lld\n", sleeper_ticks, spinner_ticks);
+}
+
+// Both CPU clock paths: with records or timer signals, the spinner's wall samples are its
+// CPU clock's samples (no stop of its own at the ticks), and must still add up to its wall.
+class SamplingWallAndCpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
+  PROFCTL_REQUIRE_PROFCTL();
+  SleepSpin t;
+  ASSERT_TRUE(t.start());
+  const pid_t pid = t.target.pid();
+  const auto& comm = t.comm;
+  const std::string& sleeper = t.sleeper;
+  const std::string& spinner = t.spinner;
+
+  TempDir dir;
+  std::vector<std::string> argv = {PROFCTL_BIN, "attach", std::to_string(pid),
+                                   "-d",        "2s",     "--profiles",
+                                   "cpu,wall",  "-o",     dir.path()};
+  if (GetParam() == "signals") {
+    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});  // env execs profctl
+  }
+  RunResult r = run(argv);
+  ASSERT_FALSE(r.timed_out) << r.describe();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(untouched(pid));
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+
+  expect_sleep_spin_wall(*capture, t);
+  if (::testing::Test::HasFatalFailure()) {
+    return;
+  }
 
   const Json* cpu = profile_of(*capture, "cpu");
   ASSERT_NE(cpu, nullptr);
@@ -245,12 +278,123 @@ TEST_P(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
   EXPECT_EQ(sum_values(*cpu, cpu_n, spin), sum_values(*cpu, cpu_n, tid_is(spinner))) << cpu_samples;
   EXPECT_TRUE(
       outputs_valid(dir.path(), {{"wall", {"sleeper_loop", "spin_loop"}}, {"cpu", {"spin_loop"}}}));
-  EXPECT_EQ(target.command("ping"), "pong");
+  EXPECT_EQ(t.target.command("ping"), "pong");
   EXPECT_EQ(capture->value("options", Json()).value("cpu_samples", ""),
             GetParam() == "signals" ? "cpu timer signals" : "perf records");
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, SamplingWallAndCpu, ::testing::Values("records", "signals"));
+
+// A wall profile alone runs the CPU clocks all the same: where the kernel gives sample records,
+// the spinner is never stopped for its wall samples (its records say where it runs), and the
+// records no tick takes make no cpu profile. On every path the wall profile is the same.
+class SamplingWallOnly : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SamplingWallOnly, RunningThreadsWallSamplesComeFromTheirClockWhereThereIsOne) {
+  PROFCTL_REQUIRE_PROFCTL();
+  SleepSpin t;
+  ASSERT_TRUE(t.start());
+  const pid_t pid = t.target.pid();
+  TempDir dir;
+  std::vector<std::string> argv = {PROFCTL_BIN, "attach", std::to_string(pid),
+                                   "-d",        "2s",     "--profiles",
+                                   "wall",      "-o",     dir.path()};
+  if (GetParam() == "signals") {
+    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});
+  } else if (GetParam() == "ticks") {
+    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_TICKS=1"});
+  }
+  RunResult r = run(argv);
+  ASSERT_FALSE(r.timed_out) << r.describe();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(untouched(pid));
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  expect_sleep_spin_wall(*capture, t);
+  EXPECT_EQ(profile_of(*capture, "cpu"), nullptr) << "a cpu profile nobody asked for";
+  const std::string source = GetParam() == "records"   ? "perf records"
+                             : GetParam() == "signals" ? "cpu timer signals"
+                                                       : "ticks";
+  EXPECT_EQ(capture->value("options", Json()).value("cpu_samples", ""), source);
+  // The summary line says where running threads' samples came from.
+  EXPECT_NE(r.err.find("running threads sampled from " + source), std::string::npos) << r.err;
+  // Stops: the ticks stop the spinner at each of its ~200 ticks; with records only the
+  // threads' first samples (a stack to start from) and the sleeper's wake-ups need one.
+  const Json& pause = capture->at("pause");
+  const long long stops = pause.value("samples", 0LL);
+  const Json* wall = profile_of(*capture, "wall");
+  ASSERT_NE(wall, nullptr);
+  const long long spinner_ticks =
+      sum_values(*wall, value_index(*wall, "samples"), tid_is(t.spinner));
+  if (GetParam() == "records") {
+    EXPECT_LT(stops * 5, spinner_ticks) << "stops " << stops << ", spinner ticks " << spinner_ticks;
+  } else if (GetParam() == "ticks") {
+    EXPECT_GE(stops * 2, spinner_ticks) << "stops " << stops << ", spinner ticks " << spinner_ticks;
+  }
+  EXPECT_EQ(t.target.command("ping"), "pong");
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, SamplingWallOnly, ::testing::Values("records", "signals", "ticks"));
+
+// Without perf events, three times as many spinners as CPUs: a tick stops at most as many
+// running threads as the target has CPUs, and the others owe the tick to their next stop. Each
+// spinner's wall time is still the whole capture, all of it running in spin_loop.
+TEST(SamplingTicks, AtMostOneStopPerCpuATickAndEveryThreadsWallAddsUp) {
+  PROFCTL_REQUIRE_PROFCTL();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  const int cpus = CPU_COUNT(&set);
+  const int more = std::min(3 * cpus, 48);
+  Child target({SAMPLING_SLEEP_SPIN, std::to_string(more)});
+  auto ready = target.wait_ready();
+  ASSERT_TRUE(ready) << "sampling_sleep_spin did not say ready";
+  const pid_t pid = target.pid();
+  ASSERT_TRUE(wait_until([&] { return task_ids(pid).size() == static_cast<size_t>(more) + 3; },
+                         milliseconds(5000), milliseconds(5)));
+  TempDir dir;
+  RunResult r = run({"/usr/bin/env", "PROFCTL_CPU_TICKS=1", PROFCTL_BIN, "attach",
+                     std::to_string(pid), "-d", "2s", "--profiles", "wall", "-o", dir.path()});
+  ASSERT_FALSE(r.timed_out) << r.describe();
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(untouched(pid));
+  auto capture = load_capture(dir.path());
+  ASSERT_TRUE(capture);
+  EXPECT_EQ(capture->value("options", Json()).value("cpu_samples", ""), "ticks");
+  const Json* wall = profile_of(*capture, "wall");
+  ASSERT_NE(wall, nullptr);
+  const int wall_ns = value_index(*wall, "wall");
+  ASSERT_GE(wall_ns, 0);
+  std::map<std::string, long long> per_spinner;
+  long long sleeper_wall = 0;
+  for (const Json& s : wall->at("samples")) {
+    const std::string name = label(s, "thread_name");
+    const long long v = s.at("values").at(wall_ns).get<long long>();
+    if (name.starts_with("spinner")) {
+      per_spinner[label(s, "tid")] += v;
+      EXPECT_EQ(label(s, "state"), "running") << s.dump();
+      EXPECT_TRUE(has_function(s, "spin_loop")) << s.dump();
+    } else if (name == "sleeper") {
+      sleeper_wall += v;
+    }
+  }
+  ASSERT_EQ(per_spinner.size(), static_cast<size_t>(more) + 1) << describe_samples(*wall, 40);
+  ASSERT_GT(sleeper_wall, 0);
+  // Every spinner lived through the capture: its wall time is the sleeper's, give or take what
+  // it still owed at the end (flushed then) and a tick at each edge.
+  for (const auto& [tid, ns] : per_spinner) {
+    EXPECT_NEAR(static_cast<double>(ns), static_cast<double>(sleeper_wall), 0.05 * sleeper_wall)
+        << "spinner " << tid;
+  }
+  // Stops: at most one per CPU per tick, plus each thread's first (a stack to start from) and
+  // the sleeper's. Without the budget every spinner that ran was stopped at every tick.
+  const double ticks = capture->at("window").value("achieved_hz", 0.0) *
+                       capture->at("window").value("duration_s", 0.0);
+  const long long stops = capture->at("pause").value("samples", 0LL);
+  EXPECT_LE(stops, static_cast<long long>(cpus * ticks) + more + 3 + 10)
+      << "stops " << stops << ", ticks " << ticks << ", cpus " << cpus;
+  EXPECT_EQ(target.command("ping"), "pong");
+}
 
 }  // namespace
 }  // namespace profctl::testing::sampling

@@ -3,6 +3,9 @@
 // for wall vs cpu profiles, for ending a capture with SIGINT, and for a target that exits in the
 // middle of a capture.
 //
+// `sampling_sleep_spin N` starts N more spinners ("spinner-1".."spinner-N", the same code), for
+// a machine with more running threads than CPUs.
+//
 // Protocol: "ready sleeper=T spinner=T" once the sleeper is blocked in clock_nanosleep and the
 // spinner has started counting; then commands on stdin, one line each:
 //   count          -> "count N"   N = the spinner's iterations so far (grows while it runs)
@@ -14,6 +17,7 @@
 // Stacks (innermost first):
 //   "sleeper": [libc: clock_nanosleep, nanosleep], sleeper_loop, sleeper_main, start_thread, clone3
 //   "spinner": spin_loop, spinner_main, start_thread, clone3
+//   "spinner-N": spin_loop, more_spinner_main, start_thread, clone3
 //   main:      [libc: read], sleep_spin_command_loop, main, [libc], _start
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -100,10 +104,23 @@ static void start(const char* name, void* (*fn)(void*)) {
   pthread_setname_np(t, name);
 }
 
-int main(void) {
+NOINLINE void* more_spinner_main(void* arg) {
+  (void)arg;
+  spin_loop();
+  KEEP_FRAME();
+  return NULL;
+}
+
+int main(int argc, char** argv) {
   sampling_die_with_parent();
   start("sleeper", sleeper_main);
   start("spinner", spinner_main);
+  const long more = argc > 1 ? strtol(argv[1], NULL, 10) : 0;
+  for (long i = 1; i <= more && i <= 256; ++i) {
+    char name[16];
+    snprintf(name, sizeof name, "spinner-%ld", i);
+    start(name, more_spinner_main);
+  }
   while (atomic_load(&sleeper_tid) == 0 || atomic_load(&spinner_tid) == 0 ||
          atomic_load(&spin_count) == 0) {
     sched_yield();
