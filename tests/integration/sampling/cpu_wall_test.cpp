@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -225,6 +226,35 @@ void expect_sleep_spin_wall(const Json& capture, const SleepSpin& t) {
   std::printf("wall samples: sleeper %lld spinner %lld\n", sleeper_ticks, spinner_ticks);
 }
 
+// profctl attach for 2 s on one of the CPU-clock paths ("records", "signals", "ticks").
+std::vector<std::string> attach_on_path(pid_t pid, const std::string& profiles,
+                                        const std::string& dir, const std::string& path) {
+  std::vector<std::string> argv = {
+      PROFCTL_BIN, "attach", std::to_string(pid), "-d", "2s", "--profiles", profiles, "-o", dir};
+  if (path == "signals") {
+    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});  // env execs profctl
+  } else if (path == "ticks") {
+    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_TICKS=1"});
+  }
+  return argv;
+}
+
+// Runs a capture of `pid` to its end: its capture.json (nullopt, with a failure, when it did
+// not run cleanly or left the target touched). `r`: how profctl ran.
+std::optional<Json> run_capture(const std::vector<std::string>& argv, pid_t pid, RunResult& r,
+                                const std::string& dir) {
+  r = run(argv);
+  EXPECT_FALSE(r.timed_out) << r.describe();
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+  EXPECT_TRUE(untouched(pid));
+  if (r.timed_out || r.exit_code != 0) {
+    return std::nullopt;
+  }
+  auto capture = load_capture(dir);
+  EXPECT_TRUE(capture) << "no capture.json in " << dir;
+  return capture;
+}
+
 // Both CPU clock paths: with records or timer signals, the spinner's wall samples are its
 // CPU clock's samples (no stop of its own at the ticks), and must still add up to its wall.
 class SamplingWallAndCpu : public ::testing::TestWithParam<std::string> {};
@@ -239,17 +269,9 @@ TEST_P(SamplingWallAndCpu, WallShowsTheSleeperAndTheSpinnerCpuOnlyTheSpinner) {
   const std::string& spinner = t.spinner;
 
   TempDir dir;
-  std::vector<std::string> argv = {PROFCTL_BIN, "attach", std::to_string(pid),
-                                   "-d",        "2s",     "--profiles",
-                                   "cpu,wall",  "-o",     dir.path()};
-  if (GetParam() == "signals") {
-    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});  // env execs profctl
-  }
-  RunResult r = run(argv);
-  ASSERT_FALSE(r.timed_out) << r.describe();
-  ASSERT_EQ(r.exit_code, 0) << r.describe();
-  EXPECT_TRUE(untouched(pid));
-  auto capture = load_capture(dir.path());
+  RunResult r;
+  auto capture =
+      run_capture(attach_on_path(pid, "cpu,wall", dir.path(), GetParam()), pid, r, dir.path());
   ASSERT_TRUE(capture);
 
   expect_sleep_spin_wall(*capture, t);
@@ -296,19 +318,9 @@ TEST_P(SamplingWallOnly, RunningThreadsWallSamplesComeFromTheirClockWhereThereIs
   ASSERT_TRUE(t.start());
   const pid_t pid = t.target.pid();
   TempDir dir;
-  std::vector<std::string> argv = {PROFCTL_BIN, "attach", std::to_string(pid),
-                                   "-d",        "2s",     "--profiles",
-                                   "wall",      "-o",     dir.path()};
-  if (GetParam() == "signals") {
-    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_SIGNALS=1"});
-  } else if (GetParam() == "ticks") {
-    argv.insert(argv.begin(), {"/usr/bin/env", "PROFCTL_CPU_TICKS=1"});
-  }
-  RunResult r = run(argv);
-  ASSERT_FALSE(r.timed_out) << r.describe();
-  ASSERT_EQ(r.exit_code, 0) << r.describe();
-  EXPECT_TRUE(untouched(pid));
-  auto capture = load_capture(dir.path());
+  RunResult r;
+  auto capture =
+      run_capture(attach_on_path(pid, "wall", dir.path(), GetParam()), pid, r, dir.path());
   ASSERT_TRUE(capture);
   expect_sleep_spin_wall(*capture, t);
   EXPECT_EQ(profile_of(*capture, "cpu"), nullptr) << "a cpu profile nobody asked for";
@@ -353,12 +365,8 @@ TEST(SamplingTicks, AtMostOneStopPerCpuATickAndEveryThreadsWallAddsUp) {
   ASSERT_TRUE(wait_until([&] { return task_ids(pid).size() == static_cast<size_t>(more) + 3; },
                          milliseconds(5000), milliseconds(5)));
   TempDir dir;
-  RunResult r = run({"/usr/bin/env", "PROFCTL_CPU_TICKS=1", PROFCTL_BIN, "attach",
-                     std::to_string(pid), "-d", "2s", "--profiles", "wall", "-o", dir.path()});
-  ASSERT_FALSE(r.timed_out) << r.describe();
-  ASSERT_EQ(r.exit_code, 0) << r.describe();
-  EXPECT_TRUE(untouched(pid));
-  auto capture = load_capture(dir.path());
+  RunResult r;
+  auto capture = run_capture(attach_on_path(pid, "wall", dir.path(), "ticks"), pid, r, dir.path());
   ASSERT_TRUE(capture);
   EXPECT_EQ(capture->value("options", Json()).value("cpu_samples", ""), "ticks");
   const Json* wall = profile_of(*capture, "wall");
