@@ -43,6 +43,13 @@ TEST(ParseStat, ProcessorIsField39AndOptional) {
   EXPECT_EQ(bad->processor, -1);
 }
 
+TEST(ParseStatm, SizeIsTheFirstField) {
+  EXPECT_EQ(parse_statm_size("5627 1134 980 6 0 171 0\n"), 5627u);
+  EXPECT_FALSE(parse_statm_size(""));
+  EXPECT_FALSE(parse_statm_size("x 1 2"));
+  EXPECT_FALSE(parse_statm_size("-3 1 2"));
+}
+
 TEST(ParseStat, KernelThreadFlag) {
   auto st = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 0");
   ASSERT_TRUE(st);
