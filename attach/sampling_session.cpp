@@ -536,9 +536,12 @@ void SamplingSession::stop_runnable() {
   // First those that must (owed too long), then those that may be on a CPU right now: not
   // queued on the one profctl runs on, whose thread it preempted. Their stop is the fair draw
   // the cpu profile counts. Then the longest-owed.
+  // A thread no longer tracked is not stopped (none is expected: no event is handled
+  // between the tick's looks and here).
+  std::erase_if(runnable_, [this](const Runnable& r) { return !threads_.contains(r.tid); });
   const int here = sched_getcpu();
   auto rank = [&](const Runnable& r) {
-    const ThreadState& ts = threads_.at(r.tid);
+    const ThreadState& ts = threads_.find(r.tid)->second;
     const bool must = ts.wall_owed_ns + r.pending.sample.wall_ns > kMaxOwedNs;
     const bool elsewhere = ts.processor != here;
     return std::tuple(must, elsewhere, ts.ticks_owed);
@@ -547,7 +550,7 @@ void SamplingSession::stop_runnable() {
                    [&](const Runnable& a, const Runnable& b) { return rank(a) > rank(b); });
   size_t stops = 0;
   for (Runnable& r : runnable_) {
-    ThreadState& ts = threads_.at(r.tid);
+    ThreadState& ts = threads_.find(r.tid)->second;
     ThreadSample& s = r.pending.sample;
     if (stops < stop_budget_ || ts.wall_owed_ns + s.wall_ns > kMaxOwedNs) {
       s.wall_ns += std::exchange(ts.wall_owed_ns, 0);
