@@ -54,8 +54,6 @@ class TimerSignals final : public TraceObserver {
   std::shared_ptr<CpuTimer> timer_;
 };
 
-}  // namespace
-
 // The CPUs a process may run on (its affinity), at least 1.
 size_t cpus_of(pid_t pid) {
   cpu_set_t set;
@@ -65,6 +63,8 @@ size_t cpus_of(pid_t pid) {
   }
   return static_cast<size_t>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
 }
+
+}  // namespace
 
 std::pair<uint64_t, uint64_t> median_and_max(std::vector<uint64_t> v) {
   if (v.empty()) {
@@ -458,14 +458,19 @@ void SamplingSession::tick_thread(pid_t tid) {
     return;
   }
   // A timer sample since the last tick says the thread ran: whether it still runs (its
-  // state) is all the tick needs, not its run time. Off a CPU now, it needs a look below.
-  bool state_read = false;
-  if (timer_ && ts->held && opts_.wall) {
+  // state) is all the tick needs, not its run time.
+  if (timer_ && ts->held) {
     if (wall_from_record(tid, *ts, s, std::nullopt)) {
       return;
     }
-    state_read = true;
-    ts->idle_skip = 0;
+    // It ran and is off a CPU now (wall_from_record read its state): where does it sleep?
+    if (auto sched = read_schedstat(ts->schedstat)) {
+      ts->seen_run_ns = sched->run_ns;
+      ts->idle_skip = 0;
+      ts->idle_streak = 0;
+      look_after_run(tid, *ts, std::move(s), *sched);
+    }
+    return;
   }
   // A thread that keeps not running is looked at less and less often (every 2nd,
   // 4th... tick, at most kIdleRecheck apart): 56 idle threads then cost next to
@@ -476,7 +481,7 @@ void SamplingSession::tick_thread(pid_t tid) {
     reuse(tid, s, *ts);
     return;
   }
-  if (!state_read && perf_ && tick_from_switches(tid, *ts, s)) {
+  if (perf_ && tick_from_switches(tid, *ts, s)) {
     return;
   }
   auto sched = read_schedstat(ts->schedstat);
@@ -485,35 +490,39 @@ void SamplingSession::tick_thread(pid_t tid) {
   }
   const uint64_t run_ns = sched->run_ns;
   ts->seen_run_ns = run_ns;
-  if (!state_read && ts->have_stack && run_ns == ts->last_run_ns) {
+  if (ts->have_stack && run_ns == ts->last_run_ns) {
     ts->idle_streak = std::min<uint64_t>(ts->idle_streak + 1, 16);
     ts->idle_skip = std::min<uint64_t>((1ULL << ts->idle_streak) - 1, max_idle_skip_);
     reuse(tid, s, *ts);
     return;
   }
   ts->idle_streak = 0;
-  if (!state_read) {
-    if ((perf_ || timer_) && wall_from_record(tid, *ts, s, run_ns)) {
+  if (perf_ || timer_) {
+    if (wall_from_record(tid, *ts, s, run_ns)) {  // reads its state
       return;
     }
-    if (!perf_ && !timer_) {
-      read_state(tid, *ts);
-    }  // else wall_from_record read it
+  } else {
+    read_state(tid, *ts);
   }
-  if (parked_on_last_stack(tid, *ts)) {
-    ts->last_run_ns = run_ns;
-    reuse(tid, s, *ts);
+  look_after_run(tid, *ts, std::move(s), *sched);
+}
+
+void SamplingSession::look_after_run(pid_t tid, ThreadState& ts, ThreadSample&& s,
+                                     const SchedStat& sched) {
+  if (parked_on_last_stack(tid, ts)) {
+    ts.last_run_ns = sched.run_ns;
+    reuse(tid, s, ts);
     return;
   }
-  s.name = ts->name;
-  s.state = ts->state;
-  Pending p{std::move(s), run_ns, sched->timeslices};
+  s.name = ts.name;
+  s.state = ts.state;
+  Pending p{std::move(s), sched.run_ns, sched.timeslices};
   if (!perf_ && !timer_) {
-    if (p.sample.state == 'R' && ts->have_stack) {
+    if (p.sample.state == 'R' && ts.have_stack) {
       runnable_.push_back(Runnable{tid, std::move(p)});  // stop_runnable() decides
       return;
     }
-    flush_records(tid, *ts);  // its owed running ticks, before its stack moves on
+    flush_records(tid, ts);  // its owed running ticks, before its stack moves on
   }
   request(tid, std::move(p));
 }

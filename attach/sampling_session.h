@@ -21,6 +21,7 @@
 #include "attach/sample_sink.h"
 #include "attach/traced_process.h"
 #include "base/fd.h"
+#include "base/schedstat.h"
 
 namespace profctl {
 
@@ -167,6 +168,9 @@ class SamplingSession : private TraceObserver {
   // The ticker: asks for a sample of every thread that ran since its last one.
   void tick();
   void tick_thread(pid_t tid);
+  // With its state read, a thread that ran since its last look: its last stack if it is
+  // parked where it was, else a stop (through stop_runnable() when running, without clocks).
+  void look_after_run(pid_t tid, ThreadState& ts, ThreadSample&& s, const SchedStat& sched);
   void request(pid_t tid, Pending&& p);
   // The tick's running threads (no CPU clocks): stopped up to stop_budget_, the rest owe.
   void stop_runnable();
