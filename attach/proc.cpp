@@ -167,20 +167,6 @@ Result<ProcStatus> read_status(pid_t pid) {
   return *st;
 }
 
-std::optional<uint64_t> parse_statm_size(std::string_view text) {
-  std::string_view tok = next_token(text);
-  uint64_t pages = 0;
-  if (tok.empty() || !parse_num(tok, pages)) {
-    return std::nullopt;
-  }
-  return pages;
-}
-
-std::optional<uint64_t> read_mapped_pages(pid_t pid) {
-  auto text = read_file("/proc/" + std::to_string(pid) + "/statm");
-  return text ? parse_statm_size(*text) : std::nullopt;
-}
-
 std::optional<SyscallWait> read_task_syscall(pid_t pid, pid_t tid) {
   auto text = read_file(proc_path(pid, tid, "syscall"));
   if (!text) {

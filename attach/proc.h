@@ -43,8 +43,6 @@ struct ProcStatus {
 std::optional<TaskStat> parse_stat(std::string_view text);
 std::optional<ProcStatus> parse_status(std::string_view text);
 std::optional<SyscallWait> parse_syscall(std::string_view text);  // nullopt: running / none
-// /proc/PID/statm's first field: the pages the address space spans (mm->total_vm).
-std::optional<uint64_t> parse_statm_size(std::string_view text);
 // Syscall name for an x86-64 syscall number ("futex", "read", ...), or "syscall_<nr>".
 std::string syscall_name(long nr);
 
@@ -54,9 +52,6 @@ Result<TaskStat> read_task_stat(pid_t pid, pid_t tid);
 Result<ProcStatus> read_status(pid_t pid);
 std::optional<SyscallWait> read_task_syscall(pid_t pid, pid_t tid);
 Result<std::string> read_maps_text(pid_t pid);
-// parse_statm_size of a live process: a mapping made or removed changes it, and reading it
-// costs a fraction of reading the maps (no line per mapping). nullopt when unreadable.
-std::optional<uint64_t> read_mapped_pages(pid_t pid);
 // The auxiliary vector entries of pid (/proc/PID/auxv) with these keys (AT_*): key -> value,
 // a key absent from the vector absent from the map.
 Result<std::map<uint64_t, uint64_t>> read_auxv(pid_t pid, std::initializer_list<uint64_t> keys);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "base/fd.h"
 #include "base/text_fields.h"
 
 namespace profctl {
@@ -48,6 +49,20 @@ const MapEntry* find_mapping(const std::vector<MapEntry>& maps, uint64_t addr) {
   }
   --it;
   return addr < it->end ? &*it : nullptr;
+}
+
+std::optional<uint64_t> parse_statm_size(std::string_view text) {
+  std::string_view tok = next_token(text);
+  uint64_t pages = 0;
+  if (tok.empty() || !parse_num(tok, pages)) {
+    return std::nullopt;
+  }
+  return pages;
+}
+
+std::optional<uint64_t> read_mapped_pages(pid_t pid) {
+  auto text = read_file("/proc/" + std::to_string(pid) + "/statm");
+  return text ? parse_statm_size(*text) : std::nullopt;
 }
 
 }  // namespace profctl

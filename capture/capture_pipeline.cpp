@@ -9,6 +9,7 @@
 
 #include "attach/proc.h"
 #include "base/log.h"
+#include "base/proc_maps.h"
 #include "base/user_error.h"
 #include "capture/hottest_function.h"
 #include "probe/startup_hook.h"

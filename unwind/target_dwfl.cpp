@@ -105,9 +105,13 @@ struct Session {
   std::map<std::string, MapEntry, std::less<>> first_mapping;
   bool own_vdso = false;  // report_text: the vDSO is read from profctl's own (own_vdso.h)
 
-  Result<void> report();
-  // The modules of `text` (/proc/PID/maps read earlier), as report() does from the live file.
-  Result<void> report_text(std::string text);
+  // The modules of `text`, /proc/PID/maps of the live process just read (read_live_maps):
+  // the text that was checked is the one reported. libdwfl's own dwfl_linux_proc_report
+  // reads the maps again, and a process that exited between the two reads showed none:
+  // every module was dropped, and no stack of the capture had a name left.
+  Result<void> report(std::string text);
+  // The modules of `text` (/proc/PID/maps read earlier, the process perhaps gone).
+  Result<void> report_text(std::string text, bool live = false);
   void load_all();
 };
 
@@ -162,6 +166,21 @@ constexpr std::string_view kDeleted = " (deleted)";
 // True when two /proc/PID/maps texts show one image: their first mappings (the executable)
 // are the same file at the same address. After an exec the process shows another image,
 // even of the same file (ASLR moves it), whose maps say nothing of the old one's modules.
+// /proc/PID/maps of a live process, whole; "" once it has let go of its address space
+// (exiting, a zombie). A long text takes several read(2)s, and one that exits between two
+// of them shows only the first part: its address space still there after the last read
+// says it was there for all of them.
+Result<std::string> read_live_maps(pid_t pid) {
+  auto maps = read_file("/proc/" + std::to_string(pid) + "/maps");
+  if (!maps || maps->empty()) {
+    return maps;
+  }
+  if (const auto pages = read_mapped_pages(pid); !pages || *pages == 0) {
+    return std::string{};
+  }
+  return maps;
+}
+
 bool same_image(std::string_view a, std::string_view b) {
   auto first = [](std::string_view t) {
     auto maps = parse_maps(t.substr(0, t.find('\n')));
@@ -248,32 +267,9 @@ int load_module(Dwfl_Module* mod, void** userdata, const char* name, Dwarf_Addr 
   return DWARF_CB_OK;
 }
 
-Result<void> Session::report() {
-  auto maps = read_file("/proc/" + std::to_string(pid) + "/maps");
-  if (!maps) {
-    return maps.error();
-  }
-  maps_text = std::move(*maps);
-  ++generation;
-  first_mapping = parse_first_mappings(maps_text);
-  own_vdso = false;  // live: libdwfl reads the vDSO from the process
+Result<void> Session::report(std::string text) { return report_text(std::move(text), true); }
 
-  dwfl_report_begin(dwfl.get());
-  int rc = dwfl_linux_proc_report(dwfl.get(), pid);
-  if (dwfl_report_end(dwfl.get(), nullptr, nullptr) != 0) {
-    return Error{"dwfl_report_end " + std::to_string(pid) + ": " + dwfl_error_text()};
-  }
-  if (rc < 0) {
-    return Error{"dwfl_linux_proc_report " + std::to_string(pid) + ": " + dwfl_error_text()};
-  }
-  if (rc > 0) {
-    return errno_error("dwfl_linux_proc_report " + std::to_string(pid), rc);
-  }
-  load_all();
-  return {};
-}
-
-Result<void> Session::report_text(std::string text) {
+Result<void> Session::report_text(std::string text, bool live) {
   maps_text = std::move(text);
   ++generation;
   first_mapping = parse_first_mappings(maps_text);
@@ -285,14 +281,21 @@ Result<void> Session::report_text(std::string text) {
   }
   dwfl_report_begin(dwfl.get());
   int rc = dwfl_linux_proc_maps_report(dwfl.get(), f.get());
-  // libdwfl reports the vDSO only from a live process (its AT_SYSINFO_EHDR); from saved
-  // text it is skipped, and its frames had no module once the process was gone.
+  // libdwfl reports the vDSO only from a live process (its AT_SYSINFO_EHDR); from a text it
+  // is skipped. Live, it is reported here under libdwfl's name for it, "[vdso: PID]", which
+  // its find_elf reads from the process's memory. From saved text the process may be gone,
+  // and the vDSO is profctl's own when it is the same (own_vdso).
   own_vdso = false;
   if (rc == 0 && pid > 0) {
     const std::vector<MapEntry> maps = parse_maps(maps_text);
     auto vdso = std::find_if(maps.begin(), maps.end(),
                              [](const MapEntry& m) { return m.path == "[vdso]"; });
-    if (vdso != maps.end() && maps.front().path.starts_with('/')) {
+    if (vdso != maps.end() && live) {
+      const std::string name = "[vdso: " + std::to_string(pid) + "]";
+      if (dwfl_report_module(dwfl.get(), name.c_str(), vdso->start, vdso->end) == nullptr) {
+        logger("unwind")->debug("vdso of {}: {}", pid, dwfl_error_text());
+      }
+    } else if (vdso != maps.end() && maps.front().path.starts_with('/')) {
       const std::string& exe = maps.front().path;
       own_vdso = shares_own_vdso("/proc/" + std::to_string(pid) + "/root" + exe,
                                  vdso->end - vdso->start) ||
@@ -348,7 +351,14 @@ Result<std::unique_ptr<TargetDwfl>> TargetDwfl::for_process(pid_t pid, const Dwf
   if (!impl->dwfl) {
     return Error{"dwfl_begin: " + dwfl_error_text()};
   }
-  if (auto r = impl->report(); !r) {
+  auto maps = read_live_maps(pid);
+  if (!maps) {
+    return maps.error();
+  }
+  if (maps->empty()) {
+    return Error{"process " + std::to_string(pid) + " has no address space left (it is exiting)"};
+  }
+  if (auto r = impl->report(std::move(*maps)); !r) {
     return r.error();
   }
   return std::unique_ptr<TargetDwfl>(new TargetDwfl(std::move(impl)));
@@ -408,7 +418,7 @@ Result<void> TargetDwfl::refresh() {
   if (impl_->pid <= 0) {
     return {};  // offline: nothing changes
   }
-  auto maps = read_file("/proc/" + std::to_string(impl_->pid) + "/maps");
+  auto maps = read_live_maps(impl_->pid);
   if (!maps) {
     // Gone: the modules it had, which are what its snapshots refer to, unless another
     // reader saw more of them while it lived.
@@ -451,7 +461,7 @@ Result<void> TargetDwfl::refresh() {
   }
   // Re-reporting on the same Dwfl keeps unchanged modules (name, start, end) with their
   // loaded ELF and DWARF, frees the gone ones and adds the new ones (docs/DESIGN.md "libdwfl" a.3).
-  auto r = impl_->report();
+  auto r = impl_->report(std::move(*maps));
   if (r && impl_->memo) {
     std::lock_guard lock(impl_->memo->mu);
     impl_->memo->text = impl_->maps_text;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
 #include <sys/user.h>
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -335,6 +337,74 @@ TEST(Unwind, LiveModules) {
   ASSERT_TRUE(child.release_and_reap());
   EXPECT_FALSE((*target)->refresh().ok());  // the process is gone
   EXPECT_EQ((*target)->modules().size(), mods.size());
+}
+
+// The function whose address the modules must keep: one of this binary's.
+[[gnu::noinline]] int functions_for_test_address() { return 7; }
+
+// Kills and reaps a forked child on every exit path.
+class ChildReaper {
+ public:
+  explicit ChildReaper(pid_t pid) : pid_(pid) {}
+  ChildReaper(const ChildReaper&) = delete;
+  ChildReaper& operator=(const ChildReaper&) = delete;
+  ~ChildReaper() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_;
+};
+
+bool is_zombie(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] == 'Z';
+}
+// A process exiting while its modules are re-read: the modules it had stay. refresh()
+// checked one read of the maps and reported another; a process that exited between the
+// two reports no module at all, and every stack of the capture lost its names (1 CI run
+// of Heap.TheTargetExitingWhileProbedEndsWithCode3AndKeepsItsAllocations). The child
+// maps and unmaps memory (so every refresh re-reports) and exits at a varying moment.
+TEST(Unwind, AProcessExitingDuringARefreshKeepsItsModules) {
+  const auto here = reinterpret_cast<uint64_t>(&functions_for_test_address);
+  for (int round = 0; round < 150; ++round) {
+    int go[2];
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      char c;
+      if (read(go[0], &c, 1) != 1) {
+        _exit(1);
+      }
+      // Exits after 0 to 3 ms of changing its maps.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20 * round);
+      for (size_t pages = 1; std::chrono::steady_clock::now() < until; pages = pages % 7 + 1) {
+        void* p = mmap(nullptr, pages * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+          munmap(p, pages * 4096);
+        }
+      }
+      _exit(0);
+    }
+    close(go[0]);
+    ChildReaper reaper(pid);
+    auto target = TargetDwfl::for_process(pid, {});
+    ASSERT_TRUE(target.ok()) << target.error().message();
+    ASSERT_TRUE((*target)->has_module_at(here));
+    ASSERT_EQ(write(go[1], "g", 1), 1);
+    close(go[1]);
+    for (;;) {
+      const bool gone = !(*target)->refresh().ok() || is_zombie(pid);
+      ASSERT_TRUE((*target)->has_module_at(here)) << "round " << round;
+      if (gone) {
+        break;
+      }
+    }
+  }
 }
 
 // Garbage in a snapshot (it comes from the target) never crashes the unwinder: registers
