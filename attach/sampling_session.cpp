@@ -922,6 +922,9 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
   // thread it interrupted wakes it at once, instead of after some busy thread's slice.
   ScopedRealtime realtime;
   stop_budget_ = cpus_of(tp_.pid());
+  if (opts_.on_clocks_set) {
+    opts_.on_clocks_set();
+  }
   start_ = Clock::now();
   const auto interval =
       std::chrono::nanoseconds(static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));

@@ -63,6 +63,9 @@ struct SessionOptions {
   // process still lives: a library loaded since the last look can have its maps read
   // before the process exits.
   std::function<void(pid_t, uint64_t)> on_sample_pc;
+  // Called once the CPU clocks are set on the target's threads, before the first tick:
+  // where `run` lets the program it holds go, so that its first instruction is sampled.
+  std::function<void()> on_clocks_set;
   // 0: `stop` ends the capture at once (attach). Otherwise (run: the program was sent the
   // same signal) the capture goes on until the target exits, for at most this long after
   // `stop` was first seen, whatever state its threads are in.

@@ -92,7 +92,10 @@ class Pipeline {
       if (req_.on_start) {
         req_.on_start(tp_->pid());
       }
-      tp_->resume(tp_->pid());  // from its first instruction, now that clones are traced
+      // Let go once its threads' CPU clocks are set (clones are traced already): resumed
+      // before, a program of a few milliseconds could end before its first clock was set,
+      // with nothing captured (1 run in 5 of Paths/RunEndLate on the records path).
+      sopts.on_clocks_set = [tp = tp_.get()] { tp->resume(tp->pid()); };
     }
     SamplingSession session(*tree, std::move(sopts), *out_.collector);
     out_.session = session.run(stop);
