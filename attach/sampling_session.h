@@ -17,6 +17,7 @@
 
 #include "attach/cpu_timer.h"
 #include "attach/perf_sampler.h"
+#include "attach/proc.h"
 #include "attach/process_tree.h"
 #include "attach/sample_sink.h"
 #include "attach/traced_process.h"
@@ -97,6 +98,8 @@ struct SessionResult {
   uint64_t wall_from_records = 0;   // wall samples of running threads taken from their records
   uint64_t clock_unused = 0;        // clock samples dropped: no cpu profile, and no tick took them
   uint64_t ticks_owed = 0;          // running threads' ticks owed to their next stop (over budget)
+  uint64_t untracked = 0;           // threads never sampled: their /proc files would not open
+  std::string untracked_error;      // why (the first such error)
   std::vector<uint64_t> pauses_ns;  // one per snapshot: stop to resume (the thread held)
   std::vector<uint64_t> stop_latencies_ns;  // one per snapshot: interrupt to stop
 };
@@ -118,6 +121,7 @@ class SamplingSession : private TraceObserver {
   struct ThreadState {
     Fd schedstat;
     Fd stat;
+    Fd syscall;          // may be closed: read_state then reads stat each time
     pid_t pid = 0;       // its process
     uint32_t space = 0;  // its process's address space (changes at exec)
     std::string name;
@@ -151,6 +155,9 @@ class SamplingSession : private TraceObserver {
     // (CpuTimer::sched_ins): unchanged, a thread asleep then is asleep still.
     std::optional<uint32_t> seen_sched_ins;
     int processor = -1;  // the CPU it ran on last, at its latest state read
+    // Where it was blocked at the latest state read (its /proc syscall file), if it was.
+    std::optional<SyscallWait> blocked_in;
+    uint32_t running_looks = 0;  // state reads that found it running (stat every kStatEvery)
   };
   // A sample asked for whose stop has not arrived yet.
   struct Pending {
@@ -256,6 +263,7 @@ class SamplingSession : private TraceObserver {
   // Threads (and processes) created during the session and not tracked yet: all of their
   // CPU is the session's, from their first instruction.
   std::set<pid_t> born_;
+  std::set<pid_t> untrackable_;   // threads whose /proc files would not open (counted once)
   std::vector<pid_t> clock_due_;  // threads whose clock is armed at the next tick
   std::chrono::steady_clock::time_point start_;
   uint64_t max_idle_skip_ = 0;

@@ -43,6 +43,12 @@ std::vector<std::string> session_notes(const SessionResult& res, const SessionPl
     out.push_back("cpu: a thread created during the capture has no sample records (" +
                   res.perf_error + "): its CPU is missing from the cpu profile");
   }
+  if (res.untracked > 0) {
+    out.push_back(std::to_string(res.untracked) +
+                  " threads were never sampled: their /proc files " + "would not open (" +
+                  res.untracked_error +
+                  "); raise the open-files limit (ulimit -n) and capture again");
+  }
   if (res.perf_lost > 0) {
     out.push_back("cpu: " + std::to_string(res.perf_lost) +
                   " sample records were lost (the kernel's ring was full): the cpu profile "

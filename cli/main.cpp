@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // profctl: parse the command line, run one subcommand, map errors to exit codes
 // (docs/DESIGN.md "Exit codes").
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>
@@ -80,6 +82,14 @@ int main(int argc, char** argv) {
   // Tracee stops are waited for with sigtimedwait(SIGCHLD) (attach/waiter.h): block it
   // before any thread starts so every thread inherits the mask and none discards it.
   profctl::Waiter::block_sigchld();
+  // Sampling keeps a few files open per thread of the target (its /proc files, its CPU clock):
+  // the usual soft limit of 1024 ran out near 300 threads. The hard limit is the user's to
+  // set; the soft one is raised to it (profctl uses poll, never select's fixed-size sets).
+  if (rlimit nofile{};
+      getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   try {
     return run_main(argc, argv);
   } catch (...) {

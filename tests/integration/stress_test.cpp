@@ -6,7 +6,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -270,6 +274,89 @@ TEST(Signals, QueuedRealtimeSignalsAllArriveOnce) {
   std::this_thread::sleep_for(milliseconds(200));
   EXPECT_EQ(signal_counts(child).rt, sent) << "more real-time signals than were sent";
   EXPECT_TRUE(untouched(child.pid()));
+}
+
+// A capture directory under /tmp, removed with everything in it.
+class OutDir {
+ public:
+  OutDir() {
+    char tmpl[] = "/tmp/profctl-stress-XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) {
+      path_ = tmpl;
+    }
+  }
+  OutDir(const OutDir&) = delete;
+  OutDir& operator=(const OutDir&) = delete;
+  ~OutDir() {
+    if (!path_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(path_, ec);
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// `profctl attach` of many_threads 500 for a wall profile, under a shell that first sets
+// the open-files limit with `ulimit_args`: the tids the wall profile holds, and the run.
+std::pair<std::set<pid_t>, RunResult> wall_tids_under_ulimit(pid_t pid,
+                                                             const std::string& ulimit_args,
+                                                             const std::string& dir) {
+  RunOptions opts;
+  opts.timeout = milliseconds(90000);
+  RunResult r =
+      run({"/bin/sh", "-c", "ulimit " + ulimit_args + " && exec \"$0\" \"$@\"", profctl_path(),
+           "attach", std::to_string(pid), "-d", "1s", "--profiles", "wall", "-o", dir},
+          opts);
+  std::set<pid_t> tids;
+  std::ifstream in(dir + "/capture.json");
+  if (in) {
+    const Json capture = Json::parse(in, nullptr, false);
+    if (!capture.is_discarded()) {
+      for (const Json& s : capture["profiles"]["wall"]["samples"]) {
+        tids.insert(std::stoi(s["labels"]["tid"].get<std::string>()));
+      }
+    }
+  }
+  return {tids, r};
+}
+
+// Sampling keeps files open per thread. A soft open-files limit of 256 (the hard one
+// higher) is raised by profctl: every one of the 501 threads is in the wall profile. Under
+// a hard limit of 256 the threads it could not follow are said, with what to do, and the
+// ones it followed are all there: the two add up to every thread.
+TEST(ManyThreads, EveryThreadIsSampledOrSaidPastTheOpenFilesLimit) {
+  PROFCTL_REQUIRE_PROFCTL();
+  constexpr int kThreads = 500;
+  Child child({TARGET_MANY_THREADS, std::to_string(kThreads)});
+  ASSERT_EQ(child.wait_ready(), "ready " + std::to_string(kThreads));
+  auto tasks = task_ids(child.pid());
+  const std::set<pid_t> all(tasks.begin(), tasks.end());
+  ASSERT_EQ(all.size(), static_cast<size_t>(kThreads + 1));
+  {
+    OutDir dir;
+    auto [tids, r] = wall_tids_under_ulimit(child.pid(), "-Sn 256", dir.path());
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_EQ(tids, all);
+    EXPECT_EQ(r.err.find("never sampled"), std::string::npos) << r.err;
+  }
+  {
+    OutDir dir;
+    auto [tids, r] = wall_tids_under_ulimit(child.pid(), "-n 256", dir.path());
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    const std::regex said(
+        R"(note: (\d+) threads were never sampled: their /proc files would not )"
+        R"(open \(.*Too many open files\); raise the open-files limit \(ulimit -n\))");
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.err, m, said)) << r.err;
+    EXPECT_GT(std::stoul(m[1]), 0u);
+    EXPECT_EQ(tids.size() + std::stoul(m[1]), all.size()) << r.err;
+    EXPECT_TRUE(std::includes(all.begin(), all.end(), tids.begin(), tids.end()));
+  }
+  EXPECT_TRUE(untouched(child.pid()));
+  EXPECT_EQ(child.command("ping"), "pong");
 }
 
 }  // namespace
