@@ -444,6 +444,14 @@ void SamplingSession::tick() {
   if ((timer_ || perf_) && !opts_.wall) {
     return;  // the cpu profile comes from the CPU clocks, and no wall profile is made
   }
+  // Idle threads are looked at every kIdleRecheck at most, and all of them together at most
+  // kIdleLooksPerSecond times a second: past ~60 threads at 99 Hz each is looked at less
+  // often, so that 2,000 idle threads cost what 60 do (each look is a /proc read where
+  // neither switch records nor the timer's page answer), and a wake-up is seen later.
+  constexpr double kIdleLooksPerSecond = 2000;
+  const auto by_budget = static_cast<uint64_t>(static_cast<double>(threads_.size()) *
+                                               opts_.rate_hz / kIdleLooksPerSecond);
+  max_idle_skip_ = std::max(idle_recheck_ticks_, by_budget) - 1;
   // Which threads ran since their last sample: only those are stopped. Their stops are
   // asked for all at once and taken as they arrive (next_event), so a tick never waits
   // for a thread that is waiting for a CPU.
@@ -499,6 +507,7 @@ void SamplingSession::tick_thread(pid_t tid) {
   if (perf_ && tick_from_switches(tid, *ts, s)) {
     return;
   }
+  ++res_.proc_looks;
   auto sched = read_schedstat(ts->schedstat);
   if (!sched) {
     return;  // exiting
@@ -636,15 +645,15 @@ bool SamplingSession::tick_from_timer_page(pid_t tid, ThreadState& ts, ThreadSam
 void SamplingSession::read_state(pid_t tid, ThreadState& ts) {
   // Running or not is what most looks need, and the syscall file says it for a quarter of
   // stat's cost (18 us a read of a busy thread's stat here, 5 us of its syscall: no 52
-  // fields to format). A running thread's stat is still read every kStatEvery looks, for its
-  // name and CPU; any other state's letter comes from stat. Blocked, the syscall file also
-  // says where (parked_on_last_stack).
+  // fields to format). A running thread's stat is still read at its first look and every
+  // kStatEvery after, for its name and CPU; any other state's letter comes from stat.
+  // Blocked, the syscall file also says where (parked_on_last_stack).
   constexpr uint32_t kStatEvery = 16;
   ts.blocked_in.reset();
   if (ts.syscall.valid()) {
     if (auto text = pread_text(ts.syscall)) {
       if (text->starts_with("running")) {
-        if (++ts.running_looks % kStatEvery != 0) {
+        if (ts.running_looks++ % kStatEvery != 0) {
           ts.state = 'R';
           return;
         }
@@ -964,7 +973,7 @@ SessionResult SamplingSession::run(const std::atomic<bool>& stop) {
       std::chrono::nanoseconds(static_cast<int64_t>(1e9 / std::max(0.1, opts_.rate_hz)));
   auto next_tick = start_;
   constexpr auto kIdleRecheck = std::chrono::milliseconds(25);
-  max_idle_skip_ = static_cast<uint64_t>(std::max<int64_t>(0, kIdleRecheck / interval - 1));
+  idle_recheck_ticks_ = static_cast<uint64_t>(std::max<int64_t>(1, kIdleRecheck / interval));
   auto next_status = start_;
   auto next_maps_check = start_;
 

@@ -98,6 +98,7 @@ struct SessionResult {
   uint64_t wall_from_records = 0;   // wall samples of running threads taken from their records
   uint64_t clock_unused = 0;        // clock samples dropped: no cpu profile, and no tick took them
   uint64_t ticks_owed = 0;          // running threads' ticks owed to their next stop (over budget)
+  uint64_t proc_looks = 0;          // ticks' schedstat reads of threads (idle ones mostly)
   uint64_t untracked = 0;           // threads never sampled: their /proc files would not open
   std::string untracked_error;      // why (the first such error)
   std::vector<uint64_t> pauses_ns;  // one per snapshot: stop to resume (the thread held)
@@ -157,7 +158,7 @@ class SamplingSession : private TraceObserver {
     int processor = -1;  // the CPU it ran on last, at its latest state read
     // Where it was blocked at the latest state read (its /proc syscall file), if it was.
     std::optional<SyscallWait> blocked_in;
-    uint32_t running_looks = 0;  // state reads that found it running (stat every kStatEvery)
+    uint32_t running_looks = 0;  // state reads that found it running (stat: the 1st, every 16th)
   };
   // A sample asked for whose stop has not arrived yet.
   struct Pending {
@@ -267,7 +268,8 @@ class SamplingSession : private TraceObserver {
   std::vector<pid_t> clock_due_;  // threads whose clock is armed at the next tick
   std::chrono::steady_clock::time_point start_;
   uint64_t max_idle_skip_ = 0;
-  size_t stop_budget_ = 1;  // running threads stopped per tick at most: the target's CPUs
+  uint64_t idle_recheck_ticks_ = 1;  // kIdleRecheck in ticks
+  size_t stop_budget_ = 1;           // running threads stopped per tick at most: the target's CPUs
   std::vector<Runnable> runnable_;
   // null: cpu samples come from the ticks. Shared with the own-signal observer on every
   // process, which must recognise a signal the timer raised until the target is detached.

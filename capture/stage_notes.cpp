@@ -130,12 +130,12 @@ void log_session_stats(const SessionResult& res, const CollectorStats& cs) {
       "{:.3f}s; pause (stop to resume) median {} worst {}; interrupt to stop median {} "
       "worst {}; cpu from {}: {} clock samples{} ({} unused), {} wall samples from records, "
       "{} tick samples deferred (the thread was waiting for a CPU when asked), {} running "
-      "ticks owed to a later stop",
+      "ticks owed to a later stop, {} looks at threads' schedstat",
       res.ticks, res.elapsed_s > 0 ? static_cast<double>(res.ticks) / res.elapsed_s : 0.0,
       res.samples, res.reused, res.signals, cs.unwound, cs.unwind_s, fmt_us(med), fmt_us(worst),
       fmt_us(stop_med), fmt_us(stop_worst), res.cpu_source, res.timer_samples,
       res.cpu_timer_error.empty() ? "" : " (CPU timer unavailable: " + res.cpu_timer_error + ")",
-      res.clock_unused, res.wall_from_records, res.cpu_deferred, res.ticks_owed);
+      res.clock_unused, res.wall_from_records, res.cpu_deferred, res.ticks_owed, res.proc_looks);
 }
 
 }  // namespace profctl

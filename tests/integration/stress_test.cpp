@@ -359,5 +359,42 @@ TEST(ManyThreads, EveryThreadIsSampledOrSaidPastTheOpenFilesLimit) {
   EXPECT_EQ(child.command("ping"), "pong");
 }
 
+// Without perf events each look at an idle thread is a /proc read: all of them together are
+// bounded (2,000 a second), not one per thread every 25 ms (501 threads: 20,000 a second).
+// The wall profile still has every thread.
+TEST(ManyThreads, LooksAtIdleThreadsAreBoundedWithoutPerfEvents) {
+  PROFCTL_REQUIRE_PROFCTL();
+  constexpr int kThreads = 500;
+  constexpr double kRate = 99;
+  Child child({TARGET_MANY_THREADS, std::to_string(kThreads)});
+  ASSERT_EQ(child.wait_ready(), "ready " + std::to_string(kThreads));
+  OutDir dir;
+  RunResult r = run({"/usr/bin/env", "PROFCTL_CPU_TICKS=1", profctl_path(), "attach",
+                     std::to_string(child.pid()), "-d", "2s", "--rate", "99", "--profiles", "wall",
+                     "-v", "-o", dir.path()});
+  ASSERT_EQ(r.exit_code, 0) << r.describe();
+  std::smatch ticks;
+  std::smatch looks;
+  ASSERT_TRUE(std::regex_search(r.err, ticks, std::regex(R"((\d+) ticks \()"))) << r.err;
+  ASSERT_TRUE(std::regex_search(r.err, looks, std::regex(R"((\d+) looks at threads' schedstat)")))
+      << r.err;
+  const double n_ticks = std::stod(ticks[1]);
+  const double n_looks = std::stod(looks[1]);
+  EXPECT_GT(n_looks, 0);
+  // The budget, plus each thread's first looks before its backoff reaches the budget's
+  // interval (1, 2, 4, 8, 16 ticks, then 24 here).
+  EXPECT_LE(n_looks, n_ticks * 2000 / kRate + 6 * (kThreads + 1)) << r.err;
+  auto tasks = task_ids(child.pid());
+  std::ifstream in(dir.path() + "/capture.json");
+  const Json capture = Json::parse(in, nullptr, false);
+  ASSERT_FALSE(capture.is_discarded());
+  std::set<pid_t> tids;
+  for (const Json& s : capture["profiles"]["wall"]["samples"]) {
+    tids.insert(std::stoi(s["labels"]["tid"].get<std::string>()));
+  }
+  EXPECT_EQ(tids, std::set<pid_t>(tasks.begin(), tasks.end()));
+  EXPECT_TRUE(untouched(child.pid()));
+}
+
 }  // namespace
 }  // namespace profctl::testing
