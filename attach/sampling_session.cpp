@@ -171,6 +171,7 @@ void SamplingSession::complete(TracedProcess::TraceEvent& ev) {
   }
   stamp(s, *ts);
   s.snap = std::move(ev.sample);
+  hand_merged(*ts);
   sink_.on_sample(std::move(s));
 }
 
@@ -199,6 +200,7 @@ void SamplingSession::forget_process(pid_t pid) {
     }
     clock_remove(it->first);
     flush_records(it->first, it->second);
+    hand_merged(it->second);
     pending_.erase(it->first);
     sink_.on_thread_exited(it->first);
     it = threads_.erase(it);
@@ -237,6 +239,7 @@ void SamplingSession::on_exec(pid_t pid) {
   for (pid_t tid : tids) {
     if (auto t = threads_.find(tid); t != threads_.end()) {
       flush_records(tid, t->second);
+      hand_merged(t->second);
       pending_.erase(tid);
       sink_.on_thread_exited(tid);
       threads_.erase(t);
@@ -305,19 +308,41 @@ void SamplingSession::hold(ThreadState* ts, ThreadSample&& s) {
 
 void SamplingSession::clock_only(ThreadSample&& s) {
   if (opts_.cpu) {
+    if (auto t = threads_.find(s.tid); t != threads_.end()) {
+      hand_merged(t->second);
+    }
     sink_.on_sample(std::move(s));
   } else {
     ++res_.clock_unused;
   }
 }
 
-void SamplingSession::reuse(pid_t /*tid*/, ThreadSample& s, const ThreadState& ts,
+void SamplingSession::reuse(pid_t /*tid*/, ThreadSample& s, ThreadState& ts,
                             std::optional<char> state) {
   s.name = ts.name;
   s.state = state.value_or(ts.state);
   stamp(s, ts);
   ++res_.reused;
-  sink_.on_sample(std::move(s));
+  // Merged here, as the collector would: one hand-over per run of the same stack, state
+  // and name, not one per tick (64 idle threads at 99 Hz made 6,300 a second, 8% of the
+  // sampling thread's CPU).
+  if (ThreadSample* m = ts.merged ? &*ts.merged : nullptr;
+      m != nullptr && m->state == s.state && m->name == s.name && m->for_cpu == s.for_cpu &&
+      m->for_wall == s.for_wall && m->space == s.space) {
+    m->ticks += s.ticks;
+    m->wall_ns += s.wall_ns;
+    m->cpu_ns += s.cpu_ns;
+    return;
+  }
+  hand_merged(ts);
+  ts.merged = std::move(s);
+}
+
+void SamplingSession::hand_merged(ThreadState& ts) {
+  if (ts.merged) {
+    sink_.on_sample(std::move(*ts.merged));
+    ts.merged.reset();
+  }
 }
 
 SessionResult SamplingSession::finish(SessionResult::End end) {
@@ -354,6 +379,7 @@ SessionResult SamplingSession::finish(SessionResult::End end) {
   drain_records();
   for (auto& [tid, ts] : threads_) {
     flush_records(tid, ts);
+    hand_merged(ts);
   }
   res_.end = end;
   return res_;
@@ -398,6 +424,7 @@ std::optional<SessionResult::End> SamplingSession::dispatch(TracedProcess::Trace
       clock_remove(ev.tid);
       if (auto t = threads_.find(ev.tid); t != threads_.end()) {
         flush_records(ev.tid, t->second);
+        hand_merged(t->second);
       }
       threads_.erase(ev.tid);
       pending_.erase(ev.tid);
@@ -898,6 +925,7 @@ bool SamplingSession::wall_from_held(ThreadState& ts, ThreadSample& s,
     ts.last_pc = h.snap->regs.rip;
     ts.idle_streak = 0;
     ++res_.wall_from_records;
+    hand_merged(ts);
     sink_.on_sample(std::move(h));
     ts.held.reset();
     return true;
@@ -940,6 +968,9 @@ void SamplingSession::report_status(Clock::time_point now) {
   st.processes = tp_.process_count();
   st.samples = res_.samples;
   st.threads = tp_.thread_count();
+  for (auto& [tid, ts] : threads_) {
+    hand_merged(ts);  // the live view sees every tick so far
+  }
   opts_.on_status(st);
 }
 

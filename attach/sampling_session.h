@@ -158,6 +158,9 @@ class SamplingSession : private TraceObserver {
     int processor = -1;  // the CPU it ran on last, at its latest state read
     // Where it was blocked at the latest state read (its /proc syscall file), if it was.
     std::optional<SyscallWait> blocked_in;
+    // Its reused samples since its last other one, merged (same state and name): handed to
+    // the sink as one, not one per tick (hand_merged).
+    std::optional<ThreadSample> merged;
     uint32_t running_looks = 0;  // state reads that found it running (stat: the 1st, every 16th)
   };
   // A sample asked for whose stop has not arrived yet.
@@ -217,8 +220,7 @@ class SamplingSession : private TraceObserver {
   void on_thread_created(TracedProcess::TraceEvent& ev);
   void complete(TracedProcess::TraceEvent& ev);
   // Emits the thread's last stack for this tick (`state`: the sample's, else the thread's).
-  void reuse(pid_t tid, ThreadSample& s, const ThreadState& ts,
-             std::optional<char> state = std::nullopt);
+  void reuse(pid_t tid, ThreadSample& s, ThreadState& ts, std::optional<char> state = std::nullopt);
   // A running thread's wall sample from its latest CPU-clock sample (a record, or a CPU
   // timer's stop): no stop of its own. True when the tick needs nothing more of the thread.
   bool wall_from_record(pid_t tid, ThreadState& ts, ThreadSample& s,
@@ -231,6 +233,9 @@ class SamplingSession : private TraceObserver {
   void hold(ThreadState* ts, ThreadSample&& s);
   // A CPU-clock sample no tick took for its wall sample: the cpu profile's, if one is made.
   void clock_only(ThreadSample&& s);
+  // Hands the thread's merged reused samples to the sink: before any other sample of it (they
+  // refer to the stack before that one), at its exit, at a status report and at the end.
+  void hand_merged(ThreadState& ts);
   // A kernel sample record (the thread was not stopped at all).
   // `space`: the address space to unwind it in (0: the thread's current one).
   void recorded(PerfSample&& ps, uint32_t space = 0);
