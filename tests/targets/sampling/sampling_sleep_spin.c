@@ -6,8 +6,9 @@
 // `sampling_sleep_spin N` starts N more spinners ("spinner-1".."spinner-N", the same code), for
 // a machine with more running threads than CPUs.
 //
-// Protocol: "ready sleeper=T spinner=T" once the sleeper is blocked in clock_nanosleep and the
-// spinner has started counting; then commands on stdin, one line each:
+// Protocol: "ready sleeper=T spinner=T" once the sleeper is blocked in clock_nanosleep, the
+// spinner has started counting and every spinner-N has reached its own code; then commands on
+// stdin, one line each:
 //   count          -> "count N"   N = the spinner's iterations so far (grows while it runs)
 //   ping           -> pong
 //   exit-after MS  -> "ok", then main spins in exit_countdown() for MS ms (CLOCK_MONOTONIC) and
@@ -31,6 +32,7 @@
 
 static atomic_int sleeper_tid, spinner_tid;
 static atomic_ulong spin_count;
+static atomic_long more_started;  // the N more spinners that have reached their code
 
 NOINLINE void sleeper_loop(void) {
   for (;;) {
@@ -106,6 +108,7 @@ static void start(const char* name, void* (*fn)(void*)) {
 
 NOINLINE void* more_spinner_main(void* arg) {
   (void)arg;
+  atomic_fetch_add(&more_started, 1);
   spin_loop();
   KEEP_FRAME();
   return NULL;
@@ -121,8 +124,11 @@ int main(int argc, char** argv) {
     snprintf(name, sizeof name, "spinner-%ld", i);
     start(name, more_spinner_main);
   }
+  // Ready once every thread runs its own code: a spinner still in clone3 (not yet given a
+  // CPU on a busy machine) would be sampled there.
+  const long started = more < 256 ? more : 256;
   while (atomic_load(&sleeper_tid) == 0 || atomic_load(&spinner_tid) == 0 ||
-         atomic_load(&spin_count) == 0) {
+         atomic_load(&spin_count) == 0 || atomic_load(&more_started) < started) {
     sched_yield();
   }
   target_wait_blocked_in(atomic_load(&sleeper_tid), SYS_clock_nanosleep);
